@@ -1,0 +1,100 @@
+"""DnsFailover: Route 53 health checks on each region's public endpoint and the records that use them.
+
+`failover` (phase A): PRIMARY/SECONDARY records for the API name, each bound to its region's health
+check, and a plain read record pointing at the standby. DNS failover is bounded below by
+interval x threshold + TTL (see infra.slo), which is why phase A's RTO is minutes, not seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pulumi
+import pulumi_aws as aws
+from pulumi import Input, ResourceOptions
+
+from infra.naming import logical_name, merge_tags
+
+# Route 53 needs at least three checker regions; these are spread over three continents.
+CHECKER_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    region: str
+    role: Literal["primary", "secondary"]
+    alb_dns_name: Input[str]
+    alb_zone_id: Input[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DnsFailoverArgs:
+    mode: Literal["failover"]
+    zone_id: str
+    record_name: str
+    read_record_name: str
+    endpoints: tuple[Endpoint, ...]
+    health_path: str
+    https: bool
+    request_interval: int
+    failure_threshold: int
+    phase: str
+    stack: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class DnsFailover(pulumi.ComponentResource):
+    health_check_ids: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: DnsFailoverArgs, opts: Optional[ResourceOptions] = None):
+        super().__init__("fraiseql:dns:DnsFailover", name, None, opts)
+        child = ResourceOptions(parent=self)
+
+        def tags(role: str) -> dict[str, str]:
+            return merge_tags(args.tags, name=logical_name(name, role), phase=args.phase, stack=args.stack, component="DnsFailover")
+
+        self.health_check_ids = {}
+        for ep in args.endpoints:
+            r = ep.region
+            hc = aws.route53.HealthCheck(
+                logical_name(name, "health", r),
+                type="HTTPS" if args.https else "HTTP",
+                fqdn=ep.alb_dns_name,
+                port=443 if args.https else 80,
+                resource_path=args.health_path,
+                enable_sni=args.https,
+                request_interval=args.request_interval,
+                failure_threshold=args.failure_threshold,
+                regions=list(CHECKER_REGIONS),
+                measure_latency=True,
+                tags=tags(f"health-{r}"),
+                opts=child,
+            )
+            self.health_check_ids[r] = hc.id
+            aws.route53.Record(
+                logical_name(name, f"api-{ep.role}", r),
+                zone_id=args.zone_id,
+                name=args.record_name,
+                type="A",
+                set_identifier=f"{ep.role}-{r}",
+                failover_routing_policies=[
+                    aws.route53.RecordFailoverRoutingPolicyArgs(type=ep.role.upper())
+                ],
+                health_check_id=hc.id,
+                aliases=[
+                    aws.route53.RecordAliasArgs(name=ep.alb_dns_name, zone_id=ep.alb_zone_id, evaluate_target_health=True)
+                ],
+                opts=child,
+            )
+
+        reader = next(ep for ep in args.endpoints if ep.role == "secondary")
+        aws.route53.Record(
+            logical_name(name, "read", reader.region),
+            zone_id=args.zone_id,
+            name=args.read_record_name,
+            type="A",
+            aliases=[aws.route53.RecordAliasArgs(name=reader.alb_dns_name, zone_id=reader.alb_zone_id, evaluate_target_health=True)],
+            opts=child,
+        )
+        self.register_outputs({"healthCheckIds": self.health_check_ids})

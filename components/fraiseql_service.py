@@ -1,0 +1,190 @@
+"""FraiseqlService: the FraiseQL container on ECS Fargate behind a RegionStack's ALB, with autoscaling."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+from pulumi import Input, ResourceOptions
+
+from infra.naming import logical_name, merge_tags
+
+CONTAINER = "fraiseql"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FraiseqlServiceArgs:
+    region: str
+    role: str
+    image: str
+    cpu: int
+    memory: int
+    arch: str
+    port: int
+    health_path: str
+    desired_count: int
+    max_count: int
+    cpu_target_percent: int
+    cluster_arn: Input[str]
+    cluster_name: Input[str]
+    subnet_ids: list[Input[str]]
+    security_group_id: Input[str]
+    target_group_arn: Input[str]
+    listener_arn: Input[str]
+    log_group_name: Input[str]
+    execution_role_arn: Input[str]
+    execution_role_name: Input[str]
+    task_role_arn: Input[str]
+    # Writes go to the writer for this region (the primary, across regions on a standby);
+    # reads go to the local copy.
+    writer_host: Input[str]
+    reader_host: Input[str]
+    db_port: int
+    db_name: str
+    db_secret_arn: Input[str]
+    db_secret_kms_key_arn: Input[str]
+    phase: str
+    stack: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FraiseqlService(pulumi.ComponentResource):
+    service_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: FraiseqlServiceArgs, opts: Optional[ResourceOptions] = None):
+        super().__init__("fraiseql:app:FraiseqlService", name, None, opts)
+        r = args.region
+        child = ResourceOptions(parent=self)
+
+        def tags(role: str) -> dict[str, str]:
+            return merge_tags(args.tags, name=logical_name(name, role), phase=args.phase, stack=args.stack, component="FraiseqlService")
+
+        # The execution role fetches the database credentials at task start; nothing else can read them.
+        aws.iam.RolePolicy(
+            logical_name(name, "read-db-secret"),
+            role=args.execution_role_name,
+            policy=pulumi.Output.all(args.db_secret_arn, args.db_secret_kms_key_arn).apply(
+                lambda a: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": a[0]},
+                            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": a[1]},
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+
+        container = pulumi.Output.all(
+            args.writer_host, args.reader_host, args.db_secret_arn, args.log_group_name
+        ).apply(
+            lambda a: json.dumps(
+                [
+                    {
+                        "name": CONTAINER,
+                        "image": args.image,
+                        "essential": True,
+                        "portMappings": [{"containerPort": args.port, "protocol": "tcp"}],
+                        "environment": [
+                            {"name": "FRAISEQL_REGION", "value": r},
+                            {"name": "FRAISEQL_REGION_ROLE", "value": args.role},
+                            {"name": "FRAISEQL_DB_WRITER_HOST", "value": a[0]},
+                            {"name": "FRAISEQL_DB_READER_HOST", "value": a[1]},
+                            {"name": "FRAISEQL_DB_PORT", "value": str(args.db_port)},
+                            {"name": "FRAISEQL_DB_NAME", "value": args.db_name},
+                            {"name": "FRAISEQL_DB_SSLMODE", "value": "verify-full"},
+                            {"name": "FRAISEQL_HEALTH_PATH", "value": args.health_path},
+                        ],
+                        "secrets": [
+                            {"name": "FRAISEQL_DB_USER", "valueFrom": f"{a[2]}:username::"},
+                            {"name": "FRAISEQL_DB_PASSWORD", "valueFrom": f"{a[2]}:password::"},
+                        ],
+                        # The health endpoint checks the database too: a task whose database is
+                        # unreachable is replaced, and the ALB/Route 53 checks see the same answer.
+                        "healthCheck": {
+                            "command": ["CMD-SHELL", f"curl -fsS http://127.0.0.1:{args.port}{args.health_path} || exit 1"],
+                            "interval": 15,
+                            "timeout": 5,
+                            "retries": 3,
+                            "startPeriod": 30,
+                        },
+                        "logConfiguration": {
+                            "logDriver": "awslogs",
+                            "options": {"awslogs-group": a[3], "awslogs-region": r, "awslogs-stream-prefix": "fraiseql"},
+                        },
+                        "readonlyRootFilesystem": True,
+                    }
+                ]
+            )
+        )
+        task = aws.ecs.TaskDefinition(
+            logical_name(name, "task"),
+            region=r,
+            family=f"fraiseql-{args.stack}-{r}",
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                operating_system_family="LINUX", cpu_architecture="ARM64" if args.arch == "arm64" else "X86_64"
+            ),
+            execution_role_arn=args.execution_role_arn,
+            task_role_arn=args.task_role_arn,
+            container_definitions=container,
+            tags=tags("task"),
+            opts=child,
+        )
+        service = aws.ecs.Service(
+            logical_name(name, "service"),
+            region=r,
+            cluster=args.cluster_arn,
+            task_definition=task.arn,
+            desired_count=args.desired_count,
+            launch_type="FARGATE",
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=args.subnet_ids, security_groups=[args.security_group_id], assign_public_ip=False
+            ),
+            load_balancers=[
+                aws.ecs.ServiceLoadBalancerArgs(target_group_arn=args.target_group_arn, container_name=CONTAINER, container_port=args.port)
+            ],
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
+            health_check_grace_period_seconds=60,
+            propagate_tags="SERVICE",
+            tags=tags("service"),
+            # Autoscaling owns the running count after creation.
+            opts=ResourceOptions(parent=self, ignore_changes=["desiredCount"]),
+        )
+        target = aws.appautoscaling.Target(
+            logical_name(name, "scaling-target"),
+            region=r,
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", service.name),
+            min_capacity=args.desired_count,
+            max_capacity=args.max_count,
+            opts=child,
+        )
+        aws.appautoscaling.Policy(
+            logical_name(name, "scaling-cpu"),
+            region=r,
+            policy_type="TargetTrackingScaling",
+            service_namespace=target.service_namespace,
+            scalable_dimension=target.scalable_dimension,
+            resource_id=target.resource_id,
+            target_tracking_scaling_policy_configuration=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                target_value=args.cpu_target_percent,
+                predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                    predefined_metric_type="ECSServiceAverageCPUUtilization"
+                ),
+                scale_in_cooldown=120,
+                scale_out_cooldown=60,
+            ),
+            opts=child,
+        )
+        self.service_name = service.name
+        self.register_outputs({"serviceName": self.service_name, "taskDefinitionArn": task.arn})

@@ -1,0 +1,108 @@
+"""`python -m infra plan --stack phase-a [--json]`: the offline plan.
+
+Runs the real program under Pulumi mocks with the stack file's config: no cloud credentials, no
+Pulumi CLI. Exit codes: 0 planned, 2 invalid config or stack file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional, Sequence
+
+import pulumi
+
+from infra.config import ConfigError
+from infra.synth import StackFileError, Synthesis, synthesize
+
+EXIT_OK, EXIT_INVALID = 0, 2
+
+
+def _render_text(syn: Synthesis) -> str:
+    lines = [
+        f"stack {syn.stack} (phase {syn.outputs.get('phase', '?')}): "
+        f"{len(syn.resources)} resources in {len(syn.components)} components"
+    ]
+    groups = syn.grouped()
+    for region in sorted(groups, key=lambda r: (r == "global", r)):
+        comps = groups[region]
+        lines.append(f"\n{region}  ({sum(sum(c.values()) for c in comps.values())})")
+        for comp in sorted(comps):
+            counts = comps[comp]
+            lines.append(f"  {comp}  ({sum(counts.values())})")
+            for typ, count in sorted(counts.items()):
+                lines.append(f"    {count:>3}  {typ}")
+    protected = [r.name for r in syn.resources if r.protect]
+    lines.append(f"\nprotected (pulumi protect): {', '.join(sorted(protected)) or 'none'}")
+    lines.append("\noutputs:")
+    for key, value in syn.outputs.items():
+        lines.append(f"  {key}: {json.dumps(value, default=str)}")
+    return "\n".join(lines)
+
+
+def _as_json(syn: Synthesis) -> dict[str, Any]:
+    return {
+        "stack": syn.stack,
+        "phase": syn.outputs.get("phase"),
+        "total": len(syn.resources),
+        "resources": [
+            {
+                "urn": r.urn,
+                "type": r.type,
+                "name": r.name,
+                "region": r.region,
+                "component": syn.component_of(r),
+                "protect": r.protect,
+            }
+            for r in syn.resources
+        ],
+        "groups": {
+            region: {comp: dict(counts) for comp, counts in comps.items()} for region, comps in syn.grouped().items()
+        },
+        "outputs": syn.outputs,
+    }
+
+
+def _config_problem(exc: BaseException) -> Optional[str]:
+    """The validation message if `exc` (or what it wraps) is a config problem."""
+    while exc is not None:
+        if isinstance(exc, (ConfigError, StackFileError)):
+            return str(exc)
+        if isinstance(exc, pulumi.RunError) and "invalid stack config" in str(exc):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def plan(stack: str, as_json: bool, out=sys.stdout, err=sys.stderr) -> int:
+    try:
+        syn = synthesize(stack)
+    except Exception as e:  # noqa: BLE001 - config errors arrive wrapped by the Pulumi runtime
+        message = _config_problem(e)
+        if message is None:
+            raise
+        print(message, file=err)
+        return EXIT_INVALID
+    if as_json:
+        json.dump(_as_json(syn), out, indent=2, default=str)
+        out.write("\n")
+    else:
+        print(_render_text(syn), file=out)
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_plan = sub.add_parser("plan", help="run the program under mocks and show what it declares")
+    p_plan.add_argument("--stack", required=True, help="stack name, e.g. phase-a (reads Pulumi.<stack>.yaml)")
+    p_plan.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    if args.command == "plan":
+        return plan(args.stack, args.json)
+    return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""Stack configuration: the one place where input is validated.
+
+Every key lives in the `fraiseql:` namespace of a `Pulumi.<stack>.yaml`. `load_config` turns the raw
+values into a `StackConfig` or raises `ConfigError` with one message listing each bad key, what is
+wrong and what would be valid. The program calls it before registering any resource, so bad config
+never produces a half-built stack. Components downstream assume a valid `StackConfig`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from infra.naming import RESERVED_TAGS
+from infra.planning import MAX_AZS, MAX_VPC_PREFIX, MIN_VPC_PREFIX, overlapping_pairs
+from infra.regions import REGIONS
+
+NAMESPACE = "fraiseql"
+
+# Fargate accepts only these CPU units, each with its own memory range (MiB) and step.
+FARGATE_MEMORY: dict[int, tuple[int, int, int]] = {
+    256: (512, 2048, 512),
+    512: (1024, 4096, 1024),
+    1024: (2048, 8192, 1024),
+    2048: (4096, 16384, 1024),
+    4096: (8192, 30720, 1024),
+    8192: (16384, 61440, 4096),
+    16384: (32768, 122880, 8192),
+}
+_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+_ENGINE_VERSION = re.compile(r"^(\d+)(\.\d+)?$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """Invalid stack configuration. `problems` holds (key, message) pairs."""
+
+    def __init__(self, stack: str, problems: list[tuple[str, str]]):
+        self.stack = stack
+        self.problems = problems
+        lines = [f"invalid stack config for '{stack}' ({len(problems)} problem(s)):"]
+        lines += [f"  {key}: {msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegionConfig(_Model):
+    name: str = Field(examples=["us-east-1"])
+    role: Literal["primary", "standby", "active"] = Field(examples=["primary"])
+    cidr: str = Field(examples=["10.10.0.0/16"])
+
+    @field_validator("name")
+    @classmethod
+    def _known_region(cls, v: str) -> str:
+        if v not in REGIONS:
+            raise ValueError(f"unknown AWS region '{v}'; use one of: {', '.join(sorted(REGIONS))}")
+        return v
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(
+                f"'{v}' is not a valid IPv4 network ({e}); write it like 10.10.0.0/16"
+            ) from None
+        if not net.is_private:
+            raise ValueError(f"{v} is not a private (RFC 1918) range; use e.g. 10.10.0.0/16")
+        if not MIN_VPC_PREFIX <= net.prefixlen <= MAX_VPC_PREFIX:
+            raise ValueError(
+                f"{v} has prefix /{net.prefixlen}; a VPC needs /{MIN_VPC_PREFIX} to /{MAX_VPC_PREFIX}"
+            )
+        return v
+
+
+class NetworkConfig(_Model):
+    az_count: int = Field(2, ge=2, le=MAX_AZS, description="AZs per region (>=2 for ALB and Multi-AZ)")
+    nat: Literal["single", "per_az"] = Field(
+        "single", description="one NAT gateway per region (cheaper) or one per AZ (AZ-independent)"
+    )
+    topology: Literal["none", "mesh", "hub-and-spoke"] = Field(
+        "none", description="inter-region network; none relies on RDS's own cross-region transport"
+    )
+    hub_region: Optional[str] = Field(None, description="hub of hub-and-spoke; defaults to the primary")
+
+
+class AppConfig(_Model):
+    image: str = Field(min_length=1, examples=["ghcr.io/fraiseql/fraiseql:1.0.0"])
+    cpu: int = Field(examples=[1024], description="Fargate CPU units")
+    memory: int = Field(examples=[2048], description="Fargate memory in MiB")
+    desired_count: int = Field(ge=1, examples=[2])
+    max_count: int = Field(ge=1, examples=[6])
+    port: int = Field(8000, ge=1, le=65535)
+    health_path: str = Field(
+        "/health",
+        examples=["/health"],
+        description="must answer 200 only when the app can reach its database",
+    )
+    cpu_target_percent: int = Field(60, ge=10, le=90)
+    arch: Literal["x86_64", "arm64"] = "x86_64"
+    log_retention_days: int = Field(30, ge=1)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: int) -> int:
+        if v not in FARGATE_MEMORY:
+            raise ValueError(f"{v} is not a Fargate CPU size; use one of {sorted(FARGATE_MEMORY)}")
+        return v
+
+    @field_validator("health_path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"'{v}' must be an absolute path such as /health")
+        return v
+
+
+class DatabaseConfig(_Model):
+    engine_version: str = Field(examples=["16.4"])
+    instance_class: str = Field(examples=["db.r6g.large"])
+    standby_instance_class: Optional[str] = Field(
+        None, description="phase a replica size; defaults to instance_class (keep it warm enough to take over)"
+    )
+    standby_multi_az: bool = False
+    allocated_storage_gb: int = Field(ge=20, le=65536, examples=[100])
+    max_allocated_storage_gb: Optional[int] = Field(None, description="storage autoscaling ceiling")
+    storage_type: Literal["gp3", "io1", "io2"] = "gp3"
+    multi_az: bool = True
+    backup_retention_days: int = Field(7, ge=7, le=35)
+    port: int = Field(5432, ge=1150, le=65535)
+    db_name: str = Field("fraiseql", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    username: str = Field("fraiseql_admin", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    performance_insights_retention_days: int = Field(7, ge=7)
+
+    @field_validator("engine_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        m = _ENGINE_VERSION.match(v)
+        if not m or int(m.group(1)) < 13:
+            raise ValueError(f"'{v}' is not a supported PostgreSQL version; use e.g. 16.4 (13 or newer)")
+        return v
+
+    @field_validator("instance_class", "standby_instance_class")
+    @classmethod
+    def _class(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _INSTANCE_CLASS.match(v):
+            raise ValueError(f"'{v}' is not an RDS instance class; write it like db.r6g.large")
+        return v
+
+    @property
+    def major_version(self) -> int:
+        return int(self.engine_version.split(".")[0])
+
+
+class DnsConfig(_Model):
+    zone_id: str = Field(pattern=r"^Z[A-Z0-9]{4,32}$", examples=["Z0123456789ABCDEFGHIJ"])
+    record_name: str = Field(examples=["api.example.com"], description="public API hostname")
+    read_record_name: Optional[str] = Field(
+        None, description="hostname for reads from the standby; defaults to read.<record_name>"
+    )
+    ttl: int = Field(60, ge=5, le=86400)
+    https: bool = Field(True, description="ACM certificate + HTTPS listener (validated in the zone)")
+    health_check_interval: Literal[10, 30] = 10
+    failure_threshold: int = Field(3, ge=1, le=10)
+
+    @field_validator("record_name", "read_record_name")
+    @classmethod
+    def _host(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _HOSTNAME.match(v):
+            raise ValueError(f"'{v}' is not a lower-case DNS hostname like api.example.com")
+        return v
+
+    @property
+    def reads_hostname(self) -> str:
+        return self.read_record_name or f"read.{self.record_name}"
+
+
+class SloConfig(_Model):
+    rto_seconds: float = Field(gt=0, examples=[300])
+    rpo_seconds: float = Field(gt=0, examples=[60])
+    latency_p95_ms: float = Field(gt=0, examples=[50])
+    lag_alarm_seconds: float = Field(30, gt=0, description="ReplicaLag alarm threshold")
+    availability_percent: Optional[float] = Field(None, gt=0, lt=100)
+
+
+class BudgetConfig(_Model):
+    monthly_usd: float = Field(gt=0, examples=[3450])
+    alert_emails: list[str] = Field(min_length=1, examples=[["platform@example.com"]])
+    advisory_fraction: float = Field(0.9, gt=0, le=1)
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not _EMAIL.match(e)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {bad}")
+        return v
+
+
+class AlertsConfig(_Model):
+    emails: list[str] = Field(default_factory=list, description="subscribed to every region's alert topic")
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not _EMAIL.match(e)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {bad}")
+        return v
+
+
+class StackConfig(_Model):
+    phase: Literal["a", "b", "c"] = Field(examples=["a"])
+    regions: list[RegionConfig] = Field(min_length=2)
+    network: NetworkConfig = NetworkConfig()
+    app: AppConfig
+    database: DatabaseConfig
+    dns: DnsConfig
+    slo: SloConfig
+    budget: BudgetConfig
+    alerts: AlertsConfig = AlertsConfig()
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def region_names(self) -> list[str]:
+        return [r.name for r in self.regions]
+
+    @property
+    def primary(self) -> RegionConfig:
+        return next(r for r in self.regions if r.role == "primary")
+
+    @property
+    def standbys(self) -> list[RegionConfig]:
+        return [r for r in self.regions if r.role == "standby"]
+
+    def region(self, name: str) -> RegionConfig:
+        return next(r for r in self.regions if r.name == name)
+
+
+KEYS = tuple(StackConfig.model_fields)
+
+
+def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
+    """Rules that span several keys; each names the key a user has to change."""
+    k = f"{NAMESPACE}:"
+    problems: list[tuple[str, str]] = []
+    names = cfg.region_names
+
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(
+                (f"{k}regions[{i}].name", f"region {name} is listed twice (also regions[{seen[name]}]); each region once")
+            )
+        seen.setdefault(name, i)
+
+    for a, b in overlapping_pairs((r.name, r.cidr) for r in cfg.regions):
+        ca, cb = cfg.region(a).cidr, cfg.region(b).cidr
+        problems.append(
+            (f"{k}regions", f"CIDR {cb} of {b} overlaps {ca} of {a}; give every region a disjoint block, e.g. 10.10.0.0/16, 10.20.0.0/16")
+        )
+
+    roles = [r.role for r in cfg.regions]
+    if cfg.phase == "a":
+        if roles.count("primary") != 1:
+            problems.append(
+                (f"{k}regions", f"phase a needs exactly one region with role: primary, found {roles.count('primary')}")
+            )
+        if "active" in roles:
+            problems.append((f"{k}regions", "role 'active' belongs to phases b and c; phase a uses primary and standby"))
+        if roles.count("standby") != 1:
+            problems.append(
+                (f"{k}regions", f"phase a needs exactly one region with role: standby (Route 53 failover has one SECONDARY), found {roles.count('standby')}")
+            )
+    else:
+        if set(roles) != {"active"}:
+            problems.append(
+                (f"{k}regions", f"phase {cfg.phase} is active-active: every region needs role: active (found {sorted(set(roles))})")
+            )
+        n = len(cfg.regions)
+        if n < 3 or n % 2 == 0:
+            problems.append(
+                (f"{k}regions", f"phase {cfg.phase} needs an odd number of write regions, at least 3, for a majority quorum; found {n}")
+            )
+        if cfg.network.topology == "none":
+            problems.append((f"{k}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke"))
+        if cfg.database.major_version < 16:
+            problems.append(
+                (f"{k}database.engine_version", f"multi-master needs PostgreSQL 16+ (origin = none); got {cfg.database.engine_version}")
+            )
+
+    if cfg.network.hub_region is not None and cfg.network.hub_region not in names:
+        problems.append((f"{k}network.hub_region", f"'{cfg.network.hub_region}' is not one of the regions {names}"))
+    if cfg.network.hub_region is not None and cfg.network.topology != "hub-and-spoke":
+        problems.append((f"{k}network.hub_region", "only meaningful with topology: hub-and-spoke; remove it or change topology"))
+
+    lo, hi, step = FARGATE_MEMORY[cfg.app.cpu]
+    if not (lo <= cfg.app.memory <= hi and (cfg.app.memory - lo) % step == 0):
+        problems.append(
+            (f"{k}app.memory", f"{cfg.app.memory} MiB is not valid with cpu {cfg.app.cpu}; use {lo} to {hi} in steps of {step}")
+        )
+    if cfg.app.max_count < cfg.app.desired_count:
+        problems.append(
+            (f"{k}app.max_count", f"{cfg.app.max_count} is below desired_count {cfg.app.desired_count}; raise it to at least that")
+        )
+
+    db = cfg.database
+    if db.max_allocated_storage_gb is not None and db.max_allocated_storage_gb < db.allocated_storage_gb:
+        problems.append(
+            (f"{k}database.max_allocated_storage_gb", f"{db.max_allocated_storage_gb} is below allocated_storage_gb {db.allocated_storage_gb}")
+        )
+
+    if cfg.slo.lag_alarm_seconds > cfg.slo.rpo_seconds:
+        problems.append(
+            (f"{k}slo.lag_alarm_seconds", f"{cfg.slo.lag_alarm_seconds:g} s is above the RPO of {cfg.slo.rpo_seconds:g} s: the alarm would fire after data is already at risk; set it to at most {cfg.slo.rpo_seconds:g} (RPO/2 recommended)")
+        )
+
+    for key in cfg.tags:
+        if key in RESERVED_TAGS:
+            problems.append((f"{k}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name"))
+    return problems
+
+
+def _loc_to_key(loc: tuple[Any, ...]) -> str:
+    out = NAMESPACE + ":"
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("" if i == 0 else ".") + str(part)
+    return out
+
+
+def _example_for(loc: tuple[Any, ...]) -> Optional[str]:
+    """Walk the model tree along `loc` to find the field's documented example, if any."""
+    model: Any = StackConfig
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        field = fields[part]
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if field is not None and field.examples:
+        return json.dumps(field.examples[0])
+    return None
+
+
+def _format_pydantic(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = _loc_to_key(loc)
+        kind = e["type"]
+        if kind == "missing":
+            example = _example_for(loc)
+            msg = "missing required key; add it to the stack file"
+            if example:
+                msg += f", e.g. {loc[-1]}: {example}"
+        elif kind == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif kind == "value_error":
+            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+        else:
+            msg = f"{e['msg']} (got {json.dumps(e.get('input'), default=str)})"
+        problems.append((key, msg))
+    return problems
+
+
+def _parse_value(key: str, raw: Any) -> Any:
+    """Pulumi hands structured config to programs as JSON strings."""
+    if not isinstance(raw, str):
+        return raw
+    s = raw.strip()
+    if s[:1] in "[{":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ConfigError("?", [(f"{NAMESPACE}:{key}", f"is not valid structured config ({e.msg})")]) from None
+    return raw
+
+
+def load_config(values: Mapping[str, Any], stack: str) -> StackConfig:
+    """Validate raw `fraiseql:` config (keys without the namespace) into a StackConfig."""
+    try:
+        parsed = {key: _parse_value(key, raw) for key, raw in values.items()}
+    except ConfigError as e:
+        raise ConfigError(stack, e.problems) from None
+    try:
+        cfg = StackConfig.model_validate(parsed)
+    except ValidationError as e:
+        raise ConfigError(stack, _format_pydantic(e)) from None
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(stack, problems)
+    return cfg
+
+
+def namespaced_values(all_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `fraiseql:` entries of a full config map, with the namespace removed."""
+    prefix = NAMESPACE + ":"
+    return {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}

@@ -1,0 +1,153 @@
+"""Pulumi mocks that stand in for the engine and the providers, for the offline plan and the tests.
+
+Outputs are derived from the inputs the way AWS derives them (ARNs from region and name, ALB DNS
+names, RDS endpoints); nothing here decides what the program declares. Invokes the program does not
+make on purpose fail loudly, so a new data-source call cannot slip through with a made-up answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pulumi
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+
+ACCOUNT = "123456789012"
+# Canonical hosted-zone ids of ALBs (AWS publishes these per region).
+ALB_ZONE_IDS = {"us-east-1": "Z35SXDOTRQ7X7K", "us-west-2": "Z1H1FL5HABSF5", "eu-west-1": "Z32O12XQLNTSW2"}
+
+
+class UnknownInvoke(Exception):
+    pass
+
+
+def _service(typ: str) -> str:
+    # "aws:rds/instance:Instance" -> "rds"
+    return typ.split(":")[1].split("/")[0]
+
+
+class PlanMocks(Mocks):
+    def new_resource(self, args: MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+        typ, name, inputs = args.typ, args.name, dict(args.inputs)
+        region = inputs.get("region", "us-east-1")
+        out: dict[str, Any] = dict(inputs)
+        rid = f"{name}-id"
+        if typ.startswith("aws:"):
+            svc = _service(typ)
+            out.setdefault("arn", f"arn:aws:{svc}:{region}:{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}")
+        if typ == "aws:rds/instance:Instance":
+            ident = inputs.get("identifier") or name
+            out.update(
+                identifier=ident,
+                arn=f"arn:aws:rds:{region}:{ACCOUNT}:db:{ident}",
+                address=f"{ident}.c0ffee.{region}.rds.amazonaws.com",
+                endpoint=f"{ident}.c0ffee.{region}.rds.amazonaws.com:{inputs.get('port', 5432)}",
+                resourceId=f"db-{ident.upper()}",
+            )
+            if inputs.get("manageMasterUserPassword"):
+                out["masterUserSecrets"] = [
+                    {
+                        "secretArn": f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:rds!db-{ident}",
+                        "kmsKeyId": inputs.get("masterUserSecretKmsKeyId"),
+                        "secretStatus": "active",
+                    }
+                ]
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            out.update(dnsName=f"{name}-1234567890.{region}.elb.amazonaws.com", zoneId=ALB_ZONE_IDS.get(region, "ZALB"))
+        elif typ == "aws:acm/certificate:Certificate":
+            names = [inputs["domainName"], *inputs.get("subjectAlternativeNames", [])]
+            out["domainValidationOptions"] = [
+                {
+                    "domainName": d,
+                    "resourceRecordName": f"_x1.{d}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": f"_x2.{d}.acm-validations.aws.",
+                }
+                for d in names
+            ]
+        elif typ == "aws:route53/record:Record":
+            out["fqdn"] = inputs.get("name")
+        elif typ == "aws:kms/key:Key":
+            out.update(keyId=f"{name}-key-id", arn=f"arn:aws:kms:{region}:{ACCOUNT}:key/{name}")
+        elif typ == "aws:iam/role:Role":
+            out.update(name=name, arn=f"arn:aws:iam::{ACCOUNT}:role/{name}")
+        elif typ in (
+            "aws:ecs/cluster:Cluster",
+            "aws:ecs/service:Service",
+            "aws:rds/subnetGroup:SubnetGroup",
+            "aws:rds/parameterGroup:ParameterGroup",
+            "aws:cloudwatch/logGroup:LogGroup",
+        ):
+            out.setdefault("name", name)
+        elif typ == "aws:route53/healthCheck:HealthCheck":
+            rid = f"hc-{name}"
+        return rid, out
+
+    def call(self, args: MockCallArgs) -> dict[str, Any]:
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            region = args.args.get("region", "us-east-1")
+            letters = "abcdef"
+            return {
+                "names": [f"{region}{c}" for c in letters],
+                "zoneIds": [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(letters))],
+                "id": region,
+            }
+        raise UnknownInvoke(f"the mocks do not know invoke {args.token}; add it to infra/mocks.py on purpose")
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    protect: bool
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)
+
+    @property
+    def region(self) -> str:
+        return self.inputs.get("region") or "global"
+
+
+class RecordingMonitor(MockMonitor):
+    """A mock monitor that also remembers parents, protect flags and property dependencies."""
+
+    def __init__(self, mocks: Mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        reg = self.resources.get(response.urn)
+        inputs = rpc.deserialize_properties(request.object) if request.custom else {}
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=bool(request.custom),
+                protect=bool(request.protect),
+                inputs=inputs,
+                outputs=dict(reg.state) if reg else {},
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                ignore_changes=list(request.ignoreChanges),
+            )
+        )
+        return response
+
+
+def install(project: str, stack: str, preview: bool = False) -> RecordingMonitor:
+    """Point the Pulumi runtime at fresh mocks; returns the monitor that records registrations."""
+    pulumi.runtime.settings.ROOT.set(None)
+    monitor = RecordingMonitor(PlanMocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    return monitor

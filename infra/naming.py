@@ -1,0 +1,24 @@
+"""Deterministic logical names and explicitly merged tags."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+PROJECT = "fraiseql"
+RESERVED_TAGS = ("Name", "project", "phase", "stack", "component")
+
+
+def logical_name(base: str, role: str, region: str | None = None) -> str:
+    """`{base}-{role}-{region}`: stable across runs, never list positions or clocks."""
+    return f"{base}-{role}-{region}" if region else f"{base}-{role}"
+
+
+def merge_tags(
+    user_tags: Mapping[str, str], *, name: str, phase: str, stack: str, component: str
+) -> dict[str, str]:
+    """User tags first, then the reserved ones, which always win (config validation forbids clashes)."""
+    merged = dict(user_tags)
+    merged.update(
+        {"Name": name, "project": PROJECT, "phase": phase, "stack": stack, "component": component}
+    )
+    return merged

@@ -1,0 +1,114 @@
+"""Run the real program under Pulumi mocks with a stack file's config, and summarize what it declares."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime.settings import SETTINGS
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra import program
+from infra.mocks import Registration, install
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET_PLACEHOLDER = "offline-placeholder-secret"
+
+
+class StackFileError(ValueError):
+    pass
+
+
+def stack_file(stack: str, root: Path = REPO) -> Path:
+    return root / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """Flatten a stack file's `config:` block the way the engine hands it to a program.
+
+    Structured values become JSON strings; `secure:` values cannot be decrypted offline, so they
+    become a placeholder and are marked secret.
+    """
+    if not path.exists():
+        stacks = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
+        raise StackFileError(f"no stack file {path.name}; known stacks: {', '.join(stacks) or 'none'}")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise StackFileError(f"{path.name} is not valid YAML: {e}") from None
+    raw = doc.get("config") or {}
+    if not isinstance(raw, dict):
+        raise StackFileError(f"{path.name}: `config:` must be a mapping of key: value")
+    values: dict[str, str] = {}
+    secrets: list[str] = []
+    for key, value in raw.items():
+        if ":" not in key:
+            key = f"{program.PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            values[key] = SECRET_PLACEHOLDER
+            secrets.append(key)
+        elif isinstance(value, str):
+            values[key] = value
+        else:
+            values[key] = json.dumps(value)
+    return values, secrets
+
+
+@dataclass
+class Synthesis:
+    stack: str
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+
+    @property
+    def resources(self) -> list[Registration]:
+        return [r for r in self.registrations if r.custom]
+
+    @property
+    def components(self) -> list[Registration]:
+        return [r for r in self.registrations if not r.custom]
+
+    def component_of(self, reg: Registration) -> str:
+        """The nearest enclosing fraiseql component, as `Type name`; `program` at top level."""
+        by_urn = {r.urn: r for r in self.registrations}
+        parent = by_urn.get(reg.parent)
+        while parent is not None:
+            if parent.type.startswith("fraiseql:"):
+                return f"{parent.type.split(':')[-1]} {parent.name}"
+            parent = by_urn.get(parent.parent)
+        return "program"
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == typ]
+
+    def grouped(self) -> dict[str, dict[str, Counter]]:
+        groups: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+        for reg in self.resources:
+            groups[reg.region][self.component_of(reg)][reg.type] += 1
+        return groups
+
+
+def synthesize(stack: str, *, config: Optional[dict[str, str]] = None, secret_keys: Optional[list[str]] = None,
+               root: Path = REPO) -> Synthesis:
+    """Run `infra.program.run()` under mocks. `config` replaces the stack file when given (tests)."""
+    if config is None:
+        config, secret_keys = read_stack_file(stack_file(stack, root))
+    monitor = install(program.PROJECT, stack)
+    runtime_config.set_all_config(dict(config), secret_keys or [])
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+    outputs: dict[str, Any] = {}
+
+    def body() -> None:
+        declared = program.run()
+        outputs.update(_sync_await(pulumi.Output.from_input(declared).future()) or {})
+
+    _sync_await(run_pulumi_func(body))
+    return Synthesis(stack=stack, registrations=list(monitor.registrations), outputs=outputs)
