@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import pulumi
@@ -75,9 +76,9 @@ def _config_problem(exc: BaseException) -> Optional[str]:
     return None
 
 
-def plan(stack: str, as_json: bool, out=sys.stdout, err=sys.stderr) -> int:
+def plan(stack: str, as_json: bool, config_file: Optional[Path] = None, out=sys.stdout, err=sys.stderr) -> int:
     try:
-        syn = synthesize(stack)
+        syn = synthesize(stack, path=config_file)
     except Exception as e:  # noqa: BLE001 - config errors arrive wrapped by the Pulumi runtime
         message = _config_problem(e)
         if message is None:
@@ -98,9 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_plan = sub.add_parser("plan", help="run the program under mocks and show what it declares")
     p_plan.add_argument("--stack", required=True, help="stack name, e.g. phase-a (reads Pulumi.<stack>.yaml)")
     p_plan.add_argument("--json", action="store_true", help="machine-readable output")
+    p_plan.add_argument("--config-file", type=Path, help="read this stack file instead of Pulumi.<stack>.yaml")
     args = parser.parse_args(argv)
     if args.command == "plan":
-        return plan(args.stack, args.json)
+        return plan(args.stack, args.json, args.config_file)
     return EXIT_INVALID
 
 

@@ -96,11 +96,17 @@ class Synthesis:
 
 
 def synthesize(stack: str, *, config: Optional[dict[str, str]] = None, secret_keys: Optional[list[str]] = None,
-               root: Path = REPO) -> Synthesis:
-    """Run `infra.program.run()` under mocks. `config` replaces the stack file when given (tests)."""
+               path: Optional[Path] = None, monitors: Optional[list] = None) -> Synthesis:
+    """Run `infra.program.run()` under mocks.
+
+    Config comes from `Pulumi.<stack>.yaml` (or `path`); `config` replaces it when given (tests).
+    `monitors`, when given, receives the recording monitor even if the program fails.
+    """
     if config is None:
-        config, secret_keys = read_stack_file(stack_file(stack, root))
+        config, secret_keys = read_stack_file(path or stack_file(stack))
     monitor = install(program.PROJECT, stack)
+    if monitors is not None:
+        monitors.append(monitor)
     runtime_config.set_all_config(dict(config), secret_keys or [])
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()

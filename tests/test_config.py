@@ -1,0 +1,171 @@
+"""Stack config is validated once, at the edge: every bad input names its key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.config import ConfigError, load_config
+from infra.synth import synthesize
+from tests.conftest import config_variant, flatten, stack_values
+
+
+def problems_of(change) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-a", change)
+    return str(info.value)
+
+
+def test_the_shipped_phase_a_config_is_valid():
+    cfg = load_config(stack_values("phase-a"), "phase-a")
+    assert cfg.primary.name == "us-east-1"
+    assert [s.name for s in cfg.standbys] == ["us-west-2"]
+    assert cfg.slo.lag_alarm_seconds <= cfg.slo.rpo_seconds
+
+
+def test_unknown_region_is_named_with_valid_choices():
+    msg = problems_of(lambda v: v["regions"][1].update(name="us-moon-1"))
+    assert "fraiseql:regions[1].name" in msg
+    assert "unknown AWS region 'us-moon-1'" in msg and "us-west-2" in msg
+
+
+def test_duplicate_region():
+    def change(v):
+        v["regions"][1].update(name="us-east-1", cidr="10.30.0.0/16")
+
+    msg = problems_of(change)
+    assert "fraiseql:regions[1].name" in msg and "listed twice" in msg
+
+
+def test_overlapping_cidrs_name_both_regions_and_a_fix():
+    msg = problems_of(lambda v: v["regions"][1].update(cidr="10.10.128.0/17"))
+    assert "10.10.128.0/17 of us-west-2 overlaps 10.10.0.0/16 of us-east-1" in msg
+    assert "disjoint" in msg
+
+
+@pytest.mark.parametrize(
+    "cidr, expected",
+    [
+        ("10.20.0.0/33", "not a valid IPv4 network"),
+        ("10.20.0.1/16", "not a valid IPv4 network"),
+        ("banana", "not a valid IPv4 network"),
+        ("8.8.0.0/16", "not a private"),
+        ("10.0.0.0/8", "prefix /8"),
+    ],
+)
+def test_malformed_or_unusable_cidr(cidr, expected):
+    msg = problems_of(lambda v: v["regions"][1].update(cidr=cidr))
+    assert "fraiseql:regions[1].cidr" in msg and expected in msg
+
+
+def test_two_primaries():
+    msg = problems_of(lambda v: v["regions"][1].update(role="primary"))
+    assert "exactly one region with role: primary, found 2" in msg
+
+
+def test_no_primary():
+    msg = problems_of(lambda v: v["regions"][0].update(role="standby"))
+    assert "exactly one region with role: primary, found 0" in msg
+
+
+def test_unknown_role_lists_valid_roles():
+    msg = problems_of(lambda v: v["regions"][0].update(role="leader"))
+    assert "fraiseql:regions[0].role" in msg and "'primary', 'standby' or 'active'" in msg
+
+
+@pytest.mark.parametrize("key", ["app", "database", "dns", "slo", "budget", "regions", "phase"])
+def test_missing_required_top_level_key(key):
+    msg = problems_of(lambda v: v.pop(key))
+    assert f"fraiseql:{key}: missing required key" in msg
+
+
+def test_missing_nested_key_suggests_an_example():
+    msg = problems_of(lambda v: v["app"].pop("image"))
+    assert "fraiseql:app.image: missing required key" in msg
+    assert 'image: "ghcr.io/fraiseql/fraiseql:1.0.0"' in msg
+
+
+@pytest.mark.parametrize("amount", [0, -100])
+def test_non_positive_budget(amount):
+    msg = problems_of(lambda v: v["budget"].update(monthly_usd=amount))
+    assert "fraiseql:budget.monthly_usd" in msg and "greater than 0" in msg
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("app", "desired_count", 0),
+        ("database", "allocated_storage_gb", 0),
+        ("slo", "rpo_seconds", 0),
+        ("slo", "rto_seconds", -1),
+    ],
+)
+def test_non_positive_sizes(section, key, value):
+    msg = problems_of(lambda v: v[section].update({key: value}))
+    assert f"fraiseql:{section}.{key}" in msg
+
+
+def test_lag_alarm_above_rpo():
+    msg = problems_of(lambda v: v["slo"].update(lag_alarm_seconds=90))
+    assert "fraiseql:slo.lag_alarm_seconds" in msg and "above the RPO of 60 s" in msg
+
+
+def test_backups_shorter_than_seven_days():
+    msg = problems_of(lambda v: v["database"].update(backup_retention_days=1))
+    assert "fraiseql:database.backup_retention_days" in msg
+
+
+def test_fargate_memory_must_fit_cpu():
+    msg = problems_of(lambda v: v["app"].update(memory=1024))
+    assert "fraiseql:app.memory" in msg and "use 2048 to 8192 in steps of 1024" in msg
+
+
+def test_max_count_below_desired():
+    msg = problems_of(lambda v: v["app"].update(max_count=1))
+    assert "fraiseql:app.max_count" in msg
+
+
+def test_misspelled_key_is_rejected():
+    msg = problems_of(lambda v: v["database"].update(multi_azz=True))
+    assert "fraiseql:database.multi_azz: unknown key" in msg
+
+
+def test_unknown_top_level_key_is_rejected():
+    msg = problems_of(lambda v: v.update(regoins=[]))
+    assert "fraiseql:regoins: unknown key" in msg
+
+
+def test_reserved_tag_cannot_be_overridden():
+    msg = problems_of(lambda v: v["tags"].update(Name="mine"))
+    assert "fraiseql:tags.Name" in msg
+
+
+def test_phase_a_needs_exactly_one_standby():
+    def change(v):
+        v["regions"].append({"name": "eu-west-1", "role": "standby", "cidr": "10.30.0.0/16"})
+
+    assert "exactly one region with role: standby" in problems_of(change)
+
+
+def test_structured_value_that_is_not_json():
+    with pytest.raises(ConfigError) as info:
+        load_config({**stack_values("phase-a"), "app": "{not json"}, "phase-a")
+    assert "fraiseql:app: is not valid structured config" in str(info.value)
+
+
+def test_every_problem_is_reported_at_once():
+    def change(v):
+        v["regions"][1].update(name="us-moon-1")
+        v["budget"].update(monthly_usd=-1)
+
+    msg = problems_of(change)
+    assert "2 problem(s)" in msg
+
+
+def test_bad_config_registers_no_resource():
+    values = stack_values("phase-a")
+    values["regions"][1]["cidr"] = values["regions"][0]["cidr"]
+    monitors: list = []
+    with pytest.raises(Exception) as info:
+        synthesize("phase-a", config=flatten("phase-a", values), monitors=monitors)
+    assert "overlaps" in str(info.value)
+    assert monitors[0].registrations == []

@@ -1,0 +1,79 @@
+"""The offline plan command: the README's main job, with no credentials and no Pulumi CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from infra.__main__ import EXIT_INVALID, EXIT_OK, main, plan
+from infra.synth import REPO
+
+
+def run_plan(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    ns = list(args)
+    stack = ns[ns.index("--stack") + 1]
+    cfg = Path(ns[ns.index("--config-file") + 1]) if "--config-file" in ns else None
+    code = plan(stack, "--json" in ns, cfg, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_plan_groups_resources_by_region_and_component():
+    code, out, _ = run_plan("--stack", "phase-a")
+    assert code == EXIT_OK
+    assert "us-east-1  (" in out and "us-west-2  (" in out and "global  (" in out
+    assert "PostgresReplication fraiseql-db" in out
+    assert "aws:rds/instance:Instance" in out
+    assert "protected (pulumi protect): " in out and "fraiseql-db-primary-us-east-1" in out
+
+
+def test_plan_json_counts_match_the_resource_list():
+    code, out, _ = run_plan("--stack", "phase-a", "--json")
+    doc = json.loads(out)
+    assert code == EXIT_OK
+    assert doc["total"] == len(doc["resources"])
+    grouped = sum(n for comps in doc["groups"].values() for types in comps.values() for n in types.values())
+    assert grouped == doc["total"]
+    types = {r["type"] for r in doc["resources"]}
+    for required in (
+        "aws:ec2/vpc:Vpc",
+        "aws:ec2/natGateway:NatGateway",
+        "aws:lb/loadBalancer:LoadBalancer",
+        "aws:ecs/service:Service",
+        "aws:rds/instance:Instance",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+        "aws:route53/healthCheck:HealthCheck",
+        "aws:route53/record:Record",
+        "aws:budgets/budget:Budget",
+    ):
+        assert required in types
+
+
+def test_plan_on_bad_config_exits_non_zero_with_the_message(tmp_path):
+    doc = yaml.safe_load((REPO / "Pulumi.phase-a.yaml").read_text())
+    doc["config"]["fraiseql:regions"][1]["name"] = "us-moon-1"
+    bad = tmp_path / "Pulumi.phase-a.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    code, out, err = run_plan("--stack", "phase-a", "--config-file", str(bad))
+    assert code == EXIT_INVALID
+    assert out == ""
+    assert "fraiseql:regions[1].name: unknown AWS region 'us-moon-1'" in err
+
+
+def test_unknown_stack_lists_the_known_ones():
+    code, _, err = run_plan("--stack", "phase-z")
+    assert code == EXIT_INVALID and "phase-a" in err
+
+
+def test_module_entry_point_runs_in_a_fresh_interpreter():
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra", "plan", "--stack", "phase-a", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["phase"] == "a"
