@@ -38,8 +38,8 @@ class FraiseqlServiceArgs:
     execution_role_arn: Input[str]
     execution_role_name: Input[str]
     task_role_arn: Input[str]
-    # Writes go to the writer for this region (the primary, across regions on a standby);
-    # reads go to the local copy.
+    # Stable private DNS names: writes go to the current writer (across regions on a standby),
+    # reads to this region's copy.
     writer_host: Input[str]
     reader_host: Input[str]
     db_port: int
@@ -97,7 +97,9 @@ class FraiseqlService(pulumi.ComponentResource):
                             {"name": "FRAISEQL_DB_READER_HOST", "value": a[1]},
                             {"name": "FRAISEQL_DB_PORT", "value": str(args.db_port)},
                             {"name": "FRAISEQL_DB_NAME", "value": args.db_name},
-                            {"name": "FRAISEQL_DB_SSLMODE", "value": "verify-full"},
+                            # verify-ca, not verify-full: the app connects through the private
+                            # writer/reader CNAMEs, which the RDS certificate does not name.
+                            {"name": "FRAISEQL_DB_SSLMODE", "value": "verify-ca"},
                             {"name": "FRAISEQL_HEALTH_PATH", "value": args.health_path},
                         ],
                         "secrets": [

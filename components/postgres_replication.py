@@ -48,6 +48,8 @@ class PostgresReplicationArgs:
     username: str
     performance_insights_retention_days: int
     lag_alarm_seconds: float
+    # VPC of each region, for the private zone that gives the app stable writer/reader names.
+    vpc_ids: dict[str, Input[str]]
     phase: str
     stack: str
     tags: dict[str, str] = field(default_factory=dict)
@@ -191,6 +193,45 @@ class PostgresReplication(pulumi.ComponentResource):
             self.replica_addresses[r] = replica.address
             self.lag_alarm_arns[r] = alarm.arn
 
+        # The app connects through these names, so a failover re-points one CNAME instead of
+        # redeploying every task definition.
+        zone_name = f"db.{args.stack}.fraiseql.internal"
+        zone = aws.route53.Zone(
+            logical_name(name, "private-zone"),
+            name=zone_name,
+            comment="FraiseQL database endpoints; the failover runbook moves the writer record",
+            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=v, vpc_region=r) for r, v in sorted(args.vpc_ids.items())],
+            tags=tags("private-zone"),
+            opts=child,
+        )
+        self.writer_hostname = f"writer.{zone_name}"
+        aws.route53.Record(
+            logical_name(name, "writer-record"),
+            zone_id=zone.zone_id,
+            name=self.writer_hostname,
+            type="CNAME",
+            ttl=5,
+            records=[primary.address],
+            # After a failover the runbook owns this record; `pulumi up` must not point it back.
+            opts=ResourceOptions(parent=self, ignore_changes=["records"]),
+        )
+        self.reader_hostnames = {}
+        for node in args.nodes:
+            r = node.region
+            host = f"reader-{r}.{zone_name}"
+            target = primary.address if node.role == "primary" else self.replica_addresses[r]
+            aws.route53.Record(
+                logical_name(name, "reader-record", r),
+                zone_id=zone.zone_id,
+                name=host,
+                type="CNAME",
+                ttl=5,
+                records=[target],
+                opts=child,
+            )
+            self.reader_hostnames[r] = host
+
+        self.private_zone_id = zone.zone_id
         self.primary_region = pr
         self.primary_arn = primary.arn
         self.primary_identifier = primary.identifier

@@ -50,6 +50,7 @@ class RegionStack(pulumi.ComponentResource):
     alb_security_group_id: pulumi.Output[str]
     app_security_group_id: pulumi.Output[str]
     db_security_group_id: pulumi.Output[str]
+    fence_security_group_id: pulumi.Output[str]
     db_subnet_group_name: pulumi.Output[str]
     alb_arn: pulumi.Output[str]
     alb_dns_name: pulumi.Output[str]
@@ -166,6 +167,16 @@ class RegionStack(pulumi.ComponentResource):
                 ("app", "FraiseQL tasks: traffic from the ALB only"),
                 ("db", "PostgreSQL: from FraiseQL tasks only"),
             )
+        )
+        # An empty group the failover runbook swaps onto an old primary to fence it: no rule at all
+        # means no client can reach it, while RDS itself stays up for later inspection.
+        fence_sg = aws.ec2.SecurityGroup(
+            n("sg-fence"),
+            region=r,
+            vpc_id=self.vpc.id,
+            description="PostgreSQL fence: no traffic (used by the failover runbook)",
+            tags=tags("sg-fence"),
+            opts=child,
         )
         listen_ports = (443, 80) if args.certificate_names else (80,)
         for port in listen_ports:
@@ -355,6 +366,7 @@ class RegionStack(pulumi.ComponentResource):
         self.alb_security_group_id = alb_sg.id
         self.app_security_group_id = app_sg.id
         self.db_security_group_id = db_sg.id
+        self.fence_security_group_id = fence_sg.id
         self.db_subnet_group_name = db_subnet_group.name
         self.alb_arn = alb.arn
         self.alb_dns_name = alb.dns_name

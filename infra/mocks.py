@@ -81,6 +81,8 @@ class PlanMocks(Mocks):
             "aws:cloudwatch/logGroup:LogGroup",
         ):
             out.setdefault("name", name)
+        elif typ == "aws:route53/zone:Zone":
+            out["zoneId"] = "Z" + "".join(c for c in name.upper() if c.isalnum())[:20]
         elif typ == "aws:route53/healthCheck:HealthCheck":
             rid = f"hc-{name}"
         return rid, out

@@ -139,6 +139,7 @@ def _phase_a(cfg: StackConfig, stack: str) -> dict[str, Any]:
             username=db.username,
             performance_insights_retention_days=db.performance_insights_retention_days,
             lag_alarm_seconds=cfg.slo.lag_alarm_seconds,
+            vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,
@@ -148,7 +149,6 @@ def _phase_a(cfg: StackConfig, stack: str) -> dict[str, Any]:
     services = {}
     for rc in cfg.regions:
         rs = regions[rc.name]
-        reader = database.primary_address if rc.role == "primary" else database.replica_addresses[rc.name]
         services[rc.name] = FraiseqlService(
             f"fraiseql-app-{rc.name}",
             FraiseqlServiceArgs(
@@ -173,8 +173,8 @@ def _phase_a(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 execution_role_arn=rs.execution_role_arn,
                 execution_role_name=rs.execution_role_name,
                 task_role_arn=rs.task_role_arn,
-                writer_host=database.primary_address,
-                reader_host=reader,
+                writer_host=database.writer_hostname,
+                reader_host=database.reader_hostnames[rc.name],
                 db_port=db.port,
                 db_name=db.db_name,
                 db_secret_arn=database.master_secret_arn,
@@ -229,6 +229,10 @@ def _phase_a(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "replicaDbIdentifiers": database.replica_identifiers,
         "replicaDbAddresses": database.replica_addresses,
         "dbSecretArn": database.master_secret_arn,
+        "dbPrivateZoneId": database.private_zone_id,
+        "dbWriterHostname": database.writer_hostname,
+        "dbSecurityGroupIds": {r: rs.db_security_group_id for r, rs in regions.items()},
+        "fenceSecurityGroupIds": {r: rs.fence_security_group_id for r, rs in regions.items()},
         "healthCheckIds": dns.health_check_ids,
         "replicaLagAlarmArns": database.lag_alarm_arns,
         "alertTopicArns": {r: rs.alerts_topic_arn for r, rs in regions.items()},

@@ -154,12 +154,27 @@ def _container(syn, region):
     return json.loads(task.inputs["containerDefinitions"])[0]
 
 
+def _cname(syn, name):
+    record = one(syn, "aws:route53/record:Record", name)
+    assert record.inputs["type"] == "CNAME"
+    return record.inputs["name"], record.inputs["records"]
+
+
 def test_standby_app_reads_from_its_replica_and_writes_to_the_primary(phase_a):
     env = {e["name"]: e["value"] for e in _container(phase_a, "us-west-2")["environment"]}
     primary = one(phase_a, RDS, "fraiseql-db-primary-us-east-1")
     replica = one(phase_a, RDS, "fraiseql-db-replica-us-west-2")
-    assert env["FRAISEQL_DB_READER_HOST"] == replica.outputs["address"]
-    assert env["FRAISEQL_DB_WRITER_HOST"] == primary.outputs["address"]
+    assert _cname(phase_a, "fraiseql-db-reader-record-us-west-2") == (env["FRAISEQL_DB_READER_HOST"], [replica.outputs["address"]])
+    assert _cname(phase_a, "fraiseql-db-writer-record") == (env["FRAISEQL_DB_WRITER_HOST"], [primary.outputs["address"]])
+
+
+def test_private_database_zone_is_visible_from_both_vpcs_only(phase_a):
+    zone = one(phase_a, "aws:route53/zone:Zone", "fraiseql-db-private-zone")
+    vpcs = {(v["vpcRegion"], v["vpcId"]) for v in zone.inputs["vpcs"]}
+    assert vpcs == {("us-east-1", "fraiseql-us-east-1-vpc-id"), ("us-west-2", "fraiseql-us-west-2-vpc-id")}
+    writer = one(phase_a, "aws:route53/record:Record", "fraiseql-db-writer-record")
+    assert writer.inputs["ttl"] <= 10
+    assert "records" in writer.ignore_changes
 
 
 def test_credentials_come_from_the_managed_secret(phase_a):
