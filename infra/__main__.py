@@ -1,7 +1,8 @@
 """`python -m infra plan --stack phase-a [--json]`: the offline plan.
 
-Runs the real program under Pulumi mocks with the stack file's config: no cloud credentials, no
-Pulumi CLI. Exit codes: 0 planned, 2 invalid config or stack file.
+Runs the real program under Pulumi mocks with the stack file's config (no cloud credentials, no
+Pulumi CLI), then the policy pack over what it declared. Exit codes: 0 planned and compliant,
+1 a mandatory policy violation, 2 invalid config or stack file.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import pulumi
 
 from infra.config import ConfigError
 from infra.synth import StackFileError, Synthesis, synthesize
+from policies.offline import PackResult, run_pack
 
-EXIT_OK, EXIT_INVALID = 0, 2
+EXIT_OK, EXIT_VIOLATION, EXIT_INVALID = 0, 1, 2
 
 
 def _render_text(syn: Synthesis) -> str:
@@ -42,7 +44,22 @@ def _render_text(syn: Synthesis) -> str:
     return "\n".join(lines)
 
 
-def _as_json(syn: Synthesis) -> dict[str, Any]:
+def _render_pack(result: PackResult) -> str:
+    lines = ["", "SLO floors (what this topology can reach):"]
+    lines += [f"  {b.describe()}" for b in result.bounds] or ["  (no manifest)"]
+    lines += ["", "monthly cost estimate:"]
+    if result.cost is not None:
+        lines += ["  " + l for l in result.cost.render().splitlines()]
+    mandatory = result.mandatory
+    advisory = [v for v in result.violations if not v.mandatory]
+    lines += ["", f"policy pack: {len(mandatory)} mandatory violation(s), {len(advisory)} advisory"]
+    for v in mandatory + advisory:
+        head, *rest = v.message.splitlines()
+        lines.append(f"  [{v.level}] {v.policy}: {head}")
+    return "\n".join(lines)
+
+
+def _as_json(syn: Synthesis, result: PackResult) -> dict[str, Any]:
     return {
         "stack": syn.stack,
         "phase": syn.outputs.get("phase"),
@@ -62,6 +79,17 @@ def _as_json(syn: Synthesis) -> dict[str, Any]:
             region: {comp: dict(counts) for comp, counts in comps.items()} for region, comps in syn.grouped().items()
         },
         "outputs": syn.outputs,
+        "slo": [
+            {"name": b.name, "unit": b.unit, "target": b.target, "floor": b.floor, "feasible": b.feasible,
+             "arithmetic": b.arithmetic}
+            for b in result.bounds
+        ],
+        "cost": None if result.cost is None else {
+            "total_usd": result.cost.total,
+            "budget_usd": result.cost.budget_usd,
+            "lines": [vars(l) for l in result.cost.lines],
+        },
+        "violations": [vars(v) for v in result.violations],
     }
 
 
@@ -85,12 +113,13 @@ def plan(stack: str, as_json: bool, config_file: Optional[Path] = None, out=sys.
             raise
         print(message, file=err)
         return EXIT_INVALID
+    result = run_pack(syn.registrations)
     if as_json:
-        json.dump(_as_json(syn), out, indent=2, default=str)
+        json.dump(_as_json(syn, result), out, indent=2, default=str)
         out.write("\n")
     else:
-        print(_render_text(syn), file=out)
-    return EXIT_OK
+        print(_render_text(syn) + _render_pack(result), file=out)
+    return EXIT_VIOLATION if result.mandatory else EXIT_OK
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -189,6 +189,9 @@ class SloConfig(_Model):
     rpo_seconds: float = Field(gt=0, examples=[60])
     latency_p95_ms: float = Field(gt=0, examples=[50])
     lag_alarm_seconds: float = Field(30, gt=0, description="ReplicaLag alarm threshold")
+    replication_lag_ms: Optional[float] = Field(
+        None, gt=0, description="replication lag expected between the farthest write regions (measured or claimed)"
+    )
     availability_percent: Optional[float] = Field(None, gt=0, lt=100)
 
 
@@ -204,6 +207,16 @@ class BudgetConfig(_Model):
         if bad:
             raise ValueError(f"not e-mail addresses: {bad}")
         return v
+
+
+class UsageConfig(_Model):
+    """What the resources cannot tell the cost model: traffic and request volumes, per month."""
+
+    inter_region_gb_month: float = Field(0, ge=0, description="GB each region sends to each other region")
+    nat_gb_month: float = Field(0, ge=0, description="GB through the NAT gateways of each region")
+    alb_lcu: float = Field(1, ge=0, description="average load balancer capacity units per ALB")
+    log_gb_month: float = Field(0, ge=0, description="CloudWatch Logs ingested per region")
+    edge_requests_million_month: float = Field(0, ge=0, description="requests served by the Cloudflare edge")
 
 
 class AlertsConfig(_Model):
@@ -228,6 +241,7 @@ class StackConfig(_Model):
     slo: SloConfig
     budget: BudgetConfig
     alerts: AlertsConfig = AlertsConfig()
+    usage: UsageConfig = UsageConfig()
     tags: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -18,6 +19,7 @@ from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
 from components.postgres_replication import DatabaseNode, PostgresReplication, PostgresReplicationArgs
 from components.region_stack import RegionStack, RegionStackArgs
 from infra.config import KEYS, NAMESPACE, ConfigError, StackConfig, load_config, namespaced_values
+from infra.manifest import MANIFEST_NAME, build_manifest
 from infra.naming import merge_tags
 
 PROJECT = "fraiseql"
@@ -44,9 +46,25 @@ def run() -> dict[str, Any]:
         outputs = _phase_a(cfg, stack)
     else:
         raise pulumi.RunError(f"phase {cfg.phase} is not built yet; this release deploys phase a")
+    _manifest(cfg, stack)
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs
+
+
+def _manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
+    """The stack's declared phase, SLOs, budget and usage, readable by the policy pack and operators."""
+    return aws.ssm.Parameter(
+        MANIFEST_NAME,
+        region=cfg.regions[0].name,
+        name=f"/fraiseql/{stack}/manifest",
+        type="String",
+        tier="Standard",
+        # insecure_value: the manifest holds no secret, and policies must read it in plain text.
+        insecure_value=json.dumps(build_manifest(cfg, stack), sort_keys=True),
+        description="FraiseQL stack manifest (read by the policy pack and the runbooks)",
+        tags=merge_tags(cfg.tags, name=f"fraiseql-{stack}-manifest", phase=cfg.phase, stack=stack, component="program"),
+    )
 
 
 def _region_stacks(cfg: StackConfig, stack: str) -> dict[str, RegionStack]:

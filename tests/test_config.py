@@ -169,3 +169,13 @@ def test_bad_config_registers_no_resource():
         synthesize("phase-a", config=flatten("phase-a", values), monitors=monitors)
     assert "overlaps" in str(info.value)
     assert monitors[0].registrations == []
+
+
+def test_negative_usage_is_rejected():
+    msg = problems_of(lambda v: v.setdefault("usage", {}).update(nat_gb_month=-5))
+    assert "fraiseql:usage.nat_gb_month" in msg and "greater than or equal to 0" in msg
+
+
+def test_misspelled_usage_key_is_rejected():
+    msg = problems_of(lambda v: v.setdefault("usage", {}).update(nat_gb=5))
+    assert "fraiseql:usage.nat_gb: unknown key" in msg

@@ -235,9 +235,16 @@ def test_every_resource_is_tagged_with_the_reserved_tags(phase_a):
         assert tags["stack"] == "phase-a" and tags["phase"] == "a" and tags["owner"] == "platform"
 
 
-def test_every_resource_is_parented_to_a_component_except_the_budget(phase_a):
-    top_level = [r.name for r in phase_a.resources if phase_a.component_of(r) == "program"]
-    assert top_level == ["fraiseql-budget"]
+def test_every_resource_is_parented_to_a_component_except_budget_and_manifest(phase_a):
+    top_level = sorted(r.name for r in phase_a.resources if phase_a.component_of(r) == "program")
+    assert top_level == ["fraiseql-budget", "fraiseql-manifest"]
+
+
+def test_manifest_declares_slo_budget_and_usage_from_config(phase_a):
+    manifest = json.loads(one(phase_a, "aws:ssm/parameter:Parameter", "fraiseql-manifest").inputs["insecureValue"])
+    assert manifest["phase"] == "a" and manifest["write_regions"] == ["us-east-1"]
+    assert manifest["slo"]["rpo_seconds"] == 60 and manifest["budget"]["monthly_usd"] == 3450
+    assert manifest["dns"] == {"interval_s": 10, "threshold": 3, "ttl_s": 60}
 
 
 def test_budget_carries_the_configured_amount(phase_a):

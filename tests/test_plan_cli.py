@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from infra.__main__ import EXIT_INVALID, EXIT_OK, main, plan
+from infra.__main__ import EXIT_INVALID, EXIT_OK, EXIT_VIOLATION, plan
 from infra.synth import REPO
 
 
@@ -77,3 +77,41 @@ def test_module_entry_point_runs_in_a_fresh_interpreter():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["phase"] == "a"
+
+
+def _variant_file(tmp_path, change) -> Path:
+    doc = yaml.safe_load((REPO / "Pulumi.phase-a.yaml").read_text())
+    change(doc["config"])
+    path = tmp_path / "Pulumi.phase-a.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_plan_prints_cost_table_within_budget_and_no_mandatory_violation():
+    code, out, _ = run_plan("--stack", "phase-a")
+    assert code == EXIT_OK
+    assert "monthly cost estimate:" in out and "budget" in out and "3,450.00" in out
+    assert "policy pack: 0 mandatory violation(s)" in out
+    assert "SLO floors" in out and "RTO: target 300 s vs floor 150 s" in out
+
+
+def test_plan_fails_on_a_100_dollar_budget_naming_the_cause(tmp_path):
+    path = _variant_file(tmp_path, lambda c: c["fraiseql:budget"].update(monthly_usd=100))
+    code, out, _ = run_plan("--stack", "phase-a", "--config-file", str(path))
+    assert code == EXIT_VIOLATION
+    assert "[mandatory] monthly-budget: estimated $" in out and "exceeds the $100.00 budget" in out
+
+
+def test_plan_fails_when_the_lag_alarm_is_slower_than_half_the_rpo(tmp_path):
+    path = _variant_file(tmp_path, lambda c: c["fraiseql:slo"].update(lag_alarm_seconds=45))
+    code, out, _ = run_plan("--stack", "phase-a", "--config-file", str(path))
+    assert code == EXIT_VIOLATION
+    assert "[mandatory] replica-lag-alarm: ReplicaLag alarm fraiseql-db-replica-lag-us-west-2" in out and "fires at 45 s" in out
+
+
+def test_plan_json_carries_cost_slo_and_violations():
+    code, out, _ = run_plan("--stack", "phase-a", "--json")
+    doc = json.loads(out)
+    assert doc["cost"]["budget_usd"] == 3450 and 0 < doc["cost"]["total_usd"] < 3450
+    assert {b["name"] for b in doc["slo"]} == {"RTO", "RPO", "latency p95 (miss)"}
+    assert all(v["level"] != "mandatory" for v in doc["violations"])

@@ -1,0 +1,49 @@
+"""The stack manifest: what a stack declares about itself, for the policy pack and the runbooks.
+
+The program stores it as an SSM parameter (`/fraiseql/<stack>/manifest`). The policy pack finds that
+resource among the stack's own resources, so budgets and SLO targets are written once, in stack
+config, and reach preview-time policies without a second copy in policy config.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from infra.config import StackConfig
+
+MANIFEST_TYPE = "aws:ssm/parameter:Parameter"
+MANIFEST_NAME = "fraiseql-manifest"
+VERSION = 1
+
+
+def build_manifest(cfg: StackConfig, stack: str) -> dict[str, Any]:
+    write_regions = [r.name for r in cfg.regions if r.role in ("primary", "active")]
+    return {
+        "version": VERSION,
+        "stack": stack,
+        "phase": cfg.phase,
+        "regions": [{"name": r.name, "role": r.role, "cidr": r.cidr} for r in cfg.regions],
+        "write_regions": write_regions,
+        "quorum": len(write_regions) // 2 + 1 if cfg.phase != "a" else None,
+        "topology": cfg.network.topology,
+        "edge": cfg.phase == "c",
+        "dns": {
+            "interval_s": cfg.dns.health_check_interval,
+            "threshold": cfg.dns.failure_threshold,
+            "ttl_s": cfg.dns.ttl,
+        },
+        "db_port": cfg.database.port,
+        "slo": cfg.slo.model_dump(),
+        "budget": {"monthly_usd": cfg.budget.monthly_usd, "advisory_fraction": cfg.budget.advisory_fraction},
+        "usage": cfg.usage.model_dump(),
+    }
+
+
+def parse_manifest(value: Optional[str]) -> Optional[dict[str, Any]]:
+    if not value:
+        return None
+    doc = json.loads(value)
+    if doc.get("version") != VERSION:
+        raise ValueError(f"stack manifest version {doc.get('version')} is not {VERSION}; re-run with this release")
+    return doc

@@ -1,0 +1,327 @@
+"""Monthly cost of a stack from what its resources declare, plus a usage block for what they cannot.
+
+Every resource type is either priced, known to be free (with the reason), or listed as UNPRICED:
+nothing is silently counted as $0. Prices come from `policies/prices.json` through `PriceBook`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import permutations
+from typing import Any, Callable, Iterable, Optional
+
+from policies.pricing import MissingPrice, PriceBook
+
+
+@dataclass
+class CostResource:
+    """The cost model's view of one resource; built from a PolicyResource or a mock registration."""
+
+    urn: str
+    type: str
+    name: str
+    region: str
+    component: str
+    props: dict[str, Any]
+    deps: dict[str, list["CostResource"]] = field(default_factory=dict)
+
+    def dep(self, prop: str, typ: str) -> Optional["CostResource"]:
+        return next((d for d in self.deps.get(prop, []) if d.type == typ), None)
+
+
+@dataclass(frozen=True)
+class Usage:
+    inter_region_gb_month: float = 0.0
+    nat_gb_month: float = 0.0
+    alb_lcu: float = 1.0
+    log_gb_month: float = 0.0
+    edge_requests_million_month: float = 0.0
+
+    @classmethod
+    def from_manifest(cls, usage: Optional[dict[str, Any]]) -> "Usage":
+        if not usage:
+            return cls()
+        known = {k: float(v) for k, v in usage.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class CostLine:
+    region: str
+    component: str
+    item: str
+    type: str
+    monthly_usd: Optional[float]
+    basis: str
+    status: str  # priced | usage | free | unpriced
+
+
+@dataclass
+class CostReport:
+    lines: list[CostLine]
+    budget_usd: Optional[float] = None
+
+    @property
+    def total(self) -> float:
+        return round(sum(l.monthly_usd or 0.0 for l in self.lines), 2)
+
+    @property
+    def unpriced(self) -> list[CostLine]:
+        return [l for l in self.lines if l.status == "unpriced"]
+
+    def by_region_component(self) -> dict[tuple[str, str], float]:
+        sums: dict[tuple[str, str], float] = defaultdict(float)
+        for l in self.lines:
+            sums[(l.region, l.component)] += l.monthly_usd or 0.0
+        return dict(sums)
+
+    def render(self) -> str:
+        rows = [f"{'region':<11} {'component':<44} {'monthly USD':>12}"]
+        for (region, comp), usd in sorted(self.by_region_component().items()):
+            if round(usd, 2) == 0:
+                continue
+            rows.append(f"{region:<11} {comp:<44} {usd:>12,.2f}")
+        rows.append(f"{'total':<56} {self.total:>12,.2f}")
+        if self.budget_usd:
+            rows.append(f"{'budget':<56} {self.budget_usd:>12,.2f}  ({self.total / self.budget_usd:.0%} used)")
+        if self.unpriced:
+            rows.append("UNPRICED (not in the total): " + ", ".join(f"{l.item} ({l.type})" for l in self.unpriced))
+        return "\n".join(rows)
+
+    def itemized(self) -> str:
+        rows = []
+        for l in sorted(self.lines, key=lambda l: (l.region, l.component, l.item)):
+            usd = "UNPRICED" if l.monthly_usd is None else f"{l.monthly_usd:,.2f}"
+            rows.append(f"{l.region:<11} {l.item:<48} {usd:>10}  {l.basis}")
+        return "\n".join(rows)
+
+
+FREE: dict[str, str] = {
+    "aws:ec2/vpc:Vpc": "no charge",
+    "aws:ec2/subnet:Subnet": "no charge",
+    "aws:ec2/routeTable:RouteTable": "no charge",
+    "aws:ec2/route:Route": "no charge",
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": "no charge",
+    "aws:ec2/internetGateway:InternetGateway": "no charge (traffic billed as transfer)",
+    "aws:ec2/securityGroup:SecurityGroup": "no charge",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "no charge",
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "no charge",
+    "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": "no hourly fee (transfer priced from usage)",
+    "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter": "no hourly fee",
+    "aws:ec2transitgateway/transitGateway:TransitGateway": "billed per attachment",
+    "aws:ec2transitgateway/routeTable:RouteTable": "no charge",
+    "aws:ec2transitgateway/route:Route": "no charge",
+    "aws:ec2transitgateway/routeTableAssociation:RouteTableAssociation": "no charge",
+    "aws:ec2transitgateway/routeTablePropagation:RouteTablePropagation": "no charge",
+    "aws:iam/role:Role": "no charge",
+    "aws:iam/rolePolicy:RolePolicy": "no charge",
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": "no charge",
+    "aws:sns/topic:Topic": "first million publishes free",
+    "aws:sns/topicSubscription:TopicSubscription": "e-mail deliveries: first 1,000 free",
+    "aws:ecs/cluster:Cluster": "no charge (tasks priced on the service)",
+    "aws:ecs/taskDefinition:TaskDefinition": "priced on the service",
+    "aws:appautoscaling/target:Target": "no charge",
+    "aws:appautoscaling/policy:Policy": "no charge (its alarms are AWS-managed)",
+    "aws:acm/certificate:Certificate": "public certificates are free",
+    "aws:acm/certificateValidation:CertificateValidation": "no charge",
+    "aws:rds/subnetGroup:SubnetGroup": "no charge",
+    "aws:lb/targetGroup:TargetGroup": "priced on the load balancer",
+    "aws:lb/listener:Listener": "priced on the load balancer",
+    "aws:rds/parameterGroup:ParameterGroup": "no charge",
+    "aws:kms/alias:Alias": "no charge",
+    "aws:route53/record:Record": "alias queries to AWS resources are free; others from usage",
+    "aws:ssm/parameter:Parameter": "standard tier is free",
+    "aws:cloudwatch/logGroup:LogGroup": "ingestion priced from usage.log_gb_month",
+    "aws:lambda/invocation:Invocation": "a handful of invocations per deployment",
+    "aws:route53recoverycontrol/controlPanel:ControlPanel": "included in the cluster",
+    "aws:route53recoverycontrol/routingControl:RoutingControl": "included in the cluster",
+    "aws:route53recoverycontrol/safetyRule:SafetyRule": "included in the cluster",
+    "cloudflare:index/workersRoute:WorkersRoute": "included in Workers",
+    "cloudflare:index/workersCustomDomain:WorkersCustomDomain": "included in Workers",
+    "cloudflare:index/dnsRecord:DnsRecord": "included in the plan",
+    "cloudflare:index/ruleset:Ruleset": "WAF managed rules and rate limiting included in the plan",
+    "cloudflare:index/loadBalancerPool:LoadBalancerPool": "priced on the load balancer",
+    "cloudflare:index/loadBalancerMonitor:LoadBalancerMonitor": "priced on the load balancer",
+    "cloudflare:index/workersKvNamespace:WorkersKvNamespace": "included in Workers Paid",
+    "pulumi:providers:aws": "provider",
+    "pulumi:providers:cloudflare": "provider",
+}
+
+Pricer = Callable[[CostResource, PriceBook, "Context"], tuple[float, str]]
+
+
+@dataclass
+class Context:
+    usage: Usage
+    resources: list[CostResource]
+
+    def count(self, typ: str, region: Optional[str] = None) -> int:
+        return sum(1 for r in self.resources if r.type == typ and (region is None or r.region == region))
+
+
+def _h(book: PriceBook) -> float:
+    return book.hours_per_month
+
+
+def _rds(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    p = r.props
+    source = r.dep("replicateSourceDb", r.type)
+    storage = p.get("allocatedStorage") or (source.props.get("allocatedStorage") if source else None) or 0
+    multi = bool(p.get("multiAz"))
+    hourly = book.rds_instance_hourly(r.region, p["instanceClass"], multi)
+    gb = book.rds_storage_gb_month(r.region, p.get("storageType") or "gp3", multi)
+    total = hourly * _h(book) + float(storage) * gb
+    basis = f"{p['instanceClass']} {'Multi-AZ' if multi else 'Single-AZ'} {hourly}/h x {_h(book):g} h + {storage} GB x {gb}"
+    if p.get("manageMasterUserPassword"):
+        secret = book.secret_month(r.region)
+        total += secret
+        basis += f" + managed secret {secret}"
+    return total, basis
+
+
+def _fargate(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    task = r.dep("taskDefinition", "aws:ecs/taskDefinition:TaskDefinition")
+    if task is None:
+        raise MissingPrice("fargate", r.name, "service has no task definition in the stack")
+    vcpu = float(task.props["cpu"]) / 1024
+    gib = float(task.props["memory"]) / 1024
+    arch = ((task.props.get("runtimePlatform") or {}).get("cpuArchitecture") or "X86_64").lower()
+    arch = "arm64" if arch == "arm64" else "x86_64"
+    count = int(r.props.get("desiredCount") or 0)
+    per_task = vcpu * book.fargate_vcpu_hour(r.region, arch) + gib * book.fargate_gb_hour(r.region, arch)
+    return count * per_task * _h(book), f"{count} tasks x ({vcpu:g} vCPU + {gib:g} GB) = {per_task:.5f}/h"
+
+
+def _nat(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    hourly = book.nat_gateway_hourly(r.region)
+    gb = ctx.usage.nat_gb_month / max(1, ctx.count(r.type, r.region))
+    per_gb = book.nat_gateway_per_gb(r.region)
+    return hourly * _h(book) + gb * per_gb, f"{hourly}/h + {gb:g} GB x {per_gb}"
+
+
+def _eip(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    hourly = book.public_ipv4_hourly(r.region)
+    return hourly * _h(book), f"public IPv4 {hourly}/h"
+
+
+def _alb(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    hourly, lcu = book.alb_hourly(r.region), book.alb_lcu_hour(r.region)
+    ips = 0 if r.props.get("internal") else len(r.props.get("subnets") or [])
+    ipv4 = book.public_ipv4_hourly(r.region)
+    total = (hourly + ctx.usage.alb_lcu * lcu + ips * ipv4) * _h(book)
+    return total, f"{hourly}/h + {ctx.usage.alb_lcu:g} LCU x {lcu}/h + {ips} public IPv4 x {ipv4}/h"
+
+
+def _flat(getter: Callable[[PriceBook, CostResource], float], label: str) -> Pricer:
+    def price(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+        usd = getter(book, r)
+        return usd, f"{label} {usd}/month"
+
+    return price
+
+
+def _hourly(getter: Callable[[PriceBook, CostResource], float], label: str) -> Pricer:
+    def price(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+        usd = getter(book, r)
+        return usd * _h(book), f"{label} {usd}/h x {_h(book):g} h"
+
+    return price
+
+
+def _health_check(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    p = r.props
+    kind = str(p.get("type") or "HTTP")
+    opts = dict(
+        https=kind.startswith("HTTPS"),
+        string_matching=kind.endswith("STR_MATCH"),
+        fast_interval=int(p.get("requestInterval") or 30) == 10,
+        latency_measurement=bool(p.get("measureLatency")),
+    )
+    usd = book.route53_health_check_month("aws", **opts)
+    return usd, "health check " + ", ".join(k for k, v in opts.items() if v) + f" = {usd}/month"
+
+
+def _budget(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    n = ctx.count(r.type)
+    usd = book.budgets_month(n) / max(1, n)
+    return usd, f"{n} budget(s) in the stack: {book.budgets_month(n)}/month in all"
+
+
+def _workers(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    requests = ctx.usage.edge_requests_million_month * 1e6
+    usd = book.cloudflare_workers(requests=requests)
+    return usd, f"Workers Paid with {ctx.usage.edge_requests_million_month:g}M requests"
+
+
+def _cf_lb(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    pools = [d for deps in r.deps.values() for d in deps if d.type == "cloudflare:index/loadBalancerPool:LoadBalancerPool"]
+    origins = sum(len(p.props.get("origins") or []) for p in {id(p): p for p in pools}.values()) or 1
+    regions = max((len(p.props.get("checkRegions") or [1]) for p in pools), default=1)
+    usd = book.cloudflare_load_balancing_month(origins, regions)
+    return usd, f"load balancing: {origins} origins, {regions} health-check region(s)"
+
+
+PRICERS: dict[str, Pricer] = {
+    "aws:rds/instance:Instance": _rds,
+    "aws:ecs/service:Service": _fargate,
+    "aws:ec2/natGateway:NatGateway": _nat,
+    "aws:ec2/eip:Eip": _eip,
+    "aws:lb/loadBalancer:LoadBalancer": _alb,
+    "aws:kms/key:Key": _flat(lambda b, r: b.kms_key_month(r.region), "customer managed key"),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _flat(lambda b, r: b.cloudwatch_alarm_month(r.region), "standard alarm"),
+    "aws:secretsmanager/secret:Secret": _flat(lambda b, r: b.secret_month(r.region), "secret"),
+    "aws:route53/zone:Zone": _flat(lambda b, r: b.route53_hosted_zone_month(), "hosted zone"),
+    "aws:route53/healthCheck:HealthCheck": _health_check,
+    "aws:budgets/budget:Budget": _budget,
+    "aws:ec2transitgateway/vpcAttachment:VpcAttachment": _hourly(lambda b, r: b.tgw_attachment_hourly(r.region), "TGW attachment"),
+    "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": _hourly(lambda b, r: b.tgw_attachment_hourly(r.region), "TGW peering attachment"),
+    "aws:route53recoverycontrol/cluster:Cluster": _hourly(lambda b, r: b.arc_cluster_hourly(), "ARC cluster"),
+    "cloudflare:index/workersScript:WorkersScript": _workers,
+    "cloudflare:index/loadBalancer:LoadBalancer": _cf_lb,
+}
+
+
+def _usage_lines(resources: list[CostResource], book: PriceBook, usage: Usage, regions: list[str],
+                 hub: bool) -> Iterable[CostLine]:
+    for src, dst in permutations(sorted(regions), 2):
+        if usage.inter_region_gb_month <= 0:
+            break
+        rate = book.inter_region_per_gb(src, dst)
+        usd = usage.inter_region_gb_month * rate
+        basis = f"{usage.inter_region_gb_month:g} GB x {rate}"
+        if hub:
+            tgw = book.tgw_per_gb(src)
+            usd += usage.inter_region_gb_month * tgw
+            basis += f" + TGW processing {tgw}"
+        yield CostLine(src, "usage", f"transfer {src}->{dst}", "usage:inter-region", usd, basis, "usage")
+    if usage.log_gb_month > 0:
+        for region in sorted(regions):
+            rate = book.cloudwatch_logs_ingest_per_gb(region)
+            yield CostLine(region, "usage", f"logs ingested {region}", "usage:logs", usage.log_gb_month * rate,
+                           f"{usage.log_gb_month:g} GB x {rate}", "usage")
+
+
+def estimate(resources: list[CostResource], book: PriceBook, usage: Usage, *, regions: Optional[list[str]] = None,
+             topology: str = "none", budget_usd: Optional[float] = None) -> CostReport:
+    lines: list[CostLine] = []
+    ctx = Context(usage=usage, resources=resources)
+    for r in resources:
+        if r.type.startswith("fraiseql:") or r.type == "pulumi:pulumi:Stack":
+            continue
+        pricer = PRICERS.get(r.type)
+        if pricer is None:
+            if r.type in FREE:
+                lines.append(CostLine(r.region, r.component, r.name, r.type, 0.0, FREE[r.type], "free"))
+            else:
+                lines.append(CostLine(r.region, r.component, r.name, r.type, None, "no price for this type", "unpriced"))
+            continue
+        try:
+            usd, basis = pricer(r, book, ctx)
+            lines.append(CostLine(r.region, r.component, r.name, r.type, round(usd, 2), basis, "priced"))
+        except (MissingPrice, KeyError, TypeError, ValueError) as e:
+            lines.append(CostLine(r.region, r.component, r.name, r.type, None, f"cannot price: {e}", "unpriced"))
+    if regions is None:
+        regions = sorted({r.region for r in resources if r.region != "global"})
+    lines.extend(_usage_lines(resources, book, usage, regions, hub=topology == "hub-and-spoke"))
+    return CostReport(lines=lines, budget_usd=budget_usd)

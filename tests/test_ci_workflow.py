@@ -1,0 +1,52 @@
+"""The pull-request workflow cannot run here; check the jobs and inputs it relies on."""
+
+from __future__ import annotations
+
+import yaml
+
+from infra.synth import REPO
+
+WORKFLOW = REPO / ".github" / "workflows" / "pull-request.yml"
+
+
+def load():
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    # YAML 1.1 reads the bare key `on` as True.
+    doc["on"] = doc.pop(True, doc.get("on"))
+    return doc
+
+
+def test_runs_on_pull_requests():
+    assert "pull_request" in load()["on"]
+
+
+def test_offline_job_runs_the_readme_test_command_and_plans_every_stack():
+    steps = load()["jobs"]["offline"]["steps"]
+    runs = "\n".join(s.get("run", "") for s in steps)
+    assert "scripts/test.sh" in runs
+    assert "python -m infra plan --stack" in runs and "Pulumi.*.yaml" in runs
+    assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_preview_job_uses_pulumi_actions_with_the_policy_pack():
+    job = load()["jobs"]["preview"]
+    assert job["needs"] == "offline"
+    action = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@"))
+    assert action["uses"] == "pulumi/actions@v7"
+    w = action["with"]
+    assert w["command"] == "preview" and w["policyPacks"] == "policies" and w["comment-on-pr"] is True
+    assert w["stack-name"] == "${{ matrix.stack }}"
+    assert "PULUMI_ACCESS_TOKEN" in action["env"]
+
+
+def test_preview_matrix_covers_every_phase():
+    assert load()["jobs"]["preview"]["strategy"]["matrix"]["stack"] == ["phase-a", "phase-b", "phase-c"]
+
+
+def test_policy_pack_layout_is_what_the_cli_expects():
+    pack = REPO / "policies"
+    meta = yaml.safe_load((pack / "PulumiPolicy.yaml").read_text())
+    assert meta["runtime"]["name"] == "python"
+    assert (pack / "__main__.py").exists() and (pack / "requirements.txt").exists()
+    main = (pack / "__main__.py").read_text()
+    assert "PolicyPack(" in main and "def " not in main
