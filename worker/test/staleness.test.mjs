@@ -1,0 +1,142 @@
+import { describe, it, before, after, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import { startFakeOrigin, startWorker, gqlPost, sleep } from "../test-support/harness.mjs";
+
+const Q = "query GetUser($id: ID!) { user(id: $id) { __typename id name } }";
+const nameOf = async (res) => (await res.json()).data.user.name;
+
+describe("stale-while-revalidate", () => {
+  let origin;
+  let worker;
+  before(async () => {
+    origin = await startFakeOrigin();
+    worker = await startWorker({
+      vars: { CACHE_TTL_SECONDS: "1", STALE_WHILE_REVALIDATE_SECONDS: "30", STALE_IF_ERROR_SECONDS: "0" },
+      bindings: { ORIGIN_URL: origin.url },
+    });
+  });
+  after(async () => {
+    await worker?.dispose();
+    await origin?.close();
+  });
+
+  it("serves stale within the window and refreshes in the background", async () => {
+    const miss = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "1" } }));
+    assert.equal(miss.headers.get("x-fraiseql-cache"), "MISS");
+    assert.equal(await nameOf(miss), "v1");
+    await worker.stored(miss);
+
+    const fresh = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "1" } }));
+    assert.equal(fresh.headers.get("x-fraiseql-cache"), "HIT");
+    await sleep(1050);
+
+    // Past the TTL: the old body comes back immediately, the origin is asked once in the background.
+    origin.state.delayMs = 150;
+    const stale = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "1" } }));
+    assert.equal(stale.headers.get("x-fraiseql-cache"), "STALE");
+    assert.equal(await nameOf(stale), "v1");
+    assert.ok(Number(stale.headers.get("age")) >= 0);
+    const staleAgain = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "1" } }));
+    assert.equal(staleAgain.headers.get("x-fraiseql-cache"), "STALE");
+
+    await worker.stored(stale, (text) => JSON.parse(text).data.user.name === "v2");
+    origin.state.delayMs = 0;
+    assert.equal(origin.requests.length, 2, "one background revalidation for the burst of STALE hits");
+
+    const refreshed = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "1" } }));
+    assert.equal(refreshed.headers.get("x-fraiseql-cache"), "HIT");
+    assert.equal(await nameOf(refreshed), "v2");
+  });
+});
+
+describe("stale-if-error", () => {
+  let origin;
+  let worker;
+  before(async () => {
+    origin = await startFakeOrigin();
+    worker = await startWorker({
+      vars: {
+        CACHE_TTL_SECONDS: "0.3",
+        STALE_WHILE_REVALIDATE_SECONDS: "0",
+        STALE_IF_ERROR_SECONDS: "60",
+        ORIGIN_TIMEOUT_MS: "300",
+      },
+      bindings: { ORIGIN_URL: origin.url },
+    });
+  });
+  after(async () => {
+    await worker?.dispose();
+    await origin?.close();
+  });
+  beforeEach(() => origin.reset());
+
+  it("refetches synchronously once past TTL+SWR (REVALIDATED)", async () => {
+    const firstRes = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "r" } }));
+    const first = await nameOf(firstRes);
+    await worker.stored(firstRes);
+    await sleep(350);
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "r" } }));
+    assert.equal(res.headers.get("x-fraiseql-cache"), "REVALIDATED");
+    assert.notEqual(await nameOf(res), first);
+    assert.equal(origin.requests.length, 2);
+  });
+
+  it("serves the cached copy when the origin answers 5xx", async () => {
+    const firstRes = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "5xx" } }));
+    const first = await nameOf(firstRes);
+    await worker.stored(firstRes);
+    await sleep(350);
+    origin.setHandler(() => ({ status: 503, body: { errors: [{ message: "down" }] } }));
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "5xx" } }));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-fraiseql-cache"), "ERROR-STALE");
+    assert.equal(await nameOf(res), first);
+    assert.equal(origin.requests.length, 2);
+  });
+
+  it("passes a 5xx through when nothing is cached", async () => {
+    origin.setHandler(() => ({ status: 503, body: { errors: [{ message: "down" }] } }));
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "nothing" } }));
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("x-fraiseql-cache"), "MISS");
+  });
+
+  it("serves the cached copy when the origin times out", async () => {
+    await worker.stored(await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "slow" } })));
+    await sleep(350);
+    origin.state.delayMs = 2000;
+    const started = Date.now();
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "slow" } }));
+    assert.equal(res.headers.get("x-fraiseql-cache"), "ERROR-STALE");
+    assert.ok(Date.now() - started < 1500, "ORIGIN_TIMEOUT_MS bounds the wait");
+    origin.state.delayMs = 0;
+  });
+
+  // Runs last in this suite: it shuts the origin down for good.
+  it("serves stale while the origin is down; 502 when nothing is cached and for mutations", async () => {
+    const firstRes = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "down" } }));
+    const first = await nameOf(firstRes);
+    await worker.stored(firstRes);
+    await sleep(350);
+    await origin.close();
+
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "down" } }));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-fraiseql-cache"), "ERROR-STALE");
+    assert.equal(await nameOf(res), first);
+    assert.ok(Number(res.headers.get("age")) >= 0);
+
+    const missing = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "never-cached" } }));
+    assert.equal(missing.status, 502);
+    assert.equal(missing.headers.get("x-fraiseql-cache"), "MISS");
+    assert.match(missing.headers.get("content-type"), /application\/json/);
+    const body = await missing.json();
+    assert.equal(body.errors[0].message, "Origin unreachable");
+    assert.doesNotMatch(JSON.stringify(body), /worker\.js|\bat\b.*:\d+:\d+/);
+
+    const mutation = await worker.fetch("/graphql", gqlPost("mutation M { touch { __typename id } }"));
+    assert.equal(mutation.status, 502);
+    assert.equal(mutation.headers.get("x-fraiseql-cache"), "BYPASS");
+    assert.equal((await mutation.json()).errors[0].extensions.code, "BAD_GATEWAY");
+  });
+});
