@@ -79,12 +79,24 @@ class PlanMocks(Mocks):
             "aws:rds/subnetGroup:SubnetGroup",
             "aws:rds/parameterGroup:ParameterGroup",
             "aws:cloudwatch/logGroup:LogGroup",
+            "aws:cloudwatch/eventRule:EventRule",
+            "aws:lambda/function:Function",
+            "aws:secretsmanager/secret:Secret",
         ):
             out.setdefault("name", name)
         elif typ == "aws:route53/zone:Zone":
             out["zoneId"] = "Z" + "".join(c for c in name.upper() if c.isalnum())[:20]
         elif typ == "aws:route53/healthCheck:HealthCheck":
             rid = f"hc-{name}"
+        elif typ == "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter":
+            # The accepter manages the same connection from the peer region: its id is the pcx id.
+            if isinstance(inputs.get("vpcPeeringConnectionId"), str):
+                rid = inputs["vpcPeeringConnectionId"]
+            out["acceptStatus"] = "active"
+        elif typ == "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter":
+            # A TGW peering attachment has one id on both sides; the accepter's id is that id.
+            if isinstance(inputs.get("transitGatewayAttachmentId"), str):
+                rid = inputs["transitGatewayAttachmentId"]
         return rid, out
 
     def call(self, args: MockCallArgs) -> dict[str, Any]:
@@ -111,6 +123,7 @@ class Registration:
     outputs: dict[str, Any] = field(default_factory=dict)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     ignore_changes: list[str] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
 
     @property
     def region(self) -> str:
@@ -142,6 +155,7 @@ class RecordingMonitor(MockMonitor):
                 outputs=dict(reg.state) if reg else {},
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                 ignore_changes=list(request.ignoreChanges),
+                dependencies=list(request.dependencies),
             )
         )
         return response

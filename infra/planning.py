@@ -90,3 +90,67 @@ def plan_hub(regions: Sequence[str], hub: str) -> list[Link]:
     if len(set(regions)) != len(regions):
         raise ValueError(f"duplicate region in {list(regions)}")
     return [Link(*sorted((hub, r))) for r in sorted(regions) if r != hub]
+
+
+# --- Inter-region network: hub-and-spoke routing and replication rules ------------------------
+
+VIA_TGW = "tgw"  # a VPC route table entry that targets the region's own transit gateway
+VIA_VPC_ATTACHMENT = "vpc-attachment"  # a TGW route table entry that targets the local VPC attachment
+
+
+@dataclass(frozen=True)
+class HubRoute:
+    """One static route of a hub-and-spoke network.
+
+    `table` is "vpc" (every route table of the region's VPC) or "tgw" (the region's transit gateway
+    route table). `via` is VIA_TGW for VPC tables; for TGW tables it is VIA_VPC_ATTACHMENT or the key
+    of the hub peering link the traffic leaves by.
+    """
+
+    region: str
+    table: str
+    destination_region: str
+    destination_cidr: str
+    via: str
+
+
+def plan_hub_routes(cidrs: dict[str, str], hub: str) -> list[HubRoute]:
+    """Static routes that let every region reach every other region's VPC through the hub.
+
+    Peering attachments do not propagate routes, so every hop is a static route: each VPC sends
+    other regions' CIDRs to its local TGW; a spoke's TGW sends them over its single link to the hub;
+    the hub's TGW sends each spoke's CIDR over that spoke's link; each TGW delivers its own VPC's
+    CIDR to its VPC attachment. A spoke never routes its own CIDR to a peering link.
+    """
+    regions = sorted(cidrs)
+    link_of = {(l.b if l.a == hub else l.a): l.key for l in plan_hub(regions, hub)}
+    routes = []
+    for r in regions:
+        routes.append(HubRoute(r, "tgw", r, cidrs[r], VIA_VPC_ATTACHMENT))
+        for d in regions:
+            if d == r:
+                continue
+            routes.append(HubRoute(r, "vpc", d, cidrs[d], VIA_TGW))
+            routes.append(HubRoute(r, "tgw", d, cidrs[d], link_of[d] if r == hub else link_of[r]))
+    return routes
+
+
+@dataclass(frozen=True)
+class ReplicationRule:
+    """Database-port traffic allowed on `region`'s DB security group to/from one peer DB subnet."""
+
+    region: str
+    peer: str
+    peer_subnet_index: int
+    peer_cidr: str
+
+
+def plan_replication_rules(database_subnets: dict[str, Sequence[str]]) -> list[ReplicationRule]:
+    """For each region, one rule per database subnet of every other region; never its own subnets."""
+    return [
+        ReplicationRule(r, p, i, cidr)
+        for r in sorted(database_subnets)
+        for p in sorted(database_subnets)
+        if p != r
+        for i, cidr in enumerate(database_subnets[p])
+    ]
