@@ -84,6 +84,12 @@ class PlanMocks(Mocks):
             "aws:secretsmanager/secret:Secret",
         ):
             out.setdefault("name", name)
+        elif typ == "aws:route53recoverycontrol/cluster:Cluster":
+            # ARC clusters always expose five regional data-plane endpoints.
+            out["clusterEndpoints"] = [
+                {"region": r, "endpoint": f"https://{name}.route53-recovery-cluster.{r}.amazonaws.com/v1"}
+                for r in ("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1", "ap-southeast-2")
+            ]
         elif typ == "aws:route53/zone:Zone":
             out["zoneId"] = "Z" + "".join(c for c in name.upper() if c.isalnum())[:20]
         elif typ == "aws:route53/healthCheck:HealthCheck":

@@ -1,0 +1,128 @@
+"""`python -m infra.ops COMMAND --outputs FILE|- [options]`: the operations runbooks.
+
+Exit codes: 0 done (or nothing to do), 1 failed (re-run resumes), 2 usage or bad stack outputs,
+3 refused for safety (nothing changed), 130 interrupted (re-run resumes). See docs/runbooks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra.ops import log
+from infra.ops.arc import OFF, ON, RegionChangeOptions, set_regions
+from infra.ops.aws import Runtime
+from infra.ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, OpsError, UsageError
+from infra.ops.failover import FailoverOptions, run_failover
+from infra.ops.outputs import load_outputs, require_phase
+from infra.ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
+from infra.ops.retry import error_code
+from infra.ops.status import run_status
+
+EPILOG = "exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, 130 interrupted"
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--outputs", required=True, metavar="FILE",
+                        help="stack outputs: a file from `pulumi stack output --json --show-secrets`, or - for stdin")
+    common.add_argument("--json", action="store_true", help="one JSON object per line: step, status, elapsed_s, detail[, data]")
+    mutating = argparse.ArgumentParser(add_help=False)
+    mutating.add_argument("--dry-run", action="store_true", help="print exactly what would be done; change nothing")
+
+    parser = argparse.ArgumentParser(prog="python -m infra.ops", description="FraiseQL operations runbooks.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("status", parents=[common], help="lag vs RPO, health checks, writer, routing controls, alarms", epilog=EPILOG)
+    p.add_argument("--lag-lookback", type=_positive, default=300.0, metavar="S", help="ReplicaLag window in seconds (default 300)")
+
+    p = sub.add_parser("failover", parents=[common, mutating], help="phase A: fence the primary, promote the standby, move the writer", epilog=EPILOG)
+    p.add_argument("--force", action="store_true", help="proceed although a preflight check fails (and past a failed fence)")
+    p.add_argument("--promote-timeout", type=_positive, default=1200.0, metavar="S", help="give up waiting for promotion after S seconds (default 1200)")
+    p.add_argument("--lag-lookback", type=_positive, default=300.0, metavar="S", help="ReplicaLag window in seconds (default 300)")
+    p.add_argument("--dns-grace", type=float, default=None, metavar="S",
+                   help="how long to wait for a fenced primary's health check to fail before inverting it (default 2 × interval × threshold)")
+    p.add_argument("--verify-url", metavar="URL", help="POST a GraphQL mutation probe to this URL in the verify step (optional)")
+
+    for name, help_text in (("region-out", "phase B/C: set a region's routing control Off"), ("region-in", "phase B/C: set a region's routing control On")):
+        p = sub.add_parser(name, parents=[common, mutating], help=help_text, epilog=EPILOG)
+        p.add_argument("regions", nargs="+", metavar="REGION")
+        p.add_argument("--override-safety", action="append", default=[], metavar="RULE_ARN",
+                       help="break glass: send SafetyRulesToOverride with this ARC safety rule (repeatable)")
+        if name == "region-out":
+            p.add_argument("--force", action="store_true", help="allow leaving fewer than `quorum` regions On")
+
+    p = sub.add_parser("purge", parents=[common, mutating], help="phase C: purge Cloudflare's cache by tag or everything", epilog=EPILOG)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tags", action="append", metavar="T1,T2", help="cache tags, comma-separated (repeatable)")
+    what.add_argument("--everything", action="store_true", help="purge the whole zone (requires --yes)")
+    p.add_argument("--yes", action="store_true", help="confirm --everything")
+    p.add_argument("--batch-size", type=int, default=MAX_TAGS_PER_REQUEST, metavar="N",
+                   help=f"tags per request, at most {MAX_TAGS_PER_REQUEST} (Cloudflare's limit)")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
+    outputs = load_outputs(args.outputs, rt.stdin)
+    cmd = args.command
+    if cmd == "status":
+        rt.start(args.json, outputs.slo.rtoSeconds)
+        return run_status(outputs, rt, args.lag_lookback)
+    if cmd == "failover":
+        require_phase(outputs, cmd, ("a",))
+        rt.start(args.json, outputs.slo.rtoSeconds)
+        opts = FailoverOptions(force=args.force, dry_run=args.dry_run, promote_timeout_s=args.promote_timeout,
+                               lag_lookback_s=args.lag_lookback, dns_grace_s=args.dns_grace, verify_url=args.verify_url)
+        return run_failover(outputs, rt, opts)  # type: ignore[arg-type]
+    if cmd in ("region-out", "region-in"):
+        require_phase(outputs, cmd, ("b", "c"))
+        rt.start(args.json, outputs.slo.rtoSeconds)
+        opts_r = RegionChangeOptions(dry_run=args.dry_run, force=getattr(args, "force", False), override_safety=tuple(args.override_safety))
+        return set_regions(outputs, rt, args.regions, OFF if cmd == "region-out" else ON, opts_r)  # type: ignore[arg-type]
+    if cmd == "purge":
+        require_phase(outputs, cmd, ("c",))
+        rt.start(args.json)
+        tags = parse_tags(args.tags or [])
+        if args.tags is not None and not tags:
+            raise UsageError("--tags named no tag", step="purge")
+        opts_p = PurgeOptions(tags=tags, everything=args.everything, yes=args.yes, batch_size=args.batch_size, dry_run=args.dry_run)
+        return run_purge(outputs, rt, opts_p)  # type: ignore[arg-type]
+    raise UsageError(f"unknown command {cmd}")
+
+
+def main(argv: Optional[Sequence[str]] = None, rt: Optional[Runtime] = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on bad usage
+    rt = rt or Runtime()
+    try:
+        return _dispatch(args, rt)
+    except OpsError as e:
+        return _result(rt, args, log.REFUSED if e.exit_code == EXIT_REFUSED else log.FAILED, str(e), e.exit_code, step=e.step)
+    except ClientError as e:
+        op = getattr(e, "operation_name", "?")
+        message = f"{op} failed: {error_code(e)}: {e.response.get('Error', {}).get('Message', '')}. Re-run to resume from the detected state"
+        return _result(rt, args, log.FAILED, message, EXIT_FAILED, operation=op, error=error_code(e))
+    except BotoCoreError as e:
+        return _result(rt, args, log.FAILED, f"{type(e).__name__}: {e}. Re-run to resume from the detected state", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _result(rt, args, log.FAILED, "interrupted: re-run the same command to resume from the detected state", EXIT_INTERRUPTED)
+
+
+def _result(rt: Runtime, args: argparse.Namespace, status: str, message: str, code: int, **data: object) -> int:
+    """The closing record of a run that did not finish: why, and the exit code."""
+    reporter = rt.reporter or rt.start(args.json)
+    reporter.emit("result", status, message, exit_code=code, **data)
+    return code
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

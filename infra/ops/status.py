@@ -1,0 +1,124 @@
+"""`status`: what an operator needs before deciding anything. Read-only.
+
+Phase A: which instance is the writer (a replica has ReadReplicaSourceDBInstanceIdentifier), the
+standby's replica lag against the RPO, both health checks, where the writer CNAME points, whether the
+old primary is fenced, and every alarm in ALARM. Phase B/C: each writer, health checks, routing
+control states against the quorum, replication-lag alarms, and alarms in ALARM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.ops import log
+from infra.ops.arc import ON, ArcCluster
+from infra.ops.aws import Runtime, alarm_arn_parts, alarms_in_alarm, describe_db, health, read_cname, replica_lag, same_host
+from infra.ops.errors import StepFailed
+from infra.ops.outputs import Outputs, PhaseAOutputs, PhaseBOutputs
+
+
+def _alarms(rt: Runtime, regions: list[str]) -> None:
+    r = rt.reporter
+    assert r is not None
+    firing: dict[str, list[str]] = {}
+    for region in regions:
+        try:
+            names = alarms_in_alarm(rt, region)
+        except Exception as e:  # noqa: BLE001 - status reports what it can read
+            r.emit("alarms", log.WARN, f"{region}: cannot read alarms ({e})")
+            continue
+        if names:
+            firing[region] = names
+    if firing:
+        r.emit("alarms", log.WARN, "in ALARM: " + "; ".join(f"{g}: {', '.join(n)}" for g, n in firing.items()), alarms=firing)
+    else:
+        r.emit("alarms", log.OK, f"no alarm in ALARM in {', '.join(regions)}", alarms={})
+
+
+def status_a(o: PhaseAOutputs, rt: Runtime, lookback_s: float = 300) -> int:
+    r = rt.reporter
+    assert r is not None
+    primary = describe_db(rt, o.primaryRegion, o.primaryDbIdentifier)
+    standby = describe_db(rt, o.standbyRegion, o.standby_db_identifier)
+    writers = [d for d in (primary, standby) if d.reachable and d.exists and not d.is_replica]
+    for role, d in (("primary", primary), ("standby", standby)):
+        r.emit("db", log.INFO, f"{role} {d.brief()}", role=role, identifier=d.identifier, region=d.region, status=d.status,
+               replica_of=d.source, reachable=d.reachable, security_groups=list(d.security_groups))
+    fence = o.fenceSecurityGroupIds[o.primaryRegion]
+    fenced = primary.reachable and primary.exists and set(primary.security_groups) == {fence}
+    if len(writers) == 2 and not fenced:
+        r.emit("writer", log.WARN, f"TWO WRITERS: {primary.identifier} and {standby.identifier} are both not replicas and the old primary is not fenced "
+               "(split brain): run `failover` to fence it", writers=[w.identifier for w in writers])
+    elif writers:
+        w = writers[-1] if len(writers) == 2 else writers[0]
+        r.emit("writer", log.OK, f"writer: {w.identifier} in {w.region}" + (" (old primary fenced)" if fenced else ""),
+               writer=w.identifier, region=w.region, fenced=fenced)
+    else:
+        r.emit("writer", log.WARN, "no writer visible (every reachable instance is a replica or missing)", writers=[])
+    if standby.is_replica:
+        lag = replica_lag(rt, o.standbyRegion, standby.identifier, lookback_s)
+        rpo = o.slo.rpoSeconds
+        if lag.seconds is None:
+            r.emit("lag", log.WARN, f"{standby.identifier}: no ReplicaLag datapoint in the last {lookback_s:g} s (replication not reporting)", lag_s=None, rpo_s=rpo)
+        else:
+            ok = lag.seconds <= rpo
+            r.emit("lag", log.OK if ok else log.WARN, f"{standby.identifier}: lag {lag.seconds:g} s (peak {lag.peak:g} s in {lookback_s:g} s) "
+                   f"{'≤' if ok else '>'} RPO {rpo:g} s", lag_s=lag.seconds, peak_s=lag.peak, rpo_s=rpo, at=lag.at)
+    else:
+        r.emit("lag", log.INFO, f"{standby.identifier} is not a replica: no replication to measure")
+    for region, hc_id in sorted(o.healthCheckIds.items()):
+        hc = health(rt, hc_id)
+        r.emit("health", log.OK if hc.healthy else log.WARN, f"{region} ({o.regions.get(region, '?')}): {hc_id} {hc.brief()}",
+               region=region, healthy=hc.healthy, inverted=hc.inverted, disabled=hc.disabled)
+    cname = read_cname(rt, o.dbPrivateZoneId, o.dbWriterHostname)
+    points_to = next((d.identifier for d in (primary, standby) if same_host(cname, d.address)), None)
+    if points_to is None:
+        points_to = next((i for i, a in ((o.primaryDbIdentifier, o.primaryDbAddress), (o.standby_db_identifier, o.replicaDbAddresses[o.standbyRegion])) if same_host(cname, a)), None)
+    r.emit("cname", log.OK if points_to else log.WARN, f"{o.dbWriterHostname} → {cname} ({points_to or 'matches no instance'})", target=cname, instance=points_to)
+    _alarms(rt, sorted(o.regions))
+    r.emit("status", log.DONE, "status read")
+    return 0
+
+
+def status_b(o: PhaseBOutputs, rt: Runtime) -> int:
+    r = rt.reporter
+    assert r is not None
+    for region, ident in sorted(o.writerDbIdentifiers.items()):
+        d = describe_db(rt, region, ident)
+        r.emit("db", log.OK if d.available else log.WARN, d.brief(), region=region, identifier=ident, status=d.status, reachable=d.reachable)
+    for region, hc_id in sorted(o.healthCheckIds.items()):
+        hc = health(rt, hc_id)
+        r.emit("health", log.OK if hc.healthy else log.WARN, f"{region}: {hc_id} {hc.brief()}", region=region, healthy=hc.healthy)
+    arc = ArcCluster(rt, o.arcClusterEndpoints)
+    try:
+        states = {g: arc.state(arn) for g, arn in sorted(o.routingControlArns.items())}
+    except StepFailed as e:
+        r.emit("routing", log.WARN, str(e))
+        states = {}
+    if states:
+        on = sorted(g for g, s in states.items() if s == ON)
+        ok = len(on) >= o.quorum
+        r.emit("routing", log.OK if ok else log.WARN, f"{', '.join(f'{g} {s}' for g, s in states.items())}: {len(on)} On, quorum {o.quorum} "
+               f"{'met' if ok else 'NOT met'}", states=states, on=len(on), quorum=o.quorum)
+    by_region: dict[str, list[tuple[str, str]]] = {}
+    for pair, arn in sorted(o.replicationLagAlarmArns.items()):
+        region, name = alarm_arn_parts(arn)
+        by_region.setdefault(region, []).append((pair, name))
+    lag_states: dict[str, Any] = {}
+    for region, items in by_region.items():
+        resp = rt.client("cloudwatch", region).describe_alarms(AlarmNames=[n for _, n in items])
+        found = {a["AlarmName"]: a["StateValue"] for a in resp.get("MetricAlarms", [])}
+        for pair, name in items:
+            lag_states[pair] = found.get(name, "MISSING")
+    if lag_states:
+        bad = {p: s for p, s in lag_states.items() if s != "OK"}
+        r.emit("lag", log.WARN if bad else log.OK, ", ".join(f"{p} {s}" for p, s in lag_states.items()), alarms=lag_states)
+    _alarms(rt, sorted(o.regions))
+    r.emit("status", log.DONE, "status read")
+    return 0
+
+
+def run_status(o: Outputs, rt: Runtime, lookback_s: float = 300) -> int:
+    if isinstance(o, PhaseAOutputs):
+        return status_a(o, rt, lookback_s)
+    return status_b(o, rt)
