@@ -3,6 +3,9 @@
 `failover` (phase A): PRIMARY/SECONDARY records for the API name, each bound to its region's health
 check, and a plain read record pointing at the standby. DNS failover is bounded below by
 interval x threshold + TTL (see infra.slo), which is why phase A's RTO is minutes, not seconds.
+
+`latency` (phases B and C): one latency record per active region, bound to a CALCULATED health check
+that needs both the region's endpoint check and its ARC routing control (RECOVERY_CONTROL check).
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ CHECKER_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 @dataclass(frozen=True, kw_only=True)
 class Endpoint:
     region: str
-    role: Literal["primary", "secondary"]
+    role: Literal["primary", "secondary", "active"]
     alb_dns_name: Input[str]
     alb_zone_id: Input[str]
 
 
 @dataclass(frozen=True, kw_only=True)
 class DnsFailoverArgs:
-    mode: Literal["failover"]
+    mode: Literal["failover", "latency"]
     zone_id: str
     record_name: str
     read_record_name: str
@@ -41,6 +44,8 @@ class DnsFailoverArgs:
     failure_threshold: int
     phase: str
     stack: str
+    # latency mode: the RECOVERY_CONTROL health check of each region's ARC routing control.
+    control_health_check_ids: dict[str, Input[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -72,6 +77,29 @@ class DnsFailover(pulumi.ComponentResource):
                 opts=child,
             )
             self.health_check_ids[r] = hc.id
+            if args.mode == "latency":
+                both = aws.route53.HealthCheck(
+                    logical_name(name, "health-and-control", r),
+                    type="CALCULATED",
+                    child_healthchecks=[hc.id, args.control_health_check_ids[r]],
+                    child_health_threshold=2,
+                    tags=tags(f"health-and-control-{r}"),
+                    opts=child,
+                )
+                aws.route53.Record(
+                    logical_name(name, "api-latency", r),
+                    zone_id=args.zone_id,
+                    name=args.record_name,
+                    type="A",
+                    set_identifier=f"latency-{r}",
+                    latency_routing_policies=[aws.route53.RecordLatencyRoutingPolicyArgs(region=r)],
+                    health_check_id=both.id,
+                    aliases=[
+                        aws.route53.RecordAliasArgs(name=ep.alb_dns_name, zone_id=ep.alb_zone_id, evaluate_target_health=True)
+                    ],
+                    opts=child,
+                )
+                continue
             aws.route53.Record(
                 logical_name(name, f"api-{ep.role}", r),
                 zone_id=args.zone_id,
@@ -88,6 +116,9 @@ class DnsFailover(pulumi.ComponentResource):
                 opts=child,
             )
 
+        if args.mode == "latency":
+            self.register_outputs({"healthCheckIds": self.health_check_ids})
+            return
         reader = next(ep for ep in args.endpoints if ep.role == "secondary")
         aws.route53.Record(
             logical_name(name, "read", reader.region),

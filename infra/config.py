@@ -199,6 +199,9 @@ class BudgetConfig(_Model):
     monthly_usd: float = Field(gt=0, examples=[3450])
     alert_emails: list[str] = Field(min_length=1, examples=[["platform@example.com"]])
     advisory_fraction: float = Field(0.9, gt=0, le=1)
+    line_items: dict[str, float] = Field(
+        default_factory=dict, description="optional breakdown; when given it must add up to monthly_usd"
+    )
 
     @field_validator("alert_emails")
     @classmethod
@@ -217,6 +220,55 @@ class UsageConfig(_Model):
     alb_lcu: float = Field(1, ge=0, description="average load balancer capacity units per ALB")
     log_gb_month: float = Field(0, ge=0, description="CloudWatch Logs ingested per region")
     edge_requests_million_month: float = Field(0, ge=0, description="requests served by the Cloudflare edge")
+
+
+_TABLE = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$"
+
+
+class TableConflictConfig(_Model):
+    table: str = Field(pattern=_TABLE, examples=["tb_post_stats"])
+    strategy: Literal["lww", "counter", "set", "app"] = Field(examples=["counter"])
+    columns: list[str] = Field(default_factory=list, description="counter columns (strategy counter)")
+
+
+class ReplicationConfig(_Model):
+    """Multi-master conflict policy (phases b and c): rendered into SQL by the `replication` package."""
+
+    default: Literal["lww"] = "lww"
+    tables: list[TableConflictConfig] = Field(default_factory=list, description="tables with their own strategy")
+    replicated: list[str] = Field(default_factory=list, description="further tables that use the default")
+    lag_alarm_seconds: Optional[float] = Field(None, gt=0, description="per-pair lag alarm; default min(30 s, RPO/2)")
+
+
+class QuorumConfig(_Model):
+    """How an isolated region stops taking writes (phases b and c)."""
+
+    probe_interval_seconds: float = Field(5, ge=1, le=30, description="how often each region probes its peers")
+    unfence_after: int = Field(3, ge=1, le=20, description="consecutive healthy probes before writes resume")
+    safety_rule_wait_ms: int = Field(5000, ge=0, description="ARC safety rule wait period")
+
+
+class EdgeConfig(_Model):
+    """Phase C: the Cloudflare front. The API token is provider config (`cloudflare:apiToken`, secret);
+    the worker's purge token is `fraiseql:edge_purge_token` (secret)."""
+
+    account_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["0123456789abcdef0123456789abcdef"])
+    zone_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["fedcba9876543210fedcba9876543210"])
+    zone_name: str = Field(examples=["example.com"])
+    hostname: str = Field(examples=["api.example.com"], description="public API hostname, on Cloudflare")
+    plan: Literal["free", "pro", "business", "enterprise"] = "enterprise"
+    steering_policy: Literal["proximity", "dynamic_latency", "least_outstanding_requests", "geo", "random"] = "proximity"
+    monitor_interval_seconds: int = Field(15, ge=10, le=3600)
+    check_regions: list[str] = Field(default_factory=lambda: ["WNAM", "ENAM", "WEU"], min_length=1)
+    session_affinity_ttl_seconds: int = Field(300, ge=1, le=604800)
+    rate_limit_requests_per_minute: int = Field(1200, gt=0)
+
+    @field_validator("zone_name", "hostname")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"'{v}' is not a lower-case DNS name like example.com")
+        return v
 
 
 class AlertsConfig(_Model):
@@ -242,6 +294,9 @@ class StackConfig(_Model):
     budget: BudgetConfig
     alerts: AlertsConfig = AlertsConfig()
     usage: UsageConfig = UsageConfig()
+    replication: Optional[ReplicationConfig] = None
+    edge: Optional[EdgeConfig] = None
+    quorum: QuorumConfig = QuorumConfig()
     tags: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -261,6 +316,8 @@ class StackConfig(_Model):
 
 
 KEYS = tuple(StackConfig.model_fields)
+# Secret keys are read by the program with require_secret, never into the validated model.
+SECRET_KEYS = ("edge_purge_token",)
 
 
 def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
@@ -291,6 +348,8 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             )
         if "active" in roles:
             problems.append((f"{k}regions", "role 'active' belongs to phases b and c; phase a uses primary and standby"))
+        if cfg.replication is not None:
+            problems.append((f"{k}replication", "multi-master replication belongs to phases b and c; phase a streams to a read replica"))
         if roles.count("standby") != 1:
             problems.append(
                 (f"{k}regions", f"phase a needs exactly one region with role: standby (Route 53 failover has one SECONDARY), found {roles.count('standby')}")
@@ -307,6 +366,15 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             )
         if cfg.network.topology == "none":
             problems.append((f"{k}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke"))
+        if cfg.replication is None:
+            problems.append((f"{k}replication", f"phase {cfg.phase} needs a conflict policy, e.g. replication: {{default: lww, replicated: [tb_user]}}"))
+        else:
+            for i, t in enumerate(cfg.replication.tables):
+                if t.strategy == "counter" and not t.columns:
+                    problems.append((f"{k}replication.tables[{i}].columns", f"counter table {t.table} needs its counter columns"))
+            tables = [t.table for t in cfg.replication.tables] + cfg.replication.replicated
+            for name in sorted({t for t in tables if tables.count(t) > 1}):
+                problems.append((f"{k}replication", f"table {name} is listed twice; give each table one strategy"))
         if cfg.database.major_version < 16:
             problems.append(
                 (f"{k}database.engine_version", f"multi-master needs PostgreSQL 16+ (origin = none); got {cfg.database.engine_version}")
@@ -333,6 +401,19 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             (f"{k}database.max_allocated_storage_gb", f"{db.max_allocated_storage_gb} is below allocated_storage_gb {db.allocated_storage_gb}")
         )
 
+    items = cfg.budget.line_items
+    if items and abs(sum(items.values()) - cfg.budget.monthly_usd) > 0.005:
+        total = sum(items.values())
+        problems.append(
+            (f"{k}budget.line_items", f"the line items add up to ${total:,.2f}, not monthly_usd ${cfg.budget.monthly_usd:,.2f} "
+             f"(off by ${cfg.budget.monthly_usd - total:,.2f}); fix the items or the total")
+        )
+    if cfg.phase == "c" and cfg.edge is None:
+        problems.append((f"{k}edge", "phase c needs the Cloudflare edge: account_id, zone_id, zone_name, hostname"))
+    if cfg.phase != "c" and cfg.edge is not None:
+        problems.append((f"{k}edge", f"the edge belongs to phase c; remove it from a phase {cfg.phase} stack"))
+    if cfg.edge is not None and not cfg.edge.hostname.endswith("." + cfg.edge.zone_name):
+        problems.append((f"{k}edge.hostname", f"{cfg.edge.hostname} is not inside the zone {cfg.edge.zone_name}"))
     if cfg.slo.lag_alarm_seconds > cfg.slo.rpo_seconds:
         problems.append(
             (f"{k}slo.lag_alarm_seconds", f"{cfg.slo.lag_alarm_seconds:g} s is above the RPO of {cfg.slo.rpo_seconds:g} s: the alarm would fire after data is already at risk; set it to at most {cfg.slo.rpo_seconds:g} (RPO/2 recommended)")
@@ -413,11 +494,14 @@ def load_config(values: Mapping[str, Any], stack: str) -> StackConfig:
         parsed = {key: _parse_value(key, raw) for key, raw in values.items()}
     except ConfigError as e:
         raise ConfigError(stack, e.problems) from None
+    secrets = {k: parsed.pop(k) for k in SECRET_KEYS if k in parsed}
     try:
         cfg = StackConfig.model_validate(parsed)
     except ValidationError as e:
         raise ConfigError(stack, _format_pydantic(e)) from None
     problems = _cross_checks(cfg)
+    if cfg.phase == "c" and "edge_purge_token" not in secrets:
+        problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
     if problems:
         raise ConfigError(stack, problems)
     return cfg

@@ -28,6 +28,7 @@ def build_manifest(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "quorum": len(write_regions) // 2 + 1 if cfg.phase != "a" else None,
         "topology": cfg.network.topology,
         "edge": cfg.phase == "c",
+        "edge_plan": cfg.edge.plan if cfg.edge else None,
         "dns": {
             "interval_s": cfg.dns.health_check_interval,
             "threshold": cfg.dns.failure_threshold,

@@ -6,7 +6,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pulumi
 import yaml
@@ -96,11 +96,13 @@ class Synthesis:
 
 
 def synthesize(stack: str, *, config: Optional[dict[str, str]] = None, secret_keys: Optional[list[str]] = None,
-               path: Optional[Path] = None, monitors: Optional[list] = None) -> Synthesis:
+               path: Optional[Path] = None, monitors: Optional[list] = None,
+               run: Optional[Callable[[], dict[str, Any]]] = None) -> Synthesis:
     """Run `infra.program.run()` under mocks.
 
     Config comes from `Pulumi.<stack>.yaml` (or `path`); `config` replaces it when given (tests).
-    `monitors`, when given, receives the recording monitor even if the program fails.
+    `monitors`, when given, receives the recording monitor even if the program fails. `run` replaces
+    the program (benchmarks of one component); by default it is `infra.program.run`.
     """
     if config is None:
         config, secret_keys = read_stack_file(path or stack_file(stack))
@@ -113,7 +115,7 @@ def synthesize(stack: str, *, config: Optional[dict[str, str]] = None, secret_ke
     outputs: dict[str, Any] = {}
 
     def body() -> None:
-        declared = program.run()
+        declared = (run or program.run)()
         outputs.update(_sync_await(pulumi.Output.from_input(declared).future()) or {})
 
     _sync_await(run_pulumi_func(body))

@@ -134,6 +134,11 @@ FREE: dict[str, str] = {
     "aws:ssm/parameter:Parameter": "standard tier is free",
     "aws:cloudwatch/logGroup:LogGroup": "ingestion priced from usage.log_gb_month",
     "aws:lambda/invocation:Invocation": "a handful of invocations per deployment",
+    "aws:lambda/layerVersion:LayerVersion": "layer storage is within the free code-storage allowance",
+    "aws:lambda/permission:Permission": "no charge",
+    "aws:cloudwatch/eventRule:EventRule": "scheduled rules are free",
+    "aws:cloudwatch/eventTarget:EventTarget": "no charge",
+    "aws:secretsmanager/secretVersion:SecretVersion": "priced on the secret",
     "aws:route53recoverycontrol/controlPanel:ControlPanel": "included in the cluster",
     "aws:route53recoverycontrol/routingControl:RoutingControl": "included in the cluster",
     "aws:route53recoverycontrol/safetyRule:SafetyRule": "included in the cluster",
@@ -242,6 +247,25 @@ def _health_check(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float
     return usd, "health check " + ", ".join(k for k, v in opts.items() if v) + f" = {usd}/month"
 
 
+_RATE_PER_MONTH = {"minute": 43800, "minutes": 43800, "hour": 730, "hours": 730, "day": 30.4, "days": 30.4}
+
+
+def _lambda(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
+    """A scheduled function runs `rate(...)` times a month for up to its timeout; others run on demand."""
+    targets = [t for t in ctx.resources if t.type == "aws:cloudwatch/eventTarget:EventTarget"
+               and any(d.urn == r.urn for d in t.deps.get("arn", []))]
+    rules = [d for t in targets for d in t.deps.get("rule", []) if d.type == "aws:cloudwatch/eventRule:EventRule"]
+    schedule = next((str(x.props.get("scheduleExpression") or "") for x in rules), "")
+    if not schedule.startswith("rate("):
+        return 0.0, "on-demand invocations only (deployment-time), within the free tier"
+    amount, unit = schedule[5:-1].split()
+    runs = float(amount) and _RATE_PER_MONTH[unit] / float(amount)
+    arch = "arm64" if "arm64" in (r.props.get("architectures") or []) else "x86_64"
+    gb_s = runs * float(r.props.get("timeout") or 3) * float(r.props.get("memorySize") or 128) / 1024
+    usd = gb_s * book.lambda_gb_second(r.region, arch) + runs * book.lambda_request(r.region)
+    return usd, f"{schedule}: {runs:,.0f} runs x {r.props.get('timeout')} s x {r.props.get('memorySize')} MB = {gb_s:,.0f} GB-s"
+
+
 def _budget(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
     n = ctx.count(r.type)
     usd = book.budgets_month(n) / max(1, n)
@@ -277,6 +301,7 @@ PRICERS: dict[str, Pricer] = {
     "aws:ec2transitgateway/vpcAttachment:VpcAttachment": _hourly(lambda b, r: b.tgw_attachment_hourly(r.region), "TGW attachment"),
     "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": _hourly(lambda b, r: b.tgw_attachment_hourly(r.region), "TGW peering attachment"),
     "aws:route53recoverycontrol/cluster:Cluster": _hourly(lambda b, r: b.arc_cluster_hourly(), "ARC cluster"),
+    "aws:lambda/function:Function": _lambda,
     "cloudflare:index/workersScript:WorkersScript": _workers,
     "cloudflare:index/loadBalancer:LoadBalancer": _cf_lb,
 }
@@ -303,7 +328,7 @@ def _usage_lines(resources: list[CostResource], book: PriceBook, usage: Usage, r
 
 
 def estimate(resources: list[CostResource], book: PriceBook, usage: Usage, *, regions: Optional[list[str]] = None,
-             topology: str = "none", budget_usd: Optional[float] = None) -> CostReport:
+             topology: str = "none", budget_usd: Optional[float] = None, edge_plan: Optional[str] = None) -> CostReport:
     lines: list[CostLine] = []
     ctx = Context(usage=usage, resources=resources)
     for r in resources:
@@ -324,4 +349,11 @@ def estimate(resources: list[CostResource], book: PriceBook, usage: Usage, *, re
     if regions is None:
         regions = sorted({r.region for r in resources if r.region != "global"})
     lines.extend(_usage_lines(resources, book, usage, regions, hub=topology == "hub-and-spoke"))
+    if edge_plan:
+        try:
+            usd = book.cloudflare_plan_month(edge_plan)
+            lines.append(CostLine("global", "edge", f"Cloudflare {edge_plan} plan", "cloudflare:plan", usd,
+                                  f"Cloudflare {edge_plan} plan {usd}/month (prices.json; enterprise is a contract figure)", "priced"))
+        except MissingPrice as e:
+            lines.append(CostLine("global", "edge", f"Cloudflare {edge_plan} plan", "cloudflare:plan", None, str(e), "unpriced"))
     return CostReport(lines=lines, budget_usd=budget_usd)

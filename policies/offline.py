@@ -76,8 +76,9 @@ def policy_resources(registrations: list[Registration]) -> list[PolicyResource]:
         res.property_dependencies = {
             prop: [made[u] for u in urns if u in made] for prop, urns in reg.property_dependencies.items()
         }
-        res.dependencies = sorted({d.urn: d for deps in res.property_dependencies.values() for d in deps}.values(),
-                                  key=lambda d: d.urn)
+        deps = {d.urn: d for ds in res.property_dependencies.values() for d in ds}
+        deps.update({u: made[u] for u in reg.dependencies if u in made})
+        res.dependencies = sorted(deps.values(), key=lambda d: d.urn)
     return [made[reg.urn] for reg in registrations]
 
 

@@ -68,7 +68,7 @@ POLICIES = [
         validate=_database,
         enforcement_level=MANDATORY,
     ),
-    _policy("replica-lag-alarm", "Every replica has a ReplicaLag alarm at or below min(30 s, RPO/2).",
+    _policy("replica-lag-alarm", "Every replica, and every multi-master pair, has a lag alarm at or below min(30 s, RPO/2).",
             rules.check_replica_lag_alarms),
     _policy("endpoint-health-check", "Every public regional endpoint has a health check.", rules.check_endpoint_health),
     _policy("database-port-private", "No security group opens the database port beyond the stack's VPCs.",
@@ -77,6 +77,8 @@ POLICIES = [
             rules.check_quorum),
     _policy("mesh-complete", "A mesh peers every pair of regions exactly once, with routes both ways.", rules.check_mesh),
     _policy("edge-never-caches-mutations", "The edge never caches mutations.", rules.check_edge_mutations),
+    _policy("edge-pool-per-region", "Phase C: every region's origin is in a monitored pool of the load balancer.",
+            rules.check_edge_pools),
     _policy("slo-feasible", "Declared RTO, RPO and latency targets are not below what the topology can reach.",
             rules.check_slo),
 ]

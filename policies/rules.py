@@ -39,6 +39,19 @@ DEFAULT_DB_PORT = 5432
 LAG_ALARM_CEILING_S = 30.0
 
 
+_SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
+
+
+def plain(value: Any) -> Any:
+    """The value inside a secret, as the engine or the policy SDK may wrap it."""
+    if isinstance(value, dict) and value.get(_SECRET_SIG[0]) == _SECRET_SIG[1]:
+        return plain(value.get("value"))
+    inner = getattr(value, "value", None)
+    if type(value).__name__ == "Secret" and inner is not None:
+        return plain(inner)
+    return value
+
+
 def known(value: Any) -> bool:
     return value is not None and value != UNKNOWN
 
@@ -121,6 +134,7 @@ def cost_report(resources: list[PolicyResource], facts: StackFacts) -> CostRepor
         regions=regions,
         topology=manifest.get("topology", "none"),
         budget_usd=facts.budget_usd,
+        edge_plan=manifest.get("edge_plan"),
     )
 
 
@@ -203,6 +217,10 @@ def check_databases(resources: list[PolicyResource], facts: StackFacts) -> list[
 
 
 def check_replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+    return _replica_lag_alarms(resources, facts) + check_pair_lag_alarms(resources, facts)
+
+
+def _replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     rpo = facts.slo.get("rpo_seconds")
     ceiling = min(LAG_ALARM_CEILING_S, rpo / 2) if rpo else LAG_ALARM_CEILING_S
     alarms = [a for a in of_type(resources, ALARM) if a.props.get("metricName") == "ReplicaLag"]
@@ -219,6 +237,32 @@ def check_replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts)
             if known(threshold) and float(threshold) > ceiling:
                 out.append((f"ReplicaLag alarm {a.name} on {db.name} fires at {float(threshold):g} s; it must be "
                             f"<= min({LAG_ALARM_CEILING_S:g} s, RPO {rpo:g} s / 2) = {ceiling:g} s", a.urn))
+    return out
+
+
+def check_pair_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+    """Multi-master: every directed pair of write regions has a replication-lag alarm."""
+    m = facts.manifest or {}
+    if m.get("phase") not in ("b", "c"):
+        return []
+    rpo = facts.slo.get("rpo_seconds")
+    ceiling = min(LAG_ALARM_CEILING_S, rpo / 2) if rpo else LAG_ALARM_CEILING_S
+    alarms = {}
+    for a in of_type(resources, ALARM):
+        dims = a.props.get("dimensions") or {}
+        if a.props.get("metricName") == "LagSeconds" and known(dims.get("Publisher")):
+            alarms[(dims.get("Publisher"), dims.get("Subscriber"))] = a
+    out = []
+    for pub in m.get("write_regions", []):
+        for sub in m.get("write_regions", []):
+            if pub == sub:
+                continue
+            alarm = alarms.get((pub, sub))
+            if alarm is None:
+                out.append((f"no replication-lag alarm for {pub} -> {sub}; add one at <= {ceiling:g} s", None))
+            elif known(alarm.props.get("threshold")) and float(alarm.props["threshold"]) > ceiling:
+                out.append((f"lag alarm {alarm.name} ({pub} -> {sub}) fires at {float(alarm.props['threshold']):g} s; "
+                            f"it must be <= min({LAG_ALARM_CEILING_S:g} s, RPO {rpo:g} s / 2) = {ceiling:g} s", alarm.urn))
     return out
 
 
@@ -337,9 +381,35 @@ def check_edge_mutations(resources: list[PolicyResource], facts: StackFacts) -> 
                 out.append((f"cache rule '{rule.get('description', rule.get('ref', '?'))}' in {rs.name} can cache "
                             f"non-GET requests (expression: {rule.get('expression')}); mutations must bypass the cache", rs.urn))
     for script in of_type(resources, "cloudflare:index/workersScript:WorkersScript"):
-        for b in script.props.get("bindings") or []:
+        for b in plain(script.props.get("bindings")) or []:
+            b = plain(b)
             if b.get("name") == "CACHE_MUTATIONS" and str(b.get("text", "")).lower() in ("1", "true", "yes"):
                 out.append((f"worker {script.name} sets CACHE_MUTATIONS={b.get('text')}; mutations must always reach the origin", script.urn))
+    return out
+
+
+def check_edge_pools(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+    """Phase C: every region's origin sits in a monitored pool of the load balancer."""
+    m = facts.manifest or {}
+    if not m.get("edge"):
+        return []
+    pools = of_type(resources, CF_POOL)
+    lbs = of_type(resources, "cloudflare:index/loadBalancer:LoadBalancer")
+    out = []
+    if not lbs:
+        out.append(("phase c has no Cloudflare load balancer in front of the regions", None))
+    if not of_type(resources, CF_MONITOR):
+        out.append(("phase c has no load balancer health monitor", None))
+    for region in m.get("write_regions", []):
+        albs = [a for a in of_type(resources, ALB) if region_of(a) == region]
+        mine = [p for p in pools if any(depends_on(p, "origins", a) for a in albs)]
+        if not mine:
+            out.append((f"no edge pool has the {region} origin", None))
+        for p in mine:
+            if not p.props.get("monitor"):
+                out.append((f"edge pool {p.name} ({region}) has no health monitor", p.urn))
+            if lbs and not any(depends_on(lb, "defaultPools", p) for lb in lbs):
+                out.append((f"edge pool {p.name} ({region}) is not in the load balancer's default pools", p.urn))
     return out
 
 

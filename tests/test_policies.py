@@ -9,9 +9,8 @@ import pytest
 from pulumi_policy import PolicyResource, PolicyResourceOptions
 from pulumi_policy.policy import PolicyCustomTimeouts
 
-from infra.manifest import MANIFEST_NAME, MANIFEST_TYPE
+from infra.manifest import MANIFEST_NAME
 from policies.offline import evaluate, policy_resources
-from tests.conftest import synth_variant
 
 RDS = "aws:rds/instance:Instance"
 

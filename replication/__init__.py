@@ -1,0 +1,1 @@
+"""Phase B replication: model, rendered SQL, bootstrap and the write-quorum decision."""

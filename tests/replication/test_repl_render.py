@@ -1,0 +1,111 @@
+"""Pure checks of the model and the rendered SQL (no database)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from drills.sample import POLICY
+from replication.model import ConflictPolicy, Node, TablePolicy
+from replication.sql import (
+    RDS_PARAMETERS,
+    REQUIRED_PARAMETERS,
+    default_conninfo,
+    render_bootstrap,
+    render_fence,
+    render_publication,
+    render_subscriptions,
+    subscription_name,
+)
+
+NODES = [Node(r, r, f"db.{r}.internal") for r in ("us-east-1", "us-west-2", "eu-west-1")]
+
+IDEMPOTENT = re.compile(
+    r"^(CREATE (SCHEMA|TABLE|INDEX) IF NOT EXISTS|CREATE OR REPLACE FUNCTION|DO \$do\$|"
+    r"ALTER TABLE \S+ ADD COLUMN IF NOT EXISTS|INSERT INTO .*\sON CONFLICT|"
+    r"UPDATE fraiseql_repl\.fence SET .* IS DISTINCT FROM|ALTER SUBSCRIPTION \w+ REFRESH PUBLICATION)",
+    re.S,
+)
+
+
+def test_every_statement_has_an_idempotent_form() -> None:
+    stmts = render_bootstrap(NODES[0], NODES, POLICY) + render_fence(True) + render_fence(False)
+    def code(s: str) -> str:
+        return "\n".join(ln for ln in s.splitlines() if not ln.lstrip().startswith("--")).strip()
+
+    bad = [code(s)[:80] for s in stmts if not IDEMPOTENT.match(code(s))]
+    assert bad == []
+
+
+def test_no_statement_needs_to_run_twice_in_a_transaction() -> None:
+    for s in render_bootstrap(NODES[0], NODES, POLICY):
+        # CREATE SUBSCRIPTION only appears inside DO blocks with create_slot = false.
+        if "CREATE SUBSCRIPTION" in s:
+            assert s.startswith("DO $do$") and "create_slot = false" in s
+
+
+def test_subscriptions_full_mesh_origin_none_no_copy() -> None:
+    stmts = render_subscriptions(NODES[2], NODES, default_conninfo("pw"))
+    creates = [s for s in stmts if "CREATE SUBSCRIPTION" in s]
+    assert len(creates) == 2
+    for s in creates:
+        assert "origin = none" in s and "copy_data = false" in s
+    names = {subscription_name(NODES[2], p) for p in NODES[:2]}
+    assert names == {"fq_eu_west_1_from_us_east_1", "fq_eu_west_1_from_us_west_2"}
+    assert all(n in "".join(stmts) for n in names)
+
+
+def test_conninfo_quotes_password() -> None:
+    ci = default_conninfo("it's\\secret")(NODES[1])
+    assert "password='it\\'s\\\\secret'" in ci
+    assert "sslmode=require" in ci and "host=db.us-west-2.internal" in ci
+    sub = render_subscriptions(NODES[0], NODES, default_conninfo("it's"))[0]
+    assert "it\\''s" in sub  # SQL literal doubles the quote inside the conninfo
+
+
+def test_publication_lists_policy_tables_and_bookkeeping() -> None:
+    (stmt,) = render_publication(POLICY)
+    for t in ('"public"."items"', '"public"."counters"', '"public"."tags"', '"public"."accounts"',
+              "fraiseql_repl.tombstones", "fraiseql_repl.counter_shards"):
+        assert t in stmt
+    assert "scratch" not in stmt
+    assert "publish = 'insert, update, delete'" in stmt
+
+
+def test_required_parameters_and_rds_mapping() -> None:
+    assert REQUIRED_PARAMETERS["wal_level"] == "logical"
+    assert REQUIRED_PARAMETERS["track_commit_timestamp"] == "on"
+    assert RDS_PARAMETERS["rds.logical_replication"][0] == "1"
+    assert "wal_level" not in RDS_PARAMETERS  # not settable on RDS
+    assert set(REQUIRED_PARAMETERS) - {"wal_level"} <= set(RDS_PARAMETERS)
+
+
+def test_fence_sql_toggles() -> None:
+    assert "fenced = true" in render_fence(True)[0]
+    assert "fenced = false" in render_fence(False)[0]
+    assert "O''Brien" in render_fence(True, "O'Brien")[0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TablePolicy("Items", "lww"),
+        lambda: TablePolicy("items; drop table x", "lww"),
+        lambda: TablePolicy("c", "counter"),
+        lambda: TablePolicy("c", "bogus"),  # type: ignore[arg-type]
+        lambda: ConflictPolicy(tables=(TablePolicy("a", "set"),), replicated=("public.a",)),
+        lambda: Node("", "r", "h"),
+        lambda: Node("n", "r", "h", port=0),
+    ],
+)
+def test_model_rejects_bad_input(make: Any) -> None:
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_policy_strategy_lookup() -> None:
+    assert POLICY.strategy_for("items") == "lww"
+    assert POLICY.strategy_for("public.tags") == "set"
+    assert POLICY.strategy_for("scratch") is None
