@@ -24,6 +24,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from components._iam import assume_role_policy
 from infra.naming import logical_name, merge_tags
 from replication.sql import RDS_PARAMETERS
 
@@ -320,12 +321,7 @@ class PostgresReplication(pulumi.ComponentResource):
             opts=child,
         )
 
-        assume = json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-            }
-        )
+        assume = assume_role_policy("lambda.amazonaws.com")
         role = aws.iam.Role(logical_name(name, "bootstrap-role"), assume_role_policy=assume, tags=tags("bootstrap-role"), opts=child)
         aws.iam.RolePolicyAttachment(
             logical_name(name, "bootstrap-vpc-access"),

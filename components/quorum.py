@@ -23,6 +23,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from components._iam import assume_role_policy
 from infra.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
@@ -110,14 +111,7 @@ class Quorum(pulumi.ComponentResource):
 
         role = aws.iam.Role(
             logical_name(name, "agent-role"),
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
+            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
             tags=tags("agent-role"),
             opts=child,
         )

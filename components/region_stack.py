@@ -7,7 +7,6 @@ RegionStack -> PostgresReplication -> FraiseqlService.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -15,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
+from components._iam import assume_role_policy
 from infra.naming import logical_name, merge_tags
 from infra.planning import plan_subnets
 
@@ -335,14 +335,7 @@ class RegionStack(pulumi.ComponentResource):
             tags=tags("logs"),
             opts=child,
         )
-        assume = json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                ],
-            }
-        )
+        assume = assume_role_policy("ecs-tasks.amazonaws.com")
         execution_role = aws.iam.Role(n("task-exec-role"), assume_role_policy=assume, tags=tags("task-exec-role"), opts=child)
         aws.iam.RolePolicyAttachment(
             n("task-exec-policy"),

@@ -37,6 +37,13 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def _check_emails(addresses: list[str]) -> list[str]:
+    bad = [e for e in addresses if not _EMAIL.match(e)]
+    if bad:
+        raise ValueError(f"not e-mail addresses: {bad}")
+    return addresses
+
+
 class ConfigError(ValueError):
     """Invalid stack configuration. `problems` holds (key, message) pairs."""
 
@@ -203,13 +210,7 @@ class BudgetConfig(_Model):
         default_factory=dict, description="optional breakdown; when given it must add up to monthly_usd"
     )
 
-    @field_validator("alert_emails")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        bad = [e for e in v if not _EMAIL.match(e)]
-        if bad:
-            raise ValueError(f"not e-mail addresses: {bad}")
-        return v
+    _emails = field_validator("alert_emails")(classmethod(lambda cls, v: _check_emails(v)))
 
 
 class UsageConfig(_Model):
@@ -274,13 +275,7 @@ class EdgeConfig(_Model):
 class AlertsConfig(_Model):
     emails: list[str] = Field(default_factory=list, description="subscribed to every region's alert topic")
 
-    @field_validator("emails")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        bad = [e for e in v if not _EMAIL.match(e)]
-        if bad:
-            raise ValueError(f"not e-mail addresses: {bad}")
-        return v
+    _emails = field_validator("emails")(classmethod(lambda cls, v: _check_emails(v)))
 
 
 class StackConfig(_Model):

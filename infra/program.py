@@ -144,6 +144,26 @@ def _network(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> I
     )
 
 
+def _database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
+    """PostgresReplicationArgs fields that every phase fills the same way."""
+    db = cfg.database
+    return dict(
+        engine_version=db.engine_version,
+        allocated_storage_gb=db.allocated_storage_gb,
+        max_allocated_storage_gb=db.max_allocated_storage_gb,
+        storage_type=db.storage_type,
+        backup_retention_days=db.backup_retention_days,
+        port=db.port,
+        db_name=db.db_name,
+        username=db.username,
+        performance_insights_retention_days=db.performance_insights_retention_days,
+        vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
+        phase=cfg.phase,
+        stack=stack,
+        tags=cfg.tags,
+    )
+
+
 def _lag_alarm_seconds(cfg: StackConfig) -> float:
     if cfg.replication is not None and cfg.replication.lag_alarm_seconds is not None:
         return cfg.replication.lag_alarm_seconds
@@ -257,17 +277,8 @@ def _phase_b(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 )
                 for rc in cfg.regions
             ),
-            engine_version=db.engine_version,
-            allocated_storage_gb=db.allocated_storage_gb,
-            max_allocated_storage_gb=db.max_allocated_storage_gb,
-            storage_type=db.storage_type,
-            backup_retention_days=db.backup_retention_days,
-            port=db.port,
-            db_name=db.db_name,
-            username=db.username,
-            performance_insights_retention_days=db.performance_insights_retention_days,
             lag_alarm_seconds=_lag_alarm_seconds(cfg),
-            vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
+            **_database_common(cfg, stack, regions),
             multi_master=MultiMasterSettings(
                 conflict_policy={
                     "default": repl.default,
@@ -277,9 +288,6 @@ def _phase_b(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 code=code,
                 dependencies_layer=deps,
             ),
-            phase=cfg.phase,
-            stack=stack,
-            tags=cfg.tags,
         ),
         # Subscriptions travel over the inter-region network: it must exist first.
         opts=ResourceOptions(depends_on=[network]),
@@ -424,20 +432,8 @@ def _phase_a(cfg: StackConfig, stack: str) -> dict[str, Any]:
         PostgresReplicationArgs(
             mode="streaming",
             nodes=nodes,
-            engine_version=db.engine_version,
-            allocated_storage_gb=db.allocated_storage_gb,
-            max_allocated_storage_gb=db.max_allocated_storage_gb,
-            storage_type=db.storage_type,
-            backup_retention_days=db.backup_retention_days,
-            port=db.port,
-            db_name=db.db_name,
-            username=db.username,
-            performance_insights_retention_days=db.performance_insights_retention_days,
             lag_alarm_seconds=cfg.slo.lag_alarm_seconds,
-            vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
-            phase=cfg.phase,
-            stack=stack,
-            tags=cfg.tags,
+            **_database_common(cfg, stack, regions),
         ),
     )
 

@@ -179,3 +179,9 @@ def test_negative_usage_is_rejected():
 def test_misspelled_usage_key_is_rejected():
     msg = problems_of(lambda v: v.setdefault("usage", {}).update(nat_gb=5))
     assert "fraiseql:usage.nat_gb: unknown key" in msg
+
+
+@pytest.mark.parametrize("section, key", [("budget", "alert_emails"), ("alerts", "emails")])
+def test_addresses_that_are_not_e_mail(section, key):
+    msg = problems_of(lambda v: v[section].update({key: ["ops@example.com", "not-an-address"]}))
+    assert f"fraiseql:{section}.{key}: not e-mail addresses: ['not-an-address']" in msg
