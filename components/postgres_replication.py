@@ -457,7 +457,6 @@ class PostgresReplication(pulumi.ComponentResource):
             )
             self.writer_hostnames[r] = self.reader_hostnames[r] = host
         self.private_zone_id = zone.zone_id
-        self.replication_secret_name = secret_name
         self.master_secret_arns = {r: s for r, s in zip(regions, master_secrets)}
         self.kms_key_arns = {r: k.arn for r, k in self._keys.items()}
         self.replica_identifiers, self.replica_addresses = {}, {}
