@@ -38,23 +38,24 @@ REPO = Path(__file__).resolve().parent.parent
 LAMBDA_DEPS = REPO / "build" / "lambda-deps.zip"
 
 
-def read_stack_config() -> StackConfig:
-    """Read every `fraiseql:` key the engine passed in and validate it, before any resource exists."""
+def _raw_config() -> dict[str, Any]:
+    """Every `fraiseql:` key the engine passed in, namespace removed."""
     values = namespaced_values({**runtime_config.get_config_env(), **runtime_config.CONFIG.get()})
     cfg = pulumi.Config(NAMESPACE)
     for key in (*KEYS, *SECRET_KEYS):
         if key not in values and (raw := cfg.get(key)) is not None:
             values[key] = raw
-    return load_config(values, pulumi.get_stack())
+    return values
+
+
+def read_stack_config() -> StackConfig:
+    """Read and validate the stack config, before any resource exists."""
+    return load_config(_raw_config(), pulumi.get_stack())
 
 
 def read_stack_config_unchecked() -> StackConfig:
-    """Stack config for benchmarks of parts of the program: validated, but any region count."""
-    from infra.config import StackConfig as Model
-
-    values = namespaced_values({**runtime_config.get_config_env(), **runtime_config.CONFIG.get()})
-    parsed = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v for k, v in values.items()}
-    return Model.model_validate(parsed)
+    """Stack config for benchmarks of parts of the program: fields validated, any region count."""
+    return load_config(_raw_config(), pulumi.get_stack(), cross_checks=False)
 
 
 def run() -> dict[str, Any]:
