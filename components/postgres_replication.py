@@ -25,6 +25,7 @@ import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
+from components._lambda import writer_client_group
 from infra.naming import logical_name, merge_tags
 from replication.sql import RDS_PARAMETERS
 
@@ -363,38 +364,24 @@ class PostgresReplication(pulumi.ComponentResource):
         )
         policy_digest = hashlib.sha256(json.dumps(mm.conflict_policy, sort_keys=True).encode()).hexdigest()
         functions: dict[str, aws.lambda_.Function] = {}
+        self.dependencies_layer_arns: dict[str, pulumi.Output[str]] = {}
         self.writer_identifiers, self.writer_addresses, self.bootstrap_function_names = {}, {}, {}
         for node in args.nodes:
             r = node.region
             layer = aws.lambda_.LayerVersion(
                 logical_name(name, "bootstrap-deps", r),
                 region=r,
-                layer_name=f"fraiseql-{args.stack}-bootstrap-deps",
+                # Shared with the fence agent (Quorum), which runs the same package.
+                layer_name=f"fraiseql-{args.stack}-replication-deps",
                 code=mm.dependencies_layer,
                 compatible_runtimes=[LAMBDA_RUNTIME],
                 opts=child,
             )
-            sg = aws.ec2.SecurityGroup(
-                logical_name(name, "bootstrap-sg", r),
-                region=r,
-                vpc_id=node.vpc_id,
-                description="FraiseQL replication bootstrap: its own writer and AWS APIs",
-                tags=tags(f"bootstrap-sg-{r}"),
-                opts=child,
-            )
-            for db_sg in node.security_group_ids:
-                aws.vpc.SecurityGroupEgressRule(
-                    logical_name(name, "bootstrap-out-db", r), region=r, security_group_id=sg.id, ip_protocol="tcp",
-                    from_port=args.port, to_port=args.port, referenced_security_group_id=db_sg, opts=child,
-                )
-                aws.vpc.SecurityGroupIngressRule(
-                    logical_name(name, "db-in-bootstrap", r), region=r, security_group_id=db_sg, ip_protocol="tcp",
-                    from_port=args.port, to_port=args.port, referenced_security_group_id=sg.id,
-                    description="from the replication bootstrap", opts=child,
-                )
-            aws.vpc.SecurityGroupEgressRule(
-                logical_name(name, "bootstrap-out-https", r), region=r, security_group_id=sg.id, ip_protocol="tcp",
-                from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0", description="Secrets Manager", opts=child,
+            sg = writer_client_group(
+                name, "bootstrap", region=r, vpc_id=node.vpc_id, db_security_group_id=node.security_group_ids[0],
+                db_port=args.port, description="FraiseQL replication bootstrap: its own writer and AWS APIs",
+                db_rule_description="from the replication bootstrap", https_description="Secrets Manager",
+                tags=tags, opts=child,
             )
             fn = aws.lambda_.Function(
                 logical_name(name, "bootstrap", r),
@@ -411,6 +398,7 @@ class PostgresReplication(pulumi.ComponentResource):
                 opts=child,
             )
             functions[r] = fn
+            self.dependencies_layer_arns[r] = layer.arn
             self.writer_identifiers[r] = writers[r].identifier
             self.writer_addresses[r] = writers[r].address
             self.bootstrap_function_names[r] = fn.name

@@ -24,6 +24,7 @@ import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
+from components._lambda import writer_client_group
 from infra.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
@@ -53,7 +54,7 @@ class QuorumArgs:
     unfence_after: int
     safety_rule_wait_ms: int
     code: pulumi.Archive                    # the `replication` package
-    dependencies_layer: pulumi.Archive      # psycopg for the Lambda runtime
+    dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (PostgresReplication's)
     phase: str
     stack: str
     tags: dict[str, str] = field(default_factory=dict)
@@ -150,53 +151,12 @@ class Quorum(pulumi.ComponentResource):
         self.fence_function_names = {}
         for q in args.regions:
             r = q.region
-            layer = aws.lambda_.LayerVersion(
-                logical_name(name, "deps", r),
-                region=r,
-                layer_name=f"fraiseql-{args.stack}-replication-deps",
-                code=args.dependencies_layer,
-                compatible_runtimes=[LAMBDA_RUNTIME],
-                opts=child,
-            )
-            sg = aws.ec2.SecurityGroup(
-                logical_name(name, "agent-sg", r),
-                region=r,
-                vpc_id=q.vpc_id,
-                description="FraiseQL fence agent: its own writer, ARC and CloudWatch",
-                tags=tags(f"agent-sg-{r}"),
-                opts=child,
-            )
-            aws.vpc.SecurityGroupEgressRule(
-                logical_name(name, "agent-out-db", r),
-                region=r,
-                security_group_id=sg.id,
-                ip_protocol="tcp",
-                from_port=q.db_port,
-                to_port=q.db_port,
-                referenced_security_group_id=q.db_security_group_id,
-                opts=child,
-            )
-            aws.vpc.SecurityGroupEgressRule(
-                logical_name(name, "agent-out-https", r),
-                region=r,
-                security_group_id=sg.id,
-                ip_protocol="tcp",
-                from_port=443,
-                to_port=443,
-                cidr_ipv4="0.0.0.0/0",
-                description="ARC cluster endpoints, Secrets Manager, CloudWatch",
-                opts=child,
-            )
-            aws.vpc.SecurityGroupIngressRule(
-                logical_name(name, "db-in-agent", r),
-                region=r,
-                security_group_id=q.db_security_group_id,
-                ip_protocol="tcp",
-                from_port=q.db_port,
-                to_port=q.db_port,
-                referenced_security_group_id=sg.id,
-                description="from the fence agent",
-                opts=child,
+            sg = writer_client_group(
+                name, "agent", region=r, vpc_id=q.vpc_id, db_security_group_id=q.db_security_group_id,
+                db_port=q.db_port, description="FraiseQL fence agent: its own writer, ARC and CloudWatch",
+                db_rule_description="from the fence agent",
+                https_description="ARC cluster endpoints, Secrets Manager, CloudWatch",
+                tags=tags, opts=child,
             )
             fn = aws.lambda_.Function(
                 logical_name(name, "fence-agent", r),
@@ -205,7 +165,7 @@ class Quorum(pulumi.ComponentResource):
                 handler=AGENT_HANDLER,
                 role=role.arn,
                 code=args.code,
-                layers=[layer.arn],
+                layers=[args.dependencies_layer_arns[r]],
                 timeout=60,
                 memory_size=128,
                 # One run at a time per region: two agents could race on the fence.

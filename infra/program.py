@@ -317,7 +317,7 @@ def _phase_b(cfg: StackConfig, stack: str) -> dict[str, Any]:
             unfence_after=cfg.quorum.unfence_after,
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
             code=code,
-            dependencies_layer=deps,
+            dependencies_layer_arns=database.dependencies_layer_arns,
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,

@@ -194,3 +194,12 @@ def test_hub_and_spoke_is_a_config_switch():
     assert syn.of_type("aws:ec2/vpcPeeringConnection:VpcPeeringConnection") == []
     assert len(syn.of_type("aws:ec2transitgateway/transitGateway:TransitGateway")) == 3
     assert len(syn.of_type("aws:ec2transitgateway/peeringAttachment:PeeringAttachment")) == 2
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_fence_agent_and_bootstrap_share_one_dependency_layer_per_region(phase_b, region):
+    layers = [l for l in phase_b.of_type("aws:lambda/layerVersion:LayerVersion") if l.region == region]
+    assert len(layers) == 1
+    agent = one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{region}")
+    bootstrap = one(phase_b, "aws:lambda/function:Function", f"fraiseql-db-bootstrap-{region}")
+    assert agent.inputs["layers"] == bootstrap.inputs["layers"] == [layers[0].outputs["arn"]]
