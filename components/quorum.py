@@ -28,7 +28,7 @@ from components._lambda import writer_client_group
 from infra.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
-AGENT_HANDLER = "replication.fence_agent.handler"
+AGENT_HANDLER = "replication.agent.handler"
 METRIC_NAMESPACE = "FraiseQL/Quorum"
 
 

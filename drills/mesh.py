@@ -20,7 +20,7 @@ from drills.pg import PgNode, cluster
 from drills.proxy import DelayProxy
 from replication.bootstrap import apply, bootstrap_mesh
 from replication.model import ConflictPolicy, Node
-from replication.sql import REQUIRED_PARAMETERS, SCHEMA, render_fence
+from replication.sql import REQUIRED_PARAMETERS, SCHEMA, render_lease
 
 __all__ = ["FLOORS_MS", "REGIONS", "Mesh", "mesh", "one_way_ms"]
 
@@ -111,9 +111,10 @@ class Mesh:
     # -- fence ----------------------------------------------------------------------
 
     def set_fence(self, name: str, fenced: bool, reason: str = "") -> None:
+        """Revoke the write lease, or grant one that never runs out (no agent involved)."""
         with self.connect(name) as c:
-            c.execute("SET lock_timeout = '10s'")
-            apply(c, render_fence(fenced, reason))
+            apply(c, render_lease(None if fenced else float("inf"), reason or ("fenced by hand" if fenced else "manual"),
+                                  "drill"))
 
     # -- observation ------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class Mesh:
                 "AND st.worker_type = 'apply'",
             )
             running, total = rows[0]
-            out[n] = total == len(self.nodes) - 1 and running == total
+            out[n] = total == 2 * (len(self.nodes) - 1) and running == total  # data + control per peer
         return out
 
     def resolutions(self) -> dict[str, int]:
@@ -217,8 +218,13 @@ def mesh(
     delays: bool = True,
     floors: Mapping[frozenset[str], float] = FLOORS_MS,
     bootstrap: bool = True,
+    leases: bool = True,
 ) -> Iterator[Mesh]:
-    """Start one writer per region, create the application schema, link and bootstrap them."""
+    """Start one writer per region, create the application schema, link and bootstrap them.
+
+    A bootstrapped writer starts fenced until its agent grants a lease; with ``leases`` (no agents
+    in the test) every writer gets a lease that never runs out instead.
+    """
     with cluster(list(regions), settings=MESH_SETTINGS) as pg:
         m = Mesh(
             pg=pg,
@@ -242,6 +248,9 @@ def mesh(
                         c.execute(stmt.encode())
             if bootstrap:
                 m.bootstrap()
+                if leases:
+                    for r in regions:
+                        m.set_fence(r, False)
             yield m
         finally:
             for p in m.links.values():

@@ -1,35 +1,53 @@
-"""Which regions may take writes: a pure, deterministic write-quorum decision.
+"""Which regions may take writes: membership views merged from heartbeats, and one deterministic choice.
 
-Input is one observation of the mesh: for every region, the set of regions it
-can reach (itself included), e.g. from its subscriptions' health and the
-control plane's probes. Links are only trusted when both ends see each other.
+Pure functions, no I/O. The fence agent (`replication.agent`) feeds them what its own writer has
+received; nothing here assumes a view of the whole mesh.
 
-Rules:
+**Reports.** Every agent publishes a heartbeat on the control channel: the regions it *hears* (their
+heartbeat is fresh and their data subscription is healthy) and, for every other region, the newest
+report it knows of (`relay`), with that report's age measured on its own clock. A receiver ages
+each report by the time since the carrying row arrived (its own clock again), so ages never mix two
+clocks: clock offsets between regions do not matter, only how far one clock steps.
 
-* ``n`` must be odd and ≥ 3; quorum is ``n // 2 + 1``.
-* Writers must be pairwise connected (otherwise their writes would not reach
-  each other: with ``origin = none`` nothing is relayed). Among all sets of
-  pairwise-connected regions that form a strict majority, exactly one is
-  selected — the largest, ties broken by sorted region names — so every
-  evaluator given the same observation picks the same side and two majorities
-  that merely overlap (A–B–C with A and C cut) can never both write.
-* A region writes only if it is in the selected majority and its routing
-  control is on (``control_on``; missing means on).
-* Fencing is immediate. Un-fencing needs ``unfence_after`` consecutive
-  eligible observations (hysteresis against flapping links); a region with no
-  previous decision is taken at face value (cold start).
-* ``quorum_reduced`` is raised when the selected majority has exactly
-  ``quorum`` members: one more failure stops all writes.
+**View.** For every origin the receiver keeps the report with the highest sequence number (ties: the
+youngest); a report older than `stale_after` is dropped and its origin counts as silent. An edge
+a-b exists when both reports are fresh and each names the other: with `origin = none` nothing is
+relayed, so two writers must replicate *directly* in both directions.
+
+**Choice.** Among the cliques of the view that hold a strict majority, exactly one is selected: the
+largest, ties broken by the configured region order (the clique whose members come earliest). Every
+region that holds the same view selects the same clique, whatever the partition's shape (clean
+split, single cut link, one-way loss), so two regions that cannot replicate to each other are never
+both in it. Views converge through the relays within the detection bound (`detection_bound`).
+
+**Decision.** A region writes only if it is in the selected clique and its routing control is on
+(`None`: unknown, no opinion). Fencing is immediate; unfencing needs `unfence_after` consecutive
+eligible probes (hysteresis against flapping links), counted in state the caller persists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Literal
+from typing import Literal, Optional
 
-__all__ = ["Decision", "Reason", "decide", "mutual_graph", "quorum_size", "writers"]
+__all__ = [
+    "Decision",
+    "Reason",
+    "RelayEntry",
+    "Report",
+    "HeartbeatRow",
+    "decide",
+    "decide_region",
+    "detection_bound",
+    "link_view",
+    "merge_reports",
+    "mutual_graph",
+    "quorum_size",
+    "select_majority",
+    "writers",
+]
 
 Reason = Literal[
     "writable",
@@ -38,6 +56,114 @@ Reason = Literal[
     "control_off",
     "stabilizing",
 ]
+
+
+def quorum_size(n: int) -> int:
+    """Strict majority of ``n`` regions; ``n`` must be odd and at least 3.
+
+    The one definition of the write quorum: config validation, the program, the policy pack and
+    the drills all call this.
+    """
+    if n < 3 or n % 2 == 0:
+        raise ValueError(
+            f"write quorum needs an odd number of regions >= 3 (got {n}): with an even count "
+            "a clean split leaves no strict majority and both halves must stop"
+        )
+    return n // 2 + 1
+
+
+# -- views --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one region said about itself, and how old that is as far as the receiver knows."""
+
+    seq: int
+    hears: frozenset[str]
+    age_s: float
+
+
+@dataclass(frozen=True)
+class RelayEntry:
+    """A report about ``origin`` as the relaying region knew it when it sent its heartbeat."""
+
+    seq: int
+    hears: frozenset[str]
+    age_s: float
+
+
+@dataclass(frozen=True)
+class HeartbeatRow:
+    """One peer's heartbeat row as this writer holds it.
+
+    ``since_received_s``: time since the row arrived, on the receiver's clock.
+    """
+
+    node: str
+    seq: int
+    hears: frozenset[str]
+    since_received_s: float
+    relay: Mapping[str, RelayEntry] = field(default_factory=dict)
+
+
+def merge_reports(
+    me: str, regions: Sequence[str], my_hears: Iterable[str], my_seq: int, rows: Iterable[HeartbeatRow]
+) -> dict[str, Report]:
+    """Every region's newest known report, as seen from ``me`` (``me``'s own is current: age 0).
+
+    Direct rows and relayed entries compete on sequence number; among equal sequence numbers the
+    youngest estimate wins. Unknown regions in rows are ignored (a region removed from the mesh).
+    """
+    known = set(regions)
+    best: dict[str, Report] = {}
+
+    def offer(origin: str, seq: int, hears: Iterable[str], age: float) -> None:
+        if origin not in known or origin == me:
+            return
+        cur = best.get(origin)
+        if cur is None or seq > cur.seq or (seq == cur.seq and age < cur.age_s):
+            best[origin] = Report(seq, frozenset(h for h in hears if h in known), max(age, 0.0))
+
+    for row in rows:
+        offer(row.node, row.seq, row.hears, row.since_received_s)
+        for origin, entry in row.relay.items():
+            offer(origin, entry.seq, entry.hears, entry.age_s + row.since_received_s)
+    best[me] = Report(my_seq, frozenset(h for h in my_hears if h in known) | {me}, 0.0)
+    return best
+
+
+def link_view(reports: Mapping[str, Report], stale_after_s: float) -> dict[str, frozenset[str]]:
+    """Who each region hears, for regions whose report is fresh; silent regions are left out."""
+    return {r: rep.hears | {r} for r, rep in reports.items() if rep.age_s <= stale_after_s}
+
+
+def mutual_graph(regions: Sequence[str], hears: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
+    """Undirected view: ``b`` in ``out[a]`` iff a hears b and b hears a (``a`` always in ``out[a]``).
+
+    A region with no entry in ``hears`` is silent: it has no edges.
+    """
+    sees = {r: set(hears.get(r, ())) for r in regions}
+    return {
+        a: frozenset({a} | {b for b in regions if b != a and a in hears and b in hears and b in sees[a] and a in sees[b]})
+        for a in regions
+    }
+
+
+def select_majority(regions: Sequence[str], graph: Mapping[str, frozenset[str]], quorum: int) -> frozenset[str]:
+    """The one clique allowed to write: the largest with at least ``quorum`` members.
+
+    Ties go to the clique whose members come earliest in ``regions`` (the configured order, the
+    same in every agent). Empty when no majority clique exists.
+    """
+    for size in range(len(regions), quorum - 1, -1):
+        for group in combinations(regions, size):  # in order: the first found is the tie-break winner
+            if all(b in graph[a] for a in group for b in group):
+                return frozenset(group)
+    return frozenset()
+
+
+# -- decisions -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -53,104 +179,108 @@ class Decision:
     #: Regions this one is mutually connected with, itself included.
     sees: frozenset[str]
     quorum_reduced: bool
-    #: Consecutive observations in which this region was eligible to write.
+    #: Consecutive probes in which this region was eligible to write.
     healthy_streak: int
     #: Something an operator must look at (``None`` when all is well).
-    alert: str | None
+    alert: Optional[str]
 
     @property
     def fenced(self) -> bool:
         return not self.writable
 
 
-def quorum_size(n: int) -> int:
-    """Strict majority of ``n`` regions; ``n`` must be odd and at least 3."""
-    if n < 3 or n % 2 == 0:
-        raise ValueError(
-            f"write quorum needs an odd number of regions >= 3 (got {n}): with an even count "
-            "a clean split leaves no strict majority and both halves must stop"
-        )
-    return n // 2 + 1
+def _check(regions: Sequence[str], unfence_after: int) -> int:
+    if len(set(regions)) != len(regions):
+        raise ValueError(f"duplicate regions in {list(regions)}")
+    if unfence_after < 1:
+        raise ValueError("unfence_after must be >= 1")
+    return quorum_size(len(regions))
 
 
-def mutual_graph(regions: Sequence[str], reachable: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
-    """Undirected view: ``b`` in ``out[a]`` iff a reaches b and b reaches a (``a`` always in ``out[a]``)."""
-    sees = {r: set(reachable.get(r, ())) for r in regions}
-    return {
-        a: frozenset({a} | {b for b in regions if b != a and b in sees[a] and a in sees[b]}) for a in regions
-    }
+def decide_region(
+    me: str,
+    regions: Sequence[str],
+    hears: Mapping[str, Iterable[str]],
+    *,
+    control_on: Optional[bool] = None,
+    previous_writable: Optional[bool] = None,
+    previous_streak: int = 0,
+    unfence_after: int = 3,
+) -> Decision:
+    """One region's decision from its own view (``hears`` of fresh regions, e.g. ``link_view``).
 
-
-def _select_majority(regions: Sequence[str], graph: Mapping[str, frozenset[str]], quorum: int) -> frozenset[str]:
-    ordered = sorted(regions)
-    for size in range(len(ordered), quorum - 1, -1):
-        for group in combinations(ordered, size):  # lexicographic: deterministic tie-break
-            if all(b in graph[a] for a in group for b in group):
-                return frozenset(group)
-    return frozenset()
+    ``previous_writable``/``previous_streak`` come from the caller's persisted state; ``None``
+    means a cold start, which is taken at face value (a new mesh must be able to start writing).
+    """
+    quorum = _check(regions, unfence_after)
+    if me not in regions:
+        raise ValueError(f"{me} is not one of the regions {list(regions)}")
+    unknown = (set(hears) | {b for v in hears.values() for b in v}) - set(regions)
+    if unknown:
+        raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
+    graph = mutual_graph(regions, hears)
+    majority = select_majority(regions, graph, quorum)
+    in_majority = me in majority
+    control = True if control_on is None else control_on
+    eligible = in_majority and control
+    streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0
+    if not in_majority:
+        reason: Reason = "no_quorum" if len(graph[me]) < quorum else "other_majority_selected"
+    elif not control:
+        reason = "control_off"
+    elif previous_writable is False and streak < unfence_after:
+        reason = "stabilizing"
+    else:
+        reason = "writable"
+    reduced = len(majority) == quorum
+    if not majority:
+        alert: Optional[str] = "no region has write quorum: all writes are refused"
+    elif reduced and in_majority:
+        alert = f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
+    elif not in_majority:
+        alert = f"{me} is fenced ({reason})"
+    else:
+        alert = None
+    return Decision(
+        region=me,
+        writable=reason == "writable",
+        reason=reason,
+        quorum=quorum,
+        majority=majority,
+        sees=graph[me],
+        quorum_reduced=reduced,
+        healthy_streak=streak,
+        alert=alert,
+    )
 
 
 def decide(
     regions: Sequence[str],
     reachable: Mapping[str, Iterable[str]],
-    control_on: Mapping[str, bool] | None = None,
-    previous: Mapping[str, Decision] | None = None,
+    control_on: Optional[Mapping[str, bool]] = None,
+    previous: Optional[Mapping[str, Decision]] = None,
     *,
     unfence_after: int = 3,
 ) -> dict[str, Decision]:
-    """Decide, for every region, whether it may take writes now.
-
-    ``reachable[r]``: regions ``r`` can reach now, itself included (a missing
-    entry means ``r`` is down or silent). ``previous``: the last decisions, for
-    hysteresis. Raises ``ValueError`` on an even or too small region count,
-    duplicate regions or unknown names in the observation.
+    """Every region's decision when all of them hold the same view ``reachable`` (what the relays
+    converge to). A missing entry means that region is silent. Used to reason about the choice over
+    whole partitions; agents call ``decide_region`` with their own view.
     """
-    if len(set(regions)) != len(regions):
-        raise ValueError(f"duplicate regions in {list(regions)}")
-    quorum = quorum_size(len(regions))
+    _check(regions, unfence_after)
     unknown = (set(reachable) | {b for v in reachable.values() for b in v} | set(control_on or {})) - set(regions)
     if unknown:
         raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
-    if unfence_after < 1:
-        raise ValueError("unfence_after must be >= 1")
-
-    graph = mutual_graph(regions, reachable)
-    majority = _select_majority(regions, graph, quorum)
-    reduced = len(majority) == quorum
-    out: dict[str, Decision] = {}
+    out = {}
     for r in regions:
         prev = (previous or {}).get(r)
-        control = (control_on or {}).get(r, True)
-        in_majority = r in majority
-        eligible = in_majority and control
-        streak = (prev.healthy_streak + 1 if prev else 1) if eligible else 0
-        if not in_majority:
-            reason: Reason = "no_quorum" if len(graph[r]) < quorum else "other_majority_selected"
-        elif not control:
-            reason = "control_off"
-        elif prev is not None and not prev.writable and streak < unfence_after:
-            reason = "stabilizing"
-        else:
-            reason = "writable"
-        writable = reason == "writable"
-        if not majority:
-            alert: str | None = "no region has write quorum: all writes are refused"
-        elif reduced and in_majority:
-            alert = f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
-        elif not in_majority:
-            alert = f"{r} is fenced ({reason})"
-        else:
-            alert = None
-        out[r] = Decision(
-            region=r,
-            writable=writable,
-            reason=reason,
-            quorum=quorum,
-            majority=majority,
-            sees=graph[r],
-            quorum_reduced=reduced,
-            healthy_streak=streak,
-            alert=alert,
+        out[r] = decide_region(
+            r,
+            regions,
+            reachable,
+            control_on=(control_on or {}).get(r),
+            previous_writable=None if prev is None else prev.writable,
+            previous_streak=0 if prev is None else prev.healthy_streak,
+            unfence_after=unfence_after,
         )
     return out
 
@@ -158,3 +288,24 @@ def decide(
 def writers(decisions: Mapping[str, Decision]) -> set[str]:
     """Regions allowed to write."""
     return {r for r, d in decisions.items() if d.writable}
+
+
+def detection_bound(
+    n: int,
+    *,
+    probe_s: float,
+    stale_after_s: float,
+    lease_s: float,
+    max_link_delay_s: float,
+    clock_step_s: float = 0.0,
+) -> float:
+    """Longest time two regions that cannot replicate to each other may both stay writable.
+
+    Live agents: each end of a cut sees its incoming side go silent after ``stale_after_s`` and
+    acts on its next probe; what the other regions know reaches everyone through at most ``n - 1``
+    relays, each costing one probe and one link delay, and is acted on at the next probe.
+    A dead or stalled agent stops renewing its lease, which runs out after ``lease_s``. A step of a
+    region's own clock shifts both by at most ``clock_step_s``.
+    """
+    live = stale_after_s + probe_s + (n - 1) * (probe_s + max_link_delay_s) + probe_s
+    return max(live, lease_s) + clock_step_s

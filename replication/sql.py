@@ -25,13 +25,18 @@ How conflicts are decided (details in ``replication/README.md``):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import re
+from importlib import resources
 
 from replication.model import ConflictPolicy, Node, TablePolicy, ident_suffix
 
 __all__ = [
     "APP_COLUMNS",
     "FENCE_SQLSTATE",
+    "AGENT_STATE_TABLE",
+    "CONTROL_PUBLICATION",
     "HEARTBEAT_TABLE",
+    "LEASE_TABLE",
     "PUBLICATION",
     "RDS_PARAMETERS",
     "REQUIRED_PARAMETERS",
@@ -40,20 +45,25 @@ __all__ = [
     "default_conninfo",
     "render_bootstrap",
     "render_conflict_objects",
-    "render_fence",
+    "render_lease",
     "render_local_objects",
     "render_publication",
     "render_slots",
     "render_subscriptions",
     "slot_name",
     "subscription_name",
+    "control_subscription_name",
 ]
 
 SCHEMA = "fraiseql_repl"
 PUBLICATION = "fraiseql_repl"
-#: One row per node, written only by that node's fence agent: when it last beat and which peers it
-#: receives from. Replicated (so every node learns every view) and never fenced.
-HEARTBEAT_TABLE = f"{SCHEMA}.heartbeat"
+#: Data changes travel on PUBLICATION; heartbeats on their own publication, subscriptions and slots,
+#: so a large transaction in the data stream never delays them (see `replication.agent`).
+CONTROL_PUBLICATION = "fraiseql_ctl"
+#: One row per node, written only by that node's fence agent (see control.sql).
+HEARTBEAT_TABLE = f"{SCHEMA}.heartbeats"
+LEASE_TABLE = f"{SCHEMA}.lease"
+AGENT_STATE_TABLE = f"{SCHEMA}.agent_state"
 VERSION_COLUMNS = ("_repl_ts", "_repl_node")
 APP_COLUMNS = ("_repl_prev_ts", "_repl_prev_node")
 # read_only_sql_transaction: drivers and FraiseQL already treat it as "this
@@ -66,11 +76,11 @@ REQUIRED_PARAMETERS: dict[str, str] = {
     # Lets PG18 report update_origin_differs/delete_origin_differs and log the
     # origin + commit time of conflicting rows; our LWW uses its own columns.
     "track_commit_timestamp": "on",
-    # 2 slots per peer (steady state + one spare for re-seeding) on 3 nodes.
-    "max_replication_slots": "10",
-    "max_wal_senders": "10",
-    "max_logical_replication_workers": "8",
-    "max_worker_processes": "16",
+    # Per peer: a data slot and a control slot, both ways; room for 5 writers plus re-seeding.
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "max_logical_replication_workers": "16",
+    "max_worker_processes": "32",
     # A dead peer's slot must not fill the disk: cap retained WAL per slot.
     "max_slot_wal_keep_size": "20GB",
     # Detect a dead link in seconds, not the 60 s default.
@@ -84,10 +94,10 @@ REQUIRED_PARAMETERS: dict[str, str] = {
 RDS_PARAMETERS: dict[str, tuple[str, str]] = {
     "rds.logical_replication": ("1", "pending-reboot"),
     "track_commit_timestamp": ("1", "pending-reboot"),
-    "max_replication_slots": ("10", "pending-reboot"),
-    "max_wal_senders": ("10", "pending-reboot"),
-    "max_logical_replication_workers": ("8", "pending-reboot"),
-    "max_worker_processes": ("16", "pending-reboot"),
+    "max_replication_slots": ("20", "pending-reboot"),
+    "max_wal_senders": ("20", "pending-reboot"),
+    "max_logical_replication_workers": ("16", "pending-reboot"),
+    "max_worker_processes": ("32", "pending-reboot"),
     "max_slot_wal_keep_size": ("20480", "immediate"),
     "wal_sender_timeout": ("30000", "immediate"),
     "wal_receiver_timeout": ("30000", "immediate"),
@@ -120,17 +130,19 @@ def slot_name(subscriber: Node, publisher: Node) -> str:
     return subscription_name(subscriber, publisher)
 
 
+def control_subscription_name(subscriber: Node, publisher: Node) -> str:
+    """``subscriber``'s heartbeat subscription to ``publisher`` (also its slot name there)."""
+    return f"fq_ctl_{ident_suffix(subscriber.name)}_from_{ident_suffix(publisher.name)}"
+
+
+def _schema_file(name: str) -> str:
+    return resources.files("replication").joinpath("schema", name).read_text(encoding="utf-8")
+
+
 # -- shared objects -------------------------------------------------------------------
 
 _TABLES = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-CREATE TABLE IF NOT EXISTS {SCHEMA}.fence (
-    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    fenced     boolean NOT NULL DEFAULT false,
-    reason     text NOT NULL DEFAULT '',
-    changed_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO {SCHEMA}.fence (singleton) VALUES (true) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS {SCHEMA}.tombstones (
     table_name text NOT NULL,
     pk         jsonb NOT NULL,
@@ -159,11 +171,6 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.conflicts (
 );
 CREATE INDEX IF NOT EXISTS conflicts_open
     ON {SCHEMA}.conflicts (table_name, pk) WHERE resolved_at IS NULL;
-CREATE TABLE IF NOT EXISTS {SCHEMA}.heartbeat (
-    node text PRIMARY KEY,
-    ts   timestamptz NOT NULL,
-    sees text[] NOT NULL DEFAULT '{{}}'
-);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.resolutions (
     table_name text NOT NULL,
     kind       text NOT NULL,
@@ -263,24 +270,6 @@ $f$;
 """
 
 _TRIGGER_FUNCTIONS = f"""
--- Write fence (statement level, local sessions only). FOR SHARE makes fencing
--- a barrier: the UPDATE that sets fenced waits for every in-flight writer.
-CREATE OR REPLACE FUNCTION {SCHEMA}.fence_guard()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
-DECLARE f record;
-BEGIN
-    SELECT fenced, reason INTO f FROM {SCHEMA}.fence WHERE singleton FOR SHARE;
-    IF f.fenced THEN
-        RAISE EXCEPTION USING
-            ERRCODE = '{FENCE_SQLSTATE}',
-            MESSAGE = format('fraiseql_repl: node %s is fenced; %s on %I.%I refused',
-                             {SCHEMA}.node_name(), lower(TG_OP), TG_TABLE_SCHEMA, TG_TABLE_NAME),
-            DETAIL = f.reason,
-            HINT = 'This region has no write quorum. Retry the write in another region.';
-    END IF;
-    RETURN NULL;
-END $f$;
-
 -- LWW/app/counter tables, local INSERT/UPDATE: stamp the hybrid version.
 CREATE OR REPLACE FUNCTION {SCHEMA}.stamp_local()
 RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -567,15 +556,24 @@ def _node_function(node: Node) -> str:
     )
 
 
+_DOLLAR = re.compile(r"\$[A-Za-z_]*\$")
+
+
 def _split(script: str) -> list[str]:
-    """Split a script of ``;``-terminated statements, keeping ``$f$`` bodies whole."""
+    """Split a script of ``;``-terminated statements, keeping dollar-quoted bodies whole."""
     out: list[str] = []
     buf: list[str] = []
-    in_body = False
+    open_tag: str | None = None
     for line in script.strip().splitlines():
         buf.append(line)
-        in_body ^= line.count("$f$") % 2 == 1
-        if not in_body and line.rstrip().endswith(";"):
+        if open_tag is None and line.lstrip().startswith("--"):
+            continue
+        for m in _DOLLAR.finditer(line):
+            if open_tag is None:
+                open_tag = m.group()
+            elif m.group() == open_tag:
+                open_tag = None
+        if open_tag is None and line.rstrip().endswith(";"):
             stmt = "\n".join(buf).strip().rstrip(";").strip()
             if stmt and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf):
                 out.append(stmt)
@@ -648,6 +646,14 @@ def _table_statements(t: TablePolicy) -> list[str]:
         )
         if mode == "REPLICA":
             body.append(f"  ALTER TABLE {q} ENABLE REPLICA TRIGGER {trg};")
+    # Constraint triggers have no OR REPLACE: create once. Deferred, so it runs at commit.
+    body.append(
+        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease'\n"
+        f"                 AND tgrelid = {_lit(q)}::regclass) THEN\n"
+        f"    CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT OR UPDATE OR DELETE ON {q}\n"
+        f"      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.lease_at_commit();\n"
+        f"  END IF;"
+    )
     if t.strategy != "set":
         body.append(f"  DROP TRIGGER IF EXISTS fraiseql_repl_apply_del ON {q};")
     if t.strategy != "counter":
@@ -679,6 +685,7 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node) -> list[str]:
     """
     stmts = _split(_TABLES)
     stmts.append(_node_function(node))
+    stmts += _split(_schema_file("control.sql"))
     stmts += _split(_HELPERS)
     stmts += _split(_TRIGGER_FUNCTIONS)
     stmts += _bookkeeping_triggers()
@@ -687,49 +694,58 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node) -> list[str]:
     return stmts
 
 
-def render_fence(fenced: bool, reason: str = "") -> list[str]:
-    """Fence (refuse local writes to replicated tables) or unfence this node.
+def render_lease(valid_s: float | None, reason: str, granted_by: str = "") -> list[str]:
+    """Grant this node a write lease for ``valid_s`` seconds of its own clock, or revoke it (``None``).
 
-    Replication apply is unaffected: the guard trigger is a normal (origin)
-    trigger, which the apply worker never fires. Setting ``fenced`` waits for
-    in-flight writing transactions (they hold a share lock on the fence row), so
-    once it returns no local write can commit any more. Run with a
-    ``lock_timeout`` and terminate stragglers if that wait must be bounded.
+    ``valid_s = inf`` grants a lease that never runs out (tests, or an operator overriding a dead
+    agent knowingly). Neither form waits for writers: the guard reads the lease without a lock, and
+    a transaction that commits after the lease ran out is refused at commit.
     """
-    why = reason or ("no write quorum" if fenced else "")
+    if valid_s is None:
+        until = "'-infinity'::timestamptz"
+    elif valid_s == float("inf"):
+        until = "'infinity'::timestamptz"
+    else:
+        until = f"clock_timestamp() + make_interval(secs => {float(valid_s)!r})"
     return [
-        f"UPDATE {SCHEMA}.fence SET fenced = {'true' if fenced else 'false'},"
-        f" reason = {_lit(why)}, changed_at = now()"
-        f" WHERE singleton AND (fenced, reason) IS DISTINCT FROM ({'true' if fenced else 'false'}, {_lit(why)})"
+        f"UPDATE {LEASE_TABLE} SET valid_until = {until}, reason = {_lit(reason)},"
+        f" granted_by = {_lit(granted_by)}, changed_at = clock_timestamp() WHERE singleton"
     ]
 
 
 def _published(policy: ConflictPolicy) -> list[str]:
     tables = [_qtable(t) for t in policy.all_tables()]
-    return tables + [f"{SCHEMA}.tombstones", f"{SCHEMA}.counter_shards", HEARTBEAT_TABLE]
+    return tables + [f"{SCHEMA}.tombstones", f"{SCHEMA}.counter_shards"]
+
+
+def _publication(name: str, tables: Sequence[str], publish: str) -> str:
+    listing = ", ".join(tables)
+    wanted = "ARRAY[" + ", ".join(_lit(t) + "::regclass::oid" for t in tables) + "]"
+    return (
+        f"DO $do$ BEGIN\n"
+        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {_lit(name)}) THEN\n"
+        f"    CREATE PUBLICATION {name} FOR TABLE {listing}\n"
+        f"      WITH (publish = {_lit(publish)});\n"
+        f"  ELSIF (SELECT coalesce(array_agg(pr.prrelid ORDER BY pr.prrelid), '{{}}')\n"
+        f"           FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid\n"
+        f"          WHERE p.pubname = {_lit(name)})\n"
+        f"        IS DISTINCT FROM (SELECT array_agg(x ORDER BY x) FROM unnest({wanted}) x) THEN\n"
+        f"    ALTER PUBLICATION {name} SET TABLE {listing};\n"
+        f"  END IF;\n"
+        f"END $do$"
+    )
 
 
 def render_publication(policy: ConflictPolicy) -> list[str]:
-    """The publication of every replicated table plus the tombstone and shard tables.
+    """The data publication (every replicated table plus the tombstone and shard tables) and the
+    control publication (heartbeats only).
 
     TRUNCATE is not published: a truncate is a local operation in an
-    active-active mesh (it cannot be merged with concurrent writes).
+    active-active mesh (it cannot be merged with concurrent writes), and the guard refuses it.
     """
-    tables = _published(policy)
-    listing = ", ".join(tables)
-    wanted = "ARRAY[" + ", ".join(_lit(t) + "::regclass::oid" for t in tables) + "]"
     return [
-        f"DO $do$ BEGIN\n"
-        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {_lit(PUBLICATION)}) THEN\n"
-        f"    CREATE PUBLICATION {PUBLICATION} FOR TABLE {listing}\n"
-        f"      WITH (publish = 'insert, update, delete');\n"
-        f"  ELSIF (SELECT coalesce(array_agg(pr.prrelid ORDER BY pr.prrelid), '{{}}')\n"
-        f"           FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid\n"
-        f"          WHERE p.pubname = {_lit(PUBLICATION)})\n"
-        f"        IS DISTINCT FROM (SELECT array_agg(x ORDER BY x) FROM unnest({wanted}) x) THEN\n"
-        f"    ALTER PUBLICATION {PUBLICATION} SET TABLE {listing};\n"
-        f"  END IF;\n"
-        f"END $do$"
+        _publication(PUBLICATION, _published(policy), "insert, update, delete"),
+        _publication(CONTROL_PUBLICATION, [HEARTBEAT_TABLE], "insert, update"),
     ]
 
 
@@ -742,14 +758,14 @@ def render_slots(node: Node, peers: Sequence[Node]) -> list[str]:
     """
     out = []
     for peer in _others(node, peers):
-        slot = slot_name(peer, node)
-        out.append(
-            f"DO $do$ BEGIN\n"
-            f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {_lit(slot)}) THEN\n"
-            f"    PERFORM pg_catalog.pg_create_logical_replication_slot({_lit(slot)}, 'pgoutput');\n"
-            f"  END IF;\n"
-            f"END $do$"
-        )
+        for slot in (slot_name(peer, node), control_subscription_name(peer, node)):
+            out.append(
+                f"DO $do$ BEGIN\n"
+                f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {_lit(slot)}) THEN\n"
+                f"    PERFORM pg_catalog.pg_create_logical_replication_slot({_lit(slot)}, 'pgoutput');\n"
+                f"  END IF;\n"
+                f"END $do$"
+            )
     return out
 
 
@@ -794,23 +810,26 @@ def render_subscriptions(
     out = []
     refresh = []
     for peer in _others(node, peers):
-        sub = subscription_name(node, peer)
         ci = make(peer)
-        out.append(
-            f"DO $do$ BEGIN\n"
-            f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s\n"
-            f"                 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid\n"
-            f"                 WHERE s.subname = {_lit(sub)} AND d.datname = current_database()) THEN\n"
-            f"    CREATE SUBSCRIPTION {sub} CONNECTION {_lit(ci)} PUBLICATION {PUBLICATION}\n"
-            f"      WITH (origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)},\n"
-            f"            enabled = true, disable_on_error = false);\n"
-            f"  ELSIF (SELECT subconninfo FROM pg_catalog.pg_subscription WHERE subname = {_lit(sub)})\n"
-            f"        IS DISTINCT FROM {_lit(ci)} THEN\n"
-            f"    ALTER SUBSCRIPTION {sub} CONNECTION {_lit(ci)};\n"
-            f"  END IF;\n"
-            f"END $do$"
-        )
-        refresh.append(f"ALTER SUBSCRIPTION {sub} REFRESH PUBLICATION WITH (copy_data = false)")
+        for sub, publication in (
+            (subscription_name(node, peer), PUBLICATION),
+            (control_subscription_name(node, peer), CONTROL_PUBLICATION),
+        ):
+            out.append(
+                f"DO $do$ BEGIN\n"
+                f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s\n"
+                f"                 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid\n"
+                f"                 WHERE s.subname = {_lit(sub)} AND d.datname = current_database()) THEN\n"
+                f"    CREATE SUBSCRIPTION {sub} CONNECTION {_lit(ci)} PUBLICATION {publication}\n"
+                f"      WITH (origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)},\n"
+                f"            enabled = true, disable_on_error = false);\n"
+                f"  ELSIF (SELECT subconninfo FROM pg_catalog.pg_subscription WHERE subname = {_lit(sub)})\n"
+                f"        IS DISTINCT FROM {_lit(ci)} THEN\n"
+                f"    ALTER SUBSCRIPTION {sub} CONNECTION {_lit(ci)};\n"
+                f"  END IF;\n"
+                f"END $do$"
+            )
+            refresh.append(f"ALTER SUBSCRIPTION {sub} REFRESH PUBLICATION WITH (copy_data = false)")
     return out + refresh
 
 

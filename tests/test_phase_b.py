@@ -138,7 +138,7 @@ def test_quorum_fence_agent_per_region_knows_quorum_and_controls(phase_b, region
     assert set(json.loads(env["FRAISEQL_ROUTING_CONTROLS"])) == set(REGIONS)
     assert env["FRAISEQL_DB_HOST"] == one(phase_b, RDS, f"fraiseql-db-writer-{region}").outputs["address"]
     assert fn.inputs["reservedConcurrentExecutions"] == 1
-    assert fn.inputs["handler"] == "replication.fence_agent.handler"
+    assert fn.inputs["handler"] == "replication.agent.handler"
     rule = one(phase_b, "aws:cloudwatch/eventRule:EventRule", f"fraiseql-quorum-agent-schedule-{region}")
     assert rule.inputs["scheduleExpression"] == "rate(1 minute)"
 

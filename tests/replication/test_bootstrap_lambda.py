@@ -14,6 +14,7 @@ from moto import mock_aws
 from drills.pg import cluster
 from drills.sample import APP_SCHEMA, POLICY
 from replication.bootstrap import run_step
+from replication.sql import render_lease
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 SETTINGS = {"wal_level": "logical", "track_commit_timestamp": "on", "max_replication_slots": "10",
@@ -73,8 +74,13 @@ def test_two_steps_per_region_build_a_replicating_mesh_and_rerun_is_harmless(nod
         "SELECT rolreplication, rolcanlogin FROM pg_roles WHERE rolname = 'fraiseql_repl'")
     assert role == [(True, True)]
     subs = nodes["us-west-2"].execute("SELECT subname FROM pg_subscription ORDER BY subname")
-    assert [s for (s,) in subs] == ["fq_us_west_2_from_eu_west_1", "fq_us_west_2_from_us_east_1"]
+    assert [s for (s,) in subs] == ["fq_ctl_us_west_2_from_eu_west_1", "fq_ctl_us_west_2_from_us_east_1",
+                                    "fq_us_west_2_from_eu_west_1", "fq_us_west_2_from_us_east_1"]
 
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # fenced until its agent grants a lease
+        nodes["us-east-1"].execute("INSERT INTO items (id, v) VALUES (1, 'from us-east-1')")
+    for stmt in render_lease(float("inf"), "test: no agent"):
+        nodes["us-east-1"].execute(stmt)
     nodes["us-east-1"].execute("INSERT INTO items (id, v) VALUES (1, 'from us-east-1')")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -83,8 +89,8 @@ def test_two_steps_per_region_build_a_replicating_mesh_and_rerun_is_harmless(nod
             break
         time.sleep(0.2)
     assert all(rows == [("from us-east-1",)] for rows in seen)
-    # one subscription per peer even after the re-run
-    assert nodes["eu-west-1"].execute("SELECT count(*) FROM pg_subscription") == [(2,)]
+    # one data and one control subscription per peer, even after the re-run
+    assert nodes["eu-west-1"].execute("SELECT count(*) FROM pg_subscription") == [(4,)]
 
 
 def test_a_later_region_waits_for_the_password_then_gives_up_clearly():

@@ -1,113 +1,177 @@
-"""The fence agent's probe on a real PostgreSQL 18 writer.
+"""The fence agent's probe on three real PostgreSQL 18 writers, each agent with only its own writer.
 
-Peers' heartbeats are the rows replication would deliver; here they are written directly with
-chosen ages, so each case controls exactly what the writer can see.
+Every region's probe runs on its own connection and sees only what replication delivered to its
+writer; links are cut with the delay proxies. Probes are driven round-robin by the test (the
+agent's loop does the same on a timer), so each case is deterministic up to replication delay.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 
-from drills.pg import cluster
+from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
-from replication.fence_agent import step
-from replication.model import Node
-from replication.sql import FENCE_SQLSTATE, HEARTBEAT_TABLE, render_conflict_objects
+from replication.agent import ProbeResult, Settings, probe
+from replication.sql import FENCE_SQLSTATE
 
-ME, WEST, EU = "us-east-1", "us-west-2", "eu-west-1"
-NODES = [Node(name=r, region=r, host="127.0.0.1") for r in (ME, WEST, EU)]
-INTERVAL = 1.0  # a heartbeat older than 3 intervals is stale
+EAST, WEST, EU = REGIONS
+PROBE_S = 0.25
+STALE_S = 1.0
+LEASE_S = 0.8
+
+
+def settings(region: str) -> Settings:
+    return Settings(region=region, regions=REGIONS, probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S,
+                    unfence_after=3, db_host="127.0.0.1", db_port=0, db_name="postgres", db_sslmode="disable",
+                    db_secret_arn="unused")
 
 
 @pytest.fixture(scope="module")
-def writer():
-    with cluster([ME]) as pg:
-        node = pg[ME]
-        for stmt in APP_SCHEMA:
-            node.execute(stmt)
-        for stmt in render_conflict_objects(POLICY, NODES[0]):
-            node.execute(stmt)
-        with psycopg.connect(node.conninfo(), autocommit=True) as conn:
-            yield node, conn
+def m() -> Iterator[Mesh]:
+    with mesh(POLICY, APP_SCHEMA, delays=False, leases=False) as running:
+        yield running
 
 
-def peers(conn, **ages_and_views):
-    conn.execute(f"DELETE FROM {HEARTBEAT_TABLE} WHERE node <> %s", (ME,))
-    for name, (age, sees) in ages_and_views.items():
-        conn.execute(
-            f"INSERT INTO {HEARTBEAT_TABLE} (node, ts, sees) VALUES (%s, clock_timestamp() - make_interval(secs => %s), %s)",
-            (name.replace("_", "-"), age, sees),
-        )
+@pytest.fixture
+def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection]]:
+    conns = {r: m.connect(r) for r in REGIONS}
+    yield conns
+    m.heal()
+    for r in REGIONS:  # back to healthy for the next case
+        conns[r].execute("UPDATE fraiseql_repl.agent_state SET writable = NULL, healthy_streak = 0")
+    for c in conns.values():
+        c.close()
 
 
-def probe(conn, previous=None, control_on=True):
-    return step(conn, NODES[0], NODES, control_on=control_on, previous=previous, unfence_after=3,
-                probe_interval_s=INTERVAL)
+def rounds(conns: dict[str, psycopg.Connection], n: int, *, only: tuple[str, ...] = REGIONS,
+           control: dict[str, bool] | None = None) -> dict[str, ProbeResult]:
+    last: dict[str, ProbeResult] = {}
+    for _ in range(n):
+        for r in only:
+            last[r] = probe(conns[r], settings(r), control_on=(control or {}).get(r))
+        time.sleep(PROBE_S)
+    return last
 
 
-def can_write(node) -> bool:
+_keys = itertools.count(1)
+
+
+def can_write(m: Mesh, region: str) -> bool:
     try:
-        node.execute("INSERT INTO items (id, v) VALUES ((SELECT coalesce(max(id), 0) + 1 FROM items), 'w')")
+        key = (REGIONS.index(region) + 1) * 1_000_000 + next(_keys)  # disjoint per region
+        m.execute(region, "INSERT INTO items (id, v) VALUES (%s, 'w')", (key,))
         return True
     except psycopg.Error as e:
         assert e.sqlstate == FENCE_SQLSTATE, e
         return False
 
 
-def test_with_one_mutually_connected_peer_the_writer_keeps_writing(writer):
-    node, conn = writer
-    peers(conn, us_west_2=(0.2, [WEST, ME]), eu_west_1=(30, [EU]))
-    result = probe(conn)
-    assert not result.fenced and result.decisions[ME].majority == {ME, WEST}
-    assert result.decisions[ME].quorum_reduced
-    assert can_write(node)
-    beat = node.execute(f"SELECT sees FROM {HEARTBEAT_TABLE} WHERE node = %s", (ME,))
-    assert beat == [([ME, WEST],)] or beat == [(sorted([ME, WEST]),)]
+def cut(m: Mesh, a: str, b: str) -> None:
+    m.links[(a, b)].partition()
+    m.links[(b, a)].partition()
 
 
-def test_isolated_writer_fences_itself_and_unfences_after_three_healthy_probes(writer):
-    node, conn = writer
-    peers(conn, us_west_2=(30, [WEST, ME]), eu_west_1=(30, [EU, ME]))
-    isolated = probe(conn)
-    assert isolated.fenced and isolated.changed and isolated.decisions[ME].reason == "no_quorum"
-    assert not can_write(node)
-
-    peers(conn, us_west_2=(0.1, [WEST, ME, EU]), eu_west_1=(0.1, [EU, ME, WEST]))
-    previous = isolated.decisions
-    for expected_fenced in (True, True, False):  # hysteresis: fencing is instant, unfencing is not
-        previous_result = probe(conn, previous)
-        previous = previous_result.decisions
-        assert previous_result.fenced is expected_fenced
-    assert can_write(node)
+def test_a_new_mesh_starts_fenced_and_every_agent_grants_its_own_lease(m: Mesh, agents) -> None:
+    assert not any(can_write(m, r) for r in REGIONS)  # fail closed before any agent ran
+    last = rounds(agents, 8)
+    assert all(res.decision.writable for res in last.values())
+    assert {res.decision.majority for res in last.values()} == {frozenset(REGIONS)}
+    assert all(can_write(m, r) for r in REGIONS)
+    relay = m.execute(EAST, "SELECT relay FROM fraiseql_repl.heartbeats WHERE node = %s", (WEST,))[0][0]
+    assert set(relay) == {EAST, EU}  # west tells east what it knows of eu (and of east itself)
 
 
-def test_a_one_way_link_does_not_count(writer):
-    node, conn = writer
-    # Both peers' rows reach me, but neither receives from me.
-    peers(conn, us_west_2=(0.1, [WEST, EU]), eu_west_1=(0.1, [EU, WEST]))
-    result = probe(conn)
-    assert result.fenced and result.decisions[ME].reason == "no_quorum"
-    assert result.decisions[ME].majority == {WEST, EU}
-    probe(conn, control_on=True)  # leave it consistent for the next test
-    peers(conn, us_west_2=(0.1, [WEST, ME]), eu_west_1=(0.1, [EU, ME]))
-    for _ in range(3):
-        result = probe(conn, result.decisions)
-    assert not result.fenced
+def test_a_single_cut_link_fences_exactly_one_end_and_every_agent_agrees(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    cut(m, WEST, EU)  # the non-transitive case: both still reach east
+    last = rounds(agents, 12)
+    writable = {r for r, res in last.items() if res.decision.writable}
+    assert EAST in writable and len(writable & {WEST, EU}) == 1, writable
+    assert len({res.decision.majority for res in last.values()}) == 1  # one choice, made everywhere
+    loser = ({WEST, EU} - writable).pop()
+    assert last[loser].decision.reason == "other_majority_selected"
+    assert not can_write(m, loser) and all(can_write(m, r) for r in writable)
 
 
-def test_routing_control_off_fences_even_with_quorum(writer):
-    node, conn = writer
-    peers(conn, us_west_2=(0.1, [WEST, ME, EU]), eu_west_1=(0.1, [EU, ME, WEST]))
-    result = probe(conn, control_on=False)
-    assert result.fenced and result.decisions[ME].reason == "control_off"
-    assert not can_write(node)
-    for _ in range(3):
-        result = probe(conn, result.decisions, control_on=True)
-    assert not result.fenced and can_write(node)
+def test_one_way_loss_is_learned_through_the_peer_and_fences_one_end(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    m.links[(EU, WEST)].partition()  # eu stops hearing west; west still hears eu
+    last = rounds(agents, 14)
+    writable = {r for r, res in last.items() if res.decision.writable}
+    assert not {WEST, EU} <= writable, writable
+    assert EAST in writable
 
 
-def test_no_walsender_means_no_lag_figure(writer):
-    _, conn = writer
-    result = probe(conn)
-    assert result.lag == {WEST: None, EU: None}
+def test_an_isolated_region_fences_and_unfences_only_after_three_healthy_probes(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    m.partition(EU)
+    last = rounds(agents, 8)
+    assert last[EU].decision.reason == "no_quorum" and not can_write(m, EU)
+    assert last[EAST].decision.writable and last[EAST].decision.quorum_reduced
+    m.heal()
+    time.sleep(STALE_S / 2)
+    streaks = []
+    for _ in range(10):
+        res = rounds(agents, 1)[EU]
+        streaks.append((res.decision.writable, res.decision.healthy_streak))
+        if res.decision.writable:
+            break
+    first_eligible = next(i for i, (_, s) in enumerate(streaks) if s >= 1)
+    assert [w for w, _ in streaks[first_eligible:]] == [False, False, True]  # hysteresis
+
+
+def test_hysteresis_survives_a_new_agent_process(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    m.partition(EU)
+    rounds(agents, 8)
+    m.heal()
+    time.sleep(STALE_S / 2)
+    rounds(agents, 1, only=(EAST, WEST))
+    with m.connect(EU) as fresh:  # a new invocation: nothing in memory, everything in the database
+        res = probe(fresh, settings(EU), control_on=None)
+    assert not res.decision.writable and res.decision.reason in ("stabilizing", "no_quorum")
+
+
+def test_an_agent_that_stops_fences_its_region_within_one_lease(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    assert can_write(m, WEST)
+    t0 = time.monotonic()
+    rounds(agents, int((LEASE_S + 0.2) / PROBE_S) + 1, only=(EAST, EU))  # west's agent is gone
+    assert time.monotonic() - t0 > LEASE_S
+    assert not can_write(m, WEST)
+    assert can_write(m, EAST)
+
+
+def test_routing_control_off_fences_even_with_quorum(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    last = rounds(agents, 2, control={EU: False})
+    assert last[EU].decision.reason == "control_off" and not can_write(m, EU)
+    last = rounds(agents, 4, control={EU: True})
+    assert last[EU].decision.writable
+
+
+def test_an_apply_error_makes_the_link_unheard(m: Mesh, agents) -> None:
+    rounds(agents, 6)
+    # Disable west's data subscription from east: its heartbeats still arrive, its data does not.
+    m.execute(WEST, "ALTER SUBSCRIPTION fq_us_west_2_from_us_east_1 DISABLE")
+    try:
+        last = rounds(agents, 6)
+        assert EAST not in last[WEST].hears
+        assert last[WEST].subscriptions_down >= 1
+        writable = {r for r, res in last.items() if res.decision.writable}
+        assert not {EAST, WEST} <= writable
+    finally:
+        m.execute(WEST, "ALTER SUBSCRIPTION fq_us_west_2_from_us_east_1 ENABLE")
+
+
+def test_no_walsender_means_no_lag_figure(m: Mesh, agents) -> None:
+    rounds(agents, 4)
+    m.partition(EU, reset=True)
+    time.sleep(0.5)
+    res = rounds(agents, 1, only=(EAST,))[EAST]
+    assert res.lag_s[EU] is None and res.lag_s[WEST] is not None

@@ -10,7 +10,7 @@ import pytest
 from drills.mesh import REGIONS, Mesh
 from drills.sample import POLICY
 from replication.bootstrap import apply
-from replication.sql import FENCE_SQLSTATE, render_bootstrap, render_fence
+from replication.sql import FENCE_SQLSTATE, render_bootstrap, render_lease
 
 A, B, C = REGIONS
 
@@ -178,7 +178,7 @@ def test_fence_refuses_local_writes_but_applies_replication(m: Mesh) -> None:
         m.execute(C, "INSERT INTO items VALUES (50, 'from fenced node')")
     assert exc.value.sqlstate == FENCE_SQLSTATE
     assert "fenced" in str(exc.value)
-    for stmt in ("UPDATE items SET v = 'x'", "DELETE FROM items", "TRUNCATE items",
+    for stmt in ("UPDATE items SET v = 'x'", "DELETE FROM items",
                  "UPDATE counters SET hits = hits + 1", "INSERT INTO tags VALUES (9, 'x')"):
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             m.execute(C, stmt)
@@ -192,20 +192,36 @@ def test_fence_refuses_local_writes_but_applies_replication(m: Mesh) -> None:
     m.wait_for(A, "SELECT v FROM items WHERE id = 52", "after unfence")
 
 
-def test_fence_waits_for_in_flight_writers(m: Mesh) -> None:
+def test_truncate_of_a_replicated_table_is_refused_everywhere(m: Mesh) -> None:
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE of replicated table public.items is refused"):
+        m.execute(A, "TRUNCATE items")
+    m.execute(A, "TRUNCATE scratch")  # unreplicated tables are the application's business
+
+
+def test_fencing_never_waits_and_a_transaction_that_outlives_the_lease_is_refused_at_commit(m: Mesh) -> None:
     writer = m.connect(B, autocommit=False)
     try:
-        writer.execute("INSERT INTO items VALUES (60, 'in flight')")
+        writer.execute("INSERT INTO items VALUES (60, 'in flight')")  # passes the statement check
         with m.connect(B) as c:
             c.execute("SET lock_timeout = '300ms'")
-            with pytest.raises(psycopg.errors.LockNotAvailable):
-                apply(c, render_fence(True))
-        writer.commit()
+            apply(c, render_lease(None, "test: fenced"))  # returns at once: nothing to wait for
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="refused at commit"):
+            writer.commit()
     finally:
         writer.close()
-    m.set_fence(B, True)
-    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+    assert m.execute(B, "SELECT count(*) FROM items WHERE id = 60") == [(0,)]
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="refused at statement"):
         m.execute(B, "INSERT INTO items VALUES (61, 'refused')")
+
+
+def test_a_lease_that_is_not_renewed_runs_out_by_itself(m: Mesh) -> None:
+    with m.connect(B) as c:
+        apply(c, render_lease(1.0, "test: one second"))
+    m.execute(B, "INSERT INTO items VALUES (62, 'inside the lease')")
+    time.sleep(1.05)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as exc:
+        m.execute(B, "INSERT INTO items VALUES (63, 'after the lease')")
+    assert "test: one second" in (exc.value.diag.message_detail or "")
 
 
 def _snapshot(m: Mesh, node: str) -> list[object]:
@@ -223,7 +239,7 @@ def _snapshot(m: Mesh, node: str) -> list[object]:
         "SELECT srrelid::regclass::text, srsubstate FROM pg_subscription_rel ORDER BY 1",
         "SELECT slot_name, plugin, slot_type FROM pg_replication_slots ORDER BY 1",
         "SELECT relname, relreplident FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1",
-        "SELECT * FROM fraiseql_repl.fence",
+        "SELECT valid_until::text, reason FROM fraiseql_repl.lease",
         "SELECT table_name, pk, col, node, amount FROM fraiseql_repl.counter_shards ORDER BY 1, 2, 3, 4",
         "SELECT count(*) FROM fraiseql_repl.tombstones",
     ]

@@ -14,7 +14,7 @@ from replication.sql import (
     REQUIRED_PARAMETERS,
     default_conninfo,
     render_bootstrap,
-    render_fence,
+    render_lease,
     render_publication,
     render_subscriptions,
     subscription_name,
@@ -25,13 +25,14 @@ NODES = [Node(r, r, f"db.{r}.internal") for r in ("us-east-1", "us-west-2", "eu-
 IDEMPOTENT = re.compile(
     r"^(CREATE (SCHEMA|TABLE|INDEX) IF NOT EXISTS|CREATE OR REPLACE FUNCTION|DO \$do\$|"
     r"ALTER TABLE \S+ ADD COLUMN IF NOT EXISTS|INSERT INTO .*\sON CONFLICT|"
-    r"UPDATE fraiseql_repl\.fence SET .* IS DISTINCT FROM|ALTER SUBSCRIPTION \w+ REFRESH PUBLICATION)",
+    r"UPDATE fraiseql_repl\.lease SET .* WHERE singleton$|ALTER SUBSCRIPTION \w+ REFRESH PUBLICATION|"
+    r"DROP TABLE IF EXISTS)",
     re.S,
 )
 
 
 def test_every_statement_has_an_idempotent_form() -> None:
-    stmts = render_bootstrap(NODES[0], NODES, POLICY) + render_fence(True) + render_fence(False)
+    stmts = render_bootstrap(NODES[0], NODES, POLICY) + render_lease(None, 'x') + render_lease(5, 'y')
     def code(s: str) -> str:
         return "\n".join(ln for ln in s.splitlines() if not ln.lstrip().startswith("--")).strip()
 
@@ -46,15 +47,16 @@ def test_no_statement_needs_to_run_twice_in_a_transaction() -> None:
             assert s.startswith("DO $do$") and "create_slot = false" in s
 
 
-def test_subscriptions_full_mesh_origin_none_no_copy() -> None:
+def test_subscriptions_full_mesh_origin_none_no_copy_with_a_separate_control_channel() -> None:
     stmts = render_subscriptions(NODES[2], NODES, default_conninfo("pw"))
     creates = [s for s in stmts if "CREATE SUBSCRIPTION" in s]
-    assert len(creates) == 2
+    assert len(creates) == 4  # data and heartbeats, from each of two peers
     for s in creates:
         assert "origin = none" in s and "copy_data = false" in s
     names = {subscription_name(NODES[2], p) for p in NODES[:2]}
     assert names == {"fq_eu_west_1_from_us_east_1", "fq_eu_west_1_from_us_west_2"}
     assert all(n in "".join(stmts) for n in names)
+    assert sum("PUBLICATION fraiseql_ctl" in s for s in creates) == 2
 
 
 def test_conninfo_quotes_password() -> None:
@@ -66,12 +68,13 @@ def test_conninfo_quotes_password() -> None:
 
 
 def test_publication_lists_policy_tables_and_bookkeeping() -> None:
-    (stmt,) = render_publication(POLICY)
+    stmt, control = render_publication(POLICY)
     for t in ('"public"."items"', '"public"."counters"', '"public"."tags"', '"public"."accounts"',
               "fraiseql_repl.tombstones", "fraiseql_repl.counter_shards"):
         assert t in stmt
     assert "scratch" not in stmt
     assert "publish = 'insert, update, delete'" in stmt
+    assert "fraiseql_repl.heartbeats" in control and "heartbeats" not in stmt
 
 
 def test_required_parameters_and_rds_mapping() -> None:
@@ -82,10 +85,8 @@ def test_required_parameters_and_rds_mapping() -> None:
     assert set(REQUIRED_PARAMETERS) - {"wal_level"} <= set(RDS_PARAMETERS)
 
 
-def test_fence_sql_toggles() -> None:
-    assert "fenced = true" in render_fence(True)[0]
-    assert "fenced = false" in render_fence(False)[0]
-    assert "O''Brien" in render_fence(True, "O'Brien")[0]
+def test_lease_reason_is_a_quoted_literal() -> None:
+    assert "'O''Brien; DROP TABLE x'" in render_lease(None, "O'Brien; DROP TABLE x")[0]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,544 @@
+"""The fence agent: one per region, the only process that lets its writer take writes.
+
+Every ``probe_s`` seconds, on one autocommit connection to its own writer, it
+
+1. reads the heartbeat rows its writer has received on the control channel, and the health of its
+   data subscriptions (apply worker running, no new apply error);
+2. merges every region's newest report (``replication.quorum.merge_reports``) into its own view and
+   decides (``decide_region``) with its routing control and the hysteresis state kept in the
+   database (``fraiseql_repl.agent_state``);
+3. in one transaction: renews the write lease for ``lease_s`` seconds of the writer's clock, or
+   revokes it; records its state; publishes its own heartbeat (whom it hears, and what it knows of
+   everyone else, for the relays).
+
+Writes are allowed only while the lease is valid (``fraiseql_repl.check_lease``, at statement start
+and again at commit), so an agent that stops for any reason fences its region within ``lease_s``:
+the fence fails closed. Everything that talks to AWS (routing control, metrics, taking the region
+out of the traffic path) runs on a side thread with short timeouts and never delays the lease.
+
+``handler`` is the Lambda entry. Invocations hand over through a PostgreSQL advisory lock: one loop
+at a time per writer, the next invocation waits for the current one only near its deadline.
+``python -m replication.agent`` runs the same handler in a loop, as the scheduler would (drills).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from replication.quorum import Decision, HeartbeatRow, RelayEntry, decide_region, link_view, merge_reports
+from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, LEASE_TABLE, control_subscription_name, subscription_name
+from replication.model import Node
+
+__all__ = ["AwsSide", "ProbeResult", "Settings", "handler", "main", "probe", "run_loop"]
+
+QUORUM_NAMESPACE = "FraiseQL/Quorum"
+REPLICATION_NAMESPACE = "FraiseQL/Replication"
+#: pg_advisory_lock key: "one agent loop per writer" (hashtext('fraiseql_repl.agent')).
+LOCK_SQL = "hashtext('fraiseql_repl.agent')"
+#: The ALB rule that takes a fenced region out of the traffic path matches this header while the
+#: region is in service: no request carries it.
+IN_SERVICE_HEADER = "x-fraiseql-fence"
+IN_SERVICE_VALUE = "region-in-service"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the agent reads from its environment (the stack sets it; see components/quorum)."""
+
+    region: str
+    regions: tuple[str, ...]
+    probe_s: float
+    stale_after_s: float
+    lease_s: float
+    unfence_after: int
+    db_host: str
+    db_port: int
+    db_name: str
+    db_sslmode: str
+    db_secret_arn: str
+    routing_control_arn: str = ""
+    arc_endpoints: tuple[Mapping[str, str], ...] = ()
+    fence_rule_arn: str = ""
+    health_path: str = "/health"
+    metrics_every_s: float = 10.0
+    handoff_wait_s: float = 75.0
+    stop_margin_s: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        probe = float(env["FRAISEQL_PROBE_INTERVAL_SECONDS"])
+        return cls(
+            region=env["FRAISEQL_REGION"],
+            regions=tuple(env["FRAISEQL_REGIONS"].split(",")),
+            probe_s=probe,
+            stale_after_s=float(env.get("FRAISEQL_STALE_AFTER_SECONDS") or 3 * probe),
+            lease_s=float(env.get("FRAISEQL_LEASE_SECONDS") or 3 * probe),
+            unfence_after=int(env["FRAISEQL_UNFENCE_AFTER"]),
+            db_host=env["FRAISEQL_DB_HOST"],
+            db_port=int(env["FRAISEQL_DB_PORT"]),
+            db_name=env["FRAISEQL_DB_NAME"],
+            db_sslmode=env.get("FRAISEQL_DB_SSLMODE", "require"),
+            db_secret_arn=env["FRAISEQL_DB_SECRET_ARN"],
+            routing_control_arn=env.get("FRAISEQL_ROUTING_CONTROL_ARN", ""),
+            arc_endpoints=tuple(json.loads(env.get("FRAISEQL_ARC_ENDPOINTS") or "[]")),
+            fence_rule_arn=env.get("FRAISEQL_FENCE_RULE_ARN", ""),
+            health_path=env.get("FRAISEQL_HEALTH_PATH", "/health"),
+            metrics_every_s=float(env.get("FRAISEQL_METRICS_EVERY_SECONDS") or 10),
+            handoff_wait_s=float(env.get("FRAISEQL_HANDOFF_WAIT_SECONDS") or 75),
+            stop_margin_s=float(env.get("FRAISEQL_STOP_MARGIN_SECONDS") or 15),
+        )
+
+    def __post_init__(self) -> None:
+        if self.region not in self.regions:
+            raise ValueError(f"FRAISEQL_REGION {self.region} is not in FRAISEQL_REGIONS {list(self.regions)}")
+        if self.lease_s <= self.probe_s:
+            raise ValueError("the lease must outlast one probe interval, or a healthy region fences itself")
+        if self.stale_after_s <= self.probe_s:
+            raise ValueError("stale_after must exceed the probe interval, or every peer looks silent")
+
+
+# -- the database side ---------------------------------------------------------------------------
+
+
+@dataclass
+class LinkHealth:
+    """One peer's data subscription as this writer sees it."""
+
+    healthy: bool
+    running: bool
+    apply_errors: int
+
+
+@dataclass
+class ProbeResult:
+    decision: Decision
+    changed: bool
+    hears: frozenset[str]
+    links: dict[str, LinkHealth]
+    lag_s: dict[str, Optional[float]]
+    subscriptions_down: int
+    apply_error_increase: int
+    elapsed_s: float
+
+
+def _node(settings: Settings, name: str) -> Node:
+    """A model node for naming subscriptions and slots (only the name matters)."""
+    return Node(name=name, region=name, host="")
+
+
+def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: float) -> tuple[dict[str, LinkHealth], int, int]:
+    """Health of every data and control subscription, with memory of errors and downtime.
+
+    A subscription is unhealthy while its apply worker has been missing for longer than
+    ``stale_after`` or while an apply error happened in the last ``stale_after`` seconds.
+    """
+    rows = conn.execute(
+        "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, coalesce(ss.apply_error_count, 0)::bigint "
+        "FROM pg_catalog.pg_subscription s "
+        "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
+        "LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
+        "  AND st.worker_type = 'apply' "
+        "LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid = s.oid"
+    ).fetchall()
+    by_name = {r[0]: r for r in rows}
+    me = _node(settings, settings.region)
+    out: dict[str, LinkHealth] = {}
+    down = 0
+    increase = 0
+    for peer in settings.regions:
+        if peer == settings.region:
+            continue
+        p = _node(settings, peer)
+        verdicts = []
+        for sub in (subscription_name(me, p), control_subscription_name(me, p)):
+            row = by_name.get(sub)
+            mem = memory.setdefault(sub, {"errors": 0, "error_at": None, "down_since": None})
+            if row is None:
+                verdicts.append((False, False, 0))
+                down += 1
+                continue
+            _, enabled, running, errors = row
+            if errors > mem["errors"]:
+                increase += errors - mem["errors"]
+                mem["error_at"] = now
+            mem["errors"] = int(errors)
+            up = bool(enabled and running)
+            if up:
+                mem["down_since"] = None
+            elif mem["down_since"] is None:
+                mem["down_since"] = now
+            if not enabled or not running:
+                down += 1
+            recently_failed = mem["error_at"] is not None and now - mem["error_at"] <= settings.stale_after_s
+            long_down = not enabled or (mem["down_since"] is not None and now - mem["down_since"] > settings.stale_after_s)
+            verdicts.append((not recently_failed and not long_down, up, int(errors)))
+        data_ok, data_running, data_errors = verdicts[0]
+        out[peer] = LinkHealth(healthy=data_ok and verdicts[1][0], running=data_running, apply_errors=data_errors)
+    return out, down, increase
+
+
+def _heartbeats(conn: Any, settings: Settings) -> list[HeartbeatRow]:
+    rows = conn.execute(
+        f"SELECT node, seq, hears, relay, extract(epoch FROM clock_timestamp() - received_at)::float8 "
+        f"FROM {HEARTBEAT_TABLE} WHERE node <> %s",
+        (settings.region,),
+    ).fetchall()
+    out = []
+    for node, seq, hears, relay, age in rows:
+        entries = {}
+        for origin, e in (relay or {}).items():
+            try:
+                entries[origin] = RelayEntry(int(e["seq"]), frozenset(e.get("hears") or ()), float(e["age_ms"]) / 1000)
+            except (KeyError, TypeError, ValueError):
+                continue  # a malformed relay entry is ignored, never trusted
+        out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0), relay=entries))
+    return out
+
+
+def _replay_lag(conn: Any, settings: Settings) -> dict[str, Optional[float]]:
+    """Seconds each peer trails this publisher (data slot); None when its walsender is gone."""
+    rows = dict(
+        conn.execute(
+            "SELECT application_name, coalesce(extract(epoch FROM replay_lag), 0)::float8 FROM pg_catalog.pg_stat_replication"
+        ).fetchall()
+    )
+    me = _node(settings, settings.region)
+    return {p: rows.get(subscription_name(_node(settings, p), me)) for p in settings.regions if p != settings.region}
+
+
+def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: str = "",
+          holder_until_s: Optional[float] = None, traffic_out: Optional[bool] = None) -> ProbeResult:
+    """One probe: observe, decide, renew or revoke the lease, beat. ``conn`` is autocommit."""
+    t0 = time.monotonic()
+    now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    state = conn.execute(
+        f"SELECT seq, writable, healthy_streak, apply_errors, traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton"
+    ).fetchone()
+    prev_seq, prev_writable, prev_streak, memory, prev_traffic_out = state
+    memory = dict(memory or {})
+    links, down, increase = _data_links(conn, settings, memory, now)
+    rows = _heartbeats(conn, settings)
+    direct_fresh = {r.node for r in rows if r.since_received_s <= settings.stale_after_s}
+    hears = frozenset(p for p, h in links.items() if h.healthy and p in direct_fresh)
+    seq = max(int(prev_seq) + 1, int(now * 1_000_000))
+    reports = merge_reports(settings.region, settings.regions, hears, seq, rows)
+    view = link_view(reports, settings.stale_after_s)
+    decision = decide_region(
+        settings.region,
+        settings.regions,
+        view,
+        control_on=control_on,
+        previous_writable=prev_writable,
+        previous_streak=int(prev_streak),
+        unfence_after=settings.unfence_after,
+    )
+    relay = {
+        origin: {"seq": rep.seq, "hears": sorted(rep.hears), "age_ms": round(rep.age_s * 1000, 1)}
+        for origin, rep in reports.items()
+        if origin != settings.region
+    }
+    reason = f"quorum: {decision.reason}; majority {sorted(decision.majority)}"
+    lease_until = (
+        "clock_timestamp() + make_interval(secs => %(lease)s)" if decision.writable else "'-infinity'::timestamptz"
+    )
+    params = {
+        "lease": settings.lease_s,
+        "reason": reason,
+        "holder": holder,
+        "me": settings.region,
+        "seq": seq,
+        "writable": decision.writable,
+        "state_reason": decision.reason,
+        "streak": decision.healthy_streak,
+        "majority": sorted(decision.majority),
+        "memory": json.dumps(memory),
+        "traffic_out": prev_traffic_out if traffic_out is None else traffic_out,
+        "hold_s": holder_until_s if holder_until_s is not None else 0.0,
+        "hears": sorted(hears | {settings.region}),
+        "relay": json.dumps(relay),
+    }
+    with conn.transaction():
+        conn.execute(
+            f"UPDATE {LEASE_TABLE} SET valid_until = {lease_until}, reason = %(reason)s, granted_by = %(holder)s, "
+            "changed_at = clock_timestamp() WHERE singleton",
+            params,
+        )
+        conn.execute(
+            f"UPDATE {AGENT_STATE_TABLE} SET seq = %(seq)s, writable = %(writable)s, reason = %(state_reason)s, "
+            "healthy_streak = %(streak)s, majority = %(majority)s, apply_errors = %(memory)s::jsonb, "
+            "traffic_out = %(traffic_out)s, holder = %(holder)s, "
+            "holder_until = clock_timestamp() + make_interval(secs => %(hold_s)s), decided_at = clock_timestamp() "
+            "WHERE singleton",
+            params,
+        )
+        conn.execute(
+            f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, hears, relay, writable, received_at) "
+            "VALUES (%(me)s, %(seq)s, clock_timestamp(), %(hears)s, %(relay)s::jsonb, %(writable)s, clock_timestamp()) "
+            "ON CONFLICT (node) DO UPDATE SET seq = EXCLUDED.seq, sent_at = EXCLUDED.sent_at, hears = EXCLUDED.hears, "
+            "relay = EXCLUDED.relay, writable = EXCLUDED.writable, received_at = EXCLUDED.received_at",
+            params,
+        )
+    return ProbeResult(
+        decision=decision,
+        changed=prev_writable is None or bool(prev_writable) != decision.writable,
+        hears=hears,
+        links=links,
+        lag_s=_replay_lag(conn, settings),
+        subscriptions_down=down,
+        apply_error_increase=increase,
+        elapsed_s=time.monotonic() - t0,
+    )
+
+
+# -- the AWS side -------------------------------------------------------------------------------
+
+
+class AwsSide:
+    """Routing control, metrics and the traffic path, on a daemon thread with short timeouts.
+
+    The lease loop reads ``control_on()`` (last known state; ``None`` if never known) and hands
+    over a metrics snapshot and the wanted traffic state; nothing here can block it.
+    """
+
+    def __init__(self, settings: Settings, *, client: Optional[Callable[..., Any]] = None,
+                 log: Callable[[dict[str, Any]], None] = lambda rec: None) -> None:
+        self.settings = settings
+        self._client = client or _boto3_client
+        self._log = log
+        self._lock = threading.Lock()
+        self._control: Optional[bool] = None
+        self._snapshot: Optional[dict[str, Any]] = None
+        self._apply_errors = 0
+        self._want_out: Optional[bool] = None
+        self._is_out: Optional[bool] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fraiseql-agent-aws", daemon=True)
+
+    # called from the lease loop
+    def start(self, traffic_out: bool) -> "AwsSide":
+        self._is_out = traffic_out
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def control_on(self) -> Optional[bool]:
+        with self._lock:
+            return self._control
+
+    def traffic_out(self) -> Optional[bool]:
+        with self._lock:
+            return self._is_out
+
+    def offer(self, result: ProbeResult) -> None:
+        with self._lock:
+            self._apply_errors += result.apply_error_increase
+            self._snapshot = {"result": result}
+            self._want_out = result.decision.fenced
+
+    # the thread
+    def _run(self) -> None:
+        next_metrics = 0.0
+        while not self._stop.is_set():
+            t = time.monotonic()
+            self._poll_control()
+            self._steer_traffic()
+            if t >= next_metrics:
+                self._publish()
+                next_metrics = t + self.settings.metrics_every_s
+            self._stop.wait(max(0.05, self.settings.probe_s - (time.monotonic() - t)))
+
+    def _poll_control(self) -> None:
+        s = self.settings
+        if not s.routing_control_arn:
+            return
+        for ep in s.arc_endpoints:  # every cluster endpoint in turn, as AWS recommends
+            try:
+                client = self._client("route53-recovery-cluster", region_name=ep["region"], endpoint_url=ep["endpoint"])
+                state = client.get_routing_control_state(RoutingControlArn=s.routing_control_arn)["RoutingControlState"]
+            except Exception as exc:  # noqa: BLE001 - the next endpoint may answer
+                self._log({"event": "arc_endpoint_failed", "endpoint": ep.get("endpoint"), "error": type(exc).__name__})
+                continue
+            with self._lock:
+                self._control = state == "On"
+            return
+        # No endpoint answered: keep the last known state (the operator's last intent).
+
+    def _steer_traffic(self) -> None:
+        s = self.settings
+        with self._lock:
+            want, have = self._want_out, self._is_out
+        if not s.fence_rule_arn or want is None or want == have:
+            return
+        condition = (
+            {"Field": "path-pattern", "PathPatternConfig": {"Values": [s.health_path]}}
+            if want
+            else {"Field": "http-header", "HttpHeaderConfig": {"HttpHeaderName": IN_SERVICE_HEADER, "Values": [IN_SERVICE_VALUE]}}
+        )
+        try:
+            self._client("elbv2", region_name=s.region).modify_rule(RuleArn=s.fence_rule_arn, Conditions=[condition])
+        except Exception as exc:  # noqa: BLE001 - retried on the next round
+            self._log({"event": "traffic_steer_failed", "out": want, "error": type(exc).__name__})
+            return
+        with self._lock:
+            self._is_out = want
+        self._log({"event": "traffic_out" if want else "traffic_in", "region": s.region})
+
+    def _publish(self) -> None:
+        s = self.settings
+        with self._lock:
+            snap, errors = self._snapshot, self._apply_errors
+            self._apply_errors = 0
+        region = [{"Name": "Region", "Value": s.region}]
+        data: list[dict[str, Any]] = [{"MetricName": "AgentAlive", "Dimensions": region, "Value": 1}]
+        lag: list[dict[str, Any]] = []
+        if snap is not None:
+            r: ProbeResult = snap["result"]
+            d = r.decision
+            data += [
+                {"MetricName": "Fenced", "Dimensions": region, "Value": 1 if d.fenced else 0},
+                {"MetricName": "VisibleRegions", "Dimensions": region, "Value": len(d.sees)},
+                {"MetricName": "QuorumReduced", "Dimensions": region, "Value": 1 if d.quorum_reduced or not d.majority else 0},
+            ]
+            lag = [
+                {"MetricName": "ApplyErrors", "Dimensions": region, "Value": errors},
+                {"MetricName": "SubscriptionsDown", "Dimensions": region, "Value": r.subscriptions_down},
+            ] + [
+                {"MetricName": "LagSeconds", "Dimensions": [{"Name": "Publisher", "Value": s.region},
+                                                            {"Name": "Subscriber", "Value": sub}], "Value": v}
+                for sub, v in r.lag_s.items()
+                if v is not None  # no walsender: publish nothing, the alarm treats missing as breaching
+            ]
+        try:
+            cw = self._client("cloudwatch", region_name=s.region)
+            cw.put_metric_data(Namespace=QUORUM_NAMESPACE, MetricData=data)
+            if lag:
+                cw.put_metric_data(Namespace=REPLICATION_NAMESPACE, MetricData=lag)
+        except Exception as exc:  # noqa: BLE001 - metrics are best effort; the lease is not
+            with self._lock:
+                self._apply_errors += errors
+            self._log({"event": "metrics_failed", "error": type(exc).__name__})
+
+
+def _boto3_client(service: str, **kw: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    cfg = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
+    return boto3.client(service, config=cfg, **kw)
+
+
+# -- the loop and the entry points -------------------------------------------------------------
+
+
+def _log_stdout(record: Mapping[str, Any]) -> None:
+    print(json.dumps({"ts": round(time.time(), 3), **record}, default=str), flush=True)
+
+
+def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callable[[], float], holder: str,
+             sleep: Callable[[float], None] = time.sleep, log: Callable[[Mapping[str, Any]], None] = _log_stdout) -> Optional[ProbeResult]:
+    """Probe every ``probe_s`` until less than ``stop_margin_s`` of the invocation is left."""
+    last: Optional[ProbeResult] = None
+    while remaining_s() > settings.stop_margin_s:
+        t = time.monotonic()
+        result = probe(conn, settings, control_on=aws.control_on(), holder=holder,
+                       holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out())
+        aws.offer(result)
+        d = result.decision
+        if result.changed or last is None:
+            log({"event": "decision", "region": settings.region, "writable": d.writable, "reason": d.reason,
+                 "majority": sorted(d.majority), "sees": sorted(d.sees), "alert": d.alert})
+        last = result
+        sleep(max(0.0, settings.probe_s - (time.monotonic() - t)))
+    return last
+
+
+def _connect(settings: Settings, user: str, password: str) -> Any:
+    import psycopg
+
+    conn = psycopg.connect(
+        host=settings.db_host, port=settings.db_port, dbname=settings.db_name, user=user, password=password,
+        sslmode=settings.db_sslmode, autocommit=True, connect_timeout=5,
+        # A frozen or vanished agent must release the advisory lock quickly.
+        keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+        application_name=f"fraiseql-agent-{settings.region}",
+    )
+    conn.execute("SET statement_timeout = '5s'; SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
+                 "SET tcp_keepalives_count = 3")
+    return conn
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """AWS Lambda entry (also what ``main`` runs locally): hold the agent loop until near the deadline."""
+    settings = Settings.from_env(os.environ)
+    remaining = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
+    holder = getattr(context, "aws_request_id", "") or f"pid-{os.getpid()}"
+    secret = json.loads(_boto3_client("secretsmanager", region_name=settings.region)
+                        .get_secret_value(SecretId=settings.db_secret_arn)["SecretString"])
+    conn = _connect(settings, secret["username"], secret["password"])
+    try:
+        if not conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0]:
+            left, = conn.execute(
+                f"SELECT extract(epoch FROM holder_until - clock_timestamp())::float8 FROM {AGENT_STATE_TABLE}"
+            ).fetchone()
+            if left is not None and left > settings.handoff_wait_s:
+                return {"region": settings.region, "skipped": "another invocation holds the agent loop", "its_deadline_in_s": left}
+            conn.execute(f"SET lock_timeout = '{int((settings.handoff_wait_s + 10) * 1000)}ms'")
+            try:
+                conn.execute(f"SELECT pg_advisory_lock({LOCK_SQL})")
+            except Exception:  # noqa: BLE001 - lock_timeout: the holder is still busy; the next run retries
+                return {"region": settings.region, "skipped": "timed out waiting for the holder to hand over"}
+            conn.execute("SET lock_timeout = 0")
+        state = conn.execute(f"SELECT traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton").fetchone()
+        aws = AwsSide(settings, log=_log_stdout).start(traffic_out=bool(state and state[0]))
+        try:
+            last = run_loop(conn, settings, aws, remaining_s=remaining, holder=holder)
+        finally:
+            aws.stop()
+        d = last.decision if last else None
+        return {"region": settings.region, "fenced": bool(d is None or d.fenced), "reason": d.reason if d else None}
+    finally:
+        conn.close()  # also releases the advisory lock
+
+
+@dataclass
+class LocalContext:
+    """What the Lambda runtime passes as ``context``, for local runs."""
+
+    deadline: float
+    aws_request_id: str = field(default_factory=lambda: f"local-{os.getpid()}-{time.monotonic_ns()}")
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(max(0.0, self.deadline - time.monotonic()) * 1000)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m replication.agent [--run-seconds N]``: invoke ``handler`` back to back, as the
+    scheduler does, until interrupted. Configuration comes from the same environment as the Lambda."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m replication.agent", description=main.__doc__)
+    parser.add_argument("--run-seconds", type=float, default=900.0, help="length of one invocation (Lambda timeout)")
+    args = parser.parse_args(argv)
+    while True:
+        try:
+            out = handler({}, LocalContext(deadline=time.monotonic() + args.run_seconds))
+            _log_stdout({"event": "invocation_done", **out})
+        except KeyboardInterrupt:
+            return 0
+        except Exception as exc:  # noqa: BLE001 - like a failed invocation: the next one starts over
+            _log_stdout({"event": "invocation_failed", "error": f"{type(exc).__name__}: {exc}"[:300]})
+            time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

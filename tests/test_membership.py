@@ -1,0 +1,161 @@
+"""Membership views merged from heartbeats and relays (pure), and what agents decide with them.
+
+The simulation runs every agent with only what its incoming links delivered, round by round, over
+random directed link states: the same algorithm the real agents run against PostgreSQL in the
+nemesis drill, here exhaustively and fast.
+"""
+
+from __future__ import annotations
+
+from itertools import permutations, product
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replication.quorum import (
+    HeartbeatRow,
+    RelayEntry,
+    Report,
+    decide_region,
+    detection_bound,
+    link_view,
+    merge_reports,
+    mutual_graph,
+    select_majority,
+)
+
+R3 = ("us-east-1", "us-west-2", "eu-west-1")
+R5 = ("r1", "r2", "r3", "r4", "r5")
+
+
+def test_the_newest_report_wins_and_among_equals_the_youngest() -> None:
+    rows = [
+        HeartbeatRow("us-west-2", seq=10, hears=frozenset({"us-east-1"}), since_received_s=0.5,
+                     relay={"eu-west-1": RelayEntry(7, frozenset({"us-east-1"}), 0.2)}),
+        HeartbeatRow("eu-west-1", seq=6, hears=frozenset(), since_received_s=9.0),
+    ]
+    reports = merge_reports("us-east-1", R3, {"us-west-2"}, 99, rows)
+    assert reports["eu-west-1"] == Report(7, frozenset({"us-east-1"}), 0.7)  # relayed beats stale direct
+    assert reports["us-west-2"].age_s == 0.5
+    assert reports["us-east-1"] == Report(99, frozenset({"us-east-1", "us-west-2"}), 0.0)
+
+
+def test_unknown_regions_and_relays_about_myself_are_ignored() -> None:
+    rows = [HeartbeatRow("ap-south-1", 1, frozenset(R3), 0.0),
+            HeartbeatRow("us-west-2", 3, frozenset({"ap-south-1", "us-east-1"}), 0.0,
+                         relay={"us-east-1": RelayEntry(10**9, frozenset(), 0.0)})]
+    reports = merge_reports("us-east-1", R3, (), 5, rows)
+    assert set(reports) == {"us-east-1", "us-west-2"}
+    assert reports["us-west-2"].hears == {"us-east-1"}
+    assert reports["us-east-1"].seq == 5
+
+
+def test_a_silent_region_has_no_edges_even_if_others_claim_to_hear_it() -> None:
+    view = link_view({"a": Report(1, frozenset({"a", "b"}), 0.0), "b": Report(1, frozenset({"a", "b"}), 5.0)}, 2.0)
+    assert view == {"a": frozenset({"a", "b"})}
+    assert mutual_graph(("a", "b", "c"), view) == {"a": {"a"}, "b": {"b"}, "c": {"c"}}
+
+
+def test_ties_between_majorities_go_to_the_configured_order() -> None:
+    graph = mutual_graph(R3, {"us-east-1": set(R3), "us-west-2": {"us-east-1"}, "eu-west-1": {"us-east-1"}})
+    assert select_majority(R3, graph, 2) == {"us-east-1", "us-west-2"}
+    reordered = ("eu-west-1", "us-east-1", "us-west-2")
+    assert select_majority(reordered, graph, 2) == {"eu-west-1", "us-east-1"}
+
+
+def test_detection_bound_grows_with_relays_and_covers_a_dead_agents_lease() -> None:
+    b3 = detection_bound(3, probe_s=1, stale_after_s=3, lease_s=3, max_link_delay_s=0.1)
+    b5 = detection_bound(5, probe_s=1, stale_after_s=3, lease_s=3, max_link_delay_s=0.1)
+    assert b5 > b3 >= 3
+    assert detection_bound(3, probe_s=1, stale_after_s=1.5, lease_s=20, max_link_delay_s=0) == 20
+    assert detection_bound(3, probe_s=1, stale_after_s=3, lease_s=3, max_link_delay_s=0.1, clock_step_s=1) == b3 + 1
+
+
+# -- simulation of the agents ------------------------------------------------------------------
+
+
+def simulate(regions: tuple[str, ...], up: dict[tuple[str, str], bool], rounds: int, *, stale: float = 2.5,
+             start: dict[str, dict[str, object]] | None = None, t0: int = 0) -> dict[str, object]:
+    """Synchronous rounds of one time unit. ``up[(a, b)]``: a hears b (b's rows reach a).
+
+    Each agent keeps only what its own writer received: the latest row of each peer that reached it
+    and how long ago. Returns each agent's last decision and the rows it holds.
+    """
+    held: dict[str, dict[str, tuple[HeartbeatRow, float]]] = {r: {} for r in regions}
+    if start:
+        held = start["held"]  # type: ignore[assignment]
+    seq = {r: 0 for r in regions}
+    state: dict[str, tuple[bool | None, int]] = {r: (None, 0) for r in regions}
+    decisions = {}
+    for t in range(t0, t0 + rounds):
+        sent = {}
+        for me in regions:
+            rows = [HeartbeatRow(row.node, row.seq, row.hears, t - at, row.relay) for row, at in held[me].values()]
+            hears = {p for p, (_, at) in held[me].items() if t - at <= stale}
+            seq[me] = t * 10 + 1
+            reports = merge_reports(me, regions, hears, seq[me], rows)
+            prev_w, prev_s = state[me]
+            d = decide_region(me, regions, link_view(reports, stale), previous_writable=prev_w,
+                              previous_streak=prev_s, unfence_after=2)
+            state[me] = (d.writable, d.healthy_streak)
+            decisions[me] = d
+            relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s) for o, rep in reports.items() if o != me}
+            sent[me] = HeartbeatRow(me, seq[me], frozenset(reports[me].hears), 0.0, relay)
+        for a in regions:
+            for b in regions:
+                if a != b and up[(a, b)]:
+                    held[a][b] = (sent[b], t + 1)
+    return {"decisions": decisions, "held": held}
+
+
+def _links(regions: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(a, b) for a, b in permutations(regions, 2)]
+
+
+def _assert_safe(regions: tuple[str, ...], up: dict[tuple[str, str], bool], decisions: dict) -> None:
+    writers = {r for r, d in decisions.items() if d.writable}
+    for a in writers:
+        for b in writers:
+            if a != b:
+                assert up[(a, b)] and up[(b, a)], f"{a} and {b} both write but cannot replicate to each other: {up}"
+    assert len({decisions[w].majority for w in writers}) <= 1
+
+
+def test_every_directed_link_state_of_three_regions_settles_safely() -> None:
+    links = _links(R3)
+    for mask in product([False, True], repeat=len(links)):
+        up = dict(zip(links, mask))
+        out = simulate(R3, up, rounds=8)
+        _assert_safe(R3, up, out["decisions"])  # type: ignore[arg-type]
+
+
+def test_the_non_transitive_cut_fences_one_end_in_every_agent_own_view() -> None:
+    up = {l: True for l in _links(R3)}
+    up[("us-west-2", "eu-west-1")] = up[("eu-west-1", "us-west-2")] = False
+    decisions = simulate(R3, up, rounds=8)["decisions"]
+    writers = {r for r, d in decisions.items() if d.writable}  # type: ignore[attr-defined]
+    assert writers == {"us-east-1", "us-west-2"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_five_regions_any_link_state_after_a_healthy_start_settles_safely(data: st.DataObject) -> None:
+    links = _links(R5)
+    healthy = {l: True for l in links}
+    warm = simulate(R5, healthy, rounds=4)
+    up = {l: data.draw(st.booleans(), label=f"{l[0]} hears {l[1]}") for l in links}
+    # continue from the warm state: old rows age out, new ones arrive only over working links
+    out = simulate(R5, up, rounds=12, start={"held": warm["held"]}, t0=4)
+    _assert_safe(R5, up, out["decisions"])  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(_links(R3)), min_size=1, max_size=3))
+def test_a_healthy_majority_stays_writable_whatever_one_region_loses(cut: list[tuple[str, str]]) -> None:
+    # Cut only links touching eu-west-1: east and west must keep writing.
+    up = {l: True for l in _links(R3)}
+    for a, b in cut:
+        if "eu-west-1" in (a, b):
+            up[(a, b)] = False
+    decisions = simulate(R3, up, rounds=8)["decisions"]
+    assert decisions["us-east-1"].writable and decisions["us-west-2"].writable  # type: ignore[attr-defined]
