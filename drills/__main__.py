@@ -1,29 +1,66 @@
-"""``python -m drills [--quick|--long] [--json]``: run both drills, print one table."""
+"""``python -m drills [all|nemesis] [--quick|--long] [--json]``: run drills, print one table.
+
+``all`` (the default) runs phase A, phase B and the quick nemesis. ``nemesis`` runs only the
+nemesis: ``--quick`` is what CI runs; ``--long`` runs at least 100 random schedules on three writers
+and then more on five; ``--schedules``, ``--nodes`` and ``--seed`` pick one run of your own.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 
-from drills.report import render_table, run
+from drills.nemesis import REGIONS_3, REGIONS_5, NemesisConfig, run_nemesis
+from drills.report import NEMESIS_MODES, nemesis_rows, render_table, run
+
+
+def _progress(line: str) -> None:
+    print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("drill", nargs="?", choices=("all", "nemesis"), default="all")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="about a minute (default)")
-    group.add_argument("--long", action="store_const", dest="mode", const="long", help="longer loads, more samples")
+    group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="what CI runs (default)")
+    group.add_argument("--long", action="store_const", dest="mode", const="long", help="longer loads, more schedules")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--schedules", type=int, help="nemesis: number of random schedules (one run)")
+    parser.add_argument("--nodes", type=int, choices=(3, 5), help="nemesis: writers (one run)")
+    parser.add_argument("--seed", type=int, help="nemesis: random seed (one run)")
     args = parser.parse_args(argv)
-    out = run(args.mode or "quick")
+    mode = args.mode or "quick"
+    if args.drill == "nemesis":
+        configs = NEMESIS_MODES[mode]
+        if args.schedules or args.nodes or args.seed is not None:
+            base = configs[0]
+            configs = [replace(base, schedules=args.schedules or base.schedules,
+                               regions=REGIONS_5 if args.nodes == 5 else REGIONS_3,
+                               seed=base.seed if args.seed is None else args.seed)]
+        t0 = time.monotonic()
+        results = [run_nemesis(cfg, progress=_progress) for cfg in configs]
+        rows = nemesis_rows(results)
+        if args.json:
+            print(json.dumps({"mode": mode, "runs": [r.as_dict() for r in results],
+                              "rows": [asdict(r) for r in rows]}, indent=2, default=str))
+        else:
+            print(render_table(rows))
+            for r in results:
+                print(f"\n{len(r.regions)} writers, schedules:\n  " + "\n  ".join(r.schedule_log))
+            print(f"\n(nemesis {mode} mode, {time.monotonic() - t0:.0f} s)")
+        return 0 if all(r.ok for r in results) and all(r.met is not False for r in rows) else 1
+    out = run(mode)
     if args.json:
         print(json.dumps({
             "mode": out["mode"],
             "wall_s": out["wall_s"],
             "phase_a": out["phase_a"].as_dict(),
             "phase_b": out["phase_b"].as_dict(),
+            "nemesis": [r.as_dict() for r in out.get("nemesis", [])],
             "rows": [asdict(r) for r in out["rows"]],
         }, indent=2, default=str))
     else:

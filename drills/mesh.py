@@ -26,11 +26,19 @@ __all__ = ["FLOORS_MS", "REGIONS", "Mesh", "mesh", "one_way_ms"]
 
 REGIONS: tuple[str, ...] = ("us-east-1", "us-west-2", "eu-west-1")
 
-#: One-way fibre floors between the regions, in milliseconds.
+#: One-way fibre floors between the regions, in milliseconds (great-circle distance at 5 us/km).
 FLOORS_MS: dict[frozenset[str], float] = {
     frozenset({"us-east-1", "us-west-2"}): 17.0,
     frozenset({"us-east-1", "eu-west-1"}): 27.0,
     frozenset({"us-west-2", "eu-west-1"}): 37.0,
+    # the two extra regions of the five-writer drills
+    frozenset({"us-east-1", "ap-northeast-1"}): 54.0,
+    frozenset({"us-west-2", "ap-northeast-1"}): 39.0,
+    frozenset({"eu-west-1", "ap-northeast-1"}): 48.0,
+    frozenset({"us-east-1", "sa-east-1"}): 38.0,
+    frozenset({"us-west-2", "sa-east-1"}): 55.0,
+    frozenset({"eu-west-1", "sa-east-1"}): 47.0,
+    frozenset({"ap-northeast-1", "sa-east-1"}): 92.0,
 }
 
 MESH_SETTINGS: dict[str, str] = {
@@ -219,13 +227,14 @@ def mesh(
     floors: Mapping[frozenset[str], float] = FLOORS_MS,
     bootstrap: bool = True,
     leases: bool = True,
+    env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[Mesh]:
     """Start one writer per region, create the application schema, link and bootstrap them.
 
     A bootstrapped writer starts fenced until its agent grants a lease; with ``leases`` (no agents
     in the test) every writer gets a lease that never runs out instead.
     """
-    with cluster(list(regions), settings=MESH_SETTINGS) as pg:
+    with cluster(list(regions), settings=MESH_SETTINGS, env=env) as pg:
         m = Mesh(
             pg=pg,
             nodes={

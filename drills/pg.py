@@ -162,8 +162,11 @@ class PgNode:
         port: int | None = None,
         settings: Mapping[str, str] | None = None,
         user: RunAs | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        #: Extra environment for the server processes (e.g. libfaketime for clock-skew drills).
+        self.extra_env = dict(env or {})
         self.base_dir = Path(base_dir)
         self.data_dir = self.base_dir / name / "data"
         self.socket_dir = self.base_dir / name / "sock"
@@ -204,6 +207,7 @@ class PgNode:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(LC_ALL="C", LANG="C", HOME=str(self.base_dir))
+        env.update(self.extra_env)
         return env
 
     def init(self) -> PgNode:
@@ -430,6 +434,7 @@ def cluster(
     per_node: Mapping[str, Mapping[str, str]] | None = None,
     start: bool = True,
     keep_dir: bool = False,
+    env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[dict[str, PgNode]]:
     """Init (and start) one server per name; kill them all and remove the data on exit.
 
@@ -447,7 +452,7 @@ def cluster(
     try:
         for n in names:
             s = {**(settings or {}), **((per_node or {}).get(n, {}))}
-            nodes[n] = PgNode(n, base, settings=s, user=who).init()
+            nodes[n] = PgNode(n, base, settings=s, user=who, env=(env or {}).get(n)).init()
         if start:
             for node in nodes.values():
                 node.start()

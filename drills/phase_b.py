@@ -11,28 +11,32 @@ floors, then:
    the mesh needs to converge, checking the result against the policy (LWW:
    highest version everywhere; counters: all increments summed; sets: union;
    app table: local value kept and the conflict logged, then resolved);
-3. partitions one region, lets ``replication.quorum.decide`` fence it with
-   ``render_fence`` and counts refused and accepted writes on each side;
-4. heals, lets the quorum function un-fence it (hysteresis), and checks that
+3. partitions one region while every region's real fence agent (one process
+   each, seeing only its own writer) decides; counts refused and accepted
+   writes on each side;
+4. heals, waits for the agents to un-fence it (hysteresis), and checks that
    every acknowledged write the policy keeps is present on every node.
 """
 
 from __future__ import annotations
 
 import itertools
+import tempfile
 import statistics
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from drills.agents import AgentTiming, agents, wait_writable
+from drills.localaws import local_aws
 from drills.mesh import REGIONS, Mesh, mesh, one_way_ms
 from drills.phase_a import percentile
 from drills.sample import APP_SCHEMA, CONVERGENT_TABLES, POLICY
-from replication.quorum import Decision, decide, writers
 
 __all__ = ["PhaseBResult", "run_phase_b"]
 
@@ -67,6 +71,8 @@ class PhaseBResult:
     accepted_majority_while_partitioned: int
     accepted_window_before_fence: int
     unfence_after_observations: int
+    detection_s: float
+    unfence_s: float
     heal_convergence_s: float
     healed_converged: bool
     missing_after_heal: int
@@ -147,13 +153,8 @@ def _conflicting_writes(m: Mesh, rounds: int, keys: int) -> tuple[dict[int, tupl
     return winners, increments[0], tags, writes[0]
 
 
-def _observe(m: Mesh, regions: Sequence[str], prev: dict[str, Decision] | None, k: int) -> dict[str, Decision]:
-    return decide(regions, m.reachable(), None, prev, unfence_after=k)
-
-
-def _apply_decisions(m: Mesh, d: dict[str, Decision]) -> None:
-    for r, dec in d.items():
-        m.set_fence(r, dec.fenced, f"quorum: {dec.reason}")
+def _fenced(m: Mesh, region: str) -> bool:
+    return not m.execute(region, "SELECT clock_timestamp() + interval '100 ms' < valid_until FROM fraiseql_repl.lease")[0][0]
 
 
 def run_phase_b(
@@ -168,7 +169,11 @@ def run_phase_b(
 ) -> PhaseBResult:
     """Run the whole drill on a throw-away mesh and return the measurements."""
     notes: list[str] = []
-    with mesh(POLICY, APP_SCHEMA, regions=regions, delays=True) as m:
+    timing = AgentTiming(unfence_after=unfence_after)
+    with tempfile.TemporaryDirectory(prefix="fraiseql-phase-b-") as logs, \
+            mesh(POLICY, APP_SCHEMA, regions=regions, delays=True, leases=False) as m, \
+            local_aws(regions) as aws, agents(m, aws, timing, Path(logs)):
+        wait_writable(m, list(regions), timeout=60)
         a = regions[0]
         # seed
         m.execute(a, "INSERT INTO items SELECT g, 'seed' FROM generate_series(1, %s) g", (keys,))
@@ -229,20 +234,12 @@ def run_phase_b(
         except TimeoutError:
             app_resolved = False
 
-        # 3. partition one region; the quorum function fences it
-        d = _observe(m, regions, None, unfence_after)
-        _apply_decisions(m, d)
+        # 3. partition one region; every region's own agent decides from what its writer receives
+        others = [r for r in regions if r != isolate]
         m.partition(isolate)
-        # writes the isolated region accepts before the control plane reacts
-        window_keys = []
-        for i in range(3):
-            k = 2_000_000 + i
-            m.execute(isolate, "INSERT INTO items VALUES (%s, 'window')", (k,))
-            window_keys.append(k)
-        d = _observe(m, regions, d, unfence_after)
-        _apply_decisions(m, d)
-        fenced_by_quorum = d[isolate].fenced and writers(d) == set(regions) - {isolate}
-        refused, sqlstates, accepted = 0, set(), []
+        t_cut = time.monotonic()
+        refused, sqlstates, accepted, window_keys = 0, set(), [], []
+        last_window_ack = t_cut
         key = itertools.count(3_000_000)
         t_end = time.monotonic() + partition_s
         while time.monotonic() < t_end:
@@ -251,7 +248,8 @@ def run_phase_b(
                 try:
                     m.execute(n, "INSERT INTO items VALUES (%s, %s)", (k, f"partition {n}"))
                     if n == isolate:
-                        notes.append(f"write accepted on fenced {n}")
+                        window_keys.append(k)  # before its agent noticed: the detection window
+                        last_window_ack = time.monotonic()
                     else:
                         accepted.append(k)
                 except psycopg.Error as exc:
@@ -261,15 +259,14 @@ def run_phase_b(
                     else:
                         notes.append(f"majority write failed on {n}: {exc}")
             time.sleep(0.02)
+        fenced_by_quorum = _fenced(m, isolate) and not any(_fenced(m, r) for r in others)
+        detection_s = last_window_ack - t_cut
 
-        # 4. heal; un-fence after consecutive healthy observations
+        # 4. heal; the agents un-fence it after consecutive healthy probes
         m.heal()
-        observations = 0
-        while d[isolate].fenced and observations < 20:
-            d = _observe(m, regions, d, unfence_after)
-            _apply_decisions(m, d)
-            observations += 1
-            time.sleep(0.1)
+        t_heal = time.monotonic()
+        wait_writable(m, list(regions), timeout=60)
+        unfence_s = time.monotonic() - t_heal
         t0 = time.monotonic()
         healed = True
         try:
@@ -316,7 +313,9 @@ def run_phase_b(
         refused_sqlstates=sorted(sqlstates),
         accepted_majority_while_partitioned=len(accepted),
         accepted_window_before_fence=len(window_keys),
-        unfence_after_observations=observations,
+        unfence_after_observations=unfence_after,
+        detection_s=detection_s,
+        unfence_s=unfence_s,
         heal_convergence_s=heal_s,
         healed_converged=healed,
         missing_after_heal=missing,

@@ -21,7 +21,7 @@ def test_phase_a_quick_promotion_and_loss_accounting() -> None:
 
 
 def test_phase_b_quick_converges_fences_and_keeps_everything() -> None:
-    b = run_phase_b(probes=5, rounds=3, keys=4, partition_s=1.5)
+    b = run_phase_b(probes=5, rounds=3, keys=4, partition_s=5.0)
     assert b.notes == []
     assert set(b.pair_delay_p50_ms) == {
         f"{x}->{y}" for x in ("us-east-1", "us-west-2", "eu-west-1") for y in ("us-east-1", "us-west-2", "eu-west-1")
@@ -59,6 +59,7 @@ def _fake_b(**kw: object) -> PhaseBResult:
         app_resolved_converged=True, conflicts_resolved=5, resolutions={}, native_conflicts={},
         partitioned="eu-west-1", fenced_by_quorum=True, refused_while_partitioned=4, refused_sqlstates=["25006"],
         accepted_majority_while_partitioned=8, accepted_window_before_fence=3, unfence_after_observations=3,
+        detection_s=1.5, unfence_s=2.5,
         heal_convergence_s=0.1, healed_converged=True, missing_after_heal=0, apply_workers_healthy=True)
     base.update(kw)
     return PhaseBResult(**base)  # type: ignore[arg-type]

@@ -1,0 +1,161 @@
+"""The real fence agent, one OS process per region, each with only its own writer.
+
+Each process runs ``python -m replication.agent``: the Lambda ``handler`` invoked back to back as
+the scheduler would, configured by the same environment variables the stack sets, with AWS served
+by ``drills.localaws``. The nemesis kills (SIGKILL), stalls (SIGSTOP) and resumes (SIGCONT) them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drills.localaws import LocalAws
+from drills.mesh import Mesh
+
+__all__ = ["AgentProcess", "AgentTiming", "agents"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class AgentTiming:
+    probe_s: float = 0.5
+    stale_after_s: float = 1.5
+    lease_s: float = 1.5
+    unfence_after: int = 3
+    invocation_s: float = 20.0  # one "Lambda invocation"; the next starts right after
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FRAISEQL_PROBE_INTERVAL_SECONDS": str(self.probe_s),
+            "FRAISEQL_STALE_AFTER_SECONDS": str(self.stale_after_s),
+            "FRAISEQL_LEASE_SECONDS": str(self.lease_s),
+            "FRAISEQL_UNFENCE_AFTER": str(self.unfence_after),
+            "FRAISEQL_METRICS_EVERY_SECONDS": "1",
+            "FRAISEQL_STOP_MARGIN_SECONDS": "1",
+            "FRAISEQL_HANDOFF_WAIT_SECONDS": str(self.invocation_s),
+        }
+
+
+class AgentProcess:
+    """One region's agent process and its JSON-lines log."""
+
+    def __init__(self, region: str, env: Mapping[str, str], log_path: Path, invocation_s: float) -> None:
+        self.region = region
+        self.env = dict(env)
+        self.log_path = log_path
+        self.invocation_s = invocation_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stalled = False
+
+    def start(self) -> "AgentProcess":
+        if self.alive:
+            return self
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "replication.agent", "--run-seconds", str(self.invocation_s)],
+                cwd=str(REPO), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.stalled = False
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Like a crash: no goodbye, the connection drops, the lease is left to run out."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=10)
+        self.stalled = False
+
+    def stall(self) -> None:
+        """Like a frozen Lambda or a GC pause: alive, connected, silent."""
+        if self.alive and self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+            self.stalled = True
+
+    def resume(self) -> None:
+        if self.alive and self.proc is not None and self.stalled:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.stalled = False
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        try:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        out.append(json.loads(line))
+        except OSError:
+            pass
+        return out
+
+
+@contextlib.contextmanager
+def agents(m: Mesh, aws: LocalAws, timing: AgentTiming, log_dir: Path) -> Iterator[dict[str, AgentProcess]]:
+    """One agent process per region of ``m``; all killed on exit."""
+    regions = list(m.nodes)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FRAISEQL_"))}
+    base.update(aws.env())
+    base["PYTHONPATH"] = str(REPO)
+    base["PYTHONUNBUFFERED"] = "1"
+    procs: dict[str, AgentProcess] = {}
+    try:
+        for r in regions:
+            res = aws.regions[r]
+            env = {
+                **base,
+                **timing.env(),
+                "AWS_DEFAULT_REGION": r,
+                "FRAISEQL_REGION": r,
+                "FRAISEQL_REGIONS": ",".join(regions),
+                "FRAISEQL_DB_HOST": "127.0.0.1",
+                "FRAISEQL_DB_PORT": str(m.pg[r].port),
+                "FRAISEQL_DB_NAME": m.pg[r].dbname,
+                "FRAISEQL_DB_SSLMODE": "disable",
+                "FRAISEQL_DB_SECRET_ARN": res.db_secret_arn,
+                "FRAISEQL_ROUTING_CONTROL_ARN": res.routing_control_arn,
+                "FRAISEQL_ARC_ENDPOINTS": json.dumps(aws.arc_endpoints()),
+                "FRAISEQL_FENCE_RULE_ARN": res.fence_rule_arn,
+                "FRAISEQL_HEALTH_PATH": "/health",
+            }
+            procs[r] = AgentProcess(r, env, log_dir / f"agent-{r}.log", timing.invocation_s).start()
+        yield procs
+    finally:
+        for p in procs.values():
+            with contextlib.suppress(Exception):
+                p.resume()
+                p.kill()
+
+
+def wait_writable(m: Mesh, regions: list[str], timeout: float = 30.0) -> float:
+    """Until every region in ``regions`` holds a valid lease; seconds waited (raises on timeout)."""
+    t0 = time.monotonic()
+    while True:
+        ok = all(
+            m.execute(r, "SELECT clock_timestamp() + interval '100 ms' < valid_until FROM fraiseql_repl.lease")[0][0]
+            for r in regions
+        )
+        if ok:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            states = {r: m.execute(r, "SELECT valid_until::text, reason FROM fraiseql_repl.lease")[0] for r in regions}
+            raise TimeoutError(f"regions not writable after {timeout}s: {states}")
+        time.sleep(0.1)

@@ -1,0 +1,542 @@
+"""The nemesis drill: random faults against real writers and real fence agents, judged by a checker.
+
+Fault model (what may fail, and how):
+
+* **links**, per direction: a link stops delivering (frozen TCP, like dropped packets) in one
+  direction, both, for one pair (the non-transitive case), for every link of a region (clean
+  minority split), across a minority/majority split (5 regions), or flaps;
+* **agent processes**: killed (crash, expired Lambda) or stalled (SIGSTOP: frozen, still connected);
+* **the routing-control plane**: every ARC endpoint refuses connections, or hangs;
+* **clocks**: a writer's clock steps by up to ``skew_max_s`` in either direction (libfaketime);
+* **load**: one large transaction on one writer, replicated to all.
+
+Writers keep inserting unique keys in every region and record what was acknowledged. The checker
+(``drills.checker``) then asserts: no two regions that could not replicate to each other both
+acknowledged writes for longer than the detection bound (``replication.quorum.detection_bound``);
+after the final heal all nodes are equal; no acknowledged write is missing anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import psycopg
+
+from drills.agents import AgentProcess, AgentTiming, agents, wait_writable
+from drills.checker import Ack, Cut, Verdict, check
+from drills.localaws import LocalAws, local_aws
+from drills.mesh import FLOORS_MS, Mesh, mesh
+from replication.model import ConflictPolicy
+from replication.quorum import detection_bound
+
+__all__ = ["NEMESIS_POLICY", "NEMESIS_SCHEMA", "NemesisConfig", "NemesisResult", "REGIONS_5", "run_nemesis"]
+
+REGIONS_3 = ("us-east-1", "us-west-2", "eu-west-1")
+REGIONS_5 = REGIONS_3 + ("ap-northeast-1", "sa-east-1")
+
+NEMESIS_SCHEMA: tuple[str, ...] = (
+    "CREATE TABLE nemesis_log (id bigint PRIMARY KEY, region text NOT NULL)",
+    "CREATE TABLE nemesis_reg (k int PRIMARY KEY, v text)",
+    "CREATE TABLE ballast (id bigint PRIMARY KEY, pad text)",
+)
+NEMESIS_POLICY = ConflictPolicy(replicated=("nemesis_log", "nemesis_reg", "ballast"))
+CHECKED_TABLES = ("nemesis_log", "nemesis_reg", "ballast")
+
+FAULTS = ("link", "one_way", "isolate", "split", "flap", "kill_agent", "stall_agent", "arc_down", "arc_hang",
+          "skew", "big_txn", "control_off")
+
+
+@dataclass(frozen=True)
+class NemesisConfig:
+    regions: tuple[str, ...] = REGIONS_3
+    schedules: int = 6
+    seed: int = 1
+    timing: AgentTiming = AgentTiming()
+    fault_s: tuple[float, float] = (2.0, 4.0)
+    settle_s: float = 3.0
+    skew_max_s: float = 0.5
+    big_rows: int = 2_000
+    measure_specials: bool = True
+    faults: tuple[str, ...] = FAULTS
+
+
+@dataclass
+class NemesisResult:
+    regions: list[str]
+    schedules_run: int
+    wall_s: float
+    faults_applied: dict[str, int]
+    bound_s: float
+    worst_window_s: float
+    worst_window_pair: str
+    violations: list[str]
+    acked: int
+    refused: int
+    lost: int
+    converged: bool
+    diverged_nodes: list[str]
+    agent_death_fence_s: Optional[float] = None
+    lease_s: float = 0.0
+    writers12_fence_s: Optional[float] = None
+    writers12_commits: int = 0
+    writers12_commits_after_revoke: int = 0
+    big_txn_rows: int = 0
+    big_txn_false_fences: Optional[int] = None
+    big_txn_replicated_s: Optional[float] = None
+    traffic_steered: Optional[bool] = None
+    schedule_log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (not self.violations and self.lost == 0 and self.converged
+                and (self.big_txn_false_fences in (None, 0)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+class Writers:
+    """One writer per region on its own writer, inserting unique keys; every attempt recorded."""
+
+    def __init__(self, m: Mesh, regions: Sequence[str], *, pause_s: float = 0.01) -> None:
+        self.m = m
+        self.regions = list(regions)
+        self.pause_s = pause_s
+        self.acks: list[Ack] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(r, i), daemon=True, name=f"writer-{r}")
+                         for i, r in enumerate(self.regions)]
+
+    def __enter__(self) -> "Writers":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _run(self, region: str, index: int) -> None:
+        keys = itertools.count((index + 1) * 10**12)
+        rng = random.Random(index)
+        conn: Optional[psycopg.Connection[Any]] = None
+        while not self._stop.is_set():
+            key = next(keys)
+            try:
+                if conn is None:
+                    conn = self.m.connect(region)
+                    conn.execute("SET statement_timeout = '5s'")
+                conn.execute("INSERT INTO nemesis_log (id, region) VALUES (%s, %s)", (key, region))
+                ack = Ack(region, key, time.monotonic(), True)
+                if key % 5 == 0:
+                    conn.execute("INSERT INTO nemesis_reg VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                                 (rng.randint(1, 5), f"{region}:{key}"))
+            except psycopg.Error as exc:
+                ack = Ack(region, key, time.monotonic(), False, getattr(exc, "sqlstate", None))
+                if conn is not None and conn.broken:
+                    conn = None
+            with self._lock:
+                self.acks.append(ack)
+            self._stop.wait(self.pause_s)
+        if conn is not None:
+            conn.close()
+
+    def snapshot(self) -> list[Ack]:
+        with self._lock:
+            return list(self.acks)
+
+
+# -- the nemesis -------------------------------------------------------------------------------------
+
+
+class Nemesis:
+    """Applies faults and remembers, per directed link, when it could not deliver."""
+
+    def __init__(self, m: Mesh, aws: LocalAws, procs: dict[str, AgentProcess], skew_files: dict[str, Path],
+                 rng: random.Random, cfg: NemesisConfig) -> None:
+        self.m, self.aws, self.procs, self.skew_files, self.rng, self.cfg = m, aws, procs, skew_files, rng, cfg
+        self.cuts: list[Cut] = []
+        self._down: dict[tuple[str, str], tuple[int, float]] = {}
+        self.applied: dict[str, int] = {}
+        self.log: list[str] = []
+        self.t0 = time.monotonic()
+
+    # links: (listener, speaker); the proxy on that key carries speaker -> listener
+    def cut(self, listener: str, speaker: str) -> None:
+        n, since = self._down.get((listener, speaker), (0, 0.0))
+        if n == 0:
+            self.m.links[(listener, speaker)].partition()
+            since = time.monotonic()
+        self._down[(listener, speaker)] = (n + 1, since)
+
+    def restore(self, listener: str, speaker: str) -> None:
+        n, since = self._down[(listener, speaker)]
+        if n == 1:
+            self.m.links[(listener, speaker)].heal()
+            self.cuts.append(Cut(listener, speaker, since, time.monotonic()))
+            del self._down[(listener, speaker)]
+        else:
+            self._down[(listener, speaker)] = (n - 1, since)
+
+    def _cut_all(self, pairs: list[tuple[str, str]]) -> Callable[[], None]:
+        for a, b in pairs:
+            self.cut(a, b)
+        return lambda: [self.restore(a, b) for a, b in pairs]  # type: ignore[func-returns-value]
+
+    def apply(self, kind: str) -> tuple[str, Callable[[], None]]:
+        """Start one fault; returns its description and how to end it."""
+        regions = list(self.m.nodes)
+        rng = self.rng
+        if kind == "link":
+            a, b = rng.sample(regions, 2)
+            return f"cut {a}<->{b}", self._cut_all([(a, b), (b, a)])
+        if kind == "one_way":
+            a, b = rng.sample(regions, 2)
+            return f"{a} stops hearing {b}", self._cut_all([(a, b)])
+        if kind == "isolate":
+            x = rng.choice(regions)
+            return f"isolate {x}", self._cut_all([(x, y) for y in regions if y != x] + [(y, x) for y in regions if y != x])
+        if kind == "split":
+            minority = set(rng.sample(regions, (len(regions) - 1) // 2))
+            pairs = [(a, b) for a in regions for b in regions if (a in minority) != (b in minority)]
+            return f"split {sorted(minority)} | {sorted(set(regions) - minority)}", self._cut_all(pairs)
+        if kind == "flap":
+            a, b = rng.sample(regions, 2)
+            stop = threading.Event()
+
+            def flap() -> None:
+                down = False
+                while not stop.is_set():
+                    if down:
+                        self.restore(a, b), self.restore(b, a)
+                    else:
+                        self.cut(a, b), self.cut(b, a)
+                    down = not down
+                    stop.wait(rng.uniform(0.2, 0.5))
+                if down:
+                    self.restore(a, b), self.restore(b, a)
+
+            th = threading.Thread(target=flap, daemon=True)
+            th.start()
+            return f"flap {a}<->{b}", lambda: (stop.set(), th.join(10))  # type: ignore[return-value]
+        if kind == "kill_agent":
+            x = rng.choice(regions)
+            self.procs[x].kill()
+            return f"kill agent {x}", self.procs[x].start  # type: ignore[return-value]
+        if kind == "stall_agent":
+            x = rng.choice(regions)
+            self.procs[x].stall()
+            return f"stall agent {x}", self.procs[x].resume
+        if kind in ("arc_down", "arc_hang"):
+            mode = "down" if kind == "arc_down" else "hang"
+            for e in self.aws.arc:
+                e.set_mode(mode)  # type: ignore[arg-type]
+            return f"ARC endpoints {mode}", lambda: [e.set_mode("up") for e in self.aws.arc]  # type: ignore[func-returns-value]
+        if kind == "skew":
+            x = rng.choice(regions)
+            step = rng.uniform(-self.cfg.skew_max_s, self.cfg.skew_max_s)
+            self.skew_files[x].write_text(f"{step:+.3f}s\n")
+            return f"clock of {x} steps {step:+.2f} s", lambda: self.skew_files[x].write_text("+0s\n")  # type: ignore[return-value]
+        if kind == "big_txn":
+            x = rng.choice(regions)
+            th = threading.Thread(target=big_transaction, args=(self.m, x, self.cfg.big_rows // 3), daemon=True)
+            th.start()
+            return f"big transaction on {x}", lambda: th.join(120)  # type: ignore[return-value]
+        if kind == "control_off":
+            x = rng.choice(regions)
+            self.aws.set_control(x, False)
+            return f"routing control {x} off", lambda: self.aws.set_control(x, True)
+        raise ValueError(f"unknown fault {kind}")
+
+    def schedule(self) -> None:
+        kinds = [k for k in self.cfg.faults if k != "split" or len(self.m.nodes) >= 5]
+        chosen = [self.rng.choice(kinds)]
+        if self.rng.random() < 0.35:
+            chosen.append(self.rng.choice([k for k in kinds if k != chosen[0]]))
+        undo = []
+        names = []
+        for kind in chosen:
+            name, end = self.apply(kind)
+            self.applied[kind] = self.applied.get(kind, 0) + 1
+            names.append(name)
+            undo.append(end)
+        hold = self.rng.uniform(*self.cfg.fault_s)
+        self.log.append(f"t={time.monotonic() - self.t0:6.1f}s  {' + '.join(names)} for {hold:.1f} s")
+        time.sleep(hold)
+        for end in reversed(undo):
+            end()
+
+    def heal_everything(self) -> None:
+        for (listener, speaker), (n, _) in list(self._down.items()):
+            for _ in range(n):
+                self.restore(listener, speaker)
+        for e in self.aws.arc:
+            e.set_mode("up")
+        for r, f in self.skew_files.items():
+            f.write_text("+0s\n")
+            self.aws.set_control(r, True)
+        for p in self.procs.values():
+            p.resume()
+            p.start()
+
+
+def big_transaction(m: Mesh, region: str, rows: int) -> tuple[bool, float]:
+    """One transaction inserting ``rows`` rows; returns (committed, seconds)."""
+    base = int(time.time() * 1000) * 10**6
+    t0 = time.monotonic()
+    try:
+        with m.connect(region) as c:
+            c.execute("INSERT INTO ballast SELECT %s + g, repeat('x', 200) FROM generate_series(1, %s) g", (base, rows))
+        return True, time.monotonic() - t0
+    except psycopg.Error:
+        return False, time.monotonic() - t0
+
+
+# -- special measurements -----------------------------------------------------------------------
+
+
+def _decisions(procs: dict[str, AgentProcess], since_wall: float) -> list[dict[str, Any]]:
+    out = []
+    for p in procs.values():
+        out += [r for r in p.records() if r.get("event") == "decision" and float(r.get("ts", 0)) >= since_wall]
+    return sorted(out, key=lambda r: r["ts"])
+
+
+def _agent_death(m: Mesh, procs: dict[str, AgentProcess], region: str, writers: Writers, lease_s: float) -> float:
+    """Kill one agent on a healthy mesh; seconds until its region's last acknowledged write."""
+    t0 = time.monotonic()
+    procs[region].kill()
+    time.sleep(lease_s * 2 + 1.0)
+    last = max((a.t for a in writers.snapshot() if a.region == region and a.ok and a.t >= t0), default=t0)
+    procs[region].start()
+    return last - t0
+
+
+@dataclass
+class TwelveWriters:
+    fence_s: float
+    commits: int
+    commits_after_revoke: int
+    traffic_out_while_cut: bool
+    acks: list[Ack]
+
+
+def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> TwelveWriters:
+    """12 writers in ``region`` run 100 ms transactions; the region is cut off from every peer.
+
+    Returns the seconds from the cut to its last commit, the commits, and how many were
+    acknowledged after its agent revoked the lease (the fence must not wait for them, and none may
+    commit after it). Every commit is also an acknowledged write for the checker.
+    """
+    stop = threading.Event()
+    acks: list[Ack] = []
+    walls: list[float] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        keys = itertools.count(9 * 10**12 + i * 10**9)
+        while not stop.is_set():
+            try:
+                with m.connect(region, autocommit=False) as c:
+                    while not stop.is_set():
+                        key = next(keys)
+                        c.execute("INSERT INTO nemesis_log (id, region) VALUES (%s, %s)", (key, region))
+                        c.execute("SELECT pg_sleep(0.1)")
+                        c.commit()
+                        with lock:
+                            acks.append(Ack(region, key, time.monotonic(), True))
+                            walls.append(time.time())
+            except psycopg.Error:
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(12)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    t_cut, wall_cut = time.monotonic(), time.time()
+    others = [r for r in m.nodes if r != region]
+    undo = nem._cut_all([(region, o) for o in others] + [(o, region) for o in others])
+    time.sleep(hold_s)
+    traffic_out = nem.aws.fence_rule_path_matches(region)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    undo()
+    revoked = [r for r in _decisions(nem.procs, wall_cut) if r["region"] == region and not r["writable"]]
+    revoke_wall = float(revoked[0]["ts"]) if revoked else None
+    after = [a for a in acks if a.t >= t_cut]
+    last = max((a.t for a in after), default=t_cut)
+    late = sum(1 for a, w in zip(acks, walls) if a.t >= t_cut and revoke_wall is not None and w > revoke_wall + 0.05)
+    return TwelveWriters(last - t_cut, len(acks), late, traffic_out, acks)
+
+
+def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int) -> tuple[int, float]:
+    """One big transaction on a healthy mesh; fence decisions taken anywhere until it replicated."""
+    wall0 = time.time()
+    before = {r: m.execute(r, "SELECT count(*) FROM ballast")[0][0] for r in m.nodes}
+    ok, _ = big_transaction(m, region, rows)
+    t_commit = time.monotonic()
+    if not ok:
+        return -1, 0.0
+    want = before[region] + rows
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if all(m.execute(r, "SELECT count(*) FROM ballast")[0][0] >= want for r in m.nodes):
+            break
+        time.sleep(0.2)
+    replicated_s = time.monotonic() - t_commit
+    time.sleep(2.0)
+    fences = [r for r in _decisions(procs, wall0) if not r["writable"]]
+    return len(fences), replicated_s
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _skewable_clocks(regions: Sequence[str]) -> Iterator[tuple[dict[str, dict[str, str]], dict[str, Path]]]:
+    """libfaketime for every server, each with a file holding its clock offset (``+0s`` to start)."""
+    import libfaketime
+
+    lib = Path(libfaketime._get_shared_lib("libfaketime.so.1"))
+    d = Path(tempfile.mkdtemp(prefix="fraiseql-skew-"))
+    os.chmod(d, 0o755)
+    try:
+        shared = d / lib.name
+        shutil.copy(lib, shared)  # the server user must be able to read it, wherever the venv lives
+        os.chmod(shared, 0o755)
+        files, env = {}, {}
+        for r in regions:
+            f = d / f"offset-{r}"
+            f.write_text("+0s\n")
+            os.chmod(f, 0o644)
+            files[r] = f
+            env[r] = {"LD_PRELOAD": str(shared), "FAKETIME_TIMESTAMP_FILE": str(f), "FAKETIME_CACHE_DURATION": "1",
+                      "DONT_FAKE_MONOTONIC": "1"}
+        yield env, files
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str], None] = lambda s: None) -> NemesisResult:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    t_start = time.monotonic()
+    rng = random.Random(cfg.seed)
+    timing = cfg.timing
+    regions = list(cfg.regions)
+    floors = [v for k, v in FLOORS_MS.items() if k <= set(regions)]
+    max_delay = (max(floors, default=0.0) / 1000.0) + 0.25  # the floor plus apply and scheduling on 2 cores
+    bound = detection_bound(len(regions), probe_s=timing.probe_s, stale_after_s=timing.stale_after_s,
+                            lease_s=timing.lease_s, max_link_delay_s=max_delay, clock_step_s=cfg.skew_max_s)
+    log_dir = Path(tempfile.mkdtemp(prefix="fraiseql-nemesis-"))
+    result: Optional[NemesisResult] = None
+    try:
+        with _skewable_clocks(regions) as (clock_env, skew_files), \
+                mesh(NEMESIS_POLICY, NEMESIS_SCHEMA, regions=regions, leases=False, env=clock_env) as m, \
+                local_aws(regions) as aws, agents(m, aws, timing, log_dir) as procs:
+            progress(f"mesh of {len(regions)} up; waiting for the agents to grant leases")
+            wait_writable(m, regions, timeout=60)
+            nem = Nemesis(m, aws, procs, skew_files, rng, cfg)
+            special: dict[str, Any] = {}
+            with Writers(m, regions) as writers:
+                for i in range(cfg.schedules):
+                    nem.schedule()
+                    progress(nem.log[-1])
+                    time.sleep(cfg.settle_s)
+                nem.heal_everything()
+                wait_writable(m, regions, timeout=60)
+                if cfg.measure_specials:
+                    x = regions[-1]
+                    special["agent_death"] = _agent_death(m, procs, x, writers, timing.lease_s)
+                    progress(f"agent death: fenced after {special['agent_death']:.2f} s")
+                    wait_writable(m, regions, timeout=60)
+                    w12 = _twelve_writers(m, nem, x, hold_s=bound + 2)
+                    special["writers12"] = w12
+                    progress(f"12 writers: fenced after {w12.fence_s:.2f} s, "
+                             f"{w12.commits_after_revoke} commits after the revoke")
+                    wait_writable(m, regions, timeout=60)
+                    time.sleep(timing.probe_s * 4)
+                    special["traffic"] = w12.traffic_out_while_cut and not aws.fence_rule_path_matches(x)
+            acks = writers.snapshot() + (special["writers12"].acks if "writers12" in special else [])
+            if cfg.measure_specials:
+                wait_writable(m, regions, timeout=60)
+                rows = cfg.big_rows
+                special["big"] = (rows, *_big_txn_false_fences(m, procs, regions[0], rows))
+                progress(f"big transaction of {rows} rows: {special['big'][1]} false fences")
+            converged = True
+            try:
+                m.wait_converged(list(CHECKED_TABLES), timeout=180)
+            except TimeoutError as exc:
+                converged = False
+                progress(str(exc)[:300])
+            present = {r: {int(k) for (k,) in m.execute(r, "SELECT id FROM nemesis_log")} for r in regions}
+            digests = {r: m.digest(r, list(CHECKED_TABLES)) for r in regions}
+            verdict: Verdict = check(acks, nem.cuts, bound, present, digests)
+            worst = verdict.worst
+            big = special.get("big", (0, None, None))
+            w12 = special.get("writers12")
+            result = NemesisResult(
+                regions=regions,
+                schedules_run=cfg.schedules,
+                wall_s=0.0,
+                faults_applied=dict(sorted(nem.applied.items())),
+                bound_s=bound,
+                worst_window_s=worst.window_s if worst else 0.0,
+                worst_window_pair=f"{worst.a}/{worst.b}" if worst else "-",
+                violations=[f"{v.a}/{v.b} both writable {v.window_s:.2f} s after a cut at "
+                            f"{v.cut_start - nem.t0:.1f} s" for v in verdict.violations],
+                acked=sum(1 for a in acks if a.ok),
+                refused=sum(1 for a in acks if not a.ok),
+                lost=len(verdict.lost),
+                converged=converged and not verdict.diverged_nodes,
+                diverged_nodes=verdict.diverged_nodes,
+                agent_death_fence_s=special.get("agent_death"),
+                lease_s=timing.lease_s,
+                writers12_fence_s=w12.fence_s if w12 else None,
+                writers12_commits=w12.commits if w12 else 0,
+                writers12_commits_after_revoke=w12.commits_after_revoke if w12 else 0,
+                big_txn_rows=big[0],
+                big_txn_false_fences=big[1],
+                big_txn_replicated_s=big[2],
+                traffic_steered=special.get("traffic"),
+                schedule_log=nem.log,
+            )
+    finally:
+        if result is None or not result.ok:
+            keep = Path(tempfile.gettempdir()) / "fraiseql-nemesis-last"
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(log_dir, keep, dirs_exist_ok=True)
+        shutil.rmtree(log_dir, ignore_errors=True)
+    result.wall_s = time.monotonic() - t_start
+    return result
+
+
+def summarize(results: Sequence[NemesisResult]) -> dict[str, Any]:
+    """Across several runs (3 and 5 regions): totals and worst cases."""
+    return {
+        "schedules_run": sum(r.schedules_run for r in results),
+        "wall_s": sum(r.wall_s for r in results),
+        "worst_window_s": max(r.worst_window_s for r in results),
+        "bounds_s": sorted({round(r.bound_s, 2) for r in results}),
+        "ok": all(r.ok for r in results),
+        "median_wall_per_schedule_s": statistics.median(r.wall_s / max(r.schedules_run, 1) for r in results),
+    }
