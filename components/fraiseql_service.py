@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from infra.naming import logical_name, merge_tags
+from core.naming import logical_name, merge_tags
 
 CONTAINER = "fraiseql"
 

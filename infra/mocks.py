@@ -13,6 +13,7 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import rpc
 from pulumi.runtime.settings import get_project, get_stack
+from core.regions import REGIONS
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 
 ACCOUNT = "123456789012"
@@ -109,7 +110,8 @@ class PlanMocks(Mocks):
     def call(self, args: MockCallArgs) -> dict[str, Any]:
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             region = args.args.get("region", "us-east-1")
-            letters = "abcdef"
+            # As many zones as the region really offers, so an az_count above that fails here as in AWS.
+            letters = "abcdefgh"[: REGIONS[region].az_count]
             return {
                 "names": [f"{region}{c}" for c in letters],
                 "zoneIds": [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(letters))],

@@ -22,7 +22,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.interregion_network import InterRegionNetwork, InterRegionNetworkArgs, RegionAttachment
 from infra.mocks import PlanMocks, RecordingMonitor, Registration
-from infra.planning import plan_subnets
+from core.planning import plan_subnets
 
 COMPONENT = "fraiseql:network:InterRegionNetwork"
 PCX = "aws:ec2/vpcPeeringConnection:VpcPeeringConnection"

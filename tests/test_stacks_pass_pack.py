@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.synth import REPO, synthesize
-from policies.offline import run_pack
+from infra.pack import run_pack
 
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in REPO.glob("Pulumi.*.yaml"))
 

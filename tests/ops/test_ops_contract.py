@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
+from ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
 from infra.synth import synthesize
 
 

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 from botocore.exceptions import ClientError
 
-from infra.ops import log
-from infra.ops.aws import Runtime
-from infra.ops.errors import Refused, StepFailed, UsageError
-from infra.ops.outputs import ArcEndpoint, PhaseBOutputs
-from infra.ops.retry import error_code, is_connection_error
+from ops import log
+from ops.aws import Runtime
+from ops.errors import Refused, StepFailed, UsageError
+from ops.outputs import ArcEndpoint, PhaseBOutputs
+from ops.retry import error_code, is_connection_error
 
 ON, OFF = "On", "Off"
 # Errors that say "this endpoint, not your request": try the next cluster endpoint.

@@ -17,10 +17,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from infra.ops import log
-from infra.ops.aws import Runtime
-from infra.ops.errors import Refused, StepFailed, UsageError
-from infra.ops.outputs import PhaseCOutputs
+from ops import log
+from ops.aws import Runtime
+from ops.errors import Refused, StepFailed, UsageError
+from ops.outputs import PhaseCOutputs
 
 DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
 TOKEN_ENV, BASE_ENV = "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_BASE"
