@@ -11,7 +11,7 @@ that needs both the region's endpoint check and its ARC routing control (RECOVER
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -45,7 +45,7 @@ class DnsFailoverArgs:
     phase: str
     stack: str
     # latency mode: the RECOVERY_CONTROL health check of each region's ARC routing control.
-    control_health_check_ids: dict[str, Input[str]] = field(default_factory=dict)
+    control_health_check_ids: Mapping[str, Input[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
 

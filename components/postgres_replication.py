@@ -14,11 +14,10 @@ Pulumi state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional
-
 import hashlib
 import json
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import pulumi
 import pulumi_aws as aws

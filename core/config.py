@@ -15,8 +15,8 @@ import re
 import typing
 from typing import Any, Literal, Mapping, Optional
 
-from pydantic_core import PydanticUndefined
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 from core.manifest import build_manifest
 from core.naming import RESERVED_TAGS

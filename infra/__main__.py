@@ -17,8 +17,8 @@ from typing import Any, Optional, Sequence
 import pulumi
 
 from core.config import ConfigError
-from infra.synth import StackFileError, Synthesis, synthesize
 from infra.pack import PackResult, run_pack
+from infra.synth import StackFileError, Synthesis, synthesize
 
 EXIT_OK, EXIT_VIOLATION, EXIT_INVALID = 0, 1, 2
 EXIT_ERROR = 1  # the program itself failed (not the config): as Python does for an uncaught exception
@@ -95,7 +95,7 @@ def _as_json(syn: Synthesis, result: PackResult) -> dict[str, Any]:
     }
 
 
-def _config_problem(exc: BaseException) -> Optional[str]:
+def _config_problem(exc: Optional[BaseException]) -> Optional[str]:
     """The validation message if `exc` (or what it wraps) is a config problem."""
     seen: set[int] = set()
     # Pulumi's wait_for_rpcs re-raises an exception as its own cause: stop at any exception seen before.

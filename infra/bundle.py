@@ -25,4 +25,6 @@ def bundle_pack(out: Path) -> Path:
             shutil.copytree(src, dst, ignore=_SKIP)
         else:
             shutil.copy2(src, dst)
+    # The pack's requirements point at the repository's lock; a published pack carries the lock itself.
+    shutil.copy2(REPO / "requirements.lock", out / "requirements.txt")
     return out

@@ -12,9 +12,10 @@ from typing import Any, Optional
 
 import pulumi
 from pulumi.runtime import rpc
-from pulumi.runtime.settings import get_project, get_stack
-from core.regions import REGIONS
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.settings import get_project, get_stack
+
+from core.regions import REGIONS
 
 ACCOUNT = "123456789012"
 # Canonical hosted-zone ids of ALBs (AWS publishes these per region).
@@ -107,7 +108,7 @@ class PlanMocks(Mocks):
                 rid = inputs["transitGatewayAttachmentId"]
         return rid, out
 
-    def call(self, args: MockCallArgs) -> dict[str, Any]:
+    def call(self, args: MockCallArgs) -> dict[str, Any]:  # type: ignore[override]  # the SDK also takes a bare dict
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             region = args.args.get("region", "us-east-1")
             # As many zones as the region really offers, so an az_count above that fails here as in AWS.

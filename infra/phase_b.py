@@ -27,10 +27,12 @@ from infra.paths import LAMBDA_DEPS, REPO
 
 
 def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> InterRegionNetwork:
+    topology = cfg.network.topology
+    assert topology != "none"  # validated: phases b and c replicate over mesh or hub-and-spoke
     return InterRegionNetwork(
         "fraiseql-net",
         InterRegionNetworkArgs(
-            topology=cfg.network.topology,
+            topology=topology,
             regions=tuple(
                 RegionAttachment(
                     region=rc.name,
@@ -105,12 +107,12 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 QuorumRegion(
                     region=rc.name,
                     vpc_id=regions[rc.name].vpc_id,
-                    subnet_ids=regions[rc.name].private_subnet_ids,
+                    subnet_ids=regions[rc.name].private_subnet_ids,  # type: ignore[arg-type]  # quorum.py: invariant list
                     db_security_group_id=regions[rc.name].db_security_group_id,
                     db_host=database.writer_addresses[rc.name],
                     db_port=db.port,
                     db_name=db.db_name,
-                    db_secret_arn=database.master_secret_arns[rc.name],
+                    db_secret_arn=database.master_secret_arns[rc.name],  # type: ignore[arg-type]  # known once deployed
                     db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                     alarm_topic_arn=regions[rc.name].alerts_topic_arn,
                 )
@@ -121,7 +123,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             unfence_after=cfg.quorum.unfence_after,
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
             code=code,
-            dependencies_layer_arns=database.dependencies_layer_arns,
+            dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,
@@ -158,7 +160,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
 
         edge_outputs, model = phase_c.build(cfg, stack, regions), PhaseCOutputs
     else:
-        edge_outputs, model = {}, PhaseBOutputs
+        edge_outputs, model = {}, PhaseBOutputs  # type: ignore[assignment]
     return model.exports(**{
         **edge_outputs,
         "phase": cfg.phase,

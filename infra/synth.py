@@ -121,7 +121,8 @@ def synthesize(stack: str, *, config: Optional[dict[str, str]] = None, secret_ke
 
     def body() -> None:
         declared = (run or program.run)()
-        outputs.update(_sync_await(pulumi.Output.from_input(declared).future()) or {})
+        resolved: Optional[dict[str, Any]] = _sync_await(pulumi.Output.from_input(declared).future())
+        outputs.update(resolved or {})
 
     _sync_await(run_pulumi_func(body))
     return Synthesis(stack=stack, registrations=list(monitor.registrations), outputs=outputs)

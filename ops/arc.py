@@ -133,6 +133,7 @@ def set_regions(outputs: PhaseBOutputs, rt: Runtime, regions: Sequence[str], des
         r.emit(step, log.WARN, f"FORCED below quorum: {reason}")
 
     entries = [{"RoutingControlArn": outputs.routingControlArns[g], "RoutingControlState": desired} for g in todo]
+    params: dict[str, Any]
     if len(entries) == 1:
         op, params = "update_routing_control_state", dict(entries[0])
     else:

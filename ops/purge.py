@@ -119,7 +119,7 @@ def run_purge(outputs: PhaseCOutputs, rt: Runtime, opts: PurgeOptions) -> int:
     if not base.startswith(("https://", "http://")):
         raise UsageError(f"{BASE_ENV} must be an http(s) URL", step="purge")
     url = f"{base}/zones/{outputs.cloudflareZoneId}/purge_cache"
-    bodies = [{"purge_everything": True}] if opts.everything else [{"tags": b} for b in batches(opts.tags, opts.batch_size)]
+    bodies: list[dict[str, Any]] = [{"purge_everything": True}] if opts.everything else [{"tags": b} for b in batches(opts.tags, opts.batch_size)]
     token = rt.environ.get(TOKEN_ENV, "")
     if opts.dry_run:
         for i, body in enumerate(bodies, 1):
