@@ -14,9 +14,9 @@ from typing import Any, Iterable, Optional
 
 from pulumi_policy import PolicyResource
 
+from core import slo
 from core.manifest import MANIFEST_NAME, MANIFEST_TYPE, parse_manifest
 from core.regions import REGIONS
-from core import slo
 from policies.cost import CostReport, CostResource, Usage, estimate
 from policies.pricing import PriceBook, PriceBookError
 
