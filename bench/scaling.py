@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra import program  # noqa: E402
+from infra import common, phase_b, program  # noqa: E402
 from infra.synth import read_stack_file, stack_file, synthesize  # noqa: E402
 
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "us-east-2", "eu-central-1",
@@ -49,8 +49,8 @@ def network_only() -> dict:
     """The program's own region stacks and network, without databases or services."""
     cfg = program.read_stack_config_unchecked()
     stack = "phase-b"
-    regions = program._region_stacks(cfg, stack)
-    net = program._network(cfg, stack, regions)
+    regions = common.region_stacks(cfg, stack)
+    net = phase_b.inter_region_network(cfg, stack, regions)
     return {"links": net.links}
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from infra.naming import logical_name
+from core.naming import logical_name
 
 
 def writer_client_group(

@@ -2,7 +2,7 @@
 
 `failover` (phase A): PRIMARY/SECONDARY records for the API name, each bound to its region's health
 check, and a plain read record pointing at the standby. DNS failover is bounded below by
-interval x threshold + TTL (see infra.slo), which is why phase A's RTO is minutes, not seconds.
+interval x threshold + TTL (see core.slo), which is why phase A's RTO is minutes, not seconds.
 
 `latency` (phases B and C): one latency record per active region, bound to a CALCULATED health check
 that needs both the region's endpoint check and its ARC routing control (RECOVERY_CONTROL check).
@@ -11,13 +11,13 @@ that needs both the region's endpoint check and its ARC routing control (RECOVER
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from infra.naming import logical_name, merge_tags
+from core.naming import logical_name, merge_tags
 
 # Route 53 needs at least three checker regions; these are spread over three continents.
 CHECKER_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
@@ -45,7 +45,7 @@ class DnsFailoverArgs:
     phase: str
     stack: str
     # latency mode: the RECOVERY_CONTROL health check of each region's ARC routing control.
-    control_health_check_ids: dict[str, Input[str]] = field(default_factory=dict)
+    control_health_check_ids: Mapping[str, Input[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
 

@@ -22,8 +22,8 @@ import pulumi
 import pulumi_cloudflare as cf
 from pulumi import Input, ResourceOptions
 
-from infra.naming import logical_name
-from infra.regions import REGIONS
+from core.naming import logical_name
+from core.regions import REGIONS
 
 WAF_MANAGED_RULESETS = {
     "cloudflare-managed": "efb7b8c949ac4650a09736fc376e9aee",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from infra.naming import logical_name, merge_tags
+from core.naming import logical_name, merge_tags
 
 CONTAINER = "fraiseql"
 
@@ -30,7 +30,7 @@ class FraiseqlServiceArgs:
     cpu_target_percent: int
     cluster_arn: Input[str]
     cluster_name: Input[str]
-    subnet_ids: list[Input[str]]
+    subnet_ids: Sequence[Input[str]]
     security_group_id: Input[str]
     target_group_arn: Input[str]
     listener_arn: Input[str]

@@ -1,6 +1,6 @@
 """InterRegionNetwork: private connectivity between the regions' VPCs, for database replication.
 
-Two topologies, both planned by pure functions in `infra.planning`:
+Two topologies, both planned by pure functions in `core.planning`:
 
 - `mesh`: one inter-region VPC peering per pair of regions (`plan_mesh`), requested from the region
   that sorts first and accepted in the other, with routes both ways in every given route table of
@@ -34,8 +34,8 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from infra.naming import logical_name, merge_tags
-from infra.planning import (
+from core.naming import logical_name, merge_tags
+from core.planning import (
     VIA_TGW,
     VIA_VPC_ATTACHMENT,
     overlapping_pairs,
@@ -53,7 +53,7 @@ TOPOLOGIES = ("mesh", "hub-and-spoke")
 class RegionAttachment:
     """One region's VPC as the network component needs it.
 
-    `database_subnet_cidrs` are plain values (from `infra.planning.plan_subnets`): the security
+    `database_subnet_cidrs` are plain values (from `core.planning.plan_subnets`): the security
     rules are planned from them. `route_table_ids` are the VPC's private and database route tables;
     each gets a route to every other region. `attachment_subnet_ids` are only used by
     `hub-and-spoke`: the subnets the TGW VPC attachment places its interfaces in, exactly one per

@@ -14,11 +14,10 @@ Pulumi state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional
-
 import hashlib
 import json
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -26,7 +25,7 @@ from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from components._lambda import writer_client_group
-from infra.naming import logical_name, merge_tags
+from core.naming import logical_name, merge_tags
 from replication.sql import RDS_PARAMETERS
 
 LAMBDA_RUNTIME = "python3.12"

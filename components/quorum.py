@@ -25,7 +25,7 @@ from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from components._lambda import writer_client_group
-from infra.naming import logical_name, merge_tags
+from core.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
 AGENT_HANDLER = "replication.agent.handler"

@@ -15,8 +15,8 @@ import pulumi_aws as aws
 from pulumi import ResourceOptions
 
 from components._iam import assume_role_policy
-from infra.naming import logical_name, merge_tags
-from infra.planning import plan_subnets
+from core.naming import logical_name, merge_tags
+from core.planning import plan_subnets
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 

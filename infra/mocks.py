@@ -13,6 +13,9 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.settings import get_project, get_stack
+
+from core.regions import REGIONS
 
 ACCOUNT = "123456789012"
 # Canonical hosted-zone ids of ALBs (AWS publishes these per region).
@@ -105,10 +108,11 @@ class PlanMocks(Mocks):
                 rid = inputs["transitGatewayAttachmentId"]
         return rid, out
 
-    def call(self, args: MockCallArgs) -> dict[str, Any]:
+    def call(self, args: MockCallArgs) -> dict[str, Any]:  # type: ignore[override]  # the SDK also takes a bare dict
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             region = args.args.get("region", "us-east-1")
-            letters = "abcdef"
+            # As many zones as the region really offers, so an az_count above that fails here as in AWS.
+            letters = "abcdefgh"[: REGIONS[region].az_count]
             return {
                 "names": [f"{region}{c}" for c in letters],
                 "zoneIds": [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(letters))],
@@ -130,6 +134,7 @@ class Registration:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     ignore_changes: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
 
     @property
     def region(self) -> str:
@@ -142,12 +147,42 @@ class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: Mocks):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+        self._aliases: dict[str, list[str]] = {}
+
+    def _resolve_aliases(self, request) -> list[str]:
+        """Old URNs this registration answers to, resolved the way the engine resolves alias specs:
+        the resource's own aliases, plus one per alias of its parent (children follow a moved parent)."""
+        stack, project = get_stack(), get_project()
+        own: list[str] = list(request.aliasURNs)
+        for alias in request.aliases:
+            if alias.urn:
+                own.append(alias.urn)
+                continue
+            spec = alias.spec
+            parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+            own.append(_urn(spec.stack or stack, spec.project or project, parent,
+                            spec.type or request.type, spec.name or request.name))
+        inherited: list[str] = []
+        parent_name = request.parent.rsplit("::", 1)[-1] if request.parent else ""
+        for parent_alias in self._aliases.get(request.parent, []):
+            for old in [_urn(stack, project, "", request.type, request.name), *own]:
+                old_type, old_name = old.split("::")[2].split("$")[-1], old.rsplit("::", 1)[-1]
+                if parent_name and old_name.startswith(parent_name):
+                    old_name = parent_alias.rsplit("::", 1)[-1] + old_name[len(parent_name):]
+                inherited.append(_urn(stack, project, parent_alias, old_type, old_name))
+        return sorted(set(own + inherited))
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # The engine qualifies a type with its parent's whole type chain (SDK's create_urn does the same);
+        # MockMonitor keeps only the nearest parent's type, which differs once components nest.
+        return _urn(get_stack(), get_project(), parent, type_, name)
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
         reg = self.resources.get(response.urn)
+        self._aliases[response.urn] = self._resolve_aliases(request)
         inputs = rpc.deserialize_properties(request.object) if request.custom else {}
         self.registrations.append(
             Registration(
@@ -162,9 +197,16 @@ class RecordingMonitor(MockMonitor):
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                 ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
+                aliases=self._aliases[response.urn],
             )
         )
         return response
+
+
+def _urn(stack: str, project: str, parent: str, type_: str, name: str) -> str:
+    if parent and parent.split("::")[2] != "pulumi:pulumi:Stack":
+        type_ = parent.split("::")[2] + "$" + type_
+    return "urn:pulumi:" + "::".join([stack, project, type_, name])
 
 
 def install(project: str, stack: str, preview: bool = False) -> RecordingMonitor:

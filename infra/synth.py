@@ -17,8 +17,8 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra import program
 from infra.mocks import Registration, install
+from infra.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET_PLACEHOLDER = "offline-placeholder-secret"
 
 
@@ -42,7 +42,12 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise StackFileError(f"{path.name} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(p for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p) or str(e)
+        raise StackFileError(
+            f"{where}: not valid YAML ({what}); check the indentation and quoting there; a valid entry looks like `  fraiseql:phase: a`"
+        ) from None
     raw = doc.get("config") or {}
     if not isinstance(raw, dict):
         raise StackFileError(f"{path.name}: `config:` must be a mapping of key: value")
@@ -116,7 +121,8 @@ def synthesize(stack: str, *, config: Optional[dict[str, str]] = None, secret_ke
 
     def body() -> None:
         declared = (run or program.run)()
-        outputs.update(_sync_await(pulumi.Output.from_input(declared).future()) or {})
+        resolved: Optional[dict[str, Any]] = _sync_await(pulumi.Output.from_input(declared).future())
+        outputs.update(resolved or {})
 
     _sync_await(run_pulumi_func(body))
     return Synthesis(stack=stack, registrations=list(monitor.registrations), outputs=outputs)

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Optional
 
 from pulumi_policy import PolicyResource
 
-from infra.manifest import MANIFEST_NAME, MANIFEST_TYPE, parse_manifest
-from infra.regions import REGIONS
-from infra import slo
+from core import slo
+from core.manifest import MANIFEST_NAME, MANIFEST_TYPE, parse_manifest
+from core.regions import REGIONS
 from policies.cost import CostReport, CostResource, Usage, estimate
 from policies.pricing import PriceBook, PriceBookError
 
@@ -36,7 +36,6 @@ CF_RULESET = "cloudflare:index/ruleset:Ruleset"
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 DEFAULT_DB_PORT = 5432
-LAG_ALARM_CEILING_S = 30.0
 
 
 _SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
@@ -222,7 +221,7 @@ def check_replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts)
 
 def _replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     rpo = facts.slo.get("rpo_seconds")
-    ceiling = min(LAG_ALARM_CEILING_S, rpo / 2) if rpo else LAG_ALARM_CEILING_S
+    ceiling = slo.lag_alarm_ceiling(rpo) if rpo else slo.LAG_ALARM_CAP_S
     alarms = [a for a in of_type(resources, ALARM) if a.props.get("metricName") == "ReplicaLag"]
     out = []
     for db in of_type(resources, RDS):
@@ -236,7 +235,7 @@ def _replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> l
             threshold = a.props.get("threshold")
             if known(threshold) and float(threshold) > ceiling:
                 out.append((f"ReplicaLag alarm {a.name} on {db.name} fires at {float(threshold):g} s; it must be "
-                            f"<= min({LAG_ALARM_CEILING_S:g} s, RPO {rpo:g} s / 2) = {ceiling:g} s", a.urn))
+                            f"<= {slo.describe_ceiling(rpo)}", a.urn))
     return out
 
 
@@ -246,7 +245,7 @@ def check_pair_lag_alarms(resources: list[PolicyResource], facts: StackFacts) ->
     if m.get("phase") not in ("b", "c"):
         return []
     rpo = facts.slo.get("rpo_seconds")
-    ceiling = min(LAG_ALARM_CEILING_S, rpo / 2) if rpo else LAG_ALARM_CEILING_S
+    ceiling = slo.lag_alarm_ceiling(rpo) if rpo else slo.LAG_ALARM_CAP_S
     alarms = {}
     for a in of_type(resources, ALARM):
         dims = a.props.get("dimensions") or {}
@@ -262,7 +261,7 @@ def check_pair_lag_alarms(resources: list[PolicyResource], facts: StackFacts) ->
                 out.append((f"no replication-lag alarm for {pub} -> {sub}; add one at <= {ceiling:g} s", None))
             elif known(alarm.props.get("threshold")) and float(alarm.props["threshold"]) > ceiling:
                 out.append((f"lag alarm {alarm.name} ({pub} -> {sub}) fires at {float(alarm.props['threshold']):g} s; "
-                            f"it must be <= min({LAG_ALARM_CEILING_S:g} s, RPO {rpo:g} s / 2) = {ceiling:g} s", alarm.urn))
+                            f"it must be <= {slo.describe_ceiling(rpo)}", alarm.urn))
     return out
 
 
@@ -328,8 +327,8 @@ def check_quorum(resources: list[PolicyResource], facts: StackFacts) -> list[Fin
     out = []
     if n < 3 or n % 2 == 0:
         out.append((f"active-active needs an odd number of write regions, at least 3; found {n} ({', '.join(writers)})", None))
-    if quorum != n // 2 + 1:
-        out.append((f"quorum is {quorum} but a majority of {n} write regions is {n // 2 + 1}", None))
+    elif quorum != slo.quorum_size(n):
+        out.append((f"quorum is {quorum} but a majority of {n} write regions is {slo.quorum_size(n)}", None))
     rds_writers = [r for r in of_type(resources, RDS) if not r.props.get("replicateSourceDb")]
     if len(rds_writers) != n:
         out.append((f"{len(rds_writers)} writer databases in the stack for {n} write regions", None))
@@ -414,21 +413,7 @@ def check_edge_pools(resources: list[PolicyResource], facts: StackFacts) -> list
 
 
 def slo_bounds(facts: StackFacts) -> list[slo.Bound]:
-    m = facts.manifest
-    if not m:
-        return []
-    s, dns = m["slo"], m["dns"]
-    writers = m["write_regions"]
-    regions = [r["name"] for r in m["regions"]]
-    primary = writers[0] if m["phase"] == "a" else None
-    replicas_of = {r: primary for r in regions if r != primary} if primary else None
-    return [
-        slo.rto_floor(phase=m["phase"], edge=bool(m.get("edge")), interval_s=dns["interval_s"], threshold=dns["threshold"],
-                      ttl_s=dns["ttl_s"], target_s=s["rto_seconds"], write_regions=regions),
-        slo.rpo_floor(write_regions=writers if len(writers) > 1 else regions, replicas_of=replicas_of,
-                      target_s=s["rpo_seconds"], declared_lag_ms=s.get("replication_lag_ms")),
-        slo.latency_floor(phase=m["phase"], primary=primary, regions=regions, target_ms=s["latency_p95_ms"]),
-    ]
+    return slo.manifest_bounds(facts.manifest) if facts.manifest else []
 
 
 def check_slo(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:

@@ -3,9 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stack="${1:-phase-a}"; shift || true
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-exec .venv/bin/python -m infra plan --stack "$stack" "$@"
+source scripts/python.sh
+exec "$VENV/bin/python" -m infra plan --stack "$stack" "$@"

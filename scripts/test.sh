@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# The project's one test command (README "Test", and what CI runs): sets up what the tests need
-# on a fresh clone, then runs the Python suite and, when present, the worker's workerd suite.
+# The project's one test command (README "Testing", and what CI runs): sets up a virtualenv on the
+# Lambda runtime's Python from the hashed lock, runs the linters, then the worker's workerd suite and
+# the Python suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/python.sh
 
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+"$VENV/bin/ruff" check .
+"$VENV/bin/mypy"
 
 if [ -f worker/package.json ]; then
   (cd worker && npm ci --no-audit --no-fund --loglevel=error && npm test)
 fi
 
-.venv/bin/python -m pytest "$@"
+"$VENV/bin/python" -m pytest "$@"

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from infra.config import StackConfig, load_config, namespaced_values
+from core.config import StackConfig, load_config, namespaced_values
 from infra.synth import Synthesis, read_stack_file, stack_file, synthesize
 
 

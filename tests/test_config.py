@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from infra.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 from infra.synth import synthesize
 from tests.conftest import config_variant, flatten, stack_values
 
 
-def problems_of(change) -> str:
+def problems_of(change, stack: str = "phase-a") -> str:
     with pytest.raises(ConfigError) as info:
-        config_variant("phase-a", change)
+        config_variant(stack, change)
     return str(info.value)
 
 
@@ -106,7 +106,20 @@ def test_non_positive_sizes(section, key, value):
 
 def test_lag_alarm_above_rpo():
     msg = problems_of(lambda v: v["slo"].update(lag_alarm_seconds=90))
-    assert "fraiseql:slo.lag_alarm_seconds" in msg and "above the RPO of 60 s" in msg
+    assert "fraiseql:slo.lag_alarm_seconds" in msg and "min(30 s, RPO 60 s / 2) = 30 s" in msg
+
+
+def test_default_lag_alarm_follows_the_rpo_and_passes_where_the_old_default_failed():
+    # RPO 40 s with the alarm left out used to validate at 30 s and then fail the pack's min(30, RPO/2).
+    cfg = config_variant("phase-a", lambda v: (v["slo"].pop("lag_alarm_seconds"), v["slo"].update(rpo_seconds=40)))
+    assert cfg.slo.lag_alarm_seconds == 20
+    msg = problems_of(lambda v: v["slo"].update(rpo_seconds=40, lag_alarm_seconds=30))
+    assert "fraiseql:slo.lag_alarm_seconds" in msg and "lag_alarm_seconds: 20" in msg
+
+
+def test_multi_master_lag_alarm_is_checked_against_the_rpo_and_named():
+    msg = problems_of(lambda v: v["replication"].update(lag_alarm_seconds=0.9), stack="phase-b")
+    assert "fraiseql:replication.lag_alarm_seconds" in msg and "= 0.5 s" in msg
 
 
 def test_backups_shorter_than_seven_days():
@@ -185,3 +198,53 @@ def test_misspelled_usage_key_is_rejected():
 def test_addresses_that_are_not_e_mail(section, key):
     msg = problems_of(lambda v: v[section].update({key: ["ops@example.com", "not-an-address"]}))
     assert f"fraiseql:{section}.{key}: not e-mail addresses: ['not-an-address']" in msg
+
+
+def test_az_count_above_a_regions_real_az_count_is_refused():
+    # eu-west-1 has 3 AZs; the mocks answer with the same table, so a real deploy and the plan agree.
+    msg = problems_of(lambda v: v["network"].update(az_count=4), stack="phase-b")
+    assert "fraiseql:network.az_count" in msg and "eu-west-1 (regions[2]) has 3" in msg and "az_count: 3" in msg
+    config_variant("phase-b", lambda v: v["network"].update(az_count=3))
+
+
+def test_hub_and_spoke_needs_an_explicit_hub():
+    msg = problems_of(lambda v: v["network"].update(topology="hub-and-spoke"), stack="phase-b")
+    assert "fraiseql:network.hub_region" in msg and "hub_region: us-east-1" in msg
+
+
+def test_unknown_keys_get_a_suggestion():
+    msg = problems_of(lambda v: v["network"].update(az_cuont=2))
+    assert "fraiseql:network.az_cuont: unknown key; did you mean 'az_count'?" in msg
+    msg = problems_of(lambda v: v.update(netwrok=v.pop("network")))
+    assert "fraiseql:netwrok: unknown key; did you mean 'network'?" in msg
+
+
+def test_an_unquoted_engine_version_is_explained():
+    msg = problems_of(lambda v: v["database"].update(engine_version=16.1))
+    assert "fraiseql:database.engine_version" in msg and "unquoted 16.10 as 16.1" in msg and '"16.4"' in msg
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda v: v["network"].update(nat="both"),
+        lambda v: v["app"].update(cpu="lots"),
+        lambda v: v["app"].update(port=0),
+        lambda v: v["dns"].update(health_check_interval=15),
+        lambda v: v["database"].update(storage_type="magnetic"),
+        lambda v: v["database"].pop("instance_class"),
+        lambda v: v["slo"].update(rto_seconds=-1),
+        lambda v: v["budget"].update(alert_emails=["nobody"]),
+        lambda v: v["alerts"].update(emails=["nobody"]),
+        lambda v: v["regions"][0].update(cidr="8.8.0.0/16"),
+        lambda v: v["regions"][0].update(role="leader"),
+        lambda v: v["tags"].update(Name="x"),
+        lambda v: v["network"].update(az_count=1),
+        lambda v: v["app"].update(memory=3000),
+        lambda v: v["slo"].update(rpo_seconds=0.001, lag_alarm_seconds=0.0001),
+    ],
+)
+def test_every_message_carries_an_example_of_a_valid_value(change):
+    msg = problems_of(change)
+    lines = msg.splitlines()[1:]
+    assert lines and all(("e.g." in l or "use one of" in l or " to " in l) for l in lines), msg

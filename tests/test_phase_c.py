@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from infra.config import ConfigError
+from core.config import ConfigError
 from infra.synth import REPO
 from tests.conftest import config_variant
 from tests.helpers import one
@@ -111,7 +111,7 @@ def test_phase_c_keeps_all_of_phase_b(phase_c):
 
 
 def test_slo_check_credits_the_edge_failover():
-    from policies.offline import run_pack
+    from infra.pack import run_pack
     from infra.synth import synthesize
 
     result = run_pack(synthesize("phase-c").registrations)

@@ -102,11 +102,52 @@ def test_plan_fails_on_a_100_dollar_budget_naming_the_cause(tmp_path):
     assert "[mandatory] monthly-budget: estimated $" in out and "exceeds the $100.00 budget" in out
 
 
-def test_plan_fails_when_the_lag_alarm_is_slower_than_half_the_rpo(tmp_path):
+def test_a_lag_alarm_slower_than_half_the_rpo_is_refused_before_any_resource(tmp_path):
+    # The pack's replica-lag-alarm rule would reject it after planning; validation says it first, by key.
     path = _variant_file(tmp_path, lambda c: c["fraiseql:slo"].update(lag_alarm_seconds=45))
-    code, out, _ = run_plan("--stack", "phase-a", "--config-file", str(path))
-    assert code == EXIT_VIOLATION
-    assert "[mandatory] replica-lag-alarm: ReplicaLag alarm fraiseql-db-replica-lag-us-west-2" in out and "fires at 45 s" in out
+    code, out, err = run_plan("--stack", "phase-a", "--config-file", str(path))
+    assert code == EXIT_INVALID and out == ""
+    assert "fraiseql:slo.lag_alarm_seconds: 45 s is above the ceiling min(30 s, RPO 60 s / 2) = 30 s" in err
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "Pulumi.broken.yaml"
+    path.write_text("config:\n  fraiseql:phase: a\n   fraiseql:regions: [\n")
+    code, _, err = run_plan("--stack", "broken", "--config-file", str(path))
+    assert code == EXIT_INVALID
+    assert f"{path}:3:" in err and "not valid YAML" in err and "fraiseql:phase: a" in err
+
+
+HANG_PROGRAM = """
+import sys
+from infra import common, program
+from infra.__main__ import main
+
+def broken():
+    # Region stacks asking for more AZs than us-west-2 has, past validation: the AZ lookup fails
+    # inside outputs, Pulumi re-raises that error as its own cause, and plan used to loop forever.
+    cfg = program.read_stack_config()
+    cfg = cfg.model_copy(update={"network": cfg.network.model_copy(update={"az_count": 6})})
+    common.region_stacks(cfg, "phase-a")
+    return {}
+
+program.run = broken
+sys.exit(main(["plan", "--stack", "phase-a"]))
+"""
+
+
+def test_plan_exits_promptly_on_an_error_raised_inside_an_output():
+    done = subprocess.run([sys.executable, "-c", HANG_PROGRAM], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode in (1, 2)
+    assert "plan failed: the program raised" in done.stderr
+
+
+def test_config_problem_stops_on_an_exception_that_is_its_own_cause():
+    from infra.__main__ import _config_problem
+
+    e = RuntimeError("boom")
+    e.__cause__ = e
+    assert _config_problem(e) is None
 
 
 def test_plan_json_carries_cost_slo_and_violations():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.planning import (
+from core.planning import (
     MAX_AZS,
     MAX_VPC_PREFIX,
     MIN_VPC_PREFIX,
@@ -20,7 +20,7 @@ from infra.planning import (
     plan_mesh_routes,
     plan_subnets,
 )
-from infra.regions import REGIONS
+from core.regions import REGIONS
 
 vpcs = st.builds(
     lambda second, prefix: str(ipaddress.IPv4Network(f"10.{second}.0.0/{prefix}", strict=False)),

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.planning import (
+from core.planning import (
     VIA_TGW,
     VIA_VPC_ATTACHMENT,
     overlapping_pairs,
@@ -25,7 +25,7 @@ from infra.planning import (
     plan_replication_rules,
     plan_subnets,
 )
-from infra.regions import REGIONS
+from core.regions import REGIONS
 
 
 @st.composite

@@ -9,8 +9,8 @@ import pytest
 from pulumi_policy import PolicyResource, PolicyResourceOptions
 from pulumi_policy.policy import PolicyCustomTimeouts
 
-from infra.manifest import MANIFEST_NAME
-from policies.offline import evaluate, policy_resources
+from core.manifest import MANIFEST_NAME
+from infra.pack import evaluate, policy_resources
 
 RDS = "aws:rds/instance:Instance"
 

@@ -18,8 +18,15 @@ if str(ROOT) not in sys.path:  # lets a bare `pytest` (not only `python -m pytes
 
 from policies import pricing  # noqa: E402
 from policies.pricing import (  # noqa: E402
-    API_SOURCE_ID, MissingPrice, PriceBook, PriceBookError, PriceQuery, RefreshError, aws_price_queries,
-    fetch_price, parse_on_demand,
+    API_SOURCE_ID,
+    MissingPrice,
+    PriceBook,
+    PriceBookError,
+    PriceQuery,
+    RefreshError,
+    aws_price_queries,
+    fetch_price,
+    parse_on_demand,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"

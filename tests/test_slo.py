@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra import slo
-from infra.regions import REGIONS, one_way_fiber_ms
+from core import slo
+from core.regions import REGIONS, one_way_fiber_ms
 
 regions = st.lists(st.sampled_from(sorted(REGIONS)), min_size=2, max_size=6, unique=True)
 

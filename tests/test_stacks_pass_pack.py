@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from infra.pack import run_pack
 from infra.synth import REPO, synthesize
-from policies.offline import run_pack
 
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in REPO.glob("Pulumi.*.yaml"))
 

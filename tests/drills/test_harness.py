@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drills.pg import PgError, PgNode, cluster, free_port
+from drills.pg import PgError, cluster, free_port
 from drills.proxy import DelayProxy
 
 

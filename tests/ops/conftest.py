@@ -25,8 +25,8 @@ from typing import Any, Optional
 import pytest
 from moto import mock_aws
 
-from infra.ops.aws import Runtime, default_client_factory
-from infra.ops.cli import main
+from ops.aws import Runtime, default_client_factory
+from ops.cli import main
 
 ACCOUNT = "123456789012"
 PRIMARY, STANDBY = "us-east-1", "us-west-2"

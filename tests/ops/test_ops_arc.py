@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from infra.ops.aws import default_client_factory
+from ops.aws import default_client_factory
 from tests.ops.conftest import Harness, run_cli
 
 CONTROL_PANEL = "arn:aws:route53-recovery-control::123456789012:controlpanel/0123456789abcdef"

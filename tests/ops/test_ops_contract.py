@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
 from infra.synth import synthesize
+from ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
 
 
 def _outputs(stack: str) -> dict:

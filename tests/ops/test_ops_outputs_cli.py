@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from infra.ops.errors import UsageError
-from infra.ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
-from infra.ops.retry import RetryPolicy, is_throttle
+from ops.errors import UsageError
+from ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
+from ops.retry import RetryPolicy, is_throttle
 from tests.ops.conftest import Harness, run_cli
 from tests.ops.test_ops_arc import phase_b_outputs
 
@@ -115,7 +115,7 @@ def test_bad_outputs_file_exit_2(tmp_path: Path, harness: Harness) -> None:
 
 
 def test_module_entry_point_help_and_usage_exit_codes(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "infra.ops", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run([sys.executable, "-m", "ops", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0
     for cmd in ("status", "failover", "region-out", "region-in", "purge"):
         assert cmd in ok.stdout
@@ -124,10 +124,10 @@ def test_module_entry_point_help_and_usage_exit_codes(tmp_path: Path) -> None:
     del data["dbWriterHostname"]
     path = tmp_path / "o.json"
     path.write_text(json.dumps(data))
-    bad = subprocess.run([sys.executable, "-m", "infra.ops", "failover", "--outputs", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([sys.executable, "-m", "ops", "failover", "--outputs", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "missing key 'dbWriterHostname'" in bad.stdout
-    usage = subprocess.run([sys.executable, "-m", "infra.ops", "failover"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    usage = subprocess.run([sys.executable, "-m", "ops", "failover"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "--outputs" in usage.stderr
 
 

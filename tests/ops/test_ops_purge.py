@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.ops.purge import MAX_TAGS_PER_REQUEST, batches, parse_tags
+from ops.purge import MAX_TAGS_PER_REQUEST, batches, parse_tags
 from tests.ops.conftest import Harness, run_cli
 from tests.ops.test_ops_arc import phase_b_outputs
 

@@ -87,7 +87,7 @@ def test_default_health_provider_reads_checker_observations() -> None:
     """Without an injected provider, health comes from GetHealthCheckStatus: healthy above 18% of checkers."""
     from botocore.stub import Stubber
 
-    from infra.ops.aws import Runtime, api_health_status, default_client_factory
+    from ops.aws import Runtime, api_health_status, default_client_factory
 
     client = default_client_factory("route53", "us-east-1")
     stub = Stubber(client)

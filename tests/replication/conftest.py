@@ -9,8 +9,6 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 
-
-
 A, B, C = REGIONS
 
 

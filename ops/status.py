@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.ops import log
-from infra.ops.arc import ON, ArcCluster
-from infra.ops.aws import Runtime, alarm_arn_parts, alarms_in_alarm, describe_db, health, read_cname, replica_lag, same_host
-from infra.ops.errors import StepFailed
-from infra.ops.outputs import Outputs, PhaseAOutputs, PhaseBOutputs
+from ops import log
+from ops.arc import ON, ArcCluster
+from ops.aws import Runtime, alarm_arn_parts, alarms_in_alarm, describe_db, health, read_cname, replica_lag, same_host
+from ops.errors import StepFailed
+from ops.outputs import Outputs, PhaseAOutputs, PhaseBOutputs
 
 
 def _alarms(rt: Runtime, regions: list[str]) -> None:

@@ -8,16 +8,21 @@ never produces a half-built stack. Components downstream assume a valid `StackCo
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
+import typing
 from typing import Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
-from infra.naming import RESERVED_TAGS
-from infra.planning import MAX_AZS, MAX_VPC_PREFIX, MIN_VPC_PREFIX, overlapping_pairs
-from infra.regions import REGIONS
+from core.manifest import build_manifest
+from core.naming import RESERVED_TAGS
+from core.planning import MAX_AZS, MAX_VPC_PREFIX, MIN_VPC_PREFIX, overlapping_pairs
+from core.regions import REGIONS
+from core.slo import TARGET_KEYS, describe_ceiling, lag_alarm_ceiling, manifest_bounds
 
 NAMESPACE = "fraiseql"
 
@@ -35,6 +40,8 @@ _INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
 _ENGINE_VERSION = re.compile(r"^(\d+)(\.\d+)?$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Ranges AWS accepts for a VPC's primary CIDR here: the RFC 1918 private blocks.
+VPC_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 def _check_emails(addresses: list[str]) -> list[str]:
@@ -80,8 +87,11 @@ class RegionConfig(_Model):
             raise ValueError(
                 f"'{v}' is not a valid IPv4 network ({e}); write it like 10.10.0.0/16"
             ) from None
-        if not net.is_private:
-            raise ValueError(f"{v} is not a private (RFC 1918) range; use e.g. 10.10.0.0/16")
+        if not any(net.subnet_of(r) for r in VPC_RANGES):
+            raise ValueError(
+                f"{v} is not a private range that AWS accepts for a VPC (10.0.0.0/8, 172.16.0.0/12, "
+                "192.168.0.0/16); use e.g. 10.10.0.0/16"
+            )
         if not MIN_VPC_PREFIX <= net.prefixlen <= MAX_VPC_PREFIX:
             raise ValueError(
                 f"{v} has prefix /{net.prefixlen}; a VPC needs /{MIN_VPC_PREFIX} to /{MAX_VPC_PREFIX}"
@@ -97,7 +107,7 @@ class NetworkConfig(_Model):
     topology: Literal["none", "mesh", "hub-and-spoke"] = Field(
         "none", description="inter-region network; none relies on RDS's own cross-region transport"
     )
-    hub_region: Optional[str] = Field(None, description="hub of hub-and-spoke; defaults to the primary")
+    hub_region: Optional[str] = Field(None, examples=["us-east-1"], description="hub of hub-and-spoke (required there)")
 
 
 class AppConfig(_Model):
@@ -148,6 +158,15 @@ class DatabaseConfig(_Model):
     username: str = Field("fraiseql_admin", pattern=r"^[a-z][a-z0-9_]{0,15}$")
     performance_insights_retention_days: int = Field(7, ge=7)
 
+    @field_validator("engine_version", mode="before")
+    @classmethod
+    def _quoted(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(
+                f"got the number {v!r}: YAML reads an unquoted 16.10 as 16.1; quote the version, e.g. engine_version: \"16.4\""
+            )
+        return v
+
     @field_validator("engine_version")
     @classmethod
     def _version(cls, v: str) -> str:
@@ -195,11 +214,22 @@ class SloConfig(_Model):
     rto_seconds: float = Field(gt=0, examples=[300])
     rpo_seconds: float = Field(gt=0, examples=[60])
     latency_p95_ms: float = Field(gt=0, examples=[50])
-    lag_alarm_seconds: float = Field(30, gt=0, description="ReplicaLag alarm threshold")
+    lag_alarm_seconds: float = Field(
+        gt=0, examples=[30], description="replication-lag alarm threshold; default and ceiling min(30 s, RPO/2)"
+    )
     replication_lag_ms: Optional[float] = Field(
         None, gt=0, description="replication lag expected between the farthest write regions (measured or claimed)"
     )
-    availability_percent: Optional[float] = Field(None, gt=0, lt=100)
+    availability_percent: Optional[float] = Field(None, gt=0, lt=100, examples=[99.99])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_lag_alarm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "lag_alarm_seconds" not in data:
+            rpo = data.get("rpo_seconds")
+            if isinstance(rpo, (int, float)) and not isinstance(rpo, bool) and rpo > 0:
+                return {**data, "lag_alarm_seconds": lag_alarm_ceiling(rpo)}
+        return data
 
 
 class BudgetConfig(_Model):
@@ -238,7 +268,9 @@ class ReplicationConfig(_Model):
     default: Literal["lww"] = "lww"
     tables: list[TableConflictConfig] = Field(default_factory=list, description="tables with their own strategy")
     replicated: list[str] = Field(default_factory=list, description="further tables that use the default")
-    lag_alarm_seconds: Optional[float] = Field(None, gt=0, description="per-pair lag alarm; default min(30 s, RPO/2)")
+    lag_alarm_seconds: Optional[float] = Field(
+        None, gt=0, examples=[0.5], description="per-pair lag alarm; default slo.lag_alarm_seconds, at most min(30 s, RPO/2)"
+    )
 
 
 class QuorumConfig(_Model):
@@ -273,7 +305,9 @@ class EdgeConfig(_Model):
 
 
 class AlertsConfig(_Model):
-    emails: list[str] = Field(default_factory=list, description="subscribed to every region's alert topic")
+    emails: list[str] = Field(
+        default_factory=list, examples=[["oncall@example.com"]], description="subscribed to every region's alert topic"
+    )
 
     _emails = field_validator("emails")(classmethod(lambda cls, v: _check_emails(v)))
 
@@ -309,6 +343,13 @@ class StackConfig(_Model):
     def region(self, name: str) -> RegionConfig:
         return next(r for r in self.regions if r.name == name)
 
+    @property
+    def lag_alarm_seconds(self) -> float:
+        """Threshold of every replication-lag alarm: the multi-master override, else the SLO's."""
+        if self.replication is not None and self.replication.lag_alarm_seconds is not None:
+            return self.replication.lag_alarm_seconds
+        return self.slo.lag_alarm_seconds
+
 
 KEYS = tuple(StackConfig.model_fields)
 # Secret keys are read by the program with require_secret, never into the validated model.
@@ -325,7 +366,7 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
     for i, name in enumerate(names):
         if name in seen:
             problems.append(
-                (f"{k}regions[{i}].name", f"region {name} is listed twice (also regions[{seen[name]}]); each region once")
+                (f"{k}regions[{i}].name", f"region {name} is listed twice (also regions[{seen[name]}]); list each region once, e.g. name: us-west-2")
             )
         seen.setdefault(name, i)
 
@@ -339,61 +380,70 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
     if cfg.phase == "a":
         if roles.count("primary") != 1:
             problems.append(
-                (f"{k}regions", f"phase a needs exactly one region with role: primary, found {roles.count('primary')}")
+                (f"{k}regions", f"phase a needs exactly one region with role: primary, found {roles.count('primary')}; e.g. role: primary on the first region")
             )
         if "active" in roles:
-            problems.append((f"{k}regions", "role 'active' belongs to phases b and c; phase a uses primary and standby"))
+            problems.append((f"{k}regions", "role 'active' belongs to phases b and c; phase a uses primary and standby, e.g. role: standby"))
         if cfg.replication is not None:
-            problems.append((f"{k}replication", "multi-master replication belongs to phases b and c; phase a streams to a read replica"))
+            problems.append((f"{k}replication", "multi-master replication belongs to phases b and c; phase a streams to a read replica: remove it, or set e.g. phase: b"))
         if roles.count("standby") != 1:
             problems.append(
-                (f"{k}regions", f"phase a needs exactly one region with role: standby (Route 53 failover has one SECONDARY), found {roles.count('standby')}")
+                (f"{k}regions", f"phase a needs exactly one region with role: standby (Route 53 failover has one SECONDARY), found {roles.count('standby')}; e.g. role: standby on the second region")
             )
     else:
         if set(roles) != {"active"}:
             problems.append(
-                (f"{k}regions", f"phase {cfg.phase} is active-active: every region needs role: active (found {sorted(set(roles))})")
+                (f"{k}regions", f"phase {cfg.phase} is active-active: every region needs role: active (found {sorted(set(roles))}); e.g. role: active")
             )
         n = len(cfg.regions)
         if n < 3 or n % 2 == 0:
             problems.append(
-                (f"{k}regions", f"phase {cfg.phase} needs an odd number of write regions, at least 3, for a majority quorum; found {n}")
+                (f"{k}regions", f"phase {cfg.phase} needs an odd number of write regions, at least 3, for a majority quorum; found {n}; e.g. us-east-1, us-west-2, eu-west-1")
             )
         if cfg.network.topology == "none":
-            problems.append((f"{k}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke"))
+            problems.append((f"{k}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke, e.g. topology: mesh"))
         if cfg.replication is None:
             problems.append((f"{k}replication", f"phase {cfg.phase} needs a conflict policy, e.g. replication: {{default: lww, replicated: [tb_user]}}"))
         else:
             for i, t in enumerate(cfg.replication.tables):
                 if t.strategy == "counter" and not t.columns:
-                    problems.append((f"{k}replication.tables[{i}].columns", f"counter table {t.table} needs its counter columns"))
+                    problems.append((f"{k}replication.tables[{i}].columns", f"counter table {t.table} needs its counter columns, e.g. columns: [view_count]"))
             tables = [t.table for t in cfg.replication.tables] + cfg.replication.replicated
             for name in sorted({t for t in tables if tables.count(t) > 1}):
-                problems.append((f"{k}replication", f"table {name} is listed twice; give each table one strategy"))
+                problems.append((f"{k}replication", f"table {name} is listed twice; give each table one strategy, e.g. {{table: {name}, strategy: lww}}"))
         if cfg.database.major_version < 16:
             problems.append(
-                (f"{k}database.engine_version", f"multi-master needs PostgreSQL 16+ (origin = none); got {cfg.database.engine_version}")
+                (f"{k}database.engine_version", f"multi-master needs PostgreSQL 16+ (origin = none); got {cfg.database.engine_version}; e.g. engine_version: \"16.4\"")
             )
 
+    if cfg.network.topology == "hub-and-spoke" and cfg.network.hub_region is None:
+        problems.append((f"{k}network.hub_region", f"hub-and-spoke needs its hub named; add e.g. hub_region: {names[0]} (one of {names})"))
+    for i, rc in enumerate(cfg.regions):
+        have = REGIONS[rc.name].az_count
+        if cfg.network.az_count > have:
+            problems.append(
+                (f"{k}network.az_count", f"{cfg.network.az_count} AZs requested but {rc.name} (regions[{i}]) has {have}; "
+                 f"use e.g. az_count: {min(have, 3)}")
+            )
     if cfg.network.hub_region is not None and cfg.network.hub_region not in names:
-        problems.append((f"{k}network.hub_region", f"'{cfg.network.hub_region}' is not one of the regions {names}"))
+        problems.append((f"{k}network.hub_region", f"'{cfg.network.hub_region}' is not one of the regions; use one of {names}"))
     if cfg.network.hub_region is not None and cfg.network.topology != "hub-and-spoke":
-        problems.append((f"{k}network.hub_region", "only meaningful with topology: hub-and-spoke; remove it or change topology"))
+        problems.append((f"{k}network.hub_region", "only meaningful with topology: hub-and-spoke; remove it or set e.g. topology: hub-and-spoke"))
 
     lo, hi, step = FARGATE_MEMORY[cfg.app.cpu]
     if not (lo <= cfg.app.memory <= hi and (cfg.app.memory - lo) % step == 0):
         problems.append(
-            (f"{k}app.memory", f"{cfg.app.memory} MiB is not valid with cpu {cfg.app.cpu}; use {lo} to {hi} in steps of {step}")
+            (f"{k}app.memory", f"{cfg.app.memory} MiB is not valid with cpu {cfg.app.cpu}; use {lo} to {hi} in steps of {step}, e.g. memory: {lo}")
         )
     if cfg.app.max_count < cfg.app.desired_count:
         problems.append(
-            (f"{k}app.max_count", f"{cfg.app.max_count} is below desired_count {cfg.app.desired_count}; raise it to at least that")
+            (f"{k}app.max_count", f"{cfg.app.max_count} is below desired_count {cfg.app.desired_count}; raise it to at least that, e.g. max_count: {cfg.app.desired_count}")
         )
 
     db = cfg.database
     if db.max_allocated_storage_gb is not None and db.max_allocated_storage_gb < db.allocated_storage_gb:
         problems.append(
-            (f"{k}database.max_allocated_storage_gb", f"{db.max_allocated_storage_gb} is below allocated_storage_gb {db.allocated_storage_gb}")
+            (f"{k}database.max_allocated_storage_gb", f"{db.max_allocated_storage_gb} is below allocated_storage_gb {db.allocated_storage_gb}; e.g. max_allocated_storage_gb: {2 * db.allocated_storage_gb}")
         )
 
     items = cfg.budget.line_items
@@ -401,23 +451,45 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         total = sum(items.values())
         problems.append(
             (f"{k}budget.line_items", f"the line items add up to ${total:,.2f}, not monthly_usd ${cfg.budget.monthly_usd:,.2f} "
-             f"(off by ${cfg.budget.monthly_usd - total:,.2f}); fix the items or the total")
+             f"(off by ${cfg.budget.monthly_usd - total:,.2f}); fix the items or the total, e.g. monthly_usd: {total:.2f}")
         )
     if cfg.phase == "c" and cfg.edge is None:
-        problems.append((f"{k}edge", "phase c needs the Cloudflare edge: account_id, zone_id, zone_name, hostname"))
+        problems.append((f"{k}edge", "phase c needs the Cloudflare edge: account_id, zone_id, zone_name, hostname, e.g. edge: {account_id: <32 hex>, zone_id: <32 hex>, zone_name: example.com, hostname: api.example.com}"))
     if cfg.phase != "c" and cfg.edge is not None:
-        problems.append((f"{k}edge", f"the edge belongs to phase c; remove it from a phase {cfg.phase} stack"))
+        problems.append((f"{k}edge", f"the edge belongs to phase c; remove it from a phase {cfg.phase} stack, or set e.g. phase: c"))
     if cfg.edge is not None and not cfg.edge.hostname.endswith("." + cfg.edge.zone_name):
-        problems.append((f"{k}edge.hostname", f"{cfg.edge.hostname} is not inside the zone {cfg.edge.zone_name}"))
-    if cfg.slo.lag_alarm_seconds > cfg.slo.rpo_seconds:
-        problems.append(
-            (f"{k}slo.lag_alarm_seconds", f"{cfg.slo.lag_alarm_seconds:g} s is above the RPO of {cfg.slo.rpo_seconds:g} s: the alarm would fire after data is already at risk; set it to at most {cfg.slo.rpo_seconds:g} (RPO/2 recommended)")
-        )
+        problems.append((f"{k}edge.hostname", f"{cfg.edge.hostname} is not inside the zone {cfg.edge.zone_name}; e.g. hostname: api.{cfg.edge.zone_name}"))
+    ceiling = lag_alarm_ceiling(cfg.slo.rpo_seconds)
+    alarms = [("slo.lag_alarm_seconds", cfg.slo.lag_alarm_seconds)]
+    if cfg.replication is not None and cfg.replication.lag_alarm_seconds is not None:
+        alarms.append(("replication.lag_alarm_seconds", cfg.replication.lag_alarm_seconds))
+    for key, value in alarms:
+        if value > ceiling:
+            problems.append(
+                (f"{k}{key}", f"{value:g} s is above the ceiling {describe_ceiling(cfg.slo.rpo_seconds)}: the alarm must fire "
+                 f"while there is still time to act; set e.g. {key.split('.')[-1]}: {ceiling:g}")
+            )
+    if not problems:
+        for bound in manifest_bounds(build_manifest(cfg, "check")):
+            if not bound.feasible:
+                key = TARGET_KEYS[bound.name]
+                problems.append(
+                    (f"{k}{key}", f"{bound.target:g} {bound.unit} is below what this topology can reach: {bound.floor:.3g} "
+                     f"{bound.unit} = {bound.arithmetic}; set e.g. {key.split('.')[-1]}: {_round_up(bound.floor)}")
+                )
 
     for key in cfg.tags:
         if key in RESERVED_TAGS:
-            problems.append((f"{k}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name"))
+            problems.append((f"{k}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name, e.g. team: platform"))
     return problems
+
+
+def _round_up(x: float) -> str:
+    """A tidy value at or above x, for examples in messages."""
+    for step in (0.01, 0.1, 1, 5, 10, 30, 60, 300):
+        if x <= step * 20:
+            return f"{(int(x / step) + 1) * step:g}"
+    return f"{int(x) + 1}"
 
 
 def _loc_to_key(loc: tuple[Any, ...]) -> str:
@@ -430,23 +502,59 @@ def _loc_to_key(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _example_for(loc: tuple[Any, ...]) -> Optional[str]:
-    """Walk the model tree along `loc` to find the field's documented example, if any."""
-    model: Any = StackConfig
+def _model_and_field(loc: tuple[Any, ...]) -> tuple[Optional[type[BaseModel]], Any]:
+    """Walk the model tree along `loc`: the model that holds the last key, and that key's field."""
+    model: Optional[type[BaseModel]] = StackConfig
+    holder: Optional[type[BaseModel]] = StackConfig
     field = None
     for part in loc:
         if isinstance(part, int):
             continue
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
+        if model is None or part not in model.model_fields:
+            return model, None
+        holder, field = model, model.model_fields[part]
+        model = next((a for a in _flatten(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return holder, field
+
+
+def _flatten(ann: Any) -> list[Any]:
+    out = [ann]
+    for arg in typing.get_args(ann):
+        out += _flatten(arg)
+    return out
+
+
+def _example_for(loc: tuple[Any, ...]) -> Optional[str]:
+    """A valid value for the key at `loc`: its documented example, its default, or its first allowed choice."""
+    _, field = _model_and_field(loc)
+    if field is None:
+        return None
+    if field.examples:
+        value = field.examples[0]
+    elif field.default not in (None, PydanticUndefined) and field.default != []:
+        value = field.default
+    else:
+        choices = [a for t in _flatten(field.annotation) if typing.get_origin(t) is Literal for a in typing.get_args(t)]
+        if not choices:
             return None
-        field = fields[part]
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    if field is not None and field.examples:
-        return json.dumps(field.examples[0])
-    return None
+        value = choices[0]
+    if isinstance(loc[-1], int) and isinstance(value, list) and value:
+        value = value[0]
+    return json.dumps(value)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    model: Optional[type[BaseModel]] = StackConfig
+    if len(loc) > 1:
+        _, parent = _model_and_field(loc[:-1])
+        model = next((a for a in _flatten(parent.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None) if parent else None
+    names = list(model.model_fields) if model is not None else []
+    if len(loc) == 1:
+        names += list(SECRET_KEYS)
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean '{close[0]}'? (valid here: {', '.join(names)})"
+    return f"unknown key; remove it, or use one of: {', '.join(names)}"
 
 
 def _format_pydantic(err: ValidationError) -> list[tuple[str, str]]:
@@ -455,17 +563,18 @@ def _format_pydantic(err: ValidationError) -> list[tuple[str, str]]:
         loc = tuple(e["loc"])
         key = _loc_to_key(loc)
         kind = e["type"]
+        example = _example_for(loc)
+        name = next((str(p) for p in reversed(loc) if not isinstance(p, int)), "value")
         if kind == "missing":
-            example = _example_for(loc)
             msg = "missing required key; add it to the stack file"
-            if example:
-                msg += f", e.g. {loc[-1]}: {example}"
         elif kind == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
+            msg = _did_you_mean(loc)
         elif kind == "value_error":
             msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
         else:
             msg = f"{e['msg']} (got {json.dumps(e.get('input'), default=str)})"
+        if example is not None and "e.g." not in msg and kind != "extra_forbidden":
+            msg += f"; e.g. {name}: {example}"
         problems.append((key, msg))
     return problems
 
@@ -479,7 +588,7 @@ def _parse_value(key: str, raw: Any) -> Any:
         try:
             return json.loads(s)
         except json.JSONDecodeError as e:
-            raise ConfigError("?", [(f"{NAMESPACE}:{key}", f"is not valid structured config ({e.msg})")]) from None
+            raise ConfigError("?", [(f"{NAMESPACE}:{key}", f"is not valid structured config ({e.msg}); write it as YAML, e.g. {key}: {{az_count: 2}}")]) from None
     return raw
 
 
@@ -502,7 +611,7 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
         return cfg
     problems = _cross_checks(cfg)
     if cfg.phase == "c" and "edge_purge_token" not in secrets:
-        problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
+        problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
     if problems:
         raise ConfigError(stack, problems)
     return cfg

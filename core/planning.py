@@ -35,7 +35,7 @@ def plan_subnets(vpc_cidr: str, az_count: int) -> list[SubnetPlan]:
     if not 1 <= az_count <= MAX_AZS:
         raise ValueError(f"az_count must be between 1 and {MAX_AZS}, got {az_count}")
     tier_blocks = list(net.subnets(prefixlen_diff=_TIER_BITS))
-    plan = []
+    plan: list[SubnetPlan] = []
     for tier, block in zip(TIERS, tier_blocks):
         slots = list(block.subnets(prefixlen_diff=_AZ_BITS))
         plan.extend(SubnetPlan(tier, i, str(slots[i])) for i in range(az_count))

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 from botocore.exceptions import ClientError
 
-from infra.ops import log
-from infra.ops.aws import Runtime
-from infra.ops.errors import Refused, StepFailed, UsageError
-from infra.ops.outputs import ArcEndpoint, PhaseBOutputs
-from infra.ops.retry import error_code, is_connection_error
+from ops import log
+from ops.aws import Runtime
+from ops.errors import Refused, StepFailed, UsageError
+from ops.outputs import ArcEndpoint, PhaseBOutputs
+from ops.retry import error_code, is_connection_error
 
 ON, OFF = "On", "Off"
 # Errors that say "this endpoint, not your request": try the next cluster endpoint.
@@ -133,6 +133,7 @@ def set_regions(outputs: PhaseBOutputs, rt: Runtime, regions: Sequence[str], des
         r.emit(step, log.WARN, f"FORCED below quorum: {reason}")
 
     entries = [{"RoutingControlArn": outputs.routingControlArns[g], "RoutingControlState": desired} for g in todo]
+    params: dict[str, Any]
     if len(entries) == 1:
         op, params = "update_routing_control_state", dict(entries[0])
     else:

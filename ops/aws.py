@@ -20,8 +20,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from infra.ops import log
-from infra.ops.retry import RetryingClient, RetryPolicy, error_code, is_connection_error
+from ops import log
+from ops.retry import RetryingClient, RetryPolicy, error_code, is_connection_error
 
 # Route 53 is a global service whose control plane is in us-east-1.
 ROUTE53_REGION = "us-east-1"

@@ -8,16 +8,26 @@ config, and reach preview-time policies without a second copy in policy config.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from infra.config import StackConfig
+from core.slo import quorum_size
+
+if TYPE_CHECKING:
+    from core.config import StackConfig
 
 MANIFEST_TYPE = "aws:ssm/parameter:Parameter"
 MANIFEST_NAME = "fraiseql-manifest"
 VERSION = 1
 
 
-def build_manifest(cfg: StackConfig, stack: str) -> dict[str, Any]:
+def _quorum(n: int) -> Optional[int]:
+    try:
+        return quorum_size(n)
+    except ValueError:  # an even or too small region count: config validation and the pack report it
+        return None
+
+
+def build_manifest(cfg: "StackConfig", stack: str) -> dict[str, Any]:
     write_regions = [r.name for r in cfg.regions if r.role in ("primary", "active")]
     return {
         "version": VERSION,
@@ -25,7 +35,7 @@ def build_manifest(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "phase": cfg.phase,
         "regions": [{"name": r.name, "role": r.role, "cidr": r.cidr} for r in cfg.regions],
         "write_regions": write_regions,
-        "quorum": len(write_regions) // 2 + 1 if cfg.phase != "a" else None,
+        "quorum": _quorum(len(write_regions)) if cfg.phase != "a" else None,
         "topology": cfg.network.topology,
         "edge": cfg.phase == "c",
         "edge_plan": cfg.edge.plan if cfg.edge else None,

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from infra.regions import one_way_fiber_ms
+from core.regions import one_way_fiber_ms
+from replication.quorum import quorum_size
+
+__all__ = ["quorum_size", "lag_alarm_ceiling", "manifest_bounds", "Bound", "LAG_ALARM_CAP_S"]
+
+# A lag alarm must fire while there is still time to act: at half the RPO, and never later than 30 s.
+LAG_ALARM_CAP_S = 30.0
 
 # RDS read-replica promotion reboots the instance; AWS quotes minutes. One minute is a generous floor.
 PROMOTION_FLOOR_S = 60.0
@@ -19,6 +25,15 @@ PROMOTION_FLOOR_S = 60.0
 APPLY_MARGIN_MS = 10.0
 # The seed's own floor for a request at the origin: parsing under 1 ms plus a 5 ms database round.
 ORIGIN_FLOOR_MS = 6.0
+
+
+def lag_alarm_ceiling(rpo_seconds: float) -> float:
+    """Highest replication-lag alarm threshold allowed for an RPO: min(30 s, RPO/2). Also the default."""
+    return min(LAG_ALARM_CAP_S, rpo_seconds / 2)
+
+
+def describe_ceiling(rpo_seconds: float) -> str:
+    return f"min({LAG_ALARM_CAP_S:g} s, RPO {rpo_seconds:g} s / 2) = {lag_alarm_ceiling(rpo_seconds):g} s"
 
 
 @dataclass(frozen=True)
@@ -87,3 +102,23 @@ def latency_floor(*, phase: str, primary: Optional[str], regions: Sequence[str],
                      f"write from {far} to the primary {primary}: round trip {rtt:.1f} ms + origin {ORIGIN_FLOOR_MS:g} ms")
     return Bound("latency p95 (miss)", "ms", target_ms, ORIGIN_FLOOR_MS,
                  f"every region writes locally: origin {ORIGIN_FLOOR_MS:g} ms")
+
+
+# The stack-config key that sets each bound's target, for messages that name what to change.
+TARGET_KEYS = {"RTO": "slo.rto_seconds", "RPO": "slo.rpo_seconds", "latency p95 (miss)": "slo.latency_p95_ms"}
+
+
+def manifest_bounds(m: Mapping[str, Any]) -> list[Bound]:
+    """RTO, RPO and latency floors of the topology a stack manifest (core.manifest) describes."""
+    s, dns = m["slo"], m["dns"]
+    writers = m["write_regions"]
+    regions = [r["name"] for r in m["regions"]]
+    primary = writers[0] if m["phase"] == "a" else None
+    replicas_of = {r: primary for r in regions if r != primary} if primary else None
+    return [
+        rto_floor(phase=m["phase"], edge=bool(m.get("edge")), interval_s=dns["interval_s"], threshold=dns["threshold"],
+                  ttl_s=dns["ttl_s"], target_s=s["rto_seconds"], write_regions=regions),
+        rpo_floor(write_regions=writers if len(writers) > 1 else regions, replicas_of=replicas_of,
+                  target_s=s["rpo_seconds"], declared_lag_ms=s.get("replication_lag_ms")),
+        latency_floor(phase=m["phase"], primary=primary, regions=regions, target_ms=s["latency_p95_ms"]),
+    ]

@@ -1,4 +1,4 @@
-"""`python -m infra.ops COMMAND --outputs FILE|- [options]`: the operations runbooks.
+"""`python -m ops COMMAND --outputs FILE|- [options]`: the operations runbooks.
 
 Exit codes: 0 done (or nothing to do), 1 failed (re-run resumes), 2 usage or bad stack outputs,
 3 refused for safety (nothing changed), 130 interrupted (re-run resumes). See docs/runbooks.md.
@@ -12,15 +12,15 @@ from typing import Optional, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infra.ops import log
-from infra.ops.arc import OFF, ON, RegionChangeOptions, set_regions
-from infra.ops.aws import Runtime
-from infra.ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, OpsError, UsageError
-from infra.ops.failover import FailoverOptions, run_failover
-from infra.ops.outputs import load_outputs, require_phase
-from infra.ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
-from infra.ops.retry import error_code
-from infra.ops.status import run_status
+from ops import log
+from ops.arc import OFF, ON, RegionChangeOptions, set_regions
+from ops.aws import Runtime
+from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, OpsError, UsageError
+from ops.failover import FailoverOptions, run_failover
+from ops.outputs import load_outputs, require_phase
+from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
+from ops.retry import error_code
+from ops.status import run_status
 
 EPILOG = "exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, 130 interrupted"
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     mutating = argparse.ArgumentParser(add_help=False)
     mutating.add_argument("--dry-run", action="store_true", help="print exactly what would be done; change nothing")
 
-    parser = argparse.ArgumentParser(prog="python -m infra.ops", description="FraiseQL operations runbooks.", epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog="python -m ops", description="FraiseQL operations runbooks.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -17,10 +17,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from infra.ops import log
-from infra.ops.aws import Runtime
-from infra.ops.errors import Refused, StepFailed, UsageError
-from infra.ops.outputs import PhaseCOutputs
+from ops import log
+from ops.aws import Runtime
+from ops.errors import Refused, StepFailed, UsageError
+from ops.outputs import PhaseCOutputs
 
 DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
 TOKEN_ENV, BASE_ENV = "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_BASE"
@@ -119,7 +119,7 @@ def run_purge(outputs: PhaseCOutputs, rt: Runtime, opts: PurgeOptions) -> int:
     if not base.startswith(("https://", "http://")):
         raise UsageError(f"{BASE_ENV} must be an http(s) URL", step="purge")
     url = f"{base}/zones/{outputs.cloudflareZoneId}/purge_cache"
-    bodies = [{"purge_everything": True}] if opts.everything else [{"tags": b} for b in batches(opts.tags, opts.batch_size)]
+    bodies: list[dict[str, Any]] = [{"purge_everything": True}] if opts.everything else [{"tags": b} for b in batches(opts.tags, opts.batch_size)]
     token = rt.environ.get(TOKEN_ENV, "")
     if opts.dry_run:
         for i, body in enumerate(bodies, 1):

@@ -16,6 +16,7 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.policy import PolicyCustomTimeouts
 
@@ -94,8 +95,8 @@ def evaluate(resources: list[PolicyResource], config: Optional[dict[str, Any]] =
         if isinstance(policy, ResourceValidationPolicy):
             for r in resources:
                 args = ResourceValidationArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None, config=config)
-                policy.validate(args, lambda m, u=None, _r=r: report(m, u or _r.urn))
-        else:
+                policy.validate(args, lambda m, u=None, _r=r: report(m, u or _r.urn))  # type: ignore[misc]
+        elif isinstance(policy, StackValidationPolicy):
             policy.validate(StackValidationArgs(resources, config=config), report)
     return violations
 

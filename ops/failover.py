@@ -19,8 +19,8 @@ from typing import Any, Optional
 
 from botocore.exceptions import ClientError
 
-from infra.ops import log
-from infra.ops.aws import (
+from ops import log
+from ops.aws import (
     DbState,
     HealthState,
     Runtime,
@@ -31,9 +31,9 @@ from infra.ops.aws import (
     same_host,
     upsert_cname_change,
 )
-from infra.ops.errors import Refused, StepFailed
-from infra.ops.outputs import PhaseAOutputs
-from infra.ops.retry import error_code, is_connection_error
+from ops.errors import Refused, StepFailed
+from ops.outputs import PhaseAOutputs
+from ops.retry import error_code, is_connection_error
 
 STEPS = ("preflight", "fence", "promote", "redirect", "verify")
 # What a replica reads while RDS promotes it (it still names its source until the end).

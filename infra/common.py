@@ -1,0 +1,154 @@
+"""Parts of the program that every phase declares the same way: regions, services, budget, manifest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi_aws as aws
+from pulumi import ResourceOptions
+
+from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
+from components.postgres_replication import PostgresReplication
+from components.region_stack import RegionStack, RegionStackArgs
+from core.config import StackConfig
+from core.manifest import MANIFEST_NAME, build_manifest
+from core.naming import merge_tags
+
+
+def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
+    """The stack's declared phase, SLOs, budget and usage, readable by the policy pack and operators."""
+    return aws.ssm.Parameter(
+        MANIFEST_NAME,
+        region=cfg.regions[0].name,
+        name=f"/fraiseql/{stack}/manifest",
+        type="String",
+        tier="Standard",
+        # insecure_value: the manifest holds no secret, and policies must read it in plain text.
+        insecure_value=json.dumps(build_manifest(cfg, stack), sort_keys=True),
+        description="FraiseQL stack manifest (read by the policy pack and the runbooks)",
+        tags=merge_tags(cfg.tags, name=f"fraiseql-{stack}-manifest", phase=cfg.phase, stack=stack, component="program"),
+    )
+
+
+def region_stacks(cfg: StackConfig, stack: str) -> dict[str, RegionStack]:
+    cert_names = (cfg.dns.record_name, cfg.dns.reads_hostname) if cfg.dns.https else ()
+    return {
+        rc.name: RegionStack(
+            f"fraiseql-{rc.name}",
+            RegionStackArgs(
+                region=rc.name,
+                role=rc.role,
+                vpc_cidr=rc.cidr,
+                az_count=cfg.network.az_count,
+                nat_per_az=cfg.network.nat == "per_az",
+                app_port=cfg.app.port,
+                health_path=cfg.app.health_path,
+                db_port=cfg.database.port,
+                phase=cfg.phase,
+                stack=stack,
+                certificate_names=cert_names,
+                zone_id=cfg.dns.zone_id,
+                log_retention_days=cfg.app.log_retention_days,
+                alert_emails=tuple(cfg.alerts.emails),
+                tags=cfg.tags,
+            ),
+        )
+        for rc in cfg.regions
+    }
+
+
+def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
+    """PostgresReplicationArgs fields that every phase fills the same way."""
+    db = cfg.database
+    return dict(
+        engine_version=db.engine_version,
+        allocated_storage_gb=db.allocated_storage_gb,
+        max_allocated_storage_gb=db.max_allocated_storage_gb,
+        storage_type=db.storage_type,
+        backup_retention_days=db.backup_retention_days,
+        port=db.port,
+        db_name=db.db_name,
+        username=db.username,
+        performance_insights_retention_days=db.performance_insights_retention_days,
+        vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
+        phase=cfg.phase,
+        stack=stack,
+        tags=cfg.tags,
+    )
+
+
+def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], database: PostgresReplication,
+              secret_arns: dict[str, Any]) -> dict[str, FraiseqlService]:
+    services = {}
+    for rc in cfg.regions:
+        rs = regions[rc.name]
+        services[rc.name] = FraiseqlService(
+            f"fraiseql-app-{rc.name}",
+            FraiseqlServiceArgs(
+                region=rc.name,
+                role=rc.role,
+                image=cfg.app.image,
+                cpu=cfg.app.cpu,
+                memory=cfg.app.memory,
+                arch=cfg.app.arch,
+                port=cfg.app.port,
+                health_path=cfg.app.health_path,
+                desired_count=cfg.app.desired_count,
+                max_count=cfg.app.max_count,
+                cpu_target_percent=cfg.app.cpu_target_percent,
+                cluster_arn=rs.cluster_arn,
+                cluster_name=rs.cluster_name,
+                subnet_ids=rs.private_subnet_ids,
+                security_group_id=rs.app_security_group_id,
+                target_group_arn=rs.target_group_arn,
+                listener_arn=rs.listener_arn,
+                log_group_name=rs.log_group_name,
+                execution_role_arn=rs.execution_role_arn,
+                execution_role_name=rs.execution_role_name,
+                task_role_arn=rs.task_role_arn,
+                writer_host=database.writer_hostnames[rc.name],
+                reader_host=database.reader_hostnames[rc.name],
+                db_port=cfg.database.port,
+                db_name=cfg.database.db_name,
+                db_secret_arn=secret_arns[rc.name],
+                db_secret_kms_key_arn=database.kms_key_arns[rc.name] if cfg.phase != "a" else database.kms_key_arns[cfg.primary.name],
+                phase=cfg.phase,
+                stack=stack,
+                tags=cfg.tags,
+            ),
+            opts=ResourceOptions(depends_on=[rs]),
+        )
+    return services
+
+
+def budget(cfg: StackConfig, stack: str) -> aws.budgets.Budget:
+    """The stack's monthly budget as an AWS Budgets alert; the policy pack reads the same resource."""
+    emails = cfg.budget.alert_emails
+    return aws.budgets.Budget(
+        "fraiseql-budget",
+        name=f"fraiseql-{stack}",
+        budget_type="COST",
+        limit_amount=f"{cfg.budget.monthly_usd:.2f}",
+        limit_unit="USD",
+        time_unit="MONTHLY",
+        # Requires the `stack` tag to be activated as a cost allocation tag in the billing console.
+        cost_filters=[aws.budgets.BudgetCostFilterArgs(name="TagKeyValue", values=[f"user:stack${stack}"])],
+        notifications=[
+            aws.budgets.BudgetNotificationArgs(
+                comparison_operator="GREATER_THAN",
+                threshold=round(cfg.budget.advisory_fraction * 100, 2),
+                threshold_type="PERCENTAGE",
+                notification_type="FORECASTED",
+                subscriber_email_addresses=emails,
+            ),
+            aws.budgets.BudgetNotificationArgs(
+                comparison_operator="GREATER_THAN",
+                threshold=100,
+                threshold_type="PERCENTAGE",
+                notification_type="ACTUAL",
+                subscriber_email_addresses=emails,
+            ),
+        ],
+        tags=merge_tags(cfg.tags, name=f"fraiseql-{stack}-budget", phase=cfg.phase, stack=stack, component="program"),
+    )

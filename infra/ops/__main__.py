@@ -1,5 +1,0 @@
-import sys
-
-from infra.ops.cli import main
-
-sys.exit(main())

@@ -1,0 +1,96 @@
+"""Phase A: a primary region and a warm standby, streaming replication, DNS failover."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
+from components.postgres_replication import DatabaseNode, PostgresReplication, PostgresReplicationArgs
+from core.config import StackConfig
+from core.outputs import PhaseAOutputs
+from infra import common
+
+
+def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
+    regions = common.region_stacks(cfg, stack)
+    primary, standby = cfg.primary.name, cfg.standbys[0].name
+    db = cfg.database
+    nodes = tuple(
+        DatabaseNode(
+            region=rc.name,
+            role="primary" if rc.role == "primary" else "replica",
+            instance_class=db.instance_class if rc.role == "primary" else (db.standby_instance_class or db.instance_class),
+            subnet_group_name=regions[rc.name].db_subnet_group_name,
+            security_group_ids=[regions[rc.name].db_security_group_id],
+            alarm_topic_arn=regions[rc.name].alerts_topic_arn,
+            multi_az=db.multi_az if rc.role == "primary" else db.standby_multi_az,
+        )
+        for rc in cfg.regions
+    )
+    database = PostgresReplication(
+        "fraiseql-db",
+        PostgresReplicationArgs(
+            mode="streaming",
+            nodes=nodes,
+            lag_alarm_seconds=cfg.lag_alarm_seconds,
+            **common.database_common(cfg, stack, regions),
+        ),
+    )
+
+    services = common.services(cfg, stack, regions, database, {rc.name: database.master_secret_arn for rc in cfg.regions})
+
+    dns = DnsFailover(
+        "fraiseql-dns",
+        DnsFailoverArgs(
+            mode="failover",
+            zone_id=cfg.dns.zone_id,
+            record_name=cfg.dns.record_name,
+            read_record_name=cfg.dns.reads_hostname,
+            endpoints=tuple(
+                Endpoint(
+                    region=rc.name,
+                    role="primary" if rc.role == "primary" else "secondary",
+                    alb_dns_name=regions[rc.name].alb_dns_name,
+                    alb_zone_id=regions[rc.name].alb_zone_id,
+                )
+                for rc in cfg.regions
+            ),
+            health_path=cfg.app.health_path,
+            https=cfg.dns.https,
+            request_interval=cfg.dns.health_check_interval,
+            failure_threshold=cfg.dns.failure_threshold,
+            phase=cfg.phase,
+            stack=stack,
+            tags=cfg.tags,
+        ),
+    )
+    budget = common.budget(cfg, stack)
+    scheme = "https" if cfg.dns.https else "http"
+    return PhaseAOutputs.exports(
+        phase=cfg.phase,
+        regions={rc.name: rc.role for rc in cfg.regions},
+        primaryRegion=primary,
+        standbyRegion=standby,
+        apiUrl=f"{scheme}://{cfg.dns.record_name}",
+        readUrl=f"{scheme}://{cfg.dns.reads_hostname}",
+        zoneId=cfg.dns.zone_id,
+        recordName=cfg.dns.record_name,
+        albDnsNames={r: rs.alb_dns_name for r, rs in regions.items()},
+        primaryDbIdentifier=database.primary_identifier,
+        primaryDbArn=database.primary_arn,
+        primaryDbAddress=database.primary_address,
+        replicaDbIdentifiers=database.replica_identifiers,
+        replicaDbAddresses=database.replica_addresses,
+        dbSecretArn=database.master_secret_arn,
+        dbPrivateZoneId=database.private_zone_id,
+        dbWriterHostname=database.writer_hostname,
+        dbSecurityGroupIds={r: rs.db_security_group_id for r, rs in regions.items()},
+        fenceSecurityGroupIds={r: rs.fence_security_group_id for r, rs in regions.items()},
+        healthCheckIds=dns.health_check_ids,
+        replicaLagAlarmArns=database.lag_alarm_arns,
+        alertTopicArns={r: rs.alerts_topic_arn for r, rs in regions.items()},
+        clusterNames={r: rs.cluster_name for r, rs in regions.items()},
+        serviceNames={r: s.service_name for r, s in services.items()},
+        slo={"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds, "lagAlarmSeconds": cfg.lag_alarm_seconds},
+        budgetName=budget.name,
+    )

@@ -1,0 +1,191 @@
+"""Phases B and C: three or more active regions, multi-master writers, the quorum fence, latency routing.
+Phase C adds the Cloudflare edge (infra.phase_c), imported only there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi import ResourceOptions
+
+from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
+from components.interregion_network import InterRegionNetwork, InterRegionNetworkArgs, RegionAttachment
+from components.postgres_replication import (
+    DatabaseNode,
+    MultiMasterSettings,
+    PostgresReplication,
+    PostgresReplicationArgs,
+)
+from components.quorum import Quorum, QuorumArgs, QuorumRegion
+from components.region_stack import RegionStack
+from core.config import StackConfig
+from core.outputs import PhaseBOutputs, PhaseCOutputs
+from core.planning import plan_subnets
+from core.slo import quorum_size
+from infra import common
+from infra.paths import LAMBDA_DEPS, REPO
+
+
+def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> InterRegionNetwork:
+    topology = cfg.network.topology
+    assert topology != "none"  # validated: phases b and c replicate over mesh or hub-and-spoke
+    return InterRegionNetwork(
+        "fraiseql-net",
+        InterRegionNetworkArgs(
+            topology=topology,
+            regions=tuple(
+                RegionAttachment(
+                    region=rc.name,
+                    vpc_id=regions[rc.name].vpc_id,
+                    vpc_cidr=rc.cidr,
+                    database_subnet_cidrs=tuple(
+                        p.cidr for p in plan_subnets(rc.cidr, cfg.network.az_count) if p.tier == "database"
+                    ),
+                    route_table_ids=(*regions[rc.name].private_route_table_ids, regions[rc.name].database_route_table_id),
+                    db_security_group_id=regions[rc.name].db_security_group_id,
+                    attachment_subnet_ids=tuple(regions[rc.name].database_subnet_ids),
+                )
+                for rc in cfg.regions
+            ),
+            hub_region=cfg.network.hub_region,
+            db_port=cfg.database.port,
+            phase=cfg.phase,
+            stack=stack,
+            tags=cfg.tags,
+        ),
+    )
+
+
+def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
+    """Three (or more, odd) active regions: mesh or hub network, multi-master writers, quorum fence.
+    Phase C is the same, behind the Cloudflare edge."""
+    regions = common.region_stacks(cfg, stack)
+    network = inter_region_network(cfg, stack, regions)
+    db = cfg.database
+    repl = cfg.replication
+    assert repl is not None  # validated: phases b and c carry a conflict policy
+    code = pulumi.AssetArchive({"replication": pulumi.FileArchive(str(REPO / "replication"))})
+    deps = pulumi.FileArchive(str(LAMBDA_DEPS))
+    database = PostgresReplication(
+        "fraiseql-db",
+        PostgresReplicationArgs(
+            mode="multi-master",
+            nodes=tuple(
+                DatabaseNode(
+                    region=rc.name,
+                    role="writer",
+                    instance_class=db.instance_class,
+                    subnet_group_name=regions[rc.name].db_subnet_group_name,
+                    security_group_ids=[regions[rc.name].db_security_group_id],
+                    alarm_topic_arn=regions[rc.name].alerts_topic_arn,
+                    multi_az=db.multi_az,
+                    vpc_id=regions[rc.name].vpc_id,
+                    app_subnet_ids=tuple(regions[rc.name].private_subnet_ids),
+                )
+                for rc in cfg.regions
+            ),
+            lag_alarm_seconds=cfg.lag_alarm_seconds,
+            **common.database_common(cfg, stack, regions),
+            multi_master=MultiMasterSettings(
+                conflict_policy={
+                    "default": repl.default,
+                    "tables": [t.model_dump() for t in repl.tables],
+                    "replicated": list(repl.replicated),
+                },
+                code=code,
+                dependencies_layer=deps,
+            ),
+        ),
+        # Subscriptions travel over the inter-region network: it must exist first.
+        opts=ResourceOptions(depends_on=[network]),
+    )
+    quorum = quorum_size(len(cfg.regions))
+    fence = Quorum(
+        "fraiseql-quorum",
+        QuorumArgs(
+            regions=tuple(
+                QuorumRegion(
+                    region=rc.name,
+                    vpc_id=regions[rc.name].vpc_id,
+                    subnet_ids=regions[rc.name].private_subnet_ids,  # type: ignore[arg-type]  # quorum.py: invariant list
+                    db_security_group_id=regions[rc.name].db_security_group_id,
+                    db_host=database.writer_addresses[rc.name],
+                    db_port=db.port,
+                    db_name=db.db_name,
+                    db_secret_arn=database.master_secret_arns[rc.name],  # type: ignore[arg-type]  # known once deployed
+                    db_secret_kms_key_arn=database.kms_key_arns[rc.name],
+                    alarm_topic_arn=regions[rc.name].alerts_topic_arn,
+                )
+                for rc in cfg.regions
+            ),
+            quorum=quorum,
+            probe_interval_seconds=cfg.quorum.probe_interval_seconds,
+            unfence_after=cfg.quorum.unfence_after,
+            safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
+            code=code,
+            dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
+            phase=cfg.phase,
+            stack=stack,
+            tags=cfg.tags,
+        ),
+        opts=ResourceOptions(depends_on=[database]),
+    )
+    services = common.services(cfg, stack, regions, database, database.master_secret_arns)
+    dns = DnsFailover(
+        "fraiseql-dns",
+        DnsFailoverArgs(
+            mode="latency",
+            zone_id=cfg.dns.zone_id,
+            record_name=cfg.dns.record_name,
+            read_record_name=cfg.dns.reads_hostname,
+            endpoints=tuple(
+                Endpoint(region=rc.name, role="active", alb_dns_name=regions[rc.name].alb_dns_name,
+                         alb_zone_id=regions[rc.name].alb_zone_id)
+                for rc in cfg.regions
+            ),
+            health_path=cfg.app.health_path,
+            https=cfg.dns.https,
+            request_interval=cfg.dns.health_check_interval,
+            failure_threshold=cfg.dns.failure_threshold,
+            control_health_check_ids=fence.recovery_health_check_ids,
+            phase=cfg.phase,
+            stack=stack,
+            tags=cfg.tags,
+        ),
+    )
+    budget = common.budget(cfg, stack)
+    scheme = "https" if cfg.dns.https else "http"
+    if cfg.phase == "c":
+        from infra import phase_c  # pulumi_cloudflare costs a second of import: only phase c pays it
+
+        edge_outputs, model = phase_c.build(cfg, stack, regions), PhaseCOutputs
+    else:
+        edge_outputs, model = {}, PhaseBOutputs  # type: ignore[assignment]
+    return model.exports(**{
+        **edge_outputs,
+        "phase": cfg.phase,
+        "regions": {rc.name: rc.role for rc in cfg.regions},
+        "quorum": quorum,
+        "apiUrl": f"{scheme}://{cfg.dns.record_name}",
+        "zoneId": cfg.dns.zone_id,
+        "recordName": cfg.dns.record_name,
+        "topology": cfg.network.topology,
+        "networkLinks": network.links,
+        "albDnsNames": {r: rs.alb_dns_name for r, rs in regions.items()},
+        "writerDbIdentifiers": database.writer_identifiers,
+        "writerDbAddresses": database.writer_addresses,
+        "dbPrivateZoneId": database.private_zone_id,
+        "replicationSecretName": database.replication_secret_name,
+        "bootstrapFunctionNames": database.bootstrap_function_names,
+        "replicationLagAlarmArns": database.lag_alarm_arns,
+        "healthCheckIds": dns.health_check_ids,
+        "routingControlArns": fence.routing_control_arns,
+        "arcClusterEndpoints": fence.cluster_endpoints,
+        "fenceFunctionNames": fence.fence_function_names,
+        "alertTopicArns": {r: rs.alerts_topic_arn for r, rs in regions.items()},
+        "clusterNames": {r: rs.cluster_name for r, rs in regions.items()},
+        "serviceNames": {r: s.service_name for r, s in services.items()},
+        "slo": {"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds,
+                "lagAlarmSeconds": cfg.lag_alarm_seconds},
+        "budgetName": budget.name,
+    })
