@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 
-from drills.nemesis import REGIONS_3, REGIONS_5, NemesisConfig, run_nemesis
+from drills.nemesis import REGIONS_3, REGIONS_5, run_nemesis
 from drills.report import NEMESIS_MODES, nemesis_rows, render_table, run
 
 

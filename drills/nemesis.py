@@ -458,7 +458,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             nem = Nemesis(m, aws, procs, skew_files, rng, cfg)
             special: dict[str, Any] = {}
             with Writers(m, regions) as writers:
-                for i in range(cfg.schedules):
+                for _ in range(cfg.schedules):
                     nem.schedule()
                     progress(nem.log[-1])
                     time.sleep(cfg.settle_s)

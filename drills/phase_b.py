@@ -21,8 +21,8 @@ floors, then:
 from __future__ import annotations
 
 import itertools
-import tempfile
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Sequence

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from drills.nemesis import NemesisConfig, NemesisResult, REGIONS_5, run_nemesis
+from drills.nemesis import REGIONS_5, NemesisConfig, NemesisResult, run_nemesis
 from drills.phase_a import PhaseAResult, run_phase_a
 from drills.phase_b import PhaseBResult, run_phase_b
 

@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from replication.model import Node
 from replication.quorum import Decision, HeartbeatRow, RelayEntry, decide_region, link_view, merge_reports
 from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, LEASE_TABLE, control_subscription_name, subscription_name
-from replication.model import Node
 
 __all__ = ["AwsSide", "ProbeResult", "Settings", "handler", "main", "probe", "run_loop"]
 

@@ -24,8 +24,8 @@ How conflicts are decided (details in ``replication/README.md``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import re
+from collections.abc import Callable, Sequence
 from importlib import resources
 
 from replication.model import ConflictPolicy, Node, TablePolicy, ident_suffix
