@@ -1,23 +1,23 @@
 """Quorum: what keeps an isolated region from taking writes (phases b and c).
 
-Two layers, because neither is enough alone:
-- Routing: Route 53 Application Recovery Controller. One routing control per region, gated by an
-  `ATLEAST quorum` safety rule, so no operator or script can turn traffic off for more regions than
-  the quorum allows. Each control backs a RECOVERY_CONTROL health check that the latency records
-  combine with the regional endpoint check.
-- Data: a fence agent per region (a Lambda on a one-minute schedule that probes every
-  `probe_interval_seconds` within its run). It reads which peers its writer still receives
-  replication from, plus its own routing control, and calls `replication.quorum.decide`. A writer
-  that cannot see a majority gets the write fence (`replication.sql.render_fence`): local writes to
-  replicated tables are refused, and replication keeps applying. ARC steers clients; the fence stops
-  the database, which is what prevents split brain.
+- Data: a fence agent per region (`replication.agent`, a Lambda that holds its loop for a whole
+  invocation and hands over to the next one). It merges the heartbeats its writer receives on the
+  control channel into one view, selects the single majority clique every agent selects from the
+  same view, and renews its writer's write lease only while its region is in that clique. The
+  lease is checked by the database on every write and at commit, so an agent that stops for any
+  reason fences its region within one lease: the fence fails closed.
+- Traffic: a fenced region answers its health path with 503 (an ALB rule the agent switches), so
+  Route 53 and the Cloudflare monitors steer users to writable regions.
+- Routing: Route 53 Application Recovery Controller, one routing control per region under an
+  `ATLEAST quorum` safety rule: no operator or script can take more regions out than the quorum
+  allows. The agent reads its control; a control turned off fences the region.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -30,6 +30,15 @@ from core.naming import logical_name, merge_tags
 LAMBDA_RUNTIME = "python3.12"
 AGENT_HANDLER = "replication.agent.handler"
 METRIC_NAMESPACE = "FraiseQL/Quorum"
+REPLICATION_NAMESPACE = "FraiseQL/Replication"
+#: One invocation holds the agent loop for up to 15 minutes; the per-minute schedule starts the next
+#: one, which takes over near the deadline (or at once after a crash). Two may run during a handover.
+AGENT_TIMEOUT_S = 900
+AGENT_CONCURRENCY = 2
+#: The ALB rule that takes a fenced region out of the traffic path never matches while the region is
+#: in service (replication.agent switches it to the health path).
+IN_SERVICE_HEADER = "x-fraiseql-fence"
+IN_SERVICE_VALUE = "region-in-service"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +53,7 @@ class QuorumRegion:
     db_secret_arn: Input[str]
     db_secret_kms_key_arn: Input[str]
     alarm_topic_arn: Input[str]
+    listener_arn: Input[str]                # the region's public listener: the fence rule goes on it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +61,12 @@ class QuorumArgs:
     regions: tuple[QuorumRegion, ...]
     quorum: int
     probe_interval_seconds: float
+    stale_after_seconds: float
+    lease_seconds: float
     unfence_after: int
     safety_rule_wait_ms: int
+    health_path: str
+    db_sslmode: str = "require"
     code: pulumi.Archive                    # the `replication` package
     dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (PostgresReplication's)
     phase: str
@@ -110,52 +124,56 @@ class Quorum(pulumi.ComponentResource):
             )
             self.recovery_health_check_ids[r] = hc.id
 
-        role = aws.iam.Role(
-            logical_name(name, "agent-role"),
-            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
-            tags=tags("agent-role"),
-            opts=child,
-        )
-        aws.iam.RolePolicyAttachment(
-            logical_name(name, "agent-vpc-access"),
-            role=role.name,
-            policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
-            opts=child,
-        )
-        secrets = [q.db_secret_arn for q in args.regions]
-        keys = [q.db_secret_kms_key_arn for q in args.regions]
-        aws.iam.RolePolicy(
-            logical_name(name, "agent-policy"),
-            role=role.name,
-            policy=pulumi.Output.all(cluster.arn, pulumi.Output.all(*secrets), pulumi.Output.all(*keys)).apply(
-                lambda a: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {"Effect": "Allow", "Action": "route53-recovery-cluster:GetRoutingControlState", "Resource": "*"},
-                            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": a[1]},
-                            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": a[2]},
-                            {
-                                "Effect": "Allow",
-                                "Action": "cloudwatch:PutMetricData",
-                                "Resource": "*",
-                                "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
-                            },
-                        ],
-                    }
-                )
-            ),
-            opts=child,
-        )
-
-        self.fence_function_names = {}
+        self.fence_function_names: dict[str, pulumi.Output[str]] = {}
+        self.fence_rule_arns: dict[str, pulumi.Output[str]] = {}
+        self.agent_role_policies: dict[str, pulumi.Output[str]] = {}
         for q in args.regions:
             r = q.region
+            fence_rule = aws.lb.ListenerRule(
+                logical_name(name, "fence-rule", r),
+                region=r,
+                listener_arn=q.listener_arn,
+                priority=1,
+                actions=[aws.lb.ListenerRuleActionArgs(
+                    type="fixed-response",
+                    fixed_response=aws.lb.ListenerRuleActionFixedResponseArgs(
+                        content_type="application/json",
+                        status_code="503",
+                        message_body=json.dumps({"errors": [{"message": f"{r} is fenced: no write quorum",
+                                                             "extensions": {"code": "REGION_FENCED"}}]}),
+                    ),
+                )],
+                conditions=[aws.lb.ListenerRuleConditionArgs(
+                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                        http_header_name=IN_SERVICE_HEADER, values=[IN_SERVICE_VALUE]),
+                )],
+                tags=tags(f"fence-rule-{r}"),
+                # The agent owns the condition at run time; `pulumi up` must not put a fenced region back.
+                opts=ResourceOptions(parent=self, ignore_changes=["conditions"]),
+            )
+            role = aws.iam.Role(
+                logical_name(name, "agent-role", r),
+                assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+                tags=tags(f"agent-role-{r}"),
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(
+                logical_name(name, "agent-vpc-access", r),
+                role=role.name,
+                policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+                opts=child,
+            )
+            policy = pulumi.Output.all(q.db_secret_arn, q.db_secret_kms_key_arn, controls[r].arn, fence_rule.arn).apply(
+                lambda a, r=r: agent_policy(r, secret_arn=a[0], kms_key_arn=a[1], routing_control_arn=a[2],
+                                            fence_rule_arn=a[3])
+            )
+            aws.iam.RolePolicy(logical_name(name, "agent-policy", r), role=role.name, policy=policy, opts=child)
+            self.agent_role_policies[r] = policy
             sg = writer_client_group(
                 name, "agent", region=r, vpc_id=q.vpc_id, db_security_group_id=q.db_security_group_id,
                 db_port=q.db_port, description="FraiseQL fence agent: its own writer, ARC and CloudWatch",
                 db_rule_description="from the fence agent",
-                https_description="ARC cluster endpoints, Secrets Manager, CloudWatch",
+                https_description="ARC cluster endpoints, Secrets Manager, CloudWatch, ELB",
                 tags=tags, opts=child,
             )
             fn = aws.lambda_.Function(
@@ -166,13 +184,14 @@ class Quorum(pulumi.ComponentResource):
                 role=role.arn,
                 code=args.code,
                 layers=[args.dependencies_layer_arns[r]],
-                timeout=60,
+                timeout=AGENT_TIMEOUT_S,
                 memory_size=128,
-                # One run at a time per region: two agents could race on the fence.
-                reserved_concurrent_executions=1,
+                # The holder and its successor during a handover; the database lock keeps one loop.
+                reserved_concurrent_executions=AGENT_CONCURRENCY,
                 vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=q.subnet_ids, security_group_ids=[sg.id]),
                 environment=aws.lambda_.FunctionEnvironmentArgs(
-                    variables=pulumi.Output.all(q.db_host, q.db_secret_arn, cluster.cluster_endpoints, *[controls[x].arn for x in names]).apply(
+                    variables=pulumi.Output.all(q.db_host, q.db_secret_arn, cluster.cluster_endpoints, controls[r].arn,
+                                                fence_rule.arn).apply(
                         lambda a, q=q: {
                             "FRAISEQL_REGION": q.region,
                             "FRAISEQL_REGIONS": ",".join(names),
@@ -180,10 +199,16 @@ class Quorum(pulumi.ComponentResource):
                             "FRAISEQL_DB_HOST": a[0],
                             "FRAISEQL_DB_PORT": str(q.db_port),
                             "FRAISEQL_DB_NAME": q.db_name,
+                            "FRAISEQL_DB_SSLMODE": args.db_sslmode,
                             "FRAISEQL_DB_SECRET_ARN": a[1],
-                            "FRAISEQL_ARC_ENDPOINTS": json.dumps(a[2] or []),
-                            "FRAISEQL_ROUTING_CONTROLS": json.dumps(dict(zip(names, a[3:]))),
+                            "FRAISEQL_ARC_ENDPOINTS": json.dumps([{"region": e["region"], "endpoint": e["endpoint"]}
+                                                                  for e in (a[2] or [])]),
+                            "FRAISEQL_ROUTING_CONTROL_ARN": a[3],
+                            "FRAISEQL_FENCE_RULE_ARN": a[4],
+                            "FRAISEQL_HEALTH_PATH": args.health_path,
                             "FRAISEQL_PROBE_INTERVAL_SECONDS": f"{args.probe_interval_seconds:g}",
+                            "FRAISEQL_STALE_AFTER_SECONDS": f"{args.stale_after_seconds:g}",
+                            "FRAISEQL_LEASE_SECONDS": f"{args.lease_seconds:g}",
                             "FRAISEQL_UNFENCE_AFTER": str(args.unfence_after),
                         }
                     )
@@ -195,7 +220,7 @@ class Quorum(pulumi.ComponentResource):
                 logical_name(name, "agent-schedule", r),
                 region=r,
                 schedule_expression="rate(1 minute)",
-                description="Run the FraiseQL fence agent; each run probes until the next",
+                description="Start the FraiseQL fence agent; a run that finds the loop held exits at once",
                 tags=tags(f"agent-schedule-{r}"),
                 opts=child,
             )
@@ -209,48 +234,77 @@ class Quorum(pulumi.ComponentResource):
                 source_arn=rule.arn,
                 opts=child,
             )
-            common = dict(
-                region=r,
-                namespace=METRIC_NAMESPACE,
-                dimensions={"Region": r},
-                period=60,
-                evaluation_periods=1,
-                alarm_actions=[q.alarm_topic_arn],
-                ok_actions=[q.alarm_topic_arn],
-                opts=child,
-            )
-            # Seed edge case "cascade failure": one region gone leaves exactly a quorum; say so
-            # before a second failure turns it into an outage.
-            aws.cloudwatch.MetricAlarm(
-                logical_name(name, "quorum-reduced", r),
-                alarm_description=f"{r} sees fewer than all {len(names)} regions: quorum reduced, one more failure stops writes",
-                metric_name="VisibleRegions",
-                statistic="Minimum",
-                threshold=len(names),
-                comparison_operator="LessThanThreshold",
-                treat_missing_data="breaching",
-                tags=tags(f"quorum-reduced-{r}"),
-                **common,
-            )
-            aws.cloudwatch.MetricAlarm(
-                logical_name(name, "fenced", r),
-                alarm_description=f"{r} is fenced: it cannot see a majority and refuses writes",
-                metric_name="Fenced",
-                statistic="Maximum",
-                threshold=0,
-                comparison_operator="GreaterThanThreshold",
-                treat_missing_data="breaching",
-                tags=tags(f"fenced-{r}"),
-                **common,
-            )
+            self._alarms(name, q, len(names), tags, child)
             self.fence_function_names[r] = fn.name
+            self.fence_rule_arns[r] = fence_rule.arn
 
         self.routing_control_arns = {r: c.arn for r, c in controls.items()}
         self.cluster_endpoints = cluster.cluster_endpoints
         self.register_outputs(
             {
+                "fenceRuleArns": self.fence_rule_arns,
                 "routingControlArns": self.routing_control_arns,
                 "recoveryHealthCheckIds": self.recovery_health_check_ids,
                 "clusterEndpoints": self.cluster_endpoints,
             }
         )
+
+    @staticmethod
+    def _alarms(name: str, q: QuorumRegion, n: int, tags: Callable[[str], dict[str, str]], child: ResourceOptions) -> None:
+        """One alarm per thing that can go wrong, each saying what happened."""
+        r = q.region
+        for role, namespace, metric, stat, op, threshold, missing, periods, text in (
+            ("agent-down", METRIC_NAMESPACE, "AgentAlive", "SampleCount", "LessThanThreshold", 1, "breaching", 2,
+             f"The fence agent in {r} is not running: its writer's lease runs out and {r} refuses writes"),
+            ("fenced", METRIC_NAMESPACE, "Fenced", "Maximum", "GreaterThanThreshold", 0, "notBreaching", 1,
+             f"{r} is fenced: it is not in the write majority (or its routing control is off) and refuses writes"),
+            # The seed's cascade case: with exactly a quorum left, one more failure stops all writes.
+            ("quorum-reduced", METRIC_NAMESPACE, "VisibleRegions", "Minimum", "LessThanThreshold", n, "notBreaching", 1,
+             f"{r} sees fewer than all {n} regions: quorum reduced, one more failure stops writes"),
+            ("apply-errors", REPLICATION_NAMESPACE, "ApplyErrors", "Sum", "GreaterThanThreshold", 0, "notBreaching", 1,
+             f"Replication apply errors on the writer in {r} (pg_stat_subscription_stats): see the runbook"),
+            ("subscriptions-down", REPLICATION_NAMESPACE, "SubscriptionsDown", "Maximum", "GreaterThanThreshold", 0,
+             "notBreaching", 2, f"A subscription of the writer in {r} has no running apply worker or is disabled"),
+        ):
+            aws.cloudwatch.MetricAlarm(
+                logical_name(name, role, r),
+                region=r,
+                alarm_description=text,
+                namespace=namespace,
+                metric_name=metric,
+                dimensions={"Region": r},
+                statistic=stat,
+                period=60,
+                evaluation_periods=periods,
+                threshold=threshold,
+                comparison_operator=op,
+                treat_missing_data=missing,
+                alarm_actions=[q.alarm_topic_arn],
+                ok_actions=[q.alarm_topic_arn],
+                tags=tags(f"{role}-{r}"),
+                opts=child,
+            )
+
+
+def agent_policy(region: str, *, secret_arn: str, kms_key_arn: str, routing_control_arn: str, fence_rule_arn: str) -> str:
+    """The fence agent's permissions in one region: exactly the calls `replication.agent` makes.
+
+    `tests/test_iam_against_code.py` runs the agent and checks every call it makes against this.
+    """
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadOwnWriterCredentials", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+             "Resource": secret_arn},
+            {"Sid": "DecryptThemThroughSecretsManager", "Effect": "Allow", "Action": "kms:Decrypt",
+             "Resource": kms_key_arn,
+             "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}},
+            {"Sid": "ReadOwnRoutingControl", "Effect": "Allow", "Action": "route53-recovery-cluster:GetRoutingControlState",
+             "Resource": routing_control_arn},
+            {"Sid": "SteerTrafficAwayWhenFenced", "Effect": "Allow", "Action": "elasticloadbalancing:ModifyRule",
+             "Resource": fence_rule_arn},
+            {"Sid": "PublishQuorumAndReplicationMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+             "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": [METRIC_NAMESPACE, REPLICATION_NAMESPACE]}}},
+        ],
+    }, sort_keys=True)

@@ -277,8 +277,31 @@ class QuorumConfig(_Model):
     """How an isolated region stops taking writes (phases b and c)."""
 
     probe_interval_seconds: float = Field(5, ge=1, le=30, description="how often each region probes its peers")
+    stale_after_seconds: Optional[float] = Field(
+        None, gt=0, description="a peer whose heartbeat is older than this counts as silent; default 3 probes")
+    lease_seconds: Optional[float] = Field(
+        None, gt=0, description="how long a writer keeps writing without its agent renewing; default 3 probes")
     unfence_after: int = Field(3, ge=1, le=20, description="consecutive healthy probes before writes resume")
     safety_rule_wait_ms: int = Field(5000, ge=0, description="ARC safety rule wait period")
+
+    @property
+    def stale_after(self) -> float:
+        return self.stale_after_seconds or 3 * self.probe_interval_seconds
+
+    @property
+    def lease(self) -> float:
+        return self.lease_seconds or 3 * self.probe_interval_seconds
+
+    @model_validator(mode="after")
+    def _timing(self) -> "QuorumConfig":
+        p = self.probe_interval_seconds
+        if self.stale_after <= p:
+            raise ValueError(f"stale_after_seconds ({self.stale_after:g}) must exceed probe_interval_seconds ({p:g}), "
+                             f"or every peer looks silent between probes; e.g. stale_after_seconds: {3 * p:g}")
+        if self.lease <= p + 0.5:
+            raise ValueError(f"lease_seconds ({self.lease:g}) must exceed probe_interval_seconds ({p:g}) by more than "
+                             f"0.5 s, or a healthy region fences itself between renewals; e.g. lease_seconds: {3 * p:g}")
+        return self
 
 
 class EdgeConfig(_Model):

@@ -124,6 +124,7 @@ class PhaseBOutputs(_Model):
     replicationSecretName: Optional[str] = None
     bootstrapFunctionNames: Optional[dict[str, str]] = None
     fenceFunctionNames: Optional[dict[str, str]] = None
+    fenceRuleArns: Optional[dict[str, str]] = None
     alertTopicArns: Optional[dict[str, str]] = None
     clusterNames: Optional[dict[str, str]] = None
     serviceNames: Optional[dict[str, str]] = None

@@ -115,13 +115,17 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     db_secret_arn=database.master_secret_arns[rc.name],  # type: ignore[arg-type]  # known once deployed
                     db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                     alarm_topic_arn=regions[rc.name].alerts_topic_arn,
+                    listener_arn=regions[rc.name].listener_arn,
                 )
                 for rc in cfg.regions
             ),
             quorum=quorum,
             probe_interval_seconds=cfg.quorum.probe_interval_seconds,
+            stale_after_seconds=cfg.quorum.stale_after,
+            lease_seconds=cfg.quorum.lease,
             unfence_after=cfg.quorum.unfence_after,
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
+            health_path=cfg.app.health_path,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
             phase=cfg.phase,
@@ -182,6 +186,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "routingControlArns": fence.routing_control_arns,
         "arcClusterEndpoints": fence.cluster_endpoints,
         "fenceFunctionNames": fence.fence_function_names,
+        "fenceRuleArns": fence.fence_rule_arns,
         "alertTopicArns": {r: rs.alerts_topic_arn for r, rs in regions.items()},
         "clusterNames": {r: rs.cluster_name for r, rs in regions.items()},
         "serviceNames": {r: s.service_name for r, s in services.items()},

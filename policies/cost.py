@@ -136,6 +136,7 @@ FREE: dict[str, str] = {
     "aws:lambda/invocation:Invocation": "a handful of invocations per deployment",
     "aws:lambda/layerVersion:LayerVersion": "layer storage is within the free code-storage allowance",
     "aws:lambda/permission:Permission": "no charge",
+    "aws:lb/listenerRule:ListenerRule": "rule evaluations are part of the ALB's LCUs; the first 10 rules are free",
     "aws:cloudwatch/eventRule:EventRule": "scheduled rules are free",
     "aws:cloudwatch/eventTarget:EventTarget": "no charge",
     "aws:secretsmanager/secretVersion:SecretVersion": "priced on the secret",
@@ -247,6 +248,8 @@ def _health_check(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float
     return usd, "health check " + ", ".join(k for k, v in opts.items() if v) + f" = {usd}/month"
 
 
+_SECONDS_PER_MONTH = 730 * 3600
+_HANDOVER_CHECK_S = 1.0
 _RATE_PER_MONTH = {"minute": 43800, "minutes": 43800, "hour": 730, "hours": 730, "day": 30.4, "days": 30.4}
 
 
@@ -261,9 +264,18 @@ def _lambda(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]
     amount, unit = schedule[5:-1].split()
     runs = float(amount) and _RATE_PER_MONTH[unit] / float(amount)
     arch = "arm64" if "arm64" in (r.props.get("architectures") or []) else "x86_64"
-    gb_s = runs * float(r.props.get("timeout") or 3) * float(r.props.get("memorySize") or 128) / 1024
+    timeout = float(r.props.get("timeout") or 3)
+    gb = float(r.props.get("memorySize") or 128) / 1024
+    period_s = _SECONDS_PER_MONTH / runs if runs else float("inf")
+    if timeout > period_s:
+        # Runs overlap: one holds the loop all month and hands over; the others check and exit.
+        gb_s = (_SECONDS_PER_MONTH + runs * _HANDOVER_CHECK_S) * gb
+        how = f"{schedule}, {timeout:g} s runs hand over: one always running + {runs:,.0f} checks = {gb_s:,.0f} GB-s"
+    else:
+        gb_s = runs * timeout * gb
+        how = f"{schedule}: {runs:,.0f} runs x {timeout:g} s x {r.props.get('memorySize')} MB = {gb_s:,.0f} GB-s"
     usd = gb_s * book.lambda_gb_second(r.region, arch) + runs * book.lambda_request(r.region)
-    return usd, f"{schedule}: {runs:,.0f} runs x {r.props.get('timeout')} s x {r.props.get('memorySize')} MB = {gb_s:,.0f} GB-s"
+    return usd, how
 
 
 def _budget(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:

@@ -131,24 +131,63 @@ def test_quorum_safety_rule_keeps_at_least_two_of_three_routing_controls_on(phas
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_quorum_fence_agent_per_region_knows_quorum_and_controls(phase_b, region):
+def test_quorum_fence_agent_per_region_runs_continuously_with_only_its_own_region(phase_b, region):
     fn = one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{region}")
     env = fn.inputs["environment"]["variables"]
     assert env["FRAISEQL_QUORUM"] == "2" and env["FRAISEQL_REGION"] == region
-    assert set(json.loads(env["FRAISEQL_ROUTING_CONTROLS"])) == set(REGIONS)
+    assert env["FRAISEQL_REGIONS"].split(",") == list(REGIONS)  # the order is the tie-break: same everywhere
+    control = one(phase_b, "aws:route53recoverycontrol/routingControl:RoutingControl", f"fraiseql-quorum-routing-control-{region}")
+    assert env["FRAISEQL_ROUTING_CONTROL_ARN"] == control.outputs["arn"]
+    rule = one(phase_b, "aws:lb/listenerRule:ListenerRule", f"fraiseql-quorum-fence-rule-{region}")
+    assert env["FRAISEQL_FENCE_RULE_ARN"] == rule.outputs["arn"]
     assert env["FRAISEQL_DB_HOST"] == one(phase_b, RDS, f"fraiseql-db-writer-{region}").outputs["address"]
-    assert fn.inputs["reservedConcurrentExecutions"] == 1
+    # 3 probes of 5 s by default: a dead agent fences its region within 15 s
+    assert (env["FRAISEQL_PROBE_INTERVAL_SECONDS"], env["FRAISEQL_LEASE_SECONDS"], env["FRAISEQL_STALE_AFTER_SECONDS"]) == ("5", "15", "15")
     assert fn.inputs["handler"] == "replication.agent.handler"
-    rule = one(phase_b, "aws:cloudwatch/eventRule:EventRule", f"fraiseql-quorum-agent-schedule-{region}")
-    assert rule.inputs["scheduleExpression"] == "rate(1 minute)"
+    schedule = one(phase_b, "aws:cloudwatch/eventRule:EventRule", f"fraiseql-quorum-agent-schedule-{region}")
+    assert schedule.inputs["scheduleExpression"] == "rate(1 minute)"
+    # each run holds the loop for up to 15 minutes; two may overlap while handing over
+    assert fn.inputs["timeout"] == 900 and fn.inputs["reservedConcurrentExecutions"] == 2
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_quorum_reduced_alarm_fires_when_a_region_sees_fewer_than_all(phase_b, region):
-    alarm = one(phase_b, ALARM, f"fraiseql-quorum-quorum-reduced-{region}")
-    assert (alarm.inputs["namespace"], alarm.inputs["metricName"]) == ("FraiseQL/Quorum", "VisibleRegions")
-    assert alarm.inputs["threshold"] == 3 and alarm.inputs["comparisonOperator"] == "LessThanThreshold"
-    assert alarm.inputs["treatMissingData"] == "breaching"
+def test_a_fenced_region_can_leave_the_traffic_path_through_its_own_listener_rule(phase_b, region):
+    rule = one(phase_b, "aws:lb/listenerRule:ListenerRule", f"fraiseql-quorum-fence-rule-{region}")
+    listener = one(phase_b, "aws:lb/listener:Listener", f"fraiseql-{region}-https")
+    assert rule.inputs["listenerArn"] == listener.outputs["arn"] and rule.inputs["priority"] == 1
+    (action,) = rule.inputs["actions"]
+    assert action["type"] == "fixed-response" and action["fixedResponse"]["statusCode"] == "503"
+    (cond,) = rule.inputs["conditions"]
+    assert "httpHeader" in cond  # matches nothing while in service; the agent switches it to the health path
+    assert rule.ignore_changes == ["conditions"]  # `pulumi up` never puts a fenced region back
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_the_agent_may_touch_only_its_own_region(phase_b, region):
+    (policy,) = [p for p in phase_b.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"fraiseql-quorum-agent-policy-{region}"]
+    doc = json.loads(policy.inputs["policy"])
+    resources = {st["Resource"] for st in doc["Statement"] if st["Resource"] != "*"}
+    writer = one(phase_b, RDS, f"fraiseql-db-writer-{region}")
+    assert resources == {
+        writer.outputs["masterUserSecrets"][0]["secretArn"],
+        one(phase_b, "aws:kms/key:Key", f"fraiseql-db-kms-{region}").outputs["arn"],
+        one(phase_b, "aws:route53recoverycontrol/routingControl:RoutingControl",
+            f"fraiseql-quorum-routing-control-{region}").outputs["arn"],
+        one(phase_b, "aws:lb/listenerRule:ListenerRule", f"fraiseql-quorum-fence-rule-{region}").outputs["arn"],
+    }
+    assert all(st["Condition"] for st in doc["Statement"] if st["Resource"] == "*")
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_separate_alarms_say_what_happened(phase_b, region):
+    by_metric = {a.inputs["metricName"]: a for a in phase_b.of_type(ALARM)
+                 if a.region == region and a.inputs.get("dimensions") == {"Region": region}}
+    assert set(by_metric) >= {"AgentAlive", "Fenced", "VisibleRegions", "ApplyErrors", "SubscriptionsDown"}
+    # an agent that does not run publishes nothing: that is the one alarm where silence is the failure
+    assert by_metric["AgentAlive"].inputs["treatMissingData"] == "breaching"
+    assert all(a.inputs["treatMissingData"] == "notBreaching" for m, a in by_metric.items() if m != "AgentAlive")
+    reduced = by_metric["VisibleRegions"]
+    assert reduced.inputs["threshold"] == 3 and reduced.inputs["comparisonOperator"] == "LessThanThreshold"
 
 
 def test_replication_lag_alarm_for_every_directed_pair(phase_b):
