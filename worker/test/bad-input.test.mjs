@@ -173,7 +173,7 @@ describe("bad input", () => {
   });
 
   it("answers 500 without details when ORIGIN_URL is missing", async () => {
-    const broken = await startWorker();
+    const broken = await startWorker({ bindings: { ORIGIN_URL: "" } });
     try {
       const res = await broken.fetch("/graphql", gqlPost(GOOD, { variables: { id: "x" } }));
       assert.equal(res.status, 500);
