@@ -31,6 +31,8 @@ const MAX_SELECTION_DEPTH = 200;
 const MAX_BATCH_ITEMS = 50;
 const APQ_MEMO_MAX = 2000;
 const DOCUMENT_MEMO_MAX = 2000;
+const QUERY_MEMO_MAX = 2000;
+const MAX_MEMO_TEXT = 16384;
 const MAX_LOCAL_TOMBSTONES = 5000;
 const MUTATION_RETRY_AFTER_SECONDS = 60;
 const PURGE_RETRY_MAX_SECONDS = 300;
@@ -100,6 +102,7 @@ const revalidating = new Set();
 const inflight = new Map();
 const apqMemo = new Map();
 const documentMemo = new Map();
+const queryMemo = new Map();
 const configMemo = new WeakMap();
 const localTombstones = { tags: new Map(), readAt: -Infinity };
 let lastPurgeCallAt = -Infinity;
@@ -233,9 +236,21 @@ async function handle(request, env, ctx) {
     return passThrough(cfg, request, url, CORS_PREFLIGHT_HEADERS);
   }
 
+  if (method === "GET" && !hasGraphQLParams) return passThrough(cfg, request, url, []);
+  const body = method === "POST" ? await readPostBody(cfg, request) : null;
+  const base = canonicalBase(cfg, request, url);
+
+  // A repeat of an anonymous request already classified as a cacheable query
+  // skips parsing and hashing: the key is a function of exactly these inputs.
+  let fingerprint = null;
+  if (base.credentials.length === 0 && (body === null || body.text.length <= MAX_MEMO_TEXT)) {
+    fingerprint = `${method}\n${body ? `${body.type}\n${body.text}` : ""}\n${url.pathname}${url.search}\n${JSON.stringify(base.keyed)}`;
+    const known = queryMemo.get(fingerprint);
+    if (known) return serveQuery(cfg, ctx, known.keyUrl, base, known.op);
+  }
+
   let raw;
   if (method === "GET") {
-    if (!hasGraphQLParams) return passThrough(cfg, request, url, []);
     raw = {
       query: url.searchParams.get("query"),
       operationName: url.searchParams.get("operationName"),
@@ -243,10 +258,9 @@ async function handle(request, env, ctx) {
       extensions: parseJsonParam(url.searchParams.get("extensions"), "extensions"),
     };
   } else {
-    raw = await readPostBody(cfg, request, url);
+    raw = parsePostBody(body, url);
   }
 
-  const base = canonicalBase(cfg, request, url);
   if (Array.isArray(raw)) {
     if (method === "GET") throw new ClientError(400, "Batched requests must use POST", "BAD_REQUEST");
     return handleBatch(cfg, env, ctx, request, base, raw);
@@ -264,6 +278,7 @@ async function handle(request, env, ctx) {
   }
   if (!op.cacheable) return forwardUncached(cfg, base, op);
   const keyUrl = await cacheKeyUrl(url, base, op);
+  if (fingerprint !== null) remember(queryMemo, fingerprint, { keyUrl, op }, QUERY_MEMO_MAX);
   return serveQuery(cfg, ctx, keyUrl, base, op);
 }
 
@@ -296,7 +311,7 @@ function mediaTypeOf(value) {
 // Only the media types GraphQL over HTTP names are read; text/plain, form
 // encodings and anything else a browser may send cross-site without a CORS
 // preflight are refused before the body is touched.
-async function readPostBody(cfg, request, url) {
+async function readPostBody(cfg, request) {
   const media = mediaTypeOf(request.headers.get("content-type"));
   const known = media && (JSON_MEDIA_TYPES.has(media.type) || media.type === GRAPHQL_MEDIA_TYPE);
   if (!known || (media.charset !== null && media.charset !== "utf-8")) {
@@ -306,19 +321,24 @@ async function readPostBody(cfg, request, url) {
   }
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > cfg.maxBodyBytes) throw tooLarge(cfg);
-  const text = await readBodyLimited(request, cfg.maxBodyBytes);
+  // A declared length bounds the body already; only chunked bodies are counted.
+  const text = declared !== null ? await request.text() : await readBodyLimited(request, cfg.maxBodyBytes);
   if (text === null) throw tooLarge(cfg);
-  if (media.type === GRAPHQL_MEDIA_TYPE) {
+  return { type: media.type, text };
+}
+
+function parsePostBody(body, url) {
+  if (body.type === GRAPHQL_MEDIA_TYPE) {
     const sp = url.searchParams;
     return {
-      query: text,
+      query: body.text,
       operationName: sp.get("operationName"),
       variables: parseJsonParam(sp.get("variables"), "variables"),
       extensions: parseJsonParam(sp.get("extensions"), "extensions"),
     };
   }
   try {
-    return parseJsonExact(text);
+    return parseJsonExact(body.text);
   } catch {
     throw new ClientError(400, "Request body is not valid JSON", "BAD_REQUEST");
   }
@@ -1460,7 +1480,7 @@ function analyzeQuery(text) {
   const doc = parseDocument(tokens);
   doc.normalized = printTokens(tokens, null);
   doc.injected = printTokens(tokens, new Set(doc.selectionSetStarts));
-  if (text.length <= 16384) remember(documentMemo, text, doc, DOCUMENT_MEMO_MAX);
+  if (text.length <= MAX_MEMO_TEXT) remember(documentMemo, text, doc, DOCUMENT_MEMO_MAX);
   return doc;
 }
 
