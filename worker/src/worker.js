@@ -5,11 +5,10 @@
 
 const CACHE_STATUS_HEADER = "x-fraiseql-cache";
 const CACHE_KEY_HEADER = "x-fraiseql-cache-key";
-const FETCHED_AT_HEADER = "x-fraiseql-fetched-at";
-const TTL_HEADER = "x-fraiseql-ttl";
-const STALE_HEADER = "x-fraiseql-stale";
+// Stored entries only: "fetchedAtMs,ttl,swr,sie" and the origin's Cache-Control
+// (the stored copy's own Cache-Control is the Cache API lifetime).
+const META_HEADER = "x-fraiseql-meta";
 const ORIGIN_CACHE_CONTROL_HEADER = "x-fraiseql-origin-cache-control";
-const INTERNAL_HEADERS = [FETCHED_AT_HEADER, TTL_HEADER, STALE_HEADER, ORIGIN_CACHE_CONTROL_HEADER];
 const KEY_PREFIX = "/__fraiseql-cache/";
 const KEY_VERSION = "v2";
 const LOCAL_INVALIDATIONS_PATH = `${KEY_PREFIX}local-invalidations`;
@@ -806,9 +805,12 @@ async function invalidateLocally(cfg, url, tags) {
 
 // Other isolates' tombstones are re-read at most every
 // LOCAL_INVALIDATION_REFRESH_MS; this isolate's own are always current.
+function tombstonesDue(cfg) {
+  return Date.now() - localTombstones.readAt >= cfg.localRefreshMs;
+}
+
 async function refreshTombstones(cfg, url) {
   const now = Date.now();
-  if (now - localTombstones.readAt < cfg.localRefreshMs) return;
   localTombstones.readAt = now;
   try {
     mergeTombstones(localTombstones.tags, await readStoredTombstones(url), now, cfg.localInvalidationSeconds * 1000);
@@ -984,17 +986,17 @@ async function serveQuery(cfg, ctx, keyUrl, base, op) {
 }
 
 function entryState(cached) {
-  const fetchedAt = Number(cached.headers.get(FETCHED_AT_HEADER));
-  const ttl = Number(cached.headers.get(TTL_HEADER));
-  const [swr, sie] = (cached.headers.get(STALE_HEADER) || "0,0").split(",").map(Number);
-  const age = Number.isFinite(fetchedAt) && fetchedAt > 0 ? Math.max(0, Date.now() - fetchedAt) / 1000 : Infinity;
-  return { fetchedAt, age, ttl: Number.isFinite(ttl) ? ttl : 0, swr: swr || 0, sie: sie || 0 };
+  const [fetchedAt, ttl, swr, sie] = (cached.headers.get(META_HEADER) || "").split(",").map(Number);
+  const age = fetchedAt > 0 ? Math.max(0, Date.now() - fetchedAt) / 1000 : Infinity;
+  return { fetchedAt, age, ttl: ttl || 0, swr: swr || 0, sie: sie || 0 };
 }
 
 async function lookupOrFetch(cfg, ctx, keyUrl, base, op) {
   const cache = caches.default;
   const key = new Request(keyUrl);
-  let [cached] = await Promise.all([cache.match(key), refreshTombstones(cfg, base.url)]);
+  let cached = tombstonesDue(cfg)
+    ? (await Promise.all([cache.match(key), refreshTombstones(cfg, base.url)]))[0]
+    : await cache.match(key);
   let state = null;
   if (cached) {
     state = entryState(cached);
@@ -1114,9 +1116,7 @@ function prepareEntry(cfg, response, text, op, fetchedAt) {
   const lifetime = Math.max(1, Math.ceil(policy.ttl + Math.max(policy.swr, policy.sie)));
   storedHeaders.set("cache-control", `max-age=${lifetime}`);
   storedHeaders.set("cache-tag", tagHeader);
-  storedHeaders.set(FETCHED_AT_HEADER, String(fetchedAt));
-  storedHeaders.set(TTL_HEADER, String(policy.ttl));
-  storedHeaders.set(STALE_HEADER, `${policy.swr},${policy.sie}`);
+  storedHeaders.set(META_HEADER, `${fetchedAt},${policy.ttl},${policy.swr},${policy.sie}`);
   out.stored = new Response(body, { status: response.status, headers: storedHeaders });
   return out;
 }
@@ -1172,9 +1172,13 @@ function storagePolicy(cfg, response, headers, payload) {
 function fromCache(cached, status, ageSeconds) {
   const headers = new Headers(cached.headers);
   const originCacheControl = headers.get(ORIGIN_CACHE_CONTROL_HEADER);
-  headers.delete("cache-control");
-  if (originCacheControl) headers.set("cache-control", originCacheControl);
-  for (const name of INTERNAL_HEADERS) headers.delete(name);
+  if (originCacheControl) {
+    headers.set("cache-control", originCacheControl);
+    headers.delete(ORIGIN_CACHE_CONTROL_HEADER);
+  } else {
+    headers.delete("cache-control");
+  }
+  headers.delete(META_HEADER);
   headers.set(CACHE_STATUS_HEADER, status);
   headers.set("age", String(Math.floor(ageSeconds)));
   return new Response(cached.body, { status: cached.status, statusText: cached.statusText, headers });
