@@ -1,7 +1,10 @@
 """Edge: the Cloudflare front of phase C.
 
-- The GraphQL-caching worker (`worker/`), deployed from the same `worker.config.json` its workerd
-  tests use, on a route over the API hostname.
+- The GraphQL-caching worker (`worker/`), deployed from the same `wrangler.jsonc` that `wrangler dev`
+  and its workerd tests use, on a route over the API hostname, with what that file declares: a KV
+  namespace for persisted queries, a purge queue and its consumer, a per-client mutation rate limit.
+- Origin authentication: a secret header the worker adds to every origin request and the load
+  balancer monitor sends on every probe, for an ALB listener rule to require.
 - A load balancer over one pool per regional origin (the ALBs), with a shared health monitor,
   proximity steering, a fallback pool, zero-downtime failover (a failed connection is retried on
   another origin, which is what hides a regional failure in well under a second) and cookie
@@ -14,9 +17,10 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_cloudflare as cf
@@ -29,11 +33,49 @@ WAF_MANAGED_RULESETS = {
     "cloudflare-managed": "efb7b8c949ac4650a09736fc376e9aee",
     "owasp-core": "4814384a9e5d4991b9815dcfc25d2f1f",
 }
+DEFAULT_ORIGIN_AUTH_HEADER = "x-fraiseql-origin-auth"
+PURGE_PLANS = ("free", "pro", "business", "enterprise")
+# Vars the component sets per deployment, whatever wrangler.jsonc says (its values suit `wrangler dev`).
+DEPLOYMENT_VARS = ("ORIGIN_URL", "ZONE_ID", "ORIGIN_AUTH_HEADER", "PURGE_PLAN")
+_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def read_jsonc(text: str) -> Any:
+    """JSON with comments and trailing commas, as wrangler reads `wrangler.jsonc`."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            i = j + 1
+        elif text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        else:
+            out.append(ch)
+            i += 1
+    # Trailing commas, now that strings are the only places a comma can hide.
+    cleaned: list[str] = []
+    for piece in out:
+        if piece in ("}", "]"):
+            while cleaned and cleaned[-1].isspace():
+                cleaned.pop()
+            if cleaned and cleaned[-1] == ",":
+                cleaned.pop()
+        cleaned.append(piece)
+    return json.loads("".join(cleaned))
 
 
 @dataclass(frozen=True)
 class WorkerBundle:
-    """The worker package as deployed: one module plus the config its tests also use."""
+    """The worker package as deployed: one module plus the config `wrangler dev` and its tests use."""
 
     name: str
     main_module: str
@@ -41,17 +83,29 @@ class WorkerBundle:
     compatibility_date: str
     compatibility_flags: tuple[str, ...]
     vars: dict[str, str]
+    secrets: tuple[str, ...] = ()
+    kv_namespaces: tuple[str, ...] = ()
+    # binding name -> queue name, and queue name -> consumer settings (wrangler's keys)
+    queue_producers: dict[str, str] = field(default_factory=dict)
+    queue_consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratelimits: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def load(cls, package: Path) -> "WorkerBundle":
-        config = json.loads((package / "worker.config.json").read_text())
+        config = read_jsonc((package / "wrangler.jsonc").read_text())
+        queues = config.get("queues", {})
         return cls(
             name=config["name"],
-            main_module=config["main_module"],
+            main_module=Path(config["main"]).name,
             content=(package / config["main"]).read_text(),
             compatibility_date=config["compatibility_date"],
             compatibility_flags=tuple(config.get("compatibility_flags", ())),
             vars=dict(config.get("vars", {})),
+            secrets=tuple(config.get("secrets", {}).get("required", ())),
+            kv_namespaces=tuple(k["binding"] for k in config.get("kv_namespaces", ())),
+            queue_producers={p["binding"]: p["queue"] for p in queues.get("producers", ())},
+            queue_consumers={c["queue"]: {k: v for k, v in c.items() if k != "queue"} for c in queues.get("consumers", ())},
+            ratelimits=tuple(config.get("ratelimits", ())),
         )
 
 
@@ -82,6 +136,13 @@ class EdgeArgs:
     phase: str
     fallback_region: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Origin authentication: the worker sends `origin_auth_header: <token>` on every origin request
+    # and the monitor on every probe. Without a token neither does (and an ALB rule that requires
+    # the header would refuse the edge).
+    origin_auth_token: Optional[Input[str]] = None
+    origin_auth_header: str = DEFAULT_ORIGIN_AUTH_HEADER
+    # The zone's plan sets the worker's purge pacing; None keeps wrangler.jsonc's PURGE_PLAN.
+    plan: Optional[str] = None
 
 
 class Edge(pulumi.ComponentResource):
@@ -89,11 +150,21 @@ class Edge(pulumi.ComponentResource):
     pool_ids: dict[str, pulumi.Output[str]]
     monitor_id: pulumi.Output[str]
     worker_name: str
+    origin_auth_header: str
+    origin_auth_token: Optional[pulumi.Output[str]]
+    kv_namespace_ids: dict[str, pulumi.Output[str]]
+    queue_names: dict[str, str]
 
     def __init__(self, name: str, args: EdgeArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("fraiseql:edge:Edge", name, None, opts)
+        _check(args)
         child = ResourceOptions(parent=self)
         host = args.hostname
+        auth_header = args.origin_auth_header.lower()
+        auth_token = pulumi.Output.secret(args.origin_auth_token) if args.origin_auth_token is not None else None
+        monitor_header: Input[dict[str, list[str]]] = {"Host": [args.origin_hostname]}
+        if auth_token is not None:
+            monitor_header = auth_token.apply(lambda t: {"Host": [args.origin_hostname], auth_header: [t]})
 
         monitor = cf.LoadBalancerMonitor(
             logical_name(name, "monitor"),
@@ -108,10 +179,11 @@ class Edge(pulumi.ComponentResource):
             retries=1,
             consecutive_down=2,
             consecutive_up=2,
-            # The ALB's certificate names the origin hostname, not the ALB's own DNS name.
-            header={"Host": [args.origin_hostname]},
+            # The ALB's certificate names the origin hostname, not the ALB's own DNS name; probes
+            # carry the origin auth header too, or the ALB rule would fail every health check.
+            header=monitor_header,
             description=f"FraiseQL {args.stack}: {args.health_path} (checks the database too)",
-            opts=child,
+            opts=ResourceOptions(parent=self, additional_secret_outputs=["header"]),
         )
         self.pool_ids = {}
         for origin in args.origins:
@@ -168,27 +240,92 @@ class Edge(pulumi.ComponentResource):
             opts=child,
         )
 
+        worker = args.worker
+        script_name = f"{worker.name}-{args.stack}"
+        self.kv_namespace_ids = {}
+        for binding in worker.kv_namespaces:
+            kv = cf.WorkersKvNamespace(
+                logical_name(name, "kv", binding.lower().replace("_", "-")),
+                account_id=args.account_id,
+                title=f"{script_name}-{binding.lower().replace('_', '-')}",
+                opts=child,
+            )
+            self.kv_namespace_ids[binding] = kv.id
+        queues: dict[str, cf.Queue] = {}
+        self.queue_names = {}
+        for queue in sorted(set(worker.queue_producers.values()) | set(worker.queue_consumers)):
+            self.queue_names[queue] = f"{queue}-{args.stack}"
+            queues[queue] = cf.Queue(
+                logical_name(name, "queue", queue),
+                account_id=args.account_id,
+                queue_name=self.queue_names[queue],
+                opts=child,
+            )
+
+        deployment = {
+            # Subrequests from a worker on its own route go to the origin: here, the load balancer.
+            "ORIGIN_URL": f"https://{host}",
+            "ZONE_ID": args.zone_id,
+            "ORIGIN_AUTH_HEADER": auth_header,
+            **({"PURGE_PLAN": args.plan} if args.plan else {}),
+        }
+        plain = {**worker.vars, **deployment}
+        secrets: dict[str, Input[str]] = {"PURGE_API_TOKEN": args.purge_api_token}
+        if auth_token is not None:
+            secrets["ORIGIN_AUTH_TOKEN"] = auth_token
+        else:
+            pulumi.log.warn("Edge: no origin_auth_token; origins cannot tell the edge from anyone else", self)
+        unknown = set(worker.secrets) - {"PURGE_API_TOKEN", "ORIGIN_AUTH_TOKEN"}
+        if unknown:
+            raise ValueError(f"wrangler.jsonc requires secrets the Edge component cannot supply: {sorted(unknown)}")
         script = cf.WorkersScript(
             logical_name(name, "worker"),
             account_id=args.account_id,
-            script_name=f"{args.worker.name}-{args.stack}",
-            main_module=args.worker.main_module,
-            content=args.worker.content,
-            compatibility_date=args.worker.compatibility_date,
-            compatibility_flags=list(args.worker.compatibility_flags),
+            script_name=script_name,
+            main_module=worker.main_module,
+            content=worker.content,
+            compatibility_date=worker.compatibility_date,
+            compatibility_flags=list(worker.compatibility_flags),
             bindings=[
+                *[cf.WorkersScriptBindingArgs(name=k, type="plain_text", text=v) for k, v in sorted(plain.items())],
+                *[cf.WorkersScriptBindingArgs(name=k, type="secret_text", text=v) for k, v in sorted(secrets.items())],
                 *[
-                    cf.WorkersScriptBindingArgs(name=k, type="plain_text", text=v)
-                    for k, v in sorted(args.worker.vars.items())
+                    cf.WorkersScriptBindingArgs(name=b, type="kv_namespace", namespace_id=kv_id)
+                    for b, kv_id in sorted(self.kv_namespace_ids.items())
                 ],
-                # Subrequests from a worker on its own route go to the origin: here, the load balancer.
-                cf.WorkersScriptBindingArgs(name="ORIGIN_URL", type="plain_text", text=f"https://{host}"),
-                cf.WorkersScriptBindingArgs(name="ZONE_ID", type="plain_text", text=args.zone_id),
-                cf.WorkersScriptBindingArgs(name="PURGE_API_TOKEN", type="secret_text", text=args.purge_api_token),
+                *[
+                    cf.WorkersScriptBindingArgs(name=b, type="queue", queue_name=self.queue_names[q])
+                    for b, q in sorted(worker.queue_producers.items())
+                ],
+                *[
+                    cf.WorkersScriptBindingArgs(
+                        name=r["name"],
+                        type="ratelimit",
+                        namespace_id=str(r["namespace_id"]),
+                        simple=cf.WorkersScriptBindingSimpleArgs(limit=r["simple"]["limit"], period=r["simple"]["period"]),
+                    )
+                    for r in worker.ratelimits
+                ],
             ],
             observability={"enabled": True},
             opts=ResourceOptions(parent=self, additional_secret_outputs=["bindings"]),
         )
+        for queue, settings in sorted(worker.queue_consumers.items()):
+            cf.QueueConsumer(
+                logical_name(name, "queue-consumer", queue),
+                account_id=args.account_id,
+                queue_id=queues[queue].id,
+                script_name=script.script_name,
+                type="worker",
+                settings=cf.QueueConsumerSettingsArgs(
+                    batch_size=settings.get("max_batch_size"),
+                    max_wait_time_ms=round(settings["max_batch_timeout"] * 1000) if "max_batch_timeout" in settings else None,
+                    max_retries=settings.get("max_retries"),
+                    max_concurrency=settings.get("max_concurrency"),
+                    retry_delay=settings.get("retry_delay"),
+                ),
+                opts=child,
+            )
         cf.WorkersRoute(
             logical_name(name, "route"),
             zone_id=args.zone_id,
@@ -257,7 +394,27 @@ class Edge(pulumi.ComponentResource):
         )
         self.load_balancer_id = lb.id
         self.monitor_id = monitor.id
-        self.worker_name = f"{args.worker.name}-{args.stack}"
+        self.worker_name = script_name
+        # For the ALB listener rule that admits only the edge: require `origin_auth_header`
+        # to equal `origin_auth_token` (a secret Output).
+        self.origin_auth_header = auth_header
+        self.origin_auth_token = auth_token
         self.register_outputs(
-            {"loadBalancerId": self.load_balancer_id, "poolIds": self.pool_ids, "workerName": self.worker_name}
+            {
+                "loadBalancerId": self.load_balancer_id,
+                "poolIds": self.pool_ids,
+                "workerName": self.worker_name,
+                "originAuthHeader": self.origin_auth_header,
+                "kvNamespaceIds": self.kv_namespace_ids,
+                "queueNames": self.queue_names,
+            }
         )
+
+
+def _check(args: EdgeArgs) -> None:
+    if not _HEADER_NAME.match(args.origin_auth_header.lower()):
+        raise ValueError(f"origin_auth_header {args.origin_auth_header!r} is not a header name like x-fraiseql-origin-auth")
+    if args.origin_auth_header.lower() in {"host", "authorization", "cookie"}:
+        raise ValueError(f"origin_auth_header {args.origin_auth_header!r} would clash with a header the client sends")
+    if args.plan is not None and args.plan not in PURGE_PLANS:
+        raise ValueError(f"plan {args.plan!r} is not one of {', '.join(PURGE_PLANS)}")

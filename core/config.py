@@ -376,7 +376,7 @@ class StackConfig(_Model):
 
 KEYS = tuple(StackConfig.model_fields)
 # Secret keys are read by the program with require_secret, never into the validated model.
-SECRET_KEYS = ("edge_purge_token",)
+SECRET_KEYS = ("edge_purge_token", "origin_auth_token")
 
 
 def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
@@ -635,6 +635,10 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
     problems = _cross_checks(cfg)
     if cfg.phase == "c" and "edge_purge_token" not in secrets:
         problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
+    if cfg.phase == "c" and "origin_auth_token" not in secrets:
+        problems.append((f"{NAMESPACE}:origin_auth_token", "missing; the edge sends it to the origins, which refuse "
+                         "requests without it; set it with e.g. `pulumi config set --secret fraiseql:origin_auth_token "
+                         "$(openssl rand -hex 32)` (at most 128 characters, no * or ?)"))
     if problems:
         raise ConfigError(stack, problems)
     return cfg

@@ -27,6 +27,8 @@ def build(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict
             origins=tuple(EdgeOrigin(region=rc.name, address=regions[rc.name].alb_dns_name) for rc in cfg.regions),
             worker=WorkerBundle.load(REPO / "worker"),
             purge_api_token=pulumi.Config(NAMESPACE).require_secret("edge_purge_token"),
+            origin_auth_token=pulumi.Config(NAMESPACE).require_secret("origin_auth_token"),
+            plan=edge_cfg.plan,
             health_path=cfg.app.health_path,
             steering_policy=edge_cfg.steering_policy,
             monitor_interval_seconds=edge_cfg.monitor_interval_seconds,

@@ -150,6 +150,8 @@ FREE: dict[str, str] = {
     "cloudflare:index/loadBalancerPool:LoadBalancerPool": "priced on the load balancer",
     "cloudflare:index/loadBalancerMonitor:LoadBalancerMonitor": "priced on the load balancer",
     "cloudflare:index/workersKvNamespace:WorkersKvNamespace": "included in Workers Paid",
+    "cloudflare:index/queue:Queue": "Queues are included in Workers Paid (1M operations a month)",
+    "cloudflare:index/queueConsumer:QueueConsumer": "part of the queue",
     "pulumi:providers:aws": "provider",
     "pulumi:providers:cloudflare": "provider",
 }

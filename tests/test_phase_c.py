@@ -1,8 +1,11 @@
 """Phase C under mocks: phase B behind the Cloudflare edge.
 
 The seed's phase C edge cases, each answered here and shown by a test:
-- cache invalidation across regions -> the worker purges by tag through the API (workerd tests in
-  worker/test) with the zone and a secret purge token bound here (test_worker_*),
+- cache invalidation across regions -> the worker invalidates locally and queues purges by tag
+  (workerd tests in worker/test) with the zone, a secret purge token, the purge queue and the
+  persisted-query KV namespace declared here from wrangler.jsonc (test_worker_*, test_edge_*),
+- only the edge reaches the origins -> a secret origin auth header bound to the worker and sent by
+  the monitor (test_origin_auth_*),
 - cache bypass during writes -> the cache rule never caches non-GET, and the worker never caches
   mutations (test_cache_rule_*; worker/test/mutations.test.mjs),
 - regional failure behind the edge -> monitored pools per region, zero-downtime failover across
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import json
 
+import pulumi
 import pytest
 
+from components.edge import DEPLOYMENT_VARS, Edge, EdgeArgs, EdgeOrigin, WorkerBundle, read_jsonc
 from core.config import ConfigError
 from infra.synth import REPO
 from tests.conftest import config_variant
@@ -23,6 +28,9 @@ from tests.helpers import one
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 WORKER = REPO / "worker"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SCRIPT = "cloudflare:index/workersScript:WorkersScript"
+MONITOR = "cloudflare:index/loadBalancerMonitor:LoadBalancerMonitor"
+ORIGIN_TOKEN = "origin-token-7c1e"
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +40,63 @@ def phase_c():
     return synthesize("phase-c")
 
 
+def _unwrap(raw):
+    return raw["value"] if isinstance(raw, dict) and SECRET_SIG in raw else raw
+
+
 def _bindings(script):
-    raw = script.inputs["bindings"]
-    if isinstance(raw, dict) and SECRET_SIG in raw:
-        raw = raw["value"]
-    return {b["name"]: b for b in raw}
+    return {b["name"]: b for b in _unwrap(script.inputs["bindings"])}
+
+
+def _edge_alone(**extra):
+    """The Edge component on its own under mocks, with the origin auth token given as a plain string."""
+    from infra.synth import synthesize
+
+    def run():
+        edge = Edge(
+            "fraiseql-edge",
+            EdgeArgs(
+                account_id="0123456789abcdef0123456789abcdef",
+                zone_id="fedcba9876543210fedcba9876543210",
+                zone_name="example.com",
+                hostname="api.example.com",
+                origin_hostname="origin.api.example.com",
+                origins=tuple(EdgeOrigin(region=r, address=f"alb.{r}.example") for r in REGIONS),
+                worker=WorkerBundle.load(WORKER),
+                purge_api_token=pulumi.Output.secret("purge-token"),
+                health_path="/health",
+                steering_policy="proximity",
+                monitor_interval_seconds=15,
+                check_regions=("WNAM",),
+                session_affinity_ttl_seconds=300,
+                rate_limit_requests_per_minute=1200,
+                stack="phase-c",
+                phase="c",
+                **extra,
+            ),
+        )
+        return {"originAuthHeader": edge.origin_auth_header, "originAuthToken": edge.origin_auth_token}
+
+    return synthesize("phase-c", run=run)
 
 
 def test_worker_is_deployed_from_the_tested_package(phase_c):
-    config = json.loads((WORKER / "worker.config.json").read_text())
-    script = one(phase_c, "cloudflare:index/workersScript:WorkersScript", "fraiseql-edge-worker")
+    config = read_jsonc((WORKER / "wrangler.jsonc").read_text())
+    script = one(phase_c, SCRIPT, "fraiseql-edge-worker")
     assert script.inputs["content"] == (WORKER / config["main"]).read_text()
-    assert script.inputs["mainModule"] == config["main_module"]
+    assert script.inputs["mainModule"] == "worker.js" == config["main"].split("/")[-1]
     assert script.inputs["compatibilityDate"] == config["compatibility_date"]
     bindings = _bindings(script)
     for key, value in config["vars"].items():
-        assert bindings[key] == {"name": key, "type": "plain_text", "text": value}
-    for key in config["deployment_bindings"] + config["secret_bindings"]:
-        assert key in bindings
+        assert bindings[key]["type"] == "plain_text"
+        if key not in DEPLOYMENT_VARS:
+            assert bindings[key] == {"name": key, "type": "plain_text", "text": value}
+    assert bindings["ORIGIN_AUTH_HEADER"]["text"] == "x-fraiseql-origin-auth"
+    assert bindings["PURGE_API_TOKEN"]["type"] == "secret_text"
 
 
 def test_worker_purges_through_the_zone_with_a_secret_token(phase_c):
-    script = one(phase_c, "cloudflare:index/workersScript:WorkersScript", "fraiseql-edge-worker")
+    script = one(phase_c, SCRIPT, "fraiseql-edge-worker")
     assert SECRET_SIG in script.inputs["bindings"], "bindings carrying the token must be secret in state"
     bindings = _bindings(script)
     assert bindings["PURGE_API_TOKEN"]["type"] == "secret_text"
@@ -61,16 +104,80 @@ def test_worker_purges_through_the_zone_with_a_secret_token(phase_c):
     assert bindings["ORIGIN_URL"]["text"] == "https://api.example.com"
 
 
+def test_edge_declares_the_registry_queue_and_limiter_of_wrangler_jsonc(phase_c):
+    bindings = _bindings(one(phase_c, SCRIPT, "fraiseql-edge-worker"))
+    kv = one(phase_c, "cloudflare:index/workersKvNamespace:WorkersKvNamespace", "fraiseql-edge-kv-persisted-queries")
+    assert bindings["PERSISTED_QUERIES"] == {"name": "PERSISTED_QUERIES", "type": "kv_namespace", "namespaceId": f"{kv.name}-id"}
+    queue = one(phase_c, "cloudflare:index/queue:Queue", "fraiseql-edge-queue-fraiseql-purge")
+    assert queue.inputs["queueName"] == "fraiseql-purge-phase-c"
+    assert bindings["PURGE_QUEUE"] == {"name": "PURGE_QUEUE", "type": "queue", "queueName": "fraiseql-purge-phase-c"}
+    consumer = one(phase_c, "cloudflare:index/queueConsumer:QueueConsumer", "fraiseql-edge-queue-consumer-fraiseql-purge")
+    assert consumer.inputs["queueId"] == f"{queue.name}-id"
+    assert consumer.inputs["scriptName"] == "fraiseql-edge-cache-phase-c"
+    # One consumer at a time: the worker's pacing under the purge rate limit relies on it.
+    assert consumer.inputs["settings"] == {
+        "batchSize": 100, "maxWaitTimeMs": 50, "maxRetries": 10, "maxConcurrency": 1, "retryDelay": 1,
+    }
+    assert bindings["MUTATION_LIMITER"] == {
+        "name": "MUTATION_LIMITER", "type": "ratelimit", "namespaceId": "1001", "simple": {"limit": 60, "period": 60},
+    }
+
+
+def test_origin_auth_token_is_bound_to_the_worker_as_a_secret():
+    syn = _edge_alone(origin_auth_token=ORIGIN_TOKEN, plan="pro")
+    script = one(syn, SCRIPT, "fraiseql-edge-worker")
+    assert SECRET_SIG in script.inputs["bindings"]
+    bindings = _bindings(script)
+    assert bindings["ORIGIN_AUTH_TOKEN"] == {"name": "ORIGIN_AUTH_TOKEN", "type": "secret_text", "text": ORIGIN_TOKEN}
+    assert bindings["ORIGIN_AUTH_HEADER"]["text"] == "x-fraiseql-origin-auth"
+    assert bindings["PURGE_PLAN"]["text"] == "pro"
+    assert syn.outputs == {"originAuthHeader": "x-fraiseql-origin-auth", "originAuthToken": ORIGIN_TOKEN}
+
+
+def test_origin_auth_header_is_on_every_monitor_probe_and_secret():
+    syn = _edge_alone(origin_auth_token=ORIGIN_TOKEN, origin_auth_header="X-Edge-Secret")
+    monitor = one(syn, MONITOR, "fraiseql-edge-monitor")
+    assert SECRET_SIG in monitor.inputs["header"], "the monitor's headers carry the token: secret in state"
+    assert _unwrap(monitor.inputs["header"]) == {"Host": ["origin.api.example.com"], "x-edge-secret": [ORIGIN_TOKEN]}
+    assert _bindings(one(syn, SCRIPT, "fraiseql-edge-worker"))["ORIGIN_AUTH_HEADER"]["text"] == "x-edge-secret"
+
+
+def test_origin_auth_token_never_appears_outside_a_secret():
+    def plain_occurrences(value):
+        if isinstance(value, dict):
+            if SECRET_SIG in value:
+                return 0
+            return sum(plain_occurrences(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return sum(plain_occurrences(v) for v in value)
+        return int(isinstance(value, str) and ORIGIN_TOKEN in value)
+
+    syn = _edge_alone(origin_auth_token=ORIGIN_TOKEN)
+    assert sum(plain_occurrences(r.inputs) for r in syn.registrations) == 0
+    assert sum(json.dumps(r.inputs).count(ORIGIN_TOKEN) for r in syn.registrations) == 2  # worker + monitor
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"origin_auth_header": "x bad"}, "is not a header name"),
+    ({"origin_auth_header": "Authorization"}, "would clash"),
+    ({"plan": "gold"}, "is not one of free, pro, business, enterprise"),
+])
+def test_edge_refuses_bad_origin_auth_or_plan_args(extra, message):
+    with pytest.raises(Exception) as info:
+        _edge_alone(origin_auth_token=ORIGIN_TOKEN, **extra)
+    assert message in str(info.value)
+
+
 def test_worker_route_covers_the_api_hostname(phase_c):
     route = one(phase_c, "cloudflare:index/workersRoute:WorkersRoute", "fraiseql-edge-route")
-    script = one(phase_c, "cloudflare:index/workersScript:WorkersScript", "fraiseql-edge-worker")
+    script = one(phase_c, SCRIPT, "fraiseql-edge-worker")
     assert route.inputs["pattern"] == "api.example.com/*"
     assert route.inputs["script"] == script.inputs["scriptName"]
 
 
 def test_load_balancer_has_a_monitored_pool_per_region_and_fails_over_across_pools(phase_c):
     lb = one(phase_c, "cloudflare:index/loadBalancer:LoadBalancer", "fraiseql-edge-lb")
-    monitor = one(phase_c, "cloudflare:index/loadBalancerMonitor:LoadBalancerMonitor", "fraiseql-edge-monitor")
+    monitor = one(phase_c, MONITOR, "fraiseql-edge-monitor")
     pools = {r: one(phase_c, "cloudflare:index/loadBalancerPool:LoadBalancerPool", f"fraiseql-edge-pool-{r}") for r in REGIONS}
     assert lb.inputs["defaultPools"] == [f"{pools[r].name}-id" for r in REGIONS]
     assert lb.inputs["fallbackPool"] == f"{pools['us-east-1'].name}-id"
@@ -78,7 +185,10 @@ def test_load_balancer_has_a_monitored_pool_per_region_and_fails_over_across_poo
     assert lb.inputs["adaptiveRouting"] == {"failoverAcrossPools": True}
     assert lb.inputs["sessionAffinityAttributes"]["zeroDowntimeFailover"] == "sticky"
     assert lb.inputs["sessionAffinity"] == "cookie"
-    assert monitor.inputs["path"] == "/health" and monitor.inputs["header"] == {"Host": ["origin.api.example.com"]}
+    assert monitor.inputs["path"] == "/health"
+    # the stack's origin token rides on the monitor too, so health checks pass the origins' rule
+    assert _unwrap(monitor.inputs["header"]) == {"Host": ["origin.api.example.com"],
+                                                 "x-fraiseql-origin-auth": ["offline-placeholder-secret"]}
     for r, pool in pools.items():
         alb = one(phase_c, "aws:lb/loadBalancer:LoadBalancer", f"fraiseql-{r}-alb")
         assert pool.inputs["origins"][0]["address"] == alb.outputs["dnsName"]
@@ -141,6 +251,9 @@ def test_phase_c_needs_the_purge_token():
     with pytest.raises(ConfigError) as info:
         config_variant("phase-c", lambda v: v.pop("edge_purge_token"))
     assert "fraiseql:edge_purge_token: missing" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-c", lambda v: v.pop("origin_auth_token"))
+    assert "fraiseql:origin_auth_token: missing" in str(info.value) and "--secret" in str(info.value)
 
 
 def test_edge_block_in_phase_b_is_refused():

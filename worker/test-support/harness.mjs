@@ -1,19 +1,29 @@
 // Shared by the tests and the benchmark: loopback fakes for the origin and the
-// Cloudflare API, and a Miniflare instance configured from worker.config.json.
+// Cloudflare API, and Miniflare started from wrangler's own reading of
+// wrangler.jsonc (the file `wrangler dev` and the Pulumi component use).
 // Lives outside test/ because `node --test test/` would run it as a test file.
 import http from "node:http";
-import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { performance } from "node:perf_hooks";
 import { Miniflare } from "miniflare";
+import { buildSchema, graphql } from "graphql";
+
+// wrangler warns about its experimental `secrets` field on every read.
+process.env.WRANGLER_LOG ??= "error";
+const { unstable_readConfig, unstable_getMiniflareWorkerOptions } = await import("wrangler");
 
 export const WORKER_DIR = join(dirname(fileURLToPath(import.meta.url)), "..");
-const BASE_URL = "https://api.example.test";
-export const config = JSON.parse(readFileSync(join(WORKER_DIR, "worker.config.json"), "utf8"));
+export const CONFIG_PATH = join(WORKER_DIR, "wrangler.jsonc");
+export const BASE_URL = "https://api.example.test";
+export const config = unstable_readConfig({ config: CONFIG_PATH });
+export const INJECTED_TYPENAME = "_fraiseqlEdgeTypename";
 
-async function listen(handler) {
+async function listen(handler, onUpgrade) {
   const server = http.createServer(handler);
   server.keepAliveTimeout = 1000;
+  if (onUpgrade) server.on("upgrade", onUpgrade);
   await new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", resolve);
@@ -41,18 +51,7 @@ function readBody(req) {
   });
 }
 
-// Parses the GraphQL request the way a server would, for the canned handlers.
-function graphqlParams(method, url, body) {
-  if (method === "GET") {
-    const sp = new URL(url, "http://origin").searchParams;
-    const parse = (v) => (v ? JSON.parse(v) : null);
-    return {
-      query: sp.get("query"),
-      operationName: sp.get("operationName"),
-      variables: parse(sp.get("variables")),
-      extensions: parse(sp.get("extensions")),
-    };
-  }
+function parseBody(body) {
   try {
     return JSON.parse(body);
   } catch {
@@ -60,18 +59,65 @@ function graphqlParams(method, url, body) {
   }
 }
 
+// A small real GraphQL server (graphql-js), so documents the worker rewrites
+// are parsed, validated and executed the way FraiseQL would.
+export const SCHEMA = buildSchema(`
+  interface Node { id: ID! }
+  type User implements Node { id: ID! name: String bio: String posts: [Post!]! }
+  type Post implements Node { id: ID! title: String author: User }
+  type CreatePostPayload { ok: Boolean post: Post }
+  type Query { user(id: ID!): User users(ids: [ID!]!): [User!]! node(id: ID!): Node big(n: String!): String }
+  type Mutation {
+    updateUser(id: ID!, name: String!): User
+    createPost(title: String!): CreatePostPayload
+    bulk(n: Int!): [User!]!
+    ping: Boolean
+  }
+`);
+
+function schemaRoot(seq) {
+  const user = (id) => ({
+    __typename: "User",
+    id,
+    name: `v${seq}`,
+    bio: `bio-of-${id}`,
+    posts: () => [{ id: `${id}-p1`, title: "t", author: () => user(id) }],
+  });
+  return {
+    user: ({ id }) => user(id),
+    users: ({ ids }) => ids.map(user),
+    node: ({ id }) => user(id),
+    big: ({ n }) => n,
+    updateUser: ({ id, name }) => ({ ...user(id), name }),
+    createPost: ({ title }) => ({ ok: true, post: { id: "p-new", title, author: () => user("u1") } }),
+    bulk: ({ n }) => Array.from({ length: n }, (_, i) => user(`b${i}`)),
+    ping: () => true,
+  };
+}
+
+export async function executeAgainstSchema(req) {
+  const one = async (p) =>
+    graphql({
+      schema: SCHEMA,
+      source: p.query,
+      rootValue: schemaRoot(req.seq),
+      variableValues: p.variables,
+      operationName: p.operationName,
+    });
+  const body = Array.isArray(req.params) ? await Promise.all(req.params.map(one)) : await one(req.params || {});
+  return { status: 200, body };
+}
+
 /**
  * Fake FraiseQL origin. `handler(req)` returns {status, headers, body} where a
- * non-string body is JSON-encoded; the default answers a User object whose
- * name carries a counter so tests can tell fresh from cached responses.
+ * non-string body is JSON-encoded (it may return a promise); the default
+ * answers a User object whose name carries a counter so tests can tell fresh
+ * from cached responses. `useSchema()` switches to the real graphql-js server.
  */
 export async function startFakeOrigin() {
   const requests = [];
-  const state = {
-    handler: null,
-    counter: 0,
-    delayMs: 0,
-  };
+  const upgrades = [];
+  const state = { handler: null, counter: 0, delayMs: 0 };
   const defaultHandler = (req) => {
     const vars = (req.params && req.params.variables) || {};
     return {
@@ -82,33 +128,55 @@ export async function startFakeOrigin() {
       },
     };
   };
-  const srv = await listen(async (req, res) => {
-    const body = await readBody(req);
-    state.counter += 1;
-    const record = {
-      seq: state.counter,
-      method: req.method,
-      url: req.url,
-      headers: req.headers,
-      body,
-      params: graphqlParams(req.method, req.url, body),
-    };
-    requests.push(record);
-    if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
-    const out = (state.handler || defaultHandler)(record);
-    const payload = typeof out.body === "string" ? out.body : JSON.stringify(out.body);
-    res.writeHead(out.status ?? 200, { "content-type": "application/json", ...(out.headers || {}) });
-    res.end(payload);
-  });
+  const srv = await listen(
+    async (req, res) => {
+      const body = await readBody(req);
+      state.counter += 1;
+      const record = {
+        seq: state.counter,
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        body,
+        params: parseBody(body),
+        at: performance.now(),
+      };
+      requests.push(record);
+      if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
+      const out = await (state.handler || defaultHandler)(record);
+      const payload = typeof out.body === "string" ? out.body : JSON.stringify(out.body);
+      res.writeHead(out.status ?? 200, { "content-type": "application/json", ...(out.headers || {}) });
+      res.end(payload);
+    },
+    (req, socket) => {
+      // Enough of a WebSocket handshake for the worker to hand a socket back.
+      upgrades.push({ url: req.url, headers: req.headers });
+      const accept = createHash("sha1")
+        .update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)
+        .digest("base64");
+      const protocol = req.headers["sec-websocket-protocol"];
+      socket.write(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${accept}\r\n${protocol ? `Sec-WebSocket-Protocol: ${protocol.split(",")[0].trim()}\r\n` : ""}\r\n`,
+      );
+      socket.on("error", () => {});
+      setTimeout(() => socket.destroy(), 200);
+    },
+  );
   return {
     url: srv.url,
     requests,
+    upgrades,
     state,
     setHandler(fn) {
       state.handler = fn;
     },
+    useSchema() {
+      state.handler = executeAgainstSchema;
+    },
     reset() {
       requests.length = 0;
+      upgrades.length = 0;
       state.handler = null;
       state.delayMs = 0;
     },
@@ -116,35 +184,67 @@ export async function startFakeOrigin() {
   };
 }
 
-/** Fake Cloudflare API: records purge_cache calls, can be told to fail. */
+/**
+ * Fake Cloudflare API: records purge_cache calls (with their arrival time).
+ * `state.failWith` fails every call with that status; `state.failTimes` fails
+ * only the next N calls; `state.retryAfter` adds a Retry-After header.
+ */
 export async function startFakeCloudflareApi() {
   const purges = [];
-  const state = { failWith: null };
+  const state = { failWith: null, failTimes: 0, retryAfter: null };
   const srv = await listen(async (req, res) => {
     const body = await readBody(req);
-    let json = null;
-    try {
-      json = JSON.parse(body);
-    } catch {
-      json = null;
-    }
-    purges.push({ method: req.method, url: req.url, authorization: req.headers.authorization, body: json });
-    if (state.failWith) {
-      res.writeHead(state.failWith, { "content-type": "application/json" });
+    purges.push({
+      method: req.method,
+      url: req.url,
+      authorization: req.headers.authorization,
+      body: parseBody(body),
+      at: performance.now(),
+    });
+    const failing = state.failWith ?? (state.failTimes > 0 ? 500 : null);
+    if (state.failTimes > 0) state.failTimes -= 1;
+    if (failing) {
+      const headers = { "content-type": "application/json" };
+      if (state.retryAfter !== null) headers["retry-after"] = String(state.retryAfter);
+      res.writeHead(failing, headers);
       res.end(JSON.stringify({ success: false, errors: [{ code: 1000, message: "nope" }], messages: [], result: null }));
       return;
     }
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ success: true, errors: [], messages: [], result: { id: "purge-id" } }));
   });
-  return { url: srv.url, purges, state, close: srv.close };
+  return {
+    url: srv.url,
+    purges,
+    state,
+    close: srv.close,
+    reset() {
+      purges.length = 0;
+      state.failWith = null;
+      state.failTimes = 0;
+      state.retryAfter = null;
+    },
+  };
 }
 
 /**
- * Starts the worker in workerd from worker.config.json; `vars` override the
- * config's plain-text vars, `bindings` supply the per-deployment values.
+ * Starts the worker in workerd with the Miniflare options wrangler derives
+ * from wrangler.jsonc. `vars` and `bindings` override plain-text bindings
+ * (deployment values and secrets go in `bindings`); `kvPersist` shares the
+ * persisted-query KV between instances (two data centers); `workerOverrides`
+ * replace Miniflare worker options (queue consumer settings, rate limits);
+ * `secondIsolate` runs a second copy of the worker sharing the cache (another
+ * isolate of the same data center), with `secondIsolate` as its extra vars;
+ * `extraWorkers` run in the same workerd (the benchmark's floor).
  */
-export async function startWorker({ vars = {}, bindings = {} } = {}) {
+export async function startWorker({
+  vars = {},
+  bindings = {},
+  kvPersist,
+  workerOverrides = {},
+  secondIsolate = null,
+  extraWorkers = [],
+} = {}) {
   const logs = [];
   const collect = (stream) => {
     let buffered = "";
@@ -155,14 +255,30 @@ export async function startWorker({ vars = {}, bindings = {} } = {}) {
       for (const line of lines) if (line.trim()) logs.push(line);
     });
   };
-  const mf = new Miniflare({
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(CONFIG_PATH);
+  const main = {
+    ...workerOptions,
     name: config.name,
     modules: true,
-    scriptPath: join(WORKER_DIR, config.main),
-    compatibilityDate: config.compatibility_date,
-    compatibilityFlags: config.compatibility_flags,
-    bindings: { ...config.vars, ...vars, ...bindings },
+    scriptPath: config.main,
+    bindings: { ...workerOptions.bindings, ...vars, ...bindings },
+    routes: [`${new URL(BASE_URL).host}/*`],
+    ...workerOverrides,
+  };
+  const others = [...extraWorkers];
+  if (secondIsolate) {
+    others.unshift({
+      ...main,
+      name: `${config.name}-second`,
+      routes: [],
+      queueConsumers: {},
+      bindings: { ...main.bindings, ...secondIsolate },
+    });
+  }
+  const mf = new Miniflare({
+    workers: [main, ...others],
     cf: false,
+    ...(kvPersist ? { kvPersist } : {}),
     handleRuntimeStdio(stdout, stderr) {
       collect(stdout);
       collect(stderr);
@@ -170,15 +286,19 @@ export async function startWorker({ vars = {}, bindings = {} } = {}) {
   });
   await mf.ready;
   const caches = await mf.getCaches();
+  const kv = await mf.getKVNamespace("PERSISTED_QUERIES", config.name);
   const entryFor = (keyId) => caches.default.match(`${BASE_URL}/__fraiseql-cache/${keyId}`);
+  const second = secondIsolate ? await mf.getWorker(`${config.name}-second`) : null;
   return {
     mf,
     logs,
+    kv,
     fetch: (path, init) => mf.dispatchFetch(new URL(path, BASE_URL).toString(), init),
+    fetchSecond: (path, init) => second.fetch(new URL(path, BASE_URL).toString(), init),
     /**
      * The worker stores entries in ctx.waitUntil, after responding. Resolves
-     * once the entry behind `res` (its x-fraiseql-cache-key, or a key path such
-     * as "apq/<hash>") is in the cache and, if given, `accept(storedBodyText)`.
+     * once the entry behind `res` (its x-fraiseql-cache-key) is in the cache
+     * and, if given, `accept(storedBodyText)`.
      */
     async stored(res, accept = () => true, timeoutMs = 5000) {
       const keyId = typeof res === "string" ? res : res.headers.get("x-fraiseql-cache-key");
@@ -192,8 +312,32 @@ export async function startWorker({ vars = {}, bindings = {} } = {}) {
       );
       if (!ok) throw new Error(`entry ${keyId} not stored within ${timeoutMs} ms`);
     },
+    /** Resolves once the persisted-query registry holds `hash`. */
+    async registered(hash, timeoutMs = 5000) {
+      const ok = await waitFor(async () => (await kv.get(hash)) !== null, { timeoutMs });
+      if (!ok) throw new Error(`persisted query ${hash} not registered within ${timeoutMs} ms`);
+    },
     dispose: () => mf.dispose(),
   };
+}
+
+/**
+ * A request through Node's http client, for what fetch() refuses to send
+ * (an Upgrade header on a POST, a Content-Length the body does not meet).
+ * Resolves with the status, headers and body text.
+ */
+export async function rawRequest(worker, path, { method = "GET", headers = {}, body = "" } = {}) {
+  const target = await worker.mf.ready;
+  return new Promise((resolve, reject) => {
+    const req = http.request(new URL(path, target), { method, headers });
+    req.on("response", (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString("utf8") }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
 }
 
 /** Polls `predicate` until it is truthy or `timeoutMs` passes. */
@@ -208,6 +352,8 @@ export async function waitFor(predicate, { timeoutMs = 3000, intervalMs = 20 } =
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 
 export function gqlPost(query, { variables, operationName, extensions, headers = {} } = {}) {
   return {

@@ -39,6 +39,10 @@ const cases = [
   ["empty document", () => ["/graphql", gqlPost("   # only a comment\n")], 400],
   ["multiple operations without operationName", () => ["/graphql", gqlPost("query A { a } query B { b }")], 400],
   ["unknown operationName", () => ["/graphql", gqlPost("query A { a }", { operationName: "Z" })], 400],
+  ["duplicate operation names", () => ["/graphql", gqlPost("query A { a } query A { b }", { operationName: "A" })], 400],
+  ["duplicate fragment names", () => ["/graphql", gqlPost("query A { ...F } fragment F on Q { a } fragment F on Q { b }")], 400],
+  ["the edge's reserved alias", () => ["/graphql", gqlPost("query A { _fraiseqlEdgeTypename: a }")], 400],
+  ["an empty selection set", () => ["/graphql", gqlPost("query A { a {} }")], 400],
   ["malformed GraphQL over GET", () => [gqlGetPath({ query: "{ a " }), {}], 400],
   [
     "body over MAX_BODY_BYTES (Content-Length)",
@@ -173,7 +177,7 @@ describe("bad input", () => {
   });
 
   it("answers 500 without details when ORIGIN_URL is missing", async () => {
-    const broken = await startWorker();
+    const broken = await startWorker({ bindings: { ORIGIN_URL: "" } });
     try {
       const res = await broken.fetch("/graphql", gqlPost(GOOD, { variables: { id: "x" } }));
       assert.equal(res.status, 500);

@@ -1,7 +1,6 @@
 import { describe, it, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { startFakeOrigin, startWorker, gqlPost, gqlGetPath, sleep } from "../test-support/harness.mjs";
+import { startFakeOrigin, startWorker, gqlPost, gqlGetPath, sleep, sha256 } from "../test-support/harness.mjs";
 
 // cache.put runs in ctx.waitUntil, after the response; positive cases poll the
 // cache (worker.stored), negative ones give a would-be put time to land.
@@ -16,7 +15,6 @@ const GET_USER_NOISY = `
     }
   }
 `;
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 
 describe("query caching", () => {
   let origin;
@@ -65,7 +63,7 @@ describe("query caching", () => {
     const register = await worker.fetch("/graphql", gqlPost(GET_USER_NOISY, { variables: vars, extensions: pq }));
     assert.equal(register.headers.get("x-fraiseql-cache"), "HIT");
     assert.equal(register.headers.get("x-fraiseql-cache-key"), miss.headers.get("x-fraiseql-cache-key"));
-    await worker.stored(`apq/${pq.persistedQuery.sha256Hash}`);
+    await worker.registered(pq.persistedQuery.sha256Hash);
 
     // Hash-only, over GET and POST.
     const hashOnlyGet = await worker.fetch(gqlGetPath({ variables: vars, extensions: pq }));
@@ -81,32 +79,38 @@ describe("query caching", () => {
     assert.equal(origin.requests.length, 1);
   });
 
-  it("forwards an unknown persisted-query hash uncached, and a known one with its text", async () => {
+  it("answers an unknown persisted-query hash itself, refuses a lying one, forwards a known one with its text", async () => {
     const unknown = { persistedQuery: { version: 1, sha256Hash: "a".repeat(64) } };
-    const res = await worker.fetch(gqlGetPath({ variables: { id: "p1" }, extensions: unknown }));
-    assert.equal(res.headers.get("x-fraiseql-cache"), "BYPASS");
-    assert.equal(origin.requests.length, 1);
-    assert.equal(origin.requests[0].params.query, null);
+    for (const res of [
+      await worker.fetch(gqlGetPath({ variables: { id: "p1" }, extensions: unknown })),
+      await worker.fetch("/graphql", gqlPost(undefined, { variables: { id: "p1" }, extensions: unknown })),
+    ]) {
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).errors[0].extensions.code, "PERSISTED_QUERY_NOT_FOUND");
+    }
 
-    // A hash that does not match the text is never learned or cached.
+    // A hash that does not match the text is never learned, cached or forwarded.
     const lying = { persistedQuery: { version: 1, sha256Hash: sha256("query Other { x }") } };
     const mismatch = await worker.fetch("/graphql", gqlPost(GET_USER, { variables: { id: "p1" }, extensions: lying }));
-    assert.equal(mismatch.headers.get("x-fraiseql-cache"), "BYPASS");
+    assert.equal(mismatch.status, 400);
     await settle();
     const probe = await worker.fetch(gqlGetPath({ variables: { id: "p1" }, extensions: lying }));
-    assert.equal(probe.headers.get("x-fraiseql-cache"), "BYPASS");
+    assert.equal((await probe.json()).errors[0].extensions.code, "PERSISTED_QUERY_NOT_FOUND");
+    assert.equal(origin.requests.length, 0);
 
-    // Known hash, not yet cached for these variables: the origin receives the text.
+    // Known hash, not yet cached for these variables: the origin receives the
+    // text (in canonical form) and no hash, since the edge is the registry.
     const text = "query KnownPq($id: ID!) { user(id: $id) { __typename id } }";
     const pq = { persistedQuery: { version: 1, sha256Hash: sha256(text) } };
     await worker.fetch("/graphql", gqlPost(text, { variables: { id: "p2" }, extensions: pq }));
-    await worker.stored(`apq/${pq.persistedQuery.sha256Hash}`);
+    await worker.registered(pq.persistedQuery.sha256Hash);
     origin.reset();
     const hashOnly = await worker.fetch("/graphql", gqlPost(undefined, { variables: { id: "p3" }, extensions: pq }));
     assert.equal(hashOnly.headers.get("x-fraiseql-cache"), "MISS");
     assert.equal(origin.requests.length, 1);
-    assert.equal(origin.requests[0].params.query, text);
-    assert.equal(origin.requests[0].params.extensions.persistedQuery.sha256Hash, sha256(text));
+    assert.match(origin.requests[0].params.query, /^query KnownPq\(\$id:ID!\)\{.*user\(id:\$id\)\{.*__typename id/);
+    assert.equal(origin.requests[0].params.operationName, "KnownPq");
+    assert.equal(origin.requests[0].params.extensions, undefined);
   });
 
   it("keeps different variables in different entries", async () => {
@@ -139,7 +143,7 @@ describe("query caching", () => {
     assert.equal(origin.requests.length, 3);
   });
 
-  it("tags entries with the operation and every Type:id in the data", async () => {
+  it("tags entries with the operation, every Type:id and every type in the data", async () => {
     origin.setHandler(() => ({
       status: 200,
       body: {
@@ -157,16 +161,20 @@ describe("query caching", () => {
         },
       },
     }));
-    const query = "query Feed { viewer { __typename id posts { __typename id } } }";
+    const query =
+      "query Feed { viewer { __typename id posts { __typename id title author { __typename id } tags { __typename id } } } }";
+    const expected = "gql-op:Feed,User:u1,Post:10,Post:a%20b%2Cc,Tag:t1,gql-type:User,gql-type:Post,gql-type:Tag";
     const res = await worker.fetch("/graphql", gqlPost(query));
     assert.equal(res.headers.get("x-fraiseql-cache"), "MISS");
-    assert.equal(res.headers.get("cache-tag"), "gql-op:Feed,User:u1,Post:10,Post:a%20b%2Cc,Tag:t1");
+    assert.equal(res.headers.get("cache-tag"), expected);
     await worker.stored(res);
     const hit = await worker.fetch("/graphql", gqlPost(query));
     assert.equal(hit.headers.get("x-fraiseql-cache"), "HIT");
-    assert.equal(hit.headers.get("cache-tag"), "gql-op:Feed,User:u1,Post:10,Post:a%20b%2Cc,Tag:t1");
+    assert.equal(hit.headers.get("cache-tag"), expected);
     // Internal bookkeeping headers never reach the client.
-    assert.equal(hit.headers.get("x-fraiseql-stored-at"), null);
+    for (const name of ["x-fraiseql-meta", "x-fraiseql-origin-cache-control"]) {
+      assert.equal(hit.headers.get(name), null, name);
+    }
 
     const anon = await worker.fetch("/graphql", gqlPost("{ viewer { __typename id } }"));
     assert.match(anon.headers.get("cache-tag"), /^gql-op-anonymous,User:u1/);
@@ -181,7 +189,7 @@ describe("query caching", () => {
     const res = await worker.fetch("/graphql", gqlPost("query Odd { u { __typename id } }"));
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("x-fraiseql-cache"), "MISS");
-    assert.equal(res.headers.get("cache-tag"), "gql-op:Odd,User:caf%C3%A9%20%EF%BF%BD");
+    assert.equal(res.headers.get("cache-tag"), "gql-op:Odd,User:caf%C3%A9%20%EF%BF%BD,gql-type:User");
   });
 
   it("does not store an entry whose Cache-Tag header would exceed 16 KB", async () => {
@@ -209,6 +217,9 @@ describe("query caching", () => {
     ["Cache-Control: no-store", { status: 200, headers: { "cache-control": "no-store" }, body: { data: { x: 1 } } }],
     ["a 4xx status", { status: 400, body: { errors: [{ message: "bad" }] } }],
     ["an unkeyed Vary header", { status: 200, headers: { vary: "X-Tenant" }, body: { data: { x: 1 } } }],
+    ["Cache-Control: no-cache", { status: 200, headers: { "cache-control": "public, no-cache" }, body: { data: { x: 1 } } }],
+    ["Cache-Control: max-age=0", { status: 200, headers: { "cache-control": "public, max-age=0" }, body: { data: { x: 1 } } }],
+    ["Cache-Control: s-maxage=0", { status: 200, headers: { "cache-control": "max-age=60, s-maxage=0" }, body: { data: { x: 1 } } }],
   ]) {
     it(`never stores a response with ${label}`, async () => {
       origin.setHandler(() => reply);
@@ -236,7 +247,7 @@ describe("query caching", () => {
     const doc = "query A { a } query B { b }";
     const b1 = await worker.fetch("/graphql", gqlPost(doc, { operationName: "B" }));
     assert.equal(b1.headers.get("x-fraiseql-cache"), "MISS");
-    assert.equal(b1.headers.get("cache-tag"), "gql-op:B,User:1");
+    assert.equal(b1.headers.get("cache-tag"), "gql-op:B");
     await worker.stored(b1);
     const a1 = await worker.fetch("/graphql", gqlPost(doc, { operationName: "A" }));
     assert.equal(a1.headers.get("x-fraiseql-cache"), "MISS");

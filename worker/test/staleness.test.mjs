@@ -140,3 +140,38 @@ describe("stale-if-error", () => {
     assert.equal((await mutation.json()).errors[0].extensions.code, "BAD_GATEWAY");
   });
 });
+
+describe("origin Cache-Control decides the edge lifetime", () => {
+  let origin;
+  let longTtl;
+  let shortTtl;
+  before(async () => {
+    origin = await startFakeOrigin();
+    longTtl = await startWorker({ vars: { CACHE_TTL_SECONDS: "60" }, bindings: { ORIGIN_URL: origin.url } });
+    shortTtl = await startWorker({ vars: { CACHE_TTL_SECONDS: "1" }, bindings: { ORIGIN_URL: origin.url } });
+  });
+  after(async () => {
+    await longTtl?.dispose();
+    await shortTtl?.dispose();
+    await origin?.close();
+  });
+  beforeEach(() => origin.reset());
+
+  for (const [label, worker, cc, expected] of [
+    ["s-maxage wins over max-age and CACHE_TTL_SECONDS=60", () => longTtl, "public, max-age=600, s-maxage=1", "STALE"],
+    ["max-age when there is no s-maxage", () => longTtl, "public, max-age=1", "STALE"],
+    ["an s-maxage longer than CACHE_TTL_SECONDS=1", () => shortTtl, "public, s-maxage=120", "HIT"],
+  ]) {
+    it(`${label} (${cc})`, async () => {
+      origin.setHandler(() => ({ status: 200, headers: { "cache-control": cc }, body: { data: { user: { __typename: "User", id: label, name: "n" } } } }));
+      const vars = { variables: { id: label } };
+      const first = await worker().fetch("/graphql", gqlPost(Q, vars));
+      await worker().stored(first);
+      assert.equal((await worker().fetch("/graphql", gqlPost(Q, vars))).headers.get("x-fraiseql-cache"), "HIT");
+      await sleep(1300);
+      const later = await worker().fetch("/graphql", gqlPost(Q, vars));
+      assert.equal(later.headers.get("x-fraiseql-cache"), expected);
+      assert.equal(later.headers.get("cache-control"), cc, "clients still see the origin's Cache-Control");
+    });
+  }
+});

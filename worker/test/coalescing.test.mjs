@@ -1,0 +1,54 @@
+import { describe, it, before, after, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import { startFakeOrigin, startWorker, gqlPost } from "../test-support/harness.mjs";
+
+const Q = "query Hot($id: ID!) { user(id: $id) { __typename id name } }";
+
+describe("request coalescing", () => {
+  let origin;
+  let worker;
+  before(async () => {
+    origin = await startFakeOrigin();
+    worker = await startWorker({ bindings: { ORIGIN_URL: origin.url } });
+  });
+  after(async () => {
+    await worker?.dispose();
+    await origin?.close();
+  });
+  beforeEach(() => origin.reset());
+
+  it("200 concurrent identical misses share one origin fetch", async () => {
+    origin.state.delayMs = 100;
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, () => worker.fetch("/graphql", gqlPost(Q, { variables: { id: "hot" } }))),
+    );
+    const bodies = await Promise.all(responses.map((r) => r.text()));
+    assert.ok(origin.requests.length <= 2, `${origin.requests.length} origin requests`);
+    assert.ok(responses.every((r) => r.status === 200));
+    assert.equal(new Set(bodies).size, 1, "every caller got the one answer");
+    const statuses = responses.map((r) => r.headers.get("x-fraiseql-cache"));
+    assert.ok(statuses.filter((s) => s === "COALESCED").length >= 198, statuses.join(","));
+  });
+
+  it("shares an error only among callers with the same credentials", async () => {
+    origin.state.delayMs = 100;
+    origin.setHandler((req) =>
+      req.headers.authorization === "Bearer bad"
+        ? { status: 401, body: { errors: [{ message: "bad token" }] } }
+        : { status: 200, body: { data: { user: { __typename: "User", id: "e", name: req.headers.authorization } } } },
+    );
+    const as = (token) => worker.fetch("/graphql", gqlPost(Q, { variables: { id: "e" }, headers: { authorization: token } }));
+    const responses = await Promise.all([as("Bearer bad"), as("Bearer good"), as("Bearer bad"), as("Bearer good")]);
+    assert.deepEqual(responses.map((r) => r.status), [401, 200, 401, 200]);
+    assert.equal((await responses[1].json()).data.user.name, "Bearer good");
+    assert.equal(origin.requests.length, 2, "one fetch per credential scope");
+  });
+
+  it("does not coalesce mutations", async () => {
+    origin.state.delayMs = 50;
+    await Promise.all(
+      Array.from({ length: 5 }, () => worker.fetch("/graphql", gqlPost('mutation { updateUser(id: "m", name: "n") { id } }'))),
+    );
+    assert.equal(origin.requests.length, 5);
+  });
+});
