@@ -357,8 +357,9 @@ class PostgresReplication(pulumi.ComponentResource):
 
         nodes_event = pulumi.Output.all(*[writers[r].address for r in regions]).apply(
             lambda hosts: [
-                {"name": r, "region": r, "host": h, "port": args.port, "dbname": args.db_name, "user": "fraiseql_repl"}
-                for r, h in zip(regions, hosts)
+                {"name": r, "region": r, "host": h, "port": args.port, "dbname": args.db_name, "user": "fraiseql_repl",
+                 "index": i + 1}
+                for i, (r, h) in enumerate(zip(regions, hosts))
             ]
         )
         policy_digest = hashlib.sha256(json.dumps(mm.conflict_policy, sort_keys=True).encode()).hexdigest()

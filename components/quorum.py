@@ -265,6 +265,9 @@ class Quorum(pulumi.ComponentResource):
              f"Replication apply errors on the writer in {r} (pg_stat_subscription_stats): see the runbook"),
             ("subscriptions-down", REPLICATION_NAMESPACE, "SubscriptionsDown", "Maximum", "GreaterThanThreshold", 0,
              "notBreaching", 2, f"A subscription of the writer in {r} has no running apply worker or is disabled"),
+            ("parked-changes", REPLICATION_NAMESPACE, "ParkedChanges", "Maximum", "GreaterThanThreshold", 0,
+             "notBreaching", 2, f"Changes from peers that the writer in {r} could not merge are parked and retried "
+             "(a column it lacks, a unique clash): run the schema apply or see the runbook"),
         ):
             aws.cloudwatch.MetricAlarm(
                 logical_name(name, role, r),

@@ -44,6 +44,8 @@ class AgentTiming:
             "FRAISEQL_METRICS_EVERY_SECONDS": "1",
             "FRAISEQL_STOP_MARGIN_SECONDS": "1",
             "FRAISEQL_HANDOFF_WAIT_SECONDS": str(self.invocation_s),
+            "FRAISEQL_WATERMARK_EVERY_SECONDS": "1",
+            "FRAISEQL_MAINTENANCE_EVERY_SECONDS": "5",
         }
 
 

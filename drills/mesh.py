@@ -193,7 +193,7 @@ class Mesh:
         """Conflict decisions taken by the apply triggers, summed over nodes, by kind."""
         totals: dict[str, int] = {}
         for n in self.nodes:
-            for kind, cnt in self.execute(n, f"SELECT kind, sum(n)::bigint FROM {SCHEMA}.resolutions GROUP BY kind"):
+            for kind, cnt in self.execute(n, f"SELECT kind, sum(n)::bigint FROM {SCHEMA}.resolution_counts GROUP BY kind"):
                 totals[kind] = totals.get(kind, 0) + int(cnt)
         return totals
 
@@ -238,8 +238,9 @@ def mesh(
         m = Mesh(
             pg=pg,
             nodes={
-                r: Node(name=r, region=r, host="127.0.0.1", port=pg[r].port, dbname="postgres", user="postgres")
-                for r in regions
+                r: Node(name=r, region=r, host="127.0.0.1", port=pg[r].port, dbname="postgres", user="postgres",
+                        index=i + 1)
+                for i, r in enumerate(regions)
             },
             policy=policy,
         )

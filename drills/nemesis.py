@@ -68,9 +68,11 @@ class NemesisConfig:
     fault_s: tuple[float, float] = (2.0, 4.0)
     settle_s: float = 3.0
     skew_max_s: float = 0.5
-    big_rows: int = 2_000
+    big_rows: int = 100_000
     measure_specials: bool = True
     faults: tuple[str, ...] = FAULTS
+    #: Quick runs apply every fault kind once (in a random order) so CI covers each; long runs draw at random.
+    each_once: bool = False
 
 
 @dataclass
@@ -267,9 +269,12 @@ class Nemesis:
             return f"routing control {x} off", lambda: self.aws.set_control(x, True)
         raise ValueError(f"unknown fault {kind}")
 
-    def schedule(self) -> None:
-        kinds = [k for k in self.cfg.faults if k != "split" or len(self.m.nodes) >= 5]
-        chosen = [self.rng.choice(kinds)]
+    def kinds(self) -> list[str]:
+        return [k for k in self.cfg.faults if k != "split" or len(self.m.nodes) >= 5]
+
+    def schedule(self, first: Optional[str] = None) -> None:
+        kinds = self.kinds()
+        chosen = [first or self.rng.choice(kinds)]
         if self.rng.random() < 0.35:
             chosen.append(self.rng.choice([k for k in kinds if k != chosen[0]]))
         undo = []
@@ -458,8 +463,10 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             nem = Nemesis(m, aws, procs, skew_files, rng, cfg)
             special: dict[str, Any] = {}
             with Writers(m, regions) as writers:
-                for _ in range(cfg.schedules):
-                    nem.schedule()
+                order = nem.kinds()
+                rng.shuffle(order)
+                for i in range(cfg.schedules):
+                    nem.schedule(order[i % len(order)] if cfg.each_once else None)
                     progress(nem.log[-1])
                     time.sleep(cfg.settle_s)
                 nem.heal_everything()
@@ -488,6 +495,13 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             except TimeoutError as exc:
                 converged = False
                 progress(str(exc)[:300])
+                for r in regions:
+                    parked = m.execute(r, "SELECT sqlstate, error, count(*) FROM fraiseql_repl.parked GROUP BY 1, 2")
+                    subs = m.execute(r, "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, ss.apply_error_count "
+                                        "FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid "
+                                        "AND st.relid IS NULL LEFT JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid")
+                    progress(f"{r}: parked {parked}; subscriptions {subs}")
+                    progress(m.pg[r].log_tail(15))
             present = {r: {int(k) for (k,) in m.execute(r, "SELECT id FROM nemesis_log")} for r in regions}
             digests = {r: m.digest(r, list(CHECKED_TABLES)) for r in regions}
             verdict: Verdict = check(acks, nem.cuts, bound, present, digests)

@@ -22,7 +22,7 @@ MODES: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Quick: what CI runs. Long: at least 100 random schedules on three writers, then on five.
 NEMESIS_MODES: dict[str, list[NemesisConfig]] = {
-    "quick": [NemesisConfig(schedules=5, seed=1)],
+    "quick": [NemesisConfig(schedules=11, seed=1, each_once=True)],
     "long": [NemesisConfig(schedules=100, seed=7, big_rows=20_000),
              NemesisConfig(regions=REGIONS_5, schedules=30, seed=11, big_rows=20_000)],
 }

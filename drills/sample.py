@@ -26,4 +26,4 @@ POLICY = ConflictPolicy(
 )
 
 #: Tables that must be identical on every node once replication is quiet.
-CONVERGENT_TABLES: tuple[str, ...] = ("items", "counters", "tags", "fraiseql_repl.counter_shards")
+CONVERGENT_TABLES: tuple[str, ...] = ("items", "counters", "tags", "fraiseql_repl.shards")

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from replication.model import Node
@@ -70,6 +70,8 @@ class Settings:
     metrics_every_s: float = 10.0
     handoff_wait_s: float = 75.0
     stop_margin_s: float = 15.0
+    watermark_every_s: float = 10.0
+    maintenance_every_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -93,6 +95,8 @@ class Settings:
             metrics_every_s=float(env.get("FRAISEQL_METRICS_EVERY_SECONDS") or 10),
             handoff_wait_s=float(env.get("FRAISEQL_HANDOFF_WAIT_SECONDS") or 75),
             stop_margin_s=float(env.get("FRAISEQL_STOP_MARGIN_SECONDS") or 15),
+            watermark_every_s=float(env.get("FRAISEQL_WATERMARK_EVERY_SECONDS") or 10),
+            maintenance_every_s=float(env.get("FRAISEQL_MAINTENANCE_EVERY_SECONDS") or 60),
         )
 
     def __post_init__(self) -> None:
@@ -297,6 +301,46 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
     )
 
 
+@dataclass
+class Maintenance:
+    """What the agent's periodic housekeeping did (see ``maintain``)."""
+
+    parked: int
+    merged_from_parked: int = 0
+    tombstones_purged: int = 0
+    changes_purged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def maintain(conn: Any, *, full: bool) -> Maintenance:
+    """Housekeeping between probes: publish a watermark (what this writer has applied, so peers can
+    purge tombstones safely), and with ``full``: retry parked changes, purge what is safe to purge.
+
+    A failure here is logged and retried next time; it never stops the lease loop.
+    """
+    errors: list[str] = []
+
+    def run(sql: str) -> Any:
+        try:
+            return conn.execute(sql).fetchone()
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not take the fence down
+            errors.append(f"{sql.split('(')[0]}: {type(exc).__name__}")
+            return None
+
+    run("SELECT fraiseql_repl.emit_watermark()")
+    out = Maintenance(parked=0, errors=errors)
+    if full:
+        retried = run("SELECT merged, still_parked FROM fraiseql_repl.retry_parked()")
+        if retried:
+            out.merged_from_parked = int(retried[0])
+        out.tombstones_purged = int((run("SELECT fraiseql_repl.purge_tombstones()") or (0,))[0])
+        out.changes_purged = int((run("SELECT fraiseql_repl.purge_changes()") or (0,))[0])
+        run("SELECT fraiseql_repl.compact_resolutions()")
+    parked = run("SELECT count(*) FROM fraiseql_repl.parked")
+    out.parked = int(parked[0]) if parked else -1
+    return out
+
+
 # -- the AWS side -------------------------------------------------------------------------------
 
 
@@ -317,6 +361,7 @@ class AwsSide:
         self._snapshot: Optional[dict[str, Any]] = None
         self._apply_errors = 0
         self._want_out: Optional[bool] = None
+        self._parked: Optional[int] = None
         self._is_out: Optional[bool] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fraiseql-agent-aws", daemon=True)
@@ -338,6 +383,10 @@ class AwsSide:
     def traffic_out(self) -> Optional[bool]:
         with self._lock:
             return self._is_out
+
+    def offer_maintenance(self, kept: "Maintenance") -> None:
+        with self._lock:
+            self._parked = kept.parked if kept.parked >= 0 else None
 
     def offer(self, result: ProbeResult) -> None:
         with self._lock:
@@ -396,7 +445,7 @@ class AwsSide:
     def _publish(self) -> None:
         s = self.settings
         with self._lock:
-            snap, errors = self._snapshot, self._apply_errors
+            snap, errors, parked = self._snapshot, self._apply_errors, self._parked
             self._apply_errors = 0
         region = [{"Name": "Region", "Value": s.region}]
         data: list[dict[str, Any]] = [{"MetricName": "AgentAlive", "Dimensions": region, "Value": 1}]
@@ -412,7 +461,7 @@ class AwsSide:
             lag = [
                 {"MetricName": "ApplyErrors", "Dimensions": region, "Value": errors},
                 {"MetricName": "SubscriptionsDown", "Dimensions": region, "Value": r.subscriptions_down},
-            ] + [
+            ] + ([{"MetricName": "ParkedChanges", "Dimensions": region, "Value": parked}] if parked is not None else []) + [
                 {"MetricName": "LagSeconds", "Dimensions": [{"Name": "Publisher", "Value": s.region},
                                                             {"Name": "Subscriber", "Value": sub}], "Value": v}
                 for sub, v in r.lag_s.items()
@@ -448,11 +497,21 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
              sleep: Callable[[float], None] = time.sleep, log: Callable[[Mapping[str, Any]], None] = _log_stdout) -> Optional[ProbeResult]:
     """Probe every ``probe_s`` until less than ``stop_margin_s`` of the invocation is left."""
     last: Optional[ProbeResult] = None
+    next_watermark = next_full = 0.0
     while remaining_s() > settings.stop_margin_s:
         t = time.monotonic()
         result = probe(conn, settings, control_on=aws.control_on(), holder=holder,
                        holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out())
         aws.offer(result)
+        if t >= next_watermark:
+            full = t >= next_full
+            kept = maintain(conn, full=full)
+            aws.offer_maintenance(kept)
+            if kept.errors or kept.merged_from_parked or kept.tombstones_purged:
+                log({"event": "maintenance", "region": settings.region, **asdict(kept)})
+            next_watermark = t + settings.watermark_every_s
+            if full:
+                next_full = t + settings.maintenance_every_s
         d = result.decision
         if result.changed or last is None:
             log({"event": "decision", "region": settings.region, "writable": d.writable, "reason": d.reason,

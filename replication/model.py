@@ -33,6 +33,8 @@ class Node:
     port: int = 5432
     dbname: str = "fraiseql"
     user: str = "fraiseql_repl"
+    #: 1..sequence_stride, distinct per writer: its identity values are congruent to it.
+    index: int = 0
 
     def __post_init__(self) -> None:
         if not self.name or len(ident_suffix(self.name)) > 40:
@@ -83,6 +85,8 @@ class ConflictPolicy:
     default: Literal["lww"] = "lww"
     tables: tuple[TablePolicy, ...] = ()
     replicated: tuple[str, ...] = ()
+    #: Writers hand out identity values k, k + stride, ...: room for this many writers over time.
+    sequence_stride: int = 16
 
     def __post_init__(self) -> None:
         names = [t.qualified for t in self.all_tables()]

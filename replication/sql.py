@@ -1,25 +1,21 @@
-"""SQL that phase B deploys on every writer, rendered from ``replication.model``.
+"""SQL that phases B and C deploy on every writer, rendered from ``replication.model``.
 
-Every function here is pure and returns a list of SQL statements. Every
-statement is idempotent: running the full list again changes nothing and
-raises nothing (``IF NOT EXISTS``, ``CREATE OR REPLACE``, DO blocks that look
-at the catalogs first). Statements must be run one by one in autocommit mode
-(``replication.bootstrap.apply`` does that).
+Every function here is pure and returns a list of SQL statements. Every statement is idempotent:
+running the full list again changes nothing and raises nothing. Statements must be run one by one
+in autocommit mode (``replication.bootstrap.apply`` does that).
 
-How conflicts are decided (details in ``replication/README.md``):
+The fixed SQL lives in ``replication/schema/*.sql``:
 
-* Local writes fire the ``fraiseql_repl_local*`` triggers (normal triggers fire
-  only when ``session_replication_role`` is ``origin``/``local``); they stamp
-  each row with a hybrid version ``(_repl_ts, _repl_node)`` where
-  ``_repl_ts = greatest(clock_timestamp(), previous _repl_ts + 1 µs)``, so a
-  write that has seen a version is always newer than it even under clock skew.
-* The logical replication apply worker runs with
-  ``session_replication_role = replica``: only ``ENABLE REPLICA`` / ``ENABLE
-  ALWAYS`` triggers fire there. The ``fraiseql_repl_apply*`` triggers are
-  ``ENABLE REPLICA`` and decide per strategy whether an incoming change is
-  kept, merged or discarded. PostgreSQL 18 itself only logs/counts conflicts
-  (``update_origin_differs`` is applied regardless, ``insert_exists`` stops
-  the worker until fixed by hand).
+* ``objects.sql``: the change log that replicates (full row images, merged by version on every
+  peer, so delivery order never matters), tombstones, counter shards, conflicts, parked changes,
+  watermarks and the purges they make safe;
+* ``control.sql``: the write lease that fences a node (checked at statement start and at commit,
+  without locks), the heartbeats of the control channel and the fence agent's state;
+* ``install.sql``: ``install_table`` generates, per replicated table, the functions that stamp
+  local writes, emit their images, and merge peers' images; ``install_dispatcher`` routes
+  incoming changes to them.
+
+Details and the reasoning are in ``replication/README.md``.
 """
 
 from __future__ import annotations
@@ -64,7 +60,7 @@ CONTROL_PUBLICATION = "fraiseql_ctl"
 HEARTBEAT_TABLE = f"{SCHEMA}.heartbeats"
 LEASE_TABLE = f"{SCHEMA}.lease"
 AGENT_STATE_TABLE = f"{SCHEMA}.agent_state"
-VERSION_COLUMNS = ("_repl_ts", "_repl_node")
+VERSION_COLUMNS = ("_repl_ts", "_repl_node", "_repl_born")
 APP_COLUMNS = ("_repl_prev_ts", "_repl_prev_node")
 # read_only_sql_transaction: drivers and FraiseQL already treat it as "this
 # node does not take writes", which is what a fenced region means.
@@ -139,416 +135,6 @@ def _schema_file(name: str) -> str:
     return resources.files("replication").joinpath("schema", name).read_text(encoding="utf-8")
 
 
-# -- shared objects -------------------------------------------------------------------
-
-_TABLES = f"""
-CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-CREATE TABLE IF NOT EXISTS {SCHEMA}.tombstones (
-    table_name text NOT NULL,
-    pk         jsonb NOT NULL,
-    ts         timestamptz NOT NULL,
-    node       text NOT NULL,
-    PRIMARY KEY (table_name, pk)
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.counter_shards (
-    table_name text NOT NULL,
-    pk         jsonb NOT NULL,
-    col        text NOT NULL,
-    node       text NOT NULL,
-    amount     numeric NOT NULL DEFAULT 0,
-    PRIMARY KEY (table_name, pk, col, node)
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.conflicts (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    detected_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    table_name  text NOT NULL,
-    pk          jsonb NOT NULL,
-    kind        text NOT NULL,
-    local_row   jsonb,
-    remote_row  jsonb,
-    remote_node text,
-    resolved_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS conflicts_open
-    ON {SCHEMA}.conflicts (table_name, pk) WHERE resolved_at IS NULL;
-CREATE TABLE IF NOT EXISTS {SCHEMA}.resolutions (
-    table_name text NOT NULL,
-    kind       text NOT NULL,
-    n          bigint NOT NULL DEFAULT 0,
-    last_at    timestamptz,
-    PRIMARY KEY (table_name, kind)
-);
-"""
-
-_HELPERS = f"""
-CREATE OR REPLACE FUNCTION {SCHEMA}.newer(a_ts timestamptz, a_node text, b_ts timestamptz, b_node text)
-RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
-    -- Total order on versions: timestamp, then node name in C collation so
-    -- every node breaks ties the same way. A missing version is the oldest.
-    SELECT CASE
-        WHEN b_ts IS NULL THEN a_ts IS NOT NULL
-        WHEN a_ts IS NULL THEN false
-        ELSE a_ts > b_ts OR (a_ts = b_ts AND coalesce(a_node, '') COLLATE "C" > coalesce(b_node, '') COLLATE "C")
-    END
-$f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.next_ts(prev timestamptz)
-RETURNS timestamptz LANGUAGE sql VOLATILE AS $f$
-    SELECT greatest(pg_catalog.clock_timestamp(), prev + interval '1 microsecond')
-$f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.pk_cols(rel regclass)
-RETURNS text[] LANGUAGE sql STABLE AS $f$
-    SELECT array_agg(a.attname::text ORDER BY k.ord)
-    FROM pg_catalog.pg_index i
-    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-    WHERE i.indrelid = rel AND i.indisprimary
-$f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.pk_of(rel regclass, r jsonb)
-RETURNS jsonb LANGUAGE sql STABLE AS $f$
-    SELECT jsonb_object_agg(c, r -> c) FROM unnest({SCHEMA}.pk_cols(rel)) AS c
-$f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.pk_where(rel regclass)
-RETURNS text LANGUAGE sql STABLE AS $f$
-    SELECT string_agg(format('t.%I = ($1).%I', c, c), ' AND ')
-    FROM unnest({SCHEMA}.pk_cols(rel)) AS c
-$f$;
-
--- Columns an overwrite may assign: not the key, not generated, not GENERATED ALWAYS identity.
-CREATE OR REPLACE FUNCTION {SCHEMA}.value_cols(rel regclass)
-RETURNS text[] LANGUAGE sql STABLE AS $f$
-    SELECT array_agg(a.attname::text ORDER BY a.attnum)
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attgenerated = '' AND a.attidentity <> 'a'
-      AND a.attname::text <> ALL (coalesce({SCHEMA}.pk_cols(rel), '{{}}'))
-$f$;
-
--- The local row with the same key as r, locked, as jsonb (NULL when absent).
-CREATE OR REPLACE FUNCTION {SCHEMA}.current_row(rel regclass, r anyelement)
-RETURNS jsonb LANGUAGE plpgsql AS $f$
-DECLARE cur jsonb;
-BEGIN
-    EXECUTE format('SELECT to_jsonb(t) FROM %s t WHERE %s FOR UPDATE', rel, {SCHEMA}.pk_where(rel))
-        INTO cur USING r;
-    RETURN cur;
-END $f$;
-
--- Replace every value column of the row with r's key by r's values.
-CREATE OR REPLACE FUNCTION {SCHEMA}.overwrite(rel regclass, r anyelement)
-RETURNS void LANGUAGE plpgsql AS $f$
-DECLARE cols text[] := {SCHEMA}.value_cols(rel);
-BEGIN
-    EXECUTE format('UPDATE %s t SET (%s) = ROW(%s) WHERE %s', rel,
-        (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),
-        (SELECT string_agg(format('($1).%I', c), ', ') FROM unnest(cols) c),
-        {SCHEMA}.pk_where(rel)) USING r;
-END $f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.note(tname text, kind text)
-RETURNS void LANGUAGE sql AS $f$
-    INSERT INTO {SCHEMA}.resolutions AS r (table_name, kind, n, last_at)
-    VALUES (tname, kind, 1, pg_catalog.clock_timestamp())
-    ON CONFLICT (table_name, kind) DO UPDATE SET n = r.n + 1, last_at = excluded.last_at
-$f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.tombstone_of(tname text, key jsonb)
-RETURNS {SCHEMA}.tombstones LANGUAGE sql STABLE AS $f$
-    SELECT * FROM {SCHEMA}.tombstones WHERE table_name = tname AND pk = key
-$f$;
-
--- Tombstones are an LWW register per key: keep the newest (ts, node).
-CREATE OR REPLACE FUNCTION {SCHEMA}.put_tombstone(tname text, key jsonb, t timestamptz, n text)
-RETURNS void LANGUAGE sql AS $f$
-    INSERT INTO {SCHEMA}.tombstones AS x (table_name, pk, ts, node) VALUES (tname, key, t, n)
-    ON CONFLICT (table_name, pk) DO UPDATE SET ts = excluded.ts, node = excluded.node
-    WHERE {SCHEMA}.newer(excluded.ts, excluded.node, x.ts, x.node)
-$f$;
-"""
-
-_TRIGGER_FUNCTIONS = f"""
--- LWW/app/counter tables, local INSERT/UPDATE: stamp the hybrid version.
-CREATE OR REPLACE FUNCTION {SCHEMA}.stamp_local()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE
-    tname text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    strategy text := TG_ARGV[0];
-    tomb {SCHEMA}.tombstones;
-    key jsonb;
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        key := {SCHEMA}.pk_of(TG_RELID, to_jsonb(NEW));
-        tomb := {SCHEMA}.tombstone_of(tname, key);
-        -- Re-inserting a deleted key: the new row must beat the delete.
-        NEW._repl_ts := {SCHEMA}.next_ts(tomb.ts);
-        IF strategy = 'counter' AND tomb.ts IS NOT NULL THEN
-            DELETE FROM {SCHEMA}.counter_shards WHERE table_name = tname AND pk = key;
-        END IF;
-    ELSE
-        NEW._repl_ts := {SCHEMA}.next_ts(OLD._repl_ts);
-    END IF;
-    NEW._repl_node := {SCHEMA}.node_name();
-    IF strategy = 'app' THEN
-        IF TG_OP = 'UPDATE' AND current_setting('fraiseql_repl.resolving', true) = 'on' THEN
-            -- An application resolution: newer than every version it was shown.
-            NEW._repl_ts := greatest(NEW._repl_ts, (
-                SELECT max((remote_row ->> '_repl_ts')::timestamptz) + interval '1 microsecond'
-                FROM {SCHEMA}.conflicts
-                WHERE table_name = tname AND pk = {SCHEMA}.pk_of(TG_RELID, to_jsonb(NEW))
-                  AND resolved_at IS NULL));
-            NEW._repl_prev_ts := NULL;
-            NEW._repl_prev_node := '*';
-            UPDATE {SCHEMA}.conflicts SET resolved_at = clock_timestamp()
-            WHERE table_name = tname AND pk = {SCHEMA}.pk_of(TG_RELID, to_jsonb(NEW))
-              AND resolved_at IS NULL;
-        ELSIF TG_OP = 'UPDATE' THEN
-            NEW._repl_prev_ts := OLD._repl_ts;
-            NEW._repl_prev_node := OLD._repl_node;
-        ELSE
-            NEW._repl_prev_ts := NULL;
-            NEW._repl_prev_node := NULL;
-        END IF;
-    END IF;
-    RETURN NEW;
-END $f$;
-
--- Counter tables, local INSERT/UPDATE, AFTER the row change: add the delta to
--- this node's shard. AFTER, because with INSERT ... ON CONFLICT DO UPDATE the
--- BEFORE INSERT trigger also fires for the insert that did not happen.
-CREATE OR REPLACE FUNCTION {SCHEMA}.counter_local()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE
-    tname text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    key jsonb := {SCHEMA}.pk_of(TG_RELID, to_jsonb(NEW));
-    c text;
-    delta numeric;
-BEGIN
-    FOREACH c IN ARRAY TG_ARGV LOOP
-        delta := coalesce((to_jsonb(NEW) ->> c)::numeric, 0);
-        IF TG_OP = 'UPDATE' THEN
-            delta := delta - coalesce((to_jsonb(OLD) ->> c)::numeric, 0);
-        END IF;
-        IF delta <> 0 THEN
-            -- Only this node ever writes its own shard: shards never conflict.
-            INSERT INTO {SCHEMA}.counter_shards AS s (table_name, pk, col, node, amount)
-            VALUES (tname, key, c, {SCHEMA}.node_name(), delta)
-            ON CONFLICT (table_name, pk, col, node) DO UPDATE SET amount = s.amount + excluded.amount;
-        END IF;
-    END LOOP;
-    RETURN NULL;
-END $f$;
-
--- Set tables, local INSERT/UPDATE: an add is tagged with its version; updates are refused.
-CREATE OR REPLACE FUNCTION {SCHEMA}.set_local()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE tomb {SCHEMA}.tombstones;
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: %I.%I is a replicated set: insert or delete elements, do not update them',
-                             TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    END IF;
-    tomb := {SCHEMA}.tombstone_of(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, {SCHEMA}.pk_of(TG_RELID, to_jsonb(NEW)));
-    NEW._repl_ts := {SCHEMA}.next_ts(tomb.ts);
-    NEW._repl_node := {SCHEMA}.node_name();
-    RETURN NEW;
-END $f$;
-
--- Local DELETE on any strategy: leave a tombstone (replicated before the delete,
--- same transaction). Sets record the add tag they removed (observed remove);
--- other strategies record a version newer than the deleted row.
-CREATE OR REPLACE FUNCTION {SCHEMA}.delete_local()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE
-    tname text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    key jsonb := {SCHEMA}.pk_of(TG_RELID, to_jsonb(OLD));
-BEGIN
-    IF TG_ARGV[0] = 'set' THEN
-        PERFORM {SCHEMA}.put_tombstone(tname, key, OLD._repl_ts, OLD._repl_node);
-    ELSE
-        PERFORM {SCHEMA}.put_tombstone(tname, key, {SCHEMA}.next_ts(OLD._repl_ts), {SCHEMA}.node_name());
-    END IF;
-    IF TG_ARGV[0] = 'counter' THEN
-        DELETE FROM {SCHEMA}.counter_shards WHERE table_name = tname AND pk = key;
-    END IF;
-    RETURN OLD;
-END $f$;
-
--- Sum of all nodes' contributions, patched into the row's counter columns.
-CREATE OR REPLACE FUNCTION {SCHEMA}.with_counter_sums(r anyelement, tname text, key jsonb, cols text[])
-RETURNS anyelement LANGUAGE sql STABLE AS $f$
-    SELECT jsonb_populate_record(r, jsonb_object_agg(c, coalesce((
-        SELECT sum(s.amount) FROM {SCHEMA}.counter_shards s
-        WHERE s.table_name = tname AND s.pk = key AND s.col = c), 0)))
-    FROM unnest(cols) AS c
-$f$;
-
--- Apply side (ENABLE REPLICA): LWW, counter and app tables.
-CREATE OR REPLACE FUNCTION {SCHEMA}.apply_remote()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE
-    tname text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    strategy text := TG_ARGV[0];
-    key jsonb := {SCHEMA}.pk_of(TG_RELID, to_jsonb(NEW));
-    tomb {SCHEMA}.tombstones;
-    cur jsonb;
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF strategy = 'app' THEN
-            IF NEW._repl_prev_node = '*' THEN
-                IF {SCHEMA}.newer(NEW._repl_ts, NEW._repl_node, OLD._repl_ts, OLD._repl_node) THEN
-                    UPDATE {SCHEMA}.conflicts SET resolved_at = clock_timestamp()
-                    WHERE table_name = tname AND pk = key AND resolved_at IS NULL;
-                    RETURN NEW;
-                END IF;
-            ELSIF NEW._repl_prev_ts IS NOT DISTINCT FROM OLD._repl_ts
-                  AND NEW._repl_prev_node IS NOT DISTINCT FROM OLD._repl_node THEN
-                RETURN NEW;  -- fast-forward: the writer had seen our version
-            END IF;
-            IF (NEW._repl_ts, NEW._repl_node) IS DISTINCT FROM (OLD._repl_ts, OLD._repl_node) THEN
-                INSERT INTO {SCHEMA}.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
-                VALUES (tname, key, 'update', to_jsonb(OLD), to_jsonb(NEW), NEW._repl_node);
-                PERFORM {SCHEMA}.note(tname, 'app_conflict_logged');
-            END IF;
-            RETURN NULL;  -- keep the local row until the application resolves
-        END IF;
-        IF NOT {SCHEMA}.newer(NEW._repl_ts, NEW._repl_node, OLD._repl_ts, OLD._repl_node) THEN
-            IF (NEW._repl_ts, NEW._repl_node) IS DISTINCT FROM (OLD._repl_ts, OLD._repl_node) THEN
-                PERFORM {SCHEMA}.note(tname, 'lww_kept_local');
-            END IF;
-            IF strategy <> 'counter' THEN
-                RETURN NULL;
-            END IF;
-            NEW := OLD;  -- counter: keep local plain columns, still refresh the sums
-        END IF;
-        IF strategy = 'counter' THEN
-            NEW := {SCHEMA}.with_counter_sums(NEW, tname, key, TG_ARGV[1:]);
-        END IF;
-        RETURN NEW;
-    END IF;
-
-    -- INSERT
-    tomb := {SCHEMA}.tombstone_of(tname, key);
-    IF tomb.ts IS NOT NULL AND NOT {SCHEMA}.newer(NEW._repl_ts, NEW._repl_node, tomb.ts, tomb.node) THEN
-        PERFORM {SCHEMA}.note(tname, 'insert_after_delete_dropped');
-        RETURN NULL;
-    END IF;
-    -- Two apply workers (one per peer) may insert the same new key at once;
-    -- serialise them so the second one merges instead of hitting insert_exists.
-    PERFORM pg_advisory_xact_lock(hashtextextended(tname || key::text, 0));
-    cur := {SCHEMA}.current_row(TG_RELID, NEW);
-    IF cur IS NULL THEN
-        IF strategy = 'counter' THEN
-            NEW := {SCHEMA}.with_counter_sums(NEW, tname, key, TG_ARGV[1:]);
-        END IF;
-        RETURN NEW;
-    END IF;
-    -- insert_exists: merge instead of stopping the apply worker.
-    IF strategy = 'app' THEN
-        IF (NEW._repl_ts, NEW._repl_node) IS DISTINCT FROM
-           ((cur ->> '_repl_ts')::timestamptz, cur ->> '_repl_node') THEN
-            INSERT INTO {SCHEMA}.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
-            VALUES (tname, key, 'insert', cur, to_jsonb(NEW), NEW._repl_node);
-            PERFORM {SCHEMA}.note(tname, 'app_conflict_logged');
-        END IF;
-        RETURN NULL;
-    END IF;
-    IF {SCHEMA}.newer(NEW._repl_ts, NEW._repl_node, (cur ->> '_repl_ts')::timestamptz, cur ->> '_repl_node') THEN
-        PERFORM {SCHEMA}.overwrite(TG_RELID, NEW);  -- re-enters this trigger as an UPDATE
-        PERFORM {SCHEMA}.note(tname, 'insert_merged_remote_won');
-    ELSIF strategy = 'counter' THEN
-        PERFORM {SCHEMA}.overwrite(TG_RELID, jsonb_populate_record(NEW, cur));  -- refresh sums
-        PERFORM {SCHEMA}.note(tname, 'insert_merged_local_won');
-    ELSE
-        PERFORM {SCHEMA}.note(tname, 'insert_merged_local_won');
-    END IF;
-    RETURN NULL;
-END $f$;
-
--- Apply side for sets: union of adds (the newest tag of an element wins),
--- an add survives a remove that did not observe it (tag newer than the tombstone).
-CREATE OR REPLACE FUNCTION {SCHEMA}.set_apply()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE
-    tname text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    r record;
-    tomb {SCHEMA}.tombstones;
-    cur jsonb;
-BEGIN
-    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
-    tomb := {SCHEMA}.tombstone_of(tname, {SCHEMA}.pk_of(TG_RELID, to_jsonb(r)));
-    IF TG_OP = 'DELETE' THEN
-        IF tomb.ts IS NOT NULL AND {SCHEMA}.newer(OLD._repl_ts, OLD._repl_node, tomb.ts, tomb.node) THEN
-            PERFORM {SCHEMA}.note(tname, 'set_add_wins_over_remove');
-            RETURN NULL;
-        END IF;
-        RETURN OLD;
-    END IF;
-    IF TG_OP = 'UPDATE' THEN
-        RETURN NEW;  -- only our own merge below updates set rows (origins refuse updates)
-    END IF;
-    IF tomb.ts IS NOT NULL AND NOT {SCHEMA}.newer(NEW._repl_ts, NEW._repl_node, tomb.ts, tomb.node) THEN
-        PERFORM {SCHEMA}.note(tname, 'set_add_already_removed');
-        RETURN NULL;
-    END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended(tname || {SCHEMA}.pk_of(TG_RELID, to_jsonb(r))::text, 0));
-    cur := {SCHEMA}.current_row(TG_RELID, NEW);
-    IF cur IS NULL THEN
-        RETURN NEW;
-    END IF;
-    IF {SCHEMA}.newer(NEW._repl_ts, NEW._repl_node, (cur ->> '_repl_ts')::timestamptz, cur ->> '_repl_node') THEN
-        PERFORM {SCHEMA}.overwrite(TG_RELID, NEW);
-    END IF;
-    PERFORM {SCHEMA}.note(tname, 'set_add_merged');
-    RETURN NULL;
-END $f$;
-
--- Apply side for the replicated bookkeeping tables.
-CREATE OR REPLACE FUNCTION {SCHEMA}.tombstones_apply()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF {SCHEMA}.newer(NEW.ts, NEW.node, OLD.ts, OLD.node) THEN RETURN NEW; END IF;
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT 1 FROM {SCHEMA}.tombstones WHERE table_name = NEW.table_name AND pk = NEW.pk) THEN
-        UPDATE {SCHEMA}.tombstones SET ts = NEW.ts, node = NEW.node
-        WHERE table_name = NEW.table_name AND pk = NEW.pk;  -- the UPDATE branch keeps the newest
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END $f$;
-
--- A shard changed by replication: re-sum the counter row. The shard row is
--- written after the counter row at its origin, so it arrives after it too.
-CREATE OR REPLACE FUNCTION {SCHEMA}.shards_refresh()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-DECLARE rel regclass := to_regclass(NEW.table_name);
-BEGIN
-    IF rel IS NOT NULL THEN
-        -- A no-op update: the counter table's apply trigger recomputes the sums.
-        EXECUTE format('UPDATE %s t SET %I = t.%I WHERE %s', rel, NEW.col, NEW.col,
-            (SELECT string_agg(format('t.%I = (jsonb_populate_record(NULL::%s, $1)).%I', c, rel, c), ' AND ')
-             FROM unnest({SCHEMA}.pk_cols(rel)) AS c)) USING NEW.pk;
-    END IF;
-    RETURN NULL;
-END $f$;
-
-CREATE OR REPLACE FUNCTION {SCHEMA}.shards_apply()
-RETURNS trigger LANGUAGE plpgsql AS $f$
-BEGIN
-    -- A shard is written only by its own node, so its latest value is the truth.
-    UPDATE {SCHEMA}.counter_shards SET amount = NEW.amount
-    WHERE table_name = NEW.table_name AND pk = NEW.pk AND col = NEW.col AND node = NEW.node;
-    IF FOUND THEN RETURN NULL; END IF;
-    RETURN NEW;
-END $f$;
-"""
-
-
 def _node_function(node: Node) -> str:
     return (
         f"CREATE OR REPLACE FUNCTION {SCHEMA}.node_name() RETURNS text "
@@ -583,114 +169,57 @@ def _split(script: str) -> list[str]:
     return out
 
 
-def _bookkeeping_triggers() -> list[str]:
-    stmts = []
-    for table, trg, fn, events in (
-        ("tombstones", "fraiseql_repl_apply", "tombstones_apply", "BEFORE INSERT OR UPDATE"),
-        ("counter_shards", "fraiseql_repl_apply", "shards_apply", "BEFORE INSERT"),
-        ("counter_shards", "fraiseql_repl_apply_after", "shards_refresh", "AFTER INSERT OR UPDATE"),
-    ):
-        stmts.append(
-            f"DO $do$ BEGIN\n"
-            f"  CREATE OR REPLACE TRIGGER {trg} {events} ON {SCHEMA}.{table}\n"
-            f"    FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.{fn}();\n"
-            f"  ALTER TABLE {SCHEMA}.{table} ENABLE REPLICA TRIGGER {trg};\n"
-            f"END $do$"
+def _node_functions(node: Node, policy: ConflictPolicy) -> list[str]:
+    if not 1 <= node.index <= policy.sequence_stride:
+        raise ValueError(
+            f"node {node.name} has index {node.index}; give every writer a distinct index from 1 to "
+            f"{policy.sequence_stride} (it decides which identity values the writer hands out)"
         )
-    return stmts
-
-
-def _table_statements(t: TablePolicy) -> list[str]:
-    q = _qtable(t)
-    name = t.qualified
-    stmts = [
-        # Fail early and clearly: conflict handling and the apply worker both
-        # need a primary key (the default replica identity).
-        f"DO $do$ BEGIN\n"
-        f"  IF {SCHEMA}.pk_cols({_lit(q)}::regclass) IS NULL THEN\n"
-        f"    RAISE EXCEPTION 'fraiseql_repl: replicated table % needs a primary key', {_lit(name)};\n"
-        f"  END IF;\n"
-        f"END $do$",
-        f"ALTER TABLE {q}"
-        f" ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT '-infinity',"
-        f" ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT ''",
+    return [
+        f"CREATE OR REPLACE FUNCTION {SCHEMA}.{fn}() RETURNS {typ} LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+        f"AS $f$SELECT {value}::{typ}$f$"
+        for fn, typ, value in (
+            ("node_name", "text", _lit(node.name)),
+            ("node_index", "integer", str(node.index)),
+            ("sequence_stride", "integer", str(policy.sequence_stride)),
+        )
     ]
-    if t.strategy == "app":
-        stmts.append(
-            f"ALTER TABLE {q}"
-            f" ADD COLUMN IF NOT EXISTS _repl_prev_ts timestamptz,"
-            f" ADD COLUMN IF NOT EXISTS _repl_prev_node text"
-        )
-    args = ", ".join(_lit(a) for a in (t.strategy, *t.columns))
-    local_fn = "set_local()" if t.strategy == "set" else f"stamp_local({args})"
-    apply_fn = "set_apply()" if t.strategy == "set" else f"apply_remote({args})"
-    delete_arg = _lit(t.strategy)
-    triggers = [
-        ("fraiseql_repl_fence", "BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE", "STATEMENT",
-         "fence_guard()", "ORIGIN"),
-        ("fraiseql_repl_local", "BEFORE INSERT OR UPDATE", "ROW", local_fn, "ORIGIN"),
-        ("fraiseql_repl_local_del", "BEFORE DELETE", "ROW", f"delete_local({delete_arg})", "ORIGIN"),
-        ("fraiseql_repl_apply", "BEFORE INSERT OR UPDATE", "ROW", apply_fn, "REPLICA"),
+
+
+def render_members(nodes: Sequence[Node]) -> list[str]:
+    """The current members of the mesh: purges wait for every one of them."""
+    names = ", ".join(f"({_lit(n.name)})" for n in nodes)
+    keep = ", ".join(_lit(n.name) for n in nodes)
+    return [
+        f"INSERT INTO {SCHEMA}.members (name) VALUES {names} ON CONFLICT DO NOTHING",
+        f"DELETE FROM {SCHEMA}.members WHERE name NOT IN ({keep})",
     ]
-    if t.strategy == "set":
-        triggers.append(("fraiseql_repl_apply_del", "BEFORE DELETE", "ROW", "set_apply()", "REPLICA"))
-    if t.strategy == "counter":
-        cols = ", ".join(_lit(c) for c in t.columns)
-        triggers.append(("fraiseql_repl_local_after", "AFTER INSERT OR UPDATE", "ROW",
-                         f"counter_local({cols})", "ORIGIN"))
-    body = []
-    for trg, events, level, fn, mode in triggers:
-        body.append(
-            f"  CREATE OR REPLACE TRIGGER {trg} {events} ON {q}\n"
-            f"    FOR EACH {level} EXECUTE FUNCTION {SCHEMA}.{fn};"
-        )
-        if mode == "REPLICA":
-            body.append(f"  ALTER TABLE {q} ENABLE REPLICA TRIGGER {trg};")
-    # Constraint triggers have no OR REPLACE: create once. Deferred, so it runs at commit.
-    body.append(
-        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease'\n"
-        f"                 AND tgrelid = {_lit(q)}::regclass) THEN\n"
-        f"    CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT OR UPDATE OR DELETE ON {q}\n"
-        f"      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.lease_at_commit();\n"
-        f"  END IF;"
-    )
-    if t.strategy != "set":
-        body.append(f"  DROP TRIGGER IF EXISTS fraiseql_repl_apply_del ON {q};")
-    if t.strategy != "counter":
-        body.append(f"  DROP TRIGGER IF EXISTS fraiseql_repl_local_after ON {q};")
-    stmts.append("DO $do$ BEGIN\n" + "\n".join(body) + "\nEND $do$")
-    if t.strategy == "counter":
-        # Rows that existed before bootstrap have no shards yet: seed them under
-        # a pseudo node so the sum equals the (identical) pre-existing value.
-        for col in t.columns:
-            stmts.append(
-                f"INSERT INTO {SCHEMA}.counter_shards (table_name, pk, col, node, amount)\n"
-                f"SELECT {_lit(name)}, {SCHEMA}.pk_of({_lit(q)}::regclass, to_jsonb(t)), {_lit(col)},"
-                f" '_seed', t.{_ident(col)}\n"
-                f"FROM {q} t\n"
-                f"WHERE t.{_ident(col)} IS NOT NULL AND t.{_ident(col)} <> 0 AND NOT EXISTS (\n"
-                f"  SELECT 1 FROM {SCHEMA}.counter_shards s WHERE s.table_name = {_lit(name)}\n"
-                f"    AND s.col = {_lit(col)}"
-                f" AND s.pk = {SCHEMA}.pk_of({_lit(q)}::regclass, to_jsonb(t)))\n"
-                f"ON CONFLICT DO NOTHING"
-            )
-    return stmts
 
 
-def render_conflict_objects(policy: ConflictPolicy, node: Node) -> list[str]:
-    """Schema ``fraiseql_repl``, bookkeeping tables, functions and per-table columns/triggers.
-
-    The tables named in ``policy`` must already exist (the application's own
-    migrations create them) and have a primary key.
-    """
-    stmts = _split(_TABLES)
-    stmts.append(_node_function(node))
-    stmts += _split(_schema_file("control.sql"))
-    stmts += _split(_HELPERS)
-    stmts += _split(_TRIGGER_FUNCTIONS)
-    stmts += _bookkeeping_triggers()
+def render_install_tables(policy: ConflictPolicy) -> list[str]:
+    """Install (or re-install after a schema change) every replicated table, then the dispatcher."""
+    out = []
     for t in policy.all_tables():
-        stmts += _table_statements(t)
+        cols = "ARRAY[" + ", ".join(_lit(c) for c in t.columns) + "]::text[]" if t.columns else "'{}'::text[]"
+        out.append(f"SELECT {SCHEMA}.install_table({_lit(_qtable(t))}::regclass, {_lit(t.strategy)}, {cols})")
+    out.append(f"SELECT {SCHEMA}.install_dispatcher()")
+    return out
+
+
+def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[Node] = ()) -> list[str]:
+    """Schema ``fraiseql_repl``: the change log, bookkeeping, lease and control objects, and every
+    replicated table installed with its generated functions and triggers.
+
+    The tables named in ``policy`` must already exist (the application's own migrations create
+    them) and have a primary key.
+    """
+    stmts = [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"]
+    stmts += _node_functions(node, policy)
+    stmts += _split(_schema_file("objects.sql"))
+    stmts += _split(_schema_file("control.sql"))
+    stmts += _split(_schema_file("install.sql"))
+    stmts += render_members(nodes or [node])
+    stmts += render_install_tables(policy)
     return stmts
 
 
@@ -713,9 +242,13 @@ def render_lease(valid_s: float | None, reason: str, granted_by: str = "") -> li
     ]
 
 
+#: What the data publication carries: change images and counter shards. The application's tables
+#: themselves are not published: their changes travel as images.
+DATA_TABLES = (f"{SCHEMA}.changes", f"{SCHEMA}.shards")
+
+
 def _published(policy: ConflictPolicy) -> list[str]:
-    tables = [_qtable(t) for t in policy.all_tables()]
-    return tables + [f"{SCHEMA}.tombstones", f"{SCHEMA}.counter_shards"]
+    return list(DATA_TABLES)
 
 
 def _publication(name: str, tables: Sequence[str], publish: str) -> str:
@@ -737,14 +270,14 @@ def _publication(name: str, tables: Sequence[str], publish: str) -> str:
 
 
 def render_publication(policy: ConflictPolicy) -> list[str]:
-    """The data publication (every replicated table plus the tombstone and shard tables) and the
-    control publication (heartbeats only).
+    """The data publication (change images and counter shards) and the control publication
+    (heartbeats only).
 
-    TRUNCATE is not published: a truncate is a local operation in an
-    active-active mesh (it cannot be merged with concurrent writes), and the guard refuses it.
+    Neither publishes DELETE or TRUNCATE: the change log and the shards are purged locally on each
+    node, and a TRUNCATE of a replicated table is refused by its guard.
     """
     return [
-        _publication(PUBLICATION, _published(policy), "insert, update, delete"),
+        _publication(PUBLICATION, _published(policy), "insert, update"),
         _publication(CONTROL_PUBLICATION, [HEARTBEAT_TABLE], "insert, update"),
     ]
 
@@ -835,7 +368,7 @@ def render_subscriptions(
 
 def render_local_objects(node: Node, peers: Sequence[Node], policy: ConflictPolicy) -> list[str]:
     """Phase 1 of the bootstrap: everything that needs no peer (objects, publication, slots)."""
-    return render_conflict_objects(policy, node) + render_publication(policy) + render_slots(node, peers)
+    return render_conflict_objects(policy, node, peers) + render_publication(policy) + render_slots(node, peers)
 
 
 def render_bootstrap(

@@ -43,7 +43,7 @@ def _event(pg, region, step):
         "step": step,
         "node": region,
         "nodes": [{"name": r, "region": r, "host": "127.0.0.1", "port": pg[r].port, "dbname": "postgres",
-                   "user": "fraiseql_repl"} for r in REGIONS],
+                   "user": "fraiseql_repl", "index": i + 1} for i, r in enumerate(REGIONS)],
         "policy": _policy_event(),
         "master_secret_arn": f"master-{region}",
         "replication_secret": "fraiseql/test/replication",

@@ -47,14 +47,16 @@ def test_equal_timestamps_tie_break_by_node(m: Mesh) -> None:
     m.wait_converged(["items"])
     ts = "2031-01-01 00:00:00+00"
     with m.paused():
-        # Force identical timestamps: write the version columns directly, as the
-        # apply worker would (replica role skips the local stamping trigger).
+        # Force identical timestamps: write the version columns directly (the replica role skips the
+        # local stamping trigger), then send that state to the peers like a repair would.
         for n in (A, B, C):
             with m.connect(n) as c:
                 c.execute("SET session_replication_role = replica")
                 c.execute(
                     "UPDATE items SET v = %s, _repl_ts = %s, _repl_node = %s WHERE id = 2", (f"tie-{n}", ts, n)
                 )
+                c.execute("SET session_replication_role = origin")
+                c.execute("SELECT fraiseql_repl.reemit('public.items', '{\"id\": 2}')")
     m.wait_converged(["items"])
     winner = max((A, B, C), key=lambda s: s.encode())  # C-collation order of node names
     for n in (A, B, C):
@@ -102,7 +104,7 @@ def test_counter_increments_from_all_nodes_sum(m: Mesh) -> None:
         m.execute(B, "UPDATE counters SET hits = hits + 2 WHERE id = 1")
         m.execute(C, "UPDATE counters SET hits = hits + 5, label = 'from-c' WHERE id = 1")
         assert _one(m, C, "SELECT hits FROM counters WHERE id = 1") == 5
-    m.wait_converged(["counters", "fraiseql_repl.counter_shards"])
+    m.wait_converged(["counters", "fraiseql_repl.shards"])
     for n in (A, B, C):
         assert m.execute(n, "SELECT hits, label FROM counters WHERE id = 1") == [(10, "from-c")]
     # and keeps working after the merge
@@ -240,7 +242,7 @@ def _snapshot(m: Mesh, node: str) -> list[object]:
         "SELECT slot_name, plugin, slot_type FROM pg_replication_slots ORDER BY 1",
         "SELECT relname, relreplident FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1",
         "SELECT valid_until::text, reason FROM fraiseql_repl.lease",
-        "SELECT table_name, pk, col, node, amount FROM fraiseql_repl.counter_shards ORDER BY 1, 2, 3, 4",
+        "SELECT table_name, pk, col, node, born::text, amount FROM fraiseql_repl.shards ORDER BY 1, 2, 3, 4, 5",
         "SELECT count(*) FROM fraiseql_repl.tombstones",
     ]
     return [m.execute(node, q) for q in queries]

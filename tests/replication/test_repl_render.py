@@ -20,13 +20,14 @@ from replication.sql import (
     subscription_name,
 )
 
-NODES = [Node(r, r, f"db.{r}.internal") for r in ("us-east-1", "us-west-2", "eu-west-1")]
+NODES = [Node(r, r, f"db.{r}.internal", index=i + 1) for i, r in enumerate(("us-east-1", "us-west-2", "eu-west-1"))]
 
 IDEMPOTENT = re.compile(
-    r"^(CREATE (SCHEMA|TABLE|INDEX) IF NOT EXISTS|CREATE OR REPLACE FUNCTION|DO \$do\$|"
-    r"ALTER TABLE \S+ ADD COLUMN IF NOT EXISTS|INSERT INTO .*\sON CONFLICT|"
+    r"^(CREATE (SCHEMA|TABLE|INDEX|SEQUENCE) IF NOT EXISTS|CREATE OR REPLACE (FUNCTION|VIEW)|DO \$do\$|"
+    r"ALTER TABLE \S+\s+ADD COLUMN IF NOT EXISTS|INSERT INTO .*\sON CONFLICT|"
     r"UPDATE fraiseql_repl\.lease SET .* WHERE singleton$|ALTER SUBSCRIPTION \w+ REFRESH PUBLICATION|"
-    r"DROP TABLE IF EXISTS)",
+    r"DROP (TABLE|FUNCTION) IF EXISTS|DELETE FROM fraiseql_repl\.members WHERE name NOT IN|"
+    r"SELECT fraiseql_repl\.install_(table|dispatcher)\()",
     re.S,
 )
 
@@ -67,14 +68,17 @@ def test_conninfo_quotes_password() -> None:
     assert "it\\''s" in sub  # SQL literal doubles the quote inside the conninfo
 
 
-def test_publication_lists_policy_tables_and_bookkeeping() -> None:
+def test_only_change_images_and_counter_shards_are_published_heartbeats_separately() -> None:
     stmt, control = render_publication(POLICY)
-    for t in ('"public"."items"', '"public"."counters"', '"public"."tags"', '"public"."accounts"',
-              "fraiseql_repl.tombstones", "fraiseql_repl.counter_shards"):
-        assert t in stmt
-    assert "scratch" not in stmt
-    assert "publish = 'insert, update, delete'" in stmt
+    assert "SET TABLE fraiseql_repl.changes, fraiseql_repl.shards;" in stmt
+    assert "items" not in stmt  # application tables replicate as images, never directly
+    assert "publish = 'insert, update'" in stmt  # purges of the change log stay local
     assert "fraiseql_repl.heartbeats" in control and "heartbeats" not in stmt
+
+
+def test_a_writer_needs_an_index_for_its_identity_values() -> None:
+    with pytest.raises(ValueError, match="index 0; give every writer a distinct index from 1 to 16"):
+        render_bootstrap(Node("x", "x", "h"), NODES, POLICY)
 
 
 def test_required_parameters_and_rds_mapping() -> None:

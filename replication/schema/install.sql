@@ -1,0 +1,429 @@
+-- Per-table installation: the functions and triggers that make one table replicate by change images.
+-- install_table(rel, strategy, counter_cols) reads the table's columns, keys and unique indexes from
+-- the catalog and generates static-SQL functions for it (plans are cached, no catalog lookups per
+-- row). Re-run it after a schema change (the schema-apply command does) or to change the strategy.
+-- install_dispatcher() regenerates the one function the apply side calls for every change.
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.quote_table(rel regclass)
+RETURNS text LANGUAGE sql STABLE AS $f$
+    SELECT format('%I.%I', n.nspname, c.relname)
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel
+$f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.table_name(rel regclass)
+RETURNS text LANGUAGE sql STABLE AS $f$
+    SELECT format('%s.%s', n.nspname, c.relname)
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel
+$f$;
+
+-- Give every identity or serial column of the table values no other writer can produce: this
+-- node's values are congruent to its index modulo the stride, and start above anything in use.
+CREATE OR REPLACE FUNCTION fraiseql_repl.stride_sequences(rel regclass)
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    col text;
+    seq text;
+    idx int := fraiseql_repl.node_index();
+    stride int := fraiseql_repl.sequence_stride();
+    cur_inc bigint;
+    cur_last bigint;
+    top bigint;
+    nxt bigint;
+BEGIN
+    FOR col IN
+        SELECT a.attname::text FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+    LOOP
+        seq := pg_catalog.pg_get_serial_sequence(fraiseql_repl.quote_table(rel), col);
+        CONTINUE WHEN seq IS NULL;
+        SELECT s.increment_by, s.last_value INTO cur_inc, cur_last
+        FROM pg_catalog.pg_sequences s WHERE format('%I.%I', s.schemaname, s.sequencename) = seq;
+        EXECUTE format('SELECT max(%I)::bigint FROM %s', col, fraiseql_repl.quote_table(rel)) INTO top;
+        top := greatest(coalesce(top, 0), coalesce(cur_last, 0));
+        IF cur_inc = stride AND cur_last IS NOT NULL AND ((cur_last - idx) % stride + stride) % stride = 0
+           AND cur_last >= top THEN
+            CONTINUE;  -- already ours and ahead of every value in the table
+        END IF;
+        nxt := top + 1;
+        nxt := nxt + ((idx - nxt) % stride + stride) % stride;
+        EXECUTE format('ALTER SEQUENCE %s INCREMENT BY %s', seq, stride);
+        PERFORM pg_catalog.setval(seq, nxt, false);
+    END LOOP;
+END $f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.install_table(rel regclass, strategy text, counter_cols text[] DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $inst$
+DECLARE
+    tname text := fraiseql_repl.table_name(rel);
+    qt text := fraiseql_repl.quote_table(rel);
+    lit text := quote_literal(fraiseql_repl.table_name(rel));
+    pk text[] := fraiseql_repl.pk_cols(rel);
+    all_cols text[];
+    ins_cols text[];
+    upd_cols text[];
+    overriding text := '';
+    pk_json_new text;
+    pk_json_old text;
+    pk_match_r text;
+    pk_match_k text;
+    pk_conflict text;
+    uniq record;
+    clash_sql text := '';
+    counter_set text := '';
+    shard_sql text := '';
+    stamp_fn text := format('fraiseql_repl.%I', 'stamp:' || fraiseql_repl.table_name(rel));
+    emit_fn text := format('fraiseql_repl.%I', 'emit:' || fraiseql_repl.table_name(rel));
+    merge_fn text := format('fraiseql_repl.%I', 'merge:' || fraiseql_repl.table_name(rel));
+    refresh_fn text := format('fraiseql_repl.%I', 'refresh:' || fraiseql_repl.table_name(rel));
+    body text;
+    app_sql text := '';
+    c text;
+BEGIN
+    IF strategy NOT IN ('lww', 'counter', 'set', 'app') THEN
+        RAISE EXCEPTION 'fraiseql_repl: unknown strategy % for %', strategy, tname;
+    END IF;
+    IF pk IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: replicated table %s has no primary key', tname),
+            HINT = 'Every replicated table needs a primary key (FraiseQL write tables: pk_<entity>). Add one, then run the bootstrap or the schema apply again.';
+    END IF;
+    FOR uniq IN
+        SELECT i.indexrelid::regclass::text AS name FROM pg_catalog.pg_index i
+        WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: replicated table %s has unique index %s on an expression or with a WHERE clause', tname, uniq.name),
+            HINT = 'Two regions can insert rows that clash on it and the merge could not tell which to keep. Use a unique constraint on plain columns, or keep the table out of replication.';
+    END LOOP;
+
+    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT ''-infinity'', '
+                   'ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT '''', '
+                   'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''', qt);
+    IF strategy = 'app' THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_prev_ts timestamptz, '
+                       'ADD COLUMN IF NOT EXISTS _repl_prev_node text', qt);
+    END IF;
+
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO all_cols
+    FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO ins_cols
+    FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO upd_cols
+    FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+      AND a.attidentity <> 'a' AND a.attname::text <> ALL (pk);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attidentity = 'a' AND NOT a.attisdropped) THEN
+        overriding := ' OVERRIDING SYSTEM VALUE';
+    END IF;
+    SELECT string_agg(format('%L, NEW.%I', k, k), ', '), string_agg(format('%L, OLD.%I', k, k), ', '),
+           string_agg(format('t.%I = _fq_r.%I', k, k), ' AND '), string_agg(format('t.%I = _fq_k.%I', k, k), ' AND '),
+           string_agg(format('%I', k), ', ')
+      INTO pk_json_new, pk_json_old, pk_match_r, pk_match_k, pk_conflict
+    FROM unnest(pk) k;
+
+    -- Local writes: stamp the version (and the incarnation on insert).
+    body := format($b$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE _fq_tomb fraiseql_repl.tombstones;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        _fq_tomb := fraiseql_repl.tombstone_of(%2$s, jsonb_build_object(%3$s));
+        -- A re-insert of a deleted key is a new incarnation, newer than the delete. The incarnation
+        -- is named after the delete it follows, so regions that create the same key concurrently
+        -- share it (their counters sum) while a set element's incarnation is its own add.
+        NEW._repl_ts := fraiseql_repl.next_ts(_fq_tomb.ts);
+        NEW._repl_born := CASE WHEN %4$L = 'set' THEN NEW._repl_ts ELSE coalesce(_fq_tomb.ts, '-infinity') END;
+    ELSE
+        IF %4$L = 'set' THEN
+            RAISE EXCEPTION USING ERRCODE = '0A000',
+                MESSAGE = format('fraiseql_repl: %%s is a replicated set: insert or delete elements, do not update them', %2$s);
+        END IF;
+        NEW._repl_ts := fraiseql_repl.next_ts(OLD._repl_ts);
+        NEW._repl_born := OLD._repl_born;
+    END IF;
+    NEW._repl_node := fraiseql_repl.node_name();
+    %5$s
+    RETURN NEW;
+END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
+        CASE WHEN strategy = 'app' THEN format($a$
+    IF TG_OP = 'UPDATE' AND current_setting('fraiseql_repl.resolving', true) = 'on' THEN
+        -- The application resolves a conflict: newer than every version it was shown.
+        NEW._repl_ts := greatest(NEW._repl_ts, (
+            SELECT max((remote_row ->> '_repl_ts')::timestamptz) + interval '1 microsecond'
+            FROM fraiseql_repl.conflicts WHERE table_name = %1$s AND pk = jsonb_build_object(%2$s) AND resolved_at IS NULL));
+        NEW._repl_prev_ts := NULL;
+        NEW._repl_prev_node := '*';
+        UPDATE fraiseql_repl.conflicts SET resolved_at = clock_timestamp()
+        WHERE table_name = %1$s AND pk = jsonb_build_object(%2$s) AND resolved_at IS NULL;
+    ELSIF TG_OP = 'UPDATE' THEN
+        NEW._repl_prev_ts := OLD._repl_ts;
+        NEW._repl_prev_node := OLD._repl_node;
+    ELSE
+        NEW._repl_prev_ts := NULL;
+        NEW._repl_prev_node := NULL;
+    END IF;$a$, lit, pk_json_new) ELSE '' END);
+    EXECUTE body;
+
+    -- Counter contributions of this node, per incarnation.
+    IF strategy = 'counter' THEN
+        FOREACH c IN ARRAY counter_cols LOOP
+            IF NOT c = ANY (all_cols) THEN
+                RAISE EXCEPTION 'fraiseql_repl: counter column %.% does not exist', tname, c;
+            END IF;
+            shard_sql := shard_sql || format($s$
+        _fq_delta := coalesce(NEW.%1$I, 0)::numeric - CASE WHEN TG_OP = 'UPDATE' THEN coalesce(OLD.%1$I, 0)::numeric ELSE 0 END;
+        IF _fq_delta <> 0 THEN
+            INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
+            VALUES (%2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
+            ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;
+        END IF;$s$, c, lit, pk_json_new);
+            counter_set := counter_set || format(', %1$I = (SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
+                'WHERE s.table_name = %2$s AND s.pk = _fq_key AND s.col = %1$L AND s.born = t._repl_born)::%3$s',
+                c, lit, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = rel AND a.attname = c));
+        END LOOP;
+        counter_set := substr(counter_set, 3);
+    END IF;
+
+    -- Local writes: emit the change (after the row is final), keep a tombstone for deletes.
+    body := format($b$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    _fq_del_ts timestamptz;
+    _fq_delta numeric;
+BEGIN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%4$s)) THEN
+        -- A delete (or a key change, which is a delete of the old key): newer than the row it removes.
+        _fq_del_ts := fraiseql_repl.next_ts(OLD._repl_ts);
+        PERFORM fraiseql_repl.put_tombstone(%2$s, jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(),
+                                            OLD._repl_born, fraiseql_repl.node_name(), clock_timestamp());
+        INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born)
+        VALUES (fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(), OLD._repl_born);
+        IF TG_OP = 'DELETE' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
+    VALUES (fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), NEW._repl_ts, NEW._repl_node, NEW._repl_born, to_jsonb(NEW));
+    %5$s
+    RETURN NULL;
+END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
+    EXECUTE body;
+
+    -- Secondary unique keys: the newer row keeps the value; the other one is removed here (it is
+    -- removed on every node, each deciding the same way) and recorded for the application.
+    FOR uniq IN
+        SELECT i.indexrelid::regclass::text AS name, i.indnullsnotdistinct AS nnd,
+               array_agg(a.attname::text ORDER BY k.ord) AS cols
+        FROM pg_catalog.pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary
+        GROUP BY i.indexrelid, i.indnullsnotdistinct
+    LOOP
+        clash_sql := clash_sql || format($u$
+    SELECT * INTO _fq_clash FROM %1$s t WHERE %2$s AND NOT (%3$s) LIMIT 1 FOR UPDATE;
+    IF FOUND THEN
+        IF %4$L = 'app' OR NOT fraiseql_repl.newer(_fq_r._repl_ts, _fq_r._repl_node, _fq_clash._repl_ts, _fq_clash._repl_node) THEN
+            INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
+            VALUES (%5$s, _fq_c.pk, 'unique ' || %6$L || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node);
+            RETURN 'unique_incoming_lost';
+        END IF;
+        DELETE FROM %1$s t WHERE %7$s;
+        INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
+        VALUES (%5$s, _fq_c.pk, 'unique ' || %6$L || ': local lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node);
+        _fq_kind := 'unique_local_lost';
+    END IF;$u$,
+            qt,
+            (SELECT string_agg(CASE WHEN uniq.nnd THEN format('t.%I IS NOT DISTINCT FROM _fq_r.%I', x, x)
+                                    ELSE format('t.%I = _fq_r.%I', x, x) END, ' AND ') FROM unnest(uniq.cols) x),
+            pk_match_r, strategy, lit, uniq.name,
+            (SELECT string_agg(format('t.%I = _fq_clash.%I', k, k), ' AND ') FROM unnest(pk) k));
+    END LOOP;
+
+    -- app tables: a change that is not a fast-forward of ours is the application's to resolve.
+    IF strategy = 'app' THEN
+        app_sql := format($a$
+        IF _fq_r._repl_prev_node = '*' AND fraiseql_repl.newer(_fq_r._repl_ts, _fq_r._repl_node, _fq_cur._repl_ts, _fq_cur._repl_node) THEN
+            UPDATE fraiseql_repl.conflicts SET resolved_at = clock_timestamp()
+            WHERE table_name = _fq_c.tbl AND pk = _fq_c.pk AND resolved_at IS NULL;  -- the application's resolution wins
+        ELSIF (_fq_r._repl_prev_ts, _fq_r._repl_prev_node) IS NOT DISTINCT FROM (_fq_cur._repl_ts, _fq_cur._repl_node) THEN
+            NULL;  -- a fast-forward: the writer had seen our version
+        ELSIF (_fq_r._repl_ts, _fq_r._repl_node) IS NOT DISTINCT FROM (_fq_cur._repl_prev_ts, _fq_cur._repl_prev_node) THEN
+            RETURN 'ancestor_ignored';  -- the version ours was based on, arriving late
+        ELSE
+            INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
+            VALUES (_fq_c.tbl, _fq_c.pk, 'update', to_jsonb(_fq_cur), _fq_c.row_image, _fq_c.node);
+            RETURN 'app_conflict_logged';
+        END IF;
+        UPDATE %s t SET (%s) = ROW(%s) WHERE %s;
+        RETURN 'updated';$a$, qt, (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
+            (SELECT string_agg(format('_fq_r.%I', x), ', ') FROM unnest(upd_cols) x), pk_match_r);
+    END IF;
+
+    -- The apply side: merge one peer change into this table.
+    body := format($b$
+CREATE OR REPLACE FUNCTION %1$s(_fq_c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+    _fq_r %2$s;
+    _fq_k %2$s;
+    _fq_cur %2$s;
+    _fq_clash %2$s;
+    _fq_tomb fraiseql_repl.tombstones;
+    _fq_key jsonb := _fq_c.pk;
+    _fq_n bigint;
+    _fq_kind text;
+BEGIN
+    _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
+    IF _fq_c.op = 'd' THEN
+        PERFORM fraiseql_repl.put_tombstone(%3$s, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
+        _fq_k := jsonb_populate_record(NULL::%2$s, _fq_c.pk);
+        -- Remove the incarnation the delete saw (and older ones); a later re-insert survives.
+        DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_c.born;
+        GET DIAGNOSTICS _fq_n = ROW_COUNT;
+        RETURN CASE WHEN _fq_n > 0 THEN 'delete_applied' ELSE 'delete_nothing_to_remove' END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL (%5$L::text[])) THEN
+        RAISE EXCEPTION USING ERRCODE = 'FQ001',
+            MESSAGE = format('fraiseql_repl: change for %%s has columns this node lacks: %%s', %3$s,
+                             (SELECT string_agg(x, ', ') FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL (%5$L::text[]))),
+            HINT = 'Apply the schema change on every writer (python -m ops schema apply); the change is parked and retried.';
+    END IF;
+    _fq_r := jsonb_populate_record(NULL::%2$s, _fq_c.row_image);
+    IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN
+        RETURN 'dropped_deleted_incarnation';
+    END IF;
+    SELECT * INTO _fq_cur FROM %2$s t WHERE %6$s FOR UPDATE;
+    IF FOUND THEN
+        IF (_fq_r._repl_ts, _fq_r._repl_node) IS NOT DISTINCT FROM (_fq_cur._repl_ts, _fq_cur._repl_node) THEN
+            RETURN 'duplicate';
+        END IF;
+        %7$s
+        IF NOT fraiseql_repl.newer(_fq_r._repl_ts, _fq_r._repl_node, _fq_cur._repl_ts, _fq_cur._repl_node) THEN
+            RETURN 'lww_kept_local';
+        END IF;
+    END IF;
+    %8$s
+    INSERT INTO %2$s AS t (%9$s)%10$s VALUES (%11$s)
+    ON CONFLICT (%12$s) DO UPDATE SET (%13$s) = ROW(%14$s)
+    WHERE fraiseql_repl.newer(EXCLUDED._repl_ts, EXCLUDED._repl_node, t._repl_ts, t._repl_node);
+    GET DIAGNOSTICS _fq_n = ROW_COUNT;
+    %15$s
+    RETURN coalesce(_fq_kind, CASE WHEN _fq_n = 0 THEN 'lww_kept_local' WHEN _fq_cur._repl_ts IS NULL THEN 'inserted' ELSE 'updated' END);
+END $f$$b$,
+        merge_fn, qt, lit, pk_match_k, all_cols, pk_match_r,
+        app_sql,
+        clash_sql,
+        (SELECT string_agg(format('%I', x), ', ') FROM unnest(ins_cols) x), overriding,
+        (SELECT string_agg(format('_fq_r.%I', x), ', ') FROM unnest(ins_cols) x),
+        pk_conflict,
+        (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
+        (SELECT string_agg(format('EXCLUDED.%I', x), ', ') FROM unnest(upd_cols) x),
+        CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END);
+    EXECUTE body;
+
+    -- Counter rows follow their shards (a shard can arrive before or after its row).
+    IF strategy = 'counter' THEN
+        EXECUTE format($b$
+CREATE OR REPLACE FUNCTION %1$s(_fq_key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE _fq_r %2$s;
+BEGIN
+    _fq_r := jsonb_populate_record(NULL::%2$s, _fq_key);
+    UPDATE %2$s t SET %3$s WHERE %4$s;
+END $f$$b$, refresh_fn, qt, counter_set, pk_match_r);
+    END IF;
+
+    -- Triggers. Local (origin) triggers fire only in local sessions, never for the apply worker.
+    EXECUTE format('DROP TRIGGER IF EXISTS fraiseql_repl_apply ON %1$s; DROP TRIGGER IF EXISTS fraiseql_repl_apply_del ON %1$s; '
+                   'DROP TRIGGER IF EXISTS fraiseql_repl_local_del ON %1$s; DROP TRIGGER IF EXISTS fraiseql_repl_local_after ON %1$s', qt);
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION fraiseql_repl.fence_guard()', qt);
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_local BEFORE INSERT OR UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION %s()', qt, stamp_fn);
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION %s()', qt, emit_fn);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease' AND tgrelid = rel) THEN
+        EXECUTE format('CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT OR UPDATE OR DELETE ON %s '
+                       'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_at_commit()', qt);
+    END IF;
+
+    INSERT INTO fraiseql_repl.table_meta AS m (table_name, strategy, counter_cols, columns)
+    VALUES (tname, strategy, coalesce(counter_cols, '{}'), all_cols)
+    ON CONFLICT (table_name) DO UPDATE SET strategy = excluded.strategy, counter_cols = excluded.counter_cols,
+        columns = excluded.columns, installed_at = clock_timestamp();
+
+    PERFORM fraiseql_repl.stride_sequences(rel);
+
+    -- Rows that existed before (a phase A primary, a seeded copy: never stamped) count once, under a
+    -- pseudo node that every writer seeds identically, so sums equal the pre-existing values.
+    IF strategy = 'counter' THEN
+        FOREACH c IN ARRAY counter_cols LOOP
+            EXECUTE format('INSERT INTO fraiseql_repl.shards (table_name, pk, col, node, born, amount) '
+                           'SELECT %1$s, jsonb_build_object(%2$s), %3$L, ''_seed'', t._repl_born, t.%3$I FROM %4$s t '
+                           'WHERE t.%3$I IS NOT NULL AND t.%3$I <> 0 AND t._repl_ts = ''-infinity'' '
+                           'ON CONFLICT DO NOTHING', lit, replace(pk_json_new, 'NEW.', 't.'), c, qt);
+        END LOOP;
+    END IF;
+END $inst$;
+
+-- The one function the apply side calls: a static CASE over the installed tables.
+CREATE OR REPLACE FUNCTION fraiseql_repl.install_dispatcher()
+RETURNS void LANGUAGE plpgsql AS $inst$
+DECLARE
+    merges text := '';
+    refreshes text := '';
+    m record;
+BEGIN
+    FOR m IN SELECT table_name, strategy FROM fraiseql_repl.table_meta ORDER BY table_name LOOP
+        merges := merges || format(E'\n        WHEN %L THEN RETURN fraiseql_repl.%I(c);', m.table_name, 'merge:' || m.table_name);
+        IF m.strategy = 'counter' THEN
+            refreshes := refreshes || format(E'\n        WHEN %L THEN PERFORM fraiseql_repl.%I(key);', m.table_name, 'refresh:' || m.table_name);
+        END IF;
+    END LOOP;
+    EXECUTE format($b$
+CREATE OR REPLACE FUNCTION fraiseql_repl.merge_change(c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+    IF c.op = 'w' THEN
+        RETURN fraiseql_repl.merge_watermark(c);
+    END IF;
+    %s
+    RAISE EXCEPTION USING ERRCODE = 'FQ002',
+        MESSAGE = format('fraiseql_repl: change for %%s, which is not replicated on this node yet', c.tbl),
+        HINT = 'Install the table on every writer (bootstrap or python -m ops schema apply); the change is parked and retried.';
+END $f$$b$, CASE WHEN merges = '' THEN '' ELSE 'CASE c.tbl' || merges || E'\n        ELSE NULL;\n    END CASE;' END);
+    EXECUTE format($b$
+CREATE OR REPLACE FUNCTION fraiseql_repl.refresh_counter(tname text, key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+    %s
+END $f$$b$, CASE WHEN refreshes = '' THEN 'RETURN;' ELSE 'CASE tname' || refreshes || E'\n        ELSE NULL;\n    END CASE;' END);
+END $inst$;
+
+-- A peer's shard arrived or changed: its owner's latest amount is the truth (the pseudo node
+-- '_seed' is seeded identically everywhere, so a copy may already be here), and the counter row's
+-- sums follow.
+CREATE OR REPLACE FUNCTION fraiseql_repl.shard_arriving()
+RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    UPDATE fraiseql_repl.shards SET amount = NEW.amount
+    WHERE table_name = NEW.table_name AND pk = NEW.pk AND col = NEW.col AND node = NEW.node AND born = NEW.born;
+    IF FOUND THEN
+        PERFORM fraiseql_repl.refresh_counter(NEW.table_name, NEW.pk);
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.shard_received()
+RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM fraiseql_repl.refresh_counter(NEW.table_name, NEW.pk);
+    RETURN NULL;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_arriving BEFORE INSERT ON fraiseql_repl.shards
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.shard_arriving();
+  ALTER TABLE fraiseql_repl.shards ENABLE REPLICA TRIGGER fraiseql_repl_arriving;
+  CREATE OR REPLACE TRIGGER fraiseql_repl_received AFTER INSERT OR UPDATE ON fraiseql_repl.shards
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.shard_received();
+  ALTER TABLE fraiseql_repl.shards ENABLE REPLICA TRIGGER fraiseql_repl_received;
+END $do$;
