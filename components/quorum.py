@@ -265,6 +265,9 @@ class Quorum(pulumi.ComponentResource):
              f"Replication apply errors on the writer in {r} (pg_stat_subscription_stats): see the runbook"),
             ("subscriptions-down", REPLICATION_NAMESPACE, "SubscriptionsDown", "Maximum", "GreaterThanThreshold", 0,
              "notBreaching", 2, f"A subscription of the writer in {r} has no running apply worker or is disabled"),
+            ("diverged-rows", REPLICATION_NAMESPACE, "DivergedRows", "Maximum", "GreaterThanThreshold", 0,
+             "notBreaching", 1, f"The writer in {r} holds rows that differ from a peer's (verify round through the "
+             "control channel): run python -m ops verify, then --repair"),
             ("parked-changes", REPLICATION_NAMESPACE, "ParkedChanges", "Maximum", "GreaterThanThreshold", 0,
              "notBreaching", 2, f"Changes from peers that the writer in {r} could not merge are parked and retried "
              "(a column it lacks, a unique clash): run the schema apply or see the runbook"),

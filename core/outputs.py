@@ -120,6 +120,9 @@ class PhaseBOutputs(_Model):
     networkLinks: Optional[list[str]] = None
     albDnsNames: Optional[dict[str, str]] = None
     writerDbAddresses: Optional[dict[str, str]] = None
+    writerSecretArns: Optional[dict[str, str]] = None
+    dbPort: Optional[int] = None
+    dbName: Optional[str] = None
     dbPrivateZoneId: Optional[str] = None
     replicationSecretName: Optional[str] = None
     bootstrapFunctionNames: Optional[dict[str, str]] = None

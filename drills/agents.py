@@ -46,6 +46,9 @@ class AgentTiming:
             "FRAISEQL_HANDOFF_WAIT_SECONDS": str(self.invocation_s),
             "FRAISEQL_WATERMARK_EVERY_SECONDS": "1",
             "FRAISEQL_MAINTENANCE_EVERY_SECONDS": "5",
+            "FRAISEQL_VERIFY_EVERY_SECONDS": "6",
+            "FRAISEQL_VERIFY_MARGIN_SECONDS": "2",
+            "FRAISEQL_VERIFY_BUCKETS": "64",
         }
 
 

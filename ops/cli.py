@@ -21,6 +21,7 @@ from ops.outputs import load_outputs, require_phase
 from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
 from ops.retry import error_code
 from ops.status import run_status
+from ops.verify import VerifyOptions, parse_dsn, run_verify
 
 EPILOG = "exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, 130 interrupted"
 
@@ -70,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="confirm --everything")
     p.add_argument("--batch-size", type=int, default=MAX_TAGS_PER_REQUEST, metavar="N",
                    help=f"tags per request, at most {MAX_TAGS_PER_REQUEST} (Cloudflare's limit)")
+
+    p = sub.add_parser("verify", parents=[common, mutating],
+                       help="phase B/C: compare every replicated table across writers; --repair rewrites what differs",
+                       epilog=EPILOG)
+    p.add_argument("--repair", action="store_true", help="send the policy's winner of every diverged row to every writer")
+    p.add_argument("--dsn", action="append", default=[], metavar="REGION=CONNINFO",
+                   help="how to reach one writer (repeat for each; no password: use PGPASSWORD or .pgpass); "
+                        "default: the outputs' writer addresses and each region's master secret")
+    p.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE", help="only these tables (repeatable)")
+    p.add_argument("--buckets", type=int, default=1024, metavar="N", help="key buckets per table (default 1024)")
+    p.add_argument("--in-flight-margin", type=float, default=30.0, metavar="S",
+                   help="rows changed in the last S seconds (plus twice the replication lag) count as in flight (default 30)")
+    p.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
     return parser
 
 
@@ -98,6 +112,12 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
             raise UsageError("--tags named no tag", step="purge")
         opts_p = PurgeOptions(tags=tags, everything=args.everything, yes=args.yes, batch_size=args.batch_size, dry_run=args.dry_run)
         return run_purge(outputs, rt, opts_p)  # type: ignore[arg-type]
+    if cmd == "verify":
+        require_phase(outputs, cmd, ("b", "c"))
+        rt.start(args.json)
+        opts_v = VerifyOptions(dsn=parse_dsn(args.dsn), repair=args.repair, dry_run=args.dry_run, buckets=args.buckets,
+                               margin_s=args.in_flight_margin, tables=tuple(args.table), sslmode=args.sslmode)
+        return run_verify(outputs, rt, opts_v)
     raise UsageError(f"unknown command {cmd}")
 
 

@@ -72,6 +72,9 @@ class Settings:
     stop_margin_s: float = 15.0
     watermark_every_s: float = 10.0
     maintenance_every_s: float = 60.0
+    verify_every_s: float = 300.0
+    verify_margin_s: float = 60.0
+    verify_buckets: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -97,6 +100,9 @@ class Settings:
             stop_margin_s=float(env.get("FRAISEQL_STOP_MARGIN_SECONDS") or 15),
             watermark_every_s=float(env.get("FRAISEQL_WATERMARK_EVERY_SECONDS") or 10),
             maintenance_every_s=float(env.get("FRAISEQL_MAINTENANCE_EVERY_SECONDS") or 60),
+            verify_every_s=float(env.get("FRAISEQL_VERIFY_EVERY_SECONDS") or 300),
+            verify_margin_s=float(env.get("FRAISEQL_VERIFY_MARGIN_SECONDS") or 60),
+            verify_buckets=int(env.get("FRAISEQL_VERIFY_BUCKETS") or 256),
         )
 
     def __post_init__(self) -> None:
@@ -341,6 +347,67 @@ def maintain(conn: Any, *, full: bool) -> Maintenance:
     return out
 
 
+class VerifySide:
+    """Verify rounds through the control channel, on their own connection and thread, so that hashing
+    a large table never delays the lease. Each round (every ``verify_every_s``): publish this writer's
+    bucket digests at the round's horizon; a third of a round later, the keys of buckets that differ
+    from a peer's; two thirds later, count the keys that really differ (``DivergedRows``)."""
+
+    def __init__(self, settings: Settings, connect: Callable[[], Any], aws: "AwsSide",
+                 log: Callable[[Mapping[str, Any]], None] = lambda rec: None) -> None:
+        self.settings, self._connect, self._aws, self._log = settings, connect, aws, log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fraiseql-agent-verify", daemon=True)
+
+    def start(self) -> "VerifySide":
+        if self.settings.verify_every_s > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        s = self.settings
+        period = s.verify_every_s
+        conn = None
+        done: set[tuple[int, str]] = set()
+        while not self._stop.wait(max(period / 6, 0.2)):
+            try:
+                if conn is None:
+                    conn = self._connect()
+                    conn.execute("SET statement_timeout = '120s'")
+                now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+                rnd = int(now // period)
+                phase = (now - rnd * period) / period
+                horizon = rnd * period - s.verify_margin_s
+                if (rnd, "digests") not in done:
+                    conn.execute("SELECT fraiseql_repl.publish_digests(%s, to_timestamp(%s), %s)",
+                                 (rnd, horizon, s.verify_buckets))
+                    done.add((rnd, "digests"))
+                elif phase >= 1 / 3 and (rnd, "keys") not in done:
+                    conn.execute("SELECT fraiseql_repl.publish_key_details(%s, %s)", (rnd, s.verify_buckets))
+                    done.add((rnd, "keys"))
+                elif phase >= 2 / 3 and (rnd, "count") not in done:
+                    n, = conn.execute("SELECT count(DISTINCT (table_name, pk)) FROM fraiseql_repl.diverged_keys(%s, "
+                                      "to_timestamp(%s))", (rnd, horizon)).fetchone()
+                    self._aws.offer_diverged(int(n))
+                    if n:
+                        self._log({"event": "diverged_rows", "region": s.region, "round": rnd, "rows": int(n)})
+                    conn.execute("SELECT fraiseql_repl.purge_digests()")
+                    done = {d for d in done if d[0] >= rnd}
+                    done.add((rnd, "count"))
+            except Exception as exc:  # noqa: BLE001 - verify is best effort; retried next time
+                self._log({"event": "verify_failed", "region": s.region, "error": type(exc).__name__})
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
 # -- the AWS side -------------------------------------------------------------------------------
 
 
@@ -362,6 +429,7 @@ class AwsSide:
         self._apply_errors = 0
         self._want_out: Optional[bool] = None
         self._parked: Optional[int] = None
+        self._diverged: Optional[int] = None
         self._is_out: Optional[bool] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fraiseql-agent-aws", daemon=True)
@@ -383,6 +451,10 @@ class AwsSide:
     def traffic_out(self) -> Optional[bool]:
         with self._lock:
             return self._is_out
+
+    def offer_diverged(self, rows: int) -> None:
+        with self._lock:
+            self._diverged = rows
 
     def offer_maintenance(self, kept: "Maintenance") -> None:
         with self._lock:
@@ -445,7 +517,7 @@ class AwsSide:
     def _publish(self) -> None:
         s = self.settings
         with self._lock:
-            snap, errors, parked = self._snapshot, self._apply_errors, self._parked
+            snap, errors, parked, diverged = self._snapshot, self._apply_errors, self._parked, self._diverged
             self._apply_errors = 0
         region = [{"Name": "Region", "Value": s.region}]
         data: list[dict[str, Any]] = [{"MetricName": "AgentAlive", "Dimensions": region, "Value": 1}]
@@ -461,7 +533,8 @@ class AwsSide:
             lag = [
                 {"MetricName": "ApplyErrors", "Dimensions": region, "Value": errors},
                 {"MetricName": "SubscriptionsDown", "Dimensions": region, "Value": r.subscriptions_down},
-            ] + ([{"MetricName": "ParkedChanges", "Dimensions": region, "Value": parked}] if parked is not None else []) + [
+            ] + ([{"MetricName": "ParkedChanges", "Dimensions": region, "Value": parked}] if parked is not None else []) + (
+                [{"MetricName": "DivergedRows", "Dimensions": region, "Value": diverged}] if diverged is not None else []) + [
                 {"MetricName": "LagSeconds", "Dimensions": [{"Name": "Publisher", "Value": s.region},
                                                             {"Name": "Subscriber", "Value": sub}], "Value": v}
                 for sub, v in r.lag_s.items()
@@ -559,9 +632,12 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             conn.execute("SET lock_timeout = 0")
         state = conn.execute(f"SELECT traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton").fetchone()
         aws = AwsSide(settings, log=_log_stdout).start(traffic_out=bool(state and state[0]))
+        checker = VerifySide(settings, lambda: _connect(settings, secret["username"], secret["password"]), aws,
+                             log=_log_stdout).start()
         try:
             last = run_loop(conn, settings, aws, remaining_s=remaining, holder=holder)
         finally:
+            checker.stop()
             aws.stop()
         d = last.decision if last else None
         return {"region": settings.region, "fenced": bool(d is None or d.fenced), "reason": d.reason if d else None}

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from replication.model import ConflictPolicy, Node, TablePolicy
 from replication.sql import (
-    HEARTBEAT_TABLE,
+    CONTROL_TABLES,
     SCHEMA,
     _ident,
     _lit,
@@ -113,7 +113,7 @@ def render_replication_role(user: str, password: str, policy: ConflictPolicy) ->
     ]
     schemas = sorted({SCHEMA} | {t.qualified.split(".")[0] for t in policy.all_tables()})
     stmts += [f"GRANT USAGE ON SCHEMA {_ident(schema)} TO {role}" for schema in schemas]
-    stmts += [f"GRANT SELECT ON {table} TO {role}" for table in [*_published(policy), HEARTBEAT_TABLE]]
+    stmts += [f"GRANT SELECT ON {table} TO {role}" for table in [*_published(policy), *CONTROL_TABLES]]
     return stmts
 
 

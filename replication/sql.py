@@ -218,6 +218,7 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     stmts += _split(_schema_file("objects.sql"))
     stmts += _split(_schema_file("control.sql"))
     stmts += _split(_schema_file("install.sql"))
+    stmts += _split(_schema_file("verify.sql"))
     stmts += render_members(nodes or [node])
     stmts += render_install_tables(policy)
     return stmts
@@ -245,6 +246,8 @@ def render_lease(valid_s: float | None, reason: str, granted_by: str = "") -> li
 #: What the data publication carries: change images and counter shards. The application's tables
 #: themselves are not published: their changes travel as images.
 DATA_TABLES = (f"{SCHEMA}.changes", f"{SCHEMA}.shards")
+#: The control publication: heartbeats, and the verify rounds' digests.
+CONTROL_TABLES = (HEARTBEAT_TABLE, f"{SCHEMA}.digests", f"{SCHEMA}.digest_keys")
 
 
 def _published(policy: ConflictPolicy) -> list[str]:
@@ -278,7 +281,7 @@ def render_publication(policy: ConflictPolicy) -> list[str]:
     """
     return [
         _publication(PUBLICATION, _published(policy), "insert, update"),
-        _publication(CONTROL_PUBLICATION, [HEARTBEAT_TABLE], "insert, update"),
+        _publication(CONTROL_PUBLICATION, list(CONTROL_TABLES), "insert, update"),
     ]
 
 

@@ -202,6 +202,15 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
+                                     AND x.pk = jsonb_build_object(%3$s) AND x.born >= NEW._repl_born) THEN
+        -- A peer's delete of this key landed while we inserted it: our row would be an incarnation
+        -- that is already dead everywhere else. Retrying sees the tombstone and starts a new one.
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this insert ran', %2$s,
+                             jsonb_build_object(%3$s)),
+            HINT = 'Retry the transaction.';
+    END IF;
     INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
     VALUES (fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), NEW._repl_ts, NEW._repl_node, NEW._repl_born, to_jsonb(NEW));
     %5$s
@@ -223,7 +232,8 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
         clash_sql := clash_sql || format($u$
     SELECT * INTO _fq_clash FROM %1$s t WHERE %2$s AND NOT (%3$s) LIMIT 1 FOR UPDATE;
     IF FOUND THEN
-        IF %4$L = 'app' OR NOT fraiseql_repl.newer(_fq_r._repl_ts, _fq_r._repl_node, _fq_clash._repl_ts, _fq_clash._repl_node) THEN
+        IF %4$L = 'app' OR NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node,
+                                                        _fq_clash._repl_born, _fq_clash._repl_ts, _fq_clash._repl_node) THEN
             INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
             VALUES (%5$s, _fq_c.pk, 'unique ' || %6$L || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node);
             RETURN 'unique_incoming_lost';
@@ -273,7 +283,6 @@ DECLARE
     _fq_n bigint;
     _fq_kind text;
 BEGIN
-    _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
     IF _fq_c.op = 'd' THEN
         PERFORM fraiseql_repl.put_tombstone(%3$s, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
         _fq_k := jsonb_populate_record(NULL::%2$s, _fq_c.pk);
@@ -289,23 +298,27 @@ BEGIN
             HINT = 'Apply the schema change on every writer (python -m ops schema apply); the change is parked and retried.';
     END IF;
     _fq_r := jsonb_populate_record(NULL::%2$s, _fq_c.row_image);
+    -- Lock the row first: a local delete in flight commits its tombstone before we read it.
+    SELECT * INTO _fq_cur FROM %2$s t WHERE %6$s FOR UPDATE;
+    _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
     IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN
         RETURN 'dropped_deleted_incarnation';
     END IF;
-    SELECT * INTO _fq_cur FROM %2$s t WHERE %6$s FOR UPDATE;
-    IF FOUND THEN
+    IF _fq_cur._repl_ts IS NOT NULL THEN
         IF (_fq_r._repl_ts, _fq_r._repl_node) IS NOT DISTINCT FROM (_fq_cur._repl_ts, _fq_cur._repl_node) THEN
             RETURN 'duplicate';
         END IF;
         %7$s
-        IF NOT fraiseql_repl.newer(_fq_r._repl_ts, _fq_r._repl_node, _fq_cur._repl_ts, _fq_cur._repl_node) THEN
+        IF NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node,
+                                       _fq_cur._repl_born, _fq_cur._repl_ts, _fq_cur._repl_node) THEN
             RETURN 'lww_kept_local';
         END IF;
     END IF;
     %8$s
     INSERT INTO %2$s AS t (%9$s)%10$s VALUES (%11$s)
     ON CONFLICT (%12$s) DO UPDATE SET (%13$s) = ROW(%14$s)
-    WHERE fraiseql_repl.newer(EXCLUDED._repl_ts, EXCLUDED._repl_node, t._repl_ts, t._repl_node);
+    WHERE fraiseql_repl.newer_row(EXCLUDED._repl_born, EXCLUDED._repl_ts, EXCLUDED._repl_node,
+                                  t._repl_born, t._repl_ts, t._repl_node);
     GET DIAGNOSTICS _fq_n = ROW_COUNT;
     %15$s
     RETURN coalesce(_fq_kind, CASE WHEN _fq_n = 0 THEN 'lww_kept_local' WHEN _fq_cur._repl_ts IS NULL THEN 'inserted' ELSE 'updated' END);

@@ -167,6 +167,19 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
     END
 $f$;
 
+-- Rows compare by incarnation first: a state of a later incarnation (a re-insert made after seeing
+-- a delete) beats any state of an earlier one, whatever the clocks say; within an incarnation,
+-- the newer version wins.
+CREATE OR REPLACE FUNCTION fraiseql_repl.newer_row(a_born timestamptz, a_ts timestamptz, a_node text,
+                                                   b_born timestamptz, b_ts timestamptz, b_node text)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
+    SELECT CASE
+        WHEN b_ts IS NULL THEN a_ts IS NOT NULL
+        WHEN a_born IS DISTINCT FROM b_born THEN coalesce(a_born > b_born, a_born IS NOT NULL)
+        ELSE fraiseql_repl.newer(a_ts, a_node, b_ts, b_node)
+    END
+$f$;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.next_ts(prev timestamptz)
 RETURNS timestamptz LANGUAGE sql VOLATILE AS $f$
     SELECT greatest(pg_catalog.clock_timestamp(), prev + interval '1 microsecond')
@@ -339,12 +352,23 @@ END $f$;
 
 -- Repair: send this node's current state of one key to every peer again, with its own version,
 -- through the normal change stream (peers merge it like any change; it replicates and is counted).
-CREATE OR REPLACE FUNCTION fraiseql_repl.reemit(tname text, key jsonb)
+-- With `restamp`, the row is written again through the table's own triggers, which gives it a new
+-- version: needed only when writers hold different contents under the same version (a write that
+-- bypassed the change log), where a plain re-send would look like a duplicate to them.
+CREATE OR REPLACE FUNCTION fraiseql_repl.reemit(tname text, key jsonb, restamp boolean DEFAULT false)
 RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE
     img jsonb;
     tomb fraiseql_repl.tombstones;
 BEGIN
+    IF restamp THEN
+        EXECUTE format('UPDATE %s t SET _repl_node = t._repl_node WHERE %s', tname,
+                       (SELECT string_agg(format('t.%I = (jsonb_populate_record(NULL::%s, $1)).%I', c, tname, c), ' AND ')
+                        FROM unnest(fraiseql_repl.pk_cols(tname::regclass)) c))
+            USING key;
+        PERFORM fraiseql_repl.note(tname, 'repair_restamped');
+        RETURN 'restamped';
+    END IF;
     EXECUTE format('SELECT to_jsonb(t) FROM %s t WHERE %s', tname,
                    (SELECT string_agg(format('t.%I = (jsonb_populate_record(NULL::%s, $1)).%I', c, tname, c), ' AND ')
                     FROM unnest(fraiseql_repl.pk_cols(tname::regclass)) c))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -52,10 +53,11 @@ class Image:
 
 def model(images: list[Image], deleted_borns: list[float]) -> Optional[str]:
     """The policy's result for one key: a delete removes the incarnations up to the one it saw
-    (remove-wins against concurrent updates), and among the rest the newest version wins."""
+    (remove-wins against concurrent updates); among the rest the latest incarnation, then the newest
+    version, wins."""
     dead = max(deleted_borns, default=None)
     alive = [i for i in images if dead is None or i.born > dead]
-    return max(alive, key=lambda i: i.version).v if alive else None
+    return max(alive, key=lambda i: (i.born, *i.version)).v if alive else None
 
 
 ops = st.lists(
@@ -68,6 +70,16 @@ ops = st.lists(
     min_size=2,
     max_size=14,
 )
+
+
+def _execute(m: Mesh, node: str, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """Like an application: a serialization failure (a peer's delete raced this insert) is retried."""
+    for _ in range(5):
+        try:
+            return m.execute(node, sql, params)
+        except psycopg.errors.SerializationFailure:
+            time.sleep(0.01)
+    return m.execute(node, sql, params)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
@@ -83,21 +95,21 @@ def test_random_interleavings_converge_to_the_policy_result(m: Mesh, script: lis
         k = base + key
         v = f"{node}#{step}"
         if op == "upsert":
-            rows = m.execute(node, "INSERT INTO items VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v "
+            rows = _execute(m, node, "INSERT INTO items VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v "
                                    "RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (k, v))
             images.setdefault(k, []).extend(Image(*r, v) for r in rows)
         elif op == "update":
-            rows = m.execute(node, "UPDATE items SET v = %s WHERE id = %s RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (v, k))
+            rows = _execute(m, node, "UPDATE items SET v = %s WHERE id = %s RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (v, k))
             images.setdefault(k, []).extend(Image(*r, v) for r in rows)
         elif op == "delete":
-            rows = m.execute(node, "DELETE FROM items WHERE id = %s RETURNING extract(epoch FROM _repl_born)::float8", (k,))
+            rows = _execute(m, node, "DELETE FROM items WHERE id = %s RETURNING extract(epoch FROM _repl_born)::float8", (k,))
             deleted.setdefault(k, []).extend(r[0] for r in rows)
         elif op == "add":
-            rows = m.execute(node, "INSERT INTO tags VALUES (%s, %s) ON CONFLICT DO NOTHING "
+            rows = _execute(m, node, "INSERT INTO tags VALUES (%s, %s) ON CONFLICT DO NOTHING "
                                    "RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (base, f"t{key}"))
             tag_adds.setdefault(key, []).extend(Image(*r, f"t{key}") for r in rows)
         else:
-            rows = m.execute(node, "DELETE FROM tags WHERE item = %s AND tag = %s RETURNING extract(epoch FROM _repl_born)::float8", (base, f"t{key}"))
+            rows = _execute(m, node, "DELETE FROM tags WHERE item = %s AND tag = %s RETURNING extract(epoch FROM _repl_born)::float8", (base, f"t{key}"))
             tag_removes.setdefault(key, []).extend(r[0] for r in rows)
         time.sleep(pause)
     m.wait_converged(["items", "tags"], timeout=30)
