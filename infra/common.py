@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
 from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
 from components.postgres_replication import PostgresReplication
-from components.region_stack import RegionStack, RegionStackArgs
+from components.region_stack import OriginLock, RegionStack, RegionStackArgs
 from core.config import StackConfig
 from core.manifest import MANIFEST_NAME, build_manifest
 from core.naming import merge_tags
@@ -31,7 +31,7 @@ def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
     )
 
 
-def region_stacks(cfg: StackConfig, stack: str) -> dict[str, RegionStack]:
+def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock] = None) -> dict[str, RegionStack]:
     cert_names = (cfg.dns.record_name, cfg.dns.reads_hostname) if cfg.dns.https else ()
     return {
         rc.name: RegionStack(
@@ -51,6 +51,7 @@ def region_stacks(cfg: StackConfig, stack: str) -> dict[str, RegionStack]:
                 zone_id=cfg.dns.zone_id,
                 log_retention_days=cfg.app.log_retention_days,
                 alert_emails=tuple(cfg.alerts.emails),
+                origin_lock=origin_lock,
                 tags=cfg.tags,
             ),
         )

@@ -59,7 +59,12 @@ def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, Region
 def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     """Three (or more, odd) active regions: mesh or hub network, multi-master writers, quorum fence.
     Phase C is the same, behind the Cloudflare edge."""
-    regions = common.region_stacks(cfg, stack)
+    lock = None
+    if cfg.phase == "c":
+        from infra import phase_c
+
+        lock = phase_c.origin_lock()
+    regions = common.region_stacks(cfg, stack, origin_lock=lock)
     network = inter_region_network(cfg, stack, regions)
     db = cfg.database
     repl = cfg.replication
@@ -152,6 +157,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             request_interval=cfg.dns.health_check_interval,
             failure_threshold=cfg.dns.failure_threshold,
             control_health_check_ids=fence.recovery_health_check_ids,
+            endpoint_checks=cfg.phase != "c",
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,
