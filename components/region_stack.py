@@ -13,7 +13,7 @@ from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
-from pulumi import ResourceOptions
+from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from core.naming import logical_name, merge_tags
