@@ -15,11 +15,11 @@ from typing import Any, Callable, Iterable, Optional
 
 from pulumi_policy import (
     EnforcementLevel,
+    PolicyResource,
     ReportViolation,
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy import PolicyResource
 
 from policies.rules import Finding, StackFacts, known, of_type, plain
 
