@@ -90,6 +90,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 for rc in cfg.regions
             ),
             lag_alarm_seconds=cfg.lag_alarm_seconds,
+            log_retention_days=cfg.app.log_retention_days,
             **common.database_common(cfg, stack, regions),
             multi_master=MultiMasterSettings(
                 conflict_policy={
@@ -117,7 +118,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     db_host=database.writer_addresses[rc.name],
                     db_port=db.port,
                     db_name=db.db_name,
-                    db_secret_arn=database.master_secret_arns[rc.name],  # type: ignore[arg-type]  # known once deployed
+                    db_secret_arn=database.agent_secret_arns[rc.name],
                     db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                     alarm_topic_arn=regions[rc.name].alerts_topic_arn,
                     listener_arn=regions[rc.name].listener_arn,
@@ -133,13 +134,14 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             health_path=cfg.app.health_path,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
+            log_retention_days=cfg.app.log_retention_days,
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,
         ),
         opts=ResourceOptions(depends_on=[database]),
     )
-    services = common.services(cfg, stack, regions, database, database.master_secret_arns)
+    services = common.services(cfg, stack, regions, database, database.app_secret_arns)
     dns = DnsFailover(
         "fraiseql-dns",
         DnsFailoverArgs(

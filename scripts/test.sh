@@ -13,4 +13,7 @@ if [ -f worker/package.json ]; then
   (cd worker && npm ci --no-audit --no-fund --loglevel=error && npm test)
 fi
 
+# The IAM simulator the IAM-against-code tests evaluate with (tests/iam/package.json, locked).
+(cd tests/iam && npm ci --no-audit --no-fund --loglevel=error)
+
 "$VENV/bin/python" -m pytest "$@"

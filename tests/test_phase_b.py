@@ -167,9 +167,9 @@ def test_the_agent_may_touch_only_its_own_region(phase_b, region):
     (policy,) = [p for p in phase_b.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"fraiseql-quorum-agent-policy-{region}"]
     doc = json.loads(policy.inputs["policy"])
     resources = {st["Resource"] for st in doc["Statement"] if st["Resource"] != "*"}
-    writer = one(phase_b, RDS, f"fraiseql-db-writer-{region}")
+    # its own role's secret, not the writer's master secret (issue 13)
     assert resources == {
-        writer.outputs["masterUserSecrets"][0]["secretArn"],
+        one(phase_b, "aws:secretsmanager/secret:Secret", f"fraiseql-db-agent-secret-{region}").outputs["arn"],
         one(phase_b, "aws:kms/key:Key", f"fraiseql-db-kms-{region}").outputs["arn"],
         one(phase_b, "aws:route53recoverycontrol/routingControl:RoutingControl",
             f"fraiseql-quorum-routing-control-{region}").outputs["arn"],
