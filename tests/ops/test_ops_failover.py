@@ -10,7 +10,6 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto.rds.models import rds_backends
 
 from tests.ops.conftest import (
-    aws,
     ACCOUNT,
     PRIMARY,
     PRIMARY_DB,
@@ -19,6 +18,7 @@ from tests.ops.conftest import (
     FakeHealth,
     Harness,
     PhaseA,
+    aws,
     failover_args,
     run_cli,
 )
