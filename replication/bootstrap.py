@@ -125,7 +125,7 @@ def _replication_password(client: Any, secret_id: str, *, create: bool, wait_s: 
 
 
 #: Steps ``pulumi up`` runs (local, subscribe) and those the rotation function runs (the rest).
-STEPS = ("local", "subscribe", "set_password", "resubscribe", "test_password")
+STEPS = ("local", "subscribe", "set_password", "resubscribe", "test_password", "roles")
 
 
 def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_client: Any,
@@ -135,7 +135,7 @@ def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_clie
     ``connect(node, user, password, options)`` returns an autocommit connection; ``options`` binds
     role passwords to the session. Steps: ``local`` (objects, publication, slots, roles) and
     ``subscribe`` (this writer's subscriptions to every peer), which Pulumi runs in every region in
-    that order; ``set_password``, ``resubscribe`` and ``test_password`` with ``version_id``: a
+    that order; ``roles`` (phase A: the app's role only, on the primary); ``set_password``, ``resubscribe`` and ``test_password`` with ``version_id``: a
     rotation of the replication password (see ``replication.rotation``).
     """
     box = box if box is not None else SecretBox()
@@ -150,12 +150,15 @@ def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_clie
     version = event.get("version_id") if step in ("set_password", "resubscribe", "test_password") else None
     if step in ("set_password", "resubscribe", "test_password") and not version:
         raise ValueError(f"step {step} needs the rotation's version_id")
-    password = _replication_password(secrets_client, event["replication_secret"], sleep=sleep, version_id=version,
-                                     create=bool(event.get("create_replication_secret")) and step == "local")
-    box.add(password)
-    passwords = {me.user: password}
-    roles = [me.user]
-    if step == "local":
+    passwords: dict[str, str] = {}
+    roles: list[str] = []
+    password = ""
+    if step != "roles":  # phase A: only the app's role, on the primary; streaming copies it to the standby
+        password = _replication_password(secrets_client, event["replication_secret"], sleep=sleep, version_id=version,
+                                         create=bool(event.get("create_replication_secret")) and step == "local")
+        box.add(password)
+        passwords, roles = {me.user: password}, [me.user]
+    if step in ("local", "roles"):
         for role, secret_id in sorted((event.get("role_secrets") or {}).items()):
             passwords[role] = _replication_password(secrets_client, secret_id, create=True, sleep=sleep, username=role)
             box.add(passwords[role])
@@ -176,6 +179,8 @@ def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_clie
     with connect(me, master["username"], master["password"], secret_options(passwords)) as conn:
         if step == "local":
             statements = render_local_objects(me, nodes, policy) + render_roles(policy, roles, repl_role=me.user)
+        elif step == "roles":
+            statements = render_roles(policy, roles)
         elif step == "set_password":
             statements = render_login_role(me.user, replication=True)
         else:  # subscribe, resubscribe

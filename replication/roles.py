@@ -84,7 +84,8 @@ def render_login_role(role: str, *, replication: bool = False) -> list[str]:
 
 
 def _schemas(policy: ConflictPolicy) -> list[str]:
-    return sorted({t.qualified.split(".")[0] for t in policy.all_tables()})
+    """The application's schemas: FraiseQL's own (public) and any a replicated table lives in."""
+    return sorted({"public", *(t.qualified.split(".")[0] for t in policy.all_tables())})
 
 
 def render_replication_grants(policy: ConflictPolicy, role: str = REPL_ROLE) -> list[str]:
@@ -108,6 +109,8 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {r}",
         ]
+    if not policy.all_tables():
+        return stmts  # no replication here (phase A): no fraiseql_repl schema
     local = ", ".join(_lit(f) for f in _LOCAL_TRIGGER_FUNCTIONS)
     stmts += [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
