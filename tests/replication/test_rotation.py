@@ -164,3 +164,14 @@ def test_a_retried_step_changes_nothing(world):
     assert calls == [(r, "set_password") for r in REGIONS] + [(r, "resubscribe") for r in REGIONS]
     with pytest.raises(ValueError, match="not a version"):
         rotate({"SecretId": SECRET, "ClientRequestToken": str(uuid.uuid4()), "Step": "setSecret"}, sm, invoke, list(REGIONS))
+
+
+def test_enabling_rotation_only_tests_the_configuration(world):
+    """The stack enables rotation without rotating: Secrets Manager's testSecret call then has no
+    pending value, and must neither fail nor touch a database."""
+    pg, sm, event = world
+    token = begin_rotation(sm, SECRET)
+    calls = []
+    out = rotate({"SecretId": SECRET, "ClientRequestToken": token, "Step": "testSecret"}, sm,
+                 lambda *a: calls.append(a), list(REGIONS))
+    assert out["done"].startswith("configuration test") and calls == []
