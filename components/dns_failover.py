@@ -46,6 +46,9 @@ class DnsFailoverArgs:
     stack: str
     # latency mode: the RECOVERY_CONTROL health check of each region's ARC routing control.
     control_health_check_ids: Mapping[str, Input[str]] = field(default_factory=dict)
+    # Phase C: the ALBs admit only the edge, so Route 53's checkers cannot reach them; the records
+    # then follow the routing controls alone and endpoint health is the edge monitors' job.
+    endpoint_checks: bool = True
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,6 +65,23 @@ class DnsFailover(pulumi.ComponentResource):
         self.health_check_ids = {}
         for ep in args.endpoints:
             r = ep.region
+            if not args.endpoint_checks:
+                assert args.mode == "latency", "only latency records can do without endpoint checks"
+                aws.route53.Record(
+                    logical_name(name, "api-latency", r),
+                    zone_id=args.zone_id,
+                    name=args.record_name,
+                    type="A",
+                    set_identifier=f"latency-{r}",
+                    latency_routing_policies=[aws.route53.RecordLatencyRoutingPolicyArgs(region=r)],
+                    health_check_id=args.control_health_check_ids[r],
+                    aliases=[
+                        aws.route53.RecordAliasArgs(name=ep.alb_dns_name, zone_id=ep.alb_zone_id, evaluate_target_health=True)
+                    ],
+                    opts=child,
+                )
+                self.health_check_ids[r] = pulumi.Output.from_input(args.control_health_check_ids[r])
+                continue
             hc = aws.route53.HealthCheck(
                 logical_name(name, "health", r),
                 type="HTTPS" if args.https else "HTTP",

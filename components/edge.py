@@ -11,7 +11,6 @@
   session affinity (a client keeps reading the region it wrote to).
 - WAF managed rules, a rate limit, and a cache rule that never lets non-GET requests be cached.
   The worker decides what GET/POST query traffic to cache through the Cache API.
-- Unproxied per-region DNS names for operators to reach each origin directly.
 """
 
 from __future__ import annotations
@@ -207,17 +206,6 @@ class Edge(pulumi.ComponentResource):
                 opts=child,
             )
             self.pool_ids[r] = pool.id
-            cf.DnsRecord(
-                logical_name(name, "origin-record", r),
-                zone_id=args.zone_id,
-                name=f"origin-{r}.{args.zone_name}",
-                type="CNAME",
-                content=origin.address,
-                proxied=False,
-                ttl=60,
-                comment="direct regional origin for operators (bypasses the edge)",
-                opts=child,
-            )
 
         regions = [o.region for o in args.origins]
         fallback = args.fallback_region or regions[0]

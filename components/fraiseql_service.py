@@ -44,10 +44,17 @@ class FraiseqlServiceArgs:
     reader_host: Input[str]
     db_port: int
     db_name: str
-    db_secret_arn: Input[str]
-    db_secret_kms_key_arn: Input[str]
+    db_secret_arn: Input[str]               # the app role's secret, in this region
+    db_secret_kms_key_arn: Input[str]       # this region's key
     phase: str
     stack: str
+    # verify-full where the hosts are instance endpoints (the RDS certificate names them); verify-ca
+    # where they are the private CNAMEs a phase A failover moves (no RDS certificate names those).
+    db_sslmode: str = "verify-ca"
+    # The image must carry the RDS CA bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem).
+    db_sslrootcert: str = "/etc/ssl/certs/rds-global-bundle.pem"
+    # Phase A standby: where mutations go while the writer is in another region (no private path there).
+    write_forward_url: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,7 +69,9 @@ class FraiseqlService(pulumi.ComponentResource):
         def tags(role: str) -> dict[str, str]:
             return merge_tags(args.tags, name=logical_name(name, role), phase=args.phase, stack=args.stack, component="FraiseqlService")
 
-        # The execution role fetches the database credentials at task start; nothing else can read them.
+        # The execution role fetches the database credentials at task start, from this region only;
+        # nothing else can read them. ECS reads them at task start only: after a password change the
+        # tasks are restarted (README, Security model).
         aws.iam.RolePolicy(
             logical_name(name, "read-db-secret"),
             role=args.execution_role_name,
@@ -72,7 +81,8 @@ class FraiseqlService(pulumi.ComponentResource):
                         "Version": "2012-10-17",
                         "Statement": [
                             {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": a[0]},
-                            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": a[1]},
+                            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": a[1],
+                             "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{r}.amazonaws.com"}}},
                         ],
                     }
                 )
@@ -97,10 +107,11 @@ class FraiseqlService(pulumi.ComponentResource):
                             {"name": "FRAISEQL_DB_READER_HOST", "value": a[1]},
                             {"name": "FRAISEQL_DB_PORT", "value": str(args.db_port)},
                             {"name": "FRAISEQL_DB_NAME", "value": args.db_name},
-                            # verify-ca, not verify-full: the app connects through the private
-                            # writer/reader CNAMEs, which the RDS certificate does not name.
-                            {"name": "FRAISEQL_DB_SSLMODE", "value": "verify-ca"},
+                            {"name": "FRAISEQL_DB_SSLMODE", "value": args.db_sslmode},
+                            {"name": "FRAISEQL_DB_SSLROOTCERT", "value": args.db_sslrootcert},
                             {"name": "FRAISEQL_HEALTH_PATH", "value": args.health_path},
+                            *([{"name": "FRAISEQL_WRITE_FORWARD_URL", "value": args.write_forward_url}]
+                              if args.write_forward_url else []),
                         ],
                         "secrets": [
                             {"name": "FRAISEQL_DB_USER", "valueFrom": f"{a[2]}:username::"},

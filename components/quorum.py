@@ -50,7 +50,7 @@ class QuorumRegion:
     db_host: Input[str]
     db_port: int
     db_name: str
-    db_secret_arn: Input[str]
+    db_secret_arn: Input[str]               # the fraiseql_agent role's secret in this region
     db_secret_kms_key_arn: Input[str]
     alarm_topic_arn: Input[str]
     listener_arn: Input[str]                # the region's public listener: the fence rule goes on it
@@ -66,7 +66,10 @@ class QuorumArgs:
     unfence_after: int
     safety_rule_wait_ms: int
     health_path: str
-    db_sslmode: str = "require"
+    # The agent connects to its writer's instance endpoint, which the RDS certificate names.
+    db_sslmode: str = "verify-full"
+    db_sslrootcert: str = "/opt/rds-ca/global-bundle.pem"   # shipped in the dependencies layer
+    log_retention_days: int = 30
     code: pulumi.Archive                    # the `replication` package
     dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (PostgresReplication's)
     phase: str
@@ -176,6 +179,10 @@ class Quorum(pulumi.ComponentResource):
                 https_description="ARC cluster endpoints, Secrets Manager, CloudWatch, ELB",
                 tags=tags, opts=child,
             )
+            logs = aws.cloudwatch.LogGroup(
+                logical_name(name, "agent-logs", r), region=r, name=f"/aws/lambda/fraiseql-{args.stack}-fence-agent-{r}",
+                retention_in_days=args.log_retention_days, tags=tags(f"agent-logs-{r}"), opts=child,
+            )
             fn = aws.lambda_.Function(
                 logical_name(name, "fence-agent", r),
                 region=r,
@@ -200,6 +207,7 @@ class Quorum(pulumi.ComponentResource):
                             "FRAISEQL_DB_PORT": str(q.db_port),
                             "FRAISEQL_DB_NAME": q.db_name,
                             "FRAISEQL_DB_SSLMODE": args.db_sslmode,
+                            "FRAISEQL_DB_SSLROOTCERT": args.db_sslrootcert,
                             "FRAISEQL_DB_SECRET_ARN": a[1],
                             "FRAISEQL_ARC_ENDPOINTS": json.dumps([{"region": e["region"], "endpoint": e["endpoint"]}
                                                                   for e in (a[2] or [])]),
@@ -213,6 +221,7 @@ class Quorum(pulumi.ComponentResource):
                         }
                     )
                 ),
+                logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
                 tags=tags(f"fence-agent-{r}"),
                 opts=child,
             )

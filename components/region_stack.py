@@ -7,18 +7,40 @@ RegionStack -> PostgresReplication -> FraiseqlService.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
-from pulumi import ResourceOptions
+from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from core.naming import logical_name, merge_tags
 from core.planning import plan_subnets
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# ALB http-header condition values: at most 128 characters, and `*`/`?` are wildcards there.
+_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.~-]{32,128}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OriginLock:
+    """Phase C: only the edge reaches the origin. Two independent checks, so either one alone holds:
+    the ALB's security group admits Cloudflare's published ranges only, and the listener answers
+    403 unless the request carries the secret header the worker and the edge monitor send."""
+
+    ipv4_cidrs: tuple[str, ...]
+    header_name: str
+    token: Input[str]
+
+
+def check_origin_token(token: str) -> str:
+    if not _TOKEN.match(token or ""):
+        # Never echo the value: it is a secret.
+        raise ValueError("fraiseql:origin_auth_token must be 32 to 128 characters of A-Z a-z 0-9 + / = _ . ~ - "
+                         "(no * or ?: the ALB reads them as wildcards); e.g. `openssl rand -base64 32`")
+    return token
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +60,8 @@ class RegionStackArgs:
     zone_id: Optional[str] = None
     log_retention_days: int = 30
     alert_emails: tuple[str, ...] = ()
+    # Phase C: the edge is the only way in (None: the internet, phases A and B).
+    origin_lock: Optional[OriginLock] = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -179,6 +203,20 @@ class RegionStack(pulumi.ComponentResource):
             opts=child,
         )
         listen_ports = (443, 80) if args.certificate_names else (80,)
+        lock = args.origin_lock
+        edge_ranges = None
+        if lock is not None:
+            edge_ranges = aws.ec2.ManagedPrefixList(
+                n("edge-ranges"),
+                region=r,
+                name=f"fraiseql-{args.stack}-cloudflare-ipv4",
+                address_family="IPv4",
+                # Room for Cloudflare to add ranges without a replacement; SG rules count max_entries.
+                max_entries=len(lock.ipv4_cidrs) + 5,
+                entries=[aws.ec2.ManagedPrefixListEntryArgs(cidr=c, description="Cloudflare edge") for c in lock.ipv4_cidrs],
+                tags=tags("edge-ranges"),
+                opts=child,
+            )
         for port in listen_ports:
             aws.vpc.SecurityGroupIngressRule(
                 n(f"sgr-alb-in-{port}"),
@@ -187,8 +225,9 @@ class RegionStack(pulumi.ComponentResource):
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
-                cidr_ipv4="0.0.0.0/0",
-                description="public API",
+                cidr_ipv4=None if edge_ranges is not None else "0.0.0.0/0",
+                prefix_list_id=edge_ranges.id if edge_ranges is not None else None,
+                description="Cloudflare edge only (infra/cloudflare-ips.json)" if edge_ranges is not None else "public API",
                 opts=child,
             )
         aws.vpc.SecurityGroupEgressRule(
@@ -288,6 +327,15 @@ class RegionStack(pulumi.ComponentResource):
             opts=child,
         )
         forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
+        if lock is not None:
+            # Forwarding happens only in the origin-auth rule below; anything else is refused.
+            forward = [aws.lb.ListenerDefaultActionArgs(
+                type="fixed-response",
+                fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                    content_type="application/json", status_code="403",
+                    message_body='{"errors":[{"message":"use the public API hostname","extensions":{"code":"FORBIDDEN"}}]}',
+                ),
+            )]
         if args.certificate_names:
             cert = self._certificate(name, args, tags)
             listener = aws.lb.Listener(
@@ -318,6 +366,26 @@ class RegionStack(pulumi.ComponentResource):
         else:
             listener = aws.lb.Listener(
                 n("http"), region=r, load_balancer_arn=alb.arn, port=80, protocol="HTTP", default_actions=forward, opts=child
+            )
+
+        if lock is not None:
+            aws.lb.ListenerRule(
+                n("origin-auth"),
+                region=r,
+                listener_arn=listener.arn,
+                # After the fence rule (priority 1), which must still answer a fenced region's health path.
+                priority=10,
+                actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=tg.arn)],
+                conditions=[aws.lb.ListenerRuleConditionArgs(
+                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                        http_header_name=lock.header_name,
+                        # The one place the token is a resource input: an ALB can only compare a header
+                        # with a value it holds. It stays a secret in Pulumi state.
+                        values=[pulumi.Output.secret(lock.token).apply(check_origin_token)],
+                    ),
+                )],
+                tags=tags("origin-auth"),
+                opts=ResourceOptions(parent=self, additional_secret_outputs=["conditions"]),
             )
 
         cluster = aws.ecs.Cluster(

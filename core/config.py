@@ -377,6 +377,23 @@ class StackConfig(_Model):
 KEYS = tuple(StackConfig.model_fields)
 # Secret keys are read by the program with require_secret, never into the validated model.
 SECRET_KEYS = ("edge_purge_token", "origin_auth_token")
+# Provider keys that hold credentials: refused in plain text like ours.
+PROVIDER_SECRET_KEYS = ("cloudflare:apiToken", "aws:secretKey", "aws:token")
+
+
+def plaintext_secret_problems(present: Mapping[str, Any], is_secret: Any) -> list[tuple[str, str]]:
+    """Every documented secret key given in plain text (`present`: full key -> value, `is_secret(key)`).
+
+    `pulumi.Config` knows whether a value was stored with `--secret`; a plain value would sit in the
+    stack file and in Pulumi state unencrypted.
+    """
+    keys = [f"{NAMESPACE}:{k}" for k in SECRET_KEYS] + list(PROVIDER_SECRET_KEYS)
+    return [
+        (key, f"is stored in plain text; remove it from the stack file and run `pulumi config rm {key}` then "
+              f"`pulumi config set --secret {key} <value>`, then rotate the value: it was exposed")
+        for key in keys
+        if present.get(key) is not None and not is_secret(key)
+    ]
 
 
 def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
@@ -615,12 +632,15 @@ def _parse_value(key: str, raw: Any) -> Any:
     return raw
 
 
-def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = True) -> StackConfig:
+def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = True,
+                plaintext_secrets: Optional[list[tuple[str, str]]] = None) -> StackConfig:
     """Validate raw `fraiseql:` config (keys without the namespace) into a StackConfig.
 
     `cross_checks=False` keeps field validation but skips the rules that span keys (role counts,
     overlaps, quorum size): only benchmarks that plan parts of the program at any region count use it.
+    `plaintext_secrets` (from `plaintext_secret_problems`) are reported with the other problems.
     """
+    refused = list(plaintext_secrets or [])
     try:
         parsed = {key: _parse_value(key, raw) for key, raw in values.items()}
     except ConfigError as e:
@@ -629,16 +649,18 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
     try:
         cfg = StackConfig.model_validate(parsed)
     except ValidationError as e:
-        raise ConfigError(stack, _format_pydantic(e)) from None
+        raise ConfigError(stack, refused + _format_pydantic(e)) from None
     if not cross_checks:
+        if refused:
+            raise ConfigError(stack, refused)
         return cfg
-    problems = _cross_checks(cfg)
+    problems = refused + _cross_checks(cfg)
     if cfg.phase == "c" and "edge_purge_token" not in secrets:
         problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
     if cfg.phase == "c" and "origin_auth_token" not in secrets:
-        problems.append((f"{NAMESPACE}:origin_auth_token", "missing; the edge sends it to the origins, which refuse "
-                         "requests without it; set it with e.g. `pulumi config set --secret fraiseql:origin_auth_token "
-                         "$(openssl rand -hex 32)` (at most 128 characters, no * or ?)"))
+        problems.append((f"{NAMESPACE}:origin_auth_token", "missing: the edge sends it to the origins and the ALBs "
+                         "refuse requests without it; set it with e.g. `pulumi config set --secret "
+                         "fraiseql:origin_auth_token \"$(openssl rand -hex 32)\"` (at most 128 characters, no * or ?)"))
     if problems:
         raise ConfigError(stack, problems)
     return cfg

@@ -394,7 +394,8 @@ def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> Twelve
     return TwelveWriters(last - t_cut, len(acks), late, traffic_out, acks)
 
 
-def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int) -> tuple[int, float]:
+def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int,
+                          notes: list[str]) -> tuple[int, float]:
     """One big transaction on a healthy mesh; fence decisions taken anywhere until it replicated."""
     wall0 = time.time()
     before = {r: m.execute(r, "SELECT count(*) FROM ballast")[0][0] for r in m.nodes}
@@ -411,6 +412,9 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
     replicated_s = time.monotonic() - t_commit
     time.sleep(2.0)
     fences = [r for r in _decisions(procs, wall0) if not r["writable"]]
+    for f in fences:
+        notes.append(f"false fence during the big transaction: {f['region']} {f['reason']} sees {f['sees']} "
+                     f"majority {f['majority']}")
     return len(fences), replicated_s
 
 
@@ -487,7 +491,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             if cfg.measure_specials:
                 wait_writable(m, regions, timeout=60)
                 rows = cfg.big_rows
-                special["big"] = (rows, *_big_txn_false_fences(m, procs, regions[0], rows))
+                special["big"] = (rows, *_big_txn_false_fences(m, procs, regions[0], rows, special.setdefault("notes", [])))
                 progress(f"big transaction of {rows} rows: {special['big'][1]} false fences")
             converged = True
             try:
@@ -533,6 +537,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 big_txn_replicated_s=big[2],
                 traffic_steered=special.get("traffic"),
                 schedule_log=nem.log,
+                notes=special.get("notes", []),
             )
     finally:
         if result is None or not result.ok:

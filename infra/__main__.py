@@ -138,7 +138,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_plan.add_argument("--config-file", type=Path, help="read this stack file instead of Pulumi.<stack>.yaml")
     p_bundle = sub.add_parser("bundle-pack", help="copy the policy pack and the core package it imports into one folder")
     p_bundle.add_argument("out", type=Path, help="folder to write, e.g. build/policy-pack (then: pulumi policy publish it)")
+    p_ips = sub.add_parser("cloudflare-ips", help="compare infra/cloudflare-ips.json with Cloudflare's published ranges")
+    p_ips.add_argument("--write", action="store_true", help="rewrite the file with the current ranges")
     args = parser.parse_args(argv)
+    if args.command == "cloudflare-ips":
+        from infra.cloudflare_ips import refresh
+
+        changed, report = refresh(write=args.write)
+        print(report)
+        return EXIT_VIOLATION if changed and not args.write else EXIT_OK
     if args.command == "plan":
         return plan(args.stack, args.json, args.config_file)
     if args.command == "bundle-pack":

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
 from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
 from components.postgres_replication import PostgresReplication
-from components.region_stack import RegionStack, RegionStackArgs
+from components.region_stack import OriginLock, RegionStack, RegionStackArgs
 from core.config import StackConfig
 from core.manifest import MANIFEST_NAME, build_manifest
 from core.naming import merge_tags
@@ -31,7 +31,7 @@ def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
     )
 
 
-def region_stacks(cfg: StackConfig, stack: str) -> dict[str, RegionStack]:
+def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock] = None) -> dict[str, RegionStack]:
     cert_names = (cfg.dns.record_name, cfg.dns.reads_hostname) if cfg.dns.https else ()
     return {
         rc.name: RegionStack(
@@ -51,6 +51,7 @@ def region_stacks(cfg: StackConfig, stack: str) -> dict[str, RegionStack]:
                 zone_id=cfg.dns.zone_id,
                 log_retention_days=cfg.app.log_retention_days,
                 alert_emails=tuple(cfg.alerts.emails),
+                origin_lock=origin_lock,
                 tags=cfg.tags,
             ),
         )
@@ -79,7 +80,11 @@ def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack
 
 
 def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], database: PostgresReplication,
-              secret_arns: dict[str, Any]) -> dict[str, FraiseqlService]:
+              secret_arns: dict[str, Any], write_forward_url: Optional[str] = None) -> dict[str, FraiseqlService]:
+    """One service per region. Phase A's standby forwards writes to `write_forward_url` (the public
+    API, i.e. the primary region) while its writer is remote; phases B and C write locally and verify
+    the writer's certificate (they connect to the instance endpoint it names)."""
+    multi = cfg.phase != "a"
     services = {}
     for rc in cfg.regions:
         rs = regions[rc.name]
@@ -107,12 +112,14 @@ def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], data
                 execution_role_arn=rs.execution_role_arn,
                 execution_role_name=rs.execution_role_name,
                 task_role_arn=rs.task_role_arn,
-                writer_host=database.writer_hostnames[rc.name],
-                reader_host=database.reader_hostnames[rc.name],
+                writer_host=database.writer_addresses[rc.name] if multi else database.writer_hostnames[rc.name],
+                reader_host=database.writer_addresses[rc.name] if multi else database.reader_hostnames[rc.name],
+                db_sslmode="verify-full" if multi else "verify-ca",
+                write_forward_url=write_forward_url if rc.role == "standby" else None,
                 db_port=cfg.database.port,
                 db_name=cfg.database.db_name,
                 db_secret_arn=secret_arns[rc.name],
-                db_secret_kms_key_arn=database.kms_key_arns[rc.name] if cfg.phase != "a" else database.kms_key_arns[cfg.primary.name],
+                db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                 phase=cfg.phase,
                 stack=stack,
                 tags=cfg.tags,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
+
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
-from components.postgres_replication import DatabaseNode, PostgresReplication, PostgresReplicationArgs
+from components.postgres_replication import DatabaseNode, PostgresReplication, PostgresReplicationArgs, StreamingSettings
 from core.config import StackConfig
 from core.outputs import PhaseAOutputs
 from infra import common
+from infra.paths import LAMBDA_DEPS, REPO
 
 
 def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
@@ -24,6 +27,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             security_group_ids=[regions[rc.name].db_security_group_id],
             alarm_topic_arn=regions[rc.name].alerts_topic_arn,
             multi_az=db.multi_az if rc.role == "primary" else db.standby_multi_az,
+            vpc_id=regions[rc.name].vpc_id,
+            app_subnet_ids=tuple(regions[rc.name].private_subnet_ids),
         )
         for rc in cfg.regions
     )
@@ -33,11 +38,18 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             mode="streaming",
             nodes=nodes,
             lag_alarm_seconds=cfg.lag_alarm_seconds,
+            log_retention_days=cfg.app.log_retention_days,
+            streaming=StreamingSettings(
+                code=pulumi.AssetArchive({"replication": pulumi.FileArchive(str(REPO / "replication"))}),
+                dependencies_layer=pulumi.FileArchive(str(LAMBDA_DEPS)),
+            ),
             **common.database_common(cfg, stack, regions),
         ),
     )
 
-    services = common.services(cfg, stack, regions, database, {rc.name: database.master_secret_arn for rc in cfg.regions})
+    # Each region's tasks read the app's own credentials from their own region (issue 13).
+    services = common.services(cfg, stack, regions, database, database.app_secret_arns,
+                               write_forward_url=f"{'https' if cfg.dns.https else 'http'}://{cfg.dns.record_name}")
 
     dns = DnsFailover(
         "fraiseql-dns",

@@ -59,7 +59,12 @@ def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, Region
 def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     """Three (or more, odd) active regions: mesh or hub network, multi-master writers, quorum fence.
     Phase C is the same, behind the Cloudflare edge."""
-    regions = common.region_stacks(cfg, stack)
+    lock = None
+    if cfg.phase == "c":
+        from infra import phase_c
+
+        lock = phase_c.origin_lock()
+    regions = common.region_stacks(cfg, stack, origin_lock=lock)
     network = inter_region_network(cfg, stack, regions)
     db = cfg.database
     repl = cfg.replication
@@ -85,6 +90,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 for rc in cfg.regions
             ),
             lag_alarm_seconds=cfg.lag_alarm_seconds,
+            log_retention_days=cfg.app.log_retention_days,
             **common.database_common(cfg, stack, regions),
             multi_master=MultiMasterSettings(
                 conflict_policy={
@@ -112,7 +118,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     db_host=database.writer_addresses[rc.name],
                     db_port=db.port,
                     db_name=db.db_name,
-                    db_secret_arn=database.master_secret_arns[rc.name],  # type: ignore[arg-type]  # known once deployed
+                    db_secret_arn=database.agent_secret_arns[rc.name],
                     db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                     alarm_topic_arn=regions[rc.name].alerts_topic_arn,
                     listener_arn=regions[rc.name].listener_arn,
@@ -128,13 +134,14 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             health_path=cfg.app.health_path,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
+            log_retention_days=cfg.app.log_retention_days,
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,
         ),
         opts=ResourceOptions(depends_on=[database]),
     )
-    services = common.services(cfg, stack, regions, database, database.master_secret_arns)
+    services = common.services(cfg, stack, regions, database, database.app_secret_arns)
     dns = DnsFailover(
         "fraiseql-dns",
         DnsFailoverArgs(
@@ -152,6 +159,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             request_interval=cfg.dns.health_check_interval,
             failure_threshold=cfg.dns.failure_threshold,
             control_health_check_ids=fence.recovery_health_check_ids,
+            endpoint_checks=cfg.phase != "c",
             phase=cfg.phase,
             stack=stack,
             tags=cfg.tags,

@@ -7,9 +7,23 @@ from typing import Any
 import pulumi
 
 from components.edge import Edge, EdgeArgs, EdgeOrigin, WorkerBundle
-from components.region_stack import RegionStack
+from components.region_stack import OriginLock, RegionStack
 from core.config import NAMESPACE, StackConfig
+from infra import cloudflare_ips
 from infra.paths import REPO
+
+#: The header the worker and the edge monitor send (components/edge.py, worker/).
+ORIGIN_AUTH_HEADER = "x-fraiseql-origin-auth"
+
+
+def origin_auth_token() -> pulumi.Output[str]:
+    """`fraiseql:origin_auth_token` (secret; plain text is refused by config validation)."""
+    return pulumi.Config(NAMESPACE).require_secret("origin_auth_token")
+
+
+def origin_lock() -> OriginLock:
+    """What every region's ALB admits in phase C: Cloudflare's ranges, carrying the origin token."""
+    return OriginLock(ipv4_cidrs=cloudflare_ips.load().ipv4, header_name=ORIGIN_AUTH_HEADER, token=origin_auth_token())
 
 
 def build(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
@@ -27,7 +41,8 @@ def build(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict
             origins=tuple(EdgeOrigin(region=rc.name, address=regions[rc.name].alb_dns_name) for rc in cfg.regions),
             worker=WorkerBundle.load(REPO / "worker"),
             purge_api_token=pulumi.Config(NAMESPACE).require_secret("edge_purge_token"),
-            origin_auth_token=pulumi.Config(NAMESPACE).require_secret("origin_auth_token"),
+            origin_auth_token=origin_auth_token(),
+            origin_auth_header=ORIGIN_AUTH_HEADER,
             plan=edge_cfg.plan,
             health_path=cfg.app.health_path,
             steering_policy=edge_cfg.steering_policy,

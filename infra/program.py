@@ -12,7 +12,17 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from core.config import KEYS, NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, load_config, namespaced_values
+from core.config import (
+    KEYS,
+    NAMESPACE,
+    PROVIDER_SECRET_KEYS,
+    SECRET_KEYS,
+    ConfigError,
+    StackConfig,
+    load_config,
+    namespaced_values,
+    plaintext_secret_problems,
+)
 from infra.paths import LAMBDA_DEPS, REPO
 
 PROJECT = "fraiseql"
@@ -29,9 +39,18 @@ def _raw_config() -> dict[str, Any]:
     return values
 
 
+def _plaintext_secrets() -> list[tuple[str, str]]:
+    """Documented secret keys the engine handed over without the secret flag."""
+    present: dict[str, Any] = {}
+    for key in [f"{NAMESPACE}:{k}" for k in SECRET_KEYS] + list(PROVIDER_SECRET_KEYS):
+        namespace, name = key.split(":", 1)
+        present[key] = pulumi.Config(namespace).get(name)
+    return plaintext_secret_problems(present, runtime_config.is_config_secret)
+
+
 def read_stack_config() -> StackConfig:
     """Read and validate the stack config, before any resource exists."""
-    return load_config(_raw_config(), pulumi.get_stack())
+    return load_config(_raw_config(), pulumi.get_stack(), plaintext_secrets=_plaintext_secrets())
 
 
 def read_stack_config_unchecked() -> StackConfig:

@@ -19,7 +19,8 @@ from infra import program
 from infra.mocks import Registration, install
 from infra.paths import REPO
 
-SECRET_PLACEHOLDER = "offline-placeholder-secret"
+# Long enough to pass the checks real secrets get (e.g. the 32-character origin token).
+SECRET_PLACEHOLDER = "offline-placeholder-secret-0123456789abcdef"
 
 
 class StackFileError(ValueError):

@@ -5,8 +5,10 @@ Steps: preflight → fence → promote → redirect → verify. Every run first 
 skips what is already done, so a run interrupted anywhere is resumed by running it again, and a run
 after a completed failover changes nothing and exits "done".
 
-Promotion cannot be undone, so the old primary is fenced first (its security groups are swapped for
-an empty fence group): two writers would be split brain.
+Promotion cannot be undone, so the old primary is fenced first: its security groups are swapped for
+an empty fence group, it is rebooted to end open connections, and the old region's service is
+scaled to 0; each change is waited for. Two writers would be split brain, so a fence that cannot
+be applied (API unreachable, instance in an unexpected state) refuses the failover unless --force.
 """
 
 from __future__ import annotations
@@ -264,55 +266,133 @@ class Failover:
             **data,
         )
 
+    def _unfenced(self, message: str) -> bool:
+        """A fence that cannot be confirmed: refused unless --force (then promoted with a warning)."""
+        if not self.opts.force:
+            self._done("fence", log.REFUSED, f"{message}: refusing to promote while the old primary may still accept writes")
+            raise Refused(
+                f"refused: {message}. Nothing was promoted. Re-run when the old primary's region answers (the fence is "
+                "applied then), or re-run with --force to promote UNFENCED once you have stopped its writers yourself",
+                step="fence",
+            )
+        self._done("fence", log.WARN, f"FORCED: {message}: continuing WITHOUT fencing. {SPLIT_BRAIN}")
+        return False
+
     def fence(self, st: State) -> bool:
-        """Swap the old primary's security groups for the fence group. Returns whether it is fenced."""
+        """Stop the old primary taking writes, and wait for each change to be in effect.
+
+        Swap its security groups for the empty fence group (new connections fail), reboot it (the
+        connections already open go), and scale the old region's service to zero where its ECS API
+        answers. A fence that cannot be applied is refused unless --force. Returns whether fenced.
+        """
         p = st.primary
         region = self.o.primaryRegion
         if not p.reachable:
-            self._done("fence", log.WARN, f"cannot reach the RDS API in {region} ({p.error}): continuing WITHOUT fencing {p.identifier}. {SPLIT_BRAIN}")
-            return False
+            return self._unfenced(f"cannot reach the RDS API in {region} ({p.error}) to fence {p.identifier}")
         if not p.exists:
             self._done("fence", log.SKIP, f"{p.identifier} no longer exists in {region}: nothing to fence")
+            self._scale_old_region_to_zero()
             return True
         if st.fenced:
             self._done("fence", log.SKIP, f"{p.identifier} already fenced (security groups: {st.fence_sg})")
+            self._scale_old_region_to_zero()
             return True
+        if not p.available:
+            return self._unfenced(f"{p.identifier} is {p.status}, a state RDS cannot fence it in")
         params = {"DBInstanceIdentifier": p.identifier, "VpcSecurityGroupIds": [st.fence_sg], "ApplyImmediately": True}
         if self.opts.dry_run:
             self._done("fence", log.WOULD, f"would call rds.modify_db_instance in {region}: {json.dumps(params)} "
-                       f"(replacing {', '.join(p.security_groups) or 'no groups'})", call="rds.modify_db_instance", region=region, params=params)
+                       f"(replacing {', '.join(p.security_groups) or 'no groups'}), wait for it, reboot {p.identifier} to "
+                       "cut open connections, and scale the old region's service to 0", call="rds.modify_db_instance",
+                       region=region, params=params)
             return True
         try:
             self._rds(region).modify_db_instance(**params)
+            self._wait_fence_active(p.identifier, st.fence_sg)
+            # Security groups stop new connections only; a reboot ends the ones already open.
+            self._rds(region).reboot_db_instance(DBInstanceIdentifier=p.identifier)
+            self._wait_available(region, p.identifier)
         except ClientError as e:
             code, msg = error_code(e), e.response.get("Error", {}).get("Message", "")
-            if code == "InvalidDBInstanceState":
-                self._done("fence", log.WARN, f"RDS will not modify {p.identifier} while it is {p.status} ({msg}); it is not serving now, "
-                           "but it can come back (RDS starts a stopped instance again after 7 days): re-run this runbook when it is "
-                           f"modifiable to fence it. {SPLIT_BRAIN}")
+            if self.opts.force:
+                self._done("fence", log.WARN, f"FORCED past a failed fence ({code}: {msg}). {SPLIT_BRAIN}")
                 return False
-            if not self.opts.force:
-                raise StepFailed(
-                    f"could not fence {p.identifier}: {code}: {msg}. Not promoting while the old primary may still accept writes. "
-                    "Fix the cause (IAM permission on rds:ModifyDBInstance? the fence group?) and re-run, or re-run with --force "
-                    "to promote unfenced",
-                    step="fence",
-                ) from None
-            self._done("fence", log.WARN, f"FORCED past a failed fence ({code}: {msg}). {SPLIT_BRAIN}")
-            return False
+            raise StepFailed(
+                f"could not fence {p.identifier}: {code}: {msg}. Not promoting while the old primary may still accept writes. "
+                "Fix the cause (IAM permission on rds:ModifyDBInstance or rds:RebootDBInstance? the fence group?) and re-run, "
+                "or re-run with --force to promote unfenced",
+                step="fence",
+            ) from None
         except Exception as e:  # noqa: BLE001
             if not is_connection_error(e):
                 raise
-            self._done("fence", log.WARN, f"lost the RDS API in {region} while fencing ({e}): continuing WITHOUT a confirmed fence. {SPLIT_BRAIN}")
-            return False
+            return self._unfenced(f"lost the RDS API in {region} while fencing ({e})")
+        self._scale_old_region_to_zero()
         self._done(
             "fence",
             log.OK,
-            f"fenced {p.identifier}: security groups {', '.join(p.security_groups)} → {st.fence_sg} (ApplyImmediately); "
-            f"to restore later: VpcSecurityGroupIds={list(p.security_groups)}",
+            f"fenced {p.identifier}: security groups {', '.join(p.security_groups)} → {st.fence_sg} (active), rebooted to end "
+            f"open connections; to restore later: VpcSecurityGroupIds={list(p.security_groups)}",
             previous_security_groups=list(p.security_groups),
         )
         return True
+
+    def _wait_fence_active(self, identifier: str, fence_sg: str, timeout_s: float = 600.0) -> None:
+        region = self.o.primaryRegion
+        deadline, delay = self.rt.clock() + timeout_s, 2.0
+        while True:
+            db = self._rds(region).describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+            groups = {(g["VpcSecurityGroupId"], g.get("Status", "active")) for g in db.get("VpcSecurityGroups", [])}
+            if groups == {(fence_sg, "active")}:
+                return
+            if self.rt.clock() > deadline:
+                raise StepFailed(f"the fence group on {identifier} is not active after {timeout_s:g} s ({sorted(groups)}); "
+                                 "re-run the runbook", step="fence")
+            self.rt.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _wait_available(self, region: str, identifier: str, timeout_s: float = 900.0) -> None:
+        deadline, delay = self.rt.clock() + timeout_s, 5.0
+        while True:
+            cur = describe_db(self.rt, region, identifier)
+            if cur.available:
+                return
+            if self.rt.clock() > deadline:
+                raise StepFailed(f"{identifier} is {cur.status} {timeout_s:g} s after its reboot; re-run the runbook", step="fence")
+            self.rt.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _scale_old_region_to_zero(self, timeout_s: float = 300.0) -> None:
+        """The old region's tasks stop: autoscaling may not bring them back, and none keeps running."""
+        o, region = self.o, self.o.primaryRegion
+        cluster, service = (o.clusterNames or {}).get(region), (o.serviceNames or {}).get(region)
+        if not (cluster and service):
+            self._emit("fence", log.WARN, f"the outputs name no ECS service in {region}: scale it to 0 by hand")
+            return
+        if self.opts.dry_run:
+            return
+        try:
+            self.rt.client("application-autoscaling", region).register_scalable_target(
+                ServiceNamespace="ecs", ResourceId=f"service/{cluster}/{service}", ScalableDimension="ecs:service:DesiredCount",
+                MinCapacity=0, MaxCapacity=0)
+            ecs = self.rt.client("ecs", region)
+            ecs.update_service(cluster=cluster, service=service, desiredCount=0)
+            deadline = self.rt.clock() + timeout_s
+            while True:
+                svc = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+                if svc.get("runningCount", 0) == 0 and svc.get("desiredCount", 0) == 0:
+                    break
+                if self.rt.clock() > deadline:
+                    self._emit("fence", log.WARN, f"{service} in {region} still runs {svc.get('runningCount')} task(s) after {timeout_s:g} s")
+                    return
+                self.rt.sleep(5.0)
+        except Exception as e:  # noqa: BLE001 - the database fence holds without this; say so
+            if not (is_connection_error(e) or isinstance(e, ClientError)):
+                raise
+            self._emit("fence", log.WARN, f"could not scale {service} in {region} to 0 ({error_code(e) or e}); the database "
+                       "fence holds, but scale it down once the region answers")
+            return
+        self._emit("fence", log.INFO, f"scaled {service} in {region} to 0 tasks (autoscaling min/max 0); restore at failback")
 
     def promote(self, st: State) -> DbState:
         s = st.standby

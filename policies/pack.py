@@ -14,7 +14,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from policies import rules
+from policies import rules, security_rules
 
 PACK_NAME = "fraiseql-guardrails"
 MANDATORY, ADVISORY = EnforcementLevel.MANDATORY, EnforcementLevel.ADVISORY
@@ -81,4 +81,5 @@ POLICIES = [
             rules.check_edge_pools),
     _policy("slo-feasible", "Declared RTO, RPO and latency targets are not below what the topology can reach.",
             rules.check_slo),
+    *security_rules.POLICIES,
 ]

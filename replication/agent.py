@@ -597,9 +597,12 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
 def _connect(settings: Settings, user: str, password: str) -> Any:
     import psycopg
 
+    # verify-full against the RDS CA bundle the layer ships: the writer proves it is the writer.
+    rootcert = os.environ.get("FRAISEQL_DB_SSLROOTCERT")
+    tls = {"sslrootcert": rootcert} if rootcert and settings.db_sslmode.startswith("verify") else {}
     conn = psycopg.connect(
         host=settings.db_host, port=settings.db_port, dbname=settings.db_name, user=user, password=password,
-        sslmode=settings.db_sslmode, autocommit=True, connect_timeout=5,
+        sslmode=settings.db_sslmode, autocommit=True, connect_timeout=5, **tls,
         # A frozen or vanished agent must release the advisory lock quickly.
         keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
         application_name=f"fraiseql-agent-{settings.region}",

@@ -2,7 +2,8 @@
 
 ``pulumi up`` invokes one Lambda per region inside its VPC, twice: step ``local``
 in every region, then step ``subscribe`` in every region. The replication
-password comes from a Secrets Manager secret replicated to every region.
+password comes from a Secrets Manager secret replicated to every region, and reaches
+PostgreSQL as a session setting, never as SQL text (``replication.roles``).
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from replication.model import ConflictPolicy, Node, TablePolicy
-from replication.sql import (
-    CONTROL_TABLES,
-    SCHEMA,
-    _ident,
-    _lit,
-    _published,
-    default_conninfo,
-    render_local_objects,
-    render_subscriptions,
-)
+from replication.redact import SecretBox, guarded
+from replication.roles import render_login_role, render_replication_grants, render_roles, secret_options
+from replication.sql import default_conninfo, render_local_objects, render_subscriptions
 
-__all__ = ["apply", "bootstrap_mesh", "handler", "nodes_from_event", "policy_from_event", "render_replication_role",
-           "run_step"]
+__all__ = ["STEPS", "apply", "bootstrap_mesh", "handler", "nodes_from_event", "policy_from_event",
+           "render_replication_role", "run_step"]
 
 
 class _Conn(Protocol):
@@ -76,7 +70,8 @@ def _bind(conninfo: Callable[[Node, Node], str], subscriber: Node) -> Callable[[
 
 def nodes_from_event(event: Mapping[str, Any]) -> list[Node]:
     """``event["nodes"]``: a list of objects with the ``Node`` fields."""
-    return [Node(**n) for n in event["nodes"]]
+    # A writer's index defaults to its place in the list, as the stack numbers them.
+    return [Node(**{**n, "index": n.get("index") or i + 1}) for i, n in enumerate(event["nodes"])]
 
 
 def policy_from_event(event: Mapping[str, Any]) -> ConflictPolicy:
@@ -90,96 +85,151 @@ def policy_from_event(event: Mapping[str, Any]) -> ConflictPolicy:
     )
 
 
-def render_replication_role(user: str, password: str, policy: ConflictPolicy) -> list[str]:
+def render_replication_role(user: str, policy: ConflictPolicy) -> list[str]:
     """The login role peers' subscriptions use: replication rights plus SELECT on what is published.
 
-    On RDS, replication is granted through the ``rds_replication`` role; on plain PostgreSQL through
-    the REPLICATION attribute. Idempotent: re-running resets the password to the current secret.
+    Its password is the one bound in the session (``replication.roles.secret_options``), never a
+    literal here. On RDS, replication is granted through ``rds_replication``; elsewhere through the
+    REPLICATION attribute. Idempotent: re-running resets the password to the bound one.
     """
-    role, pw = _ident(user), _lit(password)
-    stmts = [
-        "DO $do$ BEGIN\n"
-        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {_lit(user)}) THEN\n"
-        f"    CREATE ROLE {role} LOGIN PASSWORD {pw};\n"
-        "  ELSE\n"
-        f"    ALTER ROLE {role} LOGIN PASSWORD {pw};\n"
-        "  END IF;\n"
-        "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication') THEN\n"
-        f"    EXECUTE 'GRANT rds_replication TO {role}';\n"
-        "  ELSE\n"
-        f"    EXECUTE 'ALTER ROLE {role} REPLICATION';\n"
-        "  END IF;\n"
-        "END $do$",
-    ]
-    schemas = sorted({SCHEMA} | {t.qualified.split(".")[0] for t in policy.all_tables()})
-    stmts += [f"GRANT USAGE ON SCHEMA {_ident(schema)} TO {role}" for schema in schemas]
-    stmts += [f"GRANT SELECT ON {table} TO {role}" for table in [*_published(policy), *CONTROL_TABLES]]
-    return stmts
+    return render_login_role(user, replication=True) + render_replication_grants(policy, user)
 
 
 def _replication_password(client: Any, secret_id: str, *, create: bool, wait_s: float = 180,
-                          sleep: Callable[[float], None] = time.sleep) -> str:
-    """The shared password: generated once (by the first region), read everywhere else.
+                          sleep: Callable[[float], None] = time.sleep, version_id: str | None = None,
+                          username: str | None = None) -> str:
+    """A password secret's value: generated once (by the region that owns it), read everywhere else.
 
-    Other regions read their replica of the secret, which Secrets Manager fills within seconds of
-    the first region's write; they wait for it rather than fail.
+    A replica region reads its own replica of the secret, which Secrets Manager fills within
+    seconds of the owner's write (and likewise a rotation's pending version); it waits rather than
+    fails. ``version_id`` reads that version (a rotation) instead of the current one.
     """
     deadline = time.monotonic() + wait_s
     delay = 2.0
+    query: dict[str, Any] = {"SecretId": secret_id}
+    if version_id:
+        query["VersionId"] = version_id
     while True:
         try:
-            return json.loads(client.get_secret_value(SecretId=secret_id)["SecretString"])["password"]
+            return json.loads(client.get_secret_value(**query)["SecretString"])["password"]
         except client.exceptions.ResourceNotFoundException:
-            if create:
+            if create and not version_id:
                 password = secrets.token_urlsafe(32)
-                client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({"password": password}))
+                value = {"username": username, "password": password} if username else {"password": password}
+                client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
                 return password
             if time.monotonic() > deadline:
-                raise RuntimeError(f"replication secret {secret_id} has no value after {wait_s:g} s") from None
+                what = f"version {version_id}" if version_id else "no value"
+                raise RuntimeError(f"secret {secret_id} has {what} after {wait_s:g} s") from None
             sleep(delay)
             delay = min(delay * 2, 20)
 
 
-def run_step(event: Mapping[str, Any], connect: Callable[[Node, dict[str, str]], Any], secrets_client: Any,
-             sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+#: Steps ``pulumi up`` runs (local, subscribe) and those the rotation function runs (the rest).
+STEPS = ("local", "subscribe", "set_password", "resubscribe", "test_password", "roles")
+
+
+def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_client: Any,
+             sleep: Callable[[float], None] = time.sleep, box: SecretBox | None = None) -> dict[str, Any]:
     """One region's bootstrap step, with its I/O injected (the Lambda handler and the tests use it).
 
-    ``step`` is ``local`` (the role, conflict objects, publication, slots on this writer) or
-    ``subscribe`` (this writer's subscriptions to every peer). Pulumi runs every region's ``local``
-    before any ``subscribe``: a subscription made before its publication exists replicates nothing.
+    ``connect(node, user, password, options)`` returns an autocommit connection; ``options`` binds
+    role passwords to the session. Steps: ``local`` (objects, publication, slots, roles) and
+    ``subscribe`` (this writer's subscriptions to every peer), which Pulumi runs in every region in
+    that order; ``roles`` (phase A: the app's role only, on the primary); ``set_password``, ``resubscribe`` and ``test_password`` with ``version_id``: a
+    rotation of the replication password (see ``replication.rotation``).
     """
+    box = box if box is not None else SecretBox()
+    step = event["step"]
+    if step not in STEPS:
+        raise ValueError(f"unknown bootstrap step {step!r}; use one of {', '.join(STEPS)}")
     nodes = nodes_from_event(event)
     me = next(n for n in nodes if n.name == event["node"])
     policy = policy_from_event(event)
     master = json.loads(secrets_client.get_secret_value(SecretId=event["master_secret_arn"])["SecretString"])
-    password = _replication_password(
-        secrets_client, event["replication_secret"], create=bool(event.get("create_replication_secret")), sleep=sleep
-    )
-    with connect(me, master) as conn:
-        if event["step"] == "local":
-            statements = render_local_objects(me, nodes, policy)
-            statements += render_replication_role(me.user, password, policy)
-        elif event["step"] == "subscribe":
-            statements = render_subscriptions(me, nodes, default_conninfo(password, sslmode=event.get("sslmode", "require")))
-        else:
-            raise ValueError(f"unknown bootstrap step {event['step']!r}; use local or subscribe")
+    box.add(master.get("password"))
+    version = event.get("version_id") if step in ("set_password", "resubscribe", "test_password") else None
+    if step in ("set_password", "resubscribe", "test_password") and not version:
+        raise ValueError(f"step {step} needs the rotation's version_id")
+    passwords: dict[str, str] = {}
+    roles: list[str] = []
+    password = ""
+    if step != "roles":  # phase A: only the app's role, on the primary; streaming copies it to the standby
+        password = _replication_password(secrets_client, event["replication_secret"], sleep=sleep, version_id=version,
+                                         create=bool(event.get("create_replication_secret")) and step == "local")
+        box.add(password)
+        passwords, roles = {me.user: password}, [me.user]
+    if step in ("local", "roles"):
+        for role, secret_id in sorted((event.get("role_secrets") or {}).items()):
+            passwords[role] = _replication_password(secrets_client, secret_id, create=True, sleep=sleep, username=role)
+            box.add(passwords[role])
+            roles.append(role)
+    # Subscriptions run inside RDS, where no CA file can be named: TLS with SCRAM channel binding
+    # (the peer proves it holds the password verifier on this TLS session). Local drills: no TLS.
+    no_tls = event.get("sslmode") == "disable"
+    subscriptions = default_conninfo(sslmode=event.get("peer_sslmode") or ("disable" if no_tls else "require"),
+                                     channel_binding=event.get("channel_binding") or (None if no_tls else "require"))
+    if step == "test_password":
+        with connect(me, me.user, password, "") as conn:  # the new password logs in
+            conn.execute("SELECT 1")
+        with connect(me, master["username"], master["password"], "") as conn:
+            down = _wait_subscriptions(conn, sleep, float(event.get("wait_s", 60)))
+        if down:
+            raise RuntimeError(f"subscriptions not streaming after the password change: {', '.join(down)}")
+        return {"ok": True, "node": me.name, "step": step, "statements": 0}
+    with connect(me, master["username"], master["password"], secret_options(passwords)) as conn:
+        if step == "local":
+            statements = render_local_objects(me, nodes, policy) + render_roles(policy, roles, repl_role=me.user)
+        elif step == "roles":
+            statements = render_roles(policy, roles)
+        elif step == "set_password":
+            statements = render_login_role(me.user, replication=True)
+        else:  # subscribe, resubscribe
+            statements = render_subscriptions(me, nodes, subscriptions)
         count = apply(conn, statements)
-    return {"ok": True, "node": me.name, "step": event["step"], "statements": count}
+    return {"ok": True, "node": me.name, "step": step, "statements": count}
+
+
+def _wait_subscriptions(conn: Any, sleep: Callable[[float], None], wait_s: float) -> list[str]:
+    """Subscriptions of this database without a running apply worker, after waiting up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        down = [r[0] for r in conn.execute(
+            "SELECT s.subname FROM pg_catalog.pg_subscription s "
+            "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
+            "LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
+            "  AND st.worker_type = 'apply' WHERE st.pid IS NULL OR NOT s.subenabled ORDER BY 1").fetchall()]
+        if not down or time.monotonic() > deadline:
+            return down
+        sleep(0.5)
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """AWS Lambda entry point: one region's ``local`` or ``subscribe`` step against its own writer.
+    """AWS Lambda entry point: one region's step against its own writer.
 
     Event: ``{"step", "node", "nodes": [...], "policy": {...}, "master_secret_arn",
-    "replication_secret", "create_replication_secret", "sslmode"(optional)}``. The master secret is
-    the writer's RDS-managed secret (``username``/``password``).
+    "replication_secret", "create_replication_secret", "role_secrets", "version_id"}``; fields
+    missing from it come from ``FRAISEQL_BOOTSTRAP`` (the function's own, so the rotation function
+    sends only a step and a version). Connections verify the writer's certificate against the RDS
+    CA bundle shipped in the layer (``FRAISEQL_DB_SSLROOTCERT``). Errors leave redacted.
     """
+    import os
+
     import boto3  # only in the Lambda runtime
     import psycopg
 
-    def connect(node: Node, master: dict[str, str]) -> Any:
-        return psycopg.connect(host=node.host, port=node.port, dbname=node.dbname, user=master["username"],
-                               password=master["password"], sslmode=event.get("sslmode", "require"),
-                               autocommit=True, connect_timeout=10)
+    box = SecretBox()
+    merged = {**json.loads(os.environ.get("FRAISEQL_BOOTSTRAP") or "{}"), **event}
+    sslmode = merged.get("sslmode") or os.environ.get("FRAISEQL_DB_SSLMODE", "verify-full")
+    rootcert = os.environ.get("FRAISEQL_DB_SSLROOTCERT")
 
-    return run_step(event, connect, boto3.client("secretsmanager"))
+    def connect(node: Node, user: str, password: str, options: str) -> Any:
+        kw: dict[str, Any] = {"sslrootcert": rootcert} if rootcert and sslmode.startswith("verify") else {}
+        return psycopg.connect(host=node.host, port=node.port, dbname=node.dbname, user=user, password=password,
+                               options=options or None, sslmode=sslmode, autocommit=True, connect_timeout=10, **kw)
+
+    @guarded(box)
+    def run() -> dict[str, Any]:
+        return run_step(merged, connect, boto3.client("secretsmanager"), box=box)
+
+    return run()

@@ -306,9 +306,16 @@ def render_slots(node: Node, peers: Sequence[Node]) -> list[str]:
 
 
 def default_conninfo(
-    password: str | None = None, *, sslmode: str | None = "require", connect_timeout: int = 10
+    password: str | None = None, *, sslmode: str | None = "require", connect_timeout: int = 10,
+    channel_binding: str | None = None,
 ) -> Callable[[Node], str]:
-    """A ``conninfo(peer)`` function building libpq conninfo strings from the model."""
+    """A ``conninfo(peer)`` function building libpq conninfo strings from the model.
+
+    Leave ``password`` out of anything that becomes SQL text: ``render_subscriptions`` has the
+    server add the peer's password from the session setting that ``replication.roles`` binds.
+    ``channel_binding=require`` makes SCRAM prove that the server holds the password verifier over
+    this very TLS session: server identity where no CA file can be given (a subscription on RDS).
+    """
 
     def conninfo(peer: Node) -> str:
         parts = [
@@ -320,6 +327,8 @@ def default_conninfo(
         ]
         if sslmode:
             parts.append(f"sslmode={sslmode}")
+        if channel_binding:
+            parts.append(f"channel_binding={channel_binding}")
         if password is not None:
             parts.append("password='" + password.replace("\\", "\\\\").replace("'", "\\'") + "'")
         return " ".join(parts)
@@ -341,29 +350,44 @@ def render_subscriptions(
     statements pick up tables added to the publication later (they connect to
     the peer, so every peer must be up and bootstrapped — run the local objects
     on all nodes first, then the subscriptions on all nodes).
+
+    The peer's password is never in these statements: when the session carries one for the peer's
+    user (``fraiseql_repl.pw_<user>``, see ``replication.roles``), the server appends it to the
+    conninfo itself, and an error is re-raised without it. A changed password (a rotation)
+    changes the conninfo, so re-running these statements re-points the subscription.
     """
     make = conninfo or default_conninfo()
     out = []
     refresh = []
     for peer in _others(node, peers):
         ci = make(peer)
+        setting = _lit(f"{SCHEMA}.pw_{peer.user}")
         for sub, publication in (
             (subscription_name(node, peer), PUBLICATION),
             (control_subscription_name(node, peer), CONTROL_PUBLICATION),
         ):
+            options = (f"origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)}, "
+                       "enabled = true, disable_on_error = false")
             out.append(
-                f"DO $do$ BEGIN\n"
-                f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s\n"
-                f"                 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid\n"
+                "DO $do$ DECLARE\n"
+                f"  pw text := nullif(current_setting({setting}, true), '');\n"
+                f"  ci text := {_lit(ci)} || CASE WHEN pw IS NULL THEN '' ELSE\n"
+                "    ' password=''' || replace(replace(pw, '\\', '\\\\'), '''', '\\''') || '''' END;\n"
+                "BEGIN\n"
+                "  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s\n"
+                "                 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid\n"
                 f"                 WHERE s.subname = {_lit(sub)} AND d.datname = current_database()) THEN\n"
-                f"    CREATE SUBSCRIPTION {sub} CONNECTION {_lit(ci)} PUBLICATION {publication}\n"
-                f"      WITH (origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)},\n"
-                f"            enabled = true, disable_on_error = false);\n"
+                f"    EXECUTE format('CREATE SUBSCRIPTION {sub} CONNECTION %L PUBLICATION {publication} WITH (%s)',\n"
+                f"                   ci, {_lit(options)});\n"
                 f"  ELSIF (SELECT subconninfo FROM pg_catalog.pg_subscription WHERE subname = {_lit(sub)})\n"
-                f"        IS DISTINCT FROM {_lit(ci)} THEN\n"
-                f"    ALTER SUBSCRIPTION {sub} CONNECTION {_lit(ci)};\n"
-                f"  END IF;\n"
-                f"END $do$"
+                "        IS DISTINCT FROM ci THEN\n"
+                f"    EXECUTE format('ALTER SUBSCRIPTION {sub} CONNECTION %L', ci);\n"
+                "  END IF;\n"
+                "EXCEPTION WHEN OTHERS THEN\n"
+                # Re-raised here, the error's CONTEXT is this line, not the statement with the password.
+                f"  RAISE EXCEPTION 'fraiseql_repl: subscription {sub} to %: %', {_lit(peer.name)},\n"
+                "    CASE WHEN pw IS NULL THEN SQLERRM ELSE replace(SQLERRM, pw, '[redacted]') END USING ERRCODE = SQLSTATE;\n"
+                "END $do$"
             )
             refresh.append(f"ALTER SUBSCRIPTION {sub} REFRESH PUBLICATION WITH (copy_data = false)")
     return out + refresh

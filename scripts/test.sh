@@ -8,9 +8,14 @@ source scripts/python.sh
 
 "$VENV/bin/ruff" check .
 "$VENV/bin/mypy"
+# GitHub Actions security: nothing above low severity (unpinned actions, token persistence, permissions...).
+"$VENV/bin/zizmor" --offline --min-severity medium .github/workflows
 
 if [ -f worker/package.json ]; then
   (cd worker && npm ci --no-audit --no-fund --loglevel=error && npm test)
 fi
+
+# The IAM simulator the IAM-against-code tests evaluate with (tests/iam/package.json, locked).
+(cd tests/iam && npm ci --no-audit --no-fund --loglevel=error)
 
 "$VENV/bin/python" -m pytest "$@"

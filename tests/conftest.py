@@ -40,7 +40,8 @@ def phase_a_values() -> dict[str, Any]:
 def synth_variant(stack: str, change: Callable[[dict[str, Any]], None]) -> Synthesis:
     values = copy.deepcopy(stack_values(stack))
     change(values)
-    return synthesize(stack, config=flatten(stack, values))
+    _, secret_keys = read_stack_file(stack_file(stack))
+    return synthesize(stack, config=flatten(stack, values), secret_keys=secret_keys)
 
 
 def config_variant(stack: str, change: Callable[[dict[str, Any]], None]) -> StackConfig:

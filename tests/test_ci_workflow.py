@@ -61,3 +61,45 @@ def test_ci_runs_the_python_of_the_lambda_runtime():
         for step in job["steps"]:
             if str(step.get("uses", "")).startswith("actions/setup-python@"):
                 assert step["with"] == {"python-version-file": ".python-version"}
+
+
+# --- issue 13, item 8: the workflows' own security --------------------------------------------
+
+def test_every_action_is_pinned_to_a_commit_sha():
+    import re
+
+    for job in load()["jobs"].values():
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+
+
+def test_the_preview_job_skips_forks_and_uses_oidc_in_a_reviewed_environment():
+    doc = load()
+    assert doc["permissions"] == {}  # nothing by default; each job asks for what it uses
+    job = doc["jobs"]["preview"]
+    assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
+    assert job["permissions"]["id-token"] == "write" and job["permissions"]["contents"] == "read"
+    assert job["environment"] == "preview"
+    aws = next(s for s in job["steps"] if s["uses"].startswith("aws-actions/configure-aws-credentials@"))
+    assert set(aws["with"]) == {"role-to-assume", "aws-region"}  # OIDC: no access keys
+    assert "id-token" not in doc["jobs"]["offline"].get("permissions", {})
+
+
+def test_no_checkout_persists_its_token():
+    for job in load()["jobs"].values():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+
+
+def test_zizmor_reports_nothing_above_low_and_the_suite_runs_it():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    zizmor = Path(sys.executable).with_name("zizmor")
+    res = subprocess.run([str(zizmor), "--offline", "--min-severity", "medium", "--format", "plain",
+                          str(WORKFLOW.parent)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "zizmor\" --offline --min-severity medium .github/workflows" in (REPO / "scripts" / "test.sh").read_text()

@@ -31,20 +31,22 @@ def test_vpc_spans_two_azs_with_three_tiers(phase_a, region):
 
 @pytest.mark.parametrize("region", REGIONS)
 def test_security_groups_chain_alb_to_app_to_db_and_nothing_else_reaches_the_db(phase_a, region):
-    sg = {r.name.rsplit("-sg-", 1)[1]: r.outputs["id"] if "id" in r.outputs else f"{r.name}-id" for r in in_region(phase_a, SG, region)}
+    sg = {r.name.rsplit("-sg-", 1)[1]: r.outputs["id"] if "id" in r.outputs else f"{r.name}-id"
+          for r in in_region(phase_a, SG, region) if r.name.startswith(f"fraiseql-{region}-sg-")}
     ingress = in_region(phase_a, INGRESS, region)
     db_in = [r for r in ingress if r.inputs["securityGroupId"] == sg["db"]]
-    assert len(db_in) == 1
-    assert db_in[0].inputs["referencedSecurityGroupId"] == sg["app"]
-    assert db_in[0].inputs["fromPort"] == db_in[0].inputs["toPort"] == 5432
-    assert "cidrIpv4" not in db_in[0].inputs
+    # the app's tasks, and on the primary the bootstrap that creates the app's role (issue 13)
+    bootstrap = [r.outputs.get("id", f"{r.name}-id") for r in in_region(phase_a, SG, region) if r.name == f"fraiseql-db-bootstrap-sg-{region}"]
+    assert sorted(r.inputs["referencedSecurityGroupId"] for r in db_in) == sorted([sg["app"], *bootstrap])
+    assert len(bootstrap) == (1 if region == "us-east-1" else 0)
+    assert all(r.inputs["fromPort"] == r.inputs["toPort"] == 5432 and "cidrIpv4" not in r.inputs for r in db_in)
     app_in = [r for r in ingress if r.inputs["securityGroupId"] == sg["app"]]
     assert [r.inputs["referencedSecurityGroupId"] for r in app_in] == [sg["alb"]]
     alb_in = [r for r in ingress if r.inputs["securityGroupId"] == sg["alb"]]
     assert sorted(r.inputs["fromPort"] for r in alb_in) == [80, 443]
     assert all(r.inputs["cidrIpv4"] == "0.0.0.0/0" for r in alb_in)
     egress_to_db = [r for r in in_region(phase_a, EGRESS, region) if r.inputs.get("referencedSecurityGroupId") == sg["db"]]
-    assert [r.inputs["securityGroupId"] for r in egress_to_db] == [sg["app"]]
+    assert sorted(r.inputs["securityGroupId"] for r in egress_to_db) == sorted([sg["app"], *bootstrap])
 
 
 def test_database_route_table_has_no_route_to_the_internet(phase_a):
@@ -177,11 +179,36 @@ def test_private_database_zone_is_visible_from_both_vpcs_only(phase_a):
     assert "records" in writer.ignore_changes
 
 
-def test_credentials_come_from_the_managed_secret(phase_a):
-    primary = one(phase_a, RDS, "fraiseql-db-primary-us-east-1")
-    secret_arn = primary.outputs["masterUserSecrets"][0]["secretArn"]
-    secrets = {s["name"]: s["valueFrom"] for s in _container(phase_a, "us-east-1")["secrets"]}
+@pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])
+def test_each_region_reads_the_apps_own_credentials_from_its_own_region(phase_a, region):
+    """Issue 13 item 3: not the primary's master secret, not another region's secret or key."""
+    secret = one(phase_a, "aws:secretsmanager/secret:Secret", "fraiseql-db-app-secret")
+    assert secret.region == "us-east-1"
+    (replica,) = secret.inputs["replicas"]
+    standby_key = one(phase_a, "aws:kms/key:Key", "fraiseql-db-kms-us-west-2").outputs["arn"]
+    assert replica == {"region": "us-west-2", "kmsKeyId": standby_key}
+    secret_arn = secret.outputs["arn"].replace(":us-east-1:", f":{region}:")
+    secrets = {s["name"]: s["valueFrom"] for s in _container(phase_a, region)["secrets"]}
     assert secrets == {"FRAISEQL_DB_USER": f"{secret_arn}:username::", "FRAISEQL_DB_PASSWORD": f"{secret_arn}:password::"}
+    policy = json.loads(one(phase_a, "aws:iam/rolePolicy:RolePolicy", f"fraiseql-app-{region}-read-db-secret").inputs["policy"])
+    key = one(phase_a, "aws:kms/key:Key", f"fraiseql-db-kms-{region}").outputs["arn"]
+    assert [st["Resource"] for st in policy["Statement"]] == [secret_arn, key]
+    assert policy["Statement"][1]["Condition"] == {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}
+
+
+def test_the_apps_role_is_created_on_the_primary_so_streaming_carries_it_to_the_standby(phase_a):
+    run = one(phase_a, "aws:lambda/invocation:Invocation", "fraiseql-db-bootstrap-roles-us-east-1")
+    event = json.loads(run.inputs["input"])
+    secret = one(phase_a, "aws:secretsmanager/secret:Secret", "fraiseql-db-app-secret")
+    assert event["step"] == "roles" and event["role_secrets"] == {"fraiseql_app": secret.outputs["arn"]}
+    assert [n["name"] for n in event["nodes"]] == ["us-east-1"]
+
+
+def test_the_standby_forwards_writes_to_the_public_api(phase_a):
+    """Phase A has no private path between regions: the standby's app sends mutations to the API name."""
+    env = {e["name"]: e["value"] for e in _container(phase_a, "us-west-2")["environment"]}
+    assert env["FRAISEQL_WRITE_FORWARD_URL"] == "https://api.example.com"
+    assert "FRAISEQL_WRITE_FORWARD_URL" not in {e["name"] for e in _container(phase_a, "us-east-1")["environment"]}
 
 
 def test_service_runs_privately_behind_the_alb_and_autoscales(phase_a):

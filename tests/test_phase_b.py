@@ -167,9 +167,9 @@ def test_the_agent_may_touch_only_its_own_region(phase_b, region):
     (policy,) = [p for p in phase_b.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"fraiseql-quorum-agent-policy-{region}"]
     doc = json.loads(policy.inputs["policy"])
     resources = {st["Resource"] for st in doc["Statement"] if st["Resource"] != "*"}
-    writer = one(phase_b, RDS, f"fraiseql-db-writer-{region}")
+    # its own role's secret, not the writer's master secret (issue 13)
     assert resources == {
-        writer.outputs["masterUserSecrets"][0]["secretArn"],
+        one(phase_b, "aws:secretsmanager/secret:Secret", f"fraiseql-db-agent-secret-{region}").outputs["arn"],
         one(phase_b, "aws:kms/key:Key", f"fraiseql-db-kms-{region}").outputs["arn"],
         one(phase_b, "aws:route53recoverycontrol/routingControl:RoutingControl",
             f"fraiseql-quorum-routing-control-{region}").outputs["arn"],
@@ -216,9 +216,9 @@ def test_read_your_writes_every_region_reads_and_writes_its_own_writer(phase_b, 
     task = one(phase_b, "aws:ecs/taskDefinition:TaskDefinition", f"fraiseql-app-{region}-task")
     env = {e["name"]: e["value"] for e in json.loads(task.inputs["containerDefinitions"])[0]["environment"]}
     assert env["FRAISEQL_DB_WRITER_HOST"] == env["FRAISEQL_DB_READER_HOST"]
-    record = one(phase_b, "aws:route53/record:Record", f"fraiseql-db-writer-record-{region}")
-    assert record.inputs["name"] == env["FRAISEQL_DB_WRITER_HOST"]
-    assert record.inputs["records"] == [one(phase_b, RDS, f"fraiseql-db-writer-{region}").outputs["address"]]
+    # the instance endpoint, which the RDS certificate names, so the app verifies it (issue 13 item 7)
+    assert env["FRAISEQL_DB_WRITER_HOST"] == one(phase_b, RDS, f"fraiseql-db-writer-{region}").outputs["address"]
+    assert env["FRAISEQL_DB_SSLMODE"] == "verify-full"
 
 
 def test_exports_what_the_runbooks_need(phase_b):

@@ -21,7 +21,7 @@ import pytest
 
 from components.edge import DEPLOYMENT_VARS, Edge, EdgeArgs, EdgeOrigin, WorkerBundle, read_jsonc
 from core.config import ConfigError
-from infra.synth import REPO
+from infra.synth import REPO, SECRET_PLACEHOLDER
 from tests.conftest import config_variant
 from tests.helpers import one
 
@@ -188,7 +188,7 @@ def test_load_balancer_has_a_monitored_pool_per_region_and_fails_over_across_poo
     assert monitor.inputs["path"] == "/health"
     # the stack's origin token rides on the monitor too, so health checks pass the origins' rule
     assert _unwrap(monitor.inputs["header"]) == {"Host": ["origin.api.example.com"],
-                                                 "x-fraiseql-origin-auth": ["offline-placeholder-secret"]}
+                                                 "x-fraiseql-origin-auth": [SECRET_PLACEHOLDER]}
     for r, pool in pools.items():
         alb = one(phase_c, "aws:lb/loadBalancer:LoadBalancer", f"fraiseql-{r}-alb")
         assert pool.inputs["origins"][0]["address"] == alb.outputs["dnsName"]

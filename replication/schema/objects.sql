@@ -102,7 +102,7 @@ CREATE OR REPLACE VIEW fraiseql_repl.resolution_counts AS
     ) x GROUP BY table_name, kind;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.compact_resolutions()
-RETURNS bigint LANGUAGE plpgsql AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE n bigint;
 BEGIN
     WITH moved AS (DELETE FROM fraiseql_repl.resolution_events RETURNING table_name, kind, at),
@@ -280,7 +280,7 @@ END $f$;
 
 -- This node's watermark: what it has applied from every origin, into its own ordered stream.
 CREATE OR REPLACE FUNCTION fraiseql_repl.emit_watermark()
-RETURNS void LANGUAGE sql AS $f$
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     INSERT INTO fraiseql_repl.changes (origin, tbl, op, ts, node, born, row_image)
     SELECT fraiseql_repl.node_name(), '', 'w', clock_timestamp(), fraiseql_repl.node_name(), '-infinity',
            jsonb_build_object('applied', coalesce(jsonb_object_agg(origin, at), '{}'))
@@ -291,7 +291,7 @@ $f$;
 -- has applied the delete's origin past the delete, and this node holds everything that member
 -- wrote before it did. A member that is partitioned away holds every purge back.
 CREATE OR REPLACE FUNCTION fraiseql_repl.purge_tombstones(margin interval DEFAULT interval '1 second')
-RETURNS bigint LANGUAGE plpgsql AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE n bigint;
 BEGIN
     WITH safe AS (
@@ -315,7 +315,7 @@ END $f$;
 -- Local rows of the change log are only needed until logical decoding has read their WAL, which
 -- has happened once they are committed; keep a few minutes for people reading them.
 CREATE OR REPLACE FUNCTION fraiseql_repl.purge_changes(keep interval DEFAULT interval '5 minutes')
-RETURNS bigint LANGUAGE plpgsql AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE n bigint;
 BEGIN
     DELETE FROM fraiseql_repl.changes WHERE origin_at < clock_timestamp() - keep;
@@ -325,7 +325,7 @@ END $f$;
 
 -- Merge parked changes again (after a schema change, or a clash that a retry resolves).
 CREATE OR REPLACE FUNCTION fraiseql_repl.retry_parked()
-RETURNS TABLE (merged bigint, still_parked bigint) LANGUAGE plpgsql AS $f$
+RETURNS TABLE (merged bigint, still_parked bigint) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     p fraiseql_repl.parked;
     c fraiseql_repl.changes;

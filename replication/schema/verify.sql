@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.digest_keys (
 
 -- Step 1 of a round: this node's bucket digests at the round's horizon.
 CREATE OR REPLACE FUNCTION fraiseql_repl.publish_digests(rnd bigint, horizon timestamptz, buckets integer)
-RETURNS bigint LANGUAGE plpgsql AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     m record;
     n bigint := 0;
@@ -112,7 +112,7 @@ END $f$;
 
 -- Step 2: for buckets where a peer's digest of that round differs from ours, our keys.
 CREATE OR REPLACE FUNCTION fraiseql_repl.publish_key_details(rnd bigint, buckets integer)
-RETURNS bigint LANGUAGE plpgsql AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     m record;
     wanted integer[];
@@ -153,7 +153,7 @@ END $f$;
 -- Step 3: keys whose state here differs from a peer's, once both reported the bucket; keys
 -- changed after the horizon are still travelling and are not counted.
 CREATE OR REPLACE FUNCTION fraiseql_repl.diverged_keys(rnd bigint, horizon timestamptz)
-RETURNS TABLE (table_name text, pk jsonb, peer text) LANGUAGE sql STABLE AS $f$
+RETURNS TABLE (table_name text, pk jsonb, peer text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     WITH me AS (SELECT fraiseql_repl.node_name() AS name),
     reported AS (  -- (node, table, bucket) pairs with details in this round
         SELECT DISTINCT node, table_name, bucket FROM fraiseql_repl.digest_keys WHERE round = rnd
@@ -181,7 +181,7 @@ RETURNS TABLE (table_name text, pk jsonb, peer text) LANGUAGE sql STABLE AS $f$
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.purge_digests(keep_rounds integer DEFAULT 5)
-RETURNS void LANGUAGE sql AS $f$
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     DELETE FROM fraiseql_repl.digests WHERE round < (SELECT max(round) - keep_rounds FROM fraiseql_repl.digests);
     DELETE FROM fraiseql_repl.digest_keys WHERE round < (SELECT max(round) - keep_rounds FROM fraiseql_repl.digest_keys);
 $f$;

@@ -34,6 +34,9 @@ PRIMARY_DB, REPLICA_DB = "fraiseql-db-primary-us-east-1-4f2a", "fraiseql-db-repl
 WRITER_HOST = "writer.db.phase-a.fraiseql.internal"
 MUTATING = {
     ("rds", "modify_db_instance"),
+    ("rds", "reboot_db_instance"),
+    ("ecs", "update_service"),
+    ("application-autoscaling", "register_scalable_target"),
     ("rds", "promote_read_replica"),
     ("route53", "change_resource_record_sets"),
     ("route53", "update_health_check"),
@@ -325,6 +328,18 @@ def build_phase_a(tmp_path: Path) -> PhaseA:
             "Name": WRITER_HOST, "Type": "CNAME", "TTL": 5, "ResourceRecords": [{"Value": primary["Endpoint"]["Address"]}]}}]},
     )
 
+    clusters, services = {}, {}
+    for r in (PRIMARY, STANDBY):
+        ecs = aws("ecs", r)
+        clusters[r] = ecs.create_cluster(clusterName=f"fraiseql-{r}")["cluster"]["clusterName"]
+        td = ecs.register_task_definition(family=f"fraiseql-{r}", containerDefinitions=[
+            {"name": "fraiseql", "image": "ghcr.io/fraiseql/fraiseql:1.0.0", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+        services[r] = ecs.create_service(cluster=clusters[r], serviceName=f"fraiseql-app-{r}", taskDefinition=td,
+                                         desiredCount=2)["service"]["serviceName"]
+        aws("application-autoscaling", r).register_scalable_target(
+            ServiceNamespace="ecs", ResourceId=f"service/{clusters[r]}/{services[r]}",
+            ScalableDimension="ecs:service:DesiredCount", MinCapacity=2, MaxCapacity=6)
+
     topics, queue_url = {}, ""
     for r in (PRIMARY, STANDBY):
         topics[r] = aws("sns", r).create_topic(Name=f"fraiseql-alerts-{r}")["TopicArn"]
@@ -363,6 +378,8 @@ def build_phase_a(tmp_path: Path) -> PhaseA:
         "healthCheckIds": hcs,
         "replicaLagAlarmArns": {STANDBY: alarm_arn},
         "alertTopicArns": topics,
+        "clusterNames": clusters,
+        "serviceNames": services,
         "slo": {"rtoSeconds": 300, "rpoSeconds": 60, "lagAlarmSeconds": 30},
         "budgetName": "fraiseql-phase-a",
     }

@@ -18,6 +18,7 @@ from tests.ops.conftest import (
     FakeHealth,
     Harness,
     PhaseA,
+    aws,
     failover_args,
     run_cli,
 )
@@ -312,11 +313,16 @@ def test_dry_run_reports_a_refusal_with_the_same_exit_code(deployment: PhaseA, h
     assert harness.mutations() == []
 
 
-def test_partition_unreachable_primary_continues_unfenced_with_a_split_brain_warning(deployment: PhaseA, harness: Harness, failing_primary: FakeHealth) -> None:
-    down = [EndpointConnectionError(endpoint_url="https://rds.us-east-1.amazonaws.com/") for _ in range(20)]
+def test_partition_unreachable_primary_refuses_unfenced_promotion_unless_forced(deployment: PhaseA, harness: Harness, failing_primary: FakeHealth) -> None:
+    down = [EndpointConnectionError(endpoint_url="https://rds.us-east-1.amazonaws.com/") for _ in range(40)]
     harness.inject("rds", "describe_db_instances", *down, region=PRIMARY)
-    result = run_cli(failover_args(deployment), harness.runtime(failing_primary))
+    refused = run_cli(failover_args(deployment), harness.runtime(failing_primary))
+    assert refused.code == 3, refused.text  # issue 13: no promotion without a fence, unless forced
+    assert refused.last("fence")["status"] == "refused" and "--force" in refused.last("result")["detail"]
+    assert not harness.ops("rds", "promote_read_replica")
+    assert_untouched(deployment)
 
+    result = run_cli(failover_args(deployment, "--force"), harness.runtime(failing_primary))
     assert result.code == 0, result.text
     fence = result.last("fence")
     assert fence["status"] == "warn"
@@ -327,13 +333,50 @@ def test_partition_unreachable_primary_continues_unfenced_with_a_split_brain_war
     assert "ReadReplicaSourceDBInstanceIdentifier" not in deployment.db(STANDBY, REPLICA_DB)
     assert deployment.cname() == deployment.outputs["replicaDbAddresses"][STANDBY]
 
-    # The region answers again: a re-run applies the missing fence and nothing else.
+    # The region answers again: a re-run applies the missing fence (and stops the old region's tasks).
     harness.faults.clear()
     harness.calls.clear()
     again = run_cli(failover_args(deployment), harness.runtime(failing_primary))
     assert again.code == 0
-    assert [(c.service, c.op) for c in harness.mutations() if c.service != "sns"] == [("rds", "modify_db_instance")]
+    assert [(c.service, c.op) for c in harness.mutations() if c.service != "sns"] == [
+        ("rds", "modify_db_instance"), ("rds", "reboot_db_instance"),
+        ("application-autoscaling", "register_scalable_target"), ("ecs", "update_service")]
     assert_failed_over(deployment)
+
+
+def test_the_fence_cuts_open_connections_and_stops_the_old_regions_tasks(deployment: PhaseA, harness: Harness, failing_primary: FakeHealth) -> None:
+    result = run_cli(failover_args(deployment), harness.runtime(failing_primary))
+    assert result.code == 0, result.text
+    order = [(c.service, c.op) for c in harness.mutations() if c.service in ("rds", "ecs", "application-autoscaling")]
+    assert order[:4] == [("rds", "modify_db_instance"), ("rds", "reboot_db_instance"),
+                         ("application-autoscaling", "register_scalable_target"), ("ecs", "update_service")]
+    assert order[4] == ("rds", "promote_read_replica")  # promotion only after the fence is in effect
+    (reboot,) = harness.ops("rds", "reboot_db_instance")
+    assert (reboot.region, reboot.params) == (PRIMARY, {"DBInstanceIdentifier": PRIMARY_DB})
+    o = deployment.outputs
+    svc = aws("ecs", PRIMARY).describe_services(cluster=o["clusterNames"][PRIMARY], services=[o["serviceNames"][PRIMARY]])["services"][0]
+    assert svc["desiredCount"] == 0
+    (target,) = aws("application-autoscaling", PRIMARY).describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 0)
+    standby = aws("ecs", STANDBY).describe_services(cluster=o["clusterNames"][STANDBY], services=[o["serviceNames"][STANDBY]])
+    assert standby["services"][0]["desiredCount"] == 2
+    # the fence waited for the group to be active before the reboot and the promotion
+    describes = [i for i, c in enumerate(harness.calls) if c.op == "describe_db_instances" and c.region == PRIMARY]
+    modify = next(i for i, c in enumerate(harness.calls) if c.op == "modify_db_instance")
+    reboot_i = next(i for i, c in enumerate(harness.calls) if c.op == "reboot_db_instance")
+    assert any(modify < i < reboot_i for i in describes)
+
+
+def test_an_old_primary_in_an_unexpected_state_is_refused_unless_forced(deployment: PhaseA, harness: Harness, failing_primary: FakeHealth) -> None:
+    def storage_full(real, params):
+        out = real(**params)
+        out["DBInstances"][0]["DBInstanceStatus"] = "storage-full"
+        return out
+
+    harness.inject("rds", "describe_db_instances", *[storage_full] * 10, region=PRIMARY)
+    refused = run_cli(failover_args(deployment), harness.runtime(failing_primary))
+    assert refused.code == 3 and "storage-full" in refused.last("fence")["detail"]
+    assert not harness.ops("rds", "promote_read_replica")
 
 
 def test_verify_url_posts_a_graphql_mutation_probe(deployment: PhaseA, harness: Harness, failing_primary: FakeHealth, loopback) -> None:

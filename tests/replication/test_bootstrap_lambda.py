@@ -59,9 +59,9 @@ def test_two_steps_per_region_build_a_replicating_mesh_and_rerun_is_harmless(nod
             sm.create_secret(Name=f"master-{r}", SecretString=json.dumps({"username": "postgres", "password": "x"}))
         sm.create_secret(Name="fraiseql/test/replication")  # declared by Pulumi with no value
 
-        def connect(node, master):
-            return psycopg.connect(host="127.0.0.1", port=node.port, dbname="postgres", user=master["username"],
-                                   autocommit=True)
+        def connect(node, user, password, options):
+            return psycopg.connect(host="127.0.0.1", port=node.port, dbname="postgres", user=user,
+                                   options=options or None, autocommit=True)
 
         for step in ("local", "subscribe", "local", "subscribe"):  # the second round is a re-run
             for r in REGIONS:
@@ -99,7 +99,7 @@ def test_a_later_region_waits_for_the_password_then_gives_up_clearly():
     with mock_aws():
         sm = boto3.client("secretsmanager", region_name="us-east-1")
         sm.create_secret(Name="repl")
-        with pytest.raises(RuntimeError, match="repl has no value after 0 s"):
+        with pytest.raises(RuntimeError, match="secret repl has no value after 0 s"):
             _replication_password(sm, "repl", create=False, wait_s=0.0, sleep=lambda s: None)
         # and the first region creates it instead of waiting
         first = _replication_password(sm, "repl", create=True, wait_s=0.0)

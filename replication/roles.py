@@ -1,0 +1,167 @@
+"""Database roles of a writer, and how their passwords reach PostgreSQL without any SQL text.
+
+Three login roles besides the RDS master user (which only the bootstrap uses):
+
+- ``fraiseql_app`` (the FraiseQL service): DML on the application's tables, nothing it owns, no
+  write to the lease, the agent's state or the heartbeats; it cannot disable triggers (it owns no
+  table), set ``session_replication_role`` (superuser only) or touch subscriptions.
+- ``fraiseql_agent`` (the fence agent): reads its heartbeats and subscription health, renews or
+  revokes the lease, records its state, and runs the agent's maintenance functions if they exist.
+- ``fraiseql_repl`` (peers' subscriptions): replication and SELECT on what is published.
+
+Passwords travel as connection startup options (``-c fraiseql_repl.pw_<role>=...``), which
+PostgreSQL never logs, and DO blocks read them with ``current_setting``. So neither
+``log_statement`` nor ``log_min_duration_statement`` nor an error's STATEMENT/CONTEXT lines can
+carry one: statements that use a password catch their own errors and re-raise without it.
+Every statement is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from replication.model import ConflictPolicy
+from replication.sql import CONTROL_TABLES, HEARTBEAT_TABLE, SCHEMA, _ident, _lit, _published
+
+__all__ = ["AGENT_FUNCTIONS", "AGENT_ROLE", "APP_ROLE", "REPL_ROLE", "render_agent_grants", "render_app_grants",
+           "render_login_role", "render_replication_grants", "render_roles", "secret_options", "secret_setting"]
+
+APP_ROLE = "fraiseql_app"
+AGENT_ROLE = "fraiseql_agent"
+REPL_ROLE = "fraiseql_repl"
+#: Functions the agent calls (SECURITY DEFINER: they run with the owner's rights, so the agent needs
+#: nothing on the tables they touch); nobody else may run them. Missing ones are skipped.
+AGENT_FUNCTIONS = ("emit_watermark", "purge_tombstones", "purge_changes", "retry_parked", "compact_resolutions",
+                   "publish_digests", "publish_key_details", "diverged_keys", "purge_digests")
+AGENT_TABLES_READ = ("parked",)
+
+
+def secret_setting(role: str) -> str:
+    """The session setting that carries ``role``'s password (placeholder GUCs need a dotted name)."""
+    return f"{SCHEMA}.pw_{role}"
+
+
+def secret_options(passwords: Mapping[str, str]) -> str:
+    """libpq ``options`` that bind each role's password to the session, never to SQL text."""
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace(" ", "\\ ")
+
+    return " ".join(f"-c {secret_setting(role)}={esc(pw)}" for role, pw in sorted(passwords.items()))
+
+
+def render_login_role(role: str, *, replication: bool = False) -> list[str]:
+    """Create the login role or reset its password to the one bound in the session."""
+    setting = _lit(secret_setting(role))
+    grant_replication = (
+        "    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication') THEN\n"
+        f"      EXECUTE format('GRANT rds_replication TO %I', {_lit(role)});\n"
+        "    ELSE\n"
+        f"      EXECUTE format('ALTER ROLE %I REPLICATION', {_lit(role)});\n"
+        "    END IF;\n"
+    ) if replication else ""
+    return [
+        "DO $do$ DECLARE pw text := nullif(current_setting(" + setting + ", true), ''); BEGIN\n"
+        "  IF pw IS NULL THEN\n"
+        f"    RAISE EXCEPTION 'fraiseql_repl: no password bound for role %', {_lit(role)}\n"
+        "      USING HINT = 'connect with replication.roles.secret_options(...)';\n"
+        "  END IF;\n"
+        "  BEGIN\n"
+        f"    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {_lit(role)}) THEN\n"
+        f"      EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', {_lit(role)}, pw);\n"
+        "    ELSE\n"
+        f"      EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', {_lit(role)}, pw);\n"
+        "    END IF;\n"
+        + grant_replication +
+        "  EXCEPTION WHEN OTHERS THEN\n"
+        # Re-raised from here, the error's CONTEXT is this line, not the statement with the password.
+        f"    RAISE EXCEPTION 'fraiseql_repl: could not set up role %: %', {_lit(role)}, replace(SQLERRM, pw, '[redacted]')\n"
+        "      USING ERRCODE = SQLSTATE;\n"
+        "  END;\n"
+        "END $do$"
+    ]
+
+
+def _schemas(policy: ConflictPolicy) -> list[str]:
+    """The application's schemas: FraiseQL's own (public) and any a replicated table lives in."""
+    return sorted({"public", *(t.qualified.split(".")[0] for t in policy.all_tables())})
+
+
+def render_replication_grants(policy: ConflictPolicy, role: str = REPL_ROLE) -> list[str]:
+    r = _ident(role)
+    stmts = [f"GRANT USAGE ON SCHEMA {_ident(s)} TO {r}" for s in sorted({SCHEMA, *_schemas(policy)})]
+    stmts += [f"GRANT SELECT ON {table} TO {r}" for table in [*_published(policy), *CONTROL_TABLES]]
+    return stmts
+
+
+def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]:
+    """DML on the application's schemas (tables made later too), nothing on the control tables."""
+    r = _ident(role)
+    stmts: list[str] = []
+    for s in _schemas(policy):
+        q = _ident(s)
+        stmts += [
+            f"GRANT USAGE ON SCHEMA {q} TO {r}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {q} TO {r}",
+            f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {q} TO {r}",
+            # Tables the migrations (run as the master user) create later.
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {r}",
+        ]
+    if not policy.all_tables():
+        return stmts  # no replication here (phase A): no fraiseql_repl schema
+    # The replicated tables' triggers are SECURITY DEFINER: the app needs nothing in the schema
+    # but to read the conflicts its app tables leave for it.
+    internal = ", ".join(f"{SCHEMA}.{t}" for t in (
+        "lease", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
+        "applied", "peer_applied", "table_meta", "members", "digests", "digest_keys", "heartbeats"))
+    stmts += [
+        f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
+        f"REVOKE ALL ON {internal} FROM {r}, PUBLIC",
+        f"GRANT SELECT ON {SCHEMA}.conflicts TO {r}",
+    ]
+    return stmts
+
+
+def render_agent_grants(role: str = AGENT_ROLE) -> list[str]:
+    """Fence and read heartbeats; run the agent's functions if present (skipped, not an error, if not)."""
+    r = _ident(role)
+    names = "ARRAY[" + ", ".join(_lit(f) for f in AGENT_FUNCTIONS) + "]"
+    tables = "ARRAY[" + ", ".join(_lit(t) for t in AGENT_TABLES_READ) + "]"
+    return [
+        f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
+        f"GRANT SELECT, UPDATE ON {SCHEMA}.lease, {SCHEMA}.agent_state TO {r}",
+        f"GRANT SELECT, INSERT, UPDATE ON {HEARTBEAT_TABLE} TO {r}",
+        "DO $do$ DECLARE f regprocedure; t text; BEGIN\n"
+        "  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p\n"
+        f"           WHERE p.pronamespace = {_lit(SCHEMA)}::regnamespace AND p.proname = ANY({names}) LOOP\n"
+        "    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);\n"
+        f"    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, {_lit(role)});\n"
+        "  END LOOP;\n"
+        f"  FOREACH t IN ARRAY {tables} LOOP\n"
+        f"    IF to_regclass(format('%I.%I', {_lit(SCHEMA)}, t)) IS NOT NULL THEN\n"
+        f"      EXECUTE format('GRANT SELECT ON %I.%I TO %I', {_lit(SCHEMA)}, t, {_lit(role)});\n"
+        "    END IF;\n"
+        "  END LOOP;\n"
+        "END $do$",
+        # Replay lag of the peers' walsenders (which run as fraiseql_repl) is visible only with this.
+        "DO $do$ BEGIN\n"
+        f"  EXECUTE format('GRANT pg_read_all_stats TO %I', {_lit(role)});\n"
+        "EXCEPTION WHEN insufficient_privilege THEN\n"
+        "  RAISE WARNING 'fraiseql_repl: cannot grant pg_read_all_stats to %: lag metrics will be missing', "
+        f"{_lit(role)};\n"
+        "END $do$",
+    ]
+
+
+def render_roles(policy: ConflictPolicy, roles: Iterable[str], repl_role: str = REPL_ROLE) -> list[str]:
+    """Every role's password (bound in the session) and grants, for the roles named in ``roles``."""
+    wanted = set(roles)
+    stmts: list[str] = []
+    if repl_role in wanted:
+        stmts += render_login_role(repl_role, replication=True) + render_replication_grants(policy, repl_role)
+    if APP_ROLE in wanted:
+        stmts += render_login_role(APP_ROLE) + render_app_grants(policy)
+    if AGENT_ROLE in wanted:
+        stmts += render_login_role(AGENT_ROLE) + render_agent_grants()
+    return stmts
