@@ -1,7 +1,7 @@
 """The pack's validators, as plain functions over `PolicyResource`s.
 
 Each `check_*` returns a list of `(message, urn)`; `urn` None means the stack as a whole. They are
-wrapped into pulumi-policy objects in `policies/pack.py`, and run offline by `policies/offline.py`.
+wrapped into pulumi-policy objects in `policies/pack.py`, and run offline by `infra/pack.py`.
 Messages name the resource and the numbers, so a violation says what to change.
 """
 

@@ -17,21 +17,21 @@ if str(ROOT) not in sys.path:  # lets a bare `pytest` (not only `python -m pytes
     sys.path.insert(0, str(ROOT))
 
 from policies import pricing  # noqa: E402
-from policies.pricing import (  # noqa: E402
+from policies.pricing import MissingPrice, PriceBook, PriceBookError  # noqa: E402
+from policies.pricing.refresh import (  # noqa: E402
     API_SOURCE_ID,
-    MissingPrice,
-    PriceBook,
-    PriceBookError,
+    RDS_INSTANCE_CLASSES,
     PriceQuery,
     RefreshError,
     aws_price_queries,
     fetch_price,
+    main,
     parse_on_demand,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
-RDS_CLASSES = pricing.RDS_INSTANCE_CLASSES
+RDS_CLASSES = RDS_INSTANCE_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +328,7 @@ def test_refresh_command_writes_parsed_prices_and_keeps_other_rows(tmp_path, bas
     client = pricing_client()
     with Stubber(client) as stubber:
         _stub_nat(stubber)
-        code = pricing.main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
+        code = main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
                             client=client)
         stubber.assert_no_pending_responses()
     assert code == 0, capsys.readouterr().err
@@ -407,7 +407,7 @@ def test_a_failed_refresh_writes_nothing_and_exits_nonzero(tmp_path, baseline, c
     client = pricing_client()
     with Stubber(client) as stubber:
         _stub_nat(stubber, per_gb_answer=(NAT_BYTES, twin))
-        code = pricing.main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
+        code = main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
                             client=client)
         stubber.assert_no_pending_responses()
     assert code == 1
@@ -424,7 +424,7 @@ def test_dry_run_reports_changes_without_writing(tmp_path, baseline, capsys):
     client = pricing_client()
     with Stubber(client) as stubber:
         _stub_nat(stubber)
-        assert pricing.main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out),
+        assert main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out),
                              "--dry-run"], client=client) == 0
         stubber.assert_no_pending_responses()
     stdout = capsys.readouterr().out
@@ -452,7 +452,7 @@ def test_refresh_replaces_only_rows_the_book_already_has(book):
 
 def test_unknown_kind_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
-        pricing.main(["refresh", "--only", "nat_gatway"])
+        main(["refresh", "--only", "nat_gatway"])
     assert "unknown kind" in capsys.readouterr().err
 
 
