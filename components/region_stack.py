@@ -8,7 +8,8 @@ RegionStack -> PostgresReplication -> FraiseqlService.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from functools import partial
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -19,6 +20,11 @@ from core.naming import logical_name, merge_tags
 from core.planning import plan_subnets
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+def _validation_option(domain: str, options: Sequence[aws.acm.outputs.CertificateDomainValidationOption],
+                       ) -> aws.acm.outputs.CertificateDomainValidationOption:
+    return next(o for o in options if o.domain_name == domain)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,9 +405,7 @@ class RegionStack(pulumi.ComponentResource):
         )
         records = []
         for domain in args.certificate_names:
-            option = cert.domain_validation_options.apply(
-                lambda opts, d=domain: next(o for o in opts if o.domain_name == d)
-            )
+            option = cert.domain_validation_options.apply(partial(_validation_option, domain))
             # ACM issues the same validation CNAME for a name in every region of an account, so each
             # region's stack may write it.
             records.append(

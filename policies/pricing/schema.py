@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import ErrorDetails
 
 REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]+$"
 
@@ -263,7 +264,7 @@ def _path(loc: Sequence[Any]) -> str:
     return text or "(top level)"
 
 
-def _expected(err: dict[str, Any], missing_siblings: Sequence[str] = ()) -> str:
+def _expected(err: ErrorDetails, missing_siblings: Sequence[str] = ()) -> str:
     kind, loc, ctx = err["type"], err["loc"], err.get("ctx") or {}
     if kind == "missing":
         return "this required key is missing"
@@ -298,7 +299,7 @@ def _expected(err: dict[str, Any], missing_siblings: Sequence[str] = ()) -> str:
     return err["msg"]
 
 
-def _error_message(file: Path, errors: list[dict[str, Any]]) -> str:
+def _error_message(file: Path, errors: list[ErrorDetails]) -> str:
     # an unknown key usually explains a missing sibling (a typo), so report it first
     errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")
     err, more = errors[0], len(errors) - 1
