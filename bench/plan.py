@@ -79,9 +79,9 @@ def main() -> None:
             plan.append(measure(plan_cmd))
         (f, f_cpu), (g, g_cpu), (p, p_cpu) = medians(floor), medians(gc_floor), medians(plan)
         tops = sorted({m.split(".")[0] for m in modules})
-        print(f"{stack}: plan {p:.2f} s / import floor {f:.2f} s ({len(modules)} SDK modules of {', '.join(tops)}) "
-              f"= ratio {p / f:.2f} (CPU {p_cpu / f_cpu:.2f}); / floor with the plan's GC setting {g:.2f} s "
-              f"= {p / g:.2f} (CPU {p_cpu / g_cpu:.2f})")
+        print(f"{stack}: plan {p:.2f} s (CPU {p_cpu:.2f} s) / import floor {f:.2f} s (CPU {f_cpu:.2f} s; {len(modules)} "
+              f"SDK modules of {', '.join(tops)}) = ratio {p / f:.2f} (CPU {p_cpu / f_cpu:.2f}); / floor with the "
+              f"plan's GC setting {g:.2f} s (CPU {g_cpu:.2f} s) = {p / g:.2f} (CPU {p_cpu / g_cpu:.2f})")
 
 if __name__ == "__main__":
     main()
