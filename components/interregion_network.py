@@ -124,8 +124,10 @@ class InterRegionNetwork(pulumi.ComponentResource):
             self.links = [link.key for link in plan_mesh(list(self._cidrs))]
             self._mesh()
         else:
-            self.links = [link.key for link in plan_hub(list(self._cidrs), args.hub_region)]
-            self._hub_and_spoke(args.hub_region)
+            hub = args.hub_region
+            assert hub is not None  # _check refused hub-and-spoke without one
+            self.links = [link.key for link in plan_hub(list(self._cidrs), hub)]
+            self._hub_and_spoke(hub)
         self._replication_rules()
 
         outputs: dict[str, Any] = {"topology": self.topology, "links": self.links}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from functools import partial
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -41,6 +42,11 @@ def check_origin_token(token: str) -> str:
         raise ValueError("fraiseql:origin_auth_token must be 32 to 128 characters of A-Z a-z 0-9 + / = _ . ~ - "
                          "(no * or ?: the ALB reads them as wildcards); e.g. `openssl rand -base64 32`")
     return token
+
+
+def _validation_option(domain: str, options: Sequence[aws.acm.outputs.CertificateDomainValidationOption],
+                       ) -> aws.acm.outputs.CertificateDomainValidationOption:
+    return next(o for o in options if o.domain_name == domain)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -467,9 +473,7 @@ class RegionStack(pulumi.ComponentResource):
         )
         records = []
         for domain in args.certificate_names:
-            option = cert.domain_validation_options.apply(
-                lambda opts, d=domain: next(o for o in opts if o.domain_name == d)
-            )
+            option = cert.domain_validation_options.apply(partial(_validation_option, domain))
             # ACM issues the same validation CNAME for a name in every region of an account, so each
             # region's stack may write it.
             records.append(

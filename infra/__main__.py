@@ -8,11 +8,13 @@ Pulumi CLI), then the policy pack over what it declared. Exit codes: 0 planned a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import pulumi
 
@@ -22,6 +24,10 @@ from infra.synth import StackFileError, Synthesis, synthesize
 
 EXIT_OK, EXIT_VIOLATION, EXIT_INVALID = 0, 1, 2
 EXIT_ERROR = 1  # the program itself failed (not the config): as Python does for an uncaught exception
+# The SDK keeps an Output and four futures per property of every resource alive to the end of the run, so
+# under CPython's default thresholds (700, 10, 10) the collector re-walks that growing heap in repeated full
+# collections: a third of phase B's plan. Little of it is garbage (peak memory is unchanged): collect rarely.
+PLAN_GC_THRESHOLD = (50_000, 20, 20)
 
 
 def _render_text(syn: Synthesis) -> str:
@@ -109,7 +115,24 @@ def _config_problem(exc: Optional[BaseException]) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def _rare_collections() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.freeze()  # the imported modules outlive the plan: no collection needs to walk them again
+    gc.set_threshold(*PLAN_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def plan(stack: str, as_json: bool, config_file: Optional[Path] = None, out=sys.stdout, err=sys.stderr) -> int:
+    with _rare_collections():
+        return _plan(stack, as_json, config_file, out, err)
+
+
+def _plan(stack: str, as_json: bool, config_file: Optional[Path], out, err) -> int:
     try:
         syn = synthesize(stack, path=config_file)
     except Exception as e:  # noqa: BLE001 - config errors arrive wrapped by the Pulumi runtime
@@ -158,4 +181,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # On the way out the interpreter would run full collections over everything the SDK keeps alive
+    # (a quarter of phase B's plan), to free memory the OS reclaims anyway; frozen objects are skipped.
+    gc.freeze()
+    sys.exit(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -81,14 +82,17 @@ class Synthesis:
     def components(self) -> list[Registration]:
         return [r for r in self.registrations if not r.custom]
 
+    @cached_property
+    def _by_urn(self) -> dict[str, Registration]:
+        return {r.urn: r for r in self.registrations}
+
     def component_of(self, reg: Registration) -> str:
         """The nearest enclosing fraiseql component, as `Type name`; `program` at top level."""
-        by_urn = {r.urn: r for r in self.registrations}
-        parent = by_urn.get(reg.parent)
+        parent = self._by_urn.get(reg.parent)
         while parent is not None:
             if parent.type.startswith("fraiseql:"):
                 return f"{parent.type.split(':')[-1]} {parent.name}"
-            parent = by_urn.get(parent.parent)
+            parent = self._by_urn.get(parent.parent)
         return "program"
 
     def of_type(self, typ: str) -> list[Registration]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -30,7 +30,10 @@ BUDGET_CONFIG = PolicyConfigSchema(
 )
 
 
-def _stack(check: Callable[..., list[rules.Finding]], **kwargs) -> Callable[[StackValidationArgs, ReportViolation], None]:
+Check = Callable[..., list[rules.Finding]]
+
+
+def _stack(check: Check, **kwargs: bool) -> Callable[[StackValidationArgs, ReportViolation], None]:
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
         resources = list(args.resources)
         facts = rules.StackFacts.read(resources, dict(args.get_config() or {}))
@@ -44,11 +47,12 @@ def _database(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != rules.RDS:
         return
     protect = bool(args.opts and args.opts.protect)
-    for message in rules.check_database(args, protect):  # ResourceValidationArgs has props and name
-        report(message)
+    for message in rules.check_database(args, protect):
+        report(message, None)  # None: the resource being validated
 
 
-def _policy(name: str, description: str, check, level=MANDATORY, config=None, **kwargs) -> StackValidationPolicy:
+def _policy(name: str, description: str, check: Check, level: EnforcementLevel = MANDATORY,
+            config: Optional[PolicyConfigSchema] = None, **kwargs: bool) -> StackValidationPolicy:
     return StackValidationPolicy(name=name, description=description, validate=_stack(check, **kwargs),
                                  enforcement_level=level, config_schema=config)
 

@@ -1,7 +1,7 @@
 """The pack's validators, as plain functions over `PolicyResource`s.
 
 Each `check_*` returns a list of `(message, urn)`; `urn` None means the stack as a whole. They are
-wrapped into pulumi-policy objects in `policies/pack.py`, and run offline by `policies/offline.py`.
+wrapped into pulumi-policy objects in `policies/pack.py`, and run offline by `infra/pack.py`.
 Messages name the resource and the numbers, so a violation says what to change.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional, Protocol, TypeGuard
 
 from pulumi_policy import PolicyResource
 
@@ -51,7 +51,8 @@ def plain(value: Any) -> Any:
     return value
 
 
-def known(value: Any) -> bool:
+def known(value: Any) -> TypeGuard[Any]:
+    """Neither absent nor unknown until apply (the engine's placeholder in a preview)."""
     return value is not None and value != UNKNOWN
 
 
@@ -95,8 +96,8 @@ class StackFacts:
                 manifest = parse_manifest(r.props["insecureValue"])
         budget = config.get("budgetUsd")
         if budget is None:
-            amounts = [r.props.get("limitAmount") for r in of_type(resources, BUDGET)]
-            amounts = [float(a) for a in amounts if known(a)]
+            limits = [r.props.get("limitAmount") for r in of_type(resources, BUDGET)]
+            amounts = [float(a) for a in limits if known(a)]
             budget = min(amounts) if amounts else None
         fraction = config.get("advisoryFraction")
         if fraction is None:
@@ -173,7 +174,7 @@ def check_unpriced(resources: list[PolicyResource], facts: StackFacts) -> list[F
 # --- topology and safety ------------------------------------------------------------------------
 
 def check_regions(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     for r in resources:
         region = r.props.get("region")
         if known(region) and isinstance(region, str) and region not in REGIONS:
@@ -193,7 +194,17 @@ def check_vpc_cidrs(resources: list[PolicyResource], facts: StackFacts) -> list[
     ]
 
 
-def check_database(r: PolicyResource, protect: bool) -> list[str]:
+class Props(Protocol):
+    """What a database check reads: a PolicyResource and a ResourceValidationArgs both have it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def props(self) -> Mapping[str, Any]: ...
+
+
+def check_database(r: Props, protect: bool) -> list[str]:
     """Resource-level: encryption, privacy, deletion protection, backups, Pulumi protect."""
     p = r.props
     problems = []
@@ -219,11 +230,18 @@ def check_replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts)
     return _replica_lag_alarms(resources, facts) + check_pair_lag_alarms(resources, facts)
 
 
-def _replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+def _lag_ceiling(facts: StackFacts) -> tuple[float, str]:
+    """The highest lag-alarm threshold the stack's RPO allows, and how it follows from the RPO."""
     rpo = facts.slo.get("rpo_seconds")
-    ceiling = slo.lag_alarm_ceiling(rpo) if rpo else slo.LAG_ALARM_CAP_S
+    if not rpo:
+        return slo.LAG_ALARM_CAP_S, f"{slo.LAG_ALARM_CAP_S:g} s (no RPO declared)"
+    return slo.lag_alarm_ceiling(rpo), slo.describe_ceiling(rpo)
+
+
+def _replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+    ceiling, why = _lag_ceiling(facts)
     alarms = [a for a in of_type(resources, ALARM) if a.props.get("metricName") == "ReplicaLag"]
-    out = []
+    out: list[Finding] = []
     for db in of_type(resources, RDS):
         if not db.props.get("replicateSourceDb"):
             continue
@@ -235,7 +253,7 @@ def _replica_lag_alarms(resources: list[PolicyResource], facts: StackFacts) -> l
             threshold = a.props.get("threshold")
             if known(threshold) and float(threshold) > ceiling:
                 out.append((f"ReplicaLag alarm {a.name} on {db.name} fires at {float(threshold):g} s; it must be "
-                            f"<= {slo.describe_ceiling(rpo)}", a.urn))
+                            f"<= {why}", a.urn))
     return out
 
 
@@ -244,14 +262,13 @@ def check_pair_lag_alarms(resources: list[PolicyResource], facts: StackFacts) ->
     m = facts.manifest or {}
     if m.get("phase") not in ("b", "c"):
         return []
-    rpo = facts.slo.get("rpo_seconds")
-    ceiling = slo.lag_alarm_ceiling(rpo) if rpo else slo.LAG_ALARM_CAP_S
+    ceiling, why = _lag_ceiling(facts)
     alarms = {}
     for a in of_type(resources, ALARM):
         dims = a.props.get("dimensions") or {}
         if a.props.get("metricName") == "LagSeconds" and known(dims.get("Publisher")):
             alarms[(dims.get("Publisher"), dims.get("Subscriber"))] = a
-    out = []
+    out: list[Finding] = []
     for pub in m.get("write_regions", []):
         for sub in m.get("write_regions", []):
             if pub == sub:
@@ -261,14 +278,14 @@ def check_pair_lag_alarms(resources: list[PolicyResource], facts: StackFacts) ->
                 out.append((f"no replication-lag alarm for {pub} -> {sub}; add one at <= {ceiling:g} s", None))
             elif known(alarm.props.get("threshold")) and float(alarm.props["threshold"]) > ceiling:
                 out.append((f"lag alarm {alarm.name} ({pub} -> {sub}) fires at {float(alarm.props['threshold']):g} s; "
-                            f"it must be <= {slo.describe_ceiling(rpo)}", alarm.urn))
+                            f"it must be <= {why}", alarm.urn))
     return out
 
 
 def check_endpoint_health(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     checks = of_type(resources, HEALTH)
     pools = of_type(resources, CF_POOL)
-    out = []
+    out: list[Finding] = []
     for lb in of_type(resources, ALB):
         if lb.props.get("internal") is True:
             continue
@@ -287,7 +304,7 @@ def _db_ports(resources: list[PolicyResource], facts: StackFacts) -> set[int]:
 def check_db_port_exposure(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     vpc_nets = [ipaddress.IPv4Network(v.props["cidrBlock"]) for v in of_type(resources, VPC) if known(v.props.get("cidrBlock"))]
     ports = _db_ports(resources, facts)
-    out = []
+    out: list[Finding] = []
 
     def judge(name: str, urn: str, lo: Any, hi: Any, cidrs: list[str]) -> None:
         if not (known(lo) and known(hi)):
@@ -324,7 +341,7 @@ def check_quorum(resources: list[PolicyResource], facts: StackFacts) -> list[Fin
         return []
     writers = m.get("write_regions", [])
     n, quorum = len(writers), m.get("quorum")
-    out = []
+    out: list[Finding] = []
     if n < 3 or n % 2 == 0:
         out.append((f"active-active needs an odd number of write regions, at least 3; found {n} ({', '.join(writers)})", None))
     elif quorum != slo.quorum_size(n):
@@ -344,7 +361,7 @@ def check_mesh(resources: list[PolicyResource], facts: StackFacts) -> list[Findi
     peerings = of_type(resources, PEERING)
     pairs = [frozenset((region_of(p), p.props.get("peerRegion"))) for p in peerings]
     want = {frozenset(p) for p in combinations(regions, 2)}
-    out = []
+    out: list[Finding] = []
     n = len(regions)
     if len(peerings) != n * (n - 1) // 2:
         out.append((f"a mesh of {n} regions needs {n * (n - 1) // 2} peering links; found {len(peerings)}", None))
@@ -370,7 +387,7 @@ def _caches_post(expression: str) -> bool:
 
 
 def check_edge_mutations(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     for rs in of_type(resources, CF_RULESET):
         if rs.props.get("phase") != "http_request_cache_settings":
             continue
@@ -394,7 +411,7 @@ def check_edge_pools(resources: list[PolicyResource], facts: StackFacts) -> list
         return []
     pools = of_type(resources, CF_POOL)
     lbs = of_type(resources, "cloudflare:index/loadBalancer:LoadBalancer")
-    out = []
+    out: list[Finding] = []
     if not lbs:
         out.append(("phase c has no Cloudflare load balancer in front of the regions", None))
     if not of_type(resources, CF_MONITOR):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import subprocess
@@ -156,3 +157,12 @@ def test_plan_json_carries_cost_slo_and_violations():
     assert doc["cost"]["budget_usd"] == 3450 and 0 < doc["cost"]["total_usd"] < 3450
     assert {b["name"] for b in doc["slo"]} == {"RTO", "RPO", "latency p95 (miss)"}
     assert all(v["level"] != "mandatory" for v in doc["violations"])
+
+
+def test_plan_leaves_the_collector_as_it_found_it(tmp_path):
+    """plan() raises the GC thresholds while it runs; callers in the same process (tests, benches) get theirs back."""
+    bad = _variant_file(tmp_path, lambda c: c["fraiseql:regions"][1].update(name="us-moon-1"))
+    before = gc.get_threshold(), gc.get_freeze_count()
+    for stack, cfg in (("phase-a", None), ("phase-a", bad)):
+        run_plan("--stack", stack, *(["--config-file", str(cfg)] if cfg else []))
+        assert (gc.get_threshold(), gc.get_freeze_count()) == before

@@ -97,6 +97,14 @@ def test_lag_alarm_above_thirty_seconds(resources):
     assert len(found) == 1 and "fires at 45 s" in found[0].message and "= 30 s" in found[0].message
 
 
+def test_lag_alarm_above_thirty_seconds_in_a_stack_without_a_manifest(resources):
+    resources.remove(named(resources, MANIFEST_NAME))  # no RPO to derive the ceiling from
+    named(resources, "fraiseql-db-replica-lag-us-west-2").props["threshold"] = 45
+    found = by_policy(evaluate(resources), "replica-lag-alarm")
+    assert [v.message for v in found] == ["ReplicaLag alarm fraiseql-db-replica-lag-us-west-2 on fraiseql-db-replica-us-west-2 "
+                                          "fires at 45 s; it must be <= 30 s (no RPO declared)"]
+
+
 def test_lag_alarm_must_be_at_most_half_the_rpo(resources):
     set_manifest(resources, slo={"rpo_seconds": 40})
     found = by_policy(evaluate(resources), "replica-lag-alarm")

@@ -52,5 +52,6 @@ def test_repository_pack_loads_only_policies_and_the_leaf_packages(tmp_path):
     seen = _run(REPO / "policies" / "__main__.py", REPO / "policies", tmp_path)
     top = sorted({Path(f).relative_to(REPO).parts[0] for f in seen["files"] if f.startswith(str(REPO))})
     assert top == ["core", "policies", "replication"]
+    assert str(REPO / "policies" / "pricing" / "refresh.py") not in seen["files"]  # a dev tool, not the pack's
     assert [f for f in seen["files"] if "/replication/" in f] == [str(REPO / "replication" / "__init__.py"),
                                                                  str(REPO / "replication" / "quorum.py")]

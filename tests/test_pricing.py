@@ -17,21 +17,22 @@ if str(ROOT) not in sys.path:  # lets a bare `pytest` (not only `python -m pytes
     sys.path.insert(0, str(ROOT))
 
 from policies import pricing  # noqa: E402
-from policies.pricing import (  # noqa: E402
+from policies.pricing import MissingPrice, PriceBook, PriceBookError  # noqa: E402
+from policies.pricing.refresh import (  # noqa: E402
     API_SOURCE_ID,
-    MissingPrice,
-    PriceBook,
-    PriceBookError,
+    RDS_INSTANCE_CLASSES,
     PriceQuery,
     RefreshError,
     aws_price_queries,
     fetch_price,
+    main,
     parse_on_demand,
 )
+from tests.price_books import distinct_prices, with_figures  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
-RDS_CLASSES = pricing.RDS_INSTANCE_CLASSES
+RDS_CLASSES = RDS_INSTANCE_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -107,26 +108,58 @@ def test_free_things_are_explicitly_zero_not_missing(book):
         assert book.rds_performance_insights_month(r, retention_days=7) == 0.0
     assert book.cloudflare_plan_month("free") == 0.0
     assert book.cloudflare_rate_limiting_month() == 0.0
-    assert book.sns_email_month(1000) == 0.0
-    assert book.budgets_month(2) == 0.0
+    sns, budgets = book.model.global_.sns, book.model.global_.budgets
+    assert sns is not None and budgets is not None
+    assert book.sns_email_month(sns.free_email_notifications) == 0.0
+    assert book.sns_email_month(sns.free_email_notifications + 100_000) == pytest.approx(sns.email_per_100k.usd)
+    assert book.budgets_month(budgets.free_budgets) == 0.0
+    assert book.budgets_month(budgets.free_budgets + 1) > 0
 
 
-def test_hand_checked_figures(book):
-    assert book.hours_per_month == 730
-    assert book.rds_instance_hourly("us-east-1", "db.r6g.large", multi_az=True) == 0.45
-    assert book.rds_instance_hourly("us-east-1", "db.r6g.large", multi_az=False) == 0.225
-    # reference notes: Fargate, NAT gateway, Route 53 health check, inter-region transfer, ARC, TGW
-    assert book.fargate_vcpu_hour("us-east-1") == 0.04048
-    assert book.fargate_gb_hour("us-east-1") == 0.004445
-    assert book.nat_gateway_hourly("us-east-1") == 0.045
-    assert book.nat_gateway_per_gb("us-east-1") == 0.045
-    assert book.route53_health_check_month("aws") == 0.50
-    assert book.inter_region_per_gb("us-east-1", "eu-west-1") == 0.02
-    assert book.arc_cluster_hourly() == 2.50
-    assert book.tgw_attachment_hourly("us-east-1") == 0.05
-    assert book.tgw_per_gb("us-east-1") == 0.02
-    assert book.public_ipv4_hourly("eu-west-1") == 0.005
-    assert book.nat_gateway_hourly("eu-west-1") == 0.048  # a real regional difference
+@pytest.fixture(scope="module")
+def distinct() -> tuple[PriceBook, dict]:
+    return distinct_prices()
+
+
+def _lookup_rows():
+    """Each typed lookup and the JSON row it must read: the book's contract, written out by hand."""
+    for r in REGIONS:
+        for multi, dep in ((False, "single_az"), (True, "multi_az")):
+            yield "rds_instance_hourly", (r, "db.r6g.large", multi), ("regions", r, "rds", "instances", "db.r6g.large", dep)
+            yield "rds_storage_gb_month", (r, "gp3", multi), ("regions", r, "rds", "storage", "gp3", dep)
+        yield "rds_backup_gb_month", (r,), ("regions", r, "rds", "backup_gb_month")
+        for arch, key in (("x86_64", "x86"), ("arm64", "arm")):
+            yield "fargate_vcpu_hour", (r, arch), ("regions", r, "fargate", key, "vcpu_hour")
+            yield "fargate_gb_hour", (r, arch), ("regions", r, "fargate", key, "gb_hour")
+            yield "lambda_gb_second", (r, arch), ("regions", r, "lambda", f"{key}_gb_second")
+        for method, *row in (("nat_gateway_hourly", "nat_gateway", "hourly"), ("nat_gateway_per_gb", "nat_gateway", "per_gb"),
+                             ("public_ipv4_hourly", "public_ipv4", "hourly"), ("alb_hourly", "alb", "hourly"),
+                             ("alb_lcu_hour", "alb", "lcu_hour"), ("kms_key_month", "kms", "key_month"),
+                             ("cloudwatch_alarm_month", "cloudwatch", "alarm_month"),
+                             ("cloudwatch_logs_ingest_per_gb", "cloudwatch", "logs_ingest_per_gb"),
+                             ("secret_month", "secrets_manager", "secret_month"),
+                             ("tgw_attachment_hourly", "tgw", "attachment_hourly"), ("tgw_per_gb", "tgw", "per_gb"),
+                             ("lambda_request", "lambda", "request")):
+            yield method, (r,), ("regions", r, *row)
+        for dst in REGIONS:
+            if dst != r:
+                yield "inter_region_per_gb", (r, dst), ("inter_region", r, dst)
+    r53 = ("global", "route53")
+    yield "route53_hosted_zone_month", (), (*r53, "hosted_zone", "first_25_month")
+    yield "route53_health_check_month", ("aws",), (*r53, "health_check", "aws_endpoint_month")
+    yield "route53_health_check_month", ("non_aws",), (*r53, "health_check", "non_aws_endpoint_month")
+    for policy, tier in (("failover", "standard"), ("latency", "latency"), ("geolocation", "geo"), ("cidr", "ip_based")):
+        yield "route53_queries_per_million", (policy,), (*r53, "queries", f"{tier}_per_million")
+    yield "arc_cluster_hourly", (), ("global", "arc", "cluster_hourly")
+    for plan in ("free", "pro", "business", "enterprise"):
+        yield "cloudflare_plan_month", (plan,), ("cloudflare", "plans", plan)
+    yield "cloudflare_rate_limiting_month", (), ("cloudflare", "rate_limiting_month")
+
+
+@pytest.mark.parametrize("method,args,row", list(_lookup_rows()), ids=lambda v: str(v))
+def test_each_lookup_reads_its_own_row(distinct, method, args, row):
+    book, usd = distinct
+    assert getattr(book, method)(*args) == usd[row]
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -143,20 +176,31 @@ def test_enterprise_is_the_seed_contract_figure(book):
     assert "7,500" in book.source("seed-contract").name
 
 
-def test_cloudflare_usage_formulas(book):
+def test_cloudflare_usage_formulas(baseline):
+    w, lb = ("cloudflare", "workers_paid"), ("cloudflare", "load_balancing")
+    book = with_figures(baseline, {(*w, "base_month"): 5, (*w, "included_requests"): 10_000_000, (*w, "per_million_requests"): 0.3,
+                            (*w, "included_cpu_ms"): 30_000_000, (*w, "per_million_cpu_ms"): 0.02,
+                            (*lb, "base_month"): 5, (*lb, "included_origins"): 2, (*lb, "per_extra_origin_month"): 5,
+                            (*lb, "included_health_check_regions"): 1, (*lb, "per_extra_health_check_region_month"): 10,
+                            (*lb, "included_dns_queries"): 500_000, (*lb, "per_500k_dns_queries"): 0.5})
     assert book.cloudflare_workers() == 5.0
     assert book.cloudflare_workers(requests=50e6, cpu_ms=100e6) == pytest.approx(5 + 40 * 0.30 + 70 * 0.02)
     assert book.cloudflare_load_balancing_month(origins=2) == 5.0
+    # 1 extra origin, 2 extra check regions, 1.5M extra queries = 3 blocks of 500k
     assert book.cloudflare_load_balancing_month(origins=3, health_check_regions=3, dns_queries=2e6) == \
         pytest.approx(5 + 5 + 2 * 10 + 3 * 0.50)
 
 
-def test_route53_health_check_features_add_up(book):
+def test_route53_health_check_features_and_zone_tiers_add_up(baseline):
+    hc, hz = ("global", "route53", "health_check"), ("global", "route53", "hosted_zone")
+    book = with_figures(baseline, {(*hc, "aws_endpoint_month"): 0.5, (*hc, "optional_feature_aws_month"): 1.0,
+                            (*hc, "non_aws_endpoint_month"): 0.75, (*hc, "optional_feature_non_aws_month"): 2.0,
+                            (*hz, "first_25_month"): 0.5, (*hz, "beyond_25_month"): 0.1})
     assert book.route53_health_check_month("aws", https=True, string_matching=True, fast_interval=True) == \
         pytest.approx(0.50 + 3 * 1.00)
     assert book.route53_health_check_month("non_aws", latency_measurement=True) == pytest.approx(0.75 + 2.00)
-    assert book.route53_queries_per_million("failover") == book.route53_queries_per_million("standard")
     assert book.route53_hosted_zones_month(30) == pytest.approx(25 * 0.50 + 5 * 0.10)
+    assert book.route53_hosted_zones_month(3) == pytest.approx(3 * 0.50)
 
 
 def test_every_row_cites_a_dated_source_and_rows_not_from_aws_say_where_they_came_from(book):
@@ -190,7 +234,7 @@ def test_a_region_without_a_section_is_missing_only_for_that_section(baseline):
     with pytest.raises(MissingPrice) as exc:
         partial.tgw_attachment_hourly("us-west-2")
     assert exc.value.kind == "tgw" and exc.value.key == "us-west-2/attachment"
-    assert partial.tgw_attachment_hourly("us-east-1") == 0.05
+    assert partial.tgw_attachment_hourly("us-east-1") == baseline["regions"]["us-east-1"]["tgw"]["attachment_hourly"]["usd"]
 
 
 def test_shipped_file_is_in_canonical_form(book):
@@ -248,9 +292,10 @@ def test_string_price_is_rejected_not_coerced(tmp_path, baseline):
     assert "regions.us-west-2.rds.instances.db.r6g.large.multi_az.usd: expected a number, not a str" in message
 
 
-def test_nan_price_is_rejected(tmp_path):
-    text = pricing.DEFAULT_PATH.read_text().replace('"usd": 0.04048', '"usd": NaN', 1)
-    assert "fargate.x86.vcpu_hour.usd: expected a finite number" in _load_error(_write(tmp_path, text))
+def test_nan_price_is_rejected(tmp_path, baseline):
+    baseline["regions"]["us-east-1"]["fargate"]["x86"]["vcpu_hour"]["usd"] = math.nan  # json.dumps writes NaN
+    message = _load_error(_write(tmp_path, baseline))
+    assert "regions.us-east-1.fargate.x86.vcpu_hour.usd: expected a finite number" in message
 
 
 def test_row_without_unit_is_named(tmp_path, baseline):
@@ -328,7 +373,7 @@ def test_refresh_command_writes_parsed_prices_and_keeps_other_rows(tmp_path, bas
     client = pricing_client()
     with Stubber(client) as stubber:
         _stub_nat(stubber)
-        code = pricing.main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
+        code = main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
                             client=client)
         stubber.assert_no_pending_responses()
     assert code == 0, capsys.readouterr().err
@@ -407,7 +452,7 @@ def test_a_failed_refresh_writes_nothing_and_exits_nonzero(tmp_path, baseline, c
     client = pricing_client()
     with Stubber(client) as stubber:
         _stub_nat(stubber, per_gb_answer=(NAT_BYTES, twin))
-        code = pricing.main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
+        code = main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out)],
                             client=client)
         stubber.assert_no_pending_responses()
     assert code == 1
@@ -424,7 +469,7 @@ def test_dry_run_reports_changes_without_writing(tmp_path, baseline, capsys):
     client = pricing_client()
     with Stubber(client) as stubber:
         _stub_nat(stubber)
-        assert pricing.main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out),
+        assert main(["refresh", "--regions", "us-east-1", "--only", "nat_gateway", "--out", str(out),
                              "--dry-run"], client=client) == 0
         stubber.assert_no_pending_responses()
     stdout = capsys.readouterr().out
@@ -452,7 +497,7 @@ def test_refresh_replaces_only_rows_the_book_already_has(book):
 
 def test_unknown_kind_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
-        pricing.main(["refresh", "--only", "nat_gatway"])
+        main(["refresh", "--only", "nat_gatway"])
     assert "unknown kind" in capsys.readouterr().err
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from policies.pricing.refresh import main
+
+sys.exit(main())
