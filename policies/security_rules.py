@@ -71,7 +71,7 @@ def _arn_fields(arn: str) -> Optional[list[str]]:
 def check_iam_wildcards(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     """Allow statements: no wildcard in an action; `Resource: "*"` only under a Condition (for
     actions without resource-level permissions); no wildcard standing for a region or an account."""
-    out = []
+    out: list[Finding] = []
     for r in resources:
         for doc in _documents(r):
             for i, st in enumerate(_as_list(doc.get("Statement"))):
@@ -112,12 +112,12 @@ def tls_policy_minimum(name: Optional[str]) -> Optional[float]:
     return 1.0 + int(m.group(1)) / 10 if m else 1.0
 
 
-def _forwards(actions: Iterable[Any]) -> bool:
+def _forwards(actions: Optional[Iterable[Any]]) -> bool:
     return any(isinstance(a, dict) and a.get("type") == "forward" for a in actions or [])
 
 
 def check_listeners(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     listeners = of_type(resources, LISTENER)
     for lst in listeners:
         p = lst.props
@@ -174,7 +174,7 @@ def _environments(r: PolicyResource) -> list[tuple[str, dict[str, Any]]]:
 
 
 def check_env_secrets(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     for r in resources:
         for where, env in _environments(r):
             for name, value in sorted((env or {}).items()):
@@ -196,7 +196,7 @@ def check_safety_rules(resources: list[PolicyResource], facts: StackFacts) -> li
     rules = of_type(resources, SAFETY_RULE)
     if not rules:
         return [("active-active has no ARC safety rule: any script could turn every region off", None)]
-    out = []
+    out: list[Finding] = []
     for rule in rules:
         cfg = rule.props.get("ruleConfig") or {}
         asserted = rule.props.get("assertedControls") or []
@@ -210,7 +210,7 @@ def check_safety_rules(resources: list[PolicyResource], facts: StackFacts) -> li
 
 
 def check_routing_records(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     policies = ("failoverRoutingPolicies", "latencyRoutingPolicies", "weightedRoutingPolicies",
                 "geolocationRoutingPolicies", "geoproximityRoutingPolicies", "cidrRoutingPolicy")
     for rec in of_type(resources, RECORD):
@@ -229,7 +229,7 @@ def check_pool_monitors(resources: list[PolicyResource], facts: StackFacts) -> l
             if not (p.props.get("monitor") or (p.property_dependencies or {}).get("monitor"))]
 
 
-def _stack(check: Callable[[list[PolicyResource], StackFacts], list[Finding]]):
+def _stack(check: Callable[[list[PolicyResource], StackFacts], list[Finding]]) -> Callable[[StackValidationArgs, ReportViolation], None]:
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
         resources = list(args.resources)
         facts = StackFacts.read(resources, dict(args.get_config() or {}))
@@ -239,7 +239,8 @@ def _stack(check: Callable[[list[PolicyResource], StackFacts], list[Finding]]):
     return validate
 
 
-def _policy(name: str, description: str, check) -> StackValidationPolicy:
+def _policy(name: str, description: str,
+            check: Callable[[list[PolicyResource], StackFacts], list[Finding]]) -> StackValidationPolicy:
     return StackValidationPolicy(name=name, description=description, validate=_stack(check), enforcement_level=MANDATORY)
 
 
