@@ -75,6 +75,18 @@ class Settings:
     verify_every_s: float = 300.0
     verify_margin_s: float = 60.0
     verify_buckets: int = 256
+    #: During a membership change (joint consensus): the members after it.
+    regions_next: tuple[str, ...] = ()
+
+    @property
+    def everyone(self) -> tuple[str, ...]:
+        """Current and next members, in order: whom to hear from and relay about."""
+        return self.regions + tuple(r for r in self.regions_next if r not in self.regions)
+
+    @property
+    def membership(self) -> str:
+        """What the heartbeat says this agent runs, so a runbook can wait for every agent to adopt it."""
+        return ",".join(self.regions) + ("|" + ",".join(self.regions_next) if self.regions_next else "")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -103,11 +115,13 @@ class Settings:
             verify_every_s=float(env.get("FRAISEQL_VERIFY_EVERY_SECONDS") or 300),
             verify_margin_s=float(env.get("FRAISEQL_VERIFY_MARGIN_SECONDS") or 60),
             verify_buckets=int(env.get("FRAISEQL_VERIFY_BUCKETS") or 256),
+            regions_next=tuple(r for r in (env.get("FRAISEQL_REGIONS_NEXT") or "").split(",") if r),
         )
 
     def __post_init__(self) -> None:
-        if self.region not in self.regions:
-            raise ValueError(f"FRAISEQL_REGION {self.region} is not in FRAISEQL_REGIONS {list(self.regions)}")
+        if self.region not in self.regions and self.region not in self.regions_next:
+            raise ValueError(f"FRAISEQL_REGION {self.region} is not in FRAISEQL_REGIONS {list(self.regions)} "
+                             f"(nor in FRAISEQL_REGIONS_NEXT)")
         if self.lease_s <= self.probe_s:
             raise ValueError("the lease must outlast one probe interval, or a healthy region fences itself")
         if self.stale_after_s <= self.probe_s:
@@ -133,6 +147,7 @@ class ProbeResult:
     hears: frozenset[str]
     links: dict[str, LinkHealth]
     lag_s: dict[str, Optional[float]]
+    slots_lost: int
     subscriptions_down: int
     apply_error_increase: int
     elapsed_s: float
@@ -162,7 +177,7 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
     out: dict[str, LinkHealth] = {}
     down = 0
     increase = 0
-    for peer in settings.regions:
+    for peer in settings.everyone:
         if peer == settings.region:
             continue
         p = _node(settings, peer)
@@ -220,7 +235,7 @@ def _replay_lag(conn: Any, settings: Settings) -> dict[str, Optional[float]]:
         ).fetchall()
     )
     me = _node(settings, settings.region)
-    return {p: rows.get(subscription_name(_node(settings, p), me)) for p in settings.regions if p != settings.region}
+    return {p: rows.get(subscription_name(_node(settings, p), me)) for p in settings.everyone if p != settings.region}
 
 
 def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: str = "",
@@ -238,7 +253,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
     direct_fresh = {r.node for r in rows if r.since_received_s <= settings.stale_after_s}
     hears = frozenset(p for p, h in links.items() if h.healthy and p in direct_fresh)
     seq = max(int(prev_seq) + 1, int(now * 1_000_000))
-    reports = merge_reports(settings.region, settings.regions, hears, seq, rows)
+    reports = merge_reports(settings.region, settings.everyone, hears, seq, rows)
     view = link_view(reports, settings.stale_after_s)
     decision = decide_region(
         settings.region,
@@ -248,6 +263,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         previous_writable=prev_writable,
         previous_streak=int(prev_streak),
         unfence_after=settings.unfence_after,
+        next_regions=settings.regions_next or None,
     )
     relay = {
         origin: {"seq": rep.seq, "hears": sorted(rep.hears), "age_ms": round(rep.age_s * 1000, 1)}
@@ -273,6 +289,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         "hold_s": holder_until_s if holder_until_s is not None else 0.0,
         "hears": sorted(hears | {settings.region}),
         "relay": json.dumps(relay),
+        "membership": settings.membership,
     }
     with conn.transaction():
         conn.execute(
@@ -289,10 +306,12 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
             params,
         )
         conn.execute(
-            f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, hears, relay, writable, received_at) "
-            "VALUES (%(me)s, %(seq)s, clock_timestamp(), %(hears)s, %(relay)s::jsonb, %(writable)s, clock_timestamp()) "
+            f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, hears, relay, writable, membership, received_at) "
+            "VALUES (%(me)s, %(seq)s, clock_timestamp(), %(hears)s, %(relay)s::jsonb, %(writable)s, %(membership)s, "
+            "clock_timestamp()) "
             "ON CONFLICT (node) DO UPDATE SET seq = EXCLUDED.seq, sent_at = EXCLUDED.sent_at, hears = EXCLUDED.hears, "
-            "relay = EXCLUDED.relay, writable = EXCLUDED.writable, received_at = EXCLUDED.received_at",
+            "relay = EXCLUDED.relay, writable = EXCLUDED.writable, membership = EXCLUDED.membership, "
+            "received_at = EXCLUDED.received_at",
             params,
         )
     return ProbeResult(
@@ -301,6 +320,8 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         hears=hears,
         links=links,
         lag_s=_replay_lag(conn, settings),
+        slots_lost=int(conn.execute("SELECT count(*) FROM pg_catalog.pg_replication_slots "
+                                    "WHERE wal_status = 'lost'").fetchone()[0]),
         subscriptions_down=down,
         apply_error_increase=increase,
         elapsed_s=time.monotonic() - t0,
@@ -533,6 +554,7 @@ class AwsSide:
             lag = [
                 {"MetricName": "ApplyErrors", "Dimensions": region, "Value": errors},
                 {"MetricName": "SubscriptionsDown", "Dimensions": region, "Value": r.subscriptions_down},
+                {"MetricName": "SlotsLost", "Dimensions": region, "Value": r.slots_lost},
             ] + ([{"MetricName": "ParkedChanges", "Dimensions": region, "Value": parked}] if parked is not None else []) + (
                 [{"MetricName": "DivergedRows", "Dimensions": region, "Value": diverged}] if diverged is not None else []) + [
                 {"MetricName": "LagSeconds", "Dimensions": [{"Name": "Publisher", "Value": s.region},

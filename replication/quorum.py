@@ -42,6 +42,7 @@ __all__ = [
     "decide_region",
     "detection_bound",
     "link_view",
+    "majority_of",
     "merge_reports",
     "mutual_graph",
     "quorum_size",
@@ -197,6 +198,14 @@ def _check(regions: Sequence[str], unfence_after: int) -> int:
     return quorum_size(len(regions))
 
 
+def majority_of(n: int) -> int:
+    """A strict majority of ``n`` members, for any ``n >= 1`` (joint changes may pass through an even
+    count; steady-state meshes use ``quorum_size``, which insists on odd counts)."""
+    if n < 1:
+        raise ValueError("a membership needs at least one member")
+    return n // 2 + 1
+
+
 def decide_region(
     me: str,
     regions: Sequence[str],
@@ -206,21 +215,40 @@ def decide_region(
     previous_writable: Optional[bool] = None,
     previous_streak: int = 0,
     unfence_after: int = 3,
+    next_regions: Optional[Sequence[str]] = None,
 ) -> Decision:
     """One region's decision from its own view (``hears`` of fresh regions, e.g. ``link_view``).
 
     ``previous_writable``/``previous_streak`` come from the caller's persisted state; ``None``
     means a cold start, which is taken at face value (a new mesh must be able to start writing).
+
+    ``next_regions``: during a membership change (joint consensus), the members after it. A region
+    then writes only if it is in the selected majority of *both* memberships: an agent still on the
+    old membership and one already on the joint one select the same old-membership clique from the
+    same view, so they never write apart; likewise joint and new. Joining regions write only once
+    the change is complete; leaving regions stop writing when it starts.
     """
-    quorum = _check(regions, unfence_after)
-    if me not in regions:
-        raise ValueError(f"{me} is not one of the regions {list(regions)}")
-    unknown = (set(hears) | {b for v in hears.values() for b in v}) - set(regions)
+    if next_regions is None:
+        quorum = _check(regions, unfence_after)
+    else:
+        if len(set(regions)) != len(regions) or len(set(next_regions)) != len(next_regions):
+            raise ValueError(f"duplicate regions in {list(regions)} / {list(next_regions)}")
+        if unfence_after < 1:
+            raise ValueError("unfence_after must be >= 1")
+        quorum = majority_of(len(regions))
+    everyone = list(regions) + [r for r in (next_regions or ()) if r not in regions]
+    if me not in everyone:
+        raise ValueError(f"{me} is not one of the regions {everyone}")
+    unknown = (set(hears) | {b for v in hears.values() for b in v}) - set(everyone)
     if unknown:
         raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
-    graph = mutual_graph(regions, hears)
-    majority = select_majority(regions, graph, quorum)
+    graph = mutual_graph(everyone, hears)
+    majority = select_majority(regions, {r: graph[r] & frozenset(regions) for r in regions}, quorum)
     in_majority = me in majority
+    if next_regions is not None:
+        next_majority = select_majority(next_regions, {r: graph[r] & frozenset(next_regions) for r in next_regions},
+                                        majority_of(len(next_regions)))
+        in_majority = in_majority and me in next_majority
     control = True if control_on is None else control_on
     eligible = in_majority and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0

@@ -75,7 +75,8 @@ def test_detection_bound_grows_with_relays_and_covers_a_dead_agents_lease() -> N
 
 
 def simulate(regions: tuple[str, ...], up: dict[tuple[str, str], bool], rounds: int, *, stale: float = 2.5,
-             start: dict[str, dict[str, object]] | None = None, t0: int = 0) -> dict[str, object]:
+             start: dict[str, dict[str, object]] | None = None, t0: int = 0,
+             configs: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] | None = None) -> dict[str, object]:
     """Synchronous rounds of one time unit. ``up[(a, b)]``: a hears b (b's rows reach a).
 
     Each agent keeps only what its own writer received: the latest row of each peer that reached it
@@ -95,8 +96,12 @@ def simulate(regions: tuple[str, ...], up: dict[tuple[str, str], bool], rounds: 
             seq[me] = t * 10 + 1
             reports = merge_reports(me, regions, hears, seq[me], rows)
             prev_w, prev_s = state[me]
-            d = decide_region(me, regions, link_view(reports, stale), previous_writable=prev_w,
-                              previous_streak=prev_s, unfence_after=2)
+            members, nxt = (configs or {}).get(me, (regions, None))
+            d = decide_region(me, members, {r: h & frozenset(list(members) + list(nxt or ()))
+                                            for r, h in link_view(reports, stale).items()
+                                            if r in members or r in (nxt or ())},
+                              previous_writable=prev_w, previous_streak=prev_s, unfence_after=2,
+                              next_regions=nxt)
             state[me] = (d.writable, d.healthy_streak)
             decisions[me] = d
             relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s) for o, rep in reports.items() if o != me}
@@ -112,13 +117,15 @@ def _links(regions: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in permutations(regions, 2)]
 
 
-def _assert_safe(regions: tuple[str, ...], up: dict[tuple[str, str], bool], decisions: dict) -> None:
+def _assert_safe(regions: tuple[str, ...], up: dict[tuple[str, str], bool], decisions: dict, *,
+                 one_membership: bool = True) -> None:
     writers = {r for r, d in decisions.items() if d.writable}
     for a in writers:
         for b in writers:
             if a != b:
                 assert up[(a, b)] and up[(b, a)], f"{a} and {b} both write but cannot replicate to each other: {up}"
-    assert len({decisions[w].majority for w in writers}) <= 1
+    if one_membership:  # with two memberships in play each reports its own clique; the pairs still hold
+        assert len({decisions[w].majority for w in writers}) <= 1
 
 
 def test_every_directed_link_state_of_three_regions_settles_safely() -> None:
@@ -159,3 +166,46 @@ def test_a_healthy_majority_stays_writable_whatever_one_region_loses(cut: list[t
             up[(a, b)] = False
     decisions = simulate(R3, up, rounds=8)["decisions"]
     assert decisions["us-east-1"].writable and decisions["us-west-2"].writable  # type: ignore[attr-defined]
+
+
+# -- membership changes (joint consensus) --------------------------------------------------------
+
+R5_OLD = ("r1", "r2", "r3")
+R5_NEW = ("r1", "r2", "r3", "r4", "r5")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_growing_three_to_five_through_a_joint_membership_never_splits(data: st.DataObject) -> None:
+    # Agents adopt the change one by one: at any moment some run the old membership and others the
+    # joint one, or some the joint and others the new one (never old next to new).
+    step = data.draw(st.sampled_from(["old/joint", "joint/new"]), label="phase of the change")
+    a, b = ((R5_OLD, None), (R5_OLD, R5_NEW)) if step == "old/joint" else ((R5_OLD, R5_NEW), (R5_NEW, None))
+    configs = {r: (a if data.draw(st.booleans(), label=f"{r} not yet moved") else b) for r in R5}
+    for r in ("r4", "r5"):  # joining regions only ever run the joint or new membership
+        if configs[r][0] == R5_OLD and configs[r][1] is None:
+            configs[r] = (R5_OLD, R5_NEW)
+    links = _links(R5)
+    warm = simulate(R5, {l: True for l in links}, rounds=4, configs=configs)
+    up = {l: data.draw(st.booleans(), label=f"{l[0]} hears {l[1]}") for l in links}
+    out = simulate(R5, up, rounds=12, start={"held": warm["held"]}, t0=4, configs=configs)
+    _assert_safe(R5, up, out["decisions"], one_membership=False)  # type: ignore[arg-type]
+
+
+def test_a_joining_region_writes_only_after_the_change_completes() -> None:
+    full = {r: frozenset(R5) for r in R5}
+    joint = decide_region("r4", R5_OLD, full, next_regions=R5_NEW)
+    assert not joint.writable
+    assert decide_region("r1", R5_OLD, full, next_regions=R5_NEW).writable
+    assert decide_region("r4", R5_NEW, full).writable
+
+
+def test_mixing_old_and_new_memberships_without_the_joint_step_can_split() -> None:
+    # Why the joint step exists: r1, r2 on the old 3-member view and r3, r4, r5 on the new 5-member
+    # view, split {r1, r2} | {r3, r4, r5}: each side is a majority of its own membership.
+    hears = {r: frozenset({"r1", "r2"}) for r in ("r1", "r2")} | {r: frozenset({"r3", "r4", "r5"}) for r in ("r3", "r4", "r5")}
+    old_side = decide_region("r1", R5_OLD, {r: h & frozenset(R5_OLD) for r, h in hears.items() if r in R5_OLD})
+    new_side = decide_region("r3", R5_NEW, hears)
+    assert old_side.writable and new_side.writable  # the hazard
+    joint = decide_region("r3", R5_OLD, hears, next_regions=R5_NEW)
+    assert not joint.writable  # with the joint step r3 needs the old majority too

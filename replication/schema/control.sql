@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.agent_state (
 
 INSERT INTO fraiseql_repl.agent_state (singleton) VALUES (true) ON CONFLICT DO NOTHING;
 
+-- Which membership each agent runs ("a,b,c" or "a,b,c|a,b,c,d,e" during a joint change).
+ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS membership text NOT NULL DEFAULT '';
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_received()
 RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
