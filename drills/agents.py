@@ -113,34 +113,43 @@ class AgentProcess:
         return out
 
 
+def agent_env(region: str, regions: list[str], port: int, aws: LocalAws, timing: AgentTiming, *,
+              next_regions: tuple[str, ...] = (), dbname: str = "postgres") -> dict[str, str]:
+    """The environment the stack gives one region's agent, pointing at loopback servers and AWS."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FRAISEQL_"))}
+    base.update(aws.env())
+    res = aws.regions[region]
+    env = {
+        **base,
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        **timing.env(),
+        "AWS_DEFAULT_REGION": region,
+        "FRAISEQL_REGION": region,
+        "FRAISEQL_REGIONS": ",".join(regions),
+        "FRAISEQL_DB_HOST": "127.0.0.1",
+        "FRAISEQL_DB_PORT": str(port),
+        "FRAISEQL_DB_NAME": dbname,
+        "FRAISEQL_DB_SSLMODE": "disable",
+        "FRAISEQL_DB_SECRET_ARN": res.db_secret_arn,
+        "FRAISEQL_ROUTING_CONTROL_ARN": res.routing_control_arn,
+        "FRAISEQL_ARC_ENDPOINTS": json.dumps(aws.arc_endpoints()),
+        "FRAISEQL_FENCE_RULE_ARN": res.fence_rule_arn,
+        "FRAISEQL_HEALTH_PATH": "/health",
+    }
+    if next_regions:
+        env["FRAISEQL_REGIONS_NEXT"] = ",".join(next_regions)
+    return env
+
+
 @contextlib.contextmanager
 def agents(m: Mesh, aws: LocalAws, timing: AgentTiming, log_dir: Path) -> Iterator[dict[str, AgentProcess]]:
     """One agent process per region of ``m``; all killed on exit."""
     regions = list(m.nodes)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FRAISEQL_"))}
-    base.update(aws.env())
-    base["PYTHONPATH"] = str(REPO)
-    base["PYTHONUNBUFFERED"] = "1"
     procs: dict[str, AgentProcess] = {}
     try:
         for r in regions:
-            res = aws.regions[r]
-            env = {
-                **base,
-                **timing.env(),
-                "AWS_DEFAULT_REGION": r,
-                "FRAISEQL_REGION": r,
-                "FRAISEQL_REGIONS": ",".join(regions),
-                "FRAISEQL_DB_HOST": "127.0.0.1",
-                "FRAISEQL_DB_PORT": str(m.pg[r].port),
-                "FRAISEQL_DB_NAME": m.pg[r].dbname,
-                "FRAISEQL_DB_SSLMODE": "disable",
-                "FRAISEQL_DB_SECRET_ARN": res.db_secret_arn,
-                "FRAISEQL_ROUTING_CONTROL_ARN": res.routing_control_arn,
-                "FRAISEQL_ARC_ENDPOINTS": json.dumps(aws.arc_endpoints()),
-                "FRAISEQL_FENCE_RULE_ARN": res.fence_rule_arn,
-                "FRAISEQL_HEALTH_PATH": "/health",
-            }
+            env = agent_env(r, regions, m.pg[r].port, aws, timing, dbname=m.pg[r].dbname)
             procs[r] = AgentProcess(r, env, log_dir / f"agent-{r}.log", timing.invocation_s).start()
         yield procs
     finally:

@@ -182,8 +182,11 @@ def _setup_region(aws: LocalAws, region: str, db_user: str) -> RegionResources:
 @contextlib.contextmanager
 def local_aws(regions: Sequence[str], *, db_user: str = "postgres", arc_endpoints: int = 3) -> Iterator[LocalAws]:
     """moto on a loopback port plus ``arc_endpoints`` ARC endpoints; stopped on exit."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

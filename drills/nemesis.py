@@ -117,8 +117,9 @@ class NemesisResult:
 class Writers:
     """One writer per region on its own writer, inserting unique keys; every attempt recorded."""
 
-    def __init__(self, m: Mesh, regions: Sequence[str], *, pause_s: float = 0.01) -> None:
+    def __init__(self, m: Mesh, regions: Sequence[str], *, pause_s: float = 0.01, key_base: int = 0) -> None:
         self.m = m
+        self.key_base = key_base  # several Writers on one mesh must not reuse each other's keys
         self.regions = list(regions)
         self.pause_s = pause_s
         self.acks: list[Ack] = []
@@ -138,7 +139,7 @@ class Writers:
             t.join(timeout=30)
 
     def _run(self, region: str, index: int) -> None:
-        keys = itertools.count((index + 1) * 10**12)
+        keys = itertools.count(self.key_base + (index + 1) * 10**12)
         rng = random.Random(index)
         conn: Optional[psycopg.Connection[Any]] = None
         while not self._stop.is_set():

@@ -239,7 +239,8 @@ def _replay_lag(conn: Any, settings: Settings) -> dict[str, Optional[float]]:
 
 
 def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: str = "",
-          holder_until_s: Optional[float] = None, traffic_out: Optional[bool] = None) -> ProbeResult:
+          holder_until_s: Optional[float] = None, traffic_out: Optional[bool] = None,
+          warming: bool = False) -> ProbeResult:
     """One probe: observe, decide, renew or revoke the lease, beat. ``conn`` is autocommit."""
     t0 = time.monotonic()
     now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
@@ -290,11 +291,16 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         "hears": sorted(hears | {settings.region}),
         "relay": json.dumps(relay),
         "membership": settings.membership,
+        "warming": warming,
     }
     with conn.transaction():
         conn.execute(
             f"UPDATE {LEASE_TABLE} SET valid_until = {lease_until}, reason = %(reason)s, granted_by = %(holder)s, "
-            "changed_at = clock_timestamp() WHERE singleton",
+            "changed_at = clock_timestamp(), instance_started_at = pg_postmaster_start_time() WHERE singleton "
+            # A runbook's transition lease (a primary becoming a writer) is not revoked by an agent that
+            # has just started and cannot have heard its peers yet; it is replaced once writable.
+            "AND NOT (%(warming)s AND NOT %(writable)s AND granted_by LIKE 'transition:%%' "
+            "AND valid_until > clock_timestamp())",
             params,
         )
         conn.execute(
@@ -593,10 +599,12 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
     """Probe every ``probe_s`` until less than ``stop_margin_s`` of the invocation is left."""
     last: Optional[ProbeResult] = None
     next_watermark = next_full = 0.0
+    started = time.monotonic()
     while remaining_s() > settings.stop_margin_s:
         t = time.monotonic()
         result = probe(conn, settings, control_on=aws.control_on(), holder=holder,
-                       holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out())
+                       holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out(),
+                       warming=t - started < settings.stale_after_s + settings.probe_s)
         aws.offer(result)
         if t >= next_watermark:
             full = t >= next_full

@@ -59,6 +59,8 @@ CONTROL_PUBLICATION = "fraiseql_ctl"
 #: One row per node, written only by that node's fence agent (see control.sql).
 HEARTBEAT_TABLE = f"{SCHEMA}.heartbeats"
 LEASE_TABLE = f"{SCHEMA}.lease"
+#: ``granted_by`` of a lease a runbook grants during a transition (agents do not revoke it while warming up).
+TRANSITION_GRANT = "transition:runbook"
 AGENT_STATE_TABLE = f"{SCHEMA}.agent_state"
 VERSION_COLUMNS = ("_repl_ts", "_repl_node", "_repl_born")
 APP_COLUMNS = ("_repl_prev_ts", "_repl_prev_node")
@@ -206,7 +208,8 @@ def render_install_tables(policy: ConflictPolicy) -> list[str]:
     return out
 
 
-def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[Node] = ()) -> list[str]:
+def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[Node] = (), *,
+                            transition_lease_s: float | None = None) -> list[str]:
     """Schema ``fraiseql_repl``: the change log, bookkeeping, lease and control objects, and every
     replicated table installed with its generated functions and triggers.
 
@@ -217,6 +220,10 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     stmts += _node_functions(node, policy)
     stmts += _split(_schema_file("objects.sql"))
     stmts += _split(_schema_file("control.sql"))
+    if transition_lease_s is not None:
+        # A live primary becoming a writer keeps taking writes while the mesh forms: the lease is
+        # granted before the first guard exists, and its agent takes it over once it sees a quorum.
+        stmts += render_lease(transition_lease_s, "transition: a primary becoming a writer", TRANSITION_GRANT)
     stmts += _split(_schema_file("install.sql"))
     stmts += _split(_schema_file("verify.sql"))
     stmts += render_members(nodes or [node])
@@ -239,7 +246,8 @@ def render_lease(valid_s: float | None, reason: str, granted_by: str = "") -> li
         until = f"clock_timestamp() + make_interval(secs => {float(valid_s)!r})"
     return [
         f"UPDATE {LEASE_TABLE} SET valid_until = {until}, reason = {_lit(reason)},"
-        f" granted_by = {_lit(granted_by)}, changed_at = clock_timestamp() WHERE singleton"
+        f" granted_by = {_lit(granted_by)}, changed_at = clock_timestamp(),"
+        f" instance_started_at = pg_postmaster_start_time() WHERE singleton"
     ]
 
 

@@ -15,6 +15,10 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.lease (
 
 INSERT INTO fraiseql_repl.lease (singleton) VALUES (true) ON CONFLICT DO NOTHING;
 
+-- The server instance the lease was granted on. A physical copy (a read replica being promoted, a
+-- restored snapshot) carries its source's lease row but not its start time: it starts fenced.
+ALTER TABLE fraiseql_repl.lease ADD COLUMN IF NOT EXISTS instance_started_at timestamptz;
+
 -- One row per node, written only by that node's agent, replicated on the control publication.
 -- received_at is set from the local clock when a peer's row arrives (apply trigger below), so
 -- ages are measured on one clock.
@@ -70,12 +74,17 @@ CREATE OR REPLACE FUNCTION fraiseql_repl.check_lease(at_phase text)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 DECLARE l record;
 BEGIN
-    SELECT valid_until, reason INTO l FROM fraiseql_repl.lease WHERE singleton;
-    IF l.valid_until IS NULL OR clock_timestamp() + interval '100 milliseconds' >= l.valid_until THEN
+    SELECT valid_until, reason, instance_started_at INTO l FROM fraiseql_repl.lease WHERE singleton;
+    IF l.valid_until IS NULL OR clock_timestamp() + interval '100 milliseconds' >= l.valid_until
+       OR l.instance_started_at IS DISTINCT FROM pg_postmaster_start_time() THEN
         RAISE EXCEPTION USING
             ERRCODE = '25006',
             MESSAGE = format('fraiseql_repl: node %s is fenced; write refused at %s', fraiseql_repl.node_name(), at_phase),
-            DETAIL = coalesce(l.reason, 'no lease row'),
+            DETAIL = CASE WHEN l.instance_started_at IS DISTINCT FROM pg_postmaster_start_time()
+                              AND clock_timestamp() < l.valid_until
+                          THEN 'the lease was granted to another server instance (a copy, a restore or a restart); '
+                               'its fence agent grants this one a lease once it sees a quorum'
+                          ELSE coalesce(l.reason, 'no lease row') END,
             HINT = 'This region has no write quorum (or its fence agent is not running). Retry the write in another region.';
     END IF;
 END $f$;

@@ -38,8 +38,9 @@ RETURNS TABLE (bucket integer, pk jsonb, ts timestamptz, vnode text, digest text
 LANGUAGE plpgsql STABLE AS $f$
 BEGIN
     RETURN QUERY EXECUTE format(
-        'SELECT fraiseql_repl.bucket_of(k, $1), k, t._repl_ts, t._repl_node, md5(to_jsonb(t)::text), false'
-        '  FROM (SELECT %1$s AS k, t.* FROM %2$s t) t WHERE fraiseql_repl.bucket_of(k, $1) = ANY ($2)'
+        'SELECT fraiseql_repl.bucket_of(t._fq_key, $1), t._fq_key, t._repl_ts, t._repl_node,'
+        '       md5((to_jsonb(t) - ''_fq_key'')::text), false'
+        '  FROM (SELECT %1$s AS _fq_key, t.* FROM %2$s t) t WHERE fraiseql_repl.bucket_of(t._fq_key, $1) = ANY ($2)'
         ' UNION ALL '
         'SELECT fraiseql_repl.bucket_of(x.pk, $1), x.pk, x.ts, x.node, NULL, true FROM fraiseql_repl.tombstones x'
         '  WHERE x.table_name = $3 AND fraiseql_repl.bucket_of(x.pk, $1) = ANY ($2)'
