@@ -92,12 +92,15 @@ class NemesisResult:
     diverged_nodes: list[str]
     agent_death_fence_s: Optional[float] = None
     lease_s: float = 0.0
+    stale_after_s: float = 0.0
     writers12_fence_s: Optional[float] = None
     writers12_commits: int = 0
     writers12_commits_after_revoke: int = 0
     big_txn_rows: int = 0
     big_txn_false_fences: Optional[int] = None
     big_txn_replicated_s: Optional[float] = None
+    #: the oldest peer heartbeat any node held while the big transaction replicated (stale after: timing)
+    big_txn_heartbeat_age_s: Optional[float] = None
     traffic_steered: Optional[bool] = None
     schedule_log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -396,14 +399,32 @@ def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> Twelve
 
 
 def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int,
-                          notes: list[str]) -> tuple[int, float]:
+                          notes: list[str]) -> tuple[int, float, float]:
     """One big transaction on a healthy mesh; fence decisions taken anywhere until it replicated."""
     wall0 = time.time()
     before = {r: m.execute(r, "SELECT count(*) FROM ballast")[0][0] for r in m.nodes}
+    worst_age = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        # The oldest peer heartbeat any node holds: how close the transaction brought a link to "silent".
+        while not stop.is_set():
+            for r in m.nodes:
+                try:
+                    age, = m.execute(r, "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - received_at)), 0)"
+                                        " FROM fraiseql_repl.heartbeats WHERE node <> fraiseql_repl.node_name()")[0]
+                    worst_age[0] = max(worst_age[0], float(age))
+                except psycopg.Error:
+                    pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     ok, _ = big_transaction(m, region, rows)
     t_commit = time.monotonic()
     if not ok:
-        return -1, 0.0
+        stop.set()
+        return -1, 0.0, 0.0
     want = before[region] + rows
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -412,11 +433,13 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
         time.sleep(0.2)
     replicated_s = time.monotonic() - t_commit
     time.sleep(2.0)
+    stop.set()
+    sampler.join(5)
     fences = [r for r in _decisions(procs, wall0) if not r["writable"]]
     for f in fences:
         notes.append(f"false fence during the big transaction: {f['region']} {f['reason']} sees {f['sees']} "
                      f"majority {f['majority']}")
-    return len(fences), replicated_s
+    return len(fences), replicated_s, worst_age[0]
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -511,7 +534,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             digests = {r: m.digest(r, list(CHECKED_TABLES)) for r in regions}
             verdict: Verdict = check(acks, nem.cuts, bound, present, digests)
             worst = verdict.worst
-            big = special.get("big", (0, None, None))
+            big = special.get("big", (0, None, None, None))
             w12 = special.get("writers12")
             result = NemesisResult(
                 regions=regions,
@@ -530,12 +553,14 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 diverged_nodes=verdict.diverged_nodes,
                 agent_death_fence_s=special.get("agent_death"),
                 lease_s=timing.lease_s,
+                stale_after_s=timing.stale_after_s,
                 writers12_fence_s=w12.fence_s if w12 else None,
                 writers12_commits=w12.commits if w12 else 0,
                 writers12_commits_after_revoke=w12.commits_after_revoke if w12 else 0,
                 big_txn_rows=big[0],
                 big_txn_false_fences=big[1],
                 big_txn_replicated_s=big[2],
+                big_txn_heartbeat_age_s=big[3],
                 traffic_steered=special.get("traffic"),
                 schedule_log=nem.log,
                 notes=special.get("notes", []),
