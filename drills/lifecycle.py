@@ -85,17 +85,16 @@ class LocalBackend:
             node.settings["max_logical_replication_workers"] = MESH_SETTINGS["max_logical_replication_workers"]
             node.restart()
 
-    def _start(self, region: str) -> None:
+    def _start(self, region: str, *, replace: bool = True) -> AgentProcess:
         members, nxt = self.membership
-        env = agent_env(region, members if region in members else list(nxt), self.pg[region].port, self.aws,
-                        self.timing, next_regions=nxt if region in members else ())
-        if region not in members:  # a joining writer runs the joint membership too
-            env = agent_env(region, members, self.pg[region].port, self.aws, self.timing, next_regions=nxt)
+        # A joining writer runs the membership everyone runs; not a member yet, it stays fenced.
+        env = agent_env(region, members, self.pg[region].port, self.aws, self.timing, next_regions=nxt)
         old = self.procs.get(region)
-        if old is not None:
+        if old is not None and replace:
             old.kill()
-        self.procs[region] = AgentProcess(region, env, self.log_dir / f"agent-{region}.log",
-                                          self.timing.invocation_s).start()
+        proc = AgentProcess(region, env, self.log_dir / f"agent-{region}.log", self.timing.invocation_s).start()
+        self.procs[region] = proc
+        return proc
 
     def start_agents(self, regions: Sequence[str], members: Sequence[str], next_members: Sequence[str]) -> None:
         self.membership = (list(members), tuple(next_members))
@@ -109,17 +108,21 @@ class LocalBackend:
                 p.kill()
 
     def set_membership(self, members: Sequence[str], next_members: Sequence[str]) -> None:
-        """Like a deploy: each agent's next invocation picks the new configuration up, one at a time."""
+        """Like a Lambda deploy, one region at a time: an invocation with the new configuration starts
+        beside the running one, which hands the loop over at its next probe (``acquire_loop``); the
+        old process is stopped once the new one reports the membership."""
         self.membership = (list(members), tuple(next_members))
         want = ",".join(members) + ("|" + ",".join(next_members) if next_members else "")
         for r in list(self.procs):
-            self._start(r)
-            deadline = time.monotonic() + 30
+            old = self.procs[r]
+            self._start(r, replace=False)
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 rows = self.pg[r].execute("SELECT membership FROM fraiseql_repl.heartbeats WHERE node = %s", (r,))
                 if rows and rows[0][0] == want:
                     break
                 time.sleep(0.1)
+            old.kill()
 
     def diagnostics(self) -> list[str]:
         """Subscriptions, heartbeat ages and the agents' last decisions: what to read when a drill fails."""

@@ -119,9 +119,8 @@ class Settings:
         )
 
     def __post_init__(self) -> None:
-        if self.region not in self.regions and self.region not in self.regions_next:
-            raise ValueError(f"FRAISEQL_REGION {self.region} is not in FRAISEQL_REGIONS {list(self.regions)} "
-                             f"(nor in FRAISEQL_REGIONS_NEXT)")
+        # A region in neither list is not a member (a copy being seeded, or a writer that left): its
+        # agent runs, reports and keeps it fenced ("not_member").
         if self.lease_s <= self.probe_s:
             raise ValueError("the lease must outlast one probe interval, or a healthy region fences itself")
         if self.stale_after_s <= self.probe_s:
@@ -602,6 +601,11 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
     started = time.monotonic()
     while remaining_s() > settings.stop_margin_s:
         t = time.monotonic()
+        waiting = newer_configuration_waiting(conn, settings)
+        if waiting:
+            log({"event": "handover", "region": settings.region, "membership": settings.membership, "to": waiting})
+            conn.execute(f"SELECT pg_advisory_unlock({LOCK_SQL})")  # now, not after this invocation's teardown
+            break
         result = probe(conn, settings, control_on=aws.control_on(), holder=holder,
                        holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out(),
                        warming=t - started < settings.stale_after_s + settings.probe_s)
@@ -622,6 +626,43 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
         last = result
         sleep(max(0.0, settings.probe_s - (time.monotonic() - t)))
     return last
+
+
+def newer_configuration_waiting(conn: Any, settings: Settings) -> str:
+    """The membership of a newer invocation waiting for the loop, or ''."""
+    row = conn.execute(
+        f"SELECT waiting_membership FROM {AGENT_STATE_TABLE} WHERE singleton AND waiting_membership <> '' "
+        "AND waiting_membership <> %s AND waiting_since > holder_since", (settings.membership,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def acquire_loop(conn: Any, settings: Settings) -> Optional[str]:
+    """Take the agent loop (the advisory lock), or say why not. A holder running another membership
+    that started before this invocation is asked to hand over: after a deploy the new configuration
+    runs within a probe or two, not when the old invocation reaches its deadline; an older
+    configuration never displaces a newer one."""
+    started, = conn.execute("SELECT clock_timestamp()").fetchone()
+    if not conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0]:
+        left, since, running = conn.execute(
+            f"SELECT extract(epoch FROM holder_until - clock_timestamp())::float8, holder_since, "
+            f"(SELECT membership FROM {HEARTBEAT_TABLE} WHERE node = %s) FROM {AGENT_STATE_TABLE}",
+            (settings.region,)).fetchone()
+        newer = running is not None and running != settings.membership and started > since
+        if newer:
+            conn.execute(f"UPDATE {AGENT_STATE_TABLE} SET waiting_membership = %s, waiting_since = %s WHERE singleton",
+                         (settings.membership, started))
+        elif left is not None and left > settings.handoff_wait_s:
+            return "another invocation holds the agent loop"
+        conn.execute(f"SET lock_timeout = '{int((settings.handoff_wait_s + 10) * 1000)}ms'")
+        try:
+            conn.execute(f"SELECT pg_advisory_lock({LOCK_SQL})")
+        except Exception:  # noqa: BLE001 - lock_timeout: the holder is still busy; the next run retries
+            return "timed out waiting for the holder to hand over"
+        finally:
+            conn.execute("SET lock_timeout = 0")
+    conn.execute(f"UPDATE {AGENT_STATE_TABLE} SET holder_since = %s, waiting_membership = CASE WHEN waiting_membership = %s "
+                 "THEN '' ELSE waiting_membership END WHERE singleton", (started, settings.membership))
+    return None
 
 
 def _connect(settings: Settings, user: str, password: str) -> Any:
@@ -651,18 +692,9 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
                         .get_secret_value(SecretId=settings.db_secret_arn)["SecretString"])
     conn = _connect(settings, secret["username"], secret["password"])
     try:
-        if not conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0]:
-            left, = conn.execute(
-                f"SELECT extract(epoch FROM holder_until - clock_timestamp())::float8 FROM {AGENT_STATE_TABLE}"
-            ).fetchone()
-            if left is not None and left > settings.handoff_wait_s:
-                return {"region": settings.region, "skipped": "another invocation holds the agent loop", "its_deadline_in_s": left}
-            conn.execute(f"SET lock_timeout = '{int((settings.handoff_wait_s + 10) * 1000)}ms'")
-            try:
-                conn.execute(f"SELECT pg_advisory_lock({LOCK_SQL})")
-            except Exception:  # noqa: BLE001 - lock_timeout: the holder is still busy; the next run retries
-                return {"region": settings.region, "skipped": "timed out waiting for the holder to hand over"}
-            conn.execute("SET lock_timeout = 0")
+        skipped = acquire_loop(conn, settings)
+        if skipped:
+            return {"region": settings.region, "skipped": skipped}
         state = conn.execute(f"SELECT traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton").fetchone()
         aws = AwsSide(settings, log=_log_stdout).start(traffic_out=bool(state and state[0]))
         checker = VerifySide(settings, lambda: _connect(settings, secret["username"], secret["password"]), aws,

@@ -94,42 +94,48 @@ def _seed(joining: Sequence[str], source: str, peers: Sequence[str]) -> list[Ste
 
 def plan_a_to_b(primary: str, standby: str, others: Sequence[str], order: Sequence[str]) -> list[Step]:
     """Phase A (``primary`` streaming to ``standby``) to a mesh of ``order`` (primary, standby and
-    ``others``, each seeded as a copy of the primary). The primary keeps taking writes throughout
-    under a transition lease that its agent takes over."""
+    ``others``, each seeded as a copy of the primary). The primary keeps taking writes throughout:
+    a transition lease bridges the install, then its agent runs it as the single member (its
+    copies cannot write, so one writer cannot split), and the membership grows by a joint change."""
     members = tuple(order)
     if set(members) != {primary, standby, *others} or len(members) != len(set(members)):
         raise PlanError(f"the mesh {list(order)} must be exactly the primary, the standby and the new regions")
     if len(members) < 3 or len(members) % 2 == 0:
         raise PlanError(f"a mesh needs an odd number of writers, at least 3 (got {len(members)}): add or drop a region")
-    joining = (standby, *others)
-    seed = _seed(joining, primary, (primary,))
     return [
         Step("install", (primary,), "conflict objects, change log, publication and lease (a transition lease: "
                                     "the primary keeps writing)"),
-        *seed[:-1],
-        _membership(members),  # no agent runs yet: they all start on the mesh's membership
-        seed[-1],
-        Step("agents", (primary,), "start its fence agent, which takes the transition lease over"),
-        Step("verify", members, "every replicated table equal on every writer"),
+        Step("agents", (primary,), "start its fence agent (the only member), which takes the transition lease over"),
+        *_grow((primary,), tuple(r for r in members if r != primary), primary, order),
     ]
 
 
-def plan_join(members: Sequence[str], joining: Sequence[str], source: str) -> list[Step]:
+def _grow(members: Sequence[str], joining: Sequence[str], source: str, order: Sequence[str]) -> list[Step]:
+    # Seeded first, with agents that run but are not members (so fenced); then old -> joint -> new.
+    # Joint first would stop every write during the seeding unless a majority of the new list ran.
+    new = tuple(r for r in order if r in set(members) | set(joining))
+    return [
+        *_seed(joining, source, members),
+        _membership(members, new),
+        _membership(new),
+        Step("verify", new, "every replicated table equal on every writer"),
+    ]
+
+
+def plan_join(members: Sequence[str], joining: Sequence[str], source: str,
+              order: Optional[Sequence[str]] = None) -> list[Step]:
     """Grow the mesh by ``joining`` writers, seeded from ``source``."""
     if source not in members:
         raise PlanError(f"the seed source {source} is not a member ({', '.join(members)})")
     if set(joining) & set(members):
         raise PlanError(f"{sorted(set(joining) & set(members))} already members: use replace for a lost writer")
+    if not joining:
+        raise PlanError("name at least one region to join")
     new = (*members, *joining)
     if len(new) % 2 == 0:
         raise PlanError(f"{len(new)} writers would have no strict majority in a clean split: join an even number "
                         "of regions at once")
-    return [
-        _membership(members, new),
-        *_seed(joining, source, members),
-        _membership(new),
-        Step("verify", new, "every replicated table equal on every writer"),
-    ]
+    return _grow(members, joining, source, order or new)
 
 
 def plan_replace(members: Sequence[str], lost: str, source: str) -> list[Step]:
@@ -174,11 +180,13 @@ def check_plan(initial_members: Sequence[str], steps: Sequence[Step],
     current: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(initial_members), ())
     seeded = set(initial_members)
     slotted: set[str] = set()
+    marked: set[str] = set()
     caught_up: set[str] = set()
     promoted: set[str] = set()
     identified: set[str] = set()
     agents = set(initial_members if agents_running is None else agents_running)
     drained: set[str] = set()
+    dropped: set[str] = set()
     for i, st in enumerate(steps):
         where = f"step {i + 1} ({st.kind})"
         if st.kind == "membership":
@@ -191,14 +199,22 @@ def check_plan(initial_members: Sequence[str], steps: Sequence[Step],
             for r in want[0]:
                 if r not in seeded:
                     return f"{where}: {r} votes before it is seeded"
-            if agents and not want[1]:  # the new membership alone: its members must all run agents
-                missing = [r for r in want[0] if r not in agents]
+            if agents:  # a member without a running agent counts as silent: the change could stop writes
+                missing = [r for r in (*want[0], *want[1]) if r not in agents]
                 if missing:
-                    return f"{where}: {missing} vote without a running agent"
+                    return f"{where}: {sorted(set(missing))} vote without a running agent"
             current = want
         elif st.kind == "slots":
             slotted |= set(st.joining)
+            marked.clear()  # a marker counts only if it follows the slots
+        elif st.kind == "marker":
+            if not slotted:
+                return f"{where}: a marker before any slot exists marks nothing the copy needs"
+            if st.source is not None:
+                marked.add(st.source)
         elif st.kind == "catch-up":
+            if st.source not in marked:
+                return f"{where}: catching up with {st.source} before it applied every writer's changes up to the slots"
             caught_up |= set(st.regions)
         elif st.kind == "promote":
             for r in st.regions:
@@ -221,12 +237,24 @@ def check_plan(initial_members: Sequence[str], steps: Sequence[Step],
             if not nxt or any(r in nxt for r in st.regions):
                 return f"{where}: draining {list(st.regions)} while they can still be voted writable"
             drained |= set(st.regions)
+        elif st.kind == "drop" and st.source is not None:
+            seeded.discard(st.source)  # a lost writer: it votes again only once rebuilt and seeded
+            slotted.discard(st.source)  # and whatever slots were made for it are gone
         elif st.kind == "drop" and st.source is None:
             leaving = set(current[0]) - set(st.regions)
             if leaving - drained:
                 return f"{where}: dropping {sorted(leaving - drained)} before their last changes arrived"
+            dropped |= leaving
         elif st.kind == "stop-agents":
             agents -= set(st.regions)
+    if current[1]:
+        return f"the plan ends in the middle of a membership change ({current}); end with the new membership alone"
+    kept = sorted(set(initial_members) - set(current[0]) - dropped)
+    if kept:
+        return f"the plan ends with the slots of {kept}, which left, still kept on every writer (their WAL grows)"
+    idle = [r for r in current[0] if r not in agents]
+    if idle:
+        return f"the plan ends with members {idle} whose agents do not run: they stay fenced"
     return None
 
 

@@ -56,6 +56,7 @@ Reason = Literal[
     "other_majority_selected",
     "control_off",
     "stabilizing",
+    "not_member",
 ]
 
 
@@ -228,7 +229,12 @@ def decide_region(
     same view, so they never write apart; likewise joint and new. Joining regions write only once
     the change is complete; leaving regions stop writing when it starts.
     """
-    if next_regions is None:
+    if next_regions is None and len(regions) == 1:
+        # The start of phase A -> B: one writer, every other region still a read replica of it.
+        if unfence_after < 1:
+            raise ValueError("unfence_after must be >= 1")
+        quorum = 1
+    elif next_regions is None:
         quorum = _check(regions, unfence_after)
     else:
         if len(set(regions)) != len(regions) or len(set(next_regions)) != len(next_regions):
@@ -237,14 +243,17 @@ def decide_region(
             raise ValueError("unfence_after must be >= 1")
         quorum = majority_of(len(regions))
     everyone = list(regions) + [r for r in (next_regions or ()) if r not in regions]
-    if me not in everyone:
-        raise ValueError(f"{me} is not one of the regions {everyone}")
+    # A region not (yet, or any longer) a member: a copy being seeded, or a writer that left. Its
+    # agent runs and reports, but never votes it writable.
+    member = me in everyone
+    if not member:
+        everyone.append(me)
     unknown = (set(hears) | {b for v in hears.values() for b in v}) - set(everyone)
     if unknown:
         raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
     graph = mutual_graph(everyone, hears)
     majority = select_majority(regions, {r: graph[r] & frozenset(regions) for r in regions}, quorum)
-    in_majority = me in majority
+    in_majority = member and me in majority
     if next_regions is not None:
         next_majority = select_majority(next_regions, {r: graph[r] & frozenset(next_regions) for r in next_regions},
                                         majority_of(len(next_regions)))
@@ -252,8 +261,10 @@ def decide_region(
     control = True if control_on is None else control_on
     eligible = in_majority and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0
-    if not in_majority:
-        reason: Reason = "no_quorum" if len(graph[me]) < quorum else "other_majority_selected"
+    if not member:
+        reason: Reason = "not_member"
+    elif not in_majority:
+        reason = "no_quorum" if len(graph[me]) < quorum else "other_majority_selected"
     elif not control:
         reason = "control_off"
     elif previous_writable is False and streak < unfence_after:
@@ -265,6 +276,8 @@ def decide_region(
         alert: Optional[str] = "no region has write quorum: all writes are refused"
     elif reduced and in_majority:
         alert = f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
+    elif not member:
+        alert = f"{me} is not a quorum member: it takes no writes (being seeded, or it left the mesh)"
     elif not in_majority:
         alert = f"{me} is fenced ({reason})"
     else:

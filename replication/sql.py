@@ -222,8 +222,10 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     stmts += _split(_schema_file("control.sql"))
     if transition_lease_s is not None:
         # A live primary becoming a writer keeps taking writes while the mesh forms: the lease is
-        # granted before the first guard exists, and its agent takes it over once it sees a quorum.
-        stmts += render_lease(transition_lease_s, "transition: a primary becoming a writer", TRANSITION_GRANT)
+        # granted before the first guard exists, and its agent takes it over. Only on the first
+        # install (no lease was ever granted here): a re-run never unfences anything.
+        stmts += [f"{render_lease(transition_lease_s, 'transition: a primary becoming a writer', TRANSITION_GRANT)[0]}"
+                  " AND instance_started_at IS NULL AND granted_by = ''"]
     stmts += _split(_schema_file("install.sql"))
     stmts += _split(_schema_file("verify.sql"))
     stmts += render_members(nodes or [node])
@@ -401,9 +403,11 @@ def render_subscriptions(
     return out + refresh
 
 
-def render_local_objects(node: Node, peers: Sequence[Node], policy: ConflictPolicy) -> list[str]:
+def render_local_objects(node: Node, peers: Sequence[Node], policy: ConflictPolicy, *,
+                         transition_lease_s: float | None = None) -> list[str]:
     """Phase 1 of the bootstrap: everything that needs no peer (objects, publication, slots)."""
-    return render_conflict_objects(policy, node, peers) + render_publication(policy) + render_slots(node, peers)
+    return (render_conflict_objects(policy, node, peers, transition_lease_s=transition_lease_s)
+            + render_publication(policy) + render_slots(node, peers))
 
 
 def render_bootstrap(

@@ -181,10 +181,8 @@ def test_growing_three_to_five_through_a_joint_membership_never_splits(data: st.
     # joint one, or some the joint and others the new one (never old next to new).
     step = data.draw(st.sampled_from(["old/joint", "joint/new"]), label="phase of the change")
     a, b = ((R5_OLD, None), (R5_OLD, R5_NEW)) if step == "old/joint" else ((R5_OLD, R5_NEW), (R5_NEW, None))
+    # Joining regions may still run the old membership, in which they are not members (fenced).
     configs = {r: (a if data.draw(st.booleans(), label=f"{r} not yet moved") else b) for r in R5}
-    for r in ("r4", "r5"):  # joining regions only ever run the joint or new membership
-        if configs[r][0] == R5_OLD and configs[r][1] is None:
-            configs[r] = (R5_OLD, R5_NEW)
     links = _links(R5)
     warm = simulate(R5, {l: True for l in links}, rounds=4, configs=configs)
     up = {l: data.draw(st.booleans(), label=f"{l[0]} hears {l[1]}") for l in links}
@@ -209,3 +207,42 @@ def test_mixing_old_and_new_memberships_without_the_joint_step_can_split() -> No
     assert old_side.writable and new_side.writable  # the hazard
     joint = decide_region("r3", R5_OLD, hears, next_regions=R5_NEW)
     assert not joint.writable  # with the joint step r3 needs the old majority too
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_phase_a_to_b_grows_one_member_to_three_through_a_joint_membership_and_never_splits(data: st.DataObject) -> None:
+    # The start of A -> B: r1 (the phase A primary) is the only member; r2 and r3 are seeded copies
+    # whose agents already run but are not members. Then r1 | r1,r2,r3, then r1,r2,r3.
+    one, three = ("r1",), ("r1", "r2", "r3")
+    regions = three
+    step = data.draw(st.sampled_from(["old/joint", "joint/new"]), label="phase of the change")
+    a, b = ((one, None), (one, three)) if step == "old/joint" else ((one, three), (three, None))
+    configs = {r: (a if data.draw(st.booleans(), label=f"{r} not yet moved") else b) for r in regions}
+    links = _links(regions)
+    warm = simulate(regions, {l: True for l in links}, rounds=4, configs=configs)
+    up = {l: data.draw(st.booleans(), label=f"{l[0]} hears {l[1]}") for l in links}
+    out = simulate(regions, up, rounds=12, start={"held": warm["held"]}, t0=4, configs=configs)
+    _assert_safe(regions, up, out["decisions"], one_membership=False)  # type: ignore[arg-type]
+
+
+def test_a_region_that_is_not_a_member_never_writes_and_says_why() -> None:
+    seen = (*R5_OLD, "r4")  # what r4's agent merges: the members' reports and its own
+    full = {r: frozenset(seen) for r in seen}
+    d = decide_region("r4", R5_OLD, full)
+    assert not d.writable and d.reason == "not_member"
+    assert "not a quorum member" in (d.alert or "")
+    # The members' agents drop its reports (merge_reports keeps members only) and write as before.
+    assert decide_region("r1", R5_OLD, {r: frozenset(R5_OLD) for r in R5_OLD}).writable
+
+
+def test_a_single_member_writes_alone_and_only_while_it_is_the_whole_membership() -> None:
+    alone = decide_region("us-east-1", ("us-east-1",), {"us-east-1": frozenset({"us-east-1"})})
+    assert alone.writable and alone.majority == {"us-east-1"}
+    # During the joint step it also needs a majority of the new membership.
+    joint = decide_region("us-east-1", ("us-east-1",), {"us-east-1": frozenset({"us-east-1"})}, next_regions=R3)
+    assert not joint.writable
+    joint_ok = decide_region("us-east-1", ("us-east-1",), {"us-east-1": frozenset({"us-east-1", "us-west-2"}),
+                                                           "us-west-2": frozenset({"us-east-1", "us-west-2"})},
+                             next_regions=R3)
+    assert joint_ok.writable

@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.agent_state (
 
 INSERT INTO fraiseql_repl.agent_state (singleton) VALUES (true) ON CONFLICT DO NOTHING;
 
+-- Handing the loop to a newer configuration (a membership change deployed): an invocation that
+-- started after the holder's and runs a different membership asks for the loop; the holder hands
+-- it over at its next probe instead of running the old configuration to its deadline.
+ALTER TABLE fraiseql_repl.agent_state
+    ADD COLUMN IF NOT EXISTS holder_since timestamptz NOT NULL DEFAULT '-infinity',
+    ADD COLUMN IF NOT EXISTS waiting_membership text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS waiting_since timestamptz NOT NULL DEFAULT '-infinity';
+
 -- Which membership each agent runs ("a,b,c" or "a,b,c|a,b,c,d,e" during a joint change).
 ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS membership text NOT NULL DEFAULT '';
 

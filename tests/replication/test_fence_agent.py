@@ -175,3 +175,37 @@ def test_no_walsender_means_no_lag_figure(m: Mesh, agents) -> None:
     time.sleep(0.5)
     res = rounds(agents, 1, only=(EAST,))[EAST]
     assert res.lag_s[EU] is None and res.lag_s[WEST] is not None
+
+
+def test_a_deployed_membership_takes_the_loop_over_at_the_next_probe(m: Mesh, agents) -> None:
+    # A Lambda invocation holds the loop for up to 15 minutes; after a deploy (a membership change) the
+    # next invocation must not wait for that deadline, or a joint change would take a quarter hour.
+    import dataclasses
+    import threading
+
+    from replication.agent import LOCK_SQL, acquire_loop, newer_configuration_waiting
+
+    old = settings(EAST)
+    new = dataclasses.replace(old, regions_next=REGIONS)  # "a,b,c|a,b,c": another membership string
+    holder, waiter = m.connect(EAST), m.connect(EAST)
+    try:
+        assert acquire_loop(holder, old) is None
+        probe(holder, old, control_on=None)  # its heartbeat says which membership it runs
+        assert newer_configuration_waiting(holder, old) == ""
+        got: list[object] = []
+        t = threading.Thread(target=lambda: got.append(acquire_loop(waiter, new)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while newer_configuration_waiting(holder, old) != new.membership:
+            assert time.monotonic() < deadline, "the newer invocation never asked for the loop"
+            time.sleep(0.05)
+        assert t.is_alive()  # it waits for the holder, which hands over at its next probe
+        holder.execute(f"SELECT pg_advisory_unlock({LOCK_SQL})")
+        t.join(10)
+        assert got == [None]
+        probe(waiter, new, control_on=None)
+        # The new holder is not asked to hand back by the configuration it replaced.
+        assert newer_configuration_waiting(waiter, new) == ""
+    finally:
+        holder.close()
+        waiter.close()
