@@ -71,7 +71,7 @@ class QuorumArgs:
     db_sslrootcert: str = "/opt/rds-ca/global-bundle.pem"   # shipped in the dependencies layer
     log_retention_days: int = 30
     code: pulumi.Archive                    # the `replication` package
-    dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (PostgresReplication's)
+    dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (MultiMasterReplication's)
     phase: str
     stack: str
     tags: dict[str, str] = field(default_factory=dict)

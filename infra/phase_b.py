@@ -8,14 +8,10 @@ from typing import Any
 import pulumi
 from pulumi import ResourceOptions
 
+from components._database import DatabaseNode
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
 from components.interregion_network import InterRegionNetwork, InterRegionNetworkArgs, RegionAttachment
-from components.postgres_replication import (
-    DatabaseNode,
-    MultiMasterSettings,
-    PostgresReplication,
-    PostgresReplicationArgs,
-)
+from components.multi_master_replication import MultiMasterReplication, MultiMasterReplicationArgs, MultiMasterSettings
 from components.quorum import Quorum, QuorumArgs, QuorumRegion
 from components.region_stack import RegionStack
 from core.config import StackConfig
@@ -71,10 +67,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     assert repl is not None  # validated: phases b and c carry a conflict policy
     code = pulumi.AssetArchive({"replication": pulumi.FileArchive(str(REPO / "replication"))})
     deps = pulumi.FileArchive(str(LAMBDA_DEPS))
-    database = PostgresReplication(
+    database = MultiMasterReplication(
         "fraiseql-db",
-        PostgresReplicationArgs(
-            mode="multi-master",
+        MultiMasterReplicationArgs(
             nodes=tuple(
                 DatabaseNode(
                     region=rc.name,
@@ -86,8 +81,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     multi_az=db.multi_az,
                     vpc_id=regions[rc.name].vpc_id,
                     app_subnet_ids=tuple(regions[rc.name].private_subnet_ids),
+                    index=i + 1,
                 )
-                for rc in cfg.regions
+                for i, rc in enumerate(cfg.regions)
             ),
             lag_alarm_seconds=cfg.lag_alarm_seconds,
             log_retention_days=cfg.app.log_retention_days,
