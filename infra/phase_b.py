@@ -15,9 +15,9 @@ from components.multi_master_replication import MultiMasterReplication, MultiMas
 from components.quorum import Quorum, QuorumArgs, QuorumRegion
 from components.region_stack import RegionStack
 from core.config import StackConfig
+from core.membership import majority
 from core.outputs import PhaseBOutputs, PhaseCOutputs
 from core.planning import plan_subnets
-from core.slo import quorum_size
 from infra import common
 from infra.paths import LAMBDA_DEPS, REPO
 
@@ -81,9 +81,10 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     multi_az=db.multi_az,
                     vpc_id=regions[rc.name].vpc_id,
                     app_subnet_ids=tuple(regions[rc.name].private_subnet_ids),
-                    index=i + 1,
+                    seed_from=rc.seed_from,
+                    index=cfg.writer_index(rc.name),
                 )
-                for i, rc in enumerate(cfg.regions)
+                for rc in cfg.regions
             ),
             lag_alarm_seconds=cfg.lag_alarm_seconds,
             log_retention_days=cfg.app.log_retention_days,
@@ -101,7 +102,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         # Subscriptions travel over the inter-region network: it must exist first.
         opts=ResourceOptions(depends_on=[network]),
     )
-    quorum = quorum_size(len(cfg.regions))
+    members, next_members = cfg.quorum_members, cfg.quorum_next_members
+    quorum = majority(len(members))
     fence = Quorum(
         "fraiseql-quorum",
         QuorumArgs(
@@ -121,6 +123,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 )
                 for rc in cfg.regions
             ),
+            members=tuple(members),
+            next_members=tuple(next_members) if next_members is not None else None,
             quorum=quorum,
             probe_interval_seconds=cfg.quorum.probe_interval_seconds,
             stale_after_seconds=cfg.quorum.stale_after,
@@ -174,6 +178,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "phase": cfg.phase,
         "regions": {rc.name: rc.role for rc in cfg.regions},
         "quorum": quorum,
+        "quorumMembers": members,
+        "quorumNextMembers": next_members,
+        "seedingRegions": cfg.seeding,
         "apiUrl": f"{scheme}://{cfg.dns.record_name}",
         "zoneId": cfg.dns.zone_id,
         "recordName": cfg.dns.record_name,
