@@ -126,3 +126,12 @@ def test_without_the_writers_aliases_the_primary_would_be_replaced(steps, monkey
     monkeypatch.setattr(multi_master_replication, "earlier_names", lambda name, region: [])
     lost = replaced_protected(steps[0], synth_as("phase-b", transition_start))
     assert sorted(u.rsplit("::", 1)[-1] for u in lost) == ["fraiseql-db-primary-us-east-1", "fraiseql-db-replica-us-west-2"]
+
+
+def test_the_policy_pack_passes_every_step(steps):
+    """`pulumi preview --policy-pack policies` must not block the path halfway."""
+    from infra.pack import run_pack
+
+    for (label, change), syn in zip(STEPS, steps):
+        violations = [f"{v.policy}: {v.message}" for v in run_pack(syn.registrations).violations if v.mandatory]
+        assert violations == [], (label, change)
