@@ -613,9 +613,11 @@ def _membership_checks(cfg: StackConfig) -> list[tuple[str, str]]:
     for i, rc in enumerate(cfg.regions):
         index = cfg.writer_index(rc.name)
         if index in seen:
-            free = next(x for x in range(1, SEQUENCE_STRIDE + 1) if x not in {cfg.writer_index(n) for n in names})
+            used = {cfg.writer_index(n) for n in names}
+            free = next((x for x in range(1, SEQUENCE_STRIDE + 1) if x not in used), SEQUENCE_STRIDE)
             problems.append((f"{k}regions[{i}].index", f"{rc.name} would have index {index}, which {seen[index]} already has "
-                             f"(an index is the list position unless pinned); give each writer its own, e.g. index: {free}"))
+                             f"(an index is the list position unless pinned); give each writer its own from 1 to "
+                             f"{SEQUENCE_STRIDE}, e.g. index: {free}"))
         seen.setdefault(index, rc.name)
 
     lists = {"members": cfg.quorum.members, "next_members": cfg.quorum.next_members}
