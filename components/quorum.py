@@ -25,6 +25,7 @@ from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from components._lambda import writer_client_group
+from core.membership import routing_rule
 from core.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
@@ -59,7 +60,11 @@ class QuorumRegion:
 @dataclass(frozen=True, kw_only=True)
 class QuorumArgs:
     regions: tuple[QuorumRegion, ...]
+    #: The regions whose agents vote (`fraiseql:quorum.members`), in config order; `quorum` is their majority.
+    members: tuple[str, ...]
     quorum: int
+    #: Set only during a membership change (joint consensus): writes need a majority of both lists.
+    next_members: Optional[tuple[str, ...]] = None
     probe_interval_seconds: float
     stale_after_seconds: float
     lease_seconds: float
@@ -71,7 +76,7 @@ class QuorumArgs:
     db_sslrootcert: str = "/opt/rds-ca/global-bundle.pem"   # shipped in the dependencies layer
     log_retention_days: int = 30
     code: pulumi.Archive                    # the `replication` package
-    dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (PostgresReplication's)
+    dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (MultiMasterReplication's)
     phase: str
     stack: str
     tags: dict[str, str] = field(default_factory=dict)
@@ -105,13 +110,15 @@ class Quorum(pulumi.ComponentResource):
             )
             for r in names
         }
+        # Members' controls only: a region that is not a member (seeding, or leaving) writes nothing.
+        asserted, threshold = routing_rule(names, args.members, args.next_members)
         aws.route53recoverycontrol.SafetyRule(
             logical_name(name, "at-least-quorum"),
             control_panel_arn=panel.arn,
-            name=f"at-least-{args.quorum}-of-{len(names)}",
-            asserted_controls=[controls[r].arn for r in names],
+            name=f"at-least-{threshold}-of-{len(asserted)}",
+            asserted_controls=[controls[r].arn for r in asserted],
             rule_config=aws.route53recoverycontrol.SafetyRuleRuleConfigArgs(
-                type="ATLEAST", threshold=args.quorum, inverted=False
+                type="ATLEAST", threshold=threshold, inverted=False
             ),
             wait_period_ms=args.safety_rule_wait_ms,
             opts=child,
@@ -201,7 +208,8 @@ class Quorum(pulumi.ComponentResource):
                                                 fence_rule.arn).apply(
                         lambda a, q=q: {
                             "FRAISEQL_REGION": q.region,
-                            "FRAISEQL_REGIONS": ",".join(names),
+                            "FRAISEQL_REGIONS": ",".join(args.members),
+                            **({"FRAISEQL_REGIONS_NEXT": ",".join(args.next_members)} if args.next_members else {}),
                             "FRAISEQL_QUORUM": str(args.quorum),
                             "FRAISEQL_DB_HOST": a[0],
                             "FRAISEQL_DB_PORT": str(q.db_port),
@@ -243,7 +251,7 @@ class Quorum(pulumi.ComponentResource):
                 source_arn=rule.arn,
                 opts=child,
             )
-            self._alarms(name, q, len(names), tags, child)
+            self._alarms(name, q, len(args.members), tags, child)
             self.fence_function_names[r] = fn.name
             self.fence_rule_arns[r] = fence_rule.arn
 
@@ -280,6 +288,12 @@ class Quorum(pulumi.ComponentResource):
             ("parked-changes", REPLICATION_NAMESPACE, "ParkedChanges", "Maximum", "GreaterThanThreshold", 0,
              "notBreaching", 2, f"Changes from peers that the writer in {r} could not merge are parked and retried "
              "(a column it lacks, a unique clash): run the schema apply or see the runbook"),
+            # pg_replication_slots.wal_status = 'lost': the subscriber fell more than max_slot_wal_keep_size
+            # behind and can never resume from this slot.
+            ("slots-lost", REPLICATION_NAMESPACE, "SlotsLost", "Maximum", "GreaterThanThreshold", 0, "notBreaching", 1,
+             f"A replication slot on the writer in {r} is lost (its subscriber fell behind by more than "
+             "max_slot_wal_keep_size): that subscriber can never catch up from it. Rejoin it by a reseed "
+             "(README, Moving between phases: replace a writer); never recreate the slot in place"),
         ):
             aws.cloudwatch.MetricAlarm(
                 logical_name(name, role, r),

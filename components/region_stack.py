@@ -2,7 +2,7 @@
 
 The FraiseQL service itself is `components.fraiseql_service.FraiseqlService`: it needs the database
 endpoints, and the database needs this stack's subnets, so the program builds
-RegionStack -> PostgresReplication -> FraiseqlService.
+RegionStack -> StreamingReplication | MultiMasterReplication -> FraiseqlService.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticUndefined
 
 from core.manifest import build_manifest
+from core.membership import list_problem
 from core.naming import RESERVED_TAGS
 from core.planning import MAX_AZS, MAX_VPC_PREFIX, MIN_VPC_PREFIX, overlapping_pairs
 from core.regions import REGIONS
@@ -66,10 +67,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Writers hand out identity values congruent to their index modulo this (replication.model.ConflictPolicy).
+SEQUENCE_STRIDE = 16
+
+
 class RegionConfig(_Model):
     name: str = Field(examples=["us-east-1"])
     role: Literal["primary", "standby", "active"] = Field(examples=["primary"])
     cidr: str = Field(examples=["10.10.0.0/16"])
+    seed_from: Optional[str] = Field(
+        None, examples=["us-east-1"],
+        description="phases b/c: this region joins as a cross-region read replica of that region's writer; "
+                    "remove it once the runbook has promoted the replica",
+    )
+    index: Optional[int] = Field(
+        None, ge=1, le=SEQUENCE_STRIDE, examples=[3],
+        description="phases b/c: the writer's identity index, fixed for its life; default its position in the list "
+                    "(pin it before removing or reordering a region)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -283,6 +298,14 @@ class QuorumConfig(_Model):
         None, gt=0, description="how long a writer keeps writing without its agent renewing; default 3 probes")
     unfence_after: int = Field(3, ge=1, le=20, description="consecutive healthy probes before writes resume")
     safety_rule_wait_ms: int = Field(5000, ge=0, description="ARC safety rule wait period")
+    members: Optional[list[str]] = Field(
+        None, min_length=1, examples=[["us-east-1", "us-west-2", "eu-west-1"]],
+        description="regions whose fence agents vote; default every region without seed_from",
+    )
+    next_members: Optional[list[str]] = Field(
+        None, min_length=1, examples=[["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1"]],
+        description="only during a membership change: writes need a majority of members and of next_members",
+    )
 
     @property
     def stale_after(self) -> float:
@@ -367,6 +390,35 @@ class StackConfig(_Model):
         return next(r for r in self.regions if r.name == name)
 
     @property
+    def seeding(self) -> dict[str, str]:
+        """Regions joining as a read replica of another region's writer: region -> source."""
+        return {r.name: r.seed_from for r in self.regions if r.seed_from is not None}
+
+    @property
+    def writers(self) -> list[str]:
+        """Regions whose database takes writes per this config (not seeding), in config order."""
+        return [r.name for r in self.regions if r.role in ("primary", "active") and r.seed_from is None]
+
+    def _in_order(self, names: list[str]) -> list[str]:
+        # Config order is the agents' tie-break: every agent must see the same one.
+        return [r.name for r in self.regions if r.name in names]
+
+    @property
+    def quorum_members(self) -> list[str]:
+        """`quorum.members`, or every region without `seed_from`; in config order."""
+        return self._in_order(self.quorum.members) if self.quorum.members is not None else self.writers
+
+    @property
+    def quorum_next_members(self) -> Optional[list[str]]:
+        """`quorum.next_members` in config order, while a membership change is in progress."""
+        return self._in_order(self.quorum.next_members) if self.quorum.next_members is not None else None
+
+    def writer_index(self, name: str) -> int:
+        """A writer's identity index: `regions[i].index`, or its position in the list (1-based)."""
+        i, rc = next((i, r) for i, r in enumerate(self.regions) if r.name == name)
+        return rc.index if rc.index is not None else i + 1
+
+    @property
     def lag_alarm_seconds(self) -> float:
         """Threshold of every replication-lag alarm: the multi-master override, else the SLO's."""
         if self.replication is not None and self.replication.lag_alarm_seconds is not None:
@@ -436,10 +488,11 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
                 (f"{k}regions", f"phase {cfg.phase} is active-active: every region needs role: active (found {sorted(set(roles))}); e.g. role: active")
             )
         n = len(cfg.regions)
-        if n < 3 or n % 2 == 0:
+        if n < 3:
             problems.append(
-                (f"{k}regions", f"phase {cfg.phase} needs an odd number of write regions, at least 3, for a majority quorum; found {n}; e.g. us-east-1, us-west-2, eu-west-1")
+                (f"{k}regions", f"phase {cfg.phase} needs at least 3 regions for a majority quorum; found {n}; e.g. us-east-1, us-west-2, eu-west-1")
             )
+        problems += _membership_checks(cfg)
         if cfg.network.topology == "none":
             problems.append((f"{k}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke, e.g. topology: mesh"))
         if cfg.replication is None:
@@ -455,6 +508,16 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             problems.append(
                 (f"{k}database.engine_version", f"multi-master needs PostgreSQL 16+ (origin = none); got {cfg.database.engine_version}; e.g. engine_version: \"16.4\"")
             )
+
+    if cfg.phase == "a":
+        for i, rc in enumerate(cfg.regions):
+            for key in ("seed_from", "index"):
+                if getattr(rc, key) is not None:
+                    problems.append((f"{k}regions[{i}].{key}", "belongs to phases b and c (multi-master writers); phase a's standby "
+                                     "is already a replica of the primary: remove it, or set e.g. phase: b"))
+        for key in ("members", "next_members"):
+            if getattr(cfg.quorum, key) is not None:
+                problems.append((f"{k}quorum.{key}", "belongs to phases b and c (the write quorum); phase a has one writer: remove it"))
 
     if cfg.network.topology == "hub-and-spoke" and cfg.network.hub_region is None:
         problems.append((f"{k}network.hub_region", f"hub-and-spoke needs its hub named; add e.g. hub_region: {names[0]} (one of {names})"))
@@ -522,6 +585,78 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         if key in RESERVED_TAGS:
             problems.append((f"{k}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name, e.g. team: platform"))
     return problems
+
+
+def _membership_checks(cfg: StackConfig) -> list[tuple[str, str]]:
+    """Phases b/c: regions that seed from a writer, writer indexes, and the quorum's member lists."""
+    k = f"{NAMESPACE}:"
+    problems: list[tuple[str, str]] = []
+    names = cfg.region_names
+    writers = cfg.writers
+    example = writers[0] if writers else names[0]
+    for i, rc in enumerate(cfg.regions):
+        src = rc.seed_from
+        if src is None:
+            continue
+        key = f"{k}regions[{i}].seed_from"
+        if src == rc.name:
+            problems.append((key, f"{rc.name} cannot seed from itself; name the writer to copy, e.g. seed_from: {example}"))
+        elif src not in names:
+            problems.append((key, f"'{src}' is not a region of this stack; name the writer to copy, one of {writers}, e.g. seed_from: {example}"))
+        elif cfg.region(src).role != "active":
+            problems.append((key, f"{src} is not an active region; seed from an active writer, e.g. seed_from: {example}"))
+        elif cfg.region(src).seed_from is not None:
+            problems.append((key, f"{src} is itself seeding (seed_from: {cfg.region(src).seed_from}); a copy must come from "
+                             f"a writer, e.g. seed_from: {cfg.region(src).seed_from}"))
+
+    seen: dict[int, str] = {}
+    for i, rc in enumerate(cfg.regions):
+        index = cfg.writer_index(rc.name)
+        if index in seen:
+            used = {cfg.writer_index(n) for n in names}
+            free = next((x for x in range(1, SEQUENCE_STRIDE + 1) if x not in used), SEQUENCE_STRIDE)
+            problems.append((f"{k}regions[{i}].index", f"{rc.name} would have index {index}, which {seen[index]} already has "
+                             f"(an index is the list position unless pinned); give each writer its own from 1 to "
+                             f"{SEQUENCE_STRIDE}, e.g. index: {free}"))
+        seen.setdefault(index, rc.name)
+
+    lists = {"members": cfg.quorum.members, "next_members": cfg.quorum.next_members}
+    for key, given in lists.items():
+        if given is None:
+            continue
+        unknown = [r for r in given if r not in names]
+        twice = sorted({r for r in given if given.count(r) > 1})
+        if unknown:
+            problems.append((f"{k}quorum.{key}", f"{unknown} are not regions of this stack; list regions of it, e.g. {key}: {writers}"))
+        if twice:
+            problems.append((f"{k}quorum.{key}", f"lists {twice} twice; list each region once"))
+    if problems:
+        return problems
+
+    joint = cfg.quorum_next_members is not None
+    members = cfg.quorum_members
+    why = list_problem(members, joint=joint, writers=writers)
+    if why is not None:
+        if cfg.quorum.members is None:
+            seeding = ", ".join(cfg.seeding)
+            problems.append((f"{k}quorum.members", f"by default every region without seed_from ({', '.join(members)}): "
+                             f"{why}. Set the current members explicitly (a region rebuilt with seed_from stays a member "
+                             f"while it is down{': ' + seeding if seeding else ''}), e.g. members: {_odd_example(cfg)}"))
+        else:
+            problems.append((f"{k}quorum.members", f"{members}: {why}; e.g. members: {_odd_example(cfg)}"))
+    nxt = cfg.quorum_next_members
+    if nxt is not None:
+        why = list_problem(nxt, joint=True, writers=[])
+        if why is not None:
+            problems.append((f"{k}quorum.next_members", f"{nxt}: {why}"))
+        elif nxt == members:
+            problems.append((f"{k}quorum.next_members", "is the same as members: no change is in progress; remove next_members"))
+    return problems
+
+
+def _odd_example(cfg: StackConfig) -> list[str]:
+    names = cfg.region_names
+    return names[: max(3, len(names) - (1 - len(names) % 2))]
 
 
 def _round_up(x: float) -> str:

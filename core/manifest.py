@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Optional
 
-from core.slo import quorum_size
+from core.membership import majority, routing_rule
 
 if TYPE_CHECKING:
     from core.config import StackConfig
@@ -20,22 +20,23 @@ MANIFEST_NAME = "fraiseql-manifest"
 VERSION = 1
 
 
-def _quorum(n: int) -> Optional[int]:
-    try:
-        return quorum_size(n)
-    except ValueError:  # an even or too small region count: config validation and the pack report it
-        return None
-
-
 def build_manifest(cfg: "StackConfig", stack: str) -> dict[str, Any]:
-    write_regions = [r.name for r in cfg.regions if r.role in ("primary", "active")]
+    multi = cfg.phase != "a"
+    members, nxt = (cfg.quorum_members, cfg.quorum_next_members) if multi else ([], None)
+    asserted, threshold = routing_rule(cfg.region_names, members, nxt) if members else ([], None)
     return {
         "version": VERSION,
         "stack": stack,
         "phase": cfg.phase,
         "regions": [{"name": r.name, "role": r.role, "cidr": r.cidr} for r in cfg.regions],
-        "write_regions": write_regions,
-        "quorum": _quorum(len(write_regions)) if cfg.phase != "a" else None,
+        # Regions whose database takes writes: a region still seeding is a read replica.
+        "write_regions": cfg.writers,
+        "seeding": cfg.seeding,
+        "quorum": majority(len(members)) if members else None,
+        "quorum_members": members if multi else None,
+        "quorum_next_members": nxt,
+        "routing_controls": asserted if multi else None,
+        "routing_threshold": threshold,
         "topology": cfg.network.topology,
         "edge": cfg.phase == "c",
         "edge_plan": cfg.edge.plan if cfg.edge else None,

@@ -140,6 +140,15 @@ class PhaseBOutputs(_Model):
     quorum: int = Field(ge=1)
     replicationLagAlarmArns: dict[str, str]
     slo: Slo
+    # Optional for outputs of a stack deployed before issue 12: every region was a member then.
+    quorumMembers: Optional[list[str]] = None
+    quorumNextMembers: Optional[list[str]] = None
+    seedingRegions: Optional[dict[str, str]] = None
+
+    @property
+    def members(self) -> list[str]:
+        """The regions whose agents vote (every region, for a stack deployed before quorum.members)."""
+        return list(self.quorumMembers) if self.quorumMembers is not None else sorted(self.regions)
 
     @model_validator(mode="after")
     def _consistent(self) -> "PhaseBOutputs":

@@ -6,11 +6,12 @@ import json
 from typing import Any, Optional
 
 import pulumi_aws as aws
-from pulumi import ResourceOptions
+from pulumi import Input, ResourceOptions
 
 from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
-from components.postgres_replication import PostgresReplication
+from components.multi_master_replication import MultiMasterReplication
 from components.region_stack import OriginLock, RegionStack, RegionStackArgs
+from components.streaming_replication import StreamingReplication
 from core.config import StackConfig
 from core.manifest import MANIFEST_NAME, build_manifest
 from core.naming import merge_tags
@@ -60,7 +61,7 @@ def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock
 
 
 def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
-    """PostgresReplicationArgs fields that every phase fills the same way."""
+    """DatabaseArgs fields that every phase fills the same way."""
     db = cfg.database
     return dict(
         engine_version=db.engine_version,
@@ -79,15 +80,21 @@ def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack
     )
 
 
-def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], database: PostgresReplication,
+def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], database: StreamingReplication | MultiMasterReplication,
               secret_arns: dict[str, Any], write_forward_url: Optional[str] = None) -> dict[str, FraiseqlService]:
     """One service per region. Phase A's standby forwards writes to `write_forward_url` (the public
     API, i.e. the primary region) while its writer is remote; phases B and C write locally and verify
     the writer's certificate (they connect to the instance endpoint it names)."""
-    multi = cfg.phase != "a"
+    multi = isinstance(database, MultiMasterReplication)
     services = {}
     for rc in cfg.regions:
         rs = regions[rc.name]
+        writer_host: Input[str]
+        reader_host: Input[str]
+        if isinstance(database, MultiMasterReplication):
+            writer_host = reader_host = database.writer_addresses[rc.name]
+        else:
+            writer_host, reader_host = database.writer_hostnames[rc.name], database.reader_hostnames[rc.name]
         services[rc.name] = FraiseqlService(
             f"fraiseql-app-{rc.name}",
             FraiseqlServiceArgs(
@@ -112,8 +119,8 @@ def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], data
                 execution_role_arn=rs.execution_role_arn,
                 execution_role_name=rs.execution_role_name,
                 task_role_arn=rs.task_role_arn,
-                writer_host=database.writer_addresses[rc.name] if multi else database.writer_hostnames[rc.name],
-                reader_host=database.writer_addresses[rc.name] if multi else database.reader_hostnames[rc.name],
+                writer_host=writer_host,
+                reader_host=reader_host,
                 db_sslmode="verify-full" if multi else "verify-ca",
                 write_forward_url=write_forward_url if rc.role == "standby" else None,
                 db_port=cfg.database.port,

@@ -6,8 +6,9 @@ from typing import Any
 
 import pulumi
 
+from components._database import DatabaseNode
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
-from components.postgres_replication import DatabaseNode, PostgresReplication, PostgresReplicationArgs, StreamingSettings
+from components.streaming_replication import StreamingReplication, StreamingReplicationArgs, StreamingSettings
 from core.config import StackConfig
 from core.outputs import PhaseAOutputs
 from infra import common
@@ -32,10 +33,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         )
         for rc in cfg.regions
     )
-    database = PostgresReplication(
+    database = StreamingReplication(
         "fraiseql-db",
-        PostgresReplicationArgs(
-            mode="streaming",
+        StreamingReplicationArgs(
             nodes=nodes,
             lag_alarm_seconds=cfg.lag_alarm_seconds,
             log_retention_days=cfg.app.log_retention_days,

@@ -8,20 +8,16 @@ from typing import Any
 import pulumi
 from pulumi import ResourceOptions
 
+from components._database import DatabaseNode
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
 from components.interregion_network import InterRegionNetwork, InterRegionNetworkArgs, RegionAttachment
-from components.postgres_replication import (
-    DatabaseNode,
-    MultiMasterSettings,
-    PostgresReplication,
-    PostgresReplicationArgs,
-)
+from components.multi_master_replication import MultiMasterReplication, MultiMasterReplicationArgs, MultiMasterSettings
 from components.quorum import Quorum, QuorumArgs, QuorumRegion
 from components.region_stack import RegionStack
 from core.config import StackConfig
+from core.membership import majority
 from core.outputs import PhaseBOutputs, PhaseCOutputs
 from core.planning import plan_subnets
-from core.slo import quorum_size
 from infra import common
 from infra.paths import LAMBDA_DEPS, REPO
 
@@ -71,10 +67,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     assert repl is not None  # validated: phases b and c carry a conflict policy
     code = pulumi.AssetArchive({"replication": pulumi.FileArchive(str(REPO / "replication"))})
     deps = pulumi.FileArchive(str(LAMBDA_DEPS))
-    database = PostgresReplication(
+    database = MultiMasterReplication(
         "fraiseql-db",
-        PostgresReplicationArgs(
-            mode="multi-master",
+        MultiMasterReplicationArgs(
             nodes=tuple(
                 DatabaseNode(
                     region=rc.name,
@@ -86,6 +81,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     multi_az=db.multi_az,
                     vpc_id=regions[rc.name].vpc_id,
                     app_subnet_ids=tuple(regions[rc.name].private_subnet_ids),
+                    seed_from=rc.seed_from,
+                    index=cfg.writer_index(rc.name),
                 )
                 for rc in cfg.regions
             ),
@@ -105,7 +102,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         # Subscriptions travel over the inter-region network: it must exist first.
         opts=ResourceOptions(depends_on=[network]),
     )
-    quorum = quorum_size(len(cfg.regions))
+    members, next_members = cfg.quorum_members, cfg.quorum_next_members
+    quorum = majority(len(members))
     fence = Quorum(
         "fraiseql-quorum",
         QuorumArgs(
@@ -125,6 +123,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 )
                 for rc in cfg.regions
             ),
+            members=tuple(members),
+            next_members=tuple(next_members) if next_members is not None else None,
             quorum=quorum,
             probe_interval_seconds=cfg.quorum.probe_interval_seconds,
             stale_after_seconds=cfg.quorum.stale_after,
@@ -178,6 +178,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "phase": cfg.phase,
         "regions": {rc.name: rc.role for rc in cfg.regions},
         "quorum": quorum,
+        "quorumMembers": members,
+        "quorumNextMembers": next_members,
+        "seedingRegions": cfg.seeding,
         "apiUrl": f"{scheme}://{cfg.dns.record_name}",
         "zoneId": cfg.dns.zone_id,
         "recordName": cfg.dns.record_name,

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="lag vs RPO, health checks, writer, routing controls, alarms", epilog=EPILOG)
     p.add_argument("--lag-lookback", type=_positive, default=300.0, metavar="S", help="ReplicaLag window in seconds (default 300)")
+    p.add_argument("--dsn", action="append", default=[], metavar="REGION=CONNINFO",
+                   help="phase B/C: read that writer's replication slots (repeatable; no password); default: its SlotsLost metric")
 
     p = sub.add_parser("failover", parents=[common, mutating], help="phase A: fence the primary, promote the standby, move the writer", epilog=EPILOG)
     p.add_argument("--force", action="store_true", help="proceed although a preflight check fails (and past a failed fence)")
@@ -92,7 +94,7 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
     cmd = args.command
     if cmd == "status":
         rt.start(args.json, outputs.slo.rtoSeconds)
-        return run_status(outputs, rt, args.lag_lookback)
+        return run_status(outputs, rt, args.lag_lookback, parse_dsn(args.dsn))
     if cmd == "failover":
         require_phase(outputs, cmd, ("a",))
         rt.start(args.json, outputs.slo.rtoSeconds)

@@ -3,12 +3,18 @@
 Phase A: which instance is the writer (a replica has ReadReplicaSourceDBInstanceIdentifier), the
 standby's replica lag against the RPO, both health checks, where the writer CNAME points, whether the
 old primary is fenced, and every alarm in ALARM. Phase B/C: each writer, health checks, routing
-control states against the quorum, replication-lag alarms, and alarms in ALARM.
+control states against the quorum, replication-lag alarms, slot health, and alarms in ALARM.
+
+Slot health: a peer that stays away past `max_slot_wal_keep_size` loses its slot on each publisher
+(`pg_replication_slots.wal_status = 'lost'`) and can never resume from it. With `--dsn REGION=CONNINFO`
+status reads the slots of that writer; otherwise the `SlotsLost` metric its fence agent publishes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Optional
 
 from ops import log
 from ops.arc import ON, ArcCluster
@@ -80,7 +86,85 @@ def status_a(o: PhaseAOutputs, rt: Runtime, lookback_s: float = 300) -> int:
     return 0
 
 
-def status_b(o: PhaseBOutputs, rt: Runtime) -> int:
+SLOT_NAMESPACE, SLOT_METRIC = "FraiseQL/Replication", "SlotsLost"
+RESEED = ("its subscriber can never resume from it: reseed that region (seed_from a writer, promote, join: "
+          "README, Moving between phases), never recreate the slot in place")
+
+
+def read_slots(conninfo: str) -> list[dict[str, Any]]:
+    """Every replication slot of one server, with whatever columns its version has
+    (`invalidation_reason` from PostgreSQL 17)."""
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute("SELECT to_jsonb(s) FROM pg_replication_slots s ORDER BY slot_name").fetchall()
+    return [row[0] for row in rows]
+
+
+def _slots_from_database(rt: Runtime, region: str, conninfo: str) -> None:
+    r = rt.reporter
+    assert r is not None
+    try:
+        slots = read_slots(conninfo)
+    except Exception as e:  # noqa: BLE001 - status reports what it can read
+        r.emit("slots", log.WARN, f"{region}: cannot read pg_replication_slots ({type(e).__name__}: {e})", region=region, source="database")
+        return
+    lost = [sl for sl in slots if sl.get("wal_status") == "lost"]
+    risky = [sl for sl in slots if sl.get("wal_status") == "unreserved"]
+    brief = [{k: sl.get(k) for k in ("slot_name", "slot_type", "active", "wal_status", "safe_wal_size", "invalidation_reason")}
+             for sl in slots]
+    data = dict(region=region, source="database", lost=[sl["slot_name"] for sl in lost],
+                unreserved=[sl["slot_name"] for sl in risky], slots=brief)
+    if lost:
+        names = ", ".join(f"{sl['slot_name']} ({sl.get('invalidation_reason') or 'wal_status lost'})" for sl in lost)
+        r.emit("slots", log.WARN, f"{region}: LOST slot(s) {names}: {RESEED}", **data)
+    elif risky:
+        names = ", ".join(f"{sl['slot_name']} ({sl.get('safe_wal_size')} bytes left)" for sl in risky)
+        r.emit("slots", log.WARN, f"{region}: slot(s) past max_slot_wal_keep_size, lost at the next checkpoint "
+               f"unless their subscriber catches up: {names}", **data)
+    else:
+        r.emit("slots", log.OK, f"{region}: {len(slots)} slot(s), none lost", **data)
+
+
+def _slots_from_metric(rt: Runtime, region: str, lookback_s: float) -> None:
+    r = rt.reporter
+    assert r is not None
+    now = rt.now()
+    try:
+        resp = rt.client("cloudwatch", region).get_metric_statistics(
+            Namespace=SLOT_NAMESPACE, MetricName=SLOT_METRIC, Dimensions=[{"Name": "Region", "Value": region}],
+            StartTime=now - timedelta(seconds=lookback_s), EndTime=now + timedelta(seconds=60), Period=60,
+            Statistics=["Maximum"],
+        )
+    except Exception as e:  # noqa: BLE001 - status reports what it can read
+        r.emit("slots", log.WARN, f"{region}: cannot read {SLOT_NAMESPACE} {SLOT_METRIC} ({e})", region=region, source="metric")
+        return
+    points = resp.get("Datapoints", [])
+    if not points:
+        r.emit("slots", log.INFO, f"{region}: no {SLOT_METRIC} datapoint in the last {lookback_s:g} s (is its fence agent "
+               "running?); pass --dsn to read the slots", region=region, source="metric", lost=None)
+        return
+    worst = int(max(float(p["Maximum"]) for p in points))
+    if worst:
+        r.emit("slots", log.WARN, f"{region}: {worst} slot(s) lost in the last {lookback_s:g} s ({SLOT_METRIC}): {RESEED}; "
+               "--dsn names them", region=region, source="metric", lost=worst)
+    else:
+        r.emit("slots", log.OK, f"{region}: no slot lost ({SLOT_METRIC} 0 over {lookback_s:g} s)", region=region, source="metric", lost=0)
+
+
+def slot_health(o: PhaseBOutputs, rt: Runtime, dsn: Mapping[str, str], lookback_s: float) -> None:
+    """Each writer's slots (a region still seeding is a read replica: it has none)."""
+    seeding = o.seedingRegions or {}
+    for region in sorted(o.writerDbIdentifiers):
+        if region in seeding:
+            continue
+        if region in dsn:
+            _slots_from_database(rt, region, dsn[region])
+        else:
+            _slots_from_metric(rt, region, lookback_s)
+
+
+def status_b(o: PhaseBOutputs, rt: Runtime, dsn: Optional[Mapping[str, str]] = None, lookback_s: float = 300) -> int:
     r = rt.reporter
     assert r is not None
     for region, ident in sorted(o.writerDbIdentifiers.items()):
@@ -113,12 +197,13 @@ def status_b(o: PhaseBOutputs, rt: Runtime) -> int:
     if lag_states:
         bad = {p: s for p, s in lag_states.items() if s != "OK"}
         r.emit("lag", log.WARN if bad else log.OK, ", ".join(f"{p} {s}" for p, s in lag_states.items()), alarms=lag_states)
+    slot_health(o, rt, dsn or {}, lookback_s)
     _alarms(rt, sorted(o.regions))
     r.emit("status", log.DONE, "status read")
     return 0
 
 
-def run_status(o: Outputs, rt: Runtime, lookback_s: float = 300) -> int:
+def run_status(o: Outputs, rt: Runtime, lookback_s: float = 300, dsn: Optional[Mapping[str, str]] = None) -> int:
     if isinstance(o, PhaseAOutputs):
         return status_a(o, rt, lookback_s)
-    return status_b(o, rt)
+    return status_b(o, rt, dsn, lookback_s)

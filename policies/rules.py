@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Optional, Protocol, TypeGuard
 
 from pulumi_policy import PolicyResource
 
-from core import slo
+from core import membership, slo
 from core.manifest import MANIFEST_NAME, MANIFEST_TYPE, parse_manifest
 from core.regions import REGIONS
 from policies.cost import CostReport, CostResource, Usage, estimate
@@ -340,15 +340,17 @@ def check_quorum(resources: list[PolicyResource], facts: StackFacts) -> list[Fin
     if m.get("phase") not in ("b", "c"):
         return []
     writers = m.get("write_regions", [])
-    n, quorum = len(writers), m.get("quorum")
+    # Manifests written before quorum.members existed: every writer is a member.
+    members, nxt, quorum = m.get("quorum_members") or writers, m.get("quorum_next_members"), m.get("quorum")
     out: list[Finding] = []
-    if n < 3 or n % 2 == 0:
-        out.append((f"active-active needs an odd number of write regions, at least 3; found {n} ({', '.join(writers)})", None))
-    elif quorum != slo.quorum_size(n):
-        out.append((f"quorum is {quorum} but a majority of {n} write regions is {slo.quorum_size(n)}", None))
+    for label, lst, joint, own in (("members", members, nxt is not None, writers), ("next members", nxt, True, [])):
+        if lst is not None and (why := membership.list_problem(lst, joint=joint, writers=own)) is not None:
+            out.append((f"active-active quorum {label} ({', '.join(lst)}): {why}", None))
+    if not out and quorum != membership.majority(len(members)):
+        out.append((f"quorum is {quorum} but a majority of {len(members)} members is {membership.majority(len(members))}", None))
     rds_writers = [r for r in of_type(resources, RDS) if not r.props.get("replicateSourceDb")]
-    if len(rds_writers) != n:
-        out.append((f"{len(rds_writers)} writer databases in the stack for {n} write regions", None))
+    if len(rds_writers) != len(writers):
+        out.append((f"{len(rds_writers)} writer databases in the stack for {len(writers)} write regions", None))
     return out
 
 

@@ -192,7 +192,9 @@ def check_safety_rules(resources: list[PolicyResource], facts: StackFacts) -> li
     m = facts.manifest or {}
     if m.get("phase") not in ("b", "c"):
         return []
-    quorum, writers = m.get("quorum"), m.get("write_regions", [])
+    # During a membership change the rule is stricter than either list's quorum (core.membership.routing_rule).
+    quorum = m.get("routing_threshold") or m.get("quorum")
+    writers = m.get("routing_controls") or m.get("write_regions", [])
     rules = of_type(resources, SAFETY_RULE)
     if not rules:
         return [("active-active has no ARC safety rule: any script could turn every region off", None)]
@@ -205,7 +207,7 @@ def check_safety_rules(resources: list[PolicyResource], facts: StackFacts) -> li
             out.append((f"safety rule {rule.name} ({cfg.get('type')} {cfg.get('threshold')}, inverted={cfg.get('inverted')}) "
                         f"is weaker than the quorum: it must assert ATLEAST {quorum} controls on", rule.urn))
         if known(asserted) and len(asserted) < len(writers):
-            out.append((f"safety rule {rule.name} asserts {len(asserted)} controls for {len(writers)} write regions", rule.urn))
+            out.append((f"safety rule {rule.name} asserts {len(asserted)} controls for {len(writers)} quorum regions", rule.urn))
     return out
 
 

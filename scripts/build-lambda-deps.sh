@@ -14,7 +14,7 @@ python3 -m pip install --quiet --target "$out/python" --only-binary=:all: --no-d
   --platform manylinux2014_x86_64 --python-version 3.12 --implementation cp \
   -r build/lambda-requirements.txt
 # The RDS CA bundle (every region's roots) for sslmode=verify-full; layers unpack under /opt, so the
-# functions find it at /opt/rds-ca/global-bundle.pem (components/postgres_replication.RDS_CA_BUNDLE).
+# functions find it at /opt/rds-ca/global-bundle.pem (components/_database.RDS_CA_BUNDLE).
 mkdir -p "$out/rds-ca"
 curl --fail --silent --show-error --proto '=https' --tlsv1.2 \
   -o "$out/rds-ca/global-bundle.pem" https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem

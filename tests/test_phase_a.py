@@ -89,7 +89,7 @@ def test_target_group_checks_the_database_aware_health_path(phase_a):
     assert tg.inputs["targetType"] == "ip"
 
 
-# --- PostgresReplication ---------------------------------------------------------------------
+# --- StreamingReplication --------------------------------------------------------------------
 
 def test_replica_is_sourced_from_the_primary_arn(phase_a):
     primary = one(phase_a, RDS, "fraiseql-db-primary-us-east-1")

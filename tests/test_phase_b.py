@@ -190,6 +190,17 @@ def test_separate_alarms_say_what_happened(phase_b, region):
     assert reduced.inputs["threshold"] == 3 and reduced.inputs["comparisonOperator"] == "LessThanThreshold"
 
 
+@pytest.mark.parametrize("region", REGIONS)
+def test_a_lost_slot_on_any_writer_alarms_and_says_the_way_back_is_a_reseed(phase_b, region):
+    alarm = one(phase_b, ALARM, f"fraiseql-quorum-slots-lost-{region}")
+    topic = one(phase_b, "aws:sns/topic:Topic", f"fraiseql-{region}-alerts")
+    assert alarm.region == region and alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
+    assert (alarm.inputs["namespace"], alarm.inputs["metricName"], alarm.inputs["dimensions"]) == (
+        "FraiseQL/Replication", "SlotsLost", {"Region": region})
+    assert (alarm.inputs["threshold"], alarm.inputs["comparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert "reseed" in alarm.inputs["alarmDescription"] and "never recreate the slot" in alarm.inputs["alarmDescription"]
+
+
 def test_replication_lag_alarm_for_every_directed_pair(phase_b):
     alarms = [a for a in phase_b.of_type(ALARM) if a.inputs.get("metricName") == "LagSeconds"]
     pairs = {(a.inputs["dimensions"]["Publisher"], a.inputs["dimensions"]["Subscriber"]) for a in alarms}

@@ -28,7 +28,7 @@ def test_plan_groups_resources_by_region_and_component():
     code, out, _ = run_plan("--stack", "phase-a")
     assert code == EXIT_OK
     assert "us-east-1  (" in out and "us-west-2  (" in out and "global  (" in out
-    assert "PostgresReplication fraiseql-db" in out
+    assert "StreamingReplication fraiseql-db" in out
     assert "aws:rds/instance:Instance" in out
     assert "protected (pulumi protect): " in out and "fraiseql-db-primary-us-east-1" in out
 

@@ -194,16 +194,34 @@ def test_malformed_price_book_is_a_clear_mandatory_violation(resources, tmp_path
 
 # --- active-active-quorum, mesh-complete, edge-never-caches-mutations ------------------------
 
+FOUR = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1"]
+
+
 def test_even_number_of_writers_is_refused(resources):
-    set_manifest(resources, phase="b", write_regions=["us-east-1", "us-west-2"], quorum=2)
+    set_manifest(resources, phase="b", write_regions=FOUR, quorum=3)
     found = by_policy(evaluate(resources), "active-active-quorum")
-    assert "odd number of write regions, at least 3; found 2" in found[0].message
+    assert "quorum members (us-east-1, us-west-2, eu-west-1, eu-central-1): has 4 regions; an even count" in found[0].message
+
+
+def test_two_writers_are_too_few(resources):
+    set_manifest(resources, phase="b", write_regions=FOUR[:2], quorum=2)
+    found = by_policy(evaluate(resources), "active-active-quorum")
+    assert "has 2 regions; a write quorum needs at least 3" in found[0].message
+
+
+def test_a_membership_change_may_pass_through_an_even_list(resources):
+    set_manifest(resources, phase="b", write_regions=FOUR, quorum_members=FOUR[:3], quorum_next_members=FOUR, quorum=2)
+    messages = [v.message for v in by_policy(evaluate(resources), "active-active-quorum")]
+    assert [m for m in messages if "quorum" in m] == []
+    set_manifest(resources, quorum_next_members=FOUR[:2])
+    messages = [v.message for v in by_policy(evaluate(resources), "active-active-quorum")]
+    assert any("quorum next members (us-east-1, us-west-2): has 2 regions" in m for m in messages)
 
 
 def test_quorum_must_be_a_majority(resources):
     set_manifest(resources, phase="b", write_regions=["us-east-1", "us-west-2", "eu-west-1"], quorum=1)
     messages = [v.message for v in by_policy(evaluate(resources), "active-active-quorum")]
-    assert "quorum is 1 but a majority of 3 write regions is 2" in messages
+    assert "quorum is 1 but a majority of 3 members is 2" in messages
 
 
 def _mesh(resources, links):

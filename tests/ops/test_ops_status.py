@@ -100,3 +100,64 @@ def test_default_health_provider_reads_checker_observations() -> None:
     assert provider("hc-1") is False
     assert provider("hc-1") is None
     stub.assert_no_pending_responses()
+
+
+# --- slot health (issue 12) ----------------------------------------------------------------------
+
+def _lose_a_slot(node) -> None:
+    """A peer away past max_slot_wal_keep_size: its slot falls behind, and the next checkpoint drops its WAL."""
+    node.execute("SELECT pg_create_logical_replication_slot('fq_eu_west_1_from_us_east_1', 'pgoutput')")
+    node.execute("CREATE TABLE churn (v text)")
+    for _ in range(4):
+        node.execute("INSERT INTO churn SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
+        node.execute("SELECT pg_switch_wal()")
+    node.execute("CHECKPOINT")
+    node.execute("SELECT pg_create_logical_replication_slot('fq_us_west_2_from_us_east_1', 'pgoutput')")
+
+
+def test_phase_b_status_reads_slots_from_the_writer_it_can_reach_and_the_metric_otherwise(tmp_path: Path, harness: Harness) -> None:
+    from drills.pg import cluster
+
+    arc = Arc(harness)
+    arc.get("us-west-2", {"eu-west-1": "On", "us-east-1": "On", "us-west-2": "On"})
+    settings = {"wal_level": "logical", "max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB", "min_wal_size": "32MB"}
+    with cluster(["us-east-1"], settings=settings) as pg, mock_aws():
+        _lose_a_slot(pg["us-east-1"])
+        outputs = phase_b_outputs()
+        for region, ident in outputs["writerDbIdentifiers"].items():
+            aws("rds", region).create_db_instance(DBInstanceIdentifier=ident, Engine="postgres", DBInstanceClass="db.m6g.large",
+                                                  AllocatedStorage=20, MasterUsername="fraiseql", MasterUserPassword="not-a-real-one")
+            outputs["healthCheckIds"][region] = aws("route53").create_health_check(
+                CallerReference=f"slots-{region}",
+                HealthCheckConfig={"Type": "HTTPS", "FullyQualifiedDomainName": f"alb.{region}.example.com", "Port": 443},
+            )["HealthCheck"]["Id"]
+        for region, lost in (("us-west-2", 0.0), ("eu-west-1", 1.0)):
+            aws("cloudwatch", region).put_metric_data(Namespace="FraiseQL/Replication", MetricData=[
+                {"MetricName": "SlotsLost", "Dimensions": [{"Name": "Region", "Value": region}], "Value": lost}])
+        path = tmp_path / "b.json"
+        path.write_text(json.dumps(outputs))
+        result = run_cli(["status", "--outputs", str(path), "--json", "--dsn", f"us-east-1={pg['us-east-1'].dsn}"],
+                         harness.runtime(FakeHealth({hc: True for hc in outputs["healthCheckIds"].values()})))
+
+    assert result.code == 0, result.text
+    slots = {e["data"]["region"]: e for e in result.steps("slots")}
+    east = slots["us-east-1"]
+    assert east["status"] == "warn" and east["data"]["source"] == "database"
+    assert east["data"]["lost"] == ["fq_eu_west_1_from_us_east_1"] and east["data"]["unreserved"] == []
+    assert "wal_removed" in east["detail"] and "reseed" in east["detail"]
+    assert (slots["eu-west-1"]["status"], slots["eu-west-1"]["data"]) == ("warn", {"region": "eu-west-1", "source": "metric", "lost": 1})
+    assert (slots["us-west-2"]["status"], slots["us-west-2"]["data"]["lost"]) == ("ok", 0)
+    assert harness.mutations() == []
+
+
+def test_a_region_still_seeding_has_no_slots_to_report(harness: Harness) -> None:
+    from ops.outputs import parse_outputs
+    from ops.status import slot_health
+
+    outputs = parse_outputs({**phase_b_outputs(), "seedingRegions": {"eu-west-1": "us-east-1"}})
+    rt = harness.runtime()
+    rt.start(True)
+    with mock_aws():
+        slot_health(outputs, rt, {}, 300)  # type: ignore[arg-type]
+    reported = {e["data"]["region"]: e["status"] for e in rt.reporter.events if e["step"] == "slots"}  # type: ignore[union-attr]
+    assert reported == {"us-east-1": "info", "us-west-2": "info"}

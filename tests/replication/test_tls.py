@@ -115,7 +115,7 @@ def test_deployed_subscriptions_bind_the_channel():
 
 
 def test_the_layer_ships_the_rds_ca_bundle_where_the_functions_look():
-    from components.postgres_replication import DB_TLS_ENV, RDS_CA_BUNDLE
+    from components._database import DB_TLS_ENV, RDS_CA_BUNDLE
     from components.quorum import QuorumArgs
     from infra.paths import REPO
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from components.postgres_replication import bootstrap_policy, rotation_policy
+from components._database import bootstrap_policy, rotation_policy
 from components.quorum import agent_policy
 from drills.localaws import local_aws
 from drills.mesh import MESH_SETTINGS
