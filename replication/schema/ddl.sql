@@ -185,6 +185,13 @@ DO $do$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop') THEN
     CREATE EVENT TRIGGER fraiseql_repl_ddl_guard_drop ON sql_drop EXECUTE FUNCTION fraiseql_repl.ddl_guard_drop();
   END IF;
+  -- Switched off to break glass: the bootstrap switches them on again.
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard' AND evtenabled <> 'O') THEN
+    ALTER EVENT TRIGGER fraiseql_repl_ddl_guard ENABLE;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop' AND evtenabled <> 'O') THEN
+    ALTER EVENT TRIGGER fraiseql_repl_ddl_guard_drop ENABLE;
+  END IF;
 EXCEPTION WHEN insufficient_privilege THEN
   RAISE WARNING 'fraiseql_repl: cannot create the DDL guard (event triggers need a superuser; on RDS the master user): %', SQLERRM;
 END $do$;
