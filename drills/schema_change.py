@@ -97,6 +97,7 @@ class SchemaChangeResult:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("output")  # the command's own JSON lines; `steps` keeps its timeline
         d["ok"] = self.ok
         return d
 
