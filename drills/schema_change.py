@@ -3,8 +3,8 @@ region keeps writing.
 
 A mesh of writers (fibre-floor delays on every link) takes a continuous load in every region:
 inserts and updates of ``items`` (the table that gains a column) and increments of ``counters``.
-While it runs, the real command (``ops.cli.main``, connections by ``--dsn``, the policy from a stack
-config file) applies a migration that creates ``likes`` (a counter table in the policy) and adds
+While it runs, the real command (``python -m ops schema apply``, in its own process, connections by
+``--dsn``, the policy from a stack config file) applies a migration that creates ``likes`` (a counter table in the policy) and adds
 ``items.note``. Then the load switches to the new schema: it fills ``note`` and increments ``likes``
 in every region at once. Measured and checked:
 
@@ -19,8 +19,9 @@ in every region at once. Measured and checked:
 
 from __future__ import annotations
 
-import io
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,8 +34,7 @@ import psycopg
 
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
-from ops.aws import Runtime
-from ops.cli import main as ops_main
+from replication.quorum import quorum_size
 
 __all__ = ["MIGRATION", "SchemaChangeResult", "run_schema_change"]
 
@@ -59,6 +59,7 @@ POLICY_CONFIG = """config:
     replicated: [items]
 """
 KEYS = 5  # counter rows incremented by every region
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -202,16 +203,17 @@ def run_schema_change(*, regions: Sequence[str] = REGIONS, warmup_s: float = 2.0
         (d / "outputs.json").write_text(json.dumps({
             "phase": "b", "regions": {r: "active" for r in m.names}, "writerDbIdentifiers": {r: r for r in m.names},
             "healthCheckIds": {}, "routingControlArns": {r: "arn" for r in m.names},
-            "arcClusterEndpoints": [{"region": first, "endpoint": "https://arc.invalid"}], "quorum": len(m.names) // 2 + 1,
+            "arcClusterEndpoints": [{"region": first, "endpoint": "https://arc.invalid"}], "quorum": quorum_size(len(m.names)),
             "replicationLagAlarmArns": {}, "slo": {"rtoSeconds": 90, "rpoSeconds": 1, "lagAlarmSeconds": 0.5}}))
-        out = io.StringIO()
         phase["now"] = "during"
         t0 = time.monotonic()
-        code = ops_main(["schema", "apply", str(d / MIGRATION_NAME), "--outputs", str(d / "outputs.json"), "--json",
-                         "--policy", str(d / "Pulumi.drill.yaml"), *(f"--dsn={r}={m.pg[r].dsn}" for r in m.names)],
-                        Runtime(out=out))
+        run = subprocess.run(
+            [sys.executable, "-m", "ops", "schema", "apply", str(d / MIGRATION_NAME), "--outputs", str(d / "outputs.json"),
+             "--json", "--policy", str(d / "Pulumi.drill.yaml"), *(f"--dsn={r}={m.pg[r].dsn}" for r in m.names)],
+            cwd=REPO, capture_output=True, text=True, timeout=600)
         apply_s = time.monotonic() - t0
-        records = [json.loads(x) for x in out.getvalue().splitlines()]
+        code = run.returncode
+        records = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
         steps = next((r["data"]["steps"] for r in records if r["step"] == "timeline"), [])
         if code == 0:
             m.execute(first, "INSERT INTO likes (id, label) SELECT g, 'item ' || g FROM generate_series(1, %s) g", (KEYS,))
@@ -263,9 +265,9 @@ def run_schema_change(*, regions: Sequence[str] = REGIONS, warmup_s: float = 2.0
             images_with_note_before_install=early, likes_expected=sum(w.like_incs for w in writers), likes_observed=likes,
             counters_expected=sum(w.counter_incs for w in writers), counters_observed=counters, notes_written=len(noted),
             notes_everywhere=notes_everywhere and bool(noted), converged=converged, convergence_s=convergence_s,
-            output=out.getvalue())
+            output=run.stdout)
         if code != 0:
-            result.notes.append(f"schema apply exited {code}: {records[-1]['detail'] if records else out.getvalue()[-500:]}")
+            result.notes.append(f"schema apply exited {code}: {records[-1]['detail'] if records else run.stderr[-500:]}")
         if not converged:
             result.notes.append(f"not converged: {m.differences(tables)}")
         return result
