@@ -70,9 +70,16 @@ END $do$;
 -- or not firing for local writes), added (a column the merge does not know yet).
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_drift(rels oid[] DEFAULT NULL)
 RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql STABLE AS $f$
-    WITH s AS (
-        SELECT x.* FROM fraiseql_repl.table_shape x
-        WHERE (rels IS NULL OR x.relid = ANY (rels)) AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid)
+    -- The table by its name; by its recorded oid only when that name is gone and the oid still carries
+    -- the replication triggers (renamed or moved). A restored copy has new oids: its names still match.
+    WITH s0 AS (
+        SELECT x.table_name, x.pk, x.columns,
+               coalesce(to_regclass(x.table_name)::oid,
+                        (SELECT g.tgrelid FROM pg_catalog.pg_trigger g
+                          WHERE g.tgrelid = x.relid AND g.tgname = 'fraiseql_repl_emit')) AS relid
+        FROM fraiseql_repl.table_shape x
+    ), s AS (
+        SELECT * FROM s0 WHERE s0.relid IS NOT NULL AND (rels IS NULL OR s0.relid = ANY (rels))
     ), cur AS (
         SELECT s.table_name, a.attname::text AS col, format_type(a.atttypid, a.atttypmod) AS typ
         FROM s JOIN pg_catalog.pg_attribute a ON a.attrelid = s.relid AND a.attnum > 0 AND NOT a.attisdropped
