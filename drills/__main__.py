@@ -1,6 +1,7 @@
-"""``python -m drills [all|nemesis] [--quick|--long] [--json]``: run drills, print one table.
+"""``python -m drills [all|nemesis|schema] [--quick|--long] [--json]``: run drills, print one table.
 
-``all`` (the default) runs phase A, phase B and the quick nemesis. ``nemesis`` runs only the
+``all`` (the default) runs phase A, phase B, the quick nemesis and the schema change under load.
+``schema`` runs only the schema change (``--long``: five writers, longer load). ``nemesis`` runs only the
 nemesis: ``--quick`` is what CI runs; ``--long`` runs at least 100 random schedules on three writers
 and then more on five; ``--schedules``, ``--nodes`` and ``--seed`` pick one run of your own.
 """
@@ -14,7 +15,8 @@ import time
 from dataclasses import asdict, replace
 
 from drills.nemesis import REGIONS_3, REGIONS_5, run_nemesis
-from drills.report import NEMESIS_MODES, nemesis_rows, render_table, run
+from drills.report import NEMESIS_MODES, SCHEMA_MODES, nemesis_rows, render_table, run, schema_rows
+from drills.schema_change import run_schema_change
 
 
 def _progress(line: str) -> None:
@@ -24,7 +26,7 @@ def _progress(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("drill", nargs="?", choices=("all", "nemesis"), default="all")
+    parser.add_argument("drill", nargs="?", choices=("all", "nemesis", "schema"), default="all")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="what CI runs (default)")
     group.add_argument("--long", action="store_const", dest="mode", const="long", help="longer loads, more schedules")
@@ -53,6 +55,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{len(r.regions)} writers, schedules:\n  " + "\n  ".join(r.schedule_log))
             print(f"\n(nemesis {mode} mode, {time.monotonic() - t0:.0f} s)")
         return 0 if all(r.ok for r in results) and all(r.met is not False for r in rows) else 1
+    if args.drill == "schema":
+        t0 = time.monotonic()
+        sc = run_schema_change(**SCHEMA_MODES[mode])
+        rows = schema_rows(sc)
+        if args.json:
+            print(json.dumps({"mode": mode, "schema": sc.as_dict(), "rows": [asdict(r) for r in rows]}, indent=2, default=str))
+        else:
+            print(render_table(rows))
+            print("\nschema apply timeline:\n  " + "\n  ".join(
+                f"{x['elapsed_s']:6.2f} s  {x['step']:<11} {x['writer']:<16} {x['status']}" for x in sc.steps))
+            print(f"\n(schema {mode} mode, {time.monotonic() - t0:.0f} s)")
+        return 0 if sc.ok and all(r.met is not False for r in rows) else 1
     out = run(mode)
     if args.json:
         print(json.dumps({
@@ -61,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "phase_a": out["phase_a"].as_dict(),
             "phase_b": out["phase_b"].as_dict(),
             "nemesis": [r.as_dict() for r in out.get("nemesis", [])],
+            "schema": out["schema"].as_dict() if "schema" in out else None,
             "rows": [asdict(r) for r in out["rows"]],
         }, indent=2, default=str))
     else:

@@ -10,8 +10,10 @@ from typing import Any, Literal
 from drills.nemesis import REGIONS_5, NemesisConfig, NemesisResult, run_nemesis
 from drills.phase_a import PhaseAResult, run_phase_a
 from drills.phase_b import PhaseBResult, run_phase_b
+from drills.schema_change import SchemaChangeResult, run_schema_change
 
-__all__ = ["MODES", "NEMESIS_MODES", "Row", "build_rows", "nemesis_rows", "render_table", "run", "run_nemesis_mode"]
+__all__ = ["MODES", "NEMESIS_MODES", "SCHEMA_MODES", "Row", "build_rows", "nemesis_rows", "render_table", "run",
+           "run_nemesis_mode", "schema_rows"]
 
 Mode = Literal["quick", "long"]
 
@@ -27,6 +29,12 @@ NEMESIS_MODES: dict[str, list[NemesisConfig]] = {
     "quick": [NemesisConfig(schedules=11, seed=1, each_once=True, big_rows=50_000)],
     "long": [NemesisConfig(schedules=100, seed=7, big_rows=100_000),
              NemesisConfig(regions=REGIONS_5, schedules=30, seed=11, big_rows=20_000)],
+}
+
+#: Schema change under load: quick is what CI runs; long writes longer, on five writers.
+SCHEMA_MODES: dict[str, dict[str, Any]] = {
+    "quick": {"warmup_s": 2.0, "after_s": 2.0},
+    "long": {"regions": REGIONS_5, "warmup_s": 10.0, "after_s": 10.0},
 }
 
 RPO_A_S = 60.0
@@ -138,6 +146,31 @@ def nemesis_rows(results: list[NemesisResult]) -> list[Row]:
     return rows
 
 
+def schema_rows(s: SchemaChangeResult) -> list[Row]:
+    """Rows for the schema change under load (pure)."""
+    n = len(s.writers)
+    return [
+        Row(f"B schema change under load ({n} writers): acknowledged writes lost", f"{s.lost} of {s.acked}", "0",
+            s.exit_code == 0 and s.lost == 0 and s.converged and not s.write_errors,
+            f"`python -m ops schema apply` added table likes and column items.note in {s.apply_s:.2f} s "
+            f"({s.acked_during_apply} writes acknowledged meanwhile, longest write {s.longest_write_ms:.0f} ms, "
+            f"write errors {sum(s.write_errors.values())}); tables equal {s.convergence_s:.2f} s after the load stopped"),
+        Row(f"B schema change ({n}): changes parked / apply errors at any time", f"{s.parked_max} / {s.apply_errors}",
+            "0 / 0 (no writer sends what a peer lacks)",
+            s.parked_max == 0 and s.parked_left == 0 and s.apply_errors == 0 and s.images_with_note_before_install == 0
+            and s.subscriptions_healthy,
+            f"parked sampled every 100 ms on every writer; {s.images_with_note_before_install} images carried the new "
+            f"column before every writer had re-installed items; subscriptions streaming: {s.subscriptions_healthy}"),
+        Row(f"B schema change ({n}): the new objects follow the policy",
+            f"likes {s.likes_observed[0] if s.likes_observed else 'n/a'}/{s.likes_expected}; notes {s.notes_written}",
+            "counter sums every region's increments; the new column everywhere",
+            s.likes_observed == [s.likes_expected] * n and s.notes_everywhere
+            and s.counters_observed == [s.counters_expected] * n,
+            f"likes (counter) incremented from {n} regions at once after the change; every note written is on every "
+            f"writer; counters (existing) {s.counters_observed[0] if s.counters_observed else 'n/a'}/{s.counters_expected}"),
+    ]
+
+
 def run_nemesis_mode(mode: Mode = "quick", progress: Any = lambda s: None) -> list[NemesisResult]:
     return [run_nemesis(cfg, progress=progress) for cfg in NEMESIS_MODES[mode]]
 
@@ -163,5 +196,7 @@ def run(mode: Mode = "quick") -> dict[str, Any]:
     a = run_phase_a(**MODES[mode]["a"])
     b = run_phase_b(**MODES[mode]["b"])
     nem = run_nemesis_mode("quick")
-    rows = build_rows(a, b) + nemesis_rows(nem)
-    return {"mode": mode, "phase_a": a, "phase_b": b, "nemesis": nem, "rows": rows, "wall_s": time.monotonic() - t0}
+    sc = run_schema_change(**SCHEMA_MODES[mode])
+    rows = build_rows(a, b) + nemesis_rows(nem) + schema_rows(sc)
+    return {"mode": mode, "phase_a": a, "phase_b": b, "nemesis": nem, "schema": sc, "rows": rows,
+            "wall_s": time.monotonic() - t0}

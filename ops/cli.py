@@ -20,6 +20,8 @@ from ops.failover import FailoverOptions, run_failover
 from ops.outputs import load_outputs, require_phase
 from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
 from ops.retry import error_code
+from ops.schema import SchemaOptions, run_schema
+from ops.schema import parse_dsn as parse_schema_dsn
 from ops.status import run_status
 from ops.verify import VerifyOptions, parse_dsn, run_verify
 
@@ -86,6 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-flight-margin", type=float, default=30.0, metavar="S",
                    help="rows changed in the last S seconds (plus twice the replication lag) count as in flight (default 30)")
     p.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
+
+    p = sub.add_parser("schema", help="phase B/C: apply a migration to every writer in a safe order; migration history",
+                       epilog=EPILOG)
+    actions = p.add_subparsers(dest="schema_action", required=True, metavar="ACTION")
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--dsn", action="append", default=[], metavar="REGION=CONNINFO",
+                            help="how to reach one writer as the master user (repeat for each; no password: use PGPASSWORD "
+                                 "or .pgpass); default: the outputs' writer addresses and each region's master secret")
+    connection.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
+    a = actions.add_parser("apply", parents=[common, mutating, connection], epilog=EPILOG,
+                           help="refuse unsafe DDL, then: additive changes everywhere, conflict objects re-rendered, release, "
+                                "retry parked changes")
+    a.add_argument("migration", metavar="MIGRATION.sql", help="the migration file; its name is its key in the history")
+    a.add_argument("--policy", required=True, metavar="FILE",
+                   help="the conflict policy: the stack config (Pulumi.<stack>.yaml, fraiseql:replication) or a YAML/JSON "
+                        "file with the replication block")
+    a.add_argument("--local-table", action="append", default=[], metavar="SCHEMA.TABLE",
+                   help="a table the migration creates that stays on each writer alone, on purpose (repeatable)")
+    a.add_argument("--lock-timeout", type=_positive, default=5.0, metavar="S",
+                   help="give up waiting for a table lock after S seconds, then retry (default 5)")
+    actions.add_parser("status", parents=[common, connection], epilog=EPILOG,
+                       help="each writer's migration history, held columns, parked changes, DDL guard; missed migrations")
     return parser
 
 
@@ -120,6 +144,15 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
         opts_v = VerifyOptions(dsn=parse_dsn(args.dsn), repair=args.repair, dry_run=args.dry_run, buckets=args.buckets,
                                margin_s=args.in_flight_margin, tables=tuple(args.table), sslmode=args.sslmode)
         return run_verify(outputs, rt, opts_v)
+    if cmd == "schema":
+        require_phase(outputs, cmd, ("b", "c"))
+        rt.start(args.json)
+        action = args.schema_action
+        opts_s = SchemaOptions(action=action, dsn=parse_schema_dsn(args.dsn), sslmode=args.sslmode,
+                               migration=getattr(args, "migration", None), policy=getattr(args, "policy", None),
+                               dry_run=getattr(args, "dry_run", False), local_tables=tuple(getattr(args, "local_table", ())),
+                               lock_timeout_s=getattr(args, "lock_timeout", 5.0))
+        return run_schema(outputs, rt, opts_s)
     raise UsageError(f"unknown command {cmd}")
 
 

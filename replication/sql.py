@@ -14,6 +14,9 @@ The fixed SQL lives in ``replication/schema/*.sql``:
 * ``install.sql``: ``install_table`` generates, per replicated table, the functions that stamp
   local writes, emit their images, and merge peers' images; ``install_dispatcher`` routes
   incoming changes to them.
+* ``ddl.sql``: the migration history, the columns held back while a schema change travels through
+  the writers, and the event triggers that refuse DDL which would break replication
+  (``python -m ops schema apply``, ``replication.migrate``).
 
 Details and the reasoning are in ``replication/README.md``.
 """
@@ -228,6 +231,7 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
                   " AND instance_started_at IS NULL AND granted_by = ''"]
     stmts += _split(_schema_file("install.sql"))
     stmts += _split(_schema_file("verify.sql"))
+    stmts += _split(_schema_file("ddl.sql"))
     stmts += render_members(nodes or [node])
     stmts += render_install_tables(policy)
     return stmts

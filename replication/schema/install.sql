@@ -77,6 +77,7 @@ DECLARE
     refresh_fn text := format('fraiseql_repl.%I', 'refresh:' || fraiseql_repl.table_name(rel));
     body text;
     app_sql text := '';
+    defaults_sql text;
     c text;
 BEGIN
     IF strategy NOT IN ('lww', 'counter', 'set', 'app') THEN
@@ -270,6 +271,11 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
             (SELECT string_agg(format('_fq_r.%I', x), ', ') FROM unnest(upd_cols) x), pk_match_r);
     END IF;
 
+    SELECT string_agg(format('_fq_d.%I := %s;', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)), ' ')
+      INTO defaults_sql
+    FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+
     -- The apply side: merge one peer change into this table.
     body := format($b$
 CREATE OR REPLACE FUNCTION %1$s(_fq_c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql AS $f$
@@ -278,6 +284,7 @@ DECLARE
     _fq_k %2$s;
     _fq_cur %2$s;
     _fq_clash %2$s;
+    _fq_d %2$s;
     _fq_tomb fraiseql_repl.tombstones;
     _fq_key jsonb := _fq_c.pk;
     _fq_n bigint;
@@ -300,6 +307,16 @@ BEGIN
     _fq_r := jsonb_populate_record(NULL::%2$s, _fq_c.row_image);
     -- Lock the row first: a local delete in flight commits its tombstone before we read it.
     SELECT * INTO _fq_cur FROM %2$s t WHERE %6$s FOR UPDATE;
+    IF (SELECT count(*) FROM jsonb_object_keys(_fq_c.row_image)) < %16$s THEN
+        -- From a writer that does not send every column yet (a schema change on its way through the
+        -- mesh): what it does not send, it did not change; a new row takes the defaults.
+        IF _fq_cur._repl_ts IS NULL THEN
+            %17$s
+            _fq_r := jsonb_populate_record(_fq_d, _fq_c.row_image);
+        ELSE
+            _fq_r := jsonb_populate_record(_fq_cur, _fq_c.row_image);
+        END IF;
+    END IF;
     _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
     IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN
         RETURN 'dropped_deleted_incarnation';
@@ -331,7 +348,8 @@ END $f$$b$,
         pk_conflict,
         (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
         (SELECT string_agg(format('EXCLUDED.%I', x), ', ') FROM unnest(upd_cols) x),
-        CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END);
+        CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END,
+        cardinality(all_cols), coalesce(defaults_sql, ''));
     EXECUTE body;
 
     -- Counter rows follow their shards (a shard can arrive before or after its row).

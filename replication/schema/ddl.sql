@@ -1,0 +1,295 @@
+-- Schema changes across the mesh: the migration history, the columns held back while a migration
+-- travels through the writers, the shape of every replicated table as its merge function knows it,
+-- and the event triggers that refuse DDL which would break replication.
+-- Every statement is idempotent; run them one by one in autocommit mode.
+--
+-- `python -m ops schema apply` adds columns and tables on every writer first, with the new columns
+-- held back (stripped from this writer's change images, and local writes that set them refused),
+-- then re-installs the merge functions everywhere, then releases the columns: no writer ever sends
+-- a column that a peer cannot merge yet.
+
+-- One row per migration this writer has run. completed_at: every writer had it, the conflict
+-- objects were re-installed and its columns released.
+CREATE TABLE IF NOT EXISTS fraiseql_repl.migrations (
+    name         text PRIMARY KEY,
+    checksum     text NOT NULL,
+    statements   integer NOT NULL DEFAULT 0,
+    applied_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    applied_by   text NOT NULL DEFAULT session_user,
+    completed_at timestamptz
+);
+
+-- Columns (col = '': a whole new table) a migration has added here but the mesh cannot merge yet.
+-- accepted: the values local writes may carry meanwhile (a default), so a write that uses the new
+-- column early fails instead of being silently kept from the peers.
+CREATE TABLE IF NOT EXISTS fraiseql_repl.held (
+    table_name text NOT NULL,
+    col        text NOT NULL,
+    migration  text NOT NULL,
+    accepted   jsonb,
+    held_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (table_name, col)
+);
+
+-- What install_table saw last: the columns and key the generated merge function was built for.
+CREATE TABLE IF NOT EXISTS fraiseql_repl.table_shape (
+    table_name  text PRIMARY KEY,
+    relid       oid NOT NULL,
+    pk          text[] NOT NULL,
+    columns     jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.record_shape(tname text)
+RETURNS void LANGUAGE sql AS $f$
+    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns)
+    SELECT tname, c.oid, coalesce(fraiseql_repl.pk_cols(c.oid), '{}'),
+           (SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+    FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(tname)
+    ON CONFLICT (table_name) DO UPDATE SET relid = excluded.relid, pk = excluded.pk, columns = excluded.columns,
+        recorded_at = clock_timestamp()
+$f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.shape_installed()
+RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM fraiseql_repl.record_shape(NEW.table_name);
+    RETURN NULL;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_shape AFTER INSERT OR UPDATE ON fraiseql_repl.table_meta
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.shape_installed();
+  PERFORM fraiseql_repl.record_shape(m.table_name) FROM fraiseql_repl.table_meta m
+    WHERE NOT EXISTS (SELECT 1 FROM fraiseql_repl.table_shape s WHERE s.table_name = m.table_name);
+END $do$;
+
+-- How replicated tables differ from what their merge functions were built for. kind: renamed (the
+-- table), dropped (a column: dropped or renamed), type, pk, trigger (a replication trigger missing
+-- or not firing for local writes), added (a column the merge does not know yet).
+CREATE OR REPLACE FUNCTION fraiseql_repl.shape_drift(rels oid[] DEFAULT NULL)
+RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql STABLE AS $f$
+    -- The table by its name; by its recorded oid only when that name is gone and the oid still carries
+    -- the replication triggers (renamed or moved). A restored copy has new oids: its names still match.
+    WITH s0 AS (
+        SELECT x.table_name, x.pk, x.columns,
+               coalesce(to_regclass(x.table_name)::oid,
+                        (SELECT g.tgrelid FROM pg_catalog.pg_trigger g
+                          WHERE g.tgrelid = x.relid AND g.tgname = 'fraiseql_repl_emit')) AS relid
+        FROM fraiseql_repl.table_shape x
+    ), s AS (
+        SELECT * FROM s0 WHERE s0.relid IS NOT NULL AND (rels IS NULL OR s0.relid = ANY (rels))
+    ), cur AS (
+        SELECT s.table_name, a.attname::text AS col, format_type(a.atttypid, a.atttypmod) AS typ
+        FROM s JOIN pg_catalog.pg_attribute a ON a.attrelid = s.relid AND a.attnum > 0 AND NOT a.attisdropped
+    )
+    SELECT s.table_name, 'renamed', NULL::text, fraiseql_repl.table_name(s.relid) FROM s
+     WHERE fraiseql_repl.table_name(s.relid) <> s.table_name
+    UNION ALL
+    SELECT s.table_name, 'dropped', e.key, e.value #>> '{}' FROM s CROSS JOIN LATERAL jsonb_each(s.columns) e
+     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.table_name = s.table_name AND cur.col = e.key)
+    UNION ALL
+    SELECT s.table_name, 'type', e.key, format('%s -> %s', e.value #>> '{}', cur.typ)
+      FROM s CROSS JOIN LATERAL jsonb_each(s.columns) e JOIN cur ON cur.table_name = s.table_name AND cur.col = e.key
+     WHERE cur.typ <> e.value #>> '{}'
+    UNION ALL
+    SELECT s.table_name, 'pk', NULL, format('(%s) -> (%s)', array_to_string(s.pk, ', '),
+                                           array_to_string(coalesce(fraiseql_repl.pk_cols(s.relid), '{}'), ', '))
+      FROM s WHERE coalesce(fraiseql_repl.pk_cols(s.relid), '{}') IS DISTINCT FROM s.pk
+    UNION ALL
+    SELECT s.table_name, 'trigger', t.name, 'missing or not enabled for local writes' FROM s
+     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_lease']) t(name)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O')
+    UNION ALL
+    SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
+     WHERE NOT s.columns ? cur.col AND cur.col NOT LIKE '\_repl\_%'
+$f$;
+
+-- The refusal for one kind of drift: why, and what to do instead.
+CREATE OR REPLACE FUNCTION fraiseql_repl.refuse_drift(tname text, kind text, col text, detail text)
+RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'FQ003',
+        MESSAGE = CASE kind
+            WHEN 'renamed' THEN format('fraiseql_repl: replicated table %s cannot be renamed or moved (to %s): peers still send its changes under its name', tname, detail)
+            WHEN 'dropped' THEN format('fraiseql_repl: column %s.%s is replicated and cannot be dropped or renamed: peers still send it, and this writer would park their changes', tname, col)
+            WHEN 'type' THEN format('fraiseql_repl: the type of replicated column %s.%s cannot change (%s): peers still send values of the old type', tname, col, detail)
+            WHEN 'pk' THEN format('fraiseql_repl: the primary key of replicated table %s cannot change %s: peers identify its rows by it', tname, detail)
+            WHEN 'trigger' THEN format('fraiseql_repl: replication trigger %s on %s is %s: this writer''s changes would stop replicating', col, tname, detail)
+            ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
+        END,
+        HINT = CASE kind
+            WHEN 'renamed' THEN 'Keep the name; a view with the new name can point at the table.'
+            WHEN 'dropped' THEN 'Keep the column and stop using it (ALTER COLUMN ... DROP NOT NULL if the application no longer fills it).'
+            WHEN 'type' THEN 'Add a column with the new type, backfill it once on one writer, switch the application to it, and keep the old column.'
+            WHEN 'pk' THEN 'Create a new table with the new key, copy the rows on one writer, and switch the application to it.'
+            WHEN 'trigger' THEN 'Re-run the bootstrap (or python -m ops schema apply) to re-install the table.'
+            ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
+        END;
+END $f$;
+
+-- ddl_command_end: a command changed a replicated table. Additions are allowed only inside
+-- `python -m ops schema apply` (it sets fraiseql_repl.schema_apply); the rest never.
+CREATE OR REPLACE FUNCTION fraiseql_repl.ddl_guard()
+RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    rels oid[];
+    d record;
+    applying boolean := coalesce(current_setting('fraiseql_repl.schema_apply', true), '') = 'on';
+BEGIN
+    IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
+        RETURN;
+    END IF;
+    IF tg_tag <> 'ALTER SCHEMA' THEN
+        SELECT array_agg(DISTINCT r) INTO rels FROM (
+            SELECT CASE WHEN c.object_type IN ('table', 'table column') THEN c.objid
+                        WHEN c.object_type = 'index' THEN (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = c.objid)
+                        WHEN c.object_type = 'trigger' THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = c.objid)
+                   END AS r
+            FROM pg_catalog.pg_event_trigger_ddl_commands() c) x WHERE r IS NOT NULL;
+        IF rels IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+    FOR d IN SELECT * FROM fraiseql_repl.shape_drift(rels) LOOP
+        CONTINUE WHEN d.kind = 'added' AND applying;
+        PERFORM fraiseql_repl.refuse_drift(d.table_name, d.kind, d.col, d.detail);
+    END LOOP;
+END $f$;
+
+-- sql_drop: a replicated table, one of its columns or one of its replication triggers is dropped.
+CREATE OR REPLACE FUNCTION fraiseql_repl.ddl_guard_drop()
+RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE o record;
+BEGIN
+    IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
+        RETURN;
+    END IF;
+    FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() x
+             WHERE x.object_type IN ('table', 'table column', 'trigger') AND cardinality(x.address_names) >= 2
+               AND EXISTS (SELECT 1 FROM fraiseql_repl.table_shape s
+                           WHERE s.table_name = x.address_names[1] || '.' || x.address_names[2]) LOOP
+        IF o.object_type = 'table' THEN
+            RAISE EXCEPTION USING ERRCODE = 'FQ003',
+                MESSAGE = format('fraiseql_repl: replicated table %s.%s cannot be dropped: peers still send its changes', o.address_names[1], o.address_names[2]),
+                HINT = 'Stop writing it everywhere and keep it; taking a table out of replication is not done by schema apply.';
+        ELSIF o.object_type = 'table column' THEN
+            PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'dropped', o.address_names[3], '');
+        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_lease') THEN
+            PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'trigger', o.address_names[3], 'dropped');
+        END IF;
+    END LOOP;
+END $f$;
+
+-- Creating event triggers needs a superuser (on RDS: the master user, a member of rds_superuser).
+-- Without that right the guard is skipped with a warning; `python -m ops schema status` reports it.
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard') THEN
+    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+      EXECUTE FUNCTION fraiseql_repl.ddl_guard();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop') THEN
+    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard_drop ON sql_drop EXECUTE FUNCTION fraiseql_repl.ddl_guard_drop();
+  END IF;
+  -- Switched off to break glass: the bootstrap switches them on again.
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard' AND evtenabled <> 'O') THEN
+    ALTER EVENT TRIGGER fraiseql_repl_ddl_guard ENABLE;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop' AND evtenabled <> 'O') THEN
+    ALTER EVENT TRIGGER fraiseql_repl_ddl_guard_drop ENABLE;
+  END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE WARNING 'fraiseql_repl: cannot create the DDL guard (event triggers need a superuser; on RDS the master user): %', SQLERRM;
+END $do$;
+
+-- Hold back: strip held columns from this writer's change images, refuse writes that set them, and
+-- refuse any write to a held (new) table. Local inserts into the change log only: the apply worker
+-- runs as a replica, where this trigger does not fire.
+CREATE OR REPLACE FUNCTION fraiseql_repl.hold_back()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    h record;
+    strip text[] := '{}';
+BEGIN
+    FOR h IN SELECT x.col, x.accepted, x.migration FROM fraiseql_repl.held x WHERE x.table_name = NEW.tbl LOOP
+        IF h.col = '' THEN
+            RAISE EXCEPTION USING ERRCODE = '55000',
+                MESSAGE = format('fraiseql_repl: table %s is being added to every writer (migration %s) and takes writes once that is done', NEW.tbl, h.migration),
+                HINT = 'Retry in a few seconds: python -m ops schema apply reports when it has finished.';
+        END IF;
+        IF h.accepted IS NOT NULL AND NEW.op = 'u'
+           AND NOT h.accepted @> jsonb_build_array(coalesce(NEW.row_image -> h.col, 'null'::jsonb)) THEN
+            RAISE EXCEPTION USING ERRCODE = '55000',
+                MESSAGE = format('fraiseql_repl: column %s.%s is being added to every writer (migration %s); writes that set it are refused until that is done', NEW.tbl, h.col, h.migration),
+                HINT = 'Retry in a few seconds: python -m ops schema apply reports when it has finished.';
+        END IF;
+        strip := strip || h.col;
+    END LOOP;
+    IF cardinality(strip) > 0 AND NEW.row_image IS NOT NULL THEN
+        NEW.row_image := NEW.row_image - strip;
+    END IF;
+    RETURN NEW;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_hold BEFORE INSERT ON fraiseql_repl.changes
+    FOR EACH ROW WHEN (NEW.op <> 'w') EXECUTE FUNCTION fraiseql_repl.hold_back();
+END $do$;
+
+-- Hold the columns that replicated tables have here but their merge functions do not know yet.
+-- Returns them. A stored generated column is stripped but never checked (each writer computes it).
+CREATE OR REPLACE FUNCTION fraiseql_repl.hold_new_columns(migration text)
+RETURNS TABLE (table_name text, col text) LANGUAGE plpgsql AS $f$
+DECLARE
+    r record;
+    ok jsonb;
+    v jsonb;
+BEGIN
+    FOR r IN
+        SELECT m.table_name AS tname, a.attname::text AS cname, format_type(a.atttypid, a.atttypmod) AS typ,
+               a.attgenerated <> '' AS generated, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS def,
+               a.atthasmissing, a.attmissingval::text AS missing
+        FROM fraiseql_repl.table_meta m
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(m.table_name) AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE NOT a.attname = ANY (m.columns)
+    LOOP
+        ok := NULL;
+        IF NOT r.generated THEN
+            ok := '[null]';
+            IF r.def IS NOT NULL AND r.def !~ 'nextval\(' THEN
+                EXECUTE format('SELECT to_jsonb((%s)::%s)', r.def, r.typ) INTO v;
+                ok := ok || jsonb_build_array(v);
+            END IF;
+            IF r.atthasmissing AND r.missing IS NOT NULL THEN
+                EXECUTE format('SELECT to_jsonb((%L::%s[])[1])', r.missing, r.typ) INTO v;
+                ok := ok || jsonb_build_array(v);
+            END IF;
+        END IF;
+        INSERT INTO fraiseql_repl.held (table_name, col, migration, accepted)
+        VALUES (r.tname, r.cname, migration, ok) ON CONFLICT DO NOTHING;
+        table_name := r.tname;
+        col := r.cname;
+        RETURN NEXT;
+    END LOOP;
+END $f$;
+
+-- Install a table that is new on this writer, held until every writer has it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.install_new_table(rel regclass, strategy text, counter_cols text[], migration text)
+RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM fraiseql_repl.install_table(rel, strategy, counter_cols);
+    INSERT INTO fraiseql_repl.held (table_name, col, migration) VALUES (fraiseql_repl.table_name(rel), '', migration)
+    ON CONFLICT DO NOTHING;
+END $f$;
+
+-- Every writer merges the migration's columns and tables now: send them.
+CREATE OR REPLACE FUNCTION fraiseql_repl.release_held(migration text)
+RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE n bigint;
+BEGIN
+    DELETE FROM fraiseql_repl.held h WHERE h.migration = release_held.migration;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $f$;
