@@ -242,6 +242,11 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
           warming: bool = False) -> ProbeResult:
     """One probe: observe, decide, renew or revoke the lease, beat. ``conn`` is autocommit."""
     t0 = time.monotonic()
+    if len(settings.regions) == 1 and not settings.regions_next:
+        # The start of A -> B: the one writer, every other region a read-only copy of it. Its ARC
+        # routing control was just created (controls start Off) and guards against no split: it
+        # keeps writing as in phase A until the membership grows.
+        control_on = None
     now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
     state = conn.execute(
         f"SELECT seq, writable, healthy_streak, apply_errors, traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton"

@@ -27,6 +27,10 @@ class _Conn(Protocol):
     def execute(self, query: Any, params: Any = ...) -> Any: ...
 
 
+#: How long the transition lease of a phase A primary lasts if its agent never runs (it fences then).
+TRANSITION_LEASE_S = 1800.0
+
+
 def apply(conn: _Conn, statements: Iterable[str]) -> int:
     """Execute ``statements`` one by one on an autocommit connection; returns how many ran.
 
@@ -179,7 +183,11 @@ def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_clie
         return {"ok": True, "node": me.name, "step": step, "statements": 0}
     with connect(me, master["username"], master["password"], secret_options(passwords)) as conn:
         if step == "local":
-            statements = render_local_objects(me, nodes, policy) + render_roles(policy, roles, repl_role=me.user)
+            # A mesh of one is the phase A primary becoming a writer: it keeps taking writes (a
+            # transition lease on the first install only) until its fence agent takes over.
+            lease = TRANSITION_LEASE_S if len(nodes) == 1 else None
+            statements = (render_local_objects(me, nodes, policy, transition_lease_s=lease)
+                          + render_roles(policy, roles, repl_role=me.user))
         elif step == "roles":
             statements = render_roles(policy, roles)
         elif step == "set_password":

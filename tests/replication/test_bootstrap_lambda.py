@@ -104,3 +104,34 @@ def test_a_later_region_waits_for_the_password_then_gives_up_clearly():
         # and the first region creates it instead of waiting
         first = _replication_password(sm, "repl", create=True, wait_s=0.0)
         assert _replication_password(sm, "repl", create=False, wait_s=0.0) == first
+
+
+def test_the_phase_a_primary_keeps_writing_through_its_first_install_and_a_rerun_never_unfences():
+    # A mesh of one: the start of A -> B, when Pulumi bootstraps the primary alone while its copies
+    # are still read replicas. Writes continue (a transition lease) until the fence agent runs.
+    from replication.sql import render_lease as lease
+
+    with cluster(["us-east-1"], settings=SETTINGS) as pg, mock_aws():
+        node = pg["us-east-1"]
+        for stmt in APP_SCHEMA:
+            node.execute(stmt)
+        node.execute("INSERT INTO items (id, v) VALUES (1, 'phase a')")
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        sm.create_secret(Name="master-us-east-1", SecretString=json.dumps({"username": "postgres", "password": "x"}))
+        sm.create_secret(Name="fraiseql/test/replication")
+
+        def connect(n, user, password, options):
+            return psycopg.connect(host="127.0.0.1", port=n.port, dbname="postgres", user=user,
+                                   options=options or None, autocommit=True)
+
+        event = {**_event({r: node for r in REGIONS}, "us-east-1", "local"),
+                 "nodes": [{"name": "us-east-1", "region": "us-east-1", "host": "127.0.0.1", "port": node.port,
+                            "dbname": "postgres", "user": "fraiseql_repl", "index": 1}]}
+        assert run_step(event, connect, sm, sleep=lambda s: None)["ok"]
+        node.execute("INSERT INTO items (id, v) VALUES (2, 'during the transition')")  # not fenced
+        assert node.execute("SELECT granted_by FROM fraiseql_repl.lease") == [("transition:runbook",)]
+        for stmt in lease(None, "fenced by its agent"):
+            node.execute(stmt)
+        assert run_step(event, connect, sm, sleep=lambda s: None)["ok"]  # Pulumi runs it again
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            node.execute("INSERT INTO items (id, v) VALUES (3, 'after the agent fenced it')")

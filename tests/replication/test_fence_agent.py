@@ -209,3 +209,15 @@ def test_a_deployed_membership_takes_the_loop_over_at_the_next_probe(m: Mesh, ag
     finally:
         holder.close()
         waiter.close()
+
+
+def test_a_single_member_writes_with_its_new_routing_control_still_off(m: Mesh, agents) -> None:
+    # The start of A -> B: ARC controls are created Off; the one writer must not stop for that.
+    import dataclasses
+
+    alone = dataclasses.replace(settings(EAST), regions=(EAST,))
+    r = probe(agents[EAST], alone, control_on=False)
+    assert r.decision.writable and can_write(m, EAST)
+    # As soon as the membership grows, the control counts again.
+    joint = dataclasses.replace(alone, regions_next=REGIONS)
+    assert not probe(agents[EAST], joint, control_on=False).decision.writable
