@@ -144,6 +144,8 @@ class PhaseBOutputs(_Model):
     quorumMembers: Optional[list[str]] = None
     quorumNextMembers: Optional[list[str]] = None
     seedingRegions: Optional[dict[str, str]] = None
+    #: Each writer's identity index (`regions[i].index`, default its position): what the transition runbook gives a copy it promotes.
+    writerIndexes: Optional[dict[str, int]] = None
 
     @property
     def members(self) -> list[str]:

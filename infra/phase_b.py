@@ -181,6 +181,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "quorumMembers": members,
         "quorumNextMembers": next_members,
         "seedingRegions": cfg.seeding,
+        "writerIndexes": {rc.name: cfg.writer_index(rc.name) for rc in cfg.regions},
         "apiUrl": f"{scheme}://{cfg.dns.record_name}",
         "zoneId": cfg.dns.zone_id,
         "recordName": cfg.dns.record_name,

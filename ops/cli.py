@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ops import log
 from ops.arc import OFF, ON, RegionChangeOptions, set_regions
 from ops.aws import Runtime
-from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, OpsError, UsageError
+from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_WAITING, OpsError, UsageError
 from ops.failover import FailoverOptions, run_failover
 from ops.outputs import load_outputs, require_phase
 from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
@@ -23,9 +23,11 @@ from ops.retry import error_code
 from ops.schema import SchemaOptions, run_schema
 from ops.schema import parse_dsn as parse_schema_dsn
 from ops.status import run_status
+from ops.transition import TransitionOptions, run_transition
 from ops.verify import VerifyOptions, parse_dsn, run_verify
 
-EPILOG = "exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, 130 interrupted"
+EPILOG = ("exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, "
+          "4 waiting for an operator step (re-run continues), 130 interrupted")
 
 
 def _positive(text: str) -> float:
@@ -110,6 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up waiting for a table lock after S seconds, then retry (default 5)")
     actions.add_parser("status", parents=[common, connection], epilog=EPILOG,
                        help="each writer's migration history, held columns, parked changes, DDL guard; missed migrations")
+
+    p = sub.add_parser("transition", help="phase B/C: copies become writers (A -> B, grow), a lost writer rejoins, "
+                                          "writers leave; resumable", epilog=EPILOG)
+    moves = p.add_subparsers(dest="transition_action", required=True, metavar="ACTION")
+    moving = argparse.ArgumentParser(add_help=False)
+    moving.add_argument("--policy", required=True, metavar="FILE",
+                        help="the conflict policy: the stack config (Pulumi.<stack>.yaml) or a file with the replication block")
+    moving.add_argument("--state", default="fraiseql-transition.json", metavar="FILE",
+                        help="progress, for resuming (default ./fraiseql-transition.json; removed when done)")
+    moving.add_argument("--timeout", type=_positive, default=1800.0, metavar="S",
+                        help="give up one wait (a promotion, a catch-up, agents adopting a membership) after S seconds")
+    moving.add_argument("--settle", type=float, default=90.0, metavar="S",
+                        help="how long every agent must keep reporting a new membership before the next step (default 90)")
+    moving.add_argument("--dsn", action="append", default=[], metavar="REGION=CONNINFO",
+                        help="how to reach one writer as the master user (no password); default: outputs and master secrets")
+    moving.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
+    j = moves.add_parser("join", parents=[common, mutating, moving], epilog=EPILOG,
+                         help="the seeding regions (seed_from) become writers: phase A -> B, or growing the mesh")
+    j.add_argument("regions", nargs="*", metavar="REGION", help="default: every seeding region")
+    j.add_argument("--from", dest="source", metavar="SRC", help="the writer they copy (default: their seed_from)")
+    r = moves.add_parser("replace", parents=[common, mutating, moving], epilog=EPILOG,
+                         help="a writer lost with its slots, rebuilt by Pulumi as a copy of SRC, rejoins")
+    r.add_argument("regions", nargs=1, metavar="REGION")
+    r.add_argument("--from", dest="source", required=True, metavar="SRC")
+    s = moves.add_parser("shrink", parents=[common, mutating, moving], epilog=EPILOG,
+                         help="writers leave the mesh; their last changes reach the others first")
+    s.add_argument("regions", nargs="+", metavar="REGION")
     return parser
 
 
@@ -153,6 +182,14 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
                                dry_run=getattr(args, "dry_run", False), local_tables=tuple(getattr(args, "local_table", ())),
                                lock_timeout_s=getattr(args, "lock_timeout", 5.0))
         return run_schema(outputs, rt, opts_s)
+    if cmd == "transition":
+        require_phase(outputs, cmd, ("b", "c"))
+        rt.start(args.json)
+        opts_t = TransitionOptions(action=args.transition_action, regions=tuple(args.regions),
+                                   source=getattr(args, "source", None), policy=args.policy,
+                                   dsn=parse_schema_dsn(args.dsn), state_path=args.state, dry_run=args.dry_run,
+                                   timeout_s=args.timeout, settle_s=args.settle, sslmode=args.sslmode)
+        return run_transition(outputs, rt, opts_t)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -162,7 +199,8 @@ def main(argv: Optional[Sequence[str]] = None, rt: Optional[Runtime] = None) -> 
     try:
         return _dispatch(args, rt)
     except OpsError as e:
-        return _result(rt, args, log.REFUSED if e.exit_code == EXIT_REFUSED else log.FAILED, str(e), e.exit_code, step=e.step)
+        status = {EXIT_REFUSED: log.REFUSED, EXIT_WAITING: log.WAITING}.get(e.exit_code, log.FAILED)
+        return _result(rt, args, status, str(e), e.exit_code, step=e.step)
     except ClientError as e:
         op = getattr(e, "operation_name", "?")
         message = f"{op} failed: {error_code(e)}: {e.response.get('Error', {}).get('Message', '')}. Re-run to resume from the detected state"

@@ -6,6 +6,7 @@
 | 1 | failed: an API call or a verification failed; re-running resumes where it stopped |
 | 2 | usage: bad arguments, unreadable or incomplete stack outputs, missing token |
 | 3 | refused for safety: a precondition does not hold; nothing was changed by the refused step |
+| 4 | waiting for the operator: the next step is theirs (a `pulumi up`, printed); re-running continues |
 | 130 | interrupted (Ctrl-C); re-running resumes where it stopped |
 """
 
@@ -15,6 +16,7 @@ EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_WAITING = 4
 EXIT_INTERRUPTED = 130
 
 

@@ -315,13 +315,15 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
             "WHERE singleton",
             params,
         )
+        # Delete and insert, not upsert: a peer whose subscription started after this row was first
+        # inserted (a copy promoted and subscribed while its agent already beat) would skip every
+        # later UPDATE as update_missing and never hear this node. Deletes are not published; the
+        # peers' apply trigger turns the INSERT into an update of the row they have (control.sql).
+        conn.execute(f"DELETE FROM {HEARTBEAT_TABLE} WHERE node = %(me)s", params)
         conn.execute(
             f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, hears, relay, writable, membership, received_at) "
             "VALUES (%(me)s, %(seq)s, clock_timestamp(), %(hears)s, %(relay)s::jsonb, %(writable)s, %(membership)s, "
-            "clock_timestamp()) "
-            "ON CONFLICT (node) DO UPDATE SET seq = EXCLUDED.seq, sent_at = EXCLUDED.sent_at, hears = EXCLUDED.hears, "
-            "relay = EXCLUDED.relay, writable = EXCLUDED.writable, membership = EXCLUDED.membership, "
-            "received_at = EXCLUDED.received_at",
+            "clock_timestamp())",
             params,
         )
     return ProbeResult(
@@ -609,7 +611,7 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
         waiting = newer_configuration_waiting(conn, settings)
         if waiting:
             log({"event": "handover", "region": settings.region, "membership": settings.membership, "to": waiting})
-            conn.execute(f"SELECT pg_advisory_unlock({LOCK_SQL})")  # now, not after this invocation's teardown
+            hand_over(conn, settings)
             break
         result = probe(conn, settings, control_on=aws.control_on(), holder=holder,
                        holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out(),
@@ -637,22 +639,32 @@ def newer_configuration_waiting(conn: Any, settings: Settings) -> str:
     """The membership of a newer invocation waiting for the loop, or ''."""
     row = conn.execute(
         f"SELECT waiting_membership FROM {AGENT_STATE_TABLE} WHERE singleton AND waiting_membership <> '' "
-        "AND waiting_membership <> %s AND waiting_since > holder_since", (settings.membership,)).fetchone()
+        "AND waiting_membership <> %s AND waiting_membership <> retired_membership AND waiting_since > holder_since",
+        (settings.membership,)).fetchone()
     return str(row[0]) if row else ""
+
+
+def hand_over(conn: Any, settings: Settings) -> None:
+    """Give the loop to the newer configuration waiting for it, now rather than after this
+    invocation's teardown; this membership is retired and is not handed the loop back."""
+    conn.execute(f"UPDATE {AGENT_STATE_TABLE} SET retired_membership = %s WHERE singleton", (settings.membership,))
+    conn.execute(f"SELECT pg_advisory_unlock({LOCK_SQL})")
 
 
 def acquire_loop(conn: Any, settings: Settings) -> Optional[str]:
     """Take the agent loop (the advisory lock), or say why not. A holder running another membership
     that started before this invocation is asked to hand over: after a deploy the new configuration
-    runs within a probe or two, not when the old invocation reaches its deadline; an older
-    configuration never displaces a newer one."""
+    runs within a probe or two, not when the old invocation reaches its deadline. The configuration
+    a holder handed over from never displaces it (an old invocation started after the handover, while
+    the deploy was still rolling out): it waits for the holder's invocation to end."""
     started, = conn.execute("SELECT clock_timestamp()").fetchone()
     if not conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0]:
-        left, since, running = conn.execute(
-            f"SELECT extract(epoch FROM holder_until - clock_timestamp())::float8, holder_since, "
+        left, since, retired, running = conn.execute(
+            f"SELECT extract(epoch FROM holder_until - clock_timestamp())::float8, holder_since, retired_membership, "
             f"(SELECT membership FROM {HEARTBEAT_TABLE} WHERE node = %s) FROM {AGENT_STATE_TABLE}",
             (settings.region,)).fetchone()
-        newer = running is not None and running != settings.membership and started > since
+        newer = (running is not None and running != settings.membership and settings.membership != retired
+                 and started > since)
         if newer:
             conn.execute(f"UPDATE {AGENT_STATE_TABLE} SET waiting_membership = %s, waiting_since = %s WHERE singleton",
                          (settings.membership, started))

@@ -283,6 +283,9 @@ class Runner:
     log: Callable[[dict[str, Any]], None] = lambda rec: None
     timeout_s: float = 120.0
     transition_lease_s: float = 600.0
+    #: After every agent reports a membership, how long it must keep reporting it (an invocation
+    #: started just before a deploy may still run the old one for a moment).
+    membership_settle_s: float = 0.0
     state: dict[str, Any] = field(default_factory=dict)
 
     def nodes(self, regions: Sequence[str]) -> list[Node]:
@@ -306,19 +309,27 @@ class Runner:
         return time.monotonic() - t0
 
     def run(self, steps: Sequence[Step], members: Sequence[str],
-            agents_running: Optional[Sequence[str]] = None) -> dict[str, Any]:
+            agents_running: Optional[Sequence[str]] = None, *, start_at: int = 0,
+            done: Callable[[int, dict[str, Any]], None] = lambda i, state: None) -> dict[str, Any]:
+        """Carry ``steps`` out, from ``start_at`` (a resumed run: ``self.state`` restored by the caller);
+        ``done(i, state)`` after each step, so a caller can persist progress."""
         problem = check_plan(members, steps, agents_running)
         if problem:
             raise PlanError(problem)
-        self.state["agents"] = set(members if agents_running is None else agents_running)
+        self.state.setdefault("agents", set(members if agents_running is None else agents_running))
         current: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(members), ())
-        for st in steps:
+        for i, st in enumerate(steps):
+            if i < start_at:
+                if st.kind == "membership":
+                    current = (st.members, st.next_members)
+                continue
             t0 = time.monotonic()
             getattr(self, "_" + st.kind.replace("-", "_"))(st, current)
             if st.kind == "membership":
                 current = (st.members, st.next_members)
             self.log({"step": st.kind, "regions": list(st.regions), "detail": st.detail,
                       "seconds": round(time.monotonic() - t0, 3)})
+            done(i, self.state)
         return self.state
 
     # -- steps ---------------------------------------------------------------------------------
@@ -410,9 +421,15 @@ class Runner:
         want = ",".join(st.members) + ("|" + ",".join(st.next_members) if st.next_members else "")
         voters = [r for r in self.order if r in set(st.members) | set(st.next_members) and r in self._agents_running()]
         # Every running agent must report the membership before the next step.
+        def reported(r: str) -> bool:
+            return bool(self._one(r, "SELECT membership FROM fraiseql_repl.heartbeats WHERE node = %s", (r,)) == want)
+
         for r in voters:
-            self._wait(f"{r}'s agent runs {want}", lambda r=r: self._one(
-                r, "SELECT membership FROM fraiseql_repl.heartbeats WHERE node = %s", (r,)) == want)
+            self._wait(f"{r}'s agent runs {want}", lambda r=r: reported(r))
+        if self.membership_settle_s > 0:
+            time.sleep(self.membership_settle_s)
+            for r in voters:
+                self._wait(f"{r}'s agent still runs {want}", lambda r=r: reported(r))
 
     def _agents_running(self) -> set[str]:
         return set(self.state.get("agents", ()))

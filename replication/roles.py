@@ -131,7 +131,7 @@ def render_agent_grants(role: str = AGENT_ROLE) -> list[str]:
     return [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
         f"GRANT SELECT, UPDATE ON {SCHEMA}.lease, {SCHEMA}.agent_state TO {r}",
-        f"GRANT SELECT, INSERT, UPDATE ON {HEARTBEAT_TABLE} TO {r}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {HEARTBEAT_TABLE} TO {r}",
         "DO $do$ DECLARE f regprocedure; t text; BEGIN\n"
         "  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p\n"
         f"           WHERE p.pronamespace = {_lit(SCHEMA)}::regnamespace AND p.proname = ANY({names}) LOOP\n"

@@ -60,6 +60,11 @@ ALTER TABLE fraiseql_repl.agent_state
     ADD COLUMN IF NOT EXISTS waiting_membership text NOT NULL DEFAULT '',
     ADD COLUMN IF NOT EXISTS waiting_since timestamptz NOT NULL DEFAULT '-infinity';
 
+-- The membership the holder last handed over from. An invocation of it that starts afterwards (a
+-- Lambda scheduled while the deploy was still rolling out) is not newer and is not handed the loop
+-- back; it takes the loop only once the holder's invocation has ended (e.g. a rolled-back change).
+ALTER TABLE fraiseql_repl.agent_state ADD COLUMN IF NOT EXISTS retired_membership text NOT NULL DEFAULT '';
+
 -- Which membership each agent runs ("a,b,c" or "a,b,c|a,b,c,d,e" during a joint change).
 ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS membership text NOT NULL DEFAULT '';
 
@@ -74,6 +79,28 @@ DO $do$ BEGIN
   CREATE OR REPLACE TRIGGER fraiseql_repl_received BEFORE INSERT OR UPDATE ON fraiseql_repl.heartbeats
     FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.heartbeat_received();
   ALTER TABLE fraiseql_repl.heartbeats ENABLE REPLICA TRIGGER fraiseql_repl_received;
+END $do$;
+
+-- Each agent re-creates its row every beat (DELETE, then INSERT; deletes are not published), so a
+-- peer that subscribed after the row was first inserted still gets it: an UPDATE of a row the
+-- subscriber never had is skipped (update_missing), an INSERT is not. On arrival, an INSERT of a
+-- row the subscriber has becomes an UPDATE of it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_upsert()
+RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    UPDATE fraiseql_repl.heartbeats SET seq = NEW.seq, sent_at = NEW.sent_at, hears = NEW.hears, relay = NEW.relay,
+           writable = NEW.writable, schema_hash = NEW.schema_hash, membership = NEW.membership
+     WHERE node = NEW.node;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_upsert BEFORE INSERT ON fraiseql_repl.heartbeats
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.heartbeat_upsert();
+  ALTER TABLE fraiseql_repl.heartbeats ENABLE REPLICA TRIGGER fraiseql_repl_upsert;
 END $do$;
 
 -- The check itself: no lock taken, so a fencing agent never waits for writers and writers never

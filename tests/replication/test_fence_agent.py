@@ -183,7 +183,7 @@ def test_a_deployed_membership_takes_the_loop_over_at_the_next_probe(m: Mesh, ag
     import dataclasses
     import threading
 
-    from replication.agent import LOCK_SQL, acquire_loop, newer_configuration_waiting
+    from replication.agent import acquire_loop, hand_over, newer_configuration_waiting
 
     old = settings(EAST)
     new = dataclasses.replace(old, regions_next=REGIONS)  # "a,b,c|a,b,c": another membership string
@@ -200,12 +200,19 @@ def test_a_deployed_membership_takes_the_loop_over_at_the_next_probe(m: Mesh, ag
             assert time.monotonic() < deadline, "the newer invocation never asked for the loop"
             time.sleep(0.05)
         assert t.is_alive()  # it waits for the holder, which hands over at its next probe
-        holder.execute(f"SELECT pg_advisory_unlock({LOCK_SQL})")
+        hand_over(holder, old)
         t.join(10)
         assert got == [None]
-        probe(waiter, new, control_on=None)
-        # The new holder is not asked to hand back by the configuration it replaced.
+        probe(waiter, new, control_on=None, holder_until_s=60.0)
+        # The new holder is not asked to hand back by the configuration it replaced, even by an
+        # invocation of it that starts after the handover (the deploy still rolling out).
         assert newer_configuration_waiting(waiter, new) == ""
+        late = m.connect(EAST)
+        try:
+            assert acquire_loop(late, dataclasses.replace(old, handoff_wait_s=0.5)) == "another invocation holds the agent loop"
+            assert newer_configuration_waiting(waiter, new) == ""
+        finally:
+            late.close()
     finally:
         holder.close()
         waiter.close()
@@ -221,3 +228,16 @@ def test_a_single_member_writes_with_its_new_routing_control_still_off(m: Mesh, 
     # As soon as the membership grows, the control counts again.
     joint = dataclasses.replace(alone, regions_next=REGIONS)
     assert not probe(agents[EAST], joint, control_on=False).decision.writable
+
+
+def test_a_peer_that_missed_a_heartbeat_row_gets_it_back_on_the_next_beat(m: Mesh, agents) -> None:
+    # A copy promoted and subscribed after its peer's agent first beat never had the peer's row; an
+    # UPDATE of it would be skipped there (update_missing) and the link would stay unheard for good.
+    rounds(agents, 2)
+    m.execute(WEST, "DELETE FROM fraiseql_repl.heartbeats WHERE node = %s", (EU,))
+    probe(agents[EU], settings(EU), control_on=None)
+    deadline = time.monotonic() + 10
+    while not m.execute(WEST, "SELECT 1 FROM fraiseql_repl.heartbeats WHERE node = %s", (EU,)):
+        assert time.monotonic() < deadline, f"{WEST} never got {EU}'s heartbeat row back"
+        time.sleep(0.05)
+    assert all(r.decision.writable for r in rounds(agents, 4).values())
