@@ -1,7 +1,9 @@
-"""``python -m drills [all|nemesis|schema] [--quick|--long] [--json]``: run drills, print one table.
+"""``python -m drills [all|nemesis|schema|lifecycle] [--quick|--long] [--json]``: run drills, print one table.
 
 ``all`` (the default) runs phase A, phase B, the quick nemesis and the schema change under load.
-``schema`` runs only the schema change (``--long``: five writers, longer load). ``nemesis`` runs only the
+``schema`` runs only the schema change (``--long``: five writers, longer load). ``lifecycle`` runs the
+membership changes on live data: phase A -> B, then on a running mesh two writers join, a writer whose
+slots were lost is rebuilt, and the two leave (about two minutes). ``nemesis`` runs only the
 nemesis: ``--quick`` is what CI runs; ``--long`` runs at least 100 random schedules on three writers
 and then more on five; ``--schedules``, ``--nodes`` and ``--seed`` pick one run of your own.
 """
@@ -13,9 +15,11 @@ import json
 import sys
 import time
 from dataclasses import asdict, replace
+from typing import Any
 
+from drills.lifecycle import run_lifecycle
 from drills.nemesis import REGIONS_3, REGIONS_5, run_nemesis
-from drills.report import NEMESIS_MODES, SCHEMA_MODES, nemesis_rows, render_table, run, schema_rows
+from drills.report import NEMESIS_MODES, SCHEMA_MODES, lifecycle_rows, nemesis_rows, render_table, run, schema_rows
 from drills.schema_change import run_schema_change
 
 
@@ -23,10 +27,20 @@ def _progress(line: str) -> None:
     print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
 
 
+def _timeline(steps: list[dict[str, Any]]) -> list[str]:
+    out, t = [], 0.0
+    for x in steps:
+        if "regions" not in x:  # a promotion inside the promote step, timed by it
+            continue
+        t += float(x.get("seconds", 0.0))
+        out.append(f"{t:7.2f} s  {x['step']:<11} {', '.join(x['regions']):<24} {x.get('detail', '')}"[:150])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("drill", nargs="?", choices=("all", "nemesis", "schema"), default="all")
+    parser.add_argument("drill", nargs="?", choices=("all", "nemesis", "schema", "lifecycle"), default="all")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="what CI runs (default)")
     group.add_argument("--long", action="store_const", dest="mode", const="long", help="longer loads, more schedules")
@@ -67,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{x['elapsed_s']:6.2f} s  {x['step']:<11} {x['writer']:<16} {x['status']}" for x in sc.steps))
             print(f"\n(schema {mode} mode, {time.monotonic() - t0:.0f} s)")
         return 0 if sc.ok and all(r.met is not False for r in rows) else 1
+    if args.drill == "lifecycle":
+        t0 = time.monotonic()
+        results = run_lifecycle()
+        rows = lifecycle_rows(results)
+        if args.json:
+            print(json.dumps({"lifecycle": [r.as_dict() for r in results], "rows": [asdict(r) for r in rows]},
+                             indent=2, default=str))
+        else:
+            print(render_table(rows))
+            for r in results:
+                print(f"\n{r.drill}, step by step:\n  " + "\n  ".join(_timeline(r.steps)))
+            print(f"\n(lifecycle, {time.monotonic() - t0:.0f} s)")
+        return 0 if all(r.ok for r in results) and all(r.met is not False for r in rows) else 1
     out = run(mode)
     if args.json:
         print(json.dumps({

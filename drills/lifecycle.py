@@ -226,7 +226,7 @@ def _finish(result_name: str, backend: LocalBackend, writers: Writers, before: S
         diverged_rows=int(state.get("verify", {}).get("diverged_rows", -1)),
         unavailable_s={r: round(v, 2) for r, v in _gaps(acks, [r for r in before if r in after], t0, t_end).items()},
         first_write_s={r: round(min((a.t for a in acks if a.region == r and a.ok and a.t >= t0), default=t_end) - t0, 2)
-                       for r in after if r not in before},
+                       for r in after if r not in before and any(a.region == r for a in acks)},
     )
 
 

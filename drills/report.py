@@ -7,13 +7,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from core.slo import lag_alarm_ceiling
+from drills.lifecycle import LifecycleResult
 from drills.nemesis import REGIONS_5, NemesisConfig, NemesisResult, run_nemesis
 from drills.phase_a import PhaseAResult, run_phase_a
 from drills.phase_b import PhaseBResult, run_phase_b
 from drills.schema_change import SchemaChangeResult, run_schema_change
 
-__all__ = ["MODES", "NEMESIS_MODES", "SCHEMA_MODES", "Row", "build_rows", "nemesis_rows", "render_table", "run",
-           "run_nemesis_mode", "schema_rows"]
+__all__ = ["MODES", "NEMESIS_MODES", "SCHEMA_MODES", "Row", "build_rows", "lifecycle_rows", "nemesis_rows",
+           "render_table", "run", "run_nemesis_mode", "schema_rows"]
 
 Mode = Literal["quick", "long"]
 
@@ -38,9 +40,10 @@ SCHEMA_MODES: dict[str, dict[str, Any]] = {
 }
 
 RPO_A_S = 60.0
-LAG_ALARM_S = 30.0
+LAG_ALARM_S = lag_alarm_ceiling(RPO_A_S)
 RTO_A_S = 300.0
 RPO_B_MS = 100.0
+RTO_B_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,28 @@ def schema_rows(s: SchemaChangeResult) -> list[Row]:
             f"likes (counter) incremented from {n} regions at once after the change; every note written is on every "
             f"writer; counters (existing) {s.counters_observed[0] if s.counters_observed else 'n/a'}/{s.counters_expected}"),
     ]
+
+
+def lifecycle_rows(results: list[LifecycleResult]) -> list[Row]:
+    """Rows for the membership changes on live data (pure): nothing lost, every writer equal, the
+    writers that stay keep writing (a planned change is held to the phase B RTO), the new ones write."""
+    rows = []
+    for r in results:
+        before, after = "+".join(r.regions_before), len(r.regions_after)
+        rows.append(Row(f"{r.drill} ({len(r.regions_before)} -> {after} writers): acknowledged writes lost / rows diverged",
+                        f"{r.lost} of {r.acked} / {r.diverged_rows}", "0 / 0", r.lost == 0 and r.diverged_rows == 0,
+                        f"every region wrote throughout; checked on every writer after; {r.seconds:.1f} s from the first "
+                        f"step to every writer holding a lease" + (f"; {'; '.join(r.notes)}" if r.notes else "")))
+        worst = max(r.unavailable_s.items(), key=lambda kv: kv[1], default=(before, 0.0))
+        rows.append(Row(f"{r.drill}: longest write pause of a writer that stays", f"{worst[1]:.2f} s ({worst[0]})",
+                        f"< {RTO_B_S:g} s (phase B RTO)", worst[1] < RTO_B_S,
+                        "between two acknowledged writes, from the first step to the end; "
+                        + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r.unavailable_s.items()))))
+        if r.first_write_s:
+            rows.append(Row(f"{r.drill}: new writers' first acknowledged write", ", ".join(
+                f"{k} {v:.1f} s" for k, v in sorted(r.first_write_s.items())), "-", None,
+                "from the first step; they write once the membership that makes them members is deployed"))
+    return rows
 
 
 def run_nemesis_mode(mode: Mode = "quick", progress: Any = lambda s: None) -> list[NemesisResult]:

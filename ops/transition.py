@@ -229,6 +229,11 @@ def membership_commands(order: Sequence[str], seeding: Mapping[str, str], member
                         next_members: Sequence[str], behind: Sequence[str]) -> str:
     """What the operator runs for a membership step (pulumi config paths of `fraiseql:quorum`)."""
     lines = [f"the fence agents of {', '.join(behind)} do not run this membership yet. Run:"]
+    joining = [r for r in next_members if r not in members]
+    if joining:
+        # Their routing controls were created Off. Turned On now, while the safety rule asserts only
+        # the current members; once the joint rule asserts them, one region at a time could not be.
+        lines.append(f"  python -m ops region-in {' '.join(joining)} --outputs <outputs.json>")
     if next_members:
         lines += [f"  pulumi config set --path 'fraiseql:quorum.members[{i}]' {r}" for i, r in enumerate(members)]
         lines += [f"  pulumi config set --path 'fraiseql:quorum.next_members[{i}]' {r}"

@@ -237,8 +237,10 @@ BEGIN
             END IF;
             RETURN NULL;
         EXCEPTION
-            WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
-                -- Two apply workers met on the same rows; ours was rolled back: try again.
+            WHEN deadlock_detected OR serialization_failure OR lock_not_available OR unique_violation THEN
+                -- Two apply workers (or a merge and a local write) met on the same rows; ours was
+                -- rolled back: try again. A unique value another transaction committed while our
+                -- insert waited on it is visible to the retry's clash check, which settles it.
                 state := SQLSTATE;
                 msg := SQLERRM;
                 EXIT WHEN attempt >= 5;

@@ -239,6 +239,8 @@ def test_membership_commands_name_every_key_and_refresh_after_promotions() -> No
     joint = membership_commands(list(REGIONS_3), {STANDBY: PRIMARY, THIRD: PRIMARY}, [PRIMARY], list(REGIONS_3),
                                 [PRIMARY])
     assert "pulumi config set --path 'fraiseql:quorum.next_members[1]' us-west-2" in joint
+    # The newcomers' controls go On before the joint rule asserts them (it would refuse one at a time).
+    assert joint.splitlines()[1] == "  python -m ops region-in us-west-2 eu-west-1 --outputs <outputs.json>"
     assert joint.splitlines()[-2] == "  pulumi up"
     final = membership_commands(list(REGIONS_3), {STANDBY: PRIMARY, THIRD: PRIMARY}, list(REGIONS_3), [], [STANDBY])
     assert "pulumi config rm --path 'fraiseql:regions[1].seed_from'" in final

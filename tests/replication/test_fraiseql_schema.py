@@ -76,6 +76,30 @@ def test_a_business_key_taken_in_two_regions_is_settled_and_every_link_keeps_flo
     assert healthy(m)
 
 
+def test_a_business_key_committed_while_a_merge_waited_on_it_is_settled_not_parked(m: Mesh) -> None:
+    # Two transactions insert the same unique value at once on one writer (two apply workers, or a
+    # local write and a merge): the merge's clash check cannot see the other's uncommitted row, its
+    # insert waits on the unique index and fails when the other commits. It must look again, not park.
+    import time
+
+    local = m.connect(WEST)
+    try:
+        local.autocommit = False
+        local.execute("INSERT INTO tb_user (email, name) VALUES ('race@example.com', 'west')")  # older: loses
+        m.execute(EU, "INSERT INTO tb_user (email, name) VALUES ('race@example.com', 'eu')")
+        deadline = time.monotonic() + 10
+        while not m.execute(WEST, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'logical replication "
+                                  "apply worker' AND wait_event_type = 'Lock'")[0][0]:
+            assert time.monotonic() < deadline, "the merge never waited on the uncommitted row"
+            time.sleep(0.05)
+        local.commit()
+    finally:
+        local.close()
+    m.wait_converged(["tb_user"], timeout=30)
+    assert {m.execute(n, "SELECT name FROM tb_user WHERE email = 'race@example.com'")[0][0] for n in REGIONS} == {"eu"}
+    assert healthy(m)
+
+
 def test_the_uuid_id_of_a_row_updated_elsewhere_is_kept(m: Mesh) -> None:
     uid = uuid.uuid4()
     m.execute(WEST, "INSERT INTO tb_user (id, email, name) VALUES (%s, 'u@example.com', 'first')", (uid,))
