@@ -161,8 +161,11 @@ def plan_shrink(members: Sequence[str], leaving: Sequence[str]) -> list[Step]:
         _membership(members, remaining),
         Step("drain", tuple(leaving), f"wait until their last changes reached {', '.join(remaining)}"),
         Step("stop-agents", tuple(leaving), "stop their fence agents (they stay fenced)"),
-        Step("drop", remaining, f"drop the subscriptions to {', '.join(leaving)} and their slots"),
+        # The new membership before the drop: while the old one still counts the leavers, a writer
+        # that dropped its links to them first would be outvoted by a larger clique that still
+        # includes them (their last reports stay fresh for a moment) and fence itself for a lease.
         _membership(remaining),
+        Step("drop", remaining, f"drop the subscriptions to {', '.join(leaving)} and their slots"),
         Step("verify", remaining, "every replicated table equal on every writer"),
     ]
 
@@ -241,7 +244,7 @@ def check_plan(initial_members: Sequence[str], steps: Sequence[Step],
             seeded.discard(st.source)  # a lost writer: it votes again only once rebuilt and seeded
             slotted.discard(st.source)  # and whatever slots were made for it are gone
         elif st.kind == "drop" and st.source is None:
-            leaving = set(current[0]) - set(st.regions)
+            leaving = (set(initial_members) | set(current[0]) | set(current[1])) - set(st.regions)
             if leaving - drained:
                 return f"{where}: dropping {sorted(leaving - drained)} before their last changes arrived"
             dropped |= leaving
