@@ -1,6 +1,7 @@
 """``python -m drills [all|nemesis|schema|lifecycle] [--quick|--long] [--json]``: run drills, print one table.
 
-``all`` (the default) runs phase A, phase B, the quick nemesis and the schema change under load.
+``all`` (the default) runs phase A, phase B, the quick nemesis, the schema change under load and the
+lifecycle.
 ``schema`` runs only the schema change (``--long``: five writers, longer load). ``lifecycle`` runs the
 membership changes on live data: phase A -> B, then on a running mesh two writers join, a writer whose
 slots were lost is rebuilt, and the two leave (about two minutes). ``nemesis`` runs only the
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "phase_b": out["phase_b"].as_dict(),
             "nemesis": [r.as_dict() for r in out.get("nemesis", [])],
             "schema": out["schema"].as_dict() if "schema" in out else None,
+            "lifecycle": [r.as_dict() for r in out.get("lifecycle", [])],
             "rows": [asdict(r) for r in out["rows"]],
         }, indent=2, default=str))
     else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.slo import lag_alarm_ceiling
-from drills.lifecycle import LifecycleResult
+from drills.lifecycle import LifecycleResult, run_lifecycle
 from drills.nemesis import REGIONS_5, NemesisConfig, NemesisResult, run_nemesis
 from drills.phase_a import PhaseAResult, run_phase_a
 from drills.phase_b import PhaseBResult, run_phase_b
@@ -216,12 +216,13 @@ def render_table(rows: list[Row]) -> str:
 
 
 def run(mode: Mode = "quick") -> dict[str, Any]:
-    """Run both drills; returns results, rows and wall time."""
+    """Run every drill (the nemesis in its quick mode); returns results, rows and wall time."""
     t0 = time.monotonic()
     a = run_phase_a(**MODES[mode]["a"])
     b = run_phase_b(**MODES[mode]["b"])
     nem = run_nemesis_mode("quick")
     sc = run_schema_change(**SCHEMA_MODES[mode])
-    rows = build_rows(a, b) + nemesis_rows(nem) + schema_rows(sc)
-    return {"mode": mode, "phase_a": a, "phase_b": b, "nemesis": nem, "schema": sc, "rows": rows,
+    life = run_lifecycle()
+    rows = build_rows(a, b) + nemesis_rows(nem) + schema_rows(sc) + lifecycle_rows(life)
+    return {"mode": mode, "phase_a": a, "phase_b": b, "nemesis": nem, "schema": sc, "lifecycle": life, "rows": rows,
             "wall_s": time.monotonic() - t0}
