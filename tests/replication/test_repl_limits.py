@@ -66,6 +66,7 @@ def test_column_names_that_collide_with_the_generated_code_replicate(m: Mesh) ->
                                                              tables=m.policy.tables)))
     assert policy.strategy_for("weird") == "lww"
     m.execute(A, f"INSERT INTO weird VALUES (1, {', '.join(repr(c) for c in cols)})")
+    m.wait_converged(["weird"], timeout=10)  # B updates the row it has received
     m.execute(B, "UPDATE weird SET key = 'changed on b' WHERE k = 1")
     m.wait_converged(["weird"], timeout=10)
     assert {m.execute(n, "SELECT key FROM weird WHERE k = 1")[0][0] for n in REGIONS} == {"changed on b"}
