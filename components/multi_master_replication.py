@@ -50,7 +50,7 @@ from components._iam import assume_role_policy
 from components._lambda import writer_client_group
 from core.naming import logical_name
 from replication.roles import AGENT_ROLE, APP_ROLE, REPL_ROLE
-from replication.sql import RDS_PARAMETERS
+from replication.sql import RDS_PARAMETERS, schema_digest
 
 TYPE = "fraiseql:database:MultiMasterReplication"
 
@@ -257,6 +257,8 @@ class MultiMasterReplication(DataTier):
             self.bootstrap_function_names[r] = fn.name
 
         mesh_regions = [nd.region for nd in mesh]
+        #: Every bootstrap invocation: what runs the fixed SQL of this release on the writers.
+        self.bootstrap_runs: list[aws.lambda_.Invocation] = []
         locals_ = self._bootstrap_runs(mesh_regions, functions, writers, secret, base_events, nodes_event, policy_digest)
         self._rotation(secret, {r: functions[r] for r in mesh_regions}, locals_)
 
@@ -332,11 +334,13 @@ class MultiMasterReplication(DataTier):
                     region=r,
                     function_name=functions[r].name,
                     input=event,
-                    triggers={"policy": policy_digest, "peers": nodes_event.apply(lambda n: json.dumps(n, sort_keys=True))},
+                    triggers={"policy": policy_digest, "schema": schema_digest(),
+                              "peers": nodes_event.apply(lambda n: json.dumps(n, sort_keys=True))},
                     opts=ResourceOptions(parent=self, depends_on=deps),
                 )
                 if step == "local":
                     locals_.append(run)
+                self.bootstrap_runs.append(run)
         return locals_
 
     def _rotation(self, secret: aws.secretsmanager.Secret, functions: dict[str, aws.lambda_.Function],

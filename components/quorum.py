@@ -77,6 +77,9 @@ class QuorumArgs:
     log_retention_days: int = 30
     code: pulumi.Archive                    # the `replication` package
     dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (MultiMasterReplication's)
+    #: The bootstrap runs (MultiMasterReplication's): a release's agents use the objects its SQL
+    #: installs, so they are deployed only after it ran on every writer.
+    after: tuple[pulumi.Resource, ...] = ()
     phase: str
     stack: str
     tags: dict[str, str] = field(default_factory=dict)
@@ -231,7 +234,7 @@ class Quorum(pulumi.ComponentResource):
                 ),
                 logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
                 tags=tags(f"fence-agent-{r}"),
-                opts=child,
+                opts=ResourceOptions(parent=self, depends_on=list(args.after)),
             )
             rule = aws.cloudwatch.EventRule(
                 logical_name(name, "agent-schedule", r),

@@ -134,6 +134,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             health_path=cfg.app.health_path,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
+            after=tuple(database.bootstrap_runs),
             log_retention_days=cfg.app.log_retention_days,
             phase=cfg.phase,
             stack=stack,

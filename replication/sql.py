@@ -140,6 +140,20 @@ def _schema_file(name: str) -> str:
     return resources.files("replication").joinpath("schema", name).read_text(encoding="utf-8")
 
 
+SCHEMA_FILES = ("objects.sql", "control.sql", "install.sql", "verify.sql", "ddl.sql")
+
+
+def schema_digest() -> str:
+    """A digest of the fixed SQL every writer runs. The bootstrap re-runs when it changes, so that a
+    release's new objects are on every writer before the new agents (which use them) are deployed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in SCHEMA_FILES:
+        h.update(name.encode() + b"\0" + _schema_file(name).encode() + b"\0")
+    return h.hexdigest()
+
+
 def _node_function(node: Node) -> str:
     return (
         f"CREATE OR REPLACE FUNCTION {SCHEMA}.node_name() RETURNS text "

@@ -105,6 +105,28 @@ def test_bootstrap_reruns_when_the_conflict_policy_changes(phase_b):
     assert before["policy"] != after["policy"] and before["peers"] == after["peers"]
 
 
+def test_bootstrap_reruns_when_the_fixed_sql_changes(phase_b, monkeypatch):
+    # A release that adds objects (a column the agents read, a trigger) must reach every writer.
+    import replication.sql as sql
+    from infra.synth import synthesize
+
+    real = sql._schema_file
+    monkeypatch.setattr(sql, "_schema_file", lambda name: real(name) + ("\n-- changed" if name == "control.sql" else ""))
+    changed = synthesize("phase-b")
+    before = one(phase_b, "aws:lambda/invocation:Invocation", "fraiseql-db-bootstrap-local-us-east-1").inputs["triggers"]
+    after = one(changed, "aws:lambda/invocation:Invocation", "fraiseql-db-bootstrap-local-us-east-1").inputs["triggers"]
+    assert before["schema"] != after["schema"] and before["policy"] == after["policy"]
+
+
+def test_fence_agents_are_deployed_after_every_bootstrap_run(phase_b):
+    # The agents of a release use what its SQL installs (e.g. the heartbeat apply trigger): never before.
+    runs = {r.urn for r in phase_b.of_type("aws:lambda/invocation:Invocation")}
+    assert len(runs) == 2 * len(REGIONS)
+    for r in REGIONS:
+        agent = one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{r}")
+        assert runs <= set(agent.dependencies)
+
+
 def test_replication_password_never_passes_through_state(phase_b):
     secret = one(phase_b, "aws:secretsmanager/secret:Secret", "fraiseql-db-replication-secret")
     assert {r["region"] for r in secret.inputs["replicas"]} == {"us-west-2", "eu-west-1"}
