@@ -21,13 +21,27 @@ from ops.outputs import load_outputs, require_phase
 from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
 from ops.retry import error_code
 from ops.schema import SchemaOptions, run_schema
-from ops.schema import parse_dsn as parse_schema_dsn
 from ops.status import run_status
 from ops.transition import TransitionOptions, run_transition
-from ops.verify import VerifyOptions, parse_dsn, run_verify
+from ops.verify import VerifyOptions, run_verify
 
 EPILOG = ("exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, "
           "4 waiting for an operator step (re-run continues), 130 interrupted")
+
+
+def parse_dsn(items: Sequence[str], step: str) -> dict[str, str]:
+    """`--dsn REGION=CONNINFO` (repeatable), as `status`, `verify`, `schema` and `transition` take it."""
+    out = {}
+    for item in items:
+        region, sep, conninfo = item.partition("=")
+        if not sep or not region or not conninfo:
+            raise UsageError(f"--dsn {item.split('=')[0]}=...: write it as REGION=CONNINFO, e.g. "
+                             "us-east-1='host=localhost port=15432 dbname=fraiseql user=fraiseql_admin'", step=step)
+        if "password" in conninfo.lower():
+            raise UsageError("--dsn must not carry a password (it would land in shell history and process lists); "
+                             "use PGPASSWORD or a .pgpass file", step=step)
+        out[region] = conninfo
+    return out
 
 
 def _positive(text: str) -> float:
@@ -147,7 +161,7 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
     cmd = args.command
     if cmd == "status":
         rt.start(args.json, outputs.slo.rtoSeconds)
-        return run_status(outputs, rt, args.lag_lookback, parse_dsn(args.dsn))
+        return run_status(outputs, rt, args.lag_lookback, parse_dsn(args.dsn, "status"))
     if cmd == "failover":
         require_phase(outputs, cmd, ("a",))
         rt.start(args.json, outputs.slo.rtoSeconds)
@@ -170,14 +184,14 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
     if cmd == "verify":
         require_phase(outputs, cmd, ("b", "c"))
         rt.start(args.json)
-        opts_v = VerifyOptions(dsn=parse_dsn(args.dsn), repair=args.repair, dry_run=args.dry_run, buckets=args.buckets,
+        opts_v = VerifyOptions(dsn=parse_dsn(args.dsn, "verify"), repair=args.repair, dry_run=args.dry_run, buckets=args.buckets,
                                margin_s=args.in_flight_margin, tables=tuple(args.table), sslmode=args.sslmode)
         return run_verify(outputs, rt, opts_v)
     if cmd == "schema":
         require_phase(outputs, cmd, ("b", "c"))
         rt.start(args.json)
         action = args.schema_action
-        opts_s = SchemaOptions(action=action, dsn=parse_schema_dsn(args.dsn), sslmode=args.sslmode,
+        opts_s = SchemaOptions(action=action, dsn=parse_dsn(args.dsn, "schema"), sslmode=args.sslmode,
                                migration=getattr(args, "migration", None), policy=getattr(args, "policy", None),
                                dry_run=getattr(args, "dry_run", False), local_tables=tuple(getattr(args, "local_table", ())),
                                lock_timeout_s=getattr(args, "lock_timeout", 5.0))
@@ -187,7 +201,7 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
         rt.start(args.json)
         opts_t = TransitionOptions(action=args.transition_action, regions=tuple(args.regions),
                                    source=getattr(args, "source", None), policy=args.policy,
-                                   dsn=parse_schema_dsn(args.dsn), state_path=args.state, dry_run=args.dry_run,
+                                   dsn=parse_dsn(args.dsn, "transition"), state_path=args.state, dry_run=args.dry_run,
                                    timeout_s=args.timeout, settle_s=args.settle, sslmode=args.sslmode)
         return run_transition(outputs, rt, opts_t)
     raise UsageError(f"unknown command {cmd}")

@@ -16,7 +16,7 @@ RDS it is the member of rds_superuser that may create the DDL guard's event trig
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from replication.migrate import (
 )
 from replication.model import ConflictPolicy, TablePolicy
 
-__all__ = ["SchemaOptions", "load_policy", "parse_dsn", "run_schema"]
+__all__ = ["SchemaOptions", "load_policy", "run_schema"]
 
 STEP = "schema"
 
@@ -57,20 +57,6 @@ class SchemaOptions:
     local_tables: tuple[str, ...] = ()
     lock_timeout_s: float = 5.0
     sslmode: str = "verify-full"
-
-
-def parse_dsn(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        region, sep, conninfo = item.partition("=")
-        if not sep or not region or not conninfo:
-            raise UsageError(f"--dsn {item.split('=')[0]}=...: write it as REGION=CONNINFO, e.g. "
-                             "us-east-1='host=localhost port=15432 dbname=fraiseql user=fraiseql_admin'", step=STEP)
-        if "password" in conninfo.lower():
-            raise UsageError("--dsn must not carry a password (it would land in shell history and process lists); "
-                             "use PGPASSWORD or a .pgpass file", step=STEP)
-        out[region] = conninfo
-    return out
 
 
 def load_policy(path: str) -> ConflictPolicy:

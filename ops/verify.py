@@ -9,7 +9,7 @@ region's Secrets Manager. Hashes are computed inside PostgreSQL (see `replicatio
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,20 +29,6 @@ class VerifyOptions:
     settle_s: float = 60.0
     tables: tuple[str, ...] = ()
     sslmode: str = "verify-full"
-
-
-def parse_dsn(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        region, sep, conninfo = item.partition("=")
-        if not sep or not region or not conninfo:
-            raise UsageError(f"--dsn {item.split('=')[0]}=...: write it as REGION=CONNINFO, e.g. "
-                             "us-east-1='host=localhost port=15432 dbname=fraiseql user=fraiseql_admin'", step="verify")
-        if "password" in conninfo.lower():
-            raise UsageError("--dsn must not carry a password (it would land in shell history and process lists); "
-                             "use PGPASSWORD or a .pgpass file", step="verify")
-        out[region] = conninfo
-    return out
 
 
 def _connect_all(outputs: Any, rt: Runtime, opts: VerifyOptions) -> dict[str, Any]:
