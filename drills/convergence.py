@@ -30,7 +30,7 @@ from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.verify import repair, verify
 
-__all__ = ["ConvergenceResult", "model", "run_convergence"]
+__all__ = ["ConvergenceResult", "execute_retrying", "model", "run_convergence"]
 
 EAST, WEST, EU = REGIONS
 #: one-way delay per directed link (listener, speaker), ms: east -> eu is slower than east -> west -> eu
@@ -65,7 +65,7 @@ def model(images: list[tuple[Any, bytes, float, str]], deleted_borns: list[float
     return max(alive, key=lambda i: (i[2], i[0], i[1]))[3] if alive else None
 
 
-def _execute(m: Mesh, node: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+def execute_retrying(m: Mesh, node: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Like an application: a serialization failure (a peer's delete raced this insert) is retried."""
     for _ in range(5):
         try:
@@ -87,11 +87,11 @@ def _interleavings(m: Mesh, n: int, rng: random.Random) -> tuple[int, int, int, 
             v = f"{node}#{i}.{step}"
             ret = "RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8"
             if op == "upsert":
-                rows = _execute(m, node, f"INSERT INTO items VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v {ret}", (key, v))
+                rows = execute_retrying(m, node, f"INSERT INTO items VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v {ret}", (key, v))
             elif op == "update":
-                rows = _execute(m, node, f"UPDATE items SET v = %s WHERE id = %s {ret}", (v, key))
+                rows = execute_retrying(m, node, f"UPDATE items SET v = %s WHERE id = %s {ret}", (v, key))
             else:
-                rows = _execute(m, node, "DELETE FROM items WHERE id = %s RETURNING extract(epoch FROM _repl_born)::float8", (key,))
+                rows = execute_retrying(m, node, "DELETE FROM items WHERE id = %s RETURNING extract(epoch FROM _repl_born)::float8", (key,))
                 deleted.setdefault(key, []).extend(r[0] for r in rows)
                 rows = []
             images.setdefault(key, []).extend((ts, nd.encode(), born, v) for ts, nd, born in rows)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from drills.convergence import execute_retrying
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 
@@ -72,16 +72,6 @@ ops = st.lists(
 )
 
 
-def _execute(m: Mesh, node: str, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-    """Like an application: a serialization failure (a peer's delete raced this insert) is retried."""
-    for _ in range(5):
-        try:
-            return m.execute(node, sql, params)
-        except psycopg.errors.SerializationFailure:
-            time.sleep(0.01)
-    return m.execute(node, sql, params)
-
-
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(ops)
@@ -95,21 +85,21 @@ def test_random_interleavings_converge_to_the_policy_result(m: Mesh, script: lis
         k = base + key
         v = f"{node}#{step}"
         if op == "upsert":
-            rows = _execute(m, node, "INSERT INTO items VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v "
+            rows = execute_retrying(m, node, "INSERT INTO items VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v "
                                    "RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (k, v))
             images.setdefault(k, []).extend(Image(*r, v) for r in rows)
         elif op == "update":
-            rows = _execute(m, node, "UPDATE items SET v = %s WHERE id = %s RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (v, k))
+            rows = execute_retrying(m, node, "UPDATE items SET v = %s WHERE id = %s RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (v, k))
             images.setdefault(k, []).extend(Image(*r, v) for r in rows)
         elif op == "delete":
-            rows = _execute(m, node, "DELETE FROM items WHERE id = %s RETURNING extract(epoch FROM _repl_born)::float8", (k,))
+            rows = execute_retrying(m, node, "DELETE FROM items WHERE id = %s RETURNING extract(epoch FROM _repl_born)::float8", (k,))
             deleted.setdefault(k, []).extend(r[0] for r in rows)
         elif op == "add":
-            rows = _execute(m, node, "INSERT INTO tags VALUES (%s, %s) ON CONFLICT DO NOTHING "
+            rows = execute_retrying(m, node, "INSERT INTO tags VALUES (%s, %s) ON CONFLICT DO NOTHING "
                                    "RETURNING _repl_ts, _repl_node, extract(epoch FROM _repl_born)::float8", (base, f"t{key}"))
             tag_adds.setdefault(key, []).extend(Image(*r, f"t{key}") for r in rows)
         else:
-            rows = _execute(m, node, "DELETE FROM tags WHERE item = %s AND tag = %s RETURNING extract(epoch FROM _repl_born)::float8", (base, f"t{key}"))
+            rows = execute_retrying(m, node, "DELETE FROM tags WHERE item = %s AND tag = %s RETURNING extract(epoch FROM _repl_born)::float8", (base, f"t{key}"))
             tag_removes.setdefault(key, []).extend(r[0] for r in rows)
         time.sleep(pause)
     m.wait_converged(["items", "tags"], timeout=30)
