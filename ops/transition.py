@@ -253,14 +253,10 @@ def membership_commands(order: Sequence[str], seeding: Mapping[str, str], member
 # -- progress ------------------------------------------------------------------------------------
 
 
-def _load_state(path: str, plan: Sequence[Step]) -> Optional[dict[str, Any]]:
-    if not os.path.exists(path):
+def _check_state(path: str, saved: Optional[Mapping[str, Any]], plan: Sequence[Step]) -> Optional[dict[str, Any]]:
+    """The saved progress (``_read_state``) if it belongs to ``plan``; another transition is refused."""
+    if saved is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"cannot read the transition state {path}: {e}; move it away to start over", step=STEP) from None
     if saved.get("plan") != [s.describe() for s in plan]:
         raise Refused(f"{path} holds another transition in progress ({saved.get('action')}, step {saved.get('done', 0)} "
                       f"of {len(saved.get('plan') or [])}): finish it first, or move the file away if it is abandoned",
@@ -284,7 +280,7 @@ def run_transition(outputs: Any, rt: Runtime, opts: TransitionOptions, *,
     assert rep is not None
     policy = policy or load_policy(opts.policy)
     backend = backend or AwsBackend(outputs, rt, opts, rep)
-    saved = _peek_state(opts.state_path)
+    saved = _read_state(opts.state_path)
     members = list(saved["members"]) if saved else list(outputs.members)
     if outputs.quorumNextMembers and not saved:
         raise Refused(f"a membership change is in progress (quorum.next_members {outputs.quorumNextMembers}) that "
@@ -293,7 +289,7 @@ def run_transition(outputs: Any, rt: Runtime, opts: TransitionOptions, *,
     problem = check_plan(members, steps, running)
     if problem:  # pragma: no cover - the planners only produce checked plans
         raise Refused(problem, step=STEP)
-    saved = _load_state(opts.state_path, steps)
+    saved = _check_state(opts.state_path, saved, steps)
     start_at = int(saved["done"]) if saved else 0
     rep.emit("plan", log.INFO, f"{opts.action}: {len(steps)} steps, members {', '.join(members)}"
              + (f"; resuming at step {start_at + 1}" if start_at else ""),
@@ -336,7 +332,7 @@ def run_transition(outputs: Any, rt: Runtime, opts: TransitionOptions, *,
     return 0
 
 
-def _peek_state(path: str) -> Optional[dict[str, Any]]:
+def _read_state(path: str) -> Optional[dict[str, Any]]:
     if not os.path.exists(path):
         return None
     try:
