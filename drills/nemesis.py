@@ -406,17 +406,27 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
     worst_age = [0.0]
     stop = threading.Event()
 
+    sent: dict[tuple[str, int], float] = {}
+    arrived: dict[tuple[str, str, int], float] = {}
+
     def sample() -> None:
-        # The oldest peer heartbeat any node holds: how close the transaction brought a link to "silent".
+        # The oldest peer heartbeat any node holds: how close the transaction brought a link to "silent";
+        # and each beat's send and arrival times (one machine, one clock), to tell a late sender from a
+        # slow link.
         while not stop.is_set():
             for r in m.nodes:
                 try:
-                    age, = m.execute(r, "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - received_at)), 0)"
-                                        " FROM fraiseql_repl.heartbeats WHERE node <> fraiseql_repl.node_name()")[0]
-                    worst_age[0] = max(worst_age[0], float(age))
+                    for node, seq, sent_at, recv, age in m.execute(
+                            r, "SELECT node, seq, extract(epoch FROM sent_at)::float8, extract(epoch FROM received_at)::float8, "
+                               "extract(epoch FROM clock_timestamp() - received_at)::float8 FROM fraiseql_repl.heartbeats"):
+                        if node == r:
+                            sent[(node, seq)] = sent_at
+                        else:
+                            arrived.setdefault((r, node, seq), recv)
+                            worst_age[0] = max(worst_age[0], float(age))
                 except psycopg.Error:
                     pass
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -435,6 +445,12 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
     time.sleep(2.0)
     stop.set()
     sampler.join(5)
+    for origin in m.nodes:
+        times = sorted(v for (n, _), v in sent.items() if n == origin)
+        gap = max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        transit = max((t - sent[(n, q)] for (_, n, q), t in arrived.items() if n == origin and (n, q) in sent), default=0.0)
+        notes.append(f"big transaction: heartbeats of {origin}: longest gap between beats {gap:.2f} s, "
+                     f"slowest delivery {transit:.2f} s")
     fences = [r for r in _decisions(procs, wall0) if not r["writable"]]
     for f in fences:
         notes.append(f"false fence during the big transaction: {f['region']} {f['reason']} sees {f['sees']} "

@@ -2,14 +2,17 @@
 
 Every ``probe_s`` seconds, on one autocommit connection to its own writer, it
 
-1. reads the heartbeat rows its writer has received on the control channel, and the health of its
-   data subscriptions (apply worker running, no new apply error);
-2. merges every region's newest report (``replication.quorum.merge_reports``) into its own view and
-   decides (``decide_region``) with its routing control and the hysteresis state kept in the
-   database (``fraiseql_repl.agent_state``);
-3. in one transaction: renews the write lease for ``lease_s`` seconds of the writer's clock, or
-   revokes it; records its state; publishes its own heartbeat (whom it hears, and what it knows of
-   everyone else, for the relays).
+1. observes, in one statement and at one moment of its writer's clock, the heartbeat rows its writer
+   has received on the control channel; then the health of its data subscriptions (apply worker
+   running, no new apply error);
+2. merges every region's newest report into its own view and decides (``replication.quorum.assess``)
+   with its routing control and the hysteresis state kept in the database
+   (``fraiseql_repl.agent_state``);
+3. in one message (one implicit transaction): records its state, publishes its own heartbeat (whom
+   it hears, and what it knows of everyone else, for the relays, stamped with the moment of
+   observation) and renews the write lease until ``lease_s`` after that moment, or revokes it;
+4. when fenced, ends every transaction that has written to a replicated table and not committed
+   (``fraiseql_repl.end_writes``): the guard that needs no cooperation from the writer.
 
 Writes are allowed only while the lease is valid (``fraiseql_repl.check_lease``, at statement start
 and again at commit), so an agent that stops for any reason fences its region within ``lease_s``:
@@ -32,9 +35,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from replication import failpoints
 from replication.model import Node
-from replication.quorum import Decision, HeartbeatRow, RelayEntry, decide_region, link_view, merge_reports
-from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, LEASE_TABLE, control_subscription_name, subscription_name
+from replication.quorum import Decision, HeartbeatRow, RelayEntry, assess, timing_problems
+from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, SCHEMA, control_subscription_name, subscription_name
 
 __all__ = ["AwsSide", "ProbeResult", "Settings", "handler", "main", "probe", "run_loop"]
 
@@ -121,10 +125,10 @@ class Settings:
     def __post_init__(self) -> None:
         # A region in neither list is not a member (a copy being seeded, or a writer that left): its
         # agent runs, reports and keeps it fenced ("not_member").
-        if self.lease_s <= self.probe_s:
-            raise ValueError("the lease must outlast one probe interval, or a healthy region fences itself")
-        if self.stale_after_s <= self.probe_s:
-            raise ValueError("stale_after must exceed the probe interval, or every peer looks silent")
+        problems = timing_problems(len(self.everyone), probe_s=self.probe_s, stale_after_s=self.stale_after_s,
+                                   lease_s=self.lease_s)
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 # -- the database side ---------------------------------------------------------------------------
@@ -150,6 +154,15 @@ class ProbeResult:
     subscriptions_down: int
     apply_error_increase: int
     elapsed_s: float
+    #: per peer: seconds since its heartbeat arrived, and whether its subscriptions are healthy
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: who each region hears, as this agent's merged view has it (fresh reports only)
+    view: dict[str, list[str]] = field(default_factory=dict)
+    #: whether the lease was granted (the quorum's verdict, unless the write guard cannot hold here)
+    writable: bool = False
+    guard: str = ""
+    #: transactions a fenced writer ended because they had written and not committed
+    writes_ended: int = 0
 
 
 def _node(settings: Settings, name: str) -> Node:
@@ -167,8 +180,10 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
         "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, coalesce(ss.apply_error_count, 0)::bigint "
         "FROM pg_catalog.pg_subscription s "
         "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
+        # The leader apply worker: no table (not a table sync worker), no leader (not a parallel apply
+        # worker). pg_stat_subscription.worker_type would say so too, but only from PostgreSQL 17.
         "LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
-        "  AND st.worker_type = 'apply' "
+        "  AND st.leader_pid IS NULL "
         "LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid = s.oid"
     ).fetchall()
     by_name = {r[0]: r for r in rows}
@@ -208,31 +223,39 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
     return out, down, increase
 
 
-def _heartbeats(conn: Any, settings: Settings) -> list[HeartbeatRow]:
+def _observe(conn: Any, settings: Settings) -> tuple[float, list[HeartbeatRow]]:
+    """The moment of observation (this writer's clock) and the peers' heartbeat rows as of then.
+
+    One statement, one clock reading: every age is measured at that moment, and the lease granted on
+    what was seen runs from it, however long the agent takes to act afterwards.
+    """
     rows = conn.execute(
-        f"SELECT node, seq, hears, relay, extract(epoch FROM clock_timestamp() - received_at)::float8 "
-        f"FROM {HEARTBEAT_TABLE} WHERE node <> %s",
+        f"WITH n AS (SELECT clock_timestamp() AS t) "
+        f"SELECT extract(epoch FROM n.t)::float8, h.node, h.seq, h.hears, h.relay, "
+        f"extract(epoch FROM n.t - h.received_at)::float8, "
+        f"coalesce(extract(epoch FROM h.sent_at - h.observed_at), 0)::float8 "
+        f"FROM n LEFT JOIN {HEARTBEAT_TABLE} h ON h.node <> %s",
         (settings.region,),
     ).fetchall()
+    observed = float(rows[0][0])
     out = []
-    for node, seq, hears, relay, age in rows:
+    for _, node, seq, hears, relay, age, lag in rows:
+        if node is None:
+            continue
         entries = {}
         for origin, e in (relay or {}).items():
             try:
                 entries[origin] = RelayEntry(int(e["seq"]), frozenset(e.get("hears") or ()), float(e["age_ms"]) / 1000)
             except (KeyError, TypeError, ValueError):
                 continue  # a malformed relay entry is ignored, never trusted
-        out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0), relay=entries))
-    return out
+        out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0),
+                                relay=entries, lag_s=max(float(lag), 0.0)))
+    return observed, out
 
 
 def _replay_lag(conn: Any, settings: Settings) -> dict[str, Optional[float]]:
     """Seconds each peer trails this publisher (data slot); None when its walsender is gone."""
-    rows = dict(
-        conn.execute(
-            "SELECT application_name, coalesce(extract(epoch FROM replay_lag), 0)::float8 FROM pg_catalog.pg_stat_replication"
-        ).fetchall()
-    )
+    rows = dict(conn.execute(f"SELECT subscriber, lag_s FROM {SCHEMA}.replication_lag()").fetchall())
     me = _node(settings, settings.region)
     return {p: rows.get(subscription_name(_node(settings, p), me)) for p in settings.everyone if p != settings.region}
 
@@ -240,96 +263,82 @@ def _replay_lag(conn: Any, settings: Settings) -> dict[str, Optional[float]]:
 def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: str = "",
           holder_until_s: Optional[float] = None, traffic_out: Optional[bool] = None,
           warming: bool = False) -> ProbeResult:
-    """One probe: observe, decide, renew or revoke the lease, beat. ``conn`` is autocommit."""
+    """One probe: observe, decide, renew or revoke the lease, beat. ``conn`` is autocommit.
+
+    The lease runs ``lease_s`` from the moment of observation, not from when it is written: an agent
+    that pauses between the two (a GC or VM pause, a frozen Lambda, a slow round trip) grants
+    nothing past what it saw. Its heartbeat carries the observation time too, so peers age what it
+    reports from then. Everything it writes goes in one message, one implicit transaction: no pause
+    of the agent can fall between its parts.
+    """
     t0 = time.monotonic()
     if len(settings.regions) == 1 and not settings.regions_next:
         # The start of A -> B: the one writer, every other region a read-only copy of it. Its ARC
         # routing control was just created (controls start Off) and guards against no split: it
         # keeps writing as in phase A until the membership grows.
         control_on = None
-    now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    observed, rows = _observe(conn, settings)
     state = conn.execute(
         f"SELECT seq, writable, healthy_streak, apply_errors, traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton"
     ).fetchone()
     prev_seq, prev_writable, prev_streak, memory, prev_traffic_out = state
     memory = dict(memory or {})
-    links, down, increase = _data_links(conn, settings, memory, now)
-    rows = _heartbeats(conn, settings)
-    direct_fresh = {r.node for r in rows if r.since_received_s <= settings.stale_after_s}
-    hears = frozenset(p for p, h in links.items() if h.healthy and p in direct_fresh)
-    seq = max(int(prev_seq) + 1, int(now * 1_000_000))
-    reports = merge_reports(settings.region, settings.everyone, hears, seq, rows)
-    view = link_view(reports, settings.stale_after_s)
-    decision = decide_region(
-        settings.region,
-        settings.regions,
-        view,
-        control_on=control_on,
-        previous_writable=prev_writable,
-        previous_streak=int(prev_streak),
-        unfence_after=settings.unfence_after,
-        next_regions=settings.regions_next or None,
-    )
-    relay = {
-        origin: {"seq": rep.seq, "hears": sorted(rep.hears), "age_ms": round(rep.age_s * 1000, 1)}
-        for origin, rep in reports.items()
-        if origin != settings.region
-    }
-    reason = f"quorum: {decision.reason}; majority {sorted(decision.majority)}"
-    lease_until = (
-        "clock_timestamp() + make_interval(secs => %(lease)s)" if decision.writable else "'-infinity'::timestamptz"
-    )
+    # Observed after the heartbeats: at worst fresher than the moment the lease is anchored to.
+    links, down, increase = _data_links(conn, settings, memory, observed)
+    guard = _guard_problem(conn)
+    seq = max(int(prev_seq) + 1, int(observed * 1_000_000))
+    a = assess(
+        settings.region, settings.regions, rows=rows, links_healthy=[p for p, h in links.items() if h.healthy],
+        seq=seq, stale_after_s=settings.stale_after_s, control_on=control_on, previous_writable=prev_writable,
+        previous_streak=int(prev_streak), unfence_after=settings.unfence_after, next_regions=settings.regions_next or None)
+    decision = a.decision
+    writable = decision.writable and not guard
+    failpoints.pause("agent.after_observe")
+    relay = {o: {"seq": e.seq, "hears": sorted(e.hears), "age_ms": round(e.age_s * 1000, 1)} for o, e in a.relay.items()}
+    reason = guard or f"quorum: {decision.reason}; majority {sorted(decision.majority)}"
     params = {
-        "lease": settings.lease_s,
+        "until": observed + settings.lease_s if writable else None,
+        "observed": observed,
         "reason": reason,
         "holder": holder,
         "me": settings.region,
         "seq": seq,
-        "writable": decision.writable,
-        "state_reason": decision.reason,
+        "writable": writable,
+        "state_reason": decision.reason if not guard else "guard_unsafe",
         "streak": decision.healthy_streak,
         "majority": sorted(decision.majority),
         "memory": json.dumps(memory),
         "traffic_out": prev_traffic_out if traffic_out is None else traffic_out,
         "hold_s": holder_until_s if holder_until_s is not None else 0.0,
-        "hears": sorted(hears | {settings.region}),
+        "hears": sorted(a.hears | {settings.region}),
         "relay": json.dumps(relay),
         "membership": settings.membership,
         "warming": warming,
     }
-    with conn.transaction():
-        conn.execute(
-            f"UPDATE {LEASE_TABLE} SET valid_until = {lease_until}, reason = %(reason)s, granted_by = %(holder)s, "
-            "changed_at = clock_timestamp(), instance_started_at = pg_postmaster_start_time() WHERE singleton "
-            # A runbook's transition lease (a primary becoming a writer) is not revoked by an agent that
-            # has just started and cannot have heard its peers yet; it is replaced once writable.
-            "AND NOT (%(warming)s AND NOT %(writable)s AND granted_by LIKE 'transition:%%' "
-            "AND valid_until > clock_timestamp())",
-            params,
-        )
-        conn.execute(
-            f"UPDATE {AGENT_STATE_TABLE} SET seq = %(seq)s, writable = %(writable)s, reason = %(state_reason)s, "
-            "healthy_streak = %(streak)s, majority = %(majority)s, apply_errors = %(memory)s::jsonb, "
-            "traffic_out = %(traffic_out)s, holder = %(holder)s, "
-            "holder_until = clock_timestamp() + make_interval(secs => %(hold_s)s), decided_at = clock_timestamp() "
-            "WHERE singleton",
-            params,
-        )
-        # Delete and insert, not upsert: a peer whose subscription started after this row was first
-        # inserted (a copy promoted and subscribed while its agent already beat) would skip every
-        # later UPDATE as update_missing and never hear this node. Deletes are not published; the
-        # peers' apply trigger turns the INSERT into an update of the row they have (control.sql).
-        conn.execute(f"DELETE FROM {HEARTBEAT_TABLE} WHERE node = %(me)s", params)
-        conn.execute(
-            f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, hears, relay, writable, membership, received_at) "
-            "VALUES (%(me)s, %(seq)s, clock_timestamp(), %(hears)s, %(relay)s::jsonb, %(writable)s, %(membership)s, "
-            "clock_timestamp())",
-            params,
-        )
+    # Delete and insert, not upsert: a peer whose subscription started after this row was first
+    # inserted (a copy promoted and subscribed while its agent already beat) would skip every
+    # later UPDATE as update_missing and never hear this node. Deletes are not published; the
+    # peers' apply trigger turns the INSERT into an update of the row they have (control.sql).
+    # The lease comes last: if anything before it fails, nothing was granted.
+    statements = (
+        f"UPDATE {AGENT_STATE_TABLE} SET seq = %(seq)s, writable = %(writable)s, reason = %(state_reason)s, "
+        "healthy_streak = %(streak)s, majority = %(majority)s, apply_errors = %(memory)s::jsonb, "
+        "traffic_out = %(traffic_out)s, holder = %(holder)s, "
+        "holder_until = clock_timestamp() + make_interval(secs => %(hold_s)s), decided_at = clock_timestamp() "
+        "WHERE singleton; "
+        f"DELETE FROM {HEARTBEAT_TABLE} WHERE node = %(me)s; "
+        f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, observed_at, hears, relay, writable, membership, received_at) "
+        "VALUES (%(me)s, %(seq)s, clock_timestamp(), to_timestamp(%(observed)s), %(hears)s, %(relay)s::jsonb, "
+        "%(writable)s, %(membership)s, clock_timestamp()); "
+        f"SELECT {SCHEMA}.set_lease(to_timestamp(%(until)s), %(reason)s, %(holder)s, %(warming)s)"
+    )
+    with psycopg_client_cursor(conn) as cur:
+        cur.execute(statements, params)
+    ended = 0 if writable else int(conn.execute(f"SELECT {SCHEMA}.end_writes()").fetchone()[0])
     return ProbeResult(
         decision=decision,
-        changed=prev_writable is None or bool(prev_writable) != decision.writable,
-        hears=hears,
+        changed=prev_writable is None or bool(prev_writable) != writable,
+        hears=a.hears,
         links=links,
         lag_s=_replay_lag(conn, settings),
         slots_lost=int(conn.execute("SELECT count(*) FROM pg_catalog.pg_replication_slots "
@@ -337,7 +346,31 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         subscriptions_down=down,
         apply_error_increase=increase,
         elapsed_s=time.monotonic() - t0,
+        evidence={p: {"heartbeat_age_s": round(r.age_s, 3), "link_healthy": links[p].healthy if p in links else False}
+                  for p in settings.everyone if p != settings.region for r in rows if r.node == p},
+        view={r: sorted(v) for r, v in a.view.items()},
+        writable=writable,
+        guard=guard,
+        writes_ended=ended,
     )
+
+
+def _guard_problem(conn: Any) -> str:
+    """Why the write guard cannot hold on this server, or ''. A writer with such a problem is never
+    granted a lease (the check refuses its writes anyway; this says why, in the agent's reason)."""
+    prepared, = conn.execute("SELECT current_setting('max_prepared_transactions')::integer").fetchone()
+    if prepared:
+        return ("guard: max_prepared_transactions is not 0: COMMIT PREPARED commits without any lease check; "
+                "set it to 0 in the parameter group")
+    return ""
+
+
+def psycopg_client_cursor(conn: Any) -> Any:
+    """A cursor that binds parameters client-side, so several statements travel in one message and
+    run as one implicit transaction (server-side binding allows one statement per message)."""
+    import psycopg
+
+    return psycopg.ClientCursor(conn)
 
 
 @dataclass
@@ -497,7 +530,7 @@ class AwsSide:
         with self._lock:
             self._apply_errors += result.apply_error_increase
             self._snapshot = {"result": result}
-            self._want_out = result.decision.fenced
+            self._want_out = not result.writable
 
     # the thread
     def _run(self) -> None:
@@ -559,7 +592,7 @@ class AwsSide:
             r: ProbeResult = snap["result"]
             d = r.decision
             data += [
-                {"MetricName": "Fenced", "Dimensions": region, "Value": 1 if d.fenced else 0},
+                {"MetricName": "Fenced", "Dimensions": region, "Value": 0 if r.writable else 1},
                 {"MetricName": "VisibleRegions", "Dimensions": region, "Value": len(d.sees)},
                 {"MetricName": "QuorumReduced", "Dimensions": region, "Value": 1 if d.quorum_reduced or not d.majority else 0},
             ]
@@ -627,9 +660,14 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
             if full:
                 next_full = t + settings.maintenance_every_s
         d = result.decision
-        if result.changed or last is None:
-            log({"event": "decision", "region": settings.region, "writable": d.writable, "reason": d.reason,
-                 "majority": sorted(d.majority), "sees": sorted(d.sees), "alert": d.alert})
+        if result.changed or last is None or (d.reason, d.sees, d.majority, result.guard) != (
+                last.decision.reason, last.decision.sees, last.decision.majority, last.guard):
+            log({"event": "decision", "region": settings.region, "writable": result.writable,
+                 "reason": "guard_unsafe" if result.guard else d.reason, "majority": sorted(d.majority),
+                 "sees": sorted(d.sees), "alert": result.guard or d.alert, "hears": sorted(result.hears),
+                 "evidence": result.evidence, "view": result.view})
+        if result.writes_ended:
+            log({"event": "writes_ended", "region": settings.region, "transactions": result.writes_ended})
         last = result
         sleep(max(0.0, settings.probe_s - (time.monotonic() - t)))
     return last
@@ -722,7 +760,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             checker.stop()
             aws.stop()
         d = last.decision if last else None
-        return {"region": settings.region, "fenced": bool(d is None or d.fenced), "reason": d.reason if d else None}
+        return {"region": settings.region, "fenced": not (last and last.writable), "reason": d.reason if d else None}
     finally:
         conn.close()  # also releases the advisory lock
 

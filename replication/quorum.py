@@ -20,6 +20,17 @@ region that holds the same view selects the same clique, whatever the partition'
 split, single cut link, one-way loss), so two regions that cannot replicate to each other are never
 both in it. Views converge through the relays within the detection bound (`detection_bound`).
 
+**Silence is not absence.** Views are not always the same: a relayed report can go stale at one
+region while another still holds it fresh (a slow relay, a paused agent, a timing configuration that
+lets a relay path outlast ``stale_after``). A region with no fresh report is *unknown*, not cut off:
+any edge it could have (every edge its known peers do not rule out) might exist. A region writes
+only if it is in the selected clique of **every** graph between what it knows (the edges it has
+evidence for) and what it cannot rule out (`possible_graph`). Two regions that cannot replicate to
+each other are then never both writable once both views are accurate for the regions they know,
+however differently their relays have aged; a slow relay costs availability (reason
+``uncertain``), never safety. `timing_problems` is the rule on probe, staleness and lease under
+which relays stay fresh in a healthy mesh, so that this does not happen in normal operation.
+
 **Decision.** A region writes only if it is in the selected clique and its routing control is on
 (`None`: unknown, no opinion). Fencing is immediate; unfencing needs `unfence_after` consecutive
 eligible probes (hysteresis against flapping links), counted in state the caller persists.
@@ -33,20 +44,25 @@ from itertools import combinations
 from typing import Literal, Optional
 
 __all__ = [
+    "Assessment",
     "Decision",
     "Reason",
     "RelayEntry",
     "Report",
     "HeartbeatRow",
+    "assess",
     "decide",
     "decide_region",
     "detection_bound",
     "link_view",
+    "possible_graph",
     "majority_of",
     "merge_reports",
     "mutual_graph",
     "quorum_size",
     "select_majority",
+    "min_stale_after",
+    "timing_problems",
     "writers",
 ]
 
@@ -54,6 +70,7 @@ Reason = Literal[
     "writable",
     "no_quorum",
     "other_majority_selected",
+    "uncertain",
     "control_off",
     "stabilizing",
     "not_member",
@@ -99,7 +116,9 @@ class RelayEntry:
 class HeartbeatRow:
     """One peer's heartbeat row as this writer holds it.
 
-    ``since_received_s``: time since the row arrived, on the receiver's clock.
+    ``since_received_s``: time since the row arrived, on the receiver's clock. ``lag_s``: how long
+    the sender took from the observation the row reports to writing it, on the sender's clock (a
+    paused agent publishes old news, and says how old). The report's age is the sum of both.
     """
 
     node: str
@@ -107,6 +126,11 @@ class HeartbeatRow:
     hears: frozenset[str]
     since_received_s: float
     relay: Mapping[str, RelayEntry] = field(default_factory=dict)
+    lag_s: float = 0.0
+
+    @property
+    def age_s(self) -> float:
+        return self.since_received_s + max(self.lag_s, 0.0)
 
 
 def merge_reports(
@@ -128,9 +152,9 @@ def merge_reports(
             best[origin] = Report(seq, frozenset(h for h in hears if h in known), max(age, 0.0))
 
     for row in rows:
-        offer(row.node, row.seq, row.hears, row.since_received_s)
+        offer(row.node, row.seq, row.hears, row.age_s)
         for origin, entry in row.relay.items():
-            offer(origin, entry.seq, entry.hears, entry.age_s + row.since_received_s)
+            offer(origin, entry.seq, entry.hears, entry.age_s + row.age_s)
     best[me] = Report(my_seq, frozenset(h for h in my_hears if h in known) | {me}, 0.0)
     return best
 
@@ -152,17 +176,93 @@ def mutual_graph(regions: Sequence[str], hears: Mapping[str, Iterable[str]]) -> 
     }
 
 
+def possible_graph(regions: Sequence[str], hears: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
+    """Every edge the view cannot rule out: ``a``-``b`` unless a known report of either one leaves the
+    other out. A region with no entry in ``hears`` (no fresh report) rules nothing out."""
+    sees = {r: set(hears[r]) for r in regions if r in hears}
+
+    def may(a: str, b: str) -> bool:
+        return (a not in sees or b in sees[a]) and (b not in sees or a in sees[b])
+
+    return {a: frozenset({a} | {b for b in regions if b != a and may(a, b)}) for a in regions}
+
+
+def _cliques_before(regions: Sequence[str], graph: Mapping[str, frozenset[str]], quorum: int,
+                    chosen: frozenset[str]) -> Iterable[frozenset[str]]:
+    """Majority cliques of ``graph`` that ``select_majority`` would prefer to ``chosen`` (larger, or as
+    large and earlier in ``regions``); every majority clique when ``chosen`` is empty."""
+    order = {r: i for i, r in enumerate(regions)}
+    rank = (-len(chosen), sorted(order[r] for r in chosen)) if chosen else None
+    for size in range(len(regions), quorum - 1, -1):
+        for group in combinations(regions, size):
+            if rank is not None and (-size, sorted(order[r] for r in group)) >= rank:
+                return
+            if all(b in graph[a] for a in group for b in group):
+                yield frozenset(group)
+
+
 def select_majority(regions: Sequence[str], graph: Mapping[str, frozenset[str]], quorum: int) -> frozenset[str]:
     """The one clique allowed to write: the largest with at least ``quorum`` members.
 
     Ties go to the clique whose members come earliest in ``regions`` (the configured order, the
     same in every agent). Empty when no majority clique exists.
     """
-    for size in range(len(regions), quorum - 1, -1):
-        for group in combinations(regions, size):  # in order: the first found is the tie-break winner
-            if all(b in graph[a] for a in group for b in group):
-                return frozenset(group)
-    return frozenset()
+    return next(iter(_cliques_before(regions, graph, quorum, frozenset())), frozenset())
+
+
+def _certain(me: str, regions: Sequence[str], chosen: frozenset[str], possible: Mapping[str, frozenset[str]],
+             quorum: int) -> bool:
+    """Whether ``me`` is in the selected clique of every graph between the known edges (in which
+    ``chosen`` is selected) and ``possible``: every clique the unknown edges could complete that would
+    be selected before ``chosen`` contains ``me`` too."""
+    return me in chosen and all(me in k for k in _cliques_before(regions, possible, quorum, chosen))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One probe's verdict from one agent's observation, and what its heartbeat says to the others."""
+
+    decision: "Decision"
+    #: peers heard directly: a fresh heartbeat and healthy subscriptions
+    hears: frozenset[str]
+    #: every region's newest report as this agent knows it
+    reports: dict[str, Report]
+    #: who each region hears, for the regions with a fresh report
+    view: dict[str, frozenset[str]]
+    #: what the heartbeat relays about every other region (ages as of the observation)
+    relay: dict[str, RelayEntry]
+
+
+def assess(
+    me: str,
+    regions: Sequence[str],
+    *,
+    rows: Iterable[HeartbeatRow],
+    links_healthy: Iterable[str],
+    seq: int,
+    stale_after_s: float,
+    control_on: Optional[bool] = None,
+    previous_writable: Optional[bool] = None,
+    previous_streak: int = 0,
+    unfence_after: int = 3,
+    next_regions: Optional[Sequence[str]] = None,
+) -> Assessment:
+    """The pure part of a probe (the agent does the I/O; the timing model in the tests calls this).
+
+    ``rows``: the peers' heartbeat rows this writer holds, aged at the moment of observation;
+    ``links_healthy``: peers whose data and control subscriptions are healthy.
+    """
+    rows = list(rows)
+    everyone = list(regions) + [r for r in (next_regions or ()) if r not in regions]
+    fresh = {r.node for r in rows if r.age_s <= stale_after_s}
+    hears = frozenset(p for p in links_healthy if p in fresh and p != me)
+    reports = merge_reports(me, everyone, hears, seq, rows)
+    view = link_view(reports, stale_after_s)
+    decision = decide_region(
+        me, regions, view, control_on=control_on, previous_writable=previous_writable,
+        previous_streak=previous_streak, unfence_after=unfence_after, next_regions=next_regions or None)
+    relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s) for o, rep in reports.items() if o != me}
+    return Assessment(decision, hears, reports, view, relay)
 
 
 # -- decisions -----------------------------------------------------------------------------------
@@ -252,19 +352,28 @@ def decide_region(
     if unknown:
         raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
     graph = mutual_graph(everyone, hears)
-    majority = select_majority(regions, {r: graph[r] & frozenset(regions) for r in regions}, quorum)
+    possible = possible_graph(everyone, hears)
+
+    def chosen(members: Sequence[str], q: int) -> tuple[frozenset[str], bool]:
+        known = select_majority(members, {r: graph[r] & frozenset(members) for r in members}, q)
+        sure = _certain(me, members, known, {r: possible[r] & frozenset(members) for r in members}, q)
+        return known, sure
+
+    majority, certain = chosen(regions, quorum)
     in_majority = member and me in majority
     if next_regions is not None:
-        next_majority = select_majority(next_regions, {r: graph[r] & frozenset(next_regions) for r in next_regions},
-                                        majority_of(len(next_regions)))
+        next_majority, next_certain = chosen(next_regions, majority_of(len(next_regions)))
         in_majority = in_majority and me in next_majority
+        certain = certain and next_certain
     control = True if control_on is None else control_on
-    eligible = in_majority and control
+    eligible = in_majority and certain and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0
     if not member:
         reason: Reason = "not_member"
     elif not in_majority:
         reason = "no_quorum" if len(graph[me]) < quorum else "other_majority_selected"
+    elif not certain:
+        reason = "uncertain"
     elif not control:
         reason = "control_off"
     elif previous_writable is False and streak < unfence_after:
@@ -278,7 +387,7 @@ def decide_region(
         alert = f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
     elif not member:
         alert = f"{me} is not a quorum member: it takes no writes (being seeded, or it left the mesh)"
-    elif not in_majority:
+    elif not in_majority or not certain:
         alert = f"{me} is fenced ({reason})"
     else:
         alert = None
@@ -345,8 +454,46 @@ def detection_bound(
     Live agents: each end of a cut sees its incoming side go silent after ``stale_after_s`` and
     acts on its next probe; what the other regions know reaches everyone through at most ``n - 1``
     relays, each costing one probe and one link delay, and is acted on at the next probe.
-    A dead or stalled agent stops renewing its lease, which runs out after ``lease_s``. A step of a
-    region's own clock shifts both by at most ``clock_step_s``.
+    A dead, stalled or paused agent stops renewing its lease. A lease runs from the moment of the
+    observation it was granted on, not from when the agent got round to writing it, and that
+    observation counted a peer as heard for at most ``stale_after_s`` after its last heartbeat:
+    so at most ``stale_after_s + lease_s`` after a cut. A step of a region's own clock shifts both
+    by at most ``clock_step_s``.
     """
     live = stale_after_s + probe_s + (n - 1) * (probe_s + max_link_delay_s) + probe_s
-    return max(live, lease_s) + clock_step_s
+    return max(live, stale_after_s + lease_s) + clock_step_s
+
+
+#: Slack for a late probe, in probe intervals, on top of the longest relay path.
+RELAY_SLACK_PROBES = 1.0
+
+
+def min_stale_after(n: int, probe_s: float) -> float:
+    """The shortest ``stale_after`` under which every report stays fresh in a healthy mesh.
+
+    A report reaches a region through at most ``n - 1`` relays. Each relay reads it on its next probe
+    (up to ``probe_s`` after it arrived) and passes it on with that age added (``merge_reports``), so
+    a report arrives aged up to ``(n - 1) * probe_s`` plus each agent's own delay between observing
+    and publishing, which is counted too. One more probe of slack covers a late probe.
+    """
+    return (n - 1 + RELAY_SLACK_PROBES) * probe_s
+
+
+def timing_problems(n: int, *, probe_s: float, stale_after_s: float, lease_s: float) -> list[str]:
+    """What is wrong with a fence timing for ``n`` voting regions, each problem with its fix.
+
+    The one rule on timing: config validation, the agent and the drills call it.
+    """
+    out = []
+    floor = min_stale_after(n, probe_s)
+    if stale_after_s < floor:
+        out.append(
+            f"stale_after_seconds ({stale_after_s:g}) must be at least {floor:g} with {n} regions and a "
+            f"{probe_s:g} s probe: a report can reach a region through {n - 1} relay(s), each adding up to one "
+            f"probe of age, plus one probe of slack; shorter, and relayed reports go stale in a healthy mesh "
+            f"(regions fence for no reason); e.g. stale_after_seconds: {floor:g}")
+    if lease_s <= probe_s + 0.5:
+        out.append(
+            f"lease_seconds ({lease_s:g}) must exceed probe_interval_seconds ({probe_s:g}) by more than 0.5 s, "
+            f"or a healthy region fences itself between renewals; e.g. lease_seconds: {3 * probe_s:g}")
+    return out

@@ -31,8 +31,9 @@ AGENT_ROLE = "fraiseql_agent"
 REPL_ROLE = "fraiseql_repl"
 #: Functions the agent calls (SECURITY DEFINER: they run with the owner's rights, so the agent needs
 #: nothing on the tables they touch); nobody else may run them. Missing ones are skipped.
-AGENT_FUNCTIONS = ("emit_watermark", "purge_tombstones", "purge_changes", "retry_parked", "compact_resolutions",
-                   "publish_digests", "publish_key_details", "diverged_keys", "purge_digests")
+AGENT_FUNCTIONS = ("set_lease", "end_writes", "replication_lag", "emit_watermark", "purge_tombstones", "purge_changes",
+                   "retry_parked", "compact_resolutions", "publish_digests", "publish_key_details", "diverged_keys",
+                   "purge_digests")
 AGENT_TABLES_READ = ("parked",)
 
 
@@ -113,7 +114,7 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
     # The replicated tables' triggers are SECURITY DEFINER: the app needs nothing in the schema
     # but to read the conflicts its app tables leave for it.
     internal = ", ".join(f"{SCHEMA}.{t}" for t in (
-        "lease", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
+        "lease", "lease_until", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
         "applied", "peer_applied", "table_meta", "members", "digests", "digest_keys", "heartbeats"))
     stmts += [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
@@ -130,7 +131,9 @@ def render_agent_grants(role: str = AGENT_ROLE) -> list[str]:
     tables = "ARRAY[" + ", ".join(_lit(t) for t in AGENT_TABLES_READ) + "]"
     return [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
-        f"GRANT SELECT, UPDATE ON {SCHEMA}.lease, {SCHEMA}.agent_state TO {r}",
+        # The lease moves only through set_lease (SECURITY DEFINER): reading it is all the agent may do.
+        f"GRANT SELECT ON {SCHEMA}.lease TO {r}",
+        f"GRANT SELECT, UPDATE ON {SCHEMA}.agent_state TO {r}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {HEARTBEAT_TABLE} TO {r}",
         "DO $do$ DECLARE f regprocedure; t text; BEGIN\n"
         "  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p\n"
@@ -144,11 +147,15 @@ def render_agent_grants(role: str = AGENT_ROLE) -> list[str]:
         "    END IF;\n"
         "  END LOOP;\n"
         "END $do$",
-        # Replay lag of the peers' walsenders (which run as fraiseql_repl) is visible only with this.
+        # No pg_read_all_stats: replication_lag() gives the agent the one thing it needed it for, and it
+        # would let the agent read every session's statement text (pg_stat_activity,
+        # pg_stat_statements). A grant made by an earlier release is taken back.
         "DO $do$ BEGIN\n"
-        f"  EXECUTE format('GRANT pg_read_all_stats TO %I', {_lit(role)});\n"
+        f"  IF pg_catalog.pg_has_role({_lit(role)}, 'pg_read_all_stats', 'MEMBER') THEN\n"
+        f"    EXECUTE format('REVOKE pg_read_all_stats FROM %I', {_lit(role)});\n"
+        "  END IF;\n"
         "EXCEPTION WHEN insufficient_privilege THEN\n"
-        "  RAISE WARNING 'fraiseql_repl: cannot grant pg_read_all_stats to %: lag metrics will be missing', "
+        "  RAISE WARNING 'fraiseql_repl: cannot revoke pg_read_all_stats from %', "
         f"{_lit(role)};\n"
         "END $do$",
     ]

@@ -241,8 +241,8 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
         # A live primary becoming a writer keeps taking writes while the mesh forms: the lease is
         # granted before the first guard exists, and its agent takes it over. Only on the first
         # install (no lease was ever granted here): a re-run never unfences anything.
-        stmts += [f"{render_lease(transition_lease_s, 'transition: a primary becoming a writer', TRANSITION_GRANT)[0]}"
-                  " AND instance_started_at IS NULL AND granted_by = ''"]
+        stmts += render_lease(transition_lease_s, "transition: a primary becoming a writer", TRANSITION_GRANT,
+                              only_if_never_granted=True)
     stmts += _split(_schema_file("install.sql"))
     stmts += _split(_schema_file("verify.sql"))
     stmts += _split(_schema_file("ddl.sql"))
@@ -251,12 +251,15 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     return stmts
 
 
-def render_lease(valid_s: float | None, reason: str, granted_by: str = "") -> list[str]:
+def render_lease(valid_s: float | None, reason: str, granted_by: str = "", *,
+                 only_if_never_granted: bool = False) -> list[str]:
     """Grant this node a write lease for ``valid_s`` seconds of its own clock, or revoke it (``None``).
 
     ``valid_s = inf`` grants a lease that never runs out (tests, or an operator overriding a dead
     agent knowingly). Neither form waits for writers: the guard reads the lease without a lock, and
-    a transaction that commits after the lease ran out is refused at commit.
+    a transaction that commits after the lease ran out is refused at commit. With
+    ``only_if_never_granted``, nothing happens where a lease was ever granted (a re-run of the first
+    install never unfences anything).
     """
     if valid_s is None:
         until = "'-infinity'::timestamptz"
@@ -264,11 +267,10 @@ def render_lease(valid_s: float | None, reason: str, granted_by: str = "") -> li
         until = "'infinity'::timestamptz"
     else:
         until = f"clock_timestamp() + make_interval(secs => {float(valid_s)!r})"
-    return [
-        f"UPDATE {LEASE_TABLE} SET valid_until = {until}, reason = {_lit(reason)},"
-        f" granted_by = {_lit(granted_by)}, changed_at = clock_timestamp(),"
-        f" instance_started_at = pg_postmaster_start_time() WHERE singleton"
-    ]
+    call = f"{SCHEMA}.set_lease({until}, {_lit(reason)}, {_lit(granted_by)})"
+    if only_if_never_granted:
+        return [f"SELECT {call} FROM {LEASE_TABLE} WHERE singleton AND instance_started_at IS NULL AND granted_by = ''"]
+    return [f"SELECT {call}"]
 
 
 #: What the data publication carries: change images and counter shards. The application's tables
@@ -368,6 +370,22 @@ def _others(node: Node, peers: Sequence[Node]) -> list[Node]:
     return [p for p in peers if p.name != node.name]
 
 
+#: Large transactions are streamed to subscribers while they run (PostgreSQL 14+), so the
+#: walsender never replays a whole large transaction at its commit. Data links apply streamed
+#: transactions in parallel workers; the control link (heartbeats, verify rounds) applies them
+#: from a spool file at commit (they touch no control table, so there is nothing to apply).
+DATA_STREAMING = "parallel"
+CONTROL_STREAMING = "on"
+#: The control link's walsender decodes the same WAL as the data links, including every row of a
+#: large transaction that it then discards (no control table in it). With the default 64 MB of
+#: decoding memory, a transaction below that size is held back and replayed at its commit, and
+#: every heartbeat committed after it waits for the replay: seconds for a few hundred thousand
+#: rows, on every link out of the writer that ran it. With 64 kB the walsender streams (and
+#: discards) such a transaction in small pieces as it is written, so a heartbeat waits for at
+#: most 64 kB of decoding. (A session setting of the walsender, sent in the connection string.)
+CONTROL_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=64kB'"
+
+
 def render_subscriptions(
     node: Node, peers: Sequence[Node], conninfo: Callable[[Node], str] | None = None
 ) -> list[str]:
@@ -388,14 +406,14 @@ def render_subscriptions(
     out = []
     refresh = []
     for peer in _others(node, peers):
-        ci = make(peer)
         setting = _lit(f"{SCHEMA}.pw_{peer.user}")
-        for sub, publication in (
-            (subscription_name(node, peer), PUBLICATION),
-            (control_subscription_name(node, peer), CONTROL_PUBLICATION),
+        for sub, publication, ci, streaming in (
+            (subscription_name(node, peer), PUBLICATION, make(peer), DATA_STREAMING),
+            (control_subscription_name(node, peer), CONTROL_PUBLICATION, make(peer) + CONTROL_WALSENDER_OPTIONS,
+             CONTROL_STREAMING),
         ):
             options = (f"origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)}, "
-                       "enabled = true, disable_on_error = false")
+                       f"enabled = true, disable_on_error = false, streaming = {streaming}")
             out.append(
                 "DO $do$ DECLARE\n"
                 f"  pw text := nullif(current_setting({setting}, true), '');\n"
@@ -417,6 +435,7 @@ def render_subscriptions(
                 "    CASE WHEN pw IS NULL THEN SQLERRM ELSE replace(SQLERRM, pw, '[redacted]') END USING ERRCODE = SQLSTATE;\n"
                 "END $do$"
             )
+            refresh.append(f"ALTER SUBSCRIPTION {sub} SET (streaming = {streaming})")
             refresh.append(f"ALTER SUBSCRIPTION {sub} REFRESH PUBLICATION WITH (copy_data = false)")
     return out + refresh
 

@@ -2,9 +2,17 @@
 -- region's view over their own publication, and the fence agent's local state.
 -- Every statement is idempotent; run them one by one in autocommit mode.
 
--- Writes to replicated tables are allowed only while valid_until is ahead of this node's clock.
--- Only the fence agent renews it; nobody locks it, so neither side can starve the other.
--- A new node starts fenced ('-infinity'): it takes writes once its agent has seen a majority.
+-- Writes to replicated tables are allowed only while the lease is ahead of this node's clock.
+-- Only the fence agent renews it (set_lease); nobody locks it, so neither side can starve the other.
+-- A new node starts fenced: it takes writes once its agent has seen a majority.
+--
+-- The lease's end lives in a sequence, not in a table row: a sequence is read outside MVCC, so a
+-- REPEATABLE READ or SERIALIZABLE transaction sees a revoke made after its snapshot was taken, and
+-- setval is immediate (nothing waits for a commit). In microseconds since the epoch; 0: fenced;
+-- the largest bigint: a lease that never ends (tests, or an operator overriding a dead agent).
+CREATE SEQUENCE IF NOT EXISTS fraiseql_repl.lease_until AS bigint MINVALUE 0 START WITH 0 NO CYCLE;
+
+-- What the lease was granted on and why (read by people and tools; the check reads the sequence).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.lease (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     valid_until timestamptz NOT NULL DEFAULT '-infinity',
@@ -68,6 +76,11 @@ ALTER TABLE fraiseql_repl.agent_state ADD COLUMN IF NOT EXISTS retired_membershi
 -- Which membership each agent runs ("a,b,c" or "a,b,c|a,b,c,d,e" during a joint change).
 ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS membership text NOT NULL DEFAULT '';
 
+-- When the agent made the observation the row reports (sender's clock; sent_at is when it wrote the
+-- row). A receiver ages the report by sent_at - observed_at on top of the time since the row
+-- arrived: an agent that paused between looking and writing publishes old news, and says so.
+ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS observed_at timestamptz;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_received()
 RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -89,7 +102,8 @@ CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_upsert()
 RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
     UPDATE fraiseql_repl.heartbeats SET seq = NEW.seq, sent_at = NEW.sent_at, hears = NEW.hears, relay = NEW.relay,
-           writable = NEW.writable, schema_hash = NEW.schema_hash, membership = NEW.membership
+           writable = NEW.writable, schema_hash = NEW.schema_hash, membership = NEW.membership,
+           observed_at = NEW.observed_at
      WHERE node = NEW.node;
     IF FOUND THEN
         RETURN NULL;
@@ -103,28 +117,94 @@ DO $do$ BEGIN
   ALTER TABLE fraiseql_repl.heartbeats ENABLE REPLICA TRIGGER fraiseql_repl_upsert;
 END $do$;
 
--- The check itself: no lock taken, so a fencing agent never waits for writers and writers never
--- wait for it. The margin covers the time between the check at commit and the commit record.
-CREATE OR REPLACE FUNCTION fraiseql_repl.check_lease(at_phase text)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
-DECLARE l record;
+-- The lease's end, from the sequence ('-infinity' when fenced).
+CREATE OR REPLACE FUNCTION fraiseql_repl.lease_valid_until()
+RETURNS timestamptz LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $f$
+    SELECT CASE WHEN last_value <= 0 THEN '-infinity'::timestamptz
+                WHEN last_value = 9223372036854775807 THEN 'infinity'::timestamptz
+                ELSE to_timestamp(last_value / 1e6) END
+    FROM fraiseql_repl.lease_until
+$f$;
+
+-- Grant a lease until `until` (NULL or -infinity: revoke), the one way anyone changes it. The lease
+-- row is locked while it changes, so an agent and a runbook never interleave. With keep_transition
+-- (an agent that has just started and cannot have heard its peers yet), a runbook's transition lease
+-- that is still running is left alone instead of revoked. Returns the lease's end afterwards.
+CREATE OR REPLACE FUNCTION fraiseql_repl.set_lease(until timestamptz, why text, by_whom text,
+                                                   keep_transition boolean DEFAULT false)
+RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+DECLARE
+    cur record;
+    us bigint;
 BEGIN
-    SELECT valid_until, reason, instance_started_at INTO l FROM fraiseql_repl.lease WHERE singleton;
-    IF l.valid_until IS NULL OR clock_timestamp() + interval '100 milliseconds' >= l.valid_until
-       OR l.instance_started_at IS DISTINCT FROM pg_postmaster_start_time() THEN
-        RAISE EXCEPTION USING
-            ERRCODE = '25006',
-            MESSAGE = format('fraiseql_repl: node %s is fenced; write refused at %s', fraiseql_repl.node_name(), at_phase),
-            DETAIL = CASE WHEN l.instance_started_at IS DISTINCT FROM pg_postmaster_start_time()
-                              AND clock_timestamp() < l.valid_until
-                          THEN 'the lease was granted to another server instance (a copy, a restore or a restart); '
-                               'its fence agent grants this one a lease once it sees a quorum'
-                          ELSE coalesce(l.reason, 'no lease row') END,
-            HINT = 'This region has no write quorum (or its fence agent is not running). Retry the write in another region.';
+    SELECT * INTO cur FROM fraiseql_repl.lease WHERE singleton FOR UPDATE;
+    IF keep_transition AND (until IS NULL OR until <= clock_timestamp()) AND cur.granted_by LIKE 'transition:%'
+       AND fraiseql_repl.lease_valid_until() > clock_timestamp() THEN
+        RETURN fraiseql_repl.lease_valid_until();
     END IF;
+    UPDATE fraiseql_repl.lease SET valid_until = coalesce(until, '-infinity'), reason = why, granted_by = by_whom,
+           changed_at = clock_timestamp(), instance_started_at = pg_postmaster_start_time()
+     WHERE singleton;
+    RETURN fraiseql_repl.lease_valid_until();
 END $f$;
 
--- Statement level, before any row changes: refuse early with a clear error.
+-- Every change of the lease row moves the sequence with it, at once (an agent of the previous
+-- release, which updates the row directly, keeps working through an upgrade).
+CREATE OR REPLACE FUNCTION fraiseql_repl.lease_to_sequence()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+BEGIN
+    PERFORM setval('fraiseql_repl.lease_until',
+                   CASE WHEN NEW.valid_until = '-infinity' THEN 0
+                        WHEN NEW.valid_until = 'infinity' THEN 9223372036854775807
+                        ELSE greatest(floor(extract(epoch FROM NEW.valid_until) * 1e6), 0)::bigint END, true);
+    RETURN NEW;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_lease_clock BEFORE INSERT OR UPDATE OF valid_until ON fraiseql_repl.lease
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_to_sequence();
+  -- An install over the previous release: the sequence starts where the row is.
+  IF (SELECT last_value FROM fraiseql_repl.lease_until) = 0 THEN
+    UPDATE fraiseql_repl.lease SET valid_until = valid_until WHERE singleton AND valid_until > '-infinity';
+  END IF;
+END $do$;
+
+-- The check itself: no lock taken, so a fencing agent never waits for writers and writers never
+-- wait for it. The margin covers the time between the check at commit and the commit record.
+-- Refused too: a lease granted to another server instance (a copy, a restore, a restart), and any
+-- write where prepared transactions are enabled (COMMIT PREPARED runs no check at all).
+CREATE OR REPLACE FUNCTION fraiseql_repl.check_lease(at_phase text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+DECLARE
+    until_us bigint;
+    l record;
+    why text;
+BEGIN
+    SELECT last_value INTO until_us FROM fraiseql_repl.lease_until;
+    SELECT reason, instance_started_at INTO l FROM fraiseql_repl.lease WHERE singleton;
+    IF until_us > (extract(epoch FROM clock_timestamp()) * 1e6)::bigint + 100000
+       AND l.instance_started_at IS NOT DISTINCT FROM pg_postmaster_start_time()
+       AND current_setting('max_prepared_transactions')::integer = 0 THEN
+        RETURN;
+    END IF;
+    why := CASE
+        WHEN current_setting('max_prepared_transactions')::integer <> 0 THEN
+            'max_prepared_transactions is not 0: COMMIT PREPARED would commit a write without any lease check '
+            '(set it to 0 in the parameter group)'
+        WHEN l.instance_started_at IS DISTINCT FROM pg_postmaster_start_time() AND until_us > 0 THEN
+            'the lease was granted to another server instance (a copy, a restore or a restart); '
+            'its fence agent grants this one a lease once it sees a quorum'
+        ELSE coalesce(l.reason, 'no lease row') END;
+    RAISE EXCEPTION USING
+        ERRCODE = '25006',
+        MESSAGE = format('fraiseql_repl: node %s is fenced; write refused at %s', fraiseql_repl.node_name(), at_phase),
+        DETAIL = why,
+        HINT = 'This region has no write quorum (or its fence agent is not running). Retry the write in another region.';
+END $f$;
+
+-- Statement level, before any row changes: refuse early with a clear error. It also puts this
+-- table's commit check back to deferred, so a session that made every constraint immediate (Django's
+-- check_constraints does) still has its writes checked at commit.
 CREATE OR REPLACE FUNCTION fraiseql_repl.fence_guard()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 BEGIN
@@ -136,21 +216,61 @@ BEGIN
                    'Use DELETE (it replicates and leaves tombstones), or take the table out of replication first.';
     END IF;
     PERFORM fraiseql_repl.check_lease('statement');
+    EXECUTE format('SET CONSTRAINTS %I.fraiseql_repl_lease DEFERRED', TG_TABLE_SCHEMA);
     RETURN NULL;
 END $f$;
 
 -- Row level, deferred to commit: a transaction that checked the lease early and commits late is
--- refused if the lease ran out in between. Checked again at most every 20 ms of commit work.
+-- refused if the lease ran out in between. No shortcut a session could switch on: every row checks.
 CREATE OR REPLACE FUNCTION fraiseql_repl.lease_at_commit()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
-DECLARE last text := current_setting('fraiseql_repl.lease_checked', true);
 BEGIN
-    IF last IS NULL OR last = '' OR clock_timestamp() - last::timestamptz > interval '20 milliseconds' THEN
-        PERFORM fraiseql_repl.check_lease('commit');
-        PERFORM set_config('fraiseql_repl.lease_checked', clock_timestamp()::text, true);
-    END IF;
+    PERFORM fraiseql_repl.check_lease('commit');
     RETURN NULL;
 END $f$;
+
+-- What a fenced writer's agent runs: end every client transaction that has written to a replicated
+-- table and not committed. Such a transaction may have passed its checks while the lease was valid
+-- and hold its commit back for as long as it likes (a session can run its deferred checks early
+-- with SET CONSTRAINTS ... IMMEDIATE, and sit idle afterwards); terminating it is the guard that
+-- needs no cooperation from it. A transaction that has not written yet is refused by its own
+-- checks, which run after this. Does nothing while the lease is valid. Returns how many it ended.
+CREATE OR REPLACE FUNCTION fraiseql_repl.end_writes()
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+DECLARE
+    victim integer;
+    n integer := 0;
+BEGIN
+    IF fraiseql_repl.lease_valid_until() > clock_timestamp()
+       AND (SELECT instance_started_at FROM fraiseql_repl.lease WHERE singleton) IS NOT DISTINCT FROM pg_postmaster_start_time() THEN
+        RETURN 0;
+    END IF;
+    FOR victim IN
+        SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'relation' AND l.relation = 'fraiseql_repl.changes'::regclass AND l.granted
+          AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+    LOOP
+        IF pg_terminate_backend(victim, 2000) THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END $f$;
+
+-- Replay lag of this publisher's peers (their walsenders run as the replication role): all the agent
+-- needs from pg_stat_replication, without pg_read_all_stats, which would let it read every
+-- session's statement text in pg_stat_activity and pg_stat_statements.
+CREATE OR REPLACE FUNCTION fraiseql_repl.replication_lag()
+RETURNS TABLE (subscriber text, lag_s float8) LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+    SELECT application_name::text, coalesce(extract(epoch FROM replay_lag), 0)::float8 FROM pg_catalog.pg_stat_replication
+$f$;
+
+-- Nobody but the roles granted it (the fence agent) may move the lease or end transactions.
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.set_lease(timestamptz, text, text, boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.end_writes() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.replication_lag() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.lease_to_sequence() FROM PUBLIC;
+REVOKE ALL ON SEQUENCE fraiseql_repl.lease_until FROM PUBLIC;
 
 DROP TABLE IF EXISTS fraiseql_repl.fence;
 DROP TABLE IF EXISTS fraiseql_repl.heartbeat;

@@ -25,8 +25,8 @@ NODES = [Node(r, r, f"db.{r}.internal", index=i + 1) for i, r in enumerate(("us-
 IDEMPOTENT = re.compile(
     r"^(CREATE (SCHEMA|TABLE|INDEX|SEQUENCE) IF NOT EXISTS|CREATE OR REPLACE (FUNCTION|VIEW)|DO \$do\$|"
     r"ALTER TABLE \S+\s+ADD COLUMN IF NOT EXISTS|INSERT INTO .*\sON CONFLICT|"
-    r"UPDATE fraiseql_repl\.lease SET .* WHERE singleton$|ALTER SUBSCRIPTION \w+ REFRESH PUBLICATION|"
-    r"DROP (TABLE|FUNCTION) IF EXISTS|DELETE FROM fraiseql_repl\.members WHERE name NOT IN|"
+    r"SELECT fraiseql_repl\.set_lease\(|ALTER SUBSCRIPTION \w+ (REFRESH PUBLICATION|SET \(streaming = \w+\))|"
+    r"DROP (TABLE|FUNCTION) IF EXISTS|REVOKE (EXECUTE|ALL) ON (FUNCTION|SEQUENCE) |DELETE FROM fraiseql_repl\.members WHERE name NOT IN|"
     r"SELECT fraiseql_repl\.install_(table|dispatcher)\()",
     re.S,
 )
