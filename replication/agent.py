@@ -408,7 +408,7 @@ def maintain(conn: Any, *, full: bool) -> Maintenance:
         out.tombstones_purged = int((run("SELECT fraiseql_repl.purge_tombstones()") or (0,))[0])
         out.changes_purged = int((run("SELECT fraiseql_repl.purge_changes()") or (0,))[0])
         run("SELECT fraiseql_repl.compact_resolutions()")
-    parked = run("SELECT count(*) FROM fraiseql_repl.parked")
+    parked = run("SELECT count(*) FROM fraiseql_repl.parked WHERE sqlstate <> 'FQ004'")
     out.parked = int(parked[0]) if parked else -1
     return out
 

@@ -129,10 +129,10 @@ $f$;
 -- Grant a lease until `until` (NULL or -infinity: revoke), the one way anyone changes it. The lease
 -- row is locked while it changes, so an agent and a runbook never interleave. With keep_transition
 -- (an agent that has just started and cannot have heard its peers yet), a runbook's transition lease
--- that is still running is left alone instead of revoked. Returns the lease's end afterwards.
+-- that is still running is left alone instead of revoked.
 CREATE OR REPLACE FUNCTION fraiseql_repl.set_lease(until timestamptz, why text, by_whom text,
                                                    keep_transition boolean DEFAULT false)
-RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 DECLARE
     cur record;
     us bigint;
@@ -140,12 +140,11 @@ BEGIN
     SELECT * INTO cur FROM fraiseql_repl.lease WHERE singleton FOR UPDATE;
     IF keep_transition AND (until IS NULL OR until <= clock_timestamp()) AND cur.granted_by LIKE 'transition:%'
        AND fraiseql_repl.lease_valid_until() > clock_timestamp() THEN
-        RETURN fraiseql_repl.lease_valid_until();
+        RETURN;
     END IF;
     UPDATE fraiseql_repl.lease SET valid_until = coalesce(until, '-infinity'), reason = why, granted_by = by_whom,
            changed_at = clock_timestamp(), instance_started_at = pg_postmaster_start_time()
      WHERE singleton;
-    RETURN fraiseql_repl.lease_valid_until();
 END $f$;
 
 -- Every change of the lease row moves the sequence with it, at once (an agent of the previous

@@ -83,6 +83,13 @@ BEGIN
     IF strategy NOT IN ('lww', 'counter', 'set', 'app') THEN
         RAISE EXCEPTION 'fraiseql_repl: unknown strategy % for %', strategy, tname;
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = rel AND (c.relkind = 'p' OR c.relispartition))
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel OR i.inhparent = rel) THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: replicated table %s is partitioned, a partition, or in an inheritance tree', tname),
+            HINT = 'A write straight to a partition or child table would skip the parent''s fence and change capture. '
+                   'Replicate plain tables only.';
+    END IF;
     IF pk IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('fraiseql_repl: replicated table %s has no primary key', tname),
@@ -124,15 +131,20 @@ BEGIN
     -- Local writes: stamp the version (and the incarnation on insert).
     body := format($b$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE _fq_tomb fraiseql_repl.tombstones;
+DECLARE
+    _fq_tomb fraiseql_repl.tombstones;
+    _fq_born timestamptz;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         _fq_tomb := fraiseql_repl.tombstone_of(%2$s, jsonb_build_object(%3$s));
         -- A re-insert of a deleted key is a new incarnation, newer than the delete. The incarnation
         -- is named after the delete it follows, so regions that create the same key concurrently
-        -- share it (their counters sum) while a set element's incarnation is its own add.
-        NEW._repl_ts := fraiseql_repl.next_ts(_fq_tomb.ts);
-        NEW._repl_born := CASE WHEN %4$L = 'set' THEN NEW._repl_ts ELSE coalesce(_fq_tomb.ts, '-infinity') END;
+        -- share it (their counters sum) while a set element's incarnation is its own add. Where the
+        -- key's tombstone has been purged here, it is born after every purged delete of the table:
+        -- a writer that still holds the tombstone must not take it for the deleted incarnation.
+        _fq_born := fraiseql_repl.birth_after(%2$s, _fq_tomb.ts);
+        NEW._repl_ts := fraiseql_repl.next_ts(_fq_born);
+        NEW._repl_born := CASE WHEN %4$L = 'set' THEN NEW._repl_ts ELSE _fq_born END;
     ELSE
         IF %4$L = 'set' THEN
             RAISE EXCEPTION USING ERRCODE = '0A000',
@@ -177,8 +189,11 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
             VALUES (%2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
             ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;
         END IF;$s$, c, lit, pk_json_new);
+            -- The sum over every incarnation the key's deletes have not removed: regions that create
+            -- the same key concurrently add up, whether or not they named the incarnation alike.
             counter_set := counter_set || format(', %1$I = (SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
-                'WHERE s.table_name = %2$s AND s.pk = _fq_key AND s.col = %1$L AND s.born = t._repl_born)::%3$s',
+                'WHERE s.table_name = %2$s AND s.pk = _fq_key AND s.col = %1$L AND NOT EXISTS (SELECT 1 '
+                'FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s AND x.pk = _fq_key AND x.born >= s.born))::%3$s',
                 c, lit, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
                           WHERE a.attrelid = rel AND a.attname = c));
         END LOOP;
@@ -233,12 +248,23 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
         clash_sql := clash_sql || format($u$
     SELECT * INTO _fq_clash FROM %1$s t WHERE %2$s AND NOT (%3$s) LIMIT 1 FOR UPDATE;
     IF FOUND THEN
+        -- The newer row holds the value. The other one is not dropped but parked (FQ004), here and on
+        -- every writer that meets the clash, and merged again when the value is free: so every writer
+        -- ends with the same rows whatever order the versions came in (a clash one writer saw and
+        -- another never did, because the winner had moved on, leaves no difference behind).
         IF %4$L = 'app' OR NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node,
                                                         _fq_clash._repl_born, _fq_clash._repl_ts, _fq_clash._repl_node) THEN
             INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
-            VALUES (%5$s, _fq_c.pk, 'unique ' || %6$L || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node);
+            SELECT %5$s, _fq_c.pk, 'unique ' || %6$L || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node
+            WHERE NOT EXISTS (SELECT 1 FROM fraiseql_repl.conflicts x WHERE x.table_name = %5$s AND x.pk = _fq_c.pk
+                              AND x.kind = 'unique ' || %6$L || ': incoming lost' AND x.resolved_at IS NULL);
             RETURN 'unique_incoming_lost';
         END IF;
+        INSERT INTO fraiseql_repl.parked (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at, sqlstate, error)
+        VALUES ('clash:' || fraiseql_repl.node_name(), nextval('fraiseql_repl.changes_id'), %5$s, 'u',
+                fraiseql_repl.row_key(%5$s, to_jsonb(_fq_clash)), _fq_clash._repl_ts, _fq_clash._repl_node,
+                _fq_clash._repl_born, to_jsonb(_fq_clash), clock_timestamp(), 'FQ004',
+                'loses a unique clash; merged again when the value is free');
         DELETE FROM %1$s t WHERE %7$s;
         INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
         VALUES (%5$s, _fq_c.pk, 'unique ' || %6$L || ': local lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node);
@@ -293,8 +319,9 @@ BEGIN
     IF _fq_c.op = 'd' THEN
         PERFORM fraiseql_repl.put_tombstone(%3$s, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
         _fq_k := jsonb_populate_record(NULL::%2$s, _fq_c.pk);
-        -- Remove the incarnation the delete saw (and older ones); a later re-insert survives.
-        DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_c.born;
+        _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
+        -- Remove every incarnation a delete of the key saw (and older ones); a later re-insert survives.
+        DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_tomb.born;
         GET DIAGNOSTICS _fq_n = ROW_COUNT;
         RETURN CASE WHEN _fq_n > 0 THEN 'delete_applied' ELSE 'delete_nothing_to_remove' END;
     END IF;

@@ -199,21 +199,50 @@ RETURNS void LANGUAGE sql AS $f$
     INSERT INTO fraiseql_repl.resolution_events (table_name, kind) VALUES (tname, kind)
 $f$;
 
+-- The primary key of a row image of a replicated table, as the change log spells it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.row_key(tname text, image jsonb)
+RETURNS jsonb LANGUAGE sql STABLE AS $f$
+    SELECT jsonb_object_agg(c, image -> c) FROM unnest(fraiseql_repl.pk_cols(tname::regclass)) c
+$f$;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.tombstone_of(tname text, key jsonb)
 RETURNS fraiseql_repl.tombstones LANGUAGE sql STABLE AS $f$
     SELECT * FROM fraiseql_repl.tombstones WHERE table_name = tname AND pk = key
 $f$;
 
--- A tombstone keeps the newest delete of a key (and so the latest incarnation it removed).
+-- A tombstone is a join of every delete of its key, whatever order they arrive in: the latest
+-- incarnation any of them removed (born: the greatest), the newest delete's version (ts, node), and
+-- the origin of the delete that removed the latest incarnation (purges wait until every member has
+-- applied that one).
 CREATE OR REPLACE FUNCTION fraiseql_repl.put_tombstone(tname text, key jsonb, t timestamptz, n text,
                                                        b timestamptz, o text, o_at timestamptz)
 RETURNS void LANGUAGE sql AS $f$
     INSERT INTO fraiseql_repl.tombstones AS x (table_name, pk, ts, node, born, origin, origin_at)
     VALUES (tname, key, t, n, b, o, o_at)
-    ON CONFLICT (table_name, pk) DO UPDATE
-        SET ts = excluded.ts, node = excluded.node, born = greatest(x.born, excluded.born),
-            origin = excluded.origin, origin_at = excluded.origin_at
-    WHERE fraiseql_repl.newer(excluded.ts, excluded.node, x.ts, x.node)
+    ON CONFLICT (table_name, pk) DO UPDATE SET
+        ts = CASE WHEN fraiseql_repl.newer(excluded.ts, excluded.node, x.ts, x.node) THEN excluded.ts ELSE x.ts END,
+        node = CASE WHEN fraiseql_repl.newer(excluded.ts, excluded.node, x.ts, x.node) THEN excluded.node ELSE x.node END,
+        born = greatest(x.born, excluded.born),
+        origin = CASE WHEN excluded.born > x.born OR (excluded.born = x.born AND excluded.origin_at > x.origin_at)
+                      THEN excluded.origin ELSE x.origin END,
+        origin_at = CASE WHEN excluded.born > x.born OR (excluded.born = x.born AND excluded.origin_at > x.origin_at)
+                         THEN excluded.origin_at ELSE x.origin_at END
+$f$;
+
+-- How far each table's tombstones have been purged on this writer: the newest delete purged. A key
+-- inserted with no tombstone left is born after it, so it is never taken for an incarnation that
+-- was deleted, by a writer that still holds the tombstone (writers purge at different times).
+CREATE TABLE IF NOT EXISTS fraiseql_repl.purged (
+    table_name text PRIMARY KEY,
+    upto       timestamptz NOT NULL
+);
+
+-- The incarnation a local insert of a key starts: after the key's last delete, and after every
+-- delete of the table this writer has forgotten.
+CREATE OR REPLACE FUNCTION fraiseql_repl.birth_after(tname text, tomb_ts timestamptz)
+RETURNS timestamptz LANGUAGE sql STABLE AS $f$
+    SELECT greatest(coalesce(tomb_ts, '-infinity'),
+                    coalesce((SELECT upto FROM fraiseql_repl.purged WHERE table_name = tname), '-infinity'))
 $f$;
 
 -- The apply worker inserts every peer change here; merge it and store nothing. A change that
@@ -230,6 +259,12 @@ BEGIN
         attempt := attempt + 1;
         BEGIN
             kind := fraiseql_repl.merge_change(NEW);
+            IF kind = 'unique_incoming_lost' THEN
+                -- Kept, not dropped: it comes back when the row holding its unique value lets go.
+                state := 'FQ004';
+                msg := 'loses a unique clash; merged again when the value is free';
+                EXIT;
+            END IF;
             -- Count decisions, not routine merges (a large transaction would log every row).
             IF kind IS NOT NULL AND kind NOT IN ('inserted', 'updated', 'duplicate', 'delete_applied',
                                                  'delete_nothing_to_remove') THEN
@@ -256,7 +291,7 @@ BEGIN
             NEW.origin_at, state, left(msg, 500))
     ON CONFLICT (origin, id) DO UPDATE SET attempts = fraiseql_repl.parked.attempts + 1,
         sqlstate = excluded.sqlstate, error = excluded.error;
-    PERFORM fraiseql_repl.note(NEW.tbl, 'parked');
+    PERFORM fraiseql_repl.note(NEW.tbl, CASE WHEN state = 'FQ004' THEN 'unique_incoming_lost' ELSE 'parked' END);
     RETURN NULL;
 END $f$;
 
@@ -297,7 +332,7 @@ RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, p
 DECLARE n bigint;
 BEGIN
     WITH safe AS (
-        SELECT t.table_name, t.pk, t.born FROM fraiseql_repl.tombstones t
+        SELECT t.table_name, t.pk, t.born, t.ts FROM fraiseql_repl.tombstones t
         WHERE NOT EXISTS (
             SELECT 1 FROM fraiseql_repl.members m
             WHERE m.name <> fraiseql_repl.node_name() AND m.name <> t.origin
@@ -307,10 +342,16 @@ BEGIN
     ), shards_gone AS (
         DELETE FROM fraiseql_repl.shards s USING safe
         WHERE s.table_name = safe.table_name AND s.pk = safe.pk AND s.born <= safe.born
+    ), gone AS (
+        DELETE FROM fraiseql_repl.tombstones t USING safe
+        WHERE t.table_name = safe.table_name AND t.pk = safe.pk
+        RETURNING t.table_name, t.ts
+    ), horizon AS (
+        INSERT INTO fraiseql_repl.purged AS p (table_name, upto)
+        SELECT table_name, max(ts) FROM gone GROUP BY table_name
+        ON CONFLICT (table_name) DO UPDATE SET upto = greatest(p.upto, excluded.upto)
     )
-    DELETE FROM fraiseql_repl.tombstones t USING safe
-    WHERE t.table_name = safe.table_name AND t.pk = safe.pk;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    SELECT count(*) INTO n FROM gone;
     RETURN n;
 END $f$;
 
@@ -335,11 +376,20 @@ DECLARE
     ok bigint := 0;
     state text;
     msg text;
+    role_before text := current_setting('session_replication_role');
 BEGIN
+    -- Merged as the apply worker merges them: the table's local triggers do not fire, so a parked
+    -- change keeps its own version and is not sent out again as this writer's (nor needs the lease).
+    PERFORM set_config('session_replication_role', 'replica', true);
     FOR p IN SELECT * FROM fraiseql_repl.parked ORDER BY parked_at, origin, id LOOP
         c := ROW(p.origin, p.id, p.tbl, p.op, p.pk, p.ts, p.node, p.born, p.row_image, p.origin_at);
         BEGIN
             kind := fraiseql_repl.merge_change(c);
+            IF kind = 'unique_incoming_lost' THEN
+                -- still the loser of its unique clash: stays until the value is free
+                UPDATE fraiseql_repl.parked x SET attempts = x.attempts + 1 WHERE x.origin = p.origin AND x.id = p.id;
+                CONTINUE;
+            END IF;
             DELETE FROM fraiseql_repl.parked WHERE origin = p.origin AND id = p.id;
             PERFORM fraiseql_repl.note(p.tbl, coalesce(kind, 'merged') || '_after_retry');
             ok := ok + 1;
@@ -349,7 +399,9 @@ BEGIN
             WHERE x.origin = p.origin AND x.id = p.id;
         END;
     END LOOP;
-    RETURN QUERY SELECT ok, (SELECT count(*) FROM fraiseql_repl.parked);
+    PERFORM set_config('session_replication_role', role_before, true);
+    -- Losers of unique clashes are not stuck: they are waiting for their value (and counted as conflicts).
+    RETURN QUERY SELECT ok, (SELECT count(*) FROM fraiseql_repl.parked WHERE sqlstate <> 'FQ004');
 END $f$;
 
 -- Repair: send this node's current state of one key to every peer again, with its own version,

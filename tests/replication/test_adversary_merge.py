@@ -1,0 +1,193 @@
+"""Convergence against orders and timings outside the old fault model (issue 19, claims 8 to 10), on
+real PostgreSQL 18 writers.
+
+The claim: **every writer ends with the same rows, whatever order the changes arrive in and whenever
+each writer purges its tombstones, and no acknowledged write is lost that the table's policy keeps**.
+
+Merges are driven the way the apply worker drives them: a change image inserted into
+``fraiseql_repl.changes`` in a replica session (the trigger that merges it is ``ENABLE REPLICA``).
+That makes arrival order a parameter of the test rather than an accident of scheduling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import psycopg
+import pytest
+
+from drills.mesh import REGIONS, Mesh, mesh
+from drills.sample import APP_SCHEMA
+from replication.model import ConflictPolicy, TablePolicy
+from replication.verify import repair, verify
+
+EAST, WEST, EU = REGIONS
+SCHEMA = APP_SCHEMA + ("CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, v text)",)
+POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),), replicated=("items", "people"))
+
+
+@pytest.fixture(scope="module")
+def m() -> Iterator[Mesh]:
+    with mesh(POLICY, SCHEMA, delays=False) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change image as a peer's apply worker would insert it."""
+
+    origin: str
+    tbl: str
+    op: str  # 'u' or 'd'
+    pk: dict[str, Any]
+    ts: str
+    node: str
+    born: str
+    row: Optional[dict[str, Any]] = None
+
+
+_ids = itertools.count(1)
+
+
+def feed(conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
+    """Merge ``changes`` on one writer, in this order, as its apply workers would."""
+    for c in changes:
+        image = None
+        if c.row is not None:
+            image = json.dumps({**c.row, "_repl_ts": c.ts, "_repl_node": c.node, "_repl_born": c.born})
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(
+                "INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at) "
+                "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s)",
+                (c.origin, 10**9 + next(_ids), c.tbl, c.op, json.dumps(c.pk), c.ts, c.node, c.born, image, c.ts))
+
+
+def rows(conn: psycopg.Connection[Any], table: str, where: str = "true") -> list[str]:
+    """Whole rows, versions included, as text (two writers agree only if these are equal)."""
+    return [r for (r,) in conn.execute(f"SELECT t::text FROM {table} t WHERE {where} ORDER BY 1").fetchall()]
+
+
+def reset(m: Mesh, table: str, keys: str) -> None:
+    for r in REGIONS:
+        with m.connect(r) as c:
+            c.execute("SET session_replication_role = replica")
+            c.execute(f"DELETE FROM {table} WHERE {keys}")
+            c.execute(f"DELETE FROM fraiseql_repl.tombstones WHERE table_name = 'public.{table}'")
+            c.execute(f"DELETE FROM fraiseql_repl.parked WHERE tbl = 'public.{table}'")
+
+
+def T(s: str) -> str:
+    return f"2026-12-06 10:00:{s}+00"
+
+
+def test_a_key_reinserted_where_its_tombstone_was_purged_survives_everywhere(m: Mesh) -> None:
+    # Claim 8. us-east-1 purges the tombstone of a deleted key before the other writers do, then takes
+    # a new insert of that key: the writers that still hold the tombstone must not take the new row for
+    # the deleted incarnation, and verify --repair must not delete it either.
+    k = 88001
+    m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'first')", (k,))
+    m.wait_converged(["items"], timeout=30)
+    m.execute(EAST, "DELETE FROM items WHERE id = %s", (k,))
+    m.wait_converged(["items"], timeout=30)
+    for r in REGIONS:
+        assert m.execute(r, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE pk = %s::jsonb",
+                         (json.dumps({"id": k}),))[0][0] == 1
+    # once every member has applied the delete, us-east-1 (only: no agent runs here) purges it
+    deadline = time.monotonic() + 30
+    while True:
+        for r in REGIONS:
+            m.execute(r, "SELECT fraiseql_repl.emit_watermark()")
+        time.sleep(0.3)
+        if m.execute(EAST, "SELECT fraiseql_repl.purge_tombstones(interval '0')")[0][0]:
+            break
+        assert time.monotonic() < deadline, "the tombstone never became safe to purge"
+    assert m.execute(WEST, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE pk = %s::jsonb",
+                     (json.dumps({"id": k}),))[0][0] == 1
+    m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'again')", (k,))
+    m.wait_converged(["items"], timeout=30)
+    for r in REGIONS:
+        assert m.execute(r, "SELECT v FROM items WHERE id = %s", (k,)) == [("again",)], r
+    conns = {r: m.connect(r) for r in REGIONS}
+    try:
+        report = verify(conns, margin_s=0)
+        repair(conns, report)
+    finally:
+        for c in conns.values():
+            c.close()
+    m.wait_converged(["items"], timeout=30)
+    for r in REGIONS:
+        assert m.execute(r, "SELECT v FROM items WHERE id = %s", (k,)) == [("again",)], r
+
+
+def _incarnations(k: int) -> list[Change]:
+    """Two incarnations of one key and three deletes, with a clock ahead on the writer of the first delete."""
+    pk = {"id": k}
+    return [
+        Change("w1", "public.items", "u", pk, T("01"), "w1", "-infinity", {"id": k, "v": "one"}),
+        # us-west-2's clock runs ahead: its delete of the first incarnation is "newer" than everything
+        Change("w2", "public.items", "d", pk, T("09"), "w2", "-infinity"),
+        # a re-insert after an earlier delete of the first incarnation (seen elsewhere at :02)
+        Change("w3", "public.items", "u", pk, T("03"), "w3", T("02"), {"id": k, "v": "two"}),
+        # the second incarnation deleted, at :04 (older than the :09 delete, but of a later incarnation)
+        Change("w4", "public.items", "d", pk, T("04"), "w4", T("02")),
+        # an update of the second incarnation made before that delete, arriving last
+        Change("w3", "public.items", "u", pk, T("03.5"), "w3", T("02"), {"id": k, "v": "two, edited"}),
+    ]
+
+
+def test_a_deleted_incarnation_never_comes_back_whatever_the_arrival_order(m: Mesh) -> None:
+    # Claim 9. The tombstone must remember the latest incarnation any delete removed, not only the
+    # one of the newest delete; then every arrival order ends with the key deleted.
+    changes = _incarnations(99001)
+    finals = set()
+    with m.connect(EAST) as c:
+        for order in itertools.permutations(range(len(changes))):
+            if order.index(2) > order.index(4):  # one origin's changes arrive in the order it made them
+                continue
+            reset(m, "items", "id = 99001")
+            feed(c, [changes[i] for i in order])
+            finals.add(tuple(rows(c, "items", "id = 99001")))
+    assert finals == {()}, finals
+
+
+def test_a_unique_clash_settles_the_same_way_on_every_writer_whatever_the_order(m: Mesh) -> None:
+    # Claim 10. us-east-1 takes row 2 with a@x; us-west-2 takes row 1 with a@x a moment later, then
+    # moves row 1 to b@x. A writer that meets the clash before the move must end like one that never
+    # met it: both rows, row 2 keeping a@x.
+    c2 = Change("w1", "public.people", "u", {"id": 2}, T("01"), "w1", "-infinity", {"id": 2, "email": "a@x", "v": "c"})
+    r1 = Change("w2", "public.people", "u", {"id": 1}, T("02"), "w2", "-infinity", {"id": 1, "email": "a@x", "v": "r"})
+    r1b = Change("w2", "public.people", "u", {"id": 1}, T("04"), "w2", "-infinity", {"id": 1, "email": "b@x", "v": "r"})
+    finals = {}
+    with m.connect(EAST) as c:
+        for order in ([c2, r1, r1b], [r1, c2, r1b], [r1, r1b, c2]):
+            reset(m, "people", "true")
+            feed(c, order)
+            c.execute("SELECT fraiseql_repl.retry_parked()")
+            finals[tuple(x.ts for x in order)] = tuple(rows(c, "people"))
+    assert len(set(finals.values())) == 1, finals
+    with m.connect(EAST) as c:
+        assert c.execute("SELECT id, email FROM people ORDER BY id").fetchall() == [(1, "b@x"), (2, "a@x")]
+
+
+def test_the_loser_of_a_standing_clash_waits_and_the_winner_keeps_the_value(m: Mesh) -> None:
+    # Claim 10, the other half: while the clash stands, every order keeps the newer row and the
+    # other one waits (parked, with a conflict for the application), on every writer alike.
+    c2 = Change("w1", "public.people", "u", {"id": 2}, T("01"), "w1", "-infinity", {"id": 2, "email": "a@x", "v": "c"})
+    r1 = Change("w2", "public.people", "u", {"id": 1}, T("02"), "w2", "-infinity", {"id": 1, "email": "a@x", "v": "r"})
+    finals = set()
+    with m.connect(EAST) as c:
+        for order in ([c2, r1], [r1, c2]):
+            reset(m, "people", "true")
+            feed(c, order)
+            c.execute("SELECT fraiseql_repl.retry_parked()")
+            waiting = c.execute("SELECT pk::text FROM fraiseql_repl.parked WHERE sqlstate = 'FQ004'").fetchall()
+            finals.add((tuple(rows(c, "people")), tuple(map(tuple, waiting))))
+    assert len(finals) == 1, finals
+    ((table, waiting),) = finals
+    assert len(table) == 1 and table[0].startswith("(1,a@x,r,") and waiting == (('{"id": 2}',),)
