@@ -183,7 +183,7 @@ class Mesh:
                 n,
                 "SELECT count(*) FILTER (WHERE st.pid IS NOT NULL), count(*) FROM pg_subscription s "
                 "LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
-                "AND st.worker_type = 'apply'",
+                "AND st.leader_pid IS NULL",
             )
             running, total = rows[0]
             out[n] = total == 2 * (len(self.nodes) - 1) and running == total  # data + control per peer

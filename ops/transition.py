@@ -146,7 +146,7 @@ class AwsBackend:
 
         # The replication role's password is bound to the session (never to SQL text) for the
         # subscriptions this runbook creates; see replication.roles.
-        options = secret_options({REPL_ROLE: self._replication_password(region)})
+        options = secret_options({REPL_ROLE: self._replication_password(region)}, cleartext=[REPL_ROLE])
         try:
             if self.opts.dsn:
                 if region not in self.opts.dsn:

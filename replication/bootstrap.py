@@ -181,7 +181,8 @@ def run_step(event: Mapping[str, Any], connect: Callable[..., Any], secrets_clie
         if down:
             raise RuntimeError(f"subscriptions not streaming after the password change: {', '.join(down)}")
         return {"ok": True, "node": me.name, "step": step, "statements": 0}
-    with connect(me, master["username"], master["password"], secret_options(passwords)) as conn:
+    # Verifiers for every role; the replication role's cleartext too, which the subscriptions need.
+    with connect(me, master["username"], master["password"], secret_options(passwords, cleartext=[me.user])) as conn:
         if step == "local":
             # A mesh of one is the phase A primary becoming a writer: it keeps taking writes (a
             # transition lease on the first install only) until its fence agent takes over.
@@ -206,7 +207,7 @@ def _wait_subscriptions(conn: Any, sleep: Callable[[float], None], wait_s: float
             "SELECT s.subname FROM pg_catalog.pg_subscription s "
             "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
             "LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
-            "  AND st.worker_type = 'apply' WHERE st.pid IS NULL OR NOT s.subenabled ORDER BY 1").fetchall()]
+            "  AND st.leader_pid IS NULL WHERE st.pid IS NULL OR NOT s.subenabled ORDER BY 1").fetchall()]
         if not down or time.monotonic() > deadline:
             return down
         sleep(0.5)

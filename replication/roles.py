@@ -9,22 +9,32 @@ Three login roles besides the RDS master user (which only the bootstrap uses):
   revokes the lease, records its state, and runs the agent's maintenance functions if they exist.
 - ``fraiseql_repl`` (peers' subscriptions): replication and SELECT on what is published.
 
-Passwords travel as connection startup options (``-c fraiseql_repl.pw_<role>=...``), which
-PostgreSQL never logs, and DO blocks read them with ``current_setting``. So neither
-``log_statement`` nor ``log_min_duration_statement`` nor an error's STATEMENT/CONTEXT lines can
-carry one: statements that use a password catch their own errors and re-raise without it.
-Every statement is idempotent.
+Secrets travel as connection startup options, which PostgreSQL never logs, and DO blocks read them
+with ``current_setting``. So neither ``log_statement`` nor ``log_min_duration_statement`` nor an
+error's STATEMENT/CONTEXT lines can carry one: statements that use a secret catch their own errors
+and re-raise without it. A role's password reaches the server only as its SCRAM-SHA-256 verifier,
+computed here (``fraiseql_repl.verifier_<role>``): the ``CREATE/ALTER ROLE`` that a DO block runs
+holds no password, so no statistics view (``pg_stat_statements.track = all`` records statements run
+inside DO blocks) can show one. The one cleartext that must reach the server is the replication
+role's, for the subscriptions' connection strings (``fraiseql_repl.pw_<role>``); the subscription
+statements refuse to run where a statistics view or log would record them
+(``replication.sql.render_subscriptions``). Every statement is idempotent.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 from collections.abc import Iterable, Mapping
 
 from replication.model import ConflictPolicy
 from replication.sql import CONTROL_TABLES, HEARTBEAT_TABLE, SCHEMA, _ident, _lit, _published
 
 __all__ = ["AGENT_FUNCTIONS", "AGENT_ROLE", "APP_ROLE", "REPL_ROLE", "render_agent_grants", "render_app_grants",
-           "render_login_role", "render_replication_grants", "render_roles", "secret_options", "secret_setting"]
+           "render_login_role", "render_replication_grants", "render_roles", "scram_verifier", "secret_options", "secret_setting",
+           "verifier_setting"]
 
 APP_ROLE = "fraiseql_app"
 AGENT_ROLE = "fraiseql_agent"
@@ -38,22 +48,50 @@ AGENT_TABLES_READ = ("parked",)
 
 
 def secret_setting(role: str) -> str:
-    """The session setting that carries ``role``'s password (placeholder GUCs need a dotted name)."""
+    """The session setting that carries ``role``'s cleartext password (placeholder GUCs need a dotted name)."""
     return f"{SCHEMA}.pw_{role}"
 
 
-def secret_options(passwords: Mapping[str, str]) -> str:
-    """libpq ``options`` that bind each role's password to the session, never to SQL text."""
+def verifier_setting(role: str) -> str:
+    """The session setting that carries ``role``'s SCRAM verifier."""
+    return f"{SCHEMA}.verifier_{role}"
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of ``password`` (RFC 5802 and 7677, as ``libpq``'s
+    ``PQencryptPasswordConn`` computes it). It lets the server check a password, not log in with one.
+
+    Passwords are ASCII (Secrets Manager generates them so): SASLprep leaves ASCII unchanged, and a
+    password outside it is refused rather than normalized differently from the server.
+    """
+    if not password.isascii():
+        raise ValueError("role passwords must be ASCII (SASLprep of other characters is not implemented here)")
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def secret_options(passwords: Mapping[str, str], *, cleartext: Iterable[str] = ()) -> str:
+    """libpq ``options`` that bind each role's SCRAM verifier to the session, never to SQL text, and
+    the cleartext password of the roles in ``cleartext`` (the replication role, whose password the
+    subscriptions' connection strings need)."""
 
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace(" ", "\\ ")
 
-    return " ".join(f"-c {secret_setting(role)}={esc(pw)}" for role, pw in sorted(passwords.items()))
+    plain = set(cleartext)
+    out = [f"-c {verifier_setting(role)}={esc(scram_verifier(pw))}" for role, pw in sorted(passwords.items())]
+    out += [f"-c {secret_setting(role)}={esc(pw)}" for role, pw in sorted(passwords.items()) if role in plain]
+    return " ".join(out)
 
 
 def render_login_role(role: str, *, replication: bool = False) -> list[str]:
     """Create the login role or reset its password to the one bound in the session."""
-    setting = _lit(secret_setting(role))
+    setting = _lit(verifier_setting(role))
     grant_replication = (
         "    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication') THEN\n"
         f"      EXECUTE format('GRANT rds_replication TO %I', {_lit(role)});\n"
@@ -64,7 +102,7 @@ def render_login_role(role: str, *, replication: bool = False) -> list[str]:
     return [
         "DO $do$ DECLARE pw text := nullif(current_setting(" + setting + ", true), ''); BEGIN\n"
         "  IF pw IS NULL THEN\n"
-        f"    RAISE EXCEPTION 'fraiseql_repl: no password bound for role %', {_lit(role)}\n"
+        f"    RAISE EXCEPTION 'fraiseql_repl: no password verifier bound for role %', {_lit(role)}\n"
         "      USING HINT = 'connect with replication.roles.secret_options(...)';\n"
         "  END IF;\n"
         "  BEGIN\n"

@@ -87,6 +87,9 @@ REQUIRED_PARAMETERS: dict[str, str] = {
     # Detect a dead link in seconds, not the 60 s default.
     "wal_sender_timeout": "30s",
     "wal_receiver_timeout": "30s",
+    # COMMIT PREPARED runs no trigger: a prepared transaction could commit a write after its region
+    # was fenced. The lease check refuses every write where this is not 0.
+    "max_prepared_transactions": "0",
 }
 
 #: The same, as RDS DB parameter group entries: name -> (value, apply method).
@@ -102,6 +105,10 @@ RDS_PARAMETERS: dict[str, tuple[str, str]] = {
     "max_slot_wal_keep_size": ("20480", "immediate"),
     "wal_sender_timeout": ("30000", "immediate"),
     "wal_receiver_timeout": ("30000", "immediate"),
+    "max_prepared_transactions": ("0", "pending-reboot"),
+    # "all" records the statements DO blocks run, the subscriptions' connection strings among them
+    # (the bootstrap refuses to subscribe under it).
+    "pg_stat_statements.track": ("top", "immediate"),
 }
 
 # -- small helpers -------------------------------------------------------------------
@@ -420,6 +427,15 @@ def render_subscriptions(
                 f"  ci text := {_lit(ci)} || CASE WHEN pw IS NULL THEN '' ELSE\n"
                 "    ' password=''' || replace(replace(pw, '\\', '\\\\'), '''', '\\''') || '''' END;\n"
                 "BEGIN\n"
+                # The connection string below goes into the statement's text: refuse where a statistics
+                # view or the log would record statements run inside this block.
+                "  IF pw IS NOT NULL AND (coalesce(current_setting('pg_stat_statements.track', true), '') = 'all'\n"
+                "      OR coalesce(current_setting('auto_explain.log_nested_statements', true), '') = 'on') THEN\n"
+                "    RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'pg_stat_statements.track = all (or "
+                "auto_explain.log_nested_statements = on) would record the replication password',\n"
+                "      HINT = 'Set pg_stat_statements.track to top and auto_explain.log_nested_statements to off "
+                "in the parameter group, then run the step again.';\n"
+                "  END IF;\n"
                 "  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s\n"
                 "                 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid\n"
                 f"                 WHERE s.subname = {_lit(sub)} AND d.datname = current_database()) THEN\n"
