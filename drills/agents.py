@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from drills.localaws import LocalAws
 from drills.mesh import Mesh
+from replication.quorum import min_stale_after
 
 __all__ = ["AgentProcess", "AgentTiming", "agents"]
 
@@ -34,6 +35,11 @@ class AgentTiming:
     lease_s: float = 1.5
     unfence_after: int = 3
     invocation_s: float = 20.0  # one "Lambda invocation"; the next starts right after
+
+    def for_voters(self, n: int) -> "AgentTiming":
+        """This timing with the staleness ``n`` voting regions need (``replication.quorum.timing_problems``):
+        a relayed report must stay fresh over ``n - 1`` relays."""
+        return replace(self, stale_after_s=max(self.stale_after_s, min_stale_after(n, self.probe_s)))
 
     def env(self) -> dict[str, str]:
         return {
@@ -123,7 +129,7 @@ def agent_env(region: str, regions: list[str], port: int, aws: LocalAws, timing:
         **base,
         "PYTHONPATH": str(REPO),
         "PYTHONUNBUFFERED": "1",
-        **timing.env(),
+        **timing.for_voters(len(set(regions) | set(next_regions))).env(),
         "AWS_DEFAULT_REGION": region,
         "FRAISEQL_REGION": region,
         "FRAISEQL_REGIONS": ",".join(regions),

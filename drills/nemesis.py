@@ -490,8 +490,8 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     t_start = time.monotonic()
     rng = random.Random(cfg.seed)
-    timing = cfg.timing
     regions = list(cfg.regions)
+    timing = cfg.timing.for_voters(len(regions))
     floors = [v for k, v in FLOORS_MS.items() if k <= set(regions)]
     max_delay = (max(floors, default=0.0) / 1000.0) + 0.25  # the floor plus apply and scheduling on 2 cores
     bound = detection_bound(len(regions), probe_s=timing.probe_s, stale_after_s=timing.stale_after_s,

@@ -127,7 +127,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             next_members=tuple(next_members) if next_members is not None else None,
             quorum=quorum,
             probe_interval_seconds=cfg.quorum.probe_interval_seconds,
-            stale_after_seconds=cfg.quorum.stale_after,
+            stale_after_seconds=cfg.quorum_stale_after,
             lease_seconds=cfg.quorum.lease,
             unfence_after=cfg.quorum.unfence_after,
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,

@@ -61,6 +61,13 @@ def run_verify(outputs: Any, rt: Runtime, opts: VerifyOptions) -> int:
     try:
         report = verify(conns, buckets=opts.buckets, margin_s=opts.margin_s, tables=opts.tables or None)
         _report(rep, report, "verify")
+        if report.orphans:
+            # Not something a repair can choose a winner for: the foreign keys were bypassed.
+            rep.emit("result", log.FAILED, f"{report.orphaned_rows} rows reference a parent that is not there: "
+                     + "; ".join(f"{w}: " + ", ".join(f"{k} {v}" for k, v in per.items())
+                                 for w, per in sorted(report.orphans.items())),
+                     exit_code=EXIT_FAILED, orphaned_rows=report.orphaned_rows)
+            return EXIT_FAILED
         if not report.divergences:
             rep.emit("result", log.DONE, f"{sum(report.tables.values())} rows in {len(report.tables)} tables are the "
                      f"same on {len(conns)} writers ({report.in_flight} in flight)", diverged_rows=0)

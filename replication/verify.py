@@ -67,7 +67,13 @@ class VerifyReport:
     buckets_differing: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     divergences: list[Divergence] = field(default_factory=list)
+    #: writer -> "table (constraint)" -> children whose parent is not on that writer
+    orphans: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def orphaned_rows(self) -> int:
+        return sum(n for per in self.orphans.values() for n in per.values())
 
     @property
     def diverged_rows(self) -> int:
@@ -77,6 +83,7 @@ class VerifyReport:
         out = asdict(self)
         out["divergences"] = [d.summary() for d in self.divergences]
         out["diverged_rows"] = self.diverged_rows
+        out["orphaned_rows"] = self.orphaned_rows
         out["by_table"] = {t: sum(1 for d in self.divergences if d.table == t) for t in self.tables}
         return out
 
@@ -186,6 +193,11 @@ def verify(conns: Mapping[str, Any], *, buckets: int = 1024, margin_s: float = 3
             states = {n: _state(c, table, pk) for n, c in conns.items()}
             winner, winning = policy_winner(meta[table], states)
             report.divergences.append(Divergence(table, pk, meta[table], states, winner, winning))
+    for n, c in conns.items():
+        found = {f"{t} ({con})": int(k) for t, con, k in c.execute(
+            "SELECT table_name, constraint_name, orphans FROM fraiseql_repl.orphans() WHERE orphans > 0").fetchall()}
+        if found:
+            report.orphans[n] = found
     report.seconds = time.monotonic() - t0
     return report
 

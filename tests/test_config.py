@@ -248,3 +248,16 @@ def test_every_message_carries_an_example_of_a_valid_value(change):
     msg = problems_of(change)
     lines = msg.splitlines()[1:]
     assert lines and all(("e.g." in l or "use one of" in l or " to " in l) for l in lines), msg
+
+
+def test_a_fence_timing_whose_relays_go_stale_is_refused():
+    # Issue 19, claim 2: probe 1 s, stale 1.5 s, lease 3 s was accepted, and relayed reports went
+    # stale in a healthy mesh.
+    msg = problems_of(lambda v: v["quorum"].update(probe_interval_seconds=1, stale_after_seconds=1.5, lease_seconds=3),
+                      "phase-b")
+    assert "fraiseql:quorum.stale_after_seconds" in msg and "at least 3" in msg and "stale_after_seconds: 3" in msg
+
+
+def test_the_default_staleness_grows_with_the_voting_regions():
+    cfg = config_variant("phase-b", lambda v: v.setdefault("quorum", {}).update(probe_interval_seconds=2))
+    assert cfg.quorum_voters == 3 and cfg.quorum_stale_after == 6

@@ -78,6 +78,8 @@ DECLARE
     body text;
     app_sql text := '';
     defaults_sql text;
+    fk record;
+    fk_sql text := '';
     c text;
 BEGIN
     IF strategy NOT IN ('lww', 'counter', 'set', 'app') THEN
@@ -297,6 +299,52 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
             (SELECT string_agg(format('_fq_r.%I', x), ', ') FROM unnest(upd_cols) x), pk_match_r);
     END IF;
 
+    -- Foreign keys. Merges run as a replica, where PostgreSQL's own foreign-key triggers do not fire:
+    -- the merge does their job, the same way on every writer. A child that arrives for a parent not
+    -- here yet waits (parked, FQ005, merged again later); one whose parent was deleted meets the
+    -- key's ON DELETE rule (cascade, restrict, no action: it is dropped, as it would have been
+    -- deleted with the parent; set null: it arrives without the reference). A parent's delete that
+    -- arrives does the same to the children here (fraiseql_repl.fk_on_delete).
+    FOR fk IN
+        SELECT con.conname::text AS name, con.confrelid::regclass AS parent, con.confdeltype AS on_delete,
+               con.confupdtype AS on_update,
+               array_agg(ca.attname::text ORDER BY k.ord) AS cols, array_agg(pa.attname::text ORDER BY k.ord) AS pcols,
+               (SELECT i.indisprimary FROM pg_catalog.pg_index i WHERE i.indexrelid = con.conindid) AS to_pk
+        FROM pg_catalog.pg_constraint con
+        CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(ca_num, pa_num, ord)
+        JOIN pg_catalog.pg_attribute ca ON ca.attrelid = con.conrelid AND ca.attnum = k.ca_num
+        JOIN pg_catalog.pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attnum = k.pa_num
+        WHERE con.conrelid = rel AND con.contype = 'f'
+        GROUP BY con.oid, con.conname, con.confrelid, con.confdeltype, con.confupdtype, con.conindid
+    LOOP
+        IF NOT fk.to_pk OR fk.on_delete = 'd' OR fk.on_update IN ('c', 'n', 'd') THEN
+            RAISE EXCEPTION USING ERRCODE = '0A000',
+                MESSAGE = format('fraiseql_repl: foreign key %s of replicated table %s cannot be merged', fk.name, tname),
+                HINT = 'Merges enforce foreign keys that reference the parent''s primary key, with ON DELETE CASCADE, '
+                       'SET NULL, RESTRICT or NO ACTION and no ON UPDATE action. Change the constraint, or keep the '
+                       'reference without a constraint (python -m ops verify reports orphans either way).';
+        END IF;
+        fk_sql := fk_sql || format($k$
+    IF %1$s AND NOT EXISTS (SELECT 1 FROM %2$s p WHERE %3$s) THEN
+        IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %4$L AND x.pk = jsonb_build_object(%5$s)) THEN
+            %6$s
+        ELSE
+            RAISE EXCEPTION USING ERRCODE = 'FQ005',
+                MESSAGE = format('fraiseql_repl: %%s references %%s %%s, which is not here yet', %7$s, %4$L, jsonb_build_object(%5$s)),
+                HINT = 'Parked and merged again once the parent has arrived.';
+        END IF;
+    END IF;$k$,
+            (SELECT string_agg(format('_fq_r.%I IS NOT NULL', x), ' AND ') FROM unnest(fk.cols) x),
+            fraiseql_repl.quote_table(fk.parent),
+            (SELECT string_agg(format('p.%I = _fq_r.%I', pc, cc), ' AND ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)),
+            fraiseql_repl.table_name(fk.parent),
+            (SELECT string_agg(format('%L, _fq_r.%I', pc, cc), ', ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)),
+            CASE WHEN fk.on_delete = 'n'
+                 THEN (SELECT string_agg(format('_fq_r.%I := NULL;', x), ' ') FROM unnest(fk.cols) x)
+                 ELSE 'RETURN ''fk_parent_deleted'';' END,
+            lit);
+    END LOOP;
+
     SELECT string_agg(format('_fq_d.%I := %s;', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)), ' ')
       INTO defaults_sql
     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -323,6 +371,9 @@ BEGIN
         -- Remove every incarnation a delete of the key saw (and older ones); a later re-insert survives.
         DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_tomb.born;
         GET DIAGNOSTICS _fq_n = ROW_COUNT;
+        IF NOT EXISTS (SELECT 1 FROM %2$s t WHERE %4$s) THEN
+            PERFORM fraiseql_repl.fk_on_delete(%3$s, _fq_c.pk);
+        END IF;
         RETURN CASE WHEN _fq_n > 0 THEN 'delete_applied' ELSE 'delete_nothing_to_remove' END;
     END IF;
     IF EXISTS (SELECT 1 FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL (%5$L::text[])) THEN
@@ -358,6 +409,7 @@ BEGIN
             RETURN 'lww_kept_local';
         END IF;
     END IF;
+    %18$s
     %8$s
     INSERT INTO %2$s AS t (%9$s)%10$s VALUES (%11$s)
     ON CONFLICT (%12$s) DO UPDATE SET (%13$s) = ROW(%14$s)
@@ -376,7 +428,7 @@ END $f$$b$,
         (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
         (SELECT string_agg(format('EXCLUDED.%I', x), ', ') FROM unnest(upd_cols) x),
         CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END,
-        cardinality(all_cols), coalesce(defaults_sql, ''));
+        cardinality(all_cols), coalesce(defaults_sql, ''), fk_sql);
     EXECUTE body;
 
     -- Counter rows follow their shards (a shard can arrive before or after its row).
@@ -429,8 +481,57 @@ RETURNS void LANGUAGE plpgsql AS $inst$
 DECLARE
     merges text := '';
     refreshes text := '';
+    cascades text := '';
     m record;
+    fk record;
 BEGIN
+    -- Every foreign key of a replicated table must point at a replicated table: a parent that only
+    -- one writer has would leave the children orphaned on all the others.
+    FOR fk IN
+        SELECT con.conname::text AS name, m2.table_name AS child, fraiseql_repl.table_name(con.confrelid) AS parent
+        FROM fraiseql_repl.table_meta m2
+        JOIN pg_catalog.pg_constraint con ON con.conrelid = to_regclass(m2.table_name) AND con.contype = 'f'
+        WHERE NOT EXISTS (SELECT 1 FROM fraiseql_repl.table_meta p WHERE p.table_name = fraiseql_repl.table_name(con.confrelid))
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: replicated table %s references %s (foreign key %s), which is not replicated',
+                             fk.child, fk.parent, fk.name),
+            HINT = 'Replicate the parent table too (add it to the conflict policy), or drop the constraint.';
+    END LOOP;
+    -- A parent's delete merged here: its children here meet their ON DELETE rule.
+    FOR fk IN
+        SELECT m2.table_name AS child, fraiseql_repl.table_name(con.confrelid) AS parent, con.confdeltype AS on_delete,
+               array_agg(ca.attname::text ORDER BY k.ord) AS cols, array_agg(pa.attname::text ORDER BY k.ord) AS pcols
+        FROM fraiseql_repl.table_meta m2
+        JOIN pg_catalog.pg_constraint con ON con.conrelid = to_regclass(m2.table_name) AND con.contype = 'f'
+        CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(ca_num, pa_num, ord)
+        JOIN pg_catalog.pg_attribute ca ON ca.attrelid = con.conrelid AND ca.attnum = k.ca_num
+        JOIN pg_catalog.pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attnum = k.pa_num
+        GROUP BY m2.table_name, con.oid, con.confrelid, con.confdeltype
+        ORDER BY 1, 2
+    LOOP
+        cascades := cascades || format(E'\n    IF tname = %L THEN\n        %s\n    END IF;', fk.parent,
+            CASE WHEN fk.on_delete = 'n'
+                 THEN format('UPDATE %s c SET %s WHERE %s;', fraiseql_repl.quote_table(fk.child::regclass),
+                             (SELECT string_agg(format('%I = NULL', x), ', ') FROM unnest(fk.cols) x),
+                             (SELECT string_agg(format('c.%I = (key ->> %L)::%s', cc, pc,
+                                                       format_type(a.atttypid, a.atttypmod)), ' AND ')
+                              FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)
+                              JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(fk.child) AND a.attname = z.cc))
+                 -- and the children's own children, as a cascade would
+                 ELSE format('FOR _fq_k IN DELETE FROM %s c WHERE %s RETURNING %s LOOP PERFORM fraiseql_repl.fk_on_delete(%L, _fq_k); END LOOP;',
+                             fraiseql_repl.quote_table(fk.child::regclass),
+                             (SELECT string_agg(format('c.%I = (key ->> %L)::%s', cc, pc,
+                                                       format_type(a.atttypid, a.atttypmod)), ' AND ')
+                              FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)
+                              JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(fk.child) AND a.attname = z.cc),
+                             fraiseql_repl.pk_expr(fk.child, 'c'), fk.child) END);
+    END LOOP;
+    EXECUTE format($b$
+CREATE OR REPLACE FUNCTION fraiseql_repl.fk_on_delete(tname text, key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE _fq_k jsonb;
+BEGIN%s
+END $f$$b$, cascades);
     FOR m IN SELECT table_name, strategy FROM fraiseql_repl.table_meta ORDER BY table_name LOOP
         merges := merges || format(E'\n        WHEN %L THEN RETURN fraiseql_repl.%I(c);', m.table_name, 'merge:' || m.table_name);
         IF m.strategy = 'counter' THEN

@@ -186,3 +186,34 @@ RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     DELETE FROM fraiseql_repl.digests WHERE round < (SELECT max(round) - keep_rounds FROM fraiseql_repl.digests);
     DELETE FROM fraiseql_repl.digest_keys WHERE round < (SELECT max(round) - keep_rounds FROM fraiseql_repl.digest_keys);
 $f$;
+
+-- Children whose parent is not here, for every foreign key of a replicated table (merges keep the
+-- keys the way PostgreSQL would, so any count but 0 is a bug or a write that bypassed the triggers).
+CREATE OR REPLACE FUNCTION fraiseql_repl.orphans()
+RETURNS TABLE (table_name text, constraint_name text, orphans bigint) LANGUAGE plpgsql STABLE AS $f$
+DECLARE
+    fk record;
+    n bigint;
+BEGIN
+    FOR fk IN
+        SELECT m.table_name AS child, con.conname::text AS name, con.confrelid::regclass AS parent,
+               array_agg(ca.attname::text ORDER BY k.ord) AS cols, array_agg(pa.attname::text ORDER BY k.ord) AS pcols
+        FROM fraiseql_repl.table_meta m
+        JOIN pg_catalog.pg_constraint con ON con.conrelid = to_regclass(m.table_name) AND con.contype = 'f'
+        CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(ca_num, pa_num, ord)
+        JOIN pg_catalog.pg_attribute ca ON ca.attrelid = con.conrelid AND ca.attnum = k.ca_num
+        JOIN pg_catalog.pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attnum = k.pa_num
+        GROUP BY m.table_name, con.oid, con.conname, con.confrelid
+    LOOP
+        EXECUTE format('SELECT count(*) FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
+                       fraiseql_repl.quote_table(fk.child::regclass),
+                       (SELECT string_agg(format('c.%I IS NOT NULL', x), ' AND ') FROM unnest(fk.cols) x),
+                       fraiseql_repl.quote_table(fk.parent),
+                       (SELECT string_agg(format('p.%I = c.%I', pc, cc), ' AND ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)))
+            INTO n;
+        table_name := fk.child;
+        constraint_name := fk.name;
+        orphans := n;
+        RETURN NEXT;
+    END LOOP;
+END $f$;

@@ -27,8 +27,16 @@ from replication.model import ConflictPolicy, TablePolicy
 from replication.verify import repair, verify
 
 EAST, WEST, EU = REGIONS
-SCHEMA = APP_SCHEMA + ("CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, v text)",)
-POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),), replicated=("items", "people"))
+SCHEMA = APP_SCHEMA + (
+    "CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, v text)",
+    "CREATE TABLE parents (id int PRIMARY KEY, v text)",
+    "CREATE TABLE children (id int PRIMARY KEY, parent int REFERENCES parents (id) ON DELETE CASCADE, v text)",
+    "CREATE TABLE grandchildren (id int PRIMARY KEY, child int REFERENCES children (id) ON DELETE CASCADE)",
+    "CREATE TABLE notes (id int PRIMARY KEY, parent int REFERENCES parents (id) ON DELETE SET NULL, v text)",
+)
+POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),),
+                        replicated=("items", "people", "parents", "children", "grandchildren", "notes"))
+FAMILY = ["parents", "children", "grandchildren", "notes"]
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +199,51 @@ def test_the_loser_of_a_standing_clash_waits_and_the_winner_keeps_the_value(m: M
     assert len(finals) == 1, finals
     ((table, waiting),) = finals
     assert len(table) == 1 and table[0].startswith("(1,a@x,r,") and waiting == (('{"id": 2}',),)
+
+
+def test_a_child_written_while_its_parent_was_deleted_elsewhere_follows_the_foreign_key(m: Mesh) -> None:
+    # Claim 11. Merges run as a replica, where PostgreSQL's own foreign-key triggers do not fire. A
+    # parent deleted in one region while another region adds children to it must end as the keys
+    # say, on every writer: the cascade removes the child (and its child), SET NULL clears the note.
+    m.execute(EAST, "INSERT INTO parents (id, v) VALUES (1, 'p')")
+    m.wait_converged(FAMILY, timeout=30)
+    with m.paused():
+        m.execute(EAST, "DELETE FROM parents WHERE id = 1")
+        m.execute(WEST, "INSERT INTO children (id, parent, v) VALUES (10, 1, 'c')")
+        m.execute(WEST, "INSERT INTO grandchildren (id, child) VALUES (100, 10)")
+        m.execute(WEST, "INSERT INTO notes (id, parent, v) VALUES (20, 1, 'n')")
+    m.wait_converged(FAMILY, timeout=60)
+    for r in REGIONS:
+        assert m.execute(r, "SELECT count(*) FROM children WHERE id = 10") == [(0,)], r
+        assert m.execute(r, "SELECT count(*) FROM grandchildren WHERE id = 100") == [(0,)], r
+        assert m.execute(r, "SELECT parent FROM notes WHERE id = 20") == [(None,)], r
+        assert m.execute(r, "SELECT count(*) FROM fraiseql_repl.orphans() WHERE orphans > 0") == [(0,)], r
+
+
+def test_a_child_that_arrives_before_its_parent_waits_for_it(m: Mesh) -> None:
+    # The parent's region and the child's region are different origins: the child can arrive first.
+    child = Change("w2", "public.children", "u", {"id": 30}, T("02"), "w2", "-infinity", {"id": 30, "parent": 3, "v": "c"})
+    parent = Change("w1", "public.parents", "u", {"id": 3}, T("01"), "w1", "-infinity", {"id": 3, "v": "p"})
+    with m.connect(EU) as c:
+        feed(c, [child])
+        assert c.execute("SELECT sqlstate FROM fraiseql_repl.parked WHERE pk = '{\"id\": 30}'").fetchall() == [("FQ005",)]
+        feed(c, [parent])
+        c.execute("SELECT fraiseql_repl.retry_parked()")
+        assert c.execute("SELECT parent FROM children WHERE id = 30").fetchall() == [(3,)]
+        assert c.execute("SELECT count(*) FROM fraiseql_repl.parked WHERE pk = '{\"id\": 30}'").fetchone() == (0,)
+
+
+def test_verify_reports_a_child_whose_parent_is_missing(m: Mesh) -> None:
+    with m.connect(EU) as c:
+        c.execute("SET session_replication_role = replica")  # bypasses every trigger, as a bug would
+        c.execute("INSERT INTO children (id, parent, v) VALUES (40, 4040, 'orphan')")
+    conns = {r: m.connect(r) for r in REGIONS}
+    try:
+        report = verify(conns, margin_s=0, tables=["public.children"])
+    finally:
+        for conn in conns.values():
+            conn.close()
+        with m.connect(EU) as c:
+            c.execute("SET session_replication_role = replica")
+            c.execute("DELETE FROM children WHERE id = 40")
+    assert report.orphans == {EU: {"public.children (children_parent_fkey)": 1}}
