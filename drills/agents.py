@@ -52,7 +52,9 @@ class AgentTiming:
             "FRAISEQL_HANDOFF_WAIT_SECONDS": str(self.invocation_s),
             "FRAISEQL_WATERMARK_EVERY_SECONDS": "1",
             "FRAISEQL_MAINTENANCE_EVERY_SECONDS": "5",
-            "FRAISEQL_VERIFY_EVERY_SECONDS": "6",
+            # A tenth of the defaults, like the probe (6 s hashed every table every few probes: the
+            # drill's own load, not the system's).
+            "FRAISEQL_VERIFY_EVERY_SECONDS": "30",
             "FRAISEQL_VERIFY_MARGIN_SECONDS": "2",
             "FRAISEQL_VERIFY_BUCKETS": "64",
         }
@@ -68,6 +70,8 @@ class AgentProcess:
         self.invocation_s = invocation_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.stalled = False
+        #: the file a drill writes to make this agent pause (``replication.failpoints``)
+        self.failpoints: Path | None = Path(env["FRAISEQL_FAILPOINTS_FILE"]) if env.get("FRAISEQL_FAILPOINTS_FILE") else None
 
     def start(self) -> "AgentProcess":
         if self.alive:
@@ -156,6 +160,7 @@ def agents(m: Mesh, aws: LocalAws, timing: AgentTiming, log_dir: Path) -> Iterat
     try:
         for r in regions:
             env = agent_env(r, regions, m.pg[r].port, aws, timing, dbname=m.pg[r].dbname)
+            env["FRAISEQL_FAILPOINTS_FILE"] = str(log_dir / f"failpoints-{r}.json")
             procs[r] = AgentProcess(r, env, log_dir / f"agent-{r}.log", timing.invocation_s).start()
         yield procs
     finally:

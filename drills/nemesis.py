@@ -1,25 +1,34 @@
 """The nemesis drill: random faults against real writers and real fence agents, judged by a checker.
 
-Fault model (what may fail, and how):
+Fault model (what may fail, and how; one small function per fault in ``FAULT_KINDS``):
 
 * **links**, per direction: a link stops delivering (frozen TCP, like dropped packets) in one
   direction, both, for one pair (the non-transitive case), for every link of a region (clean
   minority split), across a minority/majority split (5 regions), or flaps;
-* **agent processes**: killed (crash, expired Lambda) or stalled (SIGSTOP: frozen, still connected);
+* **agent processes**: killed (crash, expired Lambda), stalled (SIGSTOP: frozen, still connected),
+  or paused at the worst moment: right after it looked at its peers, while its region is cut off
+  (``replication.failpoints``);
 * **the routing-control plane**: every ARC endpoint refuses connections, or hangs;
 * **clocks**: a writer's clock steps by up to ``skew_max_s`` in either direction (libfaketime);
-* **load**: one large transaction on one writer, replicated to all.
+* **load**: one large transaction on one writer, replicated to all;
+* **garbage collection**: a writer purges its tombstones at a random moment, others later.
 
-Writers keep inserting unique keys in every region and record what was acknowledged. The checker
-(``drills.checker``) then asserts: no two regions that could not replicate to each other both
-acknowledged writes for longer than the detection bound (``replication.quorum.detection_bound``);
-after the final heal all nodes are equal; no acknowledged write is missing anywhere.
+Clients (``drills.workload``) run meanwhile: writers inserting unique keys in every region; keys only
+their own region sets and deletes (registers); rows competing for a few unique values; parents and
+children across regions with parents deleted; and the application role trying every way around the
+fence its grants allow (checks run early and the commit held back, a setting the check once
+trusted, old snapshots, savepoints). The checker (``drills.checker``) then asserts: no two regions
+that could not replicate to each other both acknowledged writes for longer than the detection bound
+(``replication.quorum.detection_bound``); after the final heal all nodes are equal; no acknowledged
+write is missing anywhere; every register ends as its history allows (no resurrected delete, no lost
+re-insert); no child is left without its parent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import random
@@ -39,8 +48,11 @@ from drills.agents import AgentProcess, AgentTiming, agents, wait_writable
 from drills.checker import Ack, Cut, Verdict, check
 from drills.localaws import LocalAws, local_aws
 from drills.mesh import FLOORS_MS, Mesh, mesh
+from drills.workload import WORKLOAD_SCHEMA, WORKLOAD_TABLES, Adversary, Clashes, Client, Family, Registers
+from replication.bootstrap import apply
 from replication.model import ConflictPolicy
 from replication.quorum import detection_bound
+from replication.roles import APP_ROLE, render_roles, secret_options
 
 __all__ = ["NEMESIS_POLICY", "NEMESIS_SCHEMA", "NemesisConfig", "NemesisResult", "REGIONS_5", "run_nemesis"]
 
@@ -55,8 +67,8 @@ NEMESIS_SCHEMA: tuple[str, ...] = (
 NEMESIS_POLICY = ConflictPolicy(replicated=("nemesis_log", "nemesis_reg", "ballast"))
 CHECKED_TABLES = ("nemesis_log", "nemesis_reg", "ballast")
 
-FAULTS = ("link", "one_way", "isolate", "split", "flap", "kill_agent", "stall_agent", "arc_down", "arc_hang",
-          "skew", "big_txn", "control_off")
+FAULTS = ("link", "one_way", "isolate", "split", "flap", "kill_agent", "stall_agent", "pause_agent", "arc_down",
+          "arc_hang", "skew", "big_txn", "control_off", "tombstone_gc")
 
 
 @dataclass(frozen=True)
@@ -102,13 +114,23 @@ class NemesisResult:
     #: the oldest peer heartbeat any node held while the big transaction replicated (stale after: timing)
     big_txn_heartbeat_age_s: Optional[float] = None
     traffic_steered: Optional[bool] = None
+    #: registers (keys one region sets and deletes): deletes that came back, writes that did not stay
+    resurrected: int = 0
+    lost_registers: int = 0
+    register_faults: list[str] = field(default_factory=list)
+    register_ops: int = 0
+    #: children whose parent is gone, summed over writers
+    orphans: int = 0
+    #: the application role's attempts around the fence, by trick, and how many commits returned
+    adversary_tried: dict[str, int] = field(default_factory=dict)
+    adversary_acked: int = 0
     schedule_log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return (not self.violations and self.lost == 0 and self.converged
-                and (self.big_txn_false_fences in (None, 0)))
+        return (not self.violations and self.lost == 0 and self.converged and self.resurrected == 0
+                and self.lost_registers == 0 and self.orphans == 0 and (self.big_txn_false_fences in (None, 0)))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +193,37 @@ class Writers:
             return list(self.acks)
 
 
+RUN_POLICY = ConflictPolicy(replicated=NEMESIS_POLICY.replicated + WORKLOAD_TABLES)
+#: The application role the adversarial client runs as (the drill's servers trust loopback).
+APP_ROLE_PASSWORD = "drill-app-password-0123456789"
+
+
+def _app_role(m: Mesh) -> None:
+    for r in m.nodes:
+        with psycopg.connect(m.pg[r].dsn, autocommit=True, options=secret_options({APP_ROLE: APP_ROLE_PASSWORD})) as c:
+            apply(c, render_roles(RUN_POLICY, [APP_ROLE]))
+
+
+class _Clients:
+    """The other clients of a run (``drills.workload``), started and stopped together."""
+
+    def __init__(self, m: Mesh, regions: Sequence[str], cfg: NemesisConfig, timing: AgentTiming) -> None:
+        self.registers = Registers(m, regions, seed=cfg.seed)
+        self.clashes = Clashes(m, regions, seed=cfg.seed, pause_s=0.05)
+        self.family = Family(m, regions, seed=cfg.seed, pause_s=0.05)
+        self.adversary = Adversary(m, regions, seed=cfg.seed, hold_s=2 * timing.lease_s, role=APP_ROLE)
+        self._all: list[Client] = [self.registers, self.clashes, self.family, self.adversary]
+
+    def __enter__(self) -> "_Clients":
+        for c in self._all:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for c in self._all:
+            c.__exit__(*exc)
+
+
 # -- the nemesis -------------------------------------------------------------------------------------
 
 
@@ -180,11 +233,17 @@ class Nemesis:
     def __init__(self, m: Mesh, aws: LocalAws, procs: dict[str, AgentProcess], skew_files: dict[str, Path],
                  rng: random.Random, cfg: NemesisConfig) -> None:
         self.m, self.aws, self.procs, self.skew_files, self.rng, self.cfg = m, aws, procs, skew_files, rng, cfg
+        self.failpoints = {r: p.failpoints for r, p in procs.items() if p.failpoints is not None}
         self.cuts: list[Cut] = []
         self._down: dict[tuple[str, str], tuple[int, float]] = {}
         self.applied: dict[str, int] = {}
         self.log: list[str] = []
         self.t0 = time.monotonic()
+
+    def arm(self, region: str, point: str, seconds: float) -> None:
+        """Make ``region``'s agent pause ``seconds`` once, at ``point`` (``replication.failpoints``)."""
+        path = self.failpoints[region]
+        path.write_text(json.dumps({point: {"token": f"{time.monotonic_ns()}", "seconds": seconds}}))
 
     # links: (listener, speaker); the proxy on that key carries speaker -> listener
     def cut(self, listener: str, speaker: str) -> None:
@@ -210,68 +269,9 @@ class Nemesis:
 
     def apply(self, kind: str) -> tuple[str, Callable[[], None]]:
         """Start one fault; returns its description and how to end it."""
-        regions = list(self.m.nodes)
-        rng = self.rng
-        if kind == "link":
-            a, b = rng.sample(regions, 2)
-            return f"cut {a}<->{b}", self._cut_all([(a, b), (b, a)])
-        if kind == "one_way":
-            a, b = rng.sample(regions, 2)
-            return f"{a} stops hearing {b}", self._cut_all([(a, b)])
-        if kind == "isolate":
-            x = rng.choice(regions)
-            return f"isolate {x}", self._cut_all([(x, y) for y in regions if y != x] + [(y, x) for y in regions if y != x])
-        if kind == "split":
-            minority = set(rng.sample(regions, (len(regions) - 1) // 2))
-            pairs = [(a, b) for a in regions for b in regions if (a in minority) != (b in minority)]
-            return f"split {sorted(minority)} | {sorted(set(regions) - minority)}", self._cut_all(pairs)
-        if kind == "flap":
-            a, b = rng.sample(regions, 2)
-            stop = threading.Event()
-
-            def flap() -> None:
-                down = False
-                while not stop.is_set():
-                    if down:
-                        self.restore(a, b), self.restore(b, a)
-                    else:
-                        self.cut(a, b), self.cut(b, a)
-                    down = not down
-                    stop.wait(rng.uniform(0.2, 0.5))
-                if down:
-                    self.restore(a, b), self.restore(b, a)
-
-            th = threading.Thread(target=flap, daemon=True)
-            th.start()
-            return f"flap {a}<->{b}", lambda: (stop.set(), th.join(10))  # type: ignore[return-value]
-        if kind == "kill_agent":
-            x = rng.choice(regions)
-            self.procs[x].kill()
-            return f"kill agent {x}", self.procs[x].start  # type: ignore[return-value]
-        if kind == "stall_agent":
-            x = rng.choice(regions)
-            self.procs[x].stall()
-            return f"stall agent {x}", self.procs[x].resume
-        if kind in ("arc_down", "arc_hang"):
-            mode = "down" if kind == "arc_down" else "hang"
-            for e in self.aws.arc:
-                e.set_mode(mode)  # type: ignore[arg-type]
-            return f"ARC endpoints {mode}", lambda: [e.set_mode("up") for e in self.aws.arc]  # type: ignore[func-returns-value]
-        if kind == "skew":
-            x = rng.choice(regions)
-            step = rng.uniform(-self.cfg.skew_max_s, self.cfg.skew_max_s)
-            self.skew_files[x].write_text(f"{step:+.3f}s\n")
-            return f"clock of {x} steps {step:+.2f} s", lambda: self.skew_files[x].write_text("+0s\n")  # type: ignore[return-value]
-        if kind == "big_txn":
-            x = rng.choice(regions)
-            th = threading.Thread(target=big_transaction, args=(self.m, x, self.cfg.big_rows // 3), daemon=True)
-            th.start()
-            return f"big transaction on {x}", lambda: th.join(120)  # type: ignore[return-value]
-        if kind == "control_off":
-            x = rng.choice(regions)
-            self.aws.set_control(x, False)
-            return f"routing control {x} off", lambda: self.aws.set_control(x, True)
-        raise ValueError(f"unknown fault {kind}")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind}")
+        return FAULT_KINDS[kind](self)
 
     def kinds(self) -> list[str]:
         return [k for k in self.cfg.faults if k != "split" or len(self.m.nodes) >= 5]
@@ -306,6 +306,145 @@ class Nemesis:
         for p in self.procs.values():
             p.resume()
             p.start()
+
+
+# -- the faults: small pieces, each starts one fault and returns how to end it -------------------------
+
+Fault = Callable[["Nemesis"], tuple[str, Callable[[], None]]]
+
+
+def _pair(nem: Nemesis) -> tuple[str, str]:
+    a, b = nem.rng.sample(list(nem.m.nodes), 2)
+    return a, b
+
+
+def _one(nem: Nemesis) -> str:
+    return str(nem.rng.choice(list(nem.m.nodes)))
+
+
+def _isolation(regions: Sequence[str], x: str) -> list[tuple[str, str]]:
+    return [(x, y) for y in regions if y != x] + [(y, x) for y in regions if y != x]
+
+
+def link(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    a, b = _pair(nem)
+    return f"cut {a}<->{b}", nem._cut_all([(a, b), (b, a)])
+
+
+def one_way(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    a, b = _pair(nem)
+    return f"{a} stops hearing {b}", nem._cut_all([(a, b)])
+
+
+def isolate(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    x = _one(nem)
+    return f"isolate {x}", nem._cut_all(_isolation(list(nem.m.nodes), x))
+
+
+def split(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    regions = list(nem.m.nodes)
+    minority = set(nem.rng.sample(regions, (len(regions) - 1) // 2))
+    pairs = [(a, b) for a in regions for b in regions if (a in minority) != (b in minority)]
+    return f"split {sorted(minority)} | {sorted(set(regions) - minority)}", nem._cut_all(pairs)
+
+
+def flap(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    a, b = _pair(nem)
+    stop = threading.Event()
+    rng = nem.rng
+
+    def run() -> None:
+        down = False
+        while not stop.is_set():
+            if down:
+                nem.restore(a, b), nem.restore(b, a)
+            else:
+                nem.cut(a, b), nem.cut(b, a)
+            down = not down
+            stop.wait(rng.uniform(0.2, 0.5))
+        if down:
+            nem.restore(a, b), nem.restore(b, a)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+
+    def end() -> None:
+        stop.set()
+        th.join(10)
+
+    return f"flap {a}<->{b}", end
+
+
+def kill_agent(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    x = _one(nem)
+    nem.procs[x].kill()
+    return f"kill agent {x}", lambda: None if nem.procs[x].start() else None
+
+
+def stall_agent(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    x = _one(nem)
+    nem.procs[x].stall()
+    return f"stall agent {x}", nem.procs[x].resume
+
+
+def pause_agent(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    """The worst moment for a pause: right after the agent looked, while its region is cut off."""
+    x = _one(nem)
+    seconds = nem.rng.uniform(2, 6) * nem.cfg.timing.lease_s
+    nem.arm(x, "agent.after_observe", seconds)
+    undo = nem._cut_all(_isolation(list(nem.m.nodes), x))
+    return f"pause agent {x} after it looks ({seconds:.1f} s), and isolate it", undo
+
+
+def arc(mode: str) -> Fault:
+    def fault(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+        for e in nem.aws.arc:
+            e.set_mode(mode)  # type: ignore[arg-type]
+
+        def end() -> None:
+            for e in nem.aws.arc:
+                e.set_mode("up")
+
+        return f"ARC endpoints {mode}", end
+    return fault
+
+
+def skew(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    x = _one(nem)
+    step = nem.rng.uniform(-nem.cfg.skew_max_s, nem.cfg.skew_max_s)
+    nem.skew_files[x].write_text(f"{step:+.3f}s\n")
+    return f"clock of {x} steps {step:+.2f} s", lambda: None if nem.skew_files[x].write_text("+0s\n") else None
+
+
+def big_txn(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    x = _one(nem)
+    th = threading.Thread(target=big_transaction, args=(nem.m, x, nem.cfg.big_rows // 3), daemon=True)
+    th.start()
+    return f"big transaction on {x}", lambda: th.join(120)
+
+
+def control_off(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    x = _one(nem)
+    nem.aws.set_control(x, False)
+    return f"routing control {x} off", lambda: nem.aws.set_control(x, True)
+
+
+def tombstone_gc(nem: Nemesis) -> tuple[str, Callable[[], None]]:
+    """Writers purge tombstones at different times: one purges everything it may, now."""
+    x = _one(nem)
+    try:
+        n = nem.m.execute(x, "SELECT fraiseql_repl.purge_tombstones(interval '0')")[0][0]
+    except psycopg.Error as exc:
+        n = f"failed ({type(exc).__name__})"
+    return f"tombstone purge on {x} ({n} purged)", lambda: None
+
+
+FAULT_KINDS: dict[str, Fault] = {
+    "link": link, "one_way": one_way, "isolate": isolate, "split": split, "flap": flap,
+    "kill_agent": kill_agent, "stall_agent": stall_agent, "pause_agent": pause_agent,
+    "arc_down": arc("down"), "arc_hang": arc("hang"), "skew": skew, "big_txn": big_txn,
+    "control_off": control_off, "tombstone_gc": tombstone_gc,
+}
 
 
 def big_transaction(m: Mesh, region: str, rows: int) -> tuple[bool, float]:
@@ -385,7 +524,9 @@ def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> Twelve
     others = [r for r in m.nodes if r != region]
     undo = nem._cut_all([(region, o) for o in others] + [(o, region) for o in others])
     time.sleep(hold_s)
-    traffic_out = nem.aws.fence_rule_path_matches(region)
+    # Taking the region out of the traffic path is an AWS call on the agent's side thread: wait for
+    # it (it has no deadline of its own to meet), while the region is still cut off.
+    traffic_out = _eventually(lambda: nem.aws.fence_rule_path_matches(region), timeout=30)
     stop.set()
     for t in threads:
         t.join(timeout=10)
@@ -396,6 +537,17 @@ def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> Twelve
     last = max((a.t for a in after), default=t_cut)
     late = sum(1 for a, w in zip(acks, walls) if a.t >= t_cut and revoke_wall is not None and w > revoke_wall + 0.05)
     return TwelveWriters(last - t_cut, len(acks), late, traffic_out, acks)
+
+
+def _eventually(condition: Callable[[], bool], *, timeout: float, every: float = 0.1) -> bool:
+    """Whether ``condition`` holds within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
 
 
 def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int,
@@ -500,13 +652,14 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
     result: Optional[NemesisResult] = None
     try:
         with _skewable_clocks(regions) as (clock_env, skew_files), \
-                mesh(NEMESIS_POLICY, NEMESIS_SCHEMA, regions=regions, leases=False, env=clock_env) as m, \
+                mesh(RUN_POLICY, NEMESIS_SCHEMA + WORKLOAD_SCHEMA, regions=regions, leases=False, env=clock_env) as m, \
                 local_aws(regions) as aws, agents(m, aws, timing, log_dir) as procs:
             progress(f"mesh of {len(regions)} up; waiting for the agents to grant leases")
+            _app_role(m)
             wait_writable(m, regions, timeout=60)
             nem = Nemesis(m, aws, procs, skew_files, rng, cfg)
             special: dict[str, Any] = {}
-            with Writers(m, regions) as writers:
+            with Writers(m, regions) as writers, _Clients(m, regions, cfg, timing) as clients:
                 order = nem.kinds()
                 rng.shuffle(order)
                 for i in range(cfg.schedules):
@@ -525,9 +678,10 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                     progress(f"12 writers: fenced after {w12.fence_s:.2f} s, "
                              f"{w12.commits_after_revoke} commits after the revoke")
                     wait_writable(m, regions, timeout=60)
-                    time.sleep(timing.probe_s * 4)
-                    special["traffic"] = w12.traffic_out_while_cut and not aws.fence_rule_path_matches(x)
-            acks = writers.snapshot() + (special["writers12"].acks if "writers12" in special else [])
+                    special["traffic"] = w12.traffic_out_while_cut and _eventually(
+                        lambda: not aws.fence_rule_path_matches(x), timeout=30)
+            acks = (writers.snapshot() + clients.adversary.snapshot()
+                    + (special["writers12"].acks if "writers12" in special else []))
             if cfg.measure_specials:
                 wait_writable(m, regions, timeout=60)
                 rows = cfg.big_rows
@@ -535,7 +689,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 progress(f"big transaction of {rows} rows: {special['big'][1]} false fences")
             converged = True
             try:
-                m.wait_converged(list(CHECKED_TABLES), timeout=180)
+                m.wait_converged(list(CHECKED_TABLES + WORKLOAD_TABLES), timeout=180)
             except TimeoutError as exc:
                 converged = False
                 progress(str(exc)[:300])
@@ -547,8 +701,11 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                     progress(f"{r}: parked {parked}; subscriptions {subs}")
                     progress(m.pg[r].log_tail(15))
             present = {r: {int(k) for (k,) in m.execute(r, "SELECT id FROM nemesis_log")} for r in regions}
-            digests = {r: m.digest(r, list(CHECKED_TABLES)) for r in regions}
-            verdict: Verdict = check(acks, nem.cuts, bound, present, digests)
+            digests = {r: m.digest(r, list(CHECKED_TABLES + WORKLOAD_TABLES)) for r in regions}
+            verdict: Verdict = check(acks, nem.cuts, bound, present, digests, ops=clients.registers.history(),
+                                     registers=clients.registers.final())
+            orphans = sum(int(m.execute(r, "SELECT coalesce(sum(orphans), 0) FROM fraiseql_repl.orphans()")[0][0])
+                          for r in regions)
             worst = verdict.worst
             big = special.get("big", (0, None, None, None))
             w12 = special.get("writers12")
@@ -565,6 +722,14 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 acked=sum(1 for a in acks if a.ok),
                 refused=sum(1 for a in acks if not a.ok),
                 lost=len(verdict.lost),
+                resurrected=sum(1 for f in verdict.registers if f.kind == "resurrected delete"),
+                lost_registers=sum(1 for f in verdict.registers if f.kind != "resurrected delete"),
+                register_faults=[f"{f.kind}: key {f.key} on {f.node} is {f.found!r}, allowed {list(f.allowed)}"
+                                 for f in verdict.registers[:20]],
+                register_ops=len(clients.registers.history()),
+                orphans=orphans,
+                adversary_tried=dict(sorted(clients.adversary.tried.items())),
+                adversary_acked=sum(1 for a in clients.adversary.snapshot() if a.ok),
                 converged=converged and not verdict.diverged_nodes,
                 diverged_nodes=verdict.diverged_nodes,
                 agent_death_fence_s=special.get("agent_death"),

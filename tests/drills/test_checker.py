@@ -39,3 +39,18 @@ def test_refused_writes_do_not_count_as_writable() -> None:
     history = acks("a", [5.0], 0) + [Ack("b", 9, 5.0, False, "25006")]
     (w,) = both_writable_windows(history, [Cut("a", "b", 1.0, 6.0)])
     assert w.window_s == 0.0
+
+
+def test_registers_catch_a_resurrected_delete_and_a_lost_reinsert() -> None:
+    from drills.checker import Op, check_registers
+
+    ops = [Op("a", 1, "v1", 1.0, "ok"), Op("a", 1, None, 2.0, "ok"),          # deleted for good
+           Op("a", 2, "v1", 1.0, "ok"), Op("a", 2, None, 2.0, "ok"), Op("a", 2, "v2", 3.0, "ok"),  # re-inserted
+           Op("a", 3, "v1", 1.0, "ok"), Op("a", 3, None, 2.0, "info")]         # maybe deleted
+    good = {"n1": {2: "v2", 3: "v1"}, "n2": {2: "v2"}}
+    assert check_registers(ops, good) == []
+    bad = check_registers(ops, {"n1": {1: "v1", 2: "v2"}, "n2": {3: "v1"}})
+    assert {(f.key, f.node, f.kind) for f in bad} == {(1, "n1", "resurrected delete"), (2, "n2", "lost write")}
+    # a write refused before commit did not happen: the earlier value stands
+    assert check_registers([Op("a", 4, "v1", 1.0, "ok"), Op("a", 4, "v2", 2.0, "fail")], {"n": {4: "v1"}}) == []
+    assert check_registers([Op("a", 4, "v1", 1.0, "ok"), Op("a", 4, "v2", 2.0, "fail")], {"n": {4: "v2"}}) != []
