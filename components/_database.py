@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from core.engine import parameter_group_family
 from core.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
@@ -95,7 +96,7 @@ class DataTier(pulumi.ComponentResource):
         super().__init__(type_token, name, None, opts)
         self._name, self._args = name, args
         self._component = type_token.rsplit(":", 1)[-1]
-        major = args.engine_version.split(".")[0]
+        major = int(args.engine_version)  # validated: a major only (core/engine.py)
         child = ResourceOptions(parent=self)
         self._keys: dict[str, aws.kms.Key] = {}
         self._params: dict[str, aws.rds.ParameterGroup] = {}
@@ -115,7 +116,7 @@ class DataTier(pulumi.ComponentResource):
             self._params[r] = aws.rds.ParameterGroup(
                 logical_name(name, "params", r),
                 region=r,
-                family=f"postgres{major}",
+                family=parameter_group_family(major),
                 description=f"FraiseQL PostgreSQL {major} ({mode})",
                 parameters=[
                     aws.rds.ParameterGroupParameterArgs(name=k, value=v, apply_method=m)
