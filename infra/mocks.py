@@ -22,8 +22,42 @@ ACCOUNT = "123456789012"
 ALB_ZONE_IDS = {"us-east-1": "Z35SXDOTRQ7X7K", "us-west-2": "Z1H1FL5HABSF5", "eu-west-1": "Z32O12XQLNTSW2"}
 
 
+#: Properties pulumi-aws autonames when the program gives none: the logical name, "-", then 7 random
+#: hex characters, within the limit of each type (pulumi-aws `provider/resources.go`; the RDS
+#: identifier's 63 is AWS's own: the bridge would generate up to 255 and CreateDBInstance refuses it).
+#: A name over the limit fails the real `preview`; the mocks refuse it the same way.
+AUTONAMED: dict[str, tuple[str, int]] = {
+    "aws:lb/loadBalancer:LoadBalancer": ("name", 32),
+    "aws:lb/targetGroup:TargetGroup": ("name", 32),
+    "aws:iam/role:Role": ("name", 64),
+    "aws:lambda/function:Function": ("name", 64),
+    "aws:cloudwatch/eventRule:EventRule": ("name", 64),
+    "aws:sns/topic:Topic": ("name", 80),
+    "aws:lambda/permission:Permission": ("statementId", 100),
+    "aws:rds/instance:Instance": ("identifier", 63),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": ("name", 255),
+}
+#: "-" and the 7 random hex characters the provider appends.
+AUTONAME_SUFFIX = 8
+
+
 class UnknownInvoke(Exception):
     pass
+
+
+class AutonameTooLong(Exception):
+    pass
+
+
+def check_autoname(typ: str, name: str, inputs: dict[str, Any]) -> None:
+    """Refuse what pulumi-aws refuses: an autoname (logical name + 8) longer than the type allows."""
+    if typ not in AUTONAMED:
+        return
+    prop, limit = AUTONAMED[typ]
+    if inputs.get(prop) is None and len(name) + AUTONAME_SUFFIX > limit:
+        raise AutonameTooLong(
+            f"{typ} '{name}': its autoname '{name}-xxxxxxx' has {len(name) + AUTONAME_SUFFIX} characters, over the "
+            f"{limit} that {prop} allows; shorten the logical name to {limit - AUTONAME_SUFFIX} characters or fewer")
 
 
 def _service(typ: str) -> str:
@@ -34,6 +68,7 @@ def _service(typ: str) -> str:
 class PlanMocks(Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         typ, name, inputs = args.typ, args.name, dict(args.inputs)
+        check_autoname(typ, name, inputs)
         region = inputs.get("region", "us-east-1")
         out: dict[str, Any] = dict(inputs)
         rid = f"{name}-id"
