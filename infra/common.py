@@ -73,6 +73,7 @@ def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack
         db_name=db.db_name,
         username=db.username,
         performance_insights_retention_days=db.performance_insights_retention_days,
+        apply_immediately=db.apply_immediately,
         vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
         phase=cfg.phase,
         stack=stack,

@@ -7,6 +7,7 @@ make on purpose fail loudly, so a new data-source call cannot slip through with 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -108,7 +109,9 @@ class PlanMocks(Mocks):
         elif typ == "aws:route53/record:Record":
             out["fqdn"] = inputs.get("name")
         elif typ == "aws:kms/key:Key":
-            out.update(keyId=f"{name}-key-id", arn=f"arn:aws:kms:{region}:{ACCOUNT}:key/{name}")
+            # A key id is a UUID, different for every key ever created (deterministic here per stack and name).
+            key_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{get_stack()}/{name}"))
+            out.update(keyId=key_id, arn=f"arn:aws:kms:{region}:{ACCOUNT}:key/{key_id}")
         elif typ == "aws:iam/role:Role":
             out.update(name=name, arn=f"arn:aws:iam::{ACCOUNT}:role/{name}")
         elif typ in (

@@ -115,7 +115,6 @@ def test_databases_are_private_protected_and_backed_up(phase_a, name):
     assert db.inputs["deletionProtection"] is True
     assert db.inputs["backupRetentionPeriod"] >= 7
     assert db.inputs["performanceInsightsEnabled"] is True
-    assert db.inputs["skipFinalSnapshot"] is False
     assert db.protect is True
 
 
