@@ -83,6 +83,7 @@ class MultiMasterReplication(DataTier):
     writer_addresses: dict[str, pulumi.Output[str]]
     master_secret_arns: dict[str, pulumi.Output[Optional[str]]]
     app_secret_arns: dict[str, pulumi.Output[str]]
+    app_secret_fillers: dict[str, pulumi.Resource]
     agent_secret_arns: dict[str, pulumi.Output[str]]
     bootstrap_function_names: dict[str, pulumi.Output[str]]
     dependencies_layer_arns: dict[str, pulumi.Output[str]]
@@ -261,6 +262,9 @@ class MultiMasterReplication(DataTier):
         #: Every bootstrap invocation: what runs the fixed SQL of this release on the writers.
         self.bootstrap_runs: list[aws.lambda_.Invocation] = []
         locals_ = self._bootstrap_runs(mesh_regions, functions, writers, secret, base_events, nodes_event, policy_digest)
+        #: The run that gives each writer's role secrets their values (step `local`); a region still
+        #: seeding has none until it is promoted and joins the mesh.
+        self.app_secret_fillers: dict[str, pulumi.Resource] = dict(zip(mesh_regions, locals_))
         self._rotation(secret, {r: functions[r] for r in mesh_regions}, locals_)
 
         # Per-pair lag, published by the publisher's fence agent from pg_stat_replication.replay_lag

@@ -73,6 +73,7 @@ class StreamingReplication(DataTier):
     reader_hostnames: dict[str, str]
     private_zone_id: pulumi.Output[str]
     app_secret_arns: dict[str, pulumi.Output[str]]
+    app_secret_fillers: dict[str, pulumi.Resource]
     bootstrap_function_names: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: StreamingReplicationArgs, opts: Optional[ResourceOptions] = None):
@@ -197,7 +198,7 @@ class StreamingReplication(DataTier):
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
             tags=tags(f"bootstrap-{r}"), opts=child,
         )
-        aws.lambda_.Invocation(
+        roles_run = aws.lambda_.Invocation(
             logical_name(name, "bootstrap-roles", r), region=r, function_name=fn.name,
             input=event.apply(lambda e: json.dumps({**e, "step": "roles"}, sort_keys=True)),
             triggers={"version": "roles-1"},
@@ -205,3 +206,6 @@ class StreamingReplication(DataTier):
         )
         self.bootstrap_function_names = {r: fn.name}
         self.app_secret_arns = {r: secret.arn, **{s: secret.arn.apply(partial(_in_region, s)) for s in standbys}}
+        # The run generates the password into the secret; Secrets Manager copies it to each standby
+        # region within seconds, before a new service there has started a task.
+        self.app_secret_fillers: dict[str, pulumi.Resource] = {nd.region: roles_run for nd in args.nodes}

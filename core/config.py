@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from core.agent_schedule import MAX_CONCURRENT as AGENT_MAX_CONCURRENT
 from core.engine import POSTGRES_MAJOR
 from core.manifest import build_manifest
 from core.membership import list_problem
@@ -324,6 +325,24 @@ class QuorumConfig(_Model):
         None, min_length=1, examples=[["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1"]],
         description="only during a membership change: writes need a majority of members and of next_members",
     )
+
+    agent_reserved_concurrency: Optional[int] = Field(
+        None, examples=[AGENT_MAX_CONCURRENT],
+        description="Lambda concurrency reserved for each region's fence agent; default none (works on accounts "
+                    "whose concurrency quota is 10, where any reservation is refused)",
+    )
+
+    @field_validator("agent_reserved_concurrency")
+    @classmethod
+    def _reservation(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < AGENT_MAX_CONCURRENT:
+            raise ValueError(
+                f"{v} would throttle the hand-over: the running agent and the invocations waiting to take over "
+                f"from it need {AGENT_MAX_CONCURRENT} (core/agent_schedule.py); reserve at least that, e.g. "
+                f"agent_reserved_concurrency: {AGENT_MAX_CONCURRENT}, or leave it out. A reservation must leave the "
+                "account 100 unreserved in each region (10 on accounts whose quota is 10): `python -m ops preflight` checks it"
+            )
+        return v
 
     @property
     def stale_after(self) -> float:

@@ -127,6 +127,7 @@ def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], data
                 db_port=cfg.database.port,
                 db_name=cfg.database.db_name,
                 db_secret_arn=secret_arns[rc.name],
+                secret_filled_by=database.app_secret_fillers.get(rc.name),
                 db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                 phase=cfg.phase,
                 stack=stack,

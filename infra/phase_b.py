@@ -131,6 +131,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             lease_seconds=cfg.quorum.lease,
             unfence_after=cfg.quorum.unfence_after,
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
+            agent_reserved_concurrency=cfg.quorum.agent_reserved_concurrency,
             health_path=cfg.app.health_path,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict

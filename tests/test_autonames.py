@@ -8,7 +8,6 @@ longest names proves they fit.
 
 from __future__ import annotations
 
-import pulumi
 import pulumi_aws as aws
 import pytest
 
