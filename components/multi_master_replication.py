@@ -54,6 +54,8 @@ from replication.roles import AGENT_ROLE, APP_ROLE, REPL_ROLE
 from replication.sql import RDS_PARAMETERS, schema_digest
 
 TYPE = "fraiseql:database:MultiMasterReplication"
+#: A bootstrap step may wait up to 180 s for its region's copy of a secret (replication.bootstrap).
+BOOTSTRAP_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,7 +242,7 @@ class MultiMasterReplication(DataTier):
                 role=role.arn,
                 code=mm.code,
                 layers=[layer.arn],
-                timeout=300,
+                timeout=BOOTSTRAP_TIMEOUT_S,
                 memory_size=256,
                 vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=list(node.app_subnet_ids), security_group_ids=[sg.id]),
                 environment=aws.lambda_.FunctionEnvironmentArgs(variables=base_events[r].apply(lambda e: {
@@ -382,7 +384,9 @@ class MultiMasterReplication(DataTier):
             memory_size=128,
             environment=aws.lambda_.FunctionEnvironmentArgs(
                 variables=pulumi.Output.all(*[functions[r].arn for r in regions]).apply(
-                    lambda arns: {"FRAISEQL_BOOTSTRAP_FUNCTIONS": json.dumps(dict(zip(regions, arns)))})
+                    lambda arns: {"FRAISEQL_BOOTSTRAP_FUNCTIONS": json.dumps(dict(zip(regions, arns))),
+                                  # how long to wait for each step (replication.rotation.invoke_config)
+                                  "FRAISEQL_BOOTSTRAP_TIMEOUT_SECONDS": str(BOOTSTRAP_TIMEOUT_S)})
             ),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
             tags=tags("rotation"),
