@@ -484,7 +484,9 @@ class RegionStack(pulumi.ComponentResource):
         for domain in args.certificate_names:
             option = cert.domain_validation_options.apply(partial(_validation_option, domain))
             # ACM issues the same validation CNAME for a name in every region of an account, so each
-            # region's stack may write it.
+            # region's stack writes the one record all of them share. Removing a region must not
+            # delete it: the other regions' certificates renew through it. The record stays in the
+            # zone when its last region (or the stack) goes; it validates nothing else.
             records.append(
                 aws.route53.Record(
                     logical_name(name, f"cert-validation-{domain}"),
@@ -494,7 +496,7 @@ class RegionStack(pulumi.ComponentResource):
                     records=[option.resource_record_value],
                     ttl=300,
                     allow_overwrite=True,
-                    opts=child,
+                    opts=ResourceOptions(parent=self, retain_on_delete=True),
                 )
             )
         return aws.acm.CertificateValidation(

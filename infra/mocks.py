@@ -173,6 +173,8 @@ class Registration:
     ignore_changes: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    #: Removing it from the program drops it from the state and leaves it in the cloud.
+    retain_on_delete: bool = False
 
     @property
     def region(self) -> str:
@@ -236,6 +238,7 @@ class RecordingMonitor(MockMonitor):
                 ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
                 aliases=self._aliases[response.urn],
+                retain_on_delete=bool(request.retainOnDelete),
             )
         )
         return response
