@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
@@ -15,6 +16,14 @@ from components.streaming_replication import StreamingReplication
 from core.config import StackConfig
 from core.manifest import MANIFEST_NAME, build_manifest
 from core.naming import merge_tags
+from infra.lambda_archive import package_files
+from infra.paths import REPO
+
+
+def lambda_code() -> pulumi.AssetArchive:
+    """The functions' code: the `replication` package's source files and nothing else (no bytecode or
+    editor leftovers, which differ from machine to machine and would update every function)."""
+    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in package_files(REPO / "replication").items()})
 
 
 def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:

@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from infra.synth import synthesize
 from replication.redact import SecretBox
@@ -78,7 +79,7 @@ def test_a_step_is_sent_once_and_read_for_longer_than_it_may_run(phase_b):
 
     try:
         invoke = lambda_invoker({"us-east-1": "bootstrap-us-east-1"}, client, SecretBox(), timeout)
-        with pytest.raises(Exception):
+        with pytest.raises(ClientError):
             invoke("us-east-1", "set_password", "v1")
     finally:
         server.shutdown()
