@@ -466,6 +466,16 @@ class StackConfig(_Model):
 KEYS = tuple(StackConfig.model_fields)
 # Secret keys are read by the program with require_secret, never into the validated model.
 SECRET_KEYS = ("edge_purge_token", "origin_auth_token")
+#: The secrets each phase needs, and how to set one: `pulumi config set --secret` on the real stack
+#: (stack files commit none; the offline plan stands in for them, infra/synth.py).
+PHASE_SECRETS: dict[str, tuple[str, ...]] = {"a": (), "b": (), "c": SECRET_KEYS}
+SECRET_MISSING = {
+    "edge_purge_token": "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with "
+                        "Cache Purge permission>`",
+    "origin_auth_token": "missing: the edge sends it to the origins and the ALBs refuse requests without it; set it "
+                         "with e.g. `pulumi config set --secret fraiseql:origin_auth_token \"$(openssl rand -hex 32)\"` "
+                         "(at most 128 characters, no * or ?)",
+}
 # Provider keys that hold credentials: refused in plain text like ours.
 PROVIDER_SECRET_KEYS = ("cloudflare:apiToken", "aws:secretKey", "aws:token")
 
@@ -823,12 +833,7 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
             raise ConfigError(stack, refused)
         return cfg
     problems = refused + _cross_checks(cfg)
-    if cfg.phase == "c" and "edge_purge_token" not in secrets:
-        problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
-    if cfg.phase == "c" and "origin_auth_token" not in secrets:
-        problems.append((f"{NAMESPACE}:origin_auth_token", "missing: the edge sends it to the origins and the ALBs "
-                         "refuse requests without it; set it with e.g. `pulumi config set --secret "
-                         "fraiseql:origin_auth_token \"$(openssl rand -hex 32)\"` (at most 128 characters, no * or ?)"))
+    problems += [(f"{NAMESPACE}:{key}", SECRET_MISSING[key]) for key in PHASE_SECRETS[cfg.phase] if key not in secrets]
     if problems:
         raise ConfigError(stack, problems)
     return cfg
