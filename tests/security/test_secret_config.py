@@ -15,7 +15,6 @@ from core.config import PHASE_SECRETS, SECRET_KEYS, ConfigError
 from infra.__main__ import EXIT_INVALID, plan
 from infra.synth import REPO, SECRET_PLACEHOLDER, read_stack_file, stack_file, synthesize
 
-
 PLAIN = "plain-text-token-0123456789abcdef0123456789"
 
 
