@@ -26,7 +26,7 @@ ALB_ZONE_IDS = {"us-east-1": "Z35SXDOTRQ7X7K", "us-west-2": "Z1H1FL5HABSF5", "eu
 #: Properties pulumi-aws autonames when the program gives none: the logical name, "-", then 7 random
 #: hex characters, within the limit of each type (pulumi-aws `provider/resources.go`; the RDS
 #: identifier's 63 is AWS's own: the bridge would generate up to 255 and CreateDBInstance refuses it).
-#: A name over the limit fails the real `preview`; the mocks refuse it the same way.
+#: A name over the limit fails the real `preview` (the RDS identifier: the create); the mocks refuse it.
 AUTONAMED: dict[str, tuple[str, int]] = {
     "aws:lb/loadBalancer:LoadBalancer": ("name", 32),
     "aws:lb/targetGroup:TargetGroup": ("name", 32),
