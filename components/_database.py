@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from core.engine import parameter_group_family
 from core.naming import logical_name, merge_tags
 
 LAMBDA_RUNTIME = "python3.12"
@@ -32,6 +34,12 @@ DB_TLS_ENV = {"FRAISEQL_DB_SSLMODE": "verify-full", "FRAISEQL_DB_SSLROOTCERT": R
 LEGACY_TYPE = "fraiseql:database:PostgresReplication"
 
 CA_CERT = "rds-ca-rsa2048-g1"
+#: Secrets holding generated passwords are deleted at once, without a recovery window. Their names
+#: are fixed (`fraiseql/<stack>/...`), and a window would keep a name reserved for 7 to 30 days after
+#: a destroy, so re-creating the stack would fail ("already scheduled for deletion"). Nothing is lost:
+#: the bootstrap generates a missing password on its next run and sets it on its role; the databases
+#: the passwords open are protected, so a destroy is deliberate (README: Database changes and deletion).
+GENERATED_SECRET_RECOVERY_DAYS = 0
 # Parameters every node gets. rds.force_ssl keeps credentials and rows off the wire in clear text.
 BASE_PARAMETERS: dict[str, tuple[str, str]] = {
     "rds.force_ssl": ("1", "immediate"),
@@ -79,6 +87,8 @@ class DatabaseArgs:
     # VPC of each region, for the private zone that gives the app stable names.
     vpc_ids: dict[str, Input[str]]
     log_retention_days: int = 30
+    #: Class, storage and Multi-AZ changes apply during `pulumi up`, not in the next maintenance window.
+    apply_immediately: bool = True
     phase: str
     stack: str
     tags: dict[str, str] = field(default_factory=dict)
@@ -95,7 +105,7 @@ class DataTier(pulumi.ComponentResource):
         super().__init__(type_token, name, None, opts)
         self._name, self._args = name, args
         self._component = type_token.rsplit(":", 1)[-1]
-        major = args.engine_version.split(".")[0]
+        major = int(args.engine_version)  # validated: a major only (core/engine.py)
         child = ResourceOptions(parent=self)
         self._keys: dict[str, aws.kms.Key] = {}
         self._params: dict[str, aws.rds.ParameterGroup] = {}
@@ -115,7 +125,7 @@ class DataTier(pulumi.ComponentResource):
             self._params[r] = aws.rds.ParameterGroup(
                 logical_name(name, "params", r),
                 region=r,
-                family=f"postgres{major}",
+                family=parameter_group_family(major),
                 description=f"FraiseQL PostgreSQL {major} ({mode})",
                 parameters=[
                     aws.rds.ParameterGroupParameterArgs(name=k, value=v, apply_method=m)
@@ -136,7 +146,9 @@ class DataTier(pulumi.ComponentResource):
         `source`, the ARN of another region's instance) a cross-region read replica of it.
 
         A replica takes its engine, storage, database and users from its source (RDS refuses them on
-        a replica). Removing `source` later promotes it in place: the instance keeps its identity.
+        a replica), and is deleted without a final snapshot (RDS refuses one for a replica: its data
+        is its source's). Removing `source` later promotes it in place: the instance keeps its
+        identity and from then on gets a final snapshot like any source.
         """
         args, r, key = self._args, node.region, self._keys[node.region]
         specific: dict[str, Any]
@@ -149,9 +161,11 @@ class DataTier(pulumi.ComponentResource):
                 username=args.username,
                 manage_master_user_password=True,
                 master_user_secret_kms_key_id=key.arn,
+                skip_final_snapshot=False,
+                final_snapshot_identifier=key.key_id.apply(partial(final_snapshot_id, self._name, args.stack, r)),
             )
         else:
-            specific = dict(replicate_source_db=source)
+            specific = dict(replicate_source_db=source, skip_final_snapshot=True)
         return aws.rds.Instance(
             logical_name(self._name, role, r),
             region=r,
@@ -162,7 +176,9 @@ class DataTier(pulumi.ComponentResource):
             db_subnet_group_name=node.subnet_group_name,
             vpc_security_group_ids=node.security_group_ids,
             parameter_group_name=self._params[r].name,
-            final_snapshot_identifier=f"{self._name}-{args.stack}-{r}-final",
+            # A phase change (class, Multi-AZ, storage) takes effect during the `up` that makes it,
+            # not up to a week later in the maintenance window (README: Database changes and deletion).
+            apply_immediately=args.apply_immediately,
             storage_encrypted=True,
             publicly_accessible=False,
             deletion_protection=True,
@@ -176,7 +192,6 @@ class DataTier(pulumi.ComponentResource):
             storage_type=args.storage_type,
             max_allocated_storage=args.max_allocated_storage_gb,
             port=args.port,
-            skip_final_snapshot=False,
             tags=self._tags(f"{role}-{r}"),
             opts=ResourceOptions(parent=self, protect=True, aliases=list(aliases)),
             **specific,
@@ -230,6 +245,17 @@ class DataTier(pulumi.ComponentResource):
             logical_name(self._name, role), region=region, name=log_name,
             retention_in_days=self._args.log_retention_days, tags=self._tags(role), opts=ResourceOptions(parent=self),
         )
+
+
+def final_snapshot_id(name: str, stack: str, region: str, key_id: str) -> str:
+    """The snapshot RDS takes when the instance is deleted: `{name}-{stack}-{region}-final-{key}`.
+
+    `key` is the first block of the region's KMS key id. A fixed id would make the second deletion
+    of a re-created stack fail (the first final snapshot already has it); the key is created with
+    the stack and never replaced (it is protected), so each incarnation of the stack gets its own id
+    while every update of one keeps it.
+    """
+    return f"{name}-{stack}-{region}-final-{key_id.split('-')[0].lower()}"
 
 
 def master_secret_arn(instance: aws.rds.Instance) -> pulumi.Output[Optional[str]]:

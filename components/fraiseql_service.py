@@ -45,6 +45,11 @@ class FraiseqlServiceArgs:
     db_port: int
     db_name: str
     db_secret_arn: Input[str]               # the app role's secret, in this region
+    #: What gives that secret its value (the bootstrap run): a task whose secret has no value fails to
+    #: start (ResourceInitializationError), so the service is created after it. None: nothing fills
+    #: it in this update (a region still seeding from another's writer): the service runs no task
+    #: until its region's bootstrap exists, and `pulumi up` does not wait for it.
+    secret_filled_by: Optional[pulumi.Resource]
     db_secret_kms_key_arn: Input[str]       # this region's key
     phase: str
     stack: str
@@ -152,12 +157,14 @@ class FraiseqlService(pulumi.ComponentResource):
             tags=tags("task"),
             opts=child,
         )
+        serving = args.secret_filled_by is not None
+        desired = args.desired_count if serving else 0
         service = aws.ecs.Service(
             logical_name(name, "service"),
             region=r,
             cluster=args.cluster_arn,
             task_definition=task.arn,
-            desired_count=args.desired_count,
+            desired_count=desired,
             launch_type="FARGATE",
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=args.subnet_ids, security_groups=[args.security_group_id], assign_public_ip=False
@@ -167,10 +174,15 @@ class FraiseqlService(pulumi.ComponentResource):
             ],
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
             health_check_grace_period_seconds=60,
+            # `pulumi up` waits until the tasks run and pass their health checks, so a deployment the
+            # circuit breaker stops (a task that cannot start) fails the update instead of reporting
+            # success with no task running.
+            wait_for_steady_state=serving,
             propagate_tags="SERVICE",
             tags=tags("service"),
             # Autoscaling owns the running count after creation.
-            opts=ResourceOptions(parent=self, ignore_changes=["desiredCount"]),
+            opts=ResourceOptions(parent=self, ignore_changes=["desiredCount"],
+                                 depends_on=[args.secret_filled_by] if args.secret_filled_by is not None else []),
         )
         target = aws.appautoscaling.Target(
             logical_name(name, "scaling-target"),
@@ -178,7 +190,7 @@ class FraiseqlService(pulumi.ComponentResource):
             service_namespace="ecs",
             scalable_dimension="ecs:service:DesiredCount",
             resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", service.name),
-            min_capacity=args.desired_count,
+            min_capacity=desired,
             max_capacity=args.max_count,
             opts=child,
         )

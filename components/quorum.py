@@ -25,6 +25,7 @@ from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from components._lambda import writer_client_group
+from core import agent_schedule as schedule
 from core.membership import routing_rule
 from core.naming import logical_name, merge_tags
 
@@ -33,9 +34,8 @@ AGENT_HANDLER = "replication.agent.handler"
 METRIC_NAMESPACE = "FraiseQL/Quorum"
 REPLICATION_NAMESPACE = "FraiseQL/Replication"
 #: One invocation holds the agent loop for up to 15 minutes; the per-minute schedule starts the next
-#: one, which takes over near the deadline (or at once after a crash). Two may run during a handover.
-AGENT_TIMEOUT_S = 900
-AGENT_CONCURRENCY = 2
+#: one, which takes over near the deadline (or at once after a crash): core/agent_schedule.py.
+AGENT_TIMEOUT_S = schedule.INVOCATION_S
 #: The ALB rule that takes a fenced region out of the traffic path never matches while the region is
 #: in service (replication.agent switches it to the health path).
 IN_SERVICE_HEADER = "x-fraiseql-fence"
@@ -71,6 +71,9 @@ class QuorumArgs:
     unfence_after: int
     safety_rule_wait_ms: int
     health_path: str
+    #: Lambda concurrency reserved per agent (`fraiseql:quorum.agent_reserved_concurrency`); None reserves
+    #: none, which accounts whose concurrency quota is 10 require.
+    agent_reserved_concurrency: Optional[int] = None
     # The agent connects to its writer's instance endpoint, which the RDS certificate names.
     db_sslmode: str = "verify-full"
     db_sslrootcert: str = "/opt/rds-ca/global-bundle.pem"   # shipped in the dependencies layer
@@ -103,16 +106,19 @@ class Quorum(pulumi.ComponentResource):
         panel = aws.route53recoverycontrol.ControlPanel(
             logical_name(name, "arc-panel"), cluster_arn=cluster.arn, name=f"fraiseql-{args.stack}", opts=child
         )
-        controls = {
-            r: aws.route53recoverycontrol.RoutingControl(
+        # One at a time: ARC answers 409 ConflictException to a routing control created while another
+        # change on the same control panel is in progress (hashicorp/terraform-provider-aws#48311).
+        controls: dict[str, aws.route53recoverycontrol.RoutingControl] = {}
+        previous: list[pulumi.Resource] = []
+        for r in names:
+            controls[r] = aws.route53recoverycontrol.RoutingControl(
                 logical_name(name, "routing-control", r),
                 cluster_arn=cluster.arn,
                 control_panel_arn=panel.arn,
                 name=f"fraiseql-{args.stack}-{r}",
-                opts=child,
+                opts=ResourceOptions(parent=self, depends_on=previous),
             )
-            for r in names
-        }
+            previous = [controls[r]]
         # Members' controls only: a region that is not a member (seeding, or leaving) writes nothing.
         asserted, threshold = routing_rule(names, args.members, args.next_members)
         aws.route53recoverycontrol.SafetyRule(
@@ -203,8 +209,9 @@ class Quorum(pulumi.ComponentResource):
                 layers=[args.dependencies_layer_arns[r]],
                 timeout=AGENT_TIMEOUT_S,
                 memory_size=128,
-                # The holder and its successor during a handover; the database lock keeps one loop.
-                reserved_concurrent_executions=AGENT_CONCURRENCY,
+                # Unreserved by default: a reservation must leave the account 100 unreserved (10 on
+                # accounts whose quota is 10). The database lock keeps one loop whatever runs.
+                reserved_concurrent_executions=args.agent_reserved_concurrency,
                 vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=q.subnet_ids, security_group_ids=[sg.id]),
                 environment=aws.lambda_.FunctionEnvironmentArgs(
                     variables=pulumi.Output.all(q.db_host, q.db_secret_arn, cluster.cluster_endpoints, controls[r].arn,
@@ -229,6 +236,9 @@ class Quorum(pulumi.ComponentResource):
                             "FRAISEQL_STALE_AFTER_SECONDS": f"{args.stale_after_seconds:g}",
                             "FRAISEQL_LEASE_SECONDS": f"{args.lease_seconds:g}",
                             "FRAISEQL_UNFENCE_AFTER": str(args.unfence_after),
+                            # Wide enough that a tick lost or late still starts the next holder in time.
+                            "FRAISEQL_HANDOFF_WAIT_SECONDS": str(schedule.HANDOFF_WAIT_S),
+                            "FRAISEQL_STOP_MARGIN_SECONDS": str(schedule.STOP_MARGIN_S),
                         }
                     )
                 ),
@@ -236,15 +246,31 @@ class Quorum(pulumi.ComponentResource):
                 tags=tags(f"fence-agent-{r}"),
                 opts=ResourceOptions(parent=self, depends_on=list(args.after)),
             )
+            # A start that failed or was throttled is not retried, and one that waited longer than a
+            # period is dropped: the next tick is due by then, and Lambda would otherwise retry an
+            # asynchronous invocation twice and keep it for up to 6 hours.
+            aws.lambda_.FunctionEventInvokeConfig(
+                logical_name(name, "agent-starts", r),
+                region=r,
+                function_name=fn.name,
+                maximum_retry_attempts=0,
+                maximum_event_age_in_seconds=schedule.MAX_EVENT_AGE_S,
+                opts=child,
+            )
             rule = aws.cloudwatch.EventRule(
                 logical_name(name, "agent-schedule", r),
                 region=r,
-                schedule_expression="rate(1 minute)",
+                schedule_expression=schedule.SCHEDULE_EXPRESSION,
                 description="Start the FraiseQL fence agent; a run that finds the loop held exits at once",
                 tags=tags(f"agent-schedule-{r}"),
                 opts=child,
             )
-            aws.cloudwatch.EventTarget(logical_name(name, "agent-target", r), region=r, rule=rule.name, arn=fn.arn, opts=child)
+            aws.cloudwatch.EventTarget(
+                logical_name(name, "agent-target", r), region=r, rule=rule.name, arn=fn.arn,
+                retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
+                    maximum_retry_attempts=0, maximum_event_age_in_seconds=schedule.MAX_EVENT_AGE_S),
+                opts=child,
+            )
             aws.lambda_.Permission(
                 logical_name(name, "agent-invoke", r),
                 region=r,

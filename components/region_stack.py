@@ -17,7 +17,7 @@ import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
-from core.naming import logical_name, merge_tags
+from core.naming import logical_name, merge_tags, short_logical_name
 from core.planning import plan_subnets
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
@@ -302,8 +302,17 @@ class RegionStack(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The ALB and target group autoname to their logical name + "-" + 7 hex characters, at most 32:
+        # `fraiseql-ap-northeast-1-alb` would not fit, so both use the region's short code; the alias
+        # keeps the resources (and their generated names) of a stack created under the long names.
+        assert name.endswith("-" + r), "RegionStack is named {base}-{region}"
+        base = name[: -len(r) - 1]
+
+        def lb_opts(role: str) -> ResourceOptions:
+            return ResourceOptions(parent=self, aliases=[pulumi.Alias(name=n(role))])
+
         alb = aws.lb.LoadBalancer(
-            n("alb"),
+            short_logical_name(base, "alb", r),
             region=r,
             load_balancer_type="application",
             internal=False,
@@ -311,10 +320,10 @@ class RegionStack(pulumi.ComponentResource):
             subnets=[s.id for s in subnets["public"]],
             drop_invalid_header_fields=True,
             tags=tags("alb"),
-            opts=child,
+            opts=lb_opts("alb"),
         )
         tg = aws.lb.TargetGroup(
-            n("tg"),
+            short_logical_name(base, "tg", r),
             region=r,
             port=args.app_port,
             protocol="HTTP",
@@ -330,7 +339,7 @@ class RegionStack(pulumi.ComponentResource):
                 unhealthy_threshold=2,
             ),
             tags=tags("tg"),
-            opts=child,
+            opts=lb_opts("tg"),
         )
         forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
         if lock is not None:
@@ -475,7 +484,9 @@ class RegionStack(pulumi.ComponentResource):
         for domain in args.certificate_names:
             option = cert.domain_validation_options.apply(partial(_validation_option, domain))
             # ACM issues the same validation CNAME for a name in every region of an account, so each
-            # region's stack may write it.
+            # region's stack writes the one record all of them share. Removing a region must not
+            # delete it: the other regions' certificates renew through it. The record stays in the
+            # zone when its last region (or the stack) goes; it validates nothing else.
             records.append(
                 aws.route53.Record(
                     logical_name(name, f"cert-validation-{domain}"),
@@ -485,7 +496,7 @@ class RegionStack(pulumi.ComponentResource):
                     records=[option.resource_record_value],
                     ttl=300,
                     allow_overwrite=True,
-                    opts=child,
+                    opts=ResourceOptions(parent=self, retain_on_delete=True),
                 )
             )
         return aws.acm.CertificateValidation(

@@ -18,6 +18,8 @@ from typing import Any, Literal, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from core.agent_schedule import MAX_CONCURRENT as AGENT_MAX_CONCURRENT
+from core.engine import POSTGRES_MAJOR
 from core.manifest import build_manifest
 from core.membership import list_problem
 from core.naming import RESERVED_TAGS
@@ -39,7 +41,7 @@ FARGATE_MEMORY: dict[int, tuple[int, int, int]] = {
     16384: (32768, 122880, 8192),
 }
 _INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
-_ENGINE_VERSION = re.compile(r"^(\d+)(\.\d+)?$")
+_ENGINE_VERSION = re.compile(r"^(\d+)(\.\d+)*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Ranges AWS accepts for a VPC's primary CIDR here: the RFC 1918 private blocks.
@@ -158,7 +160,10 @@ class AppConfig(_Model):
 
 
 class DatabaseConfig(_Model):
-    engine_version: str = Field(examples=["16.4"])
+    engine_version: str = Field(
+        examples=[str(POSTGRES_MAJOR)],
+        description="the PostgreSQL major only (core/engine.py: the one the test suite runs); RDS picks the minor",
+    )
     instance_class: str = Field(examples=["db.r6g.large"])
     standby_instance_class: Optional[str] = Field(
         None, description="phase a replica size; defaults to instance_class (keep it warm enough to take over)"
@@ -168,6 +173,9 @@ class DatabaseConfig(_Model):
     max_allocated_storage_gb: Optional[int] = Field(None, description="storage autoscaling ceiling")
     storage_type: Literal["gp3", "io1", "io2"] = "gp3"
     multi_az: bool = True
+    apply_immediately: bool = Field(
+        True, description="class, storage and Multi-AZ changes apply at `pulumi up`, not in the next maintenance window",
+    )
     backup_retention_days: int = Field(7, ge=7, le=35)
     port: int = Field(5432, ge=1150, le=65535)
     db_name: str = Field("fraiseql", pattern=r"^[a-z][a-z0-9_]{0,62}$")
@@ -176,19 +184,30 @@ class DatabaseConfig(_Model):
 
     @field_validator("engine_version", mode="before")
     @classmethod
-    def _quoted(cls, v: Any) -> Any:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            raise ValueError(
-                f"got the number {v!r}: YAML reads an unquoted 16.10 as 16.1; quote the version, e.g. engine_version: \"16.4\""
-            )
+    def _major_as_text(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)  # `engine_version: 18` unquoted is the same major
+        if isinstance(v, float):
+            return repr(v)  # YAML read an unquoted 18.1 as a number: it is still a minor, refused below
         return v
 
     @field_validator("engine_version")
     @classmethod
     def _version(cls, v: str) -> str:
         m = _ENGINE_VERSION.match(v)
-        if not m or int(m.group(1)) < 13:
-            raise ValueError(f"'{v}' is not a supported PostgreSQL version; use e.g. 16.4 (13 or newer)")
+        if not m:
+            raise ValueError(f"'{v}' is not a PostgreSQL version; give the major only, e.g. engine_version: \"{POSTGRES_MAJOR}\"")
+        if "." in v:
+            raise ValueError(
+                f"'{v}' pins a minor version; give the major only, e.g. engine_version: \"{v.split('.')[0]}\": AWS retires "
+                "old minors (a pinned one can stop being creatable), and auto minor upgrades move the instance past the "
+                "pin, after which it would plan a downgrade"
+            )
+        if int(v) != POSTGRES_MAJOR:
+            raise ValueError(
+                f"PostgreSQL {v} is not the major the test suite runs (PostgreSQL {POSTGRES_MAJOR}, core/engine.py): the "
+                f"replication SQL and the fence agent are tested on that one only; e.g. engine_version: \"{POSTGRES_MAJOR}\""
+            )
         return v
 
     @field_validator("instance_class", "standby_instance_class")
@@ -200,7 +219,7 @@ class DatabaseConfig(_Model):
 
     @property
     def major_version(self) -> int:
-        return int(self.engine_version.split(".")[0])
+        return int(self.engine_version)
 
 
 class DnsConfig(_Model):
@@ -309,6 +328,24 @@ class QuorumConfig(_Model):
         None, min_length=1, examples=[["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1"]],
         description="only during a membership change: writes need a majority of members and of next_members",
     )
+
+    agent_reserved_concurrency: Optional[int] = Field(
+        None, examples=[AGENT_MAX_CONCURRENT],
+        description="Lambda concurrency reserved for each region's fence agent; default none (works on accounts "
+                    "whose concurrency quota is 10, where any reservation is refused)",
+    )
+
+    @field_validator("agent_reserved_concurrency")
+    @classmethod
+    def _reservation(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < AGENT_MAX_CONCURRENT:
+            raise ValueError(
+                f"{v} would throttle the hand-over: the running agent and the invocations waiting to take over "
+                f"from it need {AGENT_MAX_CONCURRENT} (core/agent_schedule.py); reserve at least that, e.g. "
+                f"agent_reserved_concurrency: {AGENT_MAX_CONCURRENT}, or leave it out. A reservation must leave the "
+                "account 100 unreserved in each region (10 on accounts whose quota is 10): `python -m ops preflight` checks it"
+            )
+        return v
 
     def stale_after(self, voters: int) -> float:
         """``stale_after_seconds``, or its default for ``voters`` voting regions."""
@@ -431,6 +468,16 @@ class StackConfig(_Model):
 KEYS = tuple(StackConfig.model_fields)
 # Secret keys are read by the program with require_secret, never into the validated model.
 SECRET_KEYS = ("edge_purge_token", "origin_auth_token")
+#: The secrets each phase needs, and how to set one: `pulumi config set --secret` on the real stack
+#: (stack files commit none; the offline plan stands in for them, infra/synth.py).
+PHASE_SECRETS: dict[str, tuple[str, ...]] = {"a": (), "b": (), "c": SECRET_KEYS}
+SECRET_MISSING = {
+    "edge_purge_token": "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with "
+                        "Cache Purge permission>`",
+    "origin_auth_token": "missing: the edge sends it to the origins and the ALBs refuse requests without it; set it "
+                         "with e.g. `pulumi config set --secret fraiseql:origin_auth_token \"$(openssl rand -hex 32)\"` "
+                         "(at most 128 characters, no * or ?)",
+}
 # Provider keys that hold credentials: refused in plain text like ours.
 PROVIDER_SECRET_KEYS = ("cloudflare:apiToken", "aws:secretKey", "aws:token")
 
@@ -506,10 +553,6 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             tables = [t.table for t in cfg.replication.tables] + cfg.replication.replicated
             for name in sorted({t for t in tables if tables.count(t) > 1}):
                 problems.append((f"{k}replication", f"table {name} is listed twice; give each table one strategy, e.g. {{table: {name}, strategy: lww}}"))
-        if cfg.database.major_version < 16:
-            problems.append(
-                (f"{k}database.engine_version", f"multi-master needs PostgreSQL 16+ (origin = none); got {cfg.database.engine_version}; e.g. engine_version: \"16.4\"")
-            )
 
     if cfg.phase == "a":
         for i, rc in enumerate(cfg.regions):
@@ -796,12 +839,7 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
             raise ConfigError(stack, refused)
         return cfg
     problems = refused + _cross_checks(cfg)
-    if cfg.phase == "c" and "edge_purge_token" not in secrets:
-        problems.append((f"{NAMESPACE}:edge_purge_token", "missing; set it with e.g. `pulumi config set --secret fraiseql:edge_purge_token <token with Cache Purge permission>`"))
-    if cfg.phase == "c" and "origin_auth_token" not in secrets:
-        problems.append((f"{NAMESPACE}:origin_auth_token", "missing: the edge sends it to the origins and the ALBs "
-                         "refuse requests without it; set it with e.g. `pulumi config set --secret "
-                         "fraiseql:origin_auth_token \"$(openssl rand -hex 32)\"` (at most 128 characters, no * or ?)"))
+    problems += [(f"{NAMESPACE}:{key}", SECRET_MISSING[key]) for key in PHASE_SECRETS[cfg.phase] if key not in secrets]
     if problems:
         raise ConfigError(stack, problems)
     return cfg

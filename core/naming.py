@@ -13,6 +13,22 @@ def logical_name(base: str, role: str, region: str | None = None) -> str:
     return f"{base}-{role}-{region}" if region else f"{base}-{role}"
 
 
+_DIRECTIONS = {"north": "n", "south": "s", "east": "e", "west": "w", "central": "c",
+               "northeast": "ne", "northwest": "nw", "southeast": "se", "southwest": "sw"}
+
+
+def region_code(region: str) -> str:
+    """AWS's short form of a region: us-east-1 -> use1, ap-northeast-1 -> apne1, eu-central-1 -> euc1."""
+    area, direction, number = region.split("-")
+    return f"{area}{_DIRECTIONS[direction]}{number}"
+
+
+def short_logical_name(base: str, role: str, region: str) -> str:
+    """`{base}-{role}-{region code}`: for the resources whose autoname (logical name, "-" and 7 hex
+    characters) must fit 32 characters, the ALB and its target group, whatever the region."""
+    return logical_name(base, role, region_code(region))
+
+
 def merge_tags(
     user_tags: Mapping[str, str], *, name: str, phase: str, stack: str, component: str
 ) -> dict[str, str]:

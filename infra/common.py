@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
@@ -15,6 +16,14 @@ from components.streaming_replication import StreamingReplication
 from core.config import StackConfig
 from core.manifest import MANIFEST_NAME, build_manifest
 from core.naming import merge_tags
+from infra.lambda_archive import package_files
+from infra.paths import REPO
+
+
+def lambda_code() -> pulumi.AssetArchive:
+    """The functions' code: the `replication` package's source files and nothing else (no bytecode or
+    editor leftovers, which differ from machine to machine and would update every function)."""
+    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in package_files(REPO / "replication").items()})
 
 
 def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
@@ -73,6 +82,7 @@ def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack
         db_name=db.db_name,
         username=db.username,
         performance_insights_retention_days=db.performance_insights_retention_days,
+        apply_immediately=db.apply_immediately,
         vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
         phase=cfg.phase,
         stack=stack,
@@ -126,6 +136,7 @@ def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], data
                 db_port=cfg.database.port,
                 db_name=cfg.database.db_name,
                 db_secret_arn=secret_arns[rc.name],
+                secret_filled_by=database.app_secret_fillers.get(rc.name),
                 db_secret_kms_key_arn=database.kms_key_arns[rc.name],
                 phase=cfg.phase,
                 stack=stack,

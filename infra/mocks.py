@@ -7,6 +7,7 @@ make on purpose fail loudly, so a new data-source call cannot slip through with 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -22,8 +23,42 @@ ACCOUNT = "123456789012"
 ALB_ZONE_IDS = {"us-east-1": "Z35SXDOTRQ7X7K", "us-west-2": "Z1H1FL5HABSF5", "eu-west-1": "Z32O12XQLNTSW2"}
 
 
+#: Properties pulumi-aws autonames when the program gives none: the logical name, "-", then 7 random
+#: hex characters, within the limit of each type (pulumi-aws `provider/resources.go`; the RDS
+#: identifier's 63 is AWS's own: the bridge would generate up to 255 and CreateDBInstance refuses it).
+#: A name over the limit fails the real `preview` (the RDS identifier: the create); the mocks refuse it.
+AUTONAMED: dict[str, tuple[str, int]] = {
+    "aws:lb/loadBalancer:LoadBalancer": ("name", 32),
+    "aws:lb/targetGroup:TargetGroup": ("name", 32),
+    "aws:iam/role:Role": ("name", 64),
+    "aws:lambda/function:Function": ("name", 64),
+    "aws:cloudwatch/eventRule:EventRule": ("name", 64),
+    "aws:sns/topic:Topic": ("name", 80),
+    "aws:lambda/permission:Permission": ("statementId", 100),
+    "aws:rds/instance:Instance": ("identifier", 63),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": ("name", 255),
+}
+#: "-" and the 7 random hex characters the provider appends.
+AUTONAME_SUFFIX = 8
+
+
 class UnknownInvoke(Exception):
     pass
+
+
+class AutonameTooLong(Exception):
+    pass
+
+
+def check_autoname(typ: str, name: str, inputs: dict[str, Any]) -> None:
+    """Refuse what pulumi-aws refuses: an autoname (logical name + 8) longer than the type allows."""
+    if typ not in AUTONAMED:
+        return
+    prop, limit = AUTONAMED[typ]
+    if inputs.get(prop) is None and len(name) + AUTONAME_SUFFIX > limit:
+        raise AutonameTooLong(
+            f"{typ} '{name}': its autoname '{name}-xxxxxxx' has {len(name) + AUTONAME_SUFFIX} characters, over the "
+            f"{limit} that {prop} allows; shorten the logical name to {limit - AUTONAME_SUFFIX} characters or fewer")
 
 
 def _service(typ: str) -> str:
@@ -34,6 +69,7 @@ def _service(typ: str) -> str:
 class PlanMocks(Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         typ, name, inputs = args.typ, args.name, dict(args.inputs)
+        check_autoname(typ, name, inputs)
         region = inputs.get("region", "us-east-1")
         out: dict[str, Any] = dict(inputs)
         rid = f"{name}-id"
@@ -73,7 +109,9 @@ class PlanMocks(Mocks):
         elif typ == "aws:route53/record:Record":
             out["fqdn"] = inputs.get("name")
         elif typ == "aws:kms/key:Key":
-            out.update(keyId=f"{name}-key-id", arn=f"arn:aws:kms:{region}:{ACCOUNT}:key/{name}")
+            # A key id is a UUID, different for every key ever created (deterministic here per stack and name).
+            key_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{get_stack()}/{name}"))
+            out.update(keyId=key_id, arn=f"arn:aws:kms:{region}:{ACCOUNT}:key/{key_id}")
         elif typ == "aws:iam/role:Role":
             out.update(name=name, arn=f"arn:aws:iam::{ACCOUNT}:role/{name}")
         elif typ in (
@@ -135,6 +173,8 @@ class Registration:
     ignore_changes: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    #: Removing it from the program drops it from the state and leaves it in the cloud.
+    retain_on_delete: bool = False
 
     @property
     def region(self) -> str:
@@ -198,6 +238,7 @@ class RecordingMonitor(MockMonitor):
                 ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
                 aliases=self._aliases[response.urn],
+                retain_on_delete=bool(request.retainOnDelete),
             )
         )
         return response

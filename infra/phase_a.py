@@ -12,7 +12,7 @@ from components.streaming_replication import StreamingReplication, StreamingRepl
 from core.config import StackConfig
 from core.outputs import PhaseAOutputs
 from infra import common
-from infra.paths import LAMBDA_DEPS, REPO
+from infra.paths import LAMBDA_DEPS
 
 
 def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             lag_alarm_seconds=cfg.lag_alarm_seconds,
             log_retention_days=cfg.app.log_retention_days,
             streaming=StreamingSettings(
-                code=pulumi.AssetArchive({"replication": pulumi.FileArchive(str(REPO / "replication"))}),
+                code=common.lambda_code(),
                 dependencies_layer=pulumi.FileArchive(str(LAMBDA_DEPS)),
             ),
             **common.database_common(cfg, stack, regions),

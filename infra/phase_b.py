@@ -19,7 +19,7 @@ from core.membership import majority
 from core.outputs import PhaseBOutputs, PhaseCOutputs
 from core.planning import plan_subnets
 from infra import common
-from infra.paths import LAMBDA_DEPS, REPO
+from infra.paths import LAMBDA_DEPS
 
 
 def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> InterRegionNetwork:
@@ -65,7 +65,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     db = cfg.database
     repl = cfg.replication
     assert repl is not None  # validated: phases b and c carry a conflict policy
-    code = pulumi.AssetArchive({"replication": pulumi.FileArchive(str(REPO / "replication"))})
+    code = common.lambda_code()
     deps = pulumi.FileArchive(str(LAMBDA_DEPS))
     database = MultiMasterReplication(
         "fraiseql-db",
@@ -131,6 +131,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             lease_seconds=cfg.quorum.lease,
             unfence_after=cfg.quorum.unfence_after,
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
+            agent_reserved_concurrency=cfg.quorum.agent_reserved_concurrency,
             health_path=cfg.app.health_path,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict

@@ -16,6 +16,7 @@ from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from core.config import PHASE_SECRETS
 from infra import program
 from infra.mocks import Registration, install
 from infra.paths import REPO
@@ -36,7 +37,8 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     """Flatten a stack file's `config:` block the way the engine hands it to a program.
 
     Structured values become JSON strings; `secure:` values cannot be decrypted offline, so they
-    become a placeholder and are marked secret.
+    become a placeholder and are marked secret, as does each secret the stack's phase needs that the
+    file leaves to `pulumi config set --secret`.
     """
     if not path.exists():
         stacks = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
@@ -65,6 +67,13 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
             values[key] = value
         else:
             values[key] = json.dumps(value)
+    # The secrets the phase needs are set on the real stack with `pulumi config set --secret` and
+    # committed nowhere: offline, a stand-in takes the place of each one the file does not carry.
+    for name in PHASE_SECRETS.get(values.get(f"{program.PROJECT}:phase", ""), ()):
+        key = f"{program.PROJECT}:{name}"
+        if key not in values:
+            values[key] = SECRET_PLACEHOLDER
+            secrets.append(key)
     return values, secrets
 
 

@@ -136,6 +136,7 @@ FREE: dict[str, str] = {
     "aws:lambda/invocation:Invocation": "a handful of invocations per deployment",
     "aws:lambda/layerVersion:LayerVersion": "layer storage is within the free code-storage allowance",
     "aws:lambda/permission:Permission": "no charge",
+    "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig": "no charge",
     "aws:ec2/managedPrefixList:ManagedPrefixList": "no charge",
     "aws:secretsmanager/secretRotation:SecretRotation": "no charge (the rotation function is priced as a Lambda)",
     "aws:lb/listenerRule:ListenerRule": "rule evaluations are part of the ALB's LCUs; the first 10 rules are free",

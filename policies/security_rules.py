@@ -211,17 +211,63 @@ def check_safety_rules(resources: list[PolicyResource], facts: StackFacts) -> li
     return out
 
 
+#: Every Route 53 routing policy a record can carry (pulumi-aws 7 property names): a routed record
+#: answers with one of several targets, and only a health check takes a dead one out.
+ROUTING_POLICIES = ("failoverRoutingPolicies", "latencyRoutingPolicies", "weightedRoutingPolicies",
+                    "geolocationRoutingPolicies", "geoproximityRoutingPolicy", "cidrRoutingPolicy",
+                    "multivalueAnswerRoutingPolicy")
+HEALTH_CHECK = "aws:route53/healthCheck:HealthCheck"
+
+
+def _routing(rec: PolicyResource) -> list[str]:
+    return [k for k in ROUTING_POLICIES if rec.props.get(k)]
+
+
+def _policy_word(key: str) -> str:
+    return re.sub(r"RoutingPolic(y|ies)$", "", key)
+
+
 def check_routing_records(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     out: list[Finding] = []
-    policies = ("failoverRoutingPolicies", "latencyRoutingPolicies", "weightedRoutingPolicies",
-                "geolocationRoutingPolicies", "geoproximityRoutingPolicies", "cidrRoutingPolicy")
     for rec in of_type(resources, RECORD):
         p = rec.props
-        routed = [k for k in policies if p.get(k)]
+        routed = _routing(rec)
         has_check = bool(p.get("healthCheckId")) or bool((rec.property_dependencies or {}).get("healthCheckId"))
         if routed and not has_check:
-            out.append((f"record {rec.name} ({p.get('name')}) uses {routed[0].replace('RoutingPolicies', '')} routing "
+            out.append((f"record {rec.name} ({p.get('name')}) uses {_policy_word(routed[0])} routing "
                         "without a health check: Route 53 keeps answering with a dead region", rec.urn))
+    return out
+
+
+def _never_fails(check: PolicyResource) -> Optional[str]:
+    """Why Route 53 would always count this health check healthy, or None."""
+    p = check.props
+    if p.get("disabled") is True:
+        return "is disabled (Route 53 counts a disabled check as always healthy)"
+    if p.get("invertHealthcheck") is True:
+        return "is inverted (it reports healthy when the endpoint fails)"
+    if p.get("type") == "CALCULATED":
+        threshold = p.get("childHealthThreshold")
+        children = p.get("childHealthchecks")
+        if known(threshold) and int(threshold or 0) < 1:
+            return "is CALCULATED with child_health_threshold 0 (healthy whatever its children say)"
+        if known(threshold) and known(children) and isinstance(children, list) and int(threshold or 0) > len(children):
+            return f"is CALCULATED needing {threshold} of {len(children)} children (never healthy)"
+    return None
+
+
+def check_routing_health_checks(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+    """A routed record's health check must be able to fail: a disabled, inverted or always-healthy
+    calculated check is as good as none, and Route 53 keeps sending clients to a dead region."""
+    out: list[Finding] = []
+    for rec in of_type(resources, RECORD):
+        if not _routing(rec):
+            continue
+        for check in (rec.property_dependencies or {}).get("healthCheckId") or []:
+            why = _never_fails(check) if check.resource_type == HEALTH_CHECK else None
+            if why:
+                out.append((f"record {rec.name} ({rec.props.get('name')}) routes by {_policy_word(_routing(rec)[0])} on "
+                            f"health check {check.name}, which {why}", rec.urn))
     return out
 
 
@@ -255,7 +301,11 @@ POLICIES = [
             check_env_secrets),
     _policy("safety-rule-holds-quorum", "The ARC safety rule keeps at least a quorum of routing controls on.",
             check_safety_rules),
-    _policy("routing-records-health-checked", "Every failover/latency/weighted/geo record has a health check.",
+    _policy("routing-records-health-checked",
+            "Every routed record (failover, latency, weighted, geolocation, geoproximity, CIDR, multivalue) has a health check.",
             check_routing_records),
+    _policy("routing-health-checks-can-fail",
+            "A routed record's health check can fail: not disabled, not inverted, not a calculated check that is always healthy.",
+            check_routing_health_checks),
     _policy("edge-pools-monitored", "Every edge load-balancer pool has a monitor.", check_pool_monitors),
 ]

@@ -22,9 +22,28 @@ from typing import Any
 
 from replication.redact import SecretBox, guarded, redact
 
-__all__ = ["handler", "rotate"]
+__all__ = ["handler", "invoke_config", "lambda_invoker", "rotate"]
 
 Invoke = Callable[[str, str, str], Mapping[str, Any]]
+#: The bootstrap functions' timeout when the stack does not say (FRAISEQL_BOOTSTRAP_TIMEOUT_SECONDS).
+DEFAULT_BOOTSTRAP_TIMEOUT_S = 300.0
+#: Added to the bootstrap's timeout: the invoke's answer (or the function's timeout error) arrives
+#: after the function stops, never before the read gives up.
+READ_MARGIN_S = 30.0
+
+
+def invoke_config(bootstrap_timeout_s: float) -> Any:
+    """The Lambda client settings for a synchronous bootstrap step.
+
+    boto3 reads for 60 s by default and then retries: a step that waits for its region's copy of the
+    secret (up to 180 s) would be cut off and run again while the first run still works. The read
+    outlasts the function's own timeout instead, nothing is retried (Secrets Manager retries the
+    whole rotation step), and TCP keepalives hold the idle connection open for that long.
+    """
+    from botocore.config import Config
+
+    return Config(read_timeout=bootstrap_timeout_s + READ_MARGIN_S, connect_timeout=10, tcp_keepalive=True,
+                  retries={"mode": "standard", "total_max_attempts": 1})
 
 
 def rotate(event: Mapping[str, Any], sm: Any, invoke: Invoke, regions: list[str]) -> dict[str, Any]:
@@ -68,11 +87,13 @@ def rotate(event: Mapping[str, Any], sm: Any, invoke: Invoke, regions: list[str]
     return {"step": step, "regions": regions}
 
 
-def lambda_invoker(functions: Mapping[str, str], client: Callable[..., Any], box: SecretBox) -> Invoke:
+def lambda_invoker(functions: Mapping[str, str], client: Callable[..., Any], box: SecretBox,
+                   bootstrap_timeout_s: float = DEFAULT_BOOTSTRAP_TIMEOUT_S) -> Invoke:
     """Run a bootstrap step through Lambda in the function's own region; fail on a function error."""
+    config = invoke_config(bootstrap_timeout_s)
 
     def invoke(region: str, step: str, version: str) -> Mapping[str, Any]:
-        resp = client("lambda", region_name=region).invoke(
+        resp = client("lambda", region_name=region, config=config).invoke(
             FunctionName=functions[region], Payload=json.dumps({"step": step, "version_id": version}).encode())
         body = resp["Payload"].read().decode() if hasattr(resp.get("Payload"), "read") else str(resp.get("Payload"))
         if resp.get("FunctionError"):
@@ -85,16 +106,18 @@ def lambda_invoker(functions: Mapping[str, str], client: Callable[..., Any], box
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """AWS Lambda entry: Secrets Manager calls it with ``SecretId``, ``ClientRequestToken``, ``Step``.
 
-    ``FRAISEQL_BOOTSTRAP_FUNCTIONS``: region -> that region's bootstrap function ARN, in bootstrap order.
+    ``FRAISEQL_BOOTSTRAP_FUNCTIONS``: region -> that region's bootstrap function ARN, in bootstrap order;
+    ``FRAISEQL_BOOTSTRAP_TIMEOUT_SECONDS``: those functions' timeout.
     """
     import boto3
 
     functions: dict[str, str] = json.loads(os.environ["FRAISEQL_BOOTSTRAP_FUNCTIONS"])
+    timeout = float(os.environ.get("FRAISEQL_BOOTSTRAP_TIMEOUT_SECONDS") or DEFAULT_BOOTSTRAP_TIMEOUT_S)
     box = SecretBox()
 
     @guarded(box)
     def run() -> dict[str, Any]:
         sm = boto3.client("secretsmanager")
-        return rotate(event, sm, lambda_invoker(functions, boto3.client, box), list(functions))
+        return rotate(event, sm, lambda_invoker(functions, boto3.client, box, timeout), list(functions))
 
     return run()

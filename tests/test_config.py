@@ -219,9 +219,9 @@ def test_unknown_keys_get_a_suggestion():
     assert "fraiseql:netwrok: unknown key; did you mean 'network'?" in msg
 
 
-def test_an_unquoted_engine_version_is_explained():
-    msg = problems_of(lambda v: v["database"].update(engine_version=16.1))
-    assert "fraiseql:database.engine_version" in msg and "unquoted 16.10 as 16.1" in msg and '"16.4"' in msg
+def test_an_unquoted_minor_engine_version_is_refused_as_a_minor():
+    msg = problems_of(lambda v: v["database"].update(engine_version=18.1))
+    assert "fraiseql:database.engine_version" in msg and "pins a minor version" in msg and 'engine_version: "18"' in msg
 
 
 @pytest.mark.parametrize(

