@@ -25,6 +25,7 @@ from pulumi import Input, ResourceOptions
 
 from components._iam import assume_role_policy
 from components._lambda import writer_client_group
+from core.config import AGENT_RESERVED_CONCURRENCY
 from core.membership import routing_rule
 from core.naming import logical_name, merge_tags
 
@@ -35,7 +36,7 @@ REPLICATION_NAMESPACE = "FraiseQL/Replication"
 #: One invocation holds the agent loop for up to 15 minutes; the per-minute schedule starts the next
 #: one, which takes over near the deadline (or at once after a crash). Two may run during a handover.
 AGENT_TIMEOUT_S = 900
-AGENT_CONCURRENCY = 2
+AGENT_CONCURRENCY = AGENT_RESERVED_CONCURRENCY  # one number for the program and `ops preflight`
 #: The ALB rule that takes a fenced region out of the traffic path never matches while the region is
 #: in service (replication.agent switches it to the health path).
 IN_SERVICE_HEADER = "x-fraiseql-fence"
