@@ -701,8 +701,8 @@ def _edge_checks(cfg: StackConfig, edge: EdgeConfig) -> list[tuple[str, str]]:
     if owned is None:
         problems.append((f"{k}edge.owns_entry_points", f"missing: Cloudflare allows one entry-point ruleset per phase per zone, "
                          f"and whoever creates it owns that phase for every hostname of {zone} (the stack's rules match {host} "
-                         "only). Run `python -m ops preflight --stack <stack>` to list the zone's existing entry points, then "
-                         "list those this stack may own, e.g. owns_entry_points: [waf, rate_limit, cache], or [] to leave every "
+                         "only). Run `python -m ops preflight --stack <stack>` (it runs without this key) to list the zone's "
+                         "existing entry points, then list those this stack may own, e.g. owns_entry_points: [waf, rate_limit, cache], or [] to leave every "
                          "phase to the zone's owner"))
     else:
         twice = sorted({p for p in owned if owned.count(p) > 1})
@@ -715,7 +715,7 @@ def _edge_checks(cfg: StackConfig, edge: EdgeConfig) -> list[tuple[str, str]]:
         elif edge.waf.owasp_action == "log" and edge.plan != "enterprise":
             problems.append((f"{k}edge.waf.owasp_action", f"log is an Enterprise-only action (plan is {edge.plan}); start with "
                              "owasp_action: off, and switch to block once you know what it would block, e.g. owasp_action: off"))
-    elif "waf" in edge.model_fields_set:
+    elif owned is not None and "waf" in edge.model_fields_set:
         problems.append((f"{k}edge.waf", "configures the waf entry point, which this stack does not own (owns_entry_points); "
                          "remove edge.waf, or add waf to owns_entry_points"))
     return problems

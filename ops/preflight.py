@@ -89,9 +89,16 @@ class DnsLookupError(Exception):
 # --- the stack file ------------------------------------------------------------------------------
 
 
-def load_stack_config(stack: str, config_file: Optional[str] = None) -> tuple[Path, StackConfig]:
-    """The stack file's `fraiseql:` config, validated as the program validates it. `secure:` values are
-    present but unreadable here: they count as set, and as secrets."""
+#: A key whose value preflight helps choose: while it is missing, preflight runs anyway and reports it.
+UNDECIDED_KEY = f"{NAMESPACE}:edge.owns_entry_points"
+
+
+def load_stack_config(stack: str, config_file: Optional[str] = None) -> tuple[Path, StackConfig, list[str]]:
+    """The stack file's `fraiseql:` config, validated as the program validates it, and the keys still
+    to decide. `secure:` values are present but unreadable here: they count as set, and as secrets.
+
+    `edge.owns_entry_points` is the one key preflight informs (it lists the zone's entry points): when
+    it is the only problem, the checks run as if the stack owned every entry point it can."""
     path = Path(config_file or f"Pulumi.{stack}.yaml")
     if not path.is_file():
         raise UsageError(f"no stack file {path}: run from the project folder, or pass --config-file", step="config")
@@ -112,11 +119,20 @@ def load_stack_config(stack: str, config_file: Optional[str] = None) -> tuple[Pa
         present[full] = value
     prefix = NAMESPACE + ":"
     values = {k[len(prefix):]: v for k, v in present.items() if k.startswith(prefix)}
+    plaintext = plaintext_secret_problems(present, secrets.__contains__)
     try:
-        cfg = load_config(values, stack, plaintext_secrets=plaintext_secret_problems(present, secrets.__contains__))
+        return path, load_config(values, stack, plaintext_secrets=plaintext), []
     except ConfigError as e:
-        raise UsageError(f"{path}: {e}", step="config") from None
-    return path, cfg
+        error = e
+    if isinstance(values.get("edge"), dict) and [k for k, _ in error.problems] == [UNDECIDED_KEY]:
+        for candidate in (list(ENTRY_POINT_PHASES), []):
+            try:
+                cfg = load_config({**values, "edge": {**values["edge"], "owns_entry_points": candidate}}, stack,
+                                  plaintext_secrets=plaintext)
+            except ConfigError:
+                continue
+            return path, cfg, [UNDECIDED_KEY]
+    raise UsageError(f"{path}: {error}", step="config")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -464,8 +480,9 @@ def _entry_points(edge: EdgeConfig, stack: str, view: CloudflareView) -> Iterato
 def run_preflight(rt: Runtime, opts: PreflightOptions) -> int:
     assert rt.reporter is not None
     rep = rt.reporter
-    path, cfg = load_stack_config(opts.stack, opts.config_file)
-    rep.emit("config", log.OK, f"{path}: phase {cfg.phase}, regions {', '.join(cfg.region_names)}: valid")
+    path, cfg, undecided = load_stack_config(opts.stack, opts.config_file)
+    rep.emit("config", log.OK, f"{path}: phase {cfg.phase}, regions {', '.join(cfg.region_names)}: valid"
+             + (f" but for {', '.join(undecided)}" if undecided else ""))
     view: Optional[CloudflareView] = None
     checks: list[Iterable[Check]] = [check_engine(cfg, rt), check_lambda(cfg, rt), check_arc(cfg, rt)]
     token_missing = False
@@ -484,6 +501,10 @@ def run_preflight(rt: Runtime, opts: PreflightOptions) -> int:
         results.append(check)
         rep.emit(check.step, log.OK if check.ok else log.PROBLEM, check.detail, **check.data)
 
+    if undecided:
+        owned = ", ".join(cfg.edge.owns_entry_points or ()) if cfg.edge else ""
+        record(problem("config", f"{UNDECIDED_KEY} is not set: the rulesets lines below check the zone as if the stack "
+                                 f"owned [{owned}]; list the entry points it may own (or []), then run preflight again"))
     if token_missing:
         record(problem("cloudflare", f"set {TOKEN_ENV} to the token of cloudflare:apiToken (read access to the zone, its "
                                      "DNS, settings, SSL certificates and rulesets); the Cloudflare checks did not run"))

@@ -345,3 +345,22 @@ def test_phase_c_without_a_cloudflare_token_says_so_and_still_checks_aws(world: 
     assert token.startswith("cloudflare: set CLOUDFLARE_API_TOKEN")
     assert not any("cf.test" in u for u in world.urls)
     assert [line.split(":")[0] for line in lines(result, "ok")].count("engine") == 3
+
+
+def test_preflight_lists_the_entry_points_before_the_stack_says_which_it_owns(world: World) -> None:
+    """The config refuses a missing edge.owns_entry_points and points at preflight, so preflight runs without it."""
+    path = phase_c_world(world, **{
+        f"/zones/{CF_ZONE}/rulesets": [{"id": "w1", "name": "security team WAF", "kind": "zone",
+                                        "phase": "http_request_firewall_managed"}],
+        f"/zones/{CF_ZONE}/rulesets/w1": {"id": "w1", "rules": [{"id": "a"}]},
+    })
+    doc = yaml.safe_load(path.read_text())
+    del doc["config"]["fraiseql:edge"]["owns_entry_points"]
+    path.write_text(yaml.safe_dump(doc))
+    result = world.run(path)
+
+    assert result.code == 3
+    config, waf = problems(result)
+    assert config.startswith("config: fraiseql:edge.owns_entry_points is not set") and "[waf, rate_limit, cache]" in config
+    assert waf.startswith("rulesets: http_request_firewall_managed: the zone already has the entry point 'security team WAF'")
+    assert "rulesets: http_ratelimit: none yet; the stack creates it" in lines(result, "ok")
