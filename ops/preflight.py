@@ -38,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from core.config import (
     ENTRY_POINT_PHASES,
     NAMESPACE,
+    SECRET_KEYS,
     ConfigError,
     EdgeConfig,
     StackConfig,
@@ -89,16 +90,18 @@ class DnsLookupError(Exception):
 # --- the stack file ------------------------------------------------------------------------------
 
 
-#: A key whose value preflight helps choose: while it is missing, preflight runs anyway and reports it.
+#: The key preflight helps choose (it lists the zone's entry points): missing, the checks run as if
+#: the stack owned every entry point it can.
 UNDECIDED_KEY = f"{NAMESPACE}:edge.owns_entry_points"
+#: Keys preflight needs no value of: missing, each is a problem line, and the other checks still run.
+RUNS_WITHOUT = (UNDECIDED_KEY, *(f"{NAMESPACE}:{k}" for k in SECRET_KEYS))
 
 
-def load_stack_config(stack: str, config_file: Optional[str] = None) -> tuple[Path, StackConfig, list[str]]:
-    """The stack file's `fraiseql:` config, validated as the program validates it, and the keys still
-    to decide. `secure:` values are present but unreadable here: they count as set, and as secrets.
-
-    `edge.owns_entry_points` is the one key preflight informs (it lists the zone's entry points): when
-    it is the only problem, the checks run as if the stack owned every entry point it can."""
+def load_stack_config(stack: str, config_file: Optional[str] = None
+                      ) -> tuple[Path, StackConfig, list[tuple[str, str]]]:
+    """The stack file's `fraiseql:` config, validated as the program validates it, and the problems of
+    the keys it runs without (`RUNS_WITHOUT`, when missing). `secure:` values are present but
+    unreadable here: they count as set, and as secrets."""
     path = Path(config_file or f"Pulumi.{stack}.yaml")
     if not path.is_file():
         raise UsageError(f"no stack file {path}: run from the project folder, or pass --config-file", step="config")
@@ -124,14 +127,17 @@ def load_stack_config(stack: str, config_file: Optional[str] = None) -> tuple[Pa
         return path, load_config(values, stack, plaintext_secrets=plaintext), []
     except ConfigError as e:
         error = e
-    if isinstance(values.get("edge"), dict) and [k for k, _ in error.problems] == [UNDECIDED_KEY]:
-        for candidate in (list(ENTRY_POINT_PHASES), []):
+    pending = error.problems
+    if all(k in RUNS_WITHOUT and m.startswith("missing") for k, m in pending):
+        filled = {**values, **{k[len(prefix):]: "(secret)" for k, _ in pending if k != UNDECIDED_KEY}}
+        undecided = UNDECIDED_KEY in dict(pending) and isinstance(values.get("edge"), dict)
+        for owned in (list(ENTRY_POINT_PHASES), []) if undecided else ([],):
+            if undecided:
+                filled["edge"] = {**values["edge"], "owns_entry_points": owned}
             try:
-                cfg = load_config({**values, "edge": {**values["edge"], "owns_entry_points": candidate}}, stack,
-                                  plaintext_secrets=plaintext)
+                return path, load_config(filled, stack, plaintext_secrets=plaintext), pending
             except ConfigError:
                 continue
-            return path, cfg, [UNDECIDED_KEY]
     raise UsageError(f"{path}: {error}", step="config")
 
 
@@ -480,9 +486,9 @@ def _entry_points(edge: EdgeConfig, stack: str, view: CloudflareView) -> Iterato
 def run_preflight(rt: Runtime, opts: PreflightOptions) -> int:
     assert rt.reporter is not None
     rep = rt.reporter
-    path, cfg, undecided = load_stack_config(opts.stack, opts.config_file)
+    path, cfg, pending = load_stack_config(opts.stack, opts.config_file)
     rep.emit("config", log.OK, f"{path}: phase {cfg.phase}, regions {', '.join(cfg.region_names)}: valid"
-             + (f" but for {', '.join(undecided)}" if undecided else ""))
+             + (f" but for {', '.join(k for k, _ in pending)}" if pending else ""))
     view: Optional[CloudflareView] = None
     checks: list[Iterable[Check]] = [check_engine(cfg, rt), check_lambda(cfg, rt), check_arc(cfg, rt)]
     token_missing = False
@@ -501,10 +507,13 @@ def run_preflight(rt: Runtime, opts: PreflightOptions) -> int:
         results.append(check)
         rep.emit(check.step, log.OK if check.ok else log.PROBLEM, check.detail, **check.data)
 
-    if undecided:
-        owned = ", ".join(cfg.edge.owns_entry_points or ()) if cfg.edge else ""
-        record(problem("config", f"{UNDECIDED_KEY} is not set: the rulesets lines below check the zone as if the stack "
-                                 f"owned [{owned}]; list the entry points it may own (or []), then run preflight again"))
+    for key, message in pending:
+        if key == UNDECIDED_KEY:
+            owned = ", ".join(cfg.edge.owns_entry_points or ()) if cfg.edge else ""
+            record(problem("config", f"{key} is not set: the rulesets lines below check the zone as if the stack "
+                                     f"owned [{owned}]; list the entry points it may own (or []), then run preflight again"))
+        else:
+            record(problem("config", f"{key}: {message}"))
     if token_missing:
         record(problem("cloudflare", f"set {TOKEN_ENV} to the token of cloudflare:apiToken (read access to the zone, its "
                                      "DNS, settings, SSL certificates and rulesets); the Cloudflare checks did not run"))
