@@ -9,8 +9,14 @@
   proximity steering, a fallback pool, zero-downtime failover (a failed connection is retried on
   another origin, which is what hides a regional failure in well under a second) and cookie
   session affinity (a client keeps reading the region it wrote to).
-- WAF managed rules, a rate limit, and a cache rule that never lets non-GET requests be cached.
+- WAF managed rules, a rate limit, and a cache rule that never lets non-GET requests be cached, each
+  in the zone's entry-point ruleset of its phase, and only for the phases the stack owns
+  (`owned_entry_points`): Cloudflare keeps one entry-point ruleset per phase per zone, and its owner
+  owns that phase for every hostname. Every rule matches the API hostname only. The OWASP ruleset
+  starts in `log` (or `off`), never blocking a JSON API from day one.
   The worker decides what GET/POST query traffic to cache through the Cache API.
+- The zone's SSL mode pinned to Full (strict): the edge reaches the origins over verified TLS only
+  ("Flexible" would send plain HTTP to the ALB, whose 80 -> 443 redirect then loops).
 """
 
 from __future__ import annotations
@@ -25,13 +31,19 @@ import pulumi
 import pulumi_cloudflare as cf
 from pulumi import Input, ResourceOptions
 
-from core.naming import logical_name
+from core.config import ENTRY_POINT_PHASES
+from core.naming import entry_point_ruleset_name, logical_name
 from core.regions import REGIONS
 
 WAF_MANAGED_RULESETS = {
     "cloudflare-managed": "efb7b8c949ac4650a09736fc376e9aee",
     "owasp-core": "4814384a9e5d4991b9815dcfc25d2f1f",
 }
+# The OWASP ruleset's last rule, "949110: Inbound Anomaly Score Exceeded": its action and score
+# threshold are the ruleset's (Cloudflare WAF docs, "Configure the OWASP ruleset via API").
+OWASP_SCORE_RULE = "6179ae15870a4bb7b2d480d4843b323c"
+OWASP_ACTIONS = ("log", "block", "off")
+OWASP_SCORE_THRESHOLDS = (25, 40, 60)
 DEFAULT_ORIGIN_AUTH_HEADER = "x-fraiseql-origin-auth"
 PURGE_PLANS = ("free", "pro", "business", "enterprise")
 # Vars the component sets per deployment, whatever wrangler.jsonc says (its values suit `wrangler dev`).
@@ -142,6 +154,13 @@ class EdgeArgs:
     origin_auth_header: str = DEFAULT_ORIGIN_AUTH_HEADER
     # The zone's plan sets the worker's purge pacing; None keeps wrangler.jsonc's PURGE_PLAN.
     plan: Optional[str] = None
+    # The zone entry points this stack creates and owns (`waf`, `rate_limit`, `cache`): no default,
+    # since owning one takes that phase over for every hostname of the zone.
+    owned_entry_points: tuple[str, ...]
+    # The OWASP ruleset: `log` (Enterprise plans only), `block` or `off`, its paranoia level and threshold.
+    owasp_action: str = "log"
+    owasp_paranoia_level: int = 1
+    owasp_score_threshold: int = 40
 
 
 class Edge(pulumi.ComponentResource):
@@ -281,8 +300,10 @@ class Edge(pulumi.ComponentResource):
                     cf.WorkersScriptBindingArgs(name=b, type="kv_namespace", namespace_id=kv_id)
                     for b, kv_id in sorted(self.kv_namespace_ids.items())
                 ],
+                # The Queue's own output, not the name it was given: the script (whose upload fails
+                # on a binding to a missing queue) then waits for the queue.
                 *[
-                    cf.WorkersScriptBindingArgs(name=b, type="queue", queue_name=self.queue_names[q])
+                    cf.WorkersScriptBindingArgs(name=b, type="queue", queue_name=queues[q].queue_name)
                     for b, q in sorted(worker.queue_producers.items())
                 ],
                 *[
@@ -322,64 +343,76 @@ class Edge(pulumi.ComponentResource):
             opts=child,
         )
 
+        cf.ZoneSetting(
+            logical_name(name, "ssl"),
+            zone_id=args.zone_id,
+            setting_id="ssl",
+            value="strict",
+            opts=child,
+        )
+
         on_host = f'(http.host eq "{host}")'
-        cf.Ruleset(
-            logical_name(name, "waf"),
-            zone_id=args.zone_id,
-            kind="zone",
-            phase="http_request_firewall_managed",
-            name="fraiseql managed WAF",
-            rules=[
-                cf.RulesetRuleArgs(
-                    ref=f"execute_{ref.replace('-', '_')}",
-                    description=f"execute the {ref} ruleset",
-                    expression=on_host,
-                    action="execute",
-                    action_parameters=cf.RulesetRuleActionParametersArgs(id=ruleset_id),
-                )
-                for ref, ruleset_id in WAF_MANAGED_RULESETS.items()
-            ],
-            opts=child,
-        )
-        cf.Ruleset(
-            logical_name(name, "rate-limit"),
-            zone_id=args.zone_id,
-            kind="zone",
-            phase="http_ratelimit",
-            name="fraiseql rate limit",
-            rules=[
-                cf.RulesetRuleArgs(
-                    ref="graphql_per_ip",
-                    description=f"at most {args.rate_limit_requests_per_minute} requests a minute per client IP",
-                    expression=on_host,
-                    action="block",
-                    ratelimit=cf.RulesetRuleRatelimitArgs(
-                        characteristics=["ip.src", "cf.colo.id"],
-                        period=60,
-                        requests_per_period=args.rate_limit_requests_per_minute,
-                        mitigation_timeout=60,
+        owned = set(args.owned_entry_points)
+        if "waf" in owned:
+            cf.Ruleset(
+                logical_name(name, "waf"),
+                zone_id=args.zone_id,
+                kind="zone",
+                phase=ENTRY_POINT_PHASES["waf"],
+                name=entry_point_ruleset_name(args.stack, "waf"),
+                rules=[
+                    cf.RulesetRuleArgs(
+                        ref="execute_cloudflare_managed",
+                        description="execute the cloudflare-managed ruleset",
+                        expression=on_host,
+                        action="execute",
+                        action_parameters=cf.RulesetRuleActionParametersArgs(id=WAF_MANAGED_RULESETS["cloudflare-managed"]),
                     ),
-                )
-            ],
-            opts=child,
-        )
-        cf.Ruleset(
-            logical_name(name, "cache-rules"),
-            zone_id=args.zone_id,
-            kind="zone",
-            phase="http_request_cache_settings",
-            name="fraiseql cache rules",
-            rules=[
-                cf.RulesetRuleArgs(
-                    ref="bypass_non_get",
-                    description="mutations (and every non-GET) always reach the origin",
-                    expression=f'{on_host} and http.request.method ne "GET"',
-                    action="set_cache_settings",
-                    action_parameters=cf.RulesetRuleActionParametersArgs(cache=False),
-                )
-            ],
-            opts=child,
-        )
+                    _owasp_rule(args, on_host),
+                ],
+                opts=child,
+            )
+        if "rate_limit" in owned:
+            cf.Ruleset(
+                logical_name(name, "rate-limit"),
+                zone_id=args.zone_id,
+                kind="zone",
+                phase=ENTRY_POINT_PHASES["rate_limit"],
+                name=entry_point_ruleset_name(args.stack, "rate_limit"),
+                rules=[
+                    cf.RulesetRuleArgs(
+                        ref="graphql_per_ip",
+                        description=f"at most {args.rate_limit_requests_per_minute} requests a minute per client IP",
+                        expression=on_host,
+                        action="block",
+                        ratelimit=cf.RulesetRuleRatelimitArgs(
+                            characteristics=["ip.src", "cf.colo.id"],
+                            period=60,
+                            requests_per_period=args.rate_limit_requests_per_minute,
+                            mitigation_timeout=60,
+                        ),
+                    )
+                ],
+                opts=child,
+            )
+        if "cache" in owned:
+            cf.Ruleset(
+                logical_name(name, "cache-rules"),
+                zone_id=args.zone_id,
+                kind="zone",
+                phase=ENTRY_POINT_PHASES["cache"],
+                name=entry_point_ruleset_name(args.stack, "cache"),
+                rules=[
+                    cf.RulesetRuleArgs(
+                        ref="bypass_non_get",
+                        description="mutations (and every non-GET) always reach the origin",
+                        expression=f'{on_host} and http.request.method ne "GET"',
+                        action="set_cache_settings",
+                        action_parameters=cf.RulesetRuleActionParametersArgs(cache=False),
+                    )
+                ],
+                opts=child,
+            )
         self.load_balancer_id = lb.id
         self.monitor_id = monitor.id
         self.worker_name = script_name
@@ -399,6 +432,35 @@ class Edge(pulumi.ComponentResource):
         )
 
 
+def _owasp_rule(args: EdgeArgs, expression: str) -> cf.RulesetRuleArgs:
+    """Execute the OWASP ruleset up to the paranoia level, acting at the score threshold: `log` records
+    what it would block, `off` keeps the rule but disabled."""
+    level = args.owasp_paranoia_level
+    return cf.RulesetRuleArgs(
+        ref="execute_owasp_core",
+        description=f"execute the owasp-core ruleset ({args.owasp_action}, paranoia {level}, score {args.owasp_score_threshold})",
+        expression=expression,
+        action="execute",
+        enabled=args.owasp_action != "off",
+        action_parameters=cf.RulesetRuleActionParametersArgs(
+            id=WAF_MANAGED_RULESETS["owasp-core"],
+            overrides=cf.RulesetRuleActionParametersOverridesArgs(
+                categories=[
+                    cf.RulesetRuleActionParametersOverridesCategoryArgs(category=f"paranoia-level-{n}", enabled=False)
+                    for n in range(level + 1, 5)
+                ],
+                rules=[
+                    cf.RulesetRuleActionParametersOverridesRuleArgs(
+                        id=OWASP_SCORE_RULE,
+                        action="block" if args.owasp_action == "off" else args.owasp_action,
+                        score_threshold=args.owasp_score_threshold,
+                    )
+                ],
+            ),
+        ),
+    )
+
+
 def _check(args: EdgeArgs) -> None:
     if not _HEADER_NAME.match(args.origin_auth_header.lower()):
         raise ValueError(f"origin_auth_header {args.origin_auth_header!r} is not a header name like x-fraiseql-origin-auth")
@@ -406,3 +468,10 @@ def _check(args: EdgeArgs) -> None:
         raise ValueError(f"origin_auth_header {args.origin_auth_header!r} would clash with a header the client sends")
     if args.plan is not None and args.plan not in PURGE_PLANS:
         raise ValueError(f"plan {args.plan!r} is not one of {', '.join(PURGE_PLANS)}")
+    unknown = sorted(set(args.owned_entry_points) - set(ENTRY_POINT_PHASES))
+    if unknown:
+        raise ValueError(f"owned_entry_points {unknown} are not entry points; use {', '.join(ENTRY_POINT_PHASES)}")
+    if args.owasp_action not in OWASP_ACTIONS:
+        raise ValueError(f"owasp_action {args.owasp_action!r} is not one of {', '.join(OWASP_ACTIONS)}")
+    if args.owasp_score_threshold not in OWASP_SCORE_THRESHOLDS or not 1 <= args.owasp_paranoia_level <= 4:
+        raise ValueError("owasp_score_threshold must be 25, 40 or 60 and owasp_paranoia_level 1 to 4")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -64,6 +64,8 @@ class RegionStackArgs:
     # Hostnames the ALB certificate covers; empty means plain HTTP on port 80.
     certificate_names: tuple[str, ...] = ()
     zone_id: Optional[str] = None
+    # Names whose validation records go to another zone than `zone_id` (name -> zone id).
+    certificate_zone_ids: Mapping[str, str] = field(default_factory=dict)
     log_retention_days: int = 30
     alert_emails: tuple[str, ...] = ()
     # Phase C: the edge is the only way in (None: the internet, phases A and B).
@@ -490,7 +492,7 @@ class RegionStack(pulumi.ComponentResource):
             records.append(
                 aws.route53.Record(
                     logical_name(name, f"cert-validation-{domain}"),
-                    zone_id=args.zone_id,
+                    zone_id=args.certificate_zone_ids.get(domain, args.zone_id),
                     name=option.resource_record_name,
                     type=option.resource_record_type,
                     records=[option.resource_record_value],

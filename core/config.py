@@ -224,7 +224,11 @@ class DatabaseConfig(_Model):
 
 class DnsConfig(_Model):
     zone_id: str = Field(pattern=r"^Z[A-Z0-9]{4,32}$", examples=["Z0123456789ABCDEFGHIJ"])
-    record_name: str = Field(examples=["api.example.com"], description="public API hostname")
+    zone_name: Optional[str] = Field(
+        None, examples=["origin.api.example.com"],
+        description="the name of the zone `zone_id` holds; phase c: a subzone delegated from the Cloudflare zone",
+    )
+    record_name: str = Field(examples=["api.example.com"], description="public API hostname (phase c: the origin hostname)")
     read_record_name: Optional[str] = Field(
         None, description="hostname for reads from the standby; defaults to read.<record_name>"
     )
@@ -233,7 +237,7 @@ class DnsConfig(_Model):
     health_check_interval: Literal[10, 30] = 10
     failure_threshold: int = Field(3, ge=1, le=10)
 
-    @field_validator("record_name", "read_record_name")
+    @field_validator("zone_name", "record_name", "read_record_name")
     @classmethod
     def _host(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and not _HOSTNAME.match(v):
@@ -357,6 +361,31 @@ class QuorumConfig(_Model):
         return self.lease_seconds or 3 * self.probe_interval_seconds
 
 
+#: Cloudflare zone phases whose entry-point ruleset the edge can own, by the name `edge.owns_entry_points`
+#: uses. A zone has one entry-point ruleset per phase: whoever holds it holds that phase for every
+#: hostname of the zone.
+ENTRY_POINT_PHASES = {
+    "waf": "http_request_firewall_managed",
+    "rate_limit": "http_ratelimit",
+    "cache": "http_request_cache_settings",
+}
+#: Who answers for the public hostname (`edge.dns_authority`): Cloudflare, or Route 53 during B -> C.
+DNS_AUTHORITIES = ("route53", "cloudflare")
+
+
+class WafConfig(_Model):
+    """The managed WAF (when the stack owns the `waf` entry point). The OWASP Core Ruleset scores
+    every request and acts on the total: on a JSON API its first weeks belong in `log` (Enterprise
+    only) or `off`, until Security Events show what it would have blocked."""
+
+    owasp_action: Literal["log", "block", "off"] = Field(
+        "log", description="what the OWASP ruleset does above the score threshold: log (Enterprise plans only), "
+                           "block, or off (not executed)")
+    owasp_paranoia_level: int = Field(1, ge=1, le=4, description="rules of paranoia levels above this are disabled")
+    owasp_score_threshold: Literal[25, 40, 60] = Field(
+        40, description="anomaly score that triggers the action: 25 (high sensitivity), 40 (medium), 60 (low)")
+
+
 class EdgeConfig(_Model):
     """Phase C: the Cloudflare front. The API token is provider config (`cloudflare:apiToken`, secret);
     the worker's purge token is `fraiseql:edge_purge_token` (secret)."""
@@ -371,6 +400,21 @@ class EdgeConfig(_Model):
     check_regions: list[str] = Field(default_factory=lambda: ["WNAM", "ENAM", "WEU"], min_length=1)
     session_affinity_ttl_seconds: int = Field(300, ge=1, le=604800)
     rate_limit_requests_per_minute: int = Field(1200, gt=0)
+    dns_authority: Optional[Literal["route53", "cloudflare"]] = Field(
+        None, examples=["cloudflare"],
+        description="who answers for `hostname` on the internet: cloudflare (the registrar delegates zone_name to "
+                    "Cloudflare), or route53 while moving from phase b (the records stay in route53_public_zone_id)",
+    )
+    route53_public_zone_id: Optional[str] = Field(
+        None, pattern=r"^Z[A-Z0-9]{4,32}$", examples=["Z0123456789ABCDEFGHIJ"],
+        description="dns_authority route53 only: phase b's public Route 53 zone, which still answers for `hostname`",
+    )
+    owns_entry_points: Optional[list[Literal["waf", "rate_limit", "cache"]]] = Field(
+        None, examples=[["waf", "rate_limit", "cache"]],
+        description="the zone entry-point rulesets this stack creates and owns, for every hostname of the zone "
+                    "(its rules match `hostname` only); [] leaves every phase to the zone's owner",
+    )
+    waf: WafConfig = WafConfig()
 
     @field_validator("zone_name", "hostname")
     @classmethod
@@ -456,6 +500,13 @@ class StackConfig(_Model):
         """A writer's identity index: `regions[i].index`, or its position in the list (1-based)."""
         i, rc = next((i, r) for i, r in enumerate(self.regions) if r.name == name)
         return rc.index if rc.index is not None else i + 1
+
+    @property
+    def reserved_concurrency(self) -> dict[str, int]:
+        """Lambda concurrency the stack reserves in each region: the fence agents of phases b and c, if
+        `quorum.agent_reserved_concurrency` asks for it (none by default)."""
+        per_region = (self.quorum.agent_reserved_concurrency or 0) if self.phase in ("b", "c") else 0
+        return {r.name: per_region for r in self.regions}
 
     @property
     def lag_alarm_seconds(self) -> float:
@@ -607,6 +658,13 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         problems.append((f"{k}edge", f"the edge belongs to phase c; remove it from a phase {cfg.phase} stack, or set e.g. phase: c"))
     if cfg.edge is not None and not cfg.edge.hostname.endswith("." + cfg.edge.zone_name):
         problems.append((f"{k}edge.hostname", f"{cfg.edge.hostname} is not inside the zone {cfg.edge.zone_name}; e.g. hostname: api.{cfg.edge.zone_name}"))
+    if cfg.dns.zone_name is not None and cfg.edge is None:
+        for key, name in (("record_name", cfg.dns.record_name), ("read_record_name", cfg.dns.reads_hostname)):
+            if not within(name, cfg.dns.zone_name):
+                problems.append((f"{k}dns.{key}", f"{name} is not in the zone {cfg.dns.zone_name} (dns.zone_name); "
+                                 f"name a host of that zone, e.g. {key}: api.{cfg.dns.zone_name}"))
+    if cfg.phase == "c" and cfg.edge is not None:
+        problems += _edge_checks(cfg, cfg.edge)
     ceiling = lag_alarm_ceiling(cfg.slo.rpo_seconds)
     alarms = [("slo.lag_alarm_seconds", cfg.slo.lag_alarm_seconds)]
     if cfg.replication is not None and cfg.replication.lag_alarm_seconds is not None:
@@ -629,6 +687,78 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
     for key in cfg.tags:
         if key in RESERVED_TAGS:
             problems.append((f"{k}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name, e.g. team: platform"))
+    return problems
+
+
+def within(name: str, zone: str) -> bool:
+    """`name` is `zone` itself or a name inside it."""
+    return name == zone or name.endswith("." + zone)
+
+
+def _edge_checks(cfg: StackConfig, edge: EdgeConfig) -> list[tuple[str, str]]:
+    """Phase c: who answers for which name (README, Phase C, "DNS authority"), and what the stack may own in
+    the Cloudflare zone."""
+    k = f"{NAMESPACE}:"
+    dns = cfg.dns
+    host, zone = edge.hostname, edge.zone_name
+    problems: list[tuple[str, str]] = []
+    if edge.dns_authority is None:
+        problems.append((f"{k}edge.dns_authority", f"missing: say who answers for {host} on the internet. Moving from phase b: "
+                         f"dns_authority: route53 and route53_public_zone_id: <phase b's dns.zone_id> (the phase b records keep "
+                         f"answering until Cloudflare does); once `python -m ops preflight` shows that the registrar delegates "
+                         f"{zone} to Cloudflare: dns_authority: cloudflare"))
+    elif edge.dns_authority == "route53" and edge.route53_public_zone_id is None:
+        problems.append((f"{k}edge.route53_public_zone_id", f"missing: with dns_authority: route53, phase b's latency records "
+                         f"for {host} stay in phase b's public zone until Cloudflare answers for {zone}; set it to phase b's "
+                         "dns.zone_id, e.g. route53_public_zone_id: Z0123456789ABCDEFGHIJ"))
+    elif edge.dns_authority == "cloudflare" and edge.route53_public_zone_id is not None:
+        problems.append((f"{k}edge.route53_public_zone_id", f"belongs to dns_authority: route53 only; with cloudflare the stack "
+                         f"deletes its records for {host} there: remove it (after preflight shows Cloudflare answers for {zone})"))
+    if edge.route53_public_zone_id is not None and edge.route53_public_zone_id == dns.zone_id:
+        problems.append((f"{k}dns.zone_id", f"is the public zone (edge.route53_public_zone_id); the origins need a zone of their own "
+                         f"that Cloudflare delegates to Route 53, e.g. a hosted zone for origin.{host}"))
+    if dns.zone_name is None:
+        problems.append((f"{k}dns.zone_name", f"missing: in phase c the Route 53 zone dns.zone_id holds the origin records and "
+                         f"the ACM validation records, so it must be a subzone of {zone} that Cloudflare delegates to Route 53 "
+                         f"(NS records in Cloudflare); name it, e.g. zone_name: origin.{host}"))
+    else:
+        if dns.zone_name == zone or not within(dns.zone_name, zone):
+            problems.append((f"{k}dns.zone_name", f"{dns.zone_name} is not a subzone of the Cloudflare zone {zone}: Cloudflare "
+                             f"answers for {zone}, so nobody would ask a Route 53 zone of that name, ACM would never see its "
+                             f"validation records and `pulumi up` would time out; use a subzone Cloudflare delegates to Route 53, "
+                             f"e.g. zone_name: origin.{host}"))
+        if not within(dns.record_name, dns.zone_name):
+            problems.append((f"{k}dns.record_name", f"{dns.record_name} is not in the origin zone {dns.zone_name}; the ALB "
+                             f"certificates are validated there, e.g. record_name: {dns.zone_name}"))
+        if within(host, dns.zone_name):
+            problems.append((f"{k}edge.hostname", f"{host} is inside the Route 53 subzone {dns.zone_name}: Cloudflare would "
+                             f"delegate it away and its load balancer would never answer; keep the public name outside, "
+                             f"e.g. hostname: api.{zone} with zone_name: origin.api.{zone}"))
+    if not dns.https:
+        problems.append((f"{k}dns.https", "phase c pins the Cloudflare zone to SSL mode Full (strict): the edge reaches the "
+                         "origins over TLS only, so the ALBs need their ACM certificates; remove it or set https: true"))
+
+    owned = edge.owns_entry_points
+    if owned is None:
+        problems.append((f"{k}edge.owns_entry_points", f"missing: Cloudflare allows one entry-point ruleset per phase per zone, "
+                         f"and whoever creates it owns that phase for every hostname of {zone} (the stack's rules match {host} "
+                         "only). Run `python -m ops preflight --stack <stack>` (it runs without this key) to list the zone's "
+                         "existing entry points, then list those this stack may own, e.g. owns_entry_points: [waf, rate_limit, cache], or [] to leave every "
+                         "phase to the zone's owner"))
+    else:
+        twice = sorted({p for p in owned if owned.count(p) > 1})
+        if twice:
+            problems.append((f"{k}edge.owns_entry_points", f"lists {twice} twice; list each entry point once"))
+    if owned is not None and "waf" in owned:
+        if edge.plan == "free":
+            problems.append((f"{k}edge.owns_entry_points", "waf executes the Cloudflare Managed and OWASP rulesets, which "
+                             "need a Pro plan or above; remove waf, or set e.g. plan: pro"))
+        elif edge.waf.owasp_action == "log" and edge.plan != "enterprise":
+            problems.append((f"{k}edge.waf.owasp_action", f"log is an Enterprise-only action (plan is {edge.plan}); start with "
+                             "owasp_action: off, and switch to block once you know what it would block, e.g. owasp_action: off"))
+    elif owned is not None and "waf" in edge.model_fields_set:
+        problems.append((f"{k}edge.waf", "configures the waf entry point, which this stack does not own (owns_entry_points); "
+                         "remove edge.waf, or add waf to owns_entry_points"))
     return problems
 
 

@@ -38,3 +38,9 @@ def merge_tags(
         {"Name": name, "project": PROJECT, "phase": phase, "stack": stack, "component": component}
     )
     return merged
+
+
+def entry_point_ruleset_name(stack: str, entry_point: str) -> str:
+    """The name of the zone entry-point ruleset a stack owns (`waf`, `rate_limit`, `cache`): how
+    `ops preflight` tells the stack's own entry points from someone else's."""
+    return f"{PROJECT} {stack} {entry_point.replace('_', ' ')}"

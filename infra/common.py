@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -41,8 +41,11 @@ def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
     )
 
 
-def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock] = None) -> dict[str, RegionStack]:
-    cert_names = (cfg.dns.record_name, cfg.dns.reads_hostname) if cfg.dns.https else ()
+def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock] = None,
+                  other_names: Optional[Mapping[str, str]] = None) -> dict[str, RegionStack]:
+    """`other_names`: further certificate names, each validated in its own zone (name -> zone id)."""
+    extra = dict(other_names or {})
+    cert_names = (cfg.dns.record_name, cfg.dns.reads_hostname, *extra) if cfg.dns.https else ()
     return {
         rc.name: RegionStack(
             f"fraiseql-{rc.name}",
@@ -59,6 +62,7 @@ def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock
                 stack=stack,
                 certificate_names=cert_names,
                 zone_id=cfg.dns.zone_id,
+                certificate_zone_ids=extra,
                 log_retention_days=cfg.app.log_retention_days,
                 alert_emails=tuple(cfg.alerts.emails),
                 origin_lock=origin_lock,

@@ -55,12 +55,12 @@ def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, Region
 def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     """Three (or more, odd) active regions: mesh or hub network, multi-master writers, quorum fence.
     Phase C is the same, behind the Cloudflare edge."""
-    lock = None
+    lock, public_names = None, {}
     if cfg.phase == "c":
         from infra import phase_c
 
-        lock = phase_c.origin_lock()
-    regions = common.region_stacks(cfg, stack, origin_lock=lock)
+        lock, public_names = phase_c.origin_lock(cfg), phase_c.public_certificate_names(cfg)
+    regions = common.region_stacks(cfg, stack, origin_lock=lock, other_names=public_names)
     network = inter_region_network(cfg, stack, regions)
     db = cfg.database
     repl = cfg.replication
@@ -144,29 +144,44 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         opts=ResourceOptions(depends_on=[database]),
     )
     services = common.services(cfg, stack, regions, database, database.app_secret_arns)
-    dns = DnsFailover(
-        "fraiseql-dns",
-        DnsFailoverArgs(
-            mode="latency",
-            zone_id=cfg.dns.zone_id,
-            record_name=cfg.dns.record_name,
-            read_record_name=cfg.dns.reads_hostname,
-            endpoints=tuple(
-                Endpoint(region=rc.name, role="active", alb_dns_name=regions[rc.name].alb_dns_name,
-                         alb_zone_id=regions[rc.name].alb_zone_id)
-                for rc in cfg.regions
+    def latency_records(name: str, zone_id: str, record_name: str, endpoint_checks: bool) -> DnsFailover:
+        return DnsFailover(
+            name,
+            DnsFailoverArgs(
+                mode="latency",
+                zone_id=zone_id,
+                record_name=record_name,
+                read_record_name=f"read.{record_name}",  # no read record in latency mode
+                endpoints=tuple(
+                    Endpoint(region=rc.name, role="active", alb_dns_name=regions[rc.name].alb_dns_name,
+                             alb_zone_id=regions[rc.name].alb_zone_id)
+                    for rc in cfg.regions
+                ),
+                health_path=cfg.app.health_path,
+                https=cfg.dns.https,
+                request_interval=cfg.dns.health_check_interval,
+                failure_threshold=cfg.dns.failure_threshold,
+                control_health_check_ids=fence.recovery_health_check_ids,
+                endpoint_checks=endpoint_checks,
+                phase=cfg.phase,
+                stack=stack,
+                tags=cfg.tags,
             ),
-            health_path=cfg.app.health_path,
-            https=cfg.dns.https,
-            request_interval=cfg.dns.health_check_interval,
-            failure_threshold=cfg.dns.failure_threshold,
-            control_health_check_ids=fence.recovery_health_check_ids,
-            endpoint_checks=cfg.phase != "c",
-            phase=cfg.phase,
-            stack=stack,
-            tags=cfg.tags,
-        ),
-    )
+        )
+
+    if cfg.phase != "c":
+        dns = latency_records("fraiseql-dns", cfg.dns.zone_id, cfg.dns.record_name, endpoint_checks=True)
+    else:
+        # The origins, in the subzone Cloudflare delegates to Route 53; locked to the edge, so the
+        # records follow the ARC routing controls alone (README, Phase C, "DNS authority").
+        dns = latency_records("fraiseql-origin-dns", cfg.dns.zone_id, cfg.dns.record_name, endpoint_checks=False)
+        edge = cfg.edge
+        assert edge is not None  # validated: phase c carries an edge block
+        if edge.dns_authority == "route53":
+            assert edge.route53_public_zone_id is not None  # validated
+            # B -> C: phase b's records for the public name, unchanged (same names, zone and targets),
+            # keep answering until the registrar delegates the zone to Cloudflare.
+            latency_records("fraiseql-dns", edge.route53_public_zone_id, edge.hostname, endpoint_checks=True)
     budget = common.budget(cfg, stack)
     scheme = "https" if cfg.dns.https else "http"
     if cfg.phase == "c":

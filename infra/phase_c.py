@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 
@@ -21,9 +21,24 @@ def origin_auth_token() -> pulumi.Output[str]:
     return pulumi.Config(NAMESPACE).require_secret("origin_auth_token")
 
 
-def origin_lock() -> OriginLock:
-    """What every region's ALB admits in phase C: Cloudflare's ranges, carrying the origin token."""
+def origin_lock(cfg: StackConfig) -> Optional[OriginLock]:
+    """What every region's ALB admits in phase C: Cloudflare's ranges, carrying the origin token. None
+    while Route 53 still answers for the public hostname (`edge.dns_authority: route53`): clients whose
+    resolvers still ask Route 53 reach the ALBs directly until Cloudflare answers."""
+    assert cfg.edge is not None  # validated: phase c carries an edge block
+    if cfg.edge.dns_authority != "cloudflare":
+        return None
     return OriginLock(ipv4_cidrs=cloudflare_ips.load().ipv4, header_name=ORIGIN_AUTH_HEADER, token=origin_auth_token())
+
+
+def public_certificate_names(cfg: StackConfig) -> dict[str, str]:
+    """Names the ALB certificates keep, with their zone, while Route 53 answers for the public hostname:
+    the clients it sends to the ALBs ask for that name."""
+    edge = cfg.edge
+    assert edge is not None
+    if edge.dns_authority != "route53" or edge.route53_public_zone_id is None:
+        return {}
+    return {edge.hostname: edge.route53_public_zone_id}
 
 
 def build(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
@@ -50,6 +65,10 @@ def build(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict
             check_regions=tuple(edge_cfg.check_regions),
             session_affinity_ttl_seconds=edge_cfg.session_affinity_ttl_seconds,
             rate_limit_requests_per_minute=edge_cfg.rate_limit_requests_per_minute,
+            owned_entry_points=tuple(edge_cfg.owns_entry_points or ()),
+            owasp_action=edge_cfg.waf.owasp_action,
+            owasp_paranoia_level=edge_cfg.waf.owasp_paranoia_level,
+            owasp_score_threshold=edge_cfg.waf.owasp_score_threshold,
             stack=stack,
             phase=cfg.phase,
             tags=cfg.tags,

@@ -1,4 +1,5 @@
-"""`python -m ops COMMAND --outputs FILE|- [options]`: the operations runbooks.
+"""`python -m ops COMMAND --outputs FILE|- [options]`: the operations runbooks, and
+`python -m ops preflight --stack S`, the read-only check of an account before the first `pulumi up`.
 
 Exit codes: 0 done (or nothing to do), 1 failed (re-run resumes), 2 usage or bad stack outputs,
 3 refused for safety (nothing changed), 130 interrupted (re-run resumes). See docs/runbooks.md.
@@ -18,6 +19,7 @@ from ops.aws import Runtime
 from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_WAITING, OpsError, UsageError
 from ops.failover import FailoverOptions, run_failover
 from ops.outputs import load_outputs, require_phase
+from ops.preflight import PreflightOptions, run_preflight
 from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
 from ops.retry import error_code
 from ops.schema import SchemaOptions, run_schema
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops", description="FraiseQL operations runbooks.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("preflight", help="before the first `pulumi up`: what the account, DNS and Cloudflare zone must have "
+                                         "(read only)", epilog=EPILOG)
+    p.add_argument("--stack", required=True, metavar="S", help="the stack: reads Pulumi.<S>.yaml from the current folder")
+    p.add_argument("--config-file", metavar="FILE", help="read this stack file instead of Pulumi.<S>.yaml")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: step, status, elapsed_s, detail[, data]")
 
     p = sub.add_parser("status", parents=[common], help="lag vs RPO, health checks, writer, routing controls, alarms", epilog=EPILOG)
     p.add_argument("--lag-lookback", type=_positive, default=300.0, metavar="S", help="ReplicaLag window in seconds (default 300)")
@@ -157,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
-    outputs = load_outputs(args.outputs, rt.stdin)
     cmd = args.command
+    if cmd == "preflight":  # before the first `up`: there are no stack outputs yet
+        rt.start(args.json)
+        return run_preflight(rt, PreflightOptions(stack=args.stack, config_file=args.config_file))
+    outputs = load_outputs(args.outputs, rt.stdin)
     if cmd == "status":
         rt.start(args.json, outputs.slo.rtoSeconds)
         return run_status(outputs, rt, args.lag_lookback, parse_dsn(args.dsn, "status"))

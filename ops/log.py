@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TextIO
 
 # Statuses a record may carry.
-START, OK, SKIP, INFO, WARN, RETRY, WOULD, REFUSED, FAILED, DONE, WAITING = (
-    "start", "ok", "skip", "info", "warn", "retry", "would", "refused", "failed", "done", "waiting",
+START, OK, SKIP, INFO, WARN, RETRY, WOULD, REFUSED, FAILED, DONE, WAITING, PROBLEM = (
+    "start", "ok", "skip", "info", "warn", "retry", "would", "refused", "failed", "done", "waiting", "problem",
 )
 
 

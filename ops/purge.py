@@ -1,9 +1,7 @@
 """Phase C: purge Cloudflare's cache for the API zone, by cache tag or everything.
 
 `POST {api}/zones/{zone_id}/purge_cache` with `{"tags": [...]}` or `{"purge_everything": true}`,
-authenticated by the token in env CLOUDFLARE_API_TOKEN (never a flag, never logged). The API base is
-`https://api.cloudflare.com/client/v4` unless env CLOUDFLARE_API_BASE says otherwise (tests point it
-at a loopback server). Uses urllib only.
+with the token and API base of `ops.cloudflare` (tests point the base at a loopback server).
 
 Cloudflare's purge limits allow at most 100 tags in one request ("max operations per request" for
 tag, hostname and prefix purges, every plan), so tags go out in batches of at most 100.
@@ -19,11 +17,10 @@ from typing import Any, Optional, Sequence
 
 from ops import log
 from ops.aws import Runtime
+from ops.cloudflare import TOKEN_ENV, CloudflareError, api_base, errors_of
 from ops.errors import Refused, StepFailed, UsageError
 from ops.outputs import PhaseCOutputs
 
-DEFAULT_API_BASE = "https://api.cloudflare.com/client/v4"
-TOKEN_ENV, BASE_ENV = "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_BASE"
 MAX_TAGS_PER_REQUEST = 100
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -49,10 +46,6 @@ def batches(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-class CloudflareError(Exception):
-    pass
-
-
 def _post(rt: Runtime, url: str, token: str, body: dict[str, Any], opts: PurgeOptions, what: str) -> dict[str, Any]:
     data = json.dumps(body).encode()
     r = rt.reporter
@@ -72,12 +65,12 @@ def _post(rt: Runtime, url: str, token: str, body: dict[str, Any], opts: PurgeOp
             except ValueError:
                 payload = {}
             if status not in RETRY_STATUSES or attempt + 1 >= opts.attempts:
-                raise CloudflareError(f"HTTP {status}: {_errors(payload) or e.reason}") from None
+                raise CloudflareError(f"HTTP {status}: {errors_of(payload) or e.reason}") from None
         except urllib.error.URLError as e:
             raise CloudflareError(f"cannot reach {url.split('/zones/')[0]}: {e.reason}") from None
         else:
             if not payload.get("success", False):
-                raise CloudflareError(_errors(payload) or "success=false without errors")
+                raise CloudflareError(errors_of(payload) or "success=false without errors")
             return payload
         wait = _retry_wait(retry_after, attempt, rt, opts)
         if r:
@@ -96,11 +89,6 @@ def _retry_wait(retry_after: Optional[str], attempt: int, rt: Runtime, opts: Pur
     return d / 2 + rt.rng.uniform(0, d / 2)
 
 
-def _errors(payload: dict[str, Any]) -> str:
-    errs = payload.get("errors") or []
-    return "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}" if isinstance(e, dict) else str(e) for e in errs)
-
-
 def run_purge(outputs: PhaseCOutputs, rt: Runtime, opts: PurgeOptions) -> int:
     assert rt.reporter is not None
     r = rt.reporter
@@ -115,9 +103,7 @@ def run_purge(outputs: PhaseCOutputs, rt: Runtime, opts: PurgeOptions) -> int:
             "to the origins until the cache refills. Nothing was sent. Re-run with --yes to confirm, or purge --tags instead",
             step="purge",
         )
-    base = rt.environ.get(BASE_ENV, DEFAULT_API_BASE).rstrip("/")
-    if not base.startswith(("https://", "http://")):
-        raise UsageError(f"{BASE_ENV} must be an http(s) URL", step="purge")
+    base = api_base(rt, "purge")
     url = f"{base}/zones/{outputs.cloudflareZoneId}/purge_cache"
     bodies: list[dict[str, Any]] = [{"purge_everything": True}] if opts.everything else [{"tags": b} for b in batches(opts.tags, opts.batch_size)]
     token = rt.environ.get(TOKEN_ENV, "")

@@ -150,6 +150,7 @@ FREE: dict[str, str] = {
     "cloudflare:index/workersCustomDomain:WorkersCustomDomain": "included in Workers",
     "cloudflare:index/dnsRecord:DnsRecord": "included in the plan",
     "cloudflare:index/ruleset:Ruleset": "WAF managed rules and rate limiting included in the plan",
+    "cloudflare:index/zoneSetting:ZoneSetting": "a zone setting: part of the plan",
     "cloudflare:index/loadBalancerPool:LoadBalancerPool": "priced on the load balancer",
     "cloudflare:index/loadBalancerMonitor:LoadBalancerMonitor": "priced on the load balancer",
     "cloudflare:index/workersKvNamespace:WorkersKvNamespace": "included in Workers Paid",

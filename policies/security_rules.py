@@ -116,6 +116,15 @@ def _forwards(actions: Optional[Iterable[Any]]) -> bool:
     return any(isinstance(a, dict) and a.get("type") == "forward" for a in actions or [])
 
 
+def _rules_of(resources: list[PolicyResource], listener: PolicyResource) -> list[PolicyResource]:
+    """The listener rules attached to `listener`: by the engine's dependency (a preview) or by its ARN
+    (an `up`, where the listener's outputs are known, or a rule given the ARN as a plain string)."""
+    arn = plain(listener.props.get("arn"))
+    return [r for r in of_type(resources, LISTENER_RULE)
+            if any(d.urn == listener.urn for d in (r.property_dependencies or {}).get("listenerArn", []))
+            or (known(arn) and plain(r.props.get("listenerArn")) == arn)]
+
+
 def check_listeners(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
     out: list[Finding] = []
     listeners = of_type(resources, LISTENER)
@@ -123,8 +132,7 @@ def check_listeners(resources: list[PolicyResource], facts: StackFacts) -> list[
         p = lst.props
         proto = str(p.get("protocol") or "HTTP").upper()
         if proto == "HTTP":
-            rules = [r for r in of_type(resources, LISTENER_RULE)
-                     if any(d.urn == lst.urn for d in (r.property_dependencies or {}).get("listenerArn", []))]
+            rules = _rules_of(resources, lst)
             if _forwards(p.get("defaultActions")) or any(_forwards(r.props.get("actions")) for r in rules):
                 out.append((f"listener {lst.name} forwards plain HTTP on port {p.get('port')}; serve HTTPS and make "
                             "port 80 redirect to it", lst.urn))
@@ -133,6 +141,55 @@ def check_listeners(resources: list[PolicyResource], facts: StackFacts) -> list[
             if known(policy) and (tls_policy_minimum(policy) or 0) < 1.2:
                 out.append((f"listener {lst.name} uses TLS policy {policy or 'the default ELBSecurityPolicy-2016-08'}, "
                             "which accepts TLS below 1.2; use ELBSecurityPolicy-TLS13-1-2-2021-06", lst.urn))
+    return out
+
+
+# --- phase C: the origin takes TLS from the edge only -------------------------------------------
+
+ZONE_SETTING = "cloudflare:index/zoneSetting:ZoneSetting"
+
+
+def _plaintext(actions: Optional[Iterable[Any]]) -> Optional[str]:
+    """How an HTTP listener's actions hand out plain HTTP: forwarding it, or redirecting to HTTP
+    (`#{protocol}`, the default, keeps the request's HTTP)."""
+    for a in actions or []:
+        if not isinstance(a, dict):
+            continue
+        if a.get("type") == "forward":
+            return "forwards it to the targets"
+        if a.get("type") == "redirect":
+            proto = str((a.get("redirect") or {}).get("protocol") or "#{protocol}").upper()
+            if proto in ("HTTP", "#{PROTOCOL}"):
+                return "redirects it to plain HTTP"
+    return None
+
+
+def check_edge_origin_tls(resources: list[PolicyResource], facts: StackFacts) -> list[Finding]:
+    """Phase c: Cloudflare reaches the origins over verified TLS only. No ALB listener serves plain
+    HTTP (by its default action or any rule attached to it), and the zone's SSL mode is pinned to
+    strict: with Flexible Cloudflare would speak HTTP to port 80, whose redirect to 443 loops."""
+    if (facts.manifest or {}).get("phase") != "c":
+        return []
+    out: list[Finding] = []
+    for lst in of_type(resources, LISTENER):
+        if str(lst.props.get("protocol") or "HTTP").upper() != "HTTP":
+            continue
+        how = _plaintext(lst.props.get("defaultActions"))
+        for rule in _rules_of(resources, lst):
+            how = how or _plaintext(rule.props.get("actions"))
+        if how:
+            out.append((f"phase c: listener {lst.name} takes plain HTTP on port {lst.props.get('port')} and {how}; the origin "
+                        "takes TLS from Cloudflare only (zone SSL mode strict): make port 80 redirect to HTTPS or answer "
+                        "a fixed response", lst.urn))
+    ssl = [z for z in of_type(resources, ZONE_SETTING) if plain(z.props.get("settingId")) == "ssl"]
+    if not ssl:
+        out.append(("phase c: no Cloudflare zone setting pins the SSL mode; declare ZoneSetting(setting_id=\"ssl\", "
+                    "value=\"strict\") for the edge's zone (Flexible would loop on the ALB's redirect)", None))
+    for z in ssl:
+        value = plain(z.props.get("value"))
+        if known(value) and value != "strict":
+            out.append((f"phase c: zone setting {z.name} sets the SSL mode to {value!r}; the edge must verify the origins' "
+                        "certificates: value \"strict\" (Full (strict))", z.urn))
     return out
 
 
@@ -308,4 +365,6 @@ POLICIES = [
             "A routed record's health check can fail: not disabled, not inverted, not a calculated check that is always healthy.",
             check_routing_health_checks),
     _policy("edge-pools-monitored", "Every edge load-balancer pool has a monitor.", check_pool_monitors),
+    _policy("edge-origin-tls-only", "Phase c: no ALB listener serves plain HTTP, and the Cloudflare zone's SSL mode is strict.",
+            check_edge_origin_tls),
 ]

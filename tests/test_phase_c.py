@@ -73,7 +73,7 @@ def _edge_alone(**extra):
                 rate_limit_requests_per_minute=1200,
                 stack="phase-c",
                 phase="c",
-                **extra,
+                **{"owned_entry_points": ("waf", "rate_limit", "cache"), **extra},
             ),
         )
         return {"originAuthHeader": edge.origin_auth_header, "originAuthToken": edge.origin_auth_token}
@@ -264,3 +264,175 @@ def test_edge_block_in_phase_b_is_refused():
     with pytest.raises(ConfigError) as info:
         config_variant("phase-b", lambda v: v.update(edge=edge))
     assert "the edge belongs to phase c" in str(info.value)
+
+
+# --- issue 20: what the real Cloudflare API and a first `pulumi up` need ------------------------------
+
+RULESET = "cloudflare:index/ruleset:Ruleset"
+EDGE_ZONE = "fedcba9876543210fedcba9876543210"
+
+
+def _edge_variant(change):
+    from tests.conftest import synth_variant
+
+    return synth_variant("phase-c", lambda v: change(v["edge"]))
+
+
+def test_worker_waits_for_the_queues_it_binds(phase_c):
+    """Item 9: a binding to a queue that does not exist yet fails the script upload."""
+    from tests.helpers import waits_for
+
+    script = one(phase_c, SCRIPT, "fraiseql-edge-worker")
+    queues = phase_c.of_type("cloudflare:index/queue:Queue")
+    bound = {b["queueName"] for b in _bindings(script).values() if b["type"] == "queue"}
+    assert bound and bound <= {q.inputs["queueName"] for q in queues}
+    for queue in queues:
+        assert queue.urn in script.property_dependencies["bindings"]
+        assert waits_for(phase_c, script, queue), f"the worker could be uploaded before {queue.name}"
+
+
+def test_zone_ssl_mode_is_pinned_to_full_strict(phase_c):
+    """Item 16: with Flexible, Cloudflare speaks plain HTTP to the ALB, whose 80 -> 443 redirect loops."""
+    ssl = [r for r in phase_c.of_type("cloudflare:index/zoneSetting:ZoneSetting") if r.inputs["settingId"] == "ssl"]
+    assert [(r.inputs["zoneId"], r.inputs["value"]) for r in ssl] == [(EDGE_ZONE, "strict")]
+
+
+def _owasp(syn):
+    waf = one(syn, RULESET, "fraiseql-edge-waf")
+    return next(r for r in waf.inputs["rules"] if r["actionParameters"]["id"] == "4814384a9e5d4991b9815dcfc25d2f1f")
+
+
+def _score_rule(rule):
+    (override,) = rule["actionParameters"]["overrides"]["rules"]
+    assert override["id"] == "6179ae15870a4bb7b2d480d4843b323c"  # 949110: Inbound Anomaly Score Exceeded
+    return override
+
+
+def test_owasp_ruleset_logs_instead_of_blocking_by_default(phase_c):
+    """Item 17: the OWASP score rule's action is `log` unless the stack says otherwise."""
+    rule = _owasp(phase_c)
+    assert rule.get("enabled", True) is True
+    assert _score_rule(rule) == {"id": "6179ae15870a4bb7b2d480d4843b323c", "action": "log", "scoreThreshold": 40}
+    # paranoia level 1: the rules of levels 2 to 4 are disabled
+    assert rule["actionParameters"]["overrides"]["categories"] == [
+        {"category": f"paranoia-level-{n}", "enabled": False} for n in (2, 3, 4)
+    ]
+    # the Cloudflare Managed Ruleset is unchanged
+    waf = one(phase_c, RULESET, "fraiseql-edge-waf")
+    managed = next(r for r in waf.inputs["rules"] if r["actionParameters"]["id"] == "efb7b8c949ac4650a09736fc376e9aee")
+    assert "overrides" not in managed["actionParameters"]
+
+
+@pytest.mark.parametrize("waf, enabled, action, threshold, disabled_levels", [
+    ({"owasp_action": "block", "owasp_score_threshold": 60, "owasp_paranoia_level": 2}, True, "block", 60, [3, 4]),
+    ({"owasp_action": "off"}, False, "block", 40, [2, 3, 4]),
+])
+def test_owasp_action_threshold_and_paranoia_come_from_config(waf, enabled, action, threshold, disabled_levels):
+    rule = _owasp(_edge_variant(lambda e: e.update(waf=waf)))
+    assert rule.get("enabled", True) is enabled
+    assert (_score_rule(rule)["action"], _score_rule(rule)["scoreThreshold"]) == (action, threshold)
+    assert [c["category"] for c in rule["actionParameters"]["overrides"]["categories"]] == [
+        f"paranoia-level-{n}" for n in disabled_levels
+    ]
+
+
+@pytest.mark.parametrize("change, key, fix", [
+    (lambda e: e.update(plan="business"), "fraiseql:edge.waf.owasp_action", "owasp_action: off"),
+    (lambda e: e.update(waf={"owasp_score_threshold": 50}), "fraiseql:edge.waf.owasp_score_threshold", "25"),
+    (lambda e: e.update(waf={"owasp_action": "simulate"}), "fraiseql:edge.waf.owasp_action", "log"),
+    (lambda e: e.update(waf={"owasp_paranoia_level": 5}), "fraiseql:edge.waf.owasp_paranoia_level", "paranoia"),
+])
+def test_owasp_settings_are_validated(change, key, fix):
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-c", lambda v: change(v["edge"]))
+    line = next(line for line in str(info.value).splitlines() if key in line)
+    assert fix in line
+
+
+def test_entry_points_need_an_explicit_acknowledgement():
+    """Item 6: owning an entry point takes over that phase for every hostname of the zone."""
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-c", lambda v: v["edge"].pop("owns_entry_points"))
+    line = next(line for line in str(info.value).splitlines() if "fraiseql:edge.owns_entry_points" in line)
+    assert "ops preflight" in line and "owns_entry_points: [waf, rate_limit, cache]" in line and "[]" in line
+
+
+@pytest.mark.parametrize("owned, expected", [
+    ([], set()),
+    (["cache"], {"http_request_cache_settings"}),
+    (["rate_limit", "waf"], {"http_ratelimit", "http_request_firewall_managed"}),
+])
+def test_only_the_owned_entry_points_are_created(owned, expected):
+    def change(e):
+        e["owns_entry_points"] = owned
+        if "waf" not in owned:
+            e.pop("waf")
+
+    syn = _edge_variant(change)
+    assert {r.inputs["phase"] for r in syn.of_type(RULESET)} == expected
+    # the zone's SSL mode and the worker do not depend on which phases the stack owns
+    assert len(syn.of_type("cloudflare:index/zoneSetting:ZoneSetting")) == 1
+    assert one(syn, SCRIPT, "fraiseql-edge-worker")
+
+
+def test_every_rule_the_stack_owns_matches_the_api_hostname_only(phase_c):
+    rulesets = phase_c.of_type(RULESET)
+    assert len(rulesets) == 3
+    for rs in rulesets:
+        assert rs.inputs["kind"] == "zone"
+        assert rs.inputs["name"] == f"fraiseql phase-c {rs.name.removeprefix('fraiseql-edge-').replace('-rules', '').replace('-', ' ')}"
+        for rule in rs.inputs["rules"]:
+            assert rule["expression"].startswith('(http.host eq "api.example.com")'), (rs.name, rule["expression"])
+
+
+@pytest.mark.parametrize("change, key, fix", [
+    (lambda e: (e.update(owns_entry_points=["cache"])), "fraiseql:edge.waf", "remove edge.waf"),
+    (lambda e: e.update(plan="free", waf={"owasp_action": "off"}), "fraiseql:edge.owns_entry_points", "plan: pro"),
+    (lambda e: e.update(owns_entry_points=["cache", "cache"]), "fraiseql:edge.owns_entry_points", "twice"),
+    (lambda e: e.update(owns_entry_points=["firewall"]), "fraiseql:edge.owns_entry_points[0]", "waf"),
+])
+def test_entry_point_config_is_refused_with_its_fix(change, key, fix):
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-c", lambda v: change(v["edge"]))
+    line = next(line for line in str(info.value).splitlines() if line.strip().startswith(key + ":"))
+    assert fix in line
+
+
+# Item 5: who answers for which name. Cloudflare is authoritative for the public zone; the origins live
+# in a Route 53 subzone it delegates; during B -> C Route 53 keeps answering for the public name.
+
+@pytest.mark.parametrize("change, key, fix", [
+    (lambda v: v["edge"].pop("dns_authority"), "fraiseql:edge.dns_authority", "dns_authority: route53"),
+    (lambda v: v["edge"].update(dns_authority="route53"), "fraiseql:edge.route53_public_zone_id", "phase b's dns.zone_id"),
+    (lambda v: v["edge"].update(route53_public_zone_id="Z0EXAMPLE0000000000"), "fraiseql:edge.route53_public_zone_id",
+     "remove it"),
+    (lambda v: v["edge"].update(dns_authority="route53", route53_public_zone_id=v["dns"]["zone_id"]), "fraiseql:dns.zone_id",
+     "a zone of their own"),
+    (lambda v: v["dns"].pop("zone_name"), "fraiseql:dns.zone_name", "zone_name: origin.api.example.com"),
+    (lambda v: v["dns"].update(zone_name="example.com"), "fraiseql:dns.zone_name", "time out"),
+    (lambda v: v["dns"].update(zone_name="origin.example.org"), "fraiseql:dns.zone_name", "subzone"),
+    (lambda v: v["dns"].update(record_name="origin.example.com"), "fraiseql:dns.record_name", "origin.api.example.com"),
+    (lambda v: v["dns"].update(zone_name="api.example.com", record_name="origin.api.example.com"), "fraiseql:edge.hostname",
+     "keep the public name outside"),
+    (lambda v: v["dns"].update(https=False), "fraiseql:dns.https", "https: true"),
+])
+def test_dns_authority_design_is_checked_with_its_fix(change, key, fix):
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-c", change)
+    line = next(line for line in str(info.value).splitlines() if line.strip().startswith(key + ":"))
+    assert fix in line
+
+
+def test_origin_records_and_certificate_validation_live_in_the_delegated_subzone(phase_c):
+    records = phase_c.of_type("aws:route53/record:Record")
+    assert {r.inputs["zoneId"] for r in records if r.inputs.get("latencyRoutingPolicies")} == {"Z0ORIGINEXAMPLE00000"}
+    validation = [r for r in records if "cert-validation" in r.name]
+    assert validation and {r.inputs["zoneId"] for r in validation} == {"Z0ORIGINEXAMPLE00000"}
+    # Cloudflare answers for the public name: no Route 53 record claims it
+    assert [r.name for r in records if r.inputs["name"] == "api.example.com"] == []
+
+
+def test_a_zone_name_outside_the_records_is_refused_in_phase_a_too():
+    with pytest.raises(ConfigError) as info:
+        config_variant("phase-a", lambda v: v["dns"].update(zone_name="example.org"))
+    assert "fraiseql:dns.record_name: api.example.com is not in the zone example.org" in str(info.value)

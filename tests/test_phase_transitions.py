@@ -10,7 +10,8 @@ The steps are the documented path (README, "Moving between phases"):
 2. phase b with `seed_from: us-east-1` on us-west-2 (the phase A standby, still a replica) and on
    eu-west-1 (a new copy): the first `pulumi up` of the transition;
 3. phase b without `seed_from`, after the runbook promoted both (Pulumi.phase-b.yaml);
-4. phase c (Pulumi.phase-c.yaml).
+4. phase c while Route 53 still answers for the public name (`edge.dns_authority: route53`);
+5. phase c once the registrar delegates the zone to Cloudflare (Pulumi.phase-c.yaml).
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ def transition_start(v: dict[str, Any]) -> None:
     v["regions"][2]["seed_from"] = "us-east-1"
 
 
+PUBLIC_ZONE = "Z0EXAMPLE0000000000"  # Pulumi.phase-b.yaml's dns.zone_id
+
+
+def route53_answers(v: dict[str, Any]) -> None:
+    """Phase c before the registrar points at Cloudflare: phase b's zone still answers for the API."""
+    v["edge"].update(dns_authority="route53", route53_public_zone_id=PUBLIC_ZONE)
+
+
 STEPS: list[tuple[str, Optional[Callable[[dict[str, Any]], None]]]] = [
-    ("phase-a", None), ("phase-b", transition_start), ("phase-b", None), ("phase-c", None),
+    ("phase-a", None), ("phase-b", transition_start), ("phase-b", None), ("phase-c", route53_answers), ("phase-c", None),
 ]
 
 
@@ -81,7 +90,7 @@ def test_no_protected_resource_is_replaced_from_phase_a_to_b_to_c(steps):
 
 
 def test_the_phase_a_databases_are_the_phase_b_writers(steps):
-    a, start, b, c = steps
+    a, start, b, *_ = steps
     taken = claims(a, start)
     for old, region in (("fraiseql-db-primary-us-east-1", "us-east-1"), ("fraiseql-db-replica-us-west-2", "us-west-2")):
         assert taken[one(a, RDS, old).urn] == one(start, RDS, f"fraiseql-db-writer-{region}").urn
@@ -94,7 +103,7 @@ def test_the_phase_a_databases_are_the_phase_b_writers(steps):
 
 
 def test_the_standby_stays_a_replica_until_the_runbook_then_its_promotion_is_the_removal_of_the_source(steps):
-    a, start, b, _ = steps
+    a, start, b, *_ = steps
     standby = one(a, RDS, "fraiseql-db-replica-us-west-2")
     seeding = one(start, RDS, "fraiseql-db-writer-us-west-2")
     writer = one(b, RDS, "fraiseql-db-writer-us-west-2")
@@ -135,3 +144,43 @@ def test_the_policy_pack_passes_every_step(steps):
     for (label, change), syn in zip(STEPS, steps):
         violations = [f"{v.policy}: {v.message}" for v in run_pack(syn.registrations).violations if v.mandatory]
         assert violations == [], (label, change)
+
+
+# --- B -> C: the public name never goes dark (issue 20, item 5) -----------------------------------------
+
+RECORD, HEALTH = "aws:route53/record:Record", "aws:route53/healthCheck:HealthCheck"
+PUBLIC_NAME = "api.example.com"
+
+
+def answering(syn: Synthesis) -> dict[str, Any]:
+    """What Route 53 answers for the public name with, and the health checks those answers depend on."""
+    records = [r for r in syn.of_type(RECORD) if r.inputs["name"] == PUBLIC_NAME]
+    checks = {u for r in records for u in r.dependencies if u.split("::")[-2].endswith("healthCheck:HealthCheck")}
+    checks |= {u for c in syn.of_type(HEALTH) if c.urn in checks for u in c.dependencies}
+    # Tags (the `phase` tag changes) are updated in place; every other input would be a change to the answer.
+    return {r.urn: {k: v for k, v in r.inputs.items() if k != "tags"} for r in syn.resources if r.urn in checks or r in records}
+
+
+def test_the_first_phase_c_up_keeps_phase_b_answering_for_the_public_name(steps):
+    b, moving = steps[2], steps[3]
+    before, during = answering(b), answering(moving)
+    assert len([u for u in before if "record:Record" in u]) == 3, "phase b: one latency record per region"
+    assert during == before, "same records, zone, targets and health checks: the B -> C up changes none of them"
+
+
+def test_the_public_records_go_only_once_cloudflare_answers(steps):
+    (_, last_change), after = STEPS[-1], steps[-1]
+    assert last_change is None and stack_values("phase-c")["edge"]["dns_authority"] == "cloudflare"
+    assert answering(after) == {}
+
+
+def test_while_route53_answers_the_origins_stay_open_and_name_the_public_host(steps):
+    moving = steps[3]
+    assert moving.of_type("aws:ec2/managedPrefixList:ManagedPrefixList") == []
+    https = [r for r in moving.of_type("aws:lb/listener:Listener") if r.inputs["port"] == 443]
+    assert {a["type"] for r in https for a in r.inputs["defaultActions"]} == {"forward"}
+    for cert in moving.of_type("aws:acm/certificate:Certificate"):
+        assert PUBLIC_NAME in cert.inputs["subjectAlternativeNames"]
+    validation = {r.inputs["name"]: r.inputs["zoneId"] for r in moving.of_type(RECORD) if "cert-validation" in r.name}
+    assert validation[f"_x1.{PUBLIC_NAME}."] == PUBLIC_ZONE
+    assert validation["_x1.origin.api.example.com."] == stack_values("phase-c")["dns"]["zone_id"]

@@ -190,3 +190,46 @@ def test_database_port_open_to_the_world_over_ipv6(res):
 def test_writer_backups_and_deletion_protection(res, prop, value):
     first(res, "aws:rds/instance:Instance").props[prop] = value
     assert len(found(res, "database-protection")) == 1
+
+
+# --- issue 20: phase C origins take TLS from the edge only (edge-origin-tls-only) --------------------
+
+def _http_listener(res):
+    return first(res, "aws:lb/listener:Listener", lambda r: r.props.get("protocol") == "HTTP")
+
+
+def test_phase_c_http_listener_forwarding_through_a_rule_given_the_listener_arn(res):
+    """A rule attached by the listener's ARN (no engine dependency) forwarded plain HTTP unseen."""
+    lst = _http_listener(res)
+    lst.props["arn"] = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/alb/1/80"
+    add(res, "aws:lb/listenerRule:ListenerRule", "plaintext-api",
+        {"listenerArn": lst.props["arn"], "priority": 5, "actions": [{"type": "forward", "targetGroupArn": "arn:tg"}],
+         "conditions": [{"pathPattern": {"values": ["/graphql"]}}]})
+    msgs = [v.message for v in found(res, "edge-origin-tls-only")]
+    assert len(msgs) == 1 and lst.name in msgs[0] and "forwards it to the targets" in msgs[0]
+
+
+def test_phase_c_http_listener_redirecting_to_plain_http(res):
+    lst = _http_listener(res)
+    lst.props["defaultActions"] = [{"type": "redirect", "redirect": {"port": "8080", "statusCode": "HTTP_301"}}]
+    msgs = [v.message for v in found(res, "edge-origin-tls-only")]
+    assert len(msgs) == 1 and "redirects it to plain HTTP" in msgs[0]
+
+
+@pytest.mark.parametrize("value", ["flexible", "full", "off"])
+def test_phase_c_zone_ssl_mode_weaker_than_strict(res, value):
+    first(res, "cloudflare:index/zoneSetting:ZoneSetting").props["value"] = value
+    msgs = [v.message for v in found(res, "edge-origin-tls-only")]
+    assert len(msgs) == 1 and repr(value) in msgs[0] and "strict" in msgs[0]
+
+
+def test_phase_c_without_a_pinned_ssl_mode(res):
+    res.remove(first(res, "cloudflare:index/zoneSetting:ZoneSetting"))
+    msgs = [v.message for v in found(res, "edge-origin-tls-only")]
+    assert len(msgs) == 1 and "no Cloudflare zone setting pins the SSL mode" in msgs[0]
+
+
+def test_edge_origin_rule_is_silent_before_phase_c():
+    res = policy_resources(synthesize("phase-b").registrations)
+    _http_listener(res).props["defaultActions"] = [{"type": "redirect", "redirect": {"protocol": "HTTP"}}]
+    assert found(res, "edge-origin-tls-only") == []
