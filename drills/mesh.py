@@ -43,7 +43,7 @@ FLOORS_MS: dict[frozenset[str], float] = {
 
 MESH_SETTINGS: dict[str, str] = {
     **REQUIRED_PARAMETERS,
-    "max_slot_wal_keep_size": "1GB",
+    "max_slot_wal_keep_size": "8GB",  # room for the long drill's million-row transaction
     "wal_retrieve_retry_interval": "500ms",
     "max_connections": "60",
 }

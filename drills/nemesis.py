@@ -85,6 +85,12 @@ class NemesisConfig:
     faults: tuple[str, ...] = FAULTS
     #: Quick runs apply every fault kind once (in a random order) so CI covers each; long runs draw at random.
     each_once: bool = False
+    #: Rows of one more large transaction, with the agents restarted at the default (production) timing.
+    production_big_rows: int = 0
+
+
+#: The stack's default fence timing (core/config.py QuorumConfig with 3 regions).
+PRODUCTION_TIMING = AgentTiming(probe_s=5.0, stale_after_s=15.0, lease_s=15.0, unfence_after=3, invocation_s=900.0)
 
 
 @dataclass
@@ -114,6 +120,12 @@ class NemesisResult:
     #: the oldest peer heartbeat any node held while the big transaction replicated (stale after: timing)
     big_txn_heartbeat_age_s: Optional[float] = None
     traffic_steered: Optional[bool] = None
+    #: the large transaction at the default timing: rows, false fences, seconds to reach every writer,
+    #: the oldest peer heartbeat meanwhile
+    production_big_rows: int = 0
+    production_big_false_fences: Optional[int] = None
+    production_big_replicated_s: Optional[float] = None
+    production_big_heartbeat_age_s: Optional[float] = None
     #: registers (keys one region sets and deletes): deletes that came back, writes that did not stay
     resurrected: int = 0
     lost_registers: int = 0
@@ -551,7 +563,7 @@ def _eventually(condition: Callable[[], bool], *, timeout: float, every: float =
 
 
 def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int,
-                          notes: list[str]) -> tuple[int, float, float]:
+                          notes: list[str], *, timeout: float = 300.0) -> tuple[int, float, float]:
     """One big transaction on a healthy mesh; fence decisions taken anywhere until it replicated."""
     wall0 = time.time()
     before = {r: m.execute(r, "SELECT count(*) FROM ballast")[0][0] for r in m.nodes}
@@ -588,7 +600,7 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
         stop.set()
         return -1, 0.0, 0.0
     want = before[region] + rows
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(m.execute(r, "SELECT count(*) FROM ballast")[0][0] >= want for r in m.nodes):
             break
@@ -608,6 +620,27 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
         notes.append(f"false fence during the big transaction: {f['region']} {f['reason']} sees {f['sees']} "
                      f"majority {f['majority']}")
     return len(fences), replicated_s, worst_age[0]
+
+
+def _at_production_timing(m: Mesh, aws: LocalAws, procs: dict[str, AgentProcess], log_dir: Path, rows: int,
+                          notes: list[str], progress: Callable[[str], None]) -> tuple[int, float, float]:
+    """The drill's agents replaced by agents at the stack's default timing, then one large transaction."""
+    for p in procs.values():
+        p.kill()
+    sub = log_dir / "production"
+    sub.mkdir(exist_ok=True)
+    regions = list(m.nodes)
+    with agents(m, aws, PRODUCTION_TIMING, sub) as prod:
+        wait_writable(m, regions, timeout=180)
+        time.sleep(PRODUCTION_TIMING.stale_after_s)  # every agent's view is warm
+        progress(f"agents at the default timing; a transaction of {rows} rows on {regions[0]}")
+        out = _big_txn_false_fences(m, prod, regions[0], rows, notes, timeout=1800)
+    for p in procs.values():
+        p.start()
+    wait_writable(m, regions, timeout=120)
+    progress(f"default timing: {out[0]} false fences, every writer had it after {out[1]:.0f} s, "
+             f"oldest heartbeat {out[2]:.1f} s (silent after {PRODUCTION_TIMING.stale_after_s:g} s)")
+    return out
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -687,6 +720,9 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 rows = cfg.big_rows
                 special["big"] = (rows, *_big_txn_false_fences(m, procs, regions[0], rows, special.setdefault("notes", [])))
                 progress(f"big transaction of {rows} rows: {special['big'][1]} false fences")
+            if cfg.production_big_rows:
+                special["production"] = _at_production_timing(m, aws, procs, log_dir, cfg.production_big_rows,
+                                                              special.setdefault("notes", []), progress)
             converged = True
             try:
                 m.wait_converged(list(CHECKED_TABLES + WORKLOAD_TABLES), timeout=180)
@@ -743,6 +779,10 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 big_txn_replicated_s=big[2],
                 big_txn_heartbeat_age_s=big[3],
                 traffic_steered=special.get("traffic"),
+                production_big_rows=cfg.production_big_rows,
+                production_big_false_fences=special["production"][0] if "production" in special else None,
+                production_big_replicated_s=special["production"][1] if "production" in special else None,
+                production_big_heartbeat_age_s=special["production"][2] if "production" in special else None,
                 schedule_log=nem.log,
                 notes=special.get("notes", []),
             )

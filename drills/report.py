@@ -31,7 +31,7 @@ NEMESIS_MODES: dict[str, list[NemesisConfig]] = {
     # Quick: 25k rows (250k at the defaults). 50k left a thin margin on a loaded 2-core CI machine:
     # the subscriber's own heartbeats wait while its walsenders decode the applied transaction.
     "quick": [NemesisConfig(schedules=13, seed=1, each_once=True, big_rows=25_000)],
-    "long": [NemesisConfig(schedules=100, seed=7, big_rows=100_000),
+    "long": [NemesisConfig(schedules=100, seed=7, big_rows=100_000, production_big_rows=1_000_000),
              NemesisConfig(regions=REGIONS_5, schedules=30, seed=11, big_rows=20_000)],
 }
 
@@ -152,6 +152,12 @@ def nemesis_rows(results: list[NemesisResult]) -> list[Row]:
                             f"{r.big_txn_replicated_s or 0:.1f} s; oldest peer heartbeat meanwhile "
                             f"{r.big_txn_heartbeat_age_s or 0:.2f} s (silent after {r.stale_after_s:.2f} s); "
                             "the heartbeats' link streams large transactions instead of replaying them at commit"))
+        if r.production_big_false_fences is not None:
+            rows.append(Row(f"B nemesis ({n}): false fences caused by a large transaction at the default timing",
+                            str(r.production_big_false_fences), "0", r.production_big_false_fences == 0,
+                            f"{r.production_big_rows} rows, probe 5 s, silent after 15 s; on every writer after "
+                            f"{r.production_big_replicated_s or 0:.0f} s; oldest peer heartbeat meanwhile "
+                            f"{r.production_big_heartbeat_age_s or 0:.1f} s"))
         if r.traffic_steered is not None:
             rows.append(Row(f"B nemesis ({n}): a fenced region leaves the traffic path", "yes" if r.traffic_steered else "no",
                             "health path 503 while fenced", r.traffic_steered,

@@ -174,35 +174,35 @@ def test_phase_b_ready_account_passes_every_item(world: World) -> None:
     oks = lines(result, "ok")
     assert [line.split(":")[0] for line in oks] == ["config", *["engine"] * 3, *["lambda"] * 3, "arc", "zone", "delegation"]
     assert all(any(f"engine: {r}: PostgreSQL 18 is offered (newest 18.2)" == line for line in oks) for r in REGIONS)
-    assert "lambda: eu-west-1: 1000 of 1000 concurrent executions unreserved; the stack reserves 2, leaving 998" in oks[6]
+    assert "lambda: eu-west-1: 1000 of 1000 concurrent executions unreserved; the stack reserves 0, leaving 1000" in oks[6]
     assert result.last("preflight")["status"] == "done"
     # every URL it opened was the (stub) resolver: no Cloudflare in phase b
     assert world.urls and all(u.startswith(DOH_URL) for u in world.urls)
 
 
 def test_phase_b_problems_each_come_with_their_fix(world: World) -> None:
-    world.engines({"us-east-1": ["16.8", "16.9"], "us-west-2": ["16.9"], "eu-west-1": []}, family="postgres16")
+    world.engines({"us-east-1": [], "us-west-2": ["18.1"], "eu-west-1": []})
     world.lambdas({"us-west-2": (10, 10)})
     world.arc(error="AccessDeniedException")
     world.zone("example.com", PUBLIC_ZONE_ID)
     world.dns["example.com"] = ["ns1.old-dns-host.net", "ns2.old-dns-host.net"]
     path = world.stack_file("phase-b", lambda c: (c["fraiseql:dns"].update(zone_id=PUBLIC_ZONE_ID),
-                                                  c["fraiseql:database"].update(engine_version="16.4")))
+                                                  c["fraiseql:quorum"].update(agent_reserved_concurrency=4)))
     result = world.run(path)
 
     assert result.code == 3, result.text
     found = problems(result)
-    assert len(found) == 6, found
-    assert "engine: us-east-1: PostgreSQL 16.4 cannot be created here (offered: 16.8, 16.9); give the major only, " \
-           'e.g. engine_version: "16"' in found
-    assert any(p.startswith("engine: eu-west-1: RDS offers no PostgreSQL 16 here") for p in found)
-    assert any(p.startswith("lambda: us-west-2: the stack reserves 2") and "Lambda keeps 10" in p
+    assert len(found) == 5, found
+    assert any(p.startswith("engine: us-east-1: RDS offers no PostgreSQL 18 here") and "drop the region" in p
+               for p in found)
+    assert any(p.startswith("engine: eu-west-1: RDS offers no PostgreSQL 18 here") for p in found)
+    assert any(p.startswith("lambda: us-west-2: the stack reserves 4") and "Lambda keeps 10" in p
                and "Concurrent executions" in p for p in found)
     assert any(p.startswith("arc: ") and "grant route53-recovery-control-config:ListClusters" in p for p in found)
     delegation = next(p for p in found if p.startswith("delegation:"))
     assert "ns1.old-dns-host.net" in delegation and "point the registrar" in delegation
     assert all(ns in delegation for ns in world.zones["example.com"])
-    assert result.last("result")["status"] == "refused" and "6 of" in result.last("result")["detail"]
+    assert result.last("result")["status"] == "refused" and "5 of" in result.last("result")["detail"]
 
 
 def test_a_missing_zone_is_a_problem_not_a_crash(world: World) -> None:
