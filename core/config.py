@@ -329,8 +329,7 @@ class QuorumConfig(_Model):
         description="regions whose fence agents vote; default every region without seed_from",
     )
     next_members: Optional[list[str]] = Field(
-        None, min_length=1, examples=[["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1"]],
-        description="only during a membership change: writes need a majority of members and of next_members",
+        None, description="only during a membership change: writes need a majority of members and of next_members",
     )
 
     agent_reserved_concurrency: Optional[int] = Field(
@@ -768,21 +767,23 @@ def _membership_checks(cfg: StackConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     names = cfg.region_names
     writers = cfg.writers
-    example = writers[0] if writers else names[0]
     for i, rc in enumerate(cfg.regions):
         src = rc.seed_from
         if src is None:
             continue
         key = f"{k}regions[{i}].seed_from"
+        # A writer it may copy: never itself, never a region that is itself seeding.
+        example = next((w for w in writers if w != rc.name and cfg.region(w).role == "active"), None)
+        fix = f"e.g. seed_from: {example}" if example else "first make one region a writer (no seed_from)"
         if src == rc.name:
-            problems.append((key, f"{rc.name} cannot seed from itself; name the writer to copy, e.g. seed_from: {example}"))
+            problems.append((key, f"{rc.name} cannot seed from itself; name the writer to copy, {fix}"))
         elif src not in names:
-            problems.append((key, f"'{src}' is not a region of this stack; name the writer to copy, one of {writers}, e.g. seed_from: {example}"))
+            problems.append((key, f"'{src}' is not a region of this stack; name the writer to copy, one of {writers}, {fix}"))
         elif cfg.region(src).role != "active":
-            problems.append((key, f"{src} is not an active region; seed from an active writer, e.g. seed_from: {example}"))
+            problems.append((key, f"{src} is not an active region; seed from an active writer, {fix}"))
         elif cfg.region(src).seed_from is not None:
             problems.append((key, f"{src} is itself seeding (seed_from: {cfg.region(src).seed_from}); a copy must come from "
-                             f"a writer, e.g. seed_from: {cfg.region(src).seed_from}"))
+                             f"a writer, {fix}"))
 
     seen: dict[int, str] = {}
     for i, rc in enumerate(cfg.regions):
@@ -801,8 +802,10 @@ def _membership_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             continue
         unknown = [r for r in given if r not in names]
         twice = sorted({r for r in given if given.count(r) > 1})
+        if not given:
+            problems.append((f"{k}quorum.{key}", f"is empty; {_list_fix(cfg, key)}"))
         if unknown:
-            problems.append((f"{k}quorum.{key}", f"{unknown} are not regions of this stack; list regions of it, e.g. {key}: {writers}"))
+            problems.append((f"{k}quorum.{key}", f"{unknown} are not regions of this stack; {_list_fix(cfg, key)}"))
         if twice:
             problems.append((f"{k}quorum.{key}", f"lists {twice} twice; list each region once"))
     if problems:
@@ -836,6 +839,22 @@ def _membership_checks(cfg: StackConfig) -> list[tuple[str, str]]:
 def _odd_example(cfg: StackConfig) -> list[str]:
     names = cfg.region_names
     return names[: max(3, len(names) - (1 - len(names) % 2))]
+
+
+def _list_fix(cfg: StackConfig, key: str) -> str:
+    """A member list the validator accepts for `key`: suggesting one it refuses would send the
+    operator round in circles. `members`: the writers if they can decide alone, else an odd prefix
+    of the regions. `next_members`: every region of the stack, when that is a change."""
+    if key == "members":
+        writers = cfg.writers
+        ok = list_problem(writers, joint=False, writers=writers) is None
+        return f"list regions of it, e.g. members: {writers if ok else _odd_example(cfg)}"
+    current = cfg._in_order(cfg.quorum.members) if cfg.quorum.members else cfg.writers
+    everyone = cfg.region_names
+    if everyone != current and list_problem(everyone, joint=True, writers=[]) is None:
+        return (f"list the members after the change, e.g. next_members: {everyone} (or remove next_members when no "
+                "membership change is in progress)")
+    return "remove next_members: no membership change is in progress"
 
 
 def _round_up(x: float) -> str:

@@ -23,6 +23,9 @@ from infra.pack import PackResult, run_pack
 from infra.synth import StackFileError, Synthesis, synthesize
 
 EXIT_OK, EXIT_VIOLATION, EXIT_INVALID = 0, 1, 2
+#: `cloudflare-ips` could not compare (no network, a proxy, an answer that is not Cloudflare's ranges):
+#: not the same as "stale" (1), which means the file must change.
+EXIT_UNCHECKED = 3
 EXIT_ERROR = 1  # the program itself failed (not the config): as Python does for an uncaught exception
 # The SDK keeps an Output and four futures per property of every resource alive to the end of the run, so
 # under CPython's default thresholds (700, 10, 10) the collector re-walks that growing heap in repeated full
@@ -152,6 +155,24 @@ def _plan(stack: str, as_json: bool, config_file: Optional[Path], out, err) -> i
     return EXIT_VIOLATION if result.mandatory else EXIT_OK
 
 
+def cloudflare_ips_command(*, write: bool, urlopen: Any = None, out=sys.stdout, err=sys.stderr) -> int:
+    """0 up to date (or written), 1 stale, 3 could not check (the file was neither compared nor changed)."""
+    import urllib.error
+
+    from infra.cloudflare_ips import API, DATA, refresh
+
+    try:
+        changed, report = refresh(write=write, urlopen=urlopen)
+    except (urllib.error.URLError, OSError, ValueError) as e:  # URLError and RangesError are among these
+        why = getattr(e, "reason", None) or e
+        what = "answered with something other than Cloudflare's ranges" if isinstance(e, ValueError) else "cannot be reached"
+        print(f"{API} {what} ({why}); {DATA.name} was not compared and is unchanged. Check the network or "
+              "HTTPS_PROXY and run it again: the ranges in the file stay in use until then", file=err)
+        return EXIT_UNCHECKED
+    print(report, file=out)
+    return EXIT_VIOLATION if changed and not write else EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,15 +182,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_plan.add_argument("--config-file", type=Path, help="read this stack file instead of Pulumi.<stack>.yaml")
     p_bundle = sub.add_parser("bundle-pack", help="copy the policy pack and the core package it imports into one folder")
     p_bundle.add_argument("out", type=Path, help="folder to write, e.g. build/policy-pack (then: pulumi policy publish it)")
-    p_ips = sub.add_parser("cloudflare-ips", help="compare infra/cloudflare-ips.json with Cloudflare's published ranges")
+    p_ips = sub.add_parser("cloudflare-ips", help="compare infra/cloudflare-ips.json with Cloudflare's published ranges "
+                                                  "(exit 0 up to date, 1 stale, 3 could not check)")
     p_ips.add_argument("--write", action="store_true", help="rewrite the file with the current ranges")
     args = parser.parse_args(argv)
     if args.command == "cloudflare-ips":
-        from infra.cloudflare_ips import refresh
-
-        changed, report = refresh(write=args.write)
-        print(report)
-        return EXIT_VIOLATION if changed and not args.write else EXIT_OK
+        return cloudflare_ips_command(write=args.write)
     if args.command == "plan":
         return plan(args.stack, args.json, args.config_file)
     if args.command == "bundle-pack":

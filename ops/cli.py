@@ -11,21 +11,37 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    SSOError,
+    TokenRetrievalError,
+)
 
 from ops import log
 from ops.arc import OFF, ON, RegionChangeOptions, set_regions
 from ops.aws import Runtime
-from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_WAITING, OpsError, UsageError
+from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING, OpsError, UsageError
 from ops.failover import FailoverOptions, run_failover
 from ops.outputs import load_outputs, require_phase
 from ops.preflight import PreflightOptions, run_preflight
 from ops.purge import MAX_TAGS_PER_REQUEST, PurgeOptions, parse_tags, run_purge
-from ops.retry import error_code
+from ops.retry import error_code, is_connection_error
 from ops.schema import SchemaOptions, run_schema
 from ops.status import run_status
 from ops.transition import TransitionOptions, run_transition
 from ops.verify import VerifyOptions, run_verify
+
+#: AWS refused who we are, not what we asked: a setup problem (exit 2), not a failed step.
+CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, ProfileNotFound, SSOError, TokenRetrievalError, NoRegionError)
+CREDENTIAL_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
+                              "InvalidSignatureException", "SignatureDoesNotMatch", "AuthFailure"})
+CREDENTIALS_FIX = ("set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or run `aws sso login`, then run the "
+                   "same command again; nothing was changed")
 
 EPILOG = ("exit codes: 0 done, 1 failed (re-run resumes), 2 usage/bad outputs, 3 refused for safety, "
           "4 waiting for an operator step (re-run continues), 130 interrupted")
@@ -218,6 +234,24 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
     raise UsageError(f"unknown command {cmd}")
 
 
+def changes_things(args: argparse.Namespace) -> bool:
+    """Whether this run may change anything (only then is there something to resume)."""
+    if getattr(args, "dry_run", False) or args.command in ("preflight", "status"):
+        return False
+    if args.command == "verify":
+        return bool(args.repair)
+    if args.command == "schema":
+        return args.schema_action == "apply"
+    if args.command == "adopt":
+        return args.adopt_action != "status"
+    return True
+
+
+def _again(args: argparse.Namespace) -> str:
+    return ("re-run the same command to resume from the detected state" if changes_things(args)
+            else "nothing was changed; run it again")
+
+
 def main(argv: Optional[Sequence[str]] = None, rt: Optional[Runtime] = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on bad usage
     rt = rt or Runtime()
@@ -226,14 +260,22 @@ def main(argv: Optional[Sequence[str]] = None, rt: Optional[Runtime] = None) -> 
     except OpsError as e:
         status = {EXIT_REFUSED: log.REFUSED, EXIT_WAITING: log.WAITING}.get(e.exit_code, log.FAILED)
         return _result(rt, args, status, str(e), e.exit_code, step=e.step)
+    except CREDENTIAL_ERRORS as e:
+        return _result(rt, args, log.FAILED, f"no usable AWS credentials ({type(e).__name__}: {e}): {CREDENTIALS_FIX}",
+                       EXIT_USAGE, error=type(e).__name__)
     except ClientError as e:
         op = getattr(e, "operation_name", "?")
-        message = f"{op} failed: {error_code(e)}: {e.response.get('Error', {}).get('Message', '')}. Re-run to resume from the detected state"
-        return _result(rt, args, log.FAILED, message, EXIT_FAILED, operation=op, error=error_code(e))
+        code = error_code(e)
+        said = f"{op} failed: {code}: {e.response.get('Error', {}).get('Message', '')}"
+        if code in CREDENTIAL_CODES:
+            return _result(rt, args, log.FAILED, f"{said}; the AWS credentials were refused: {CREDENTIALS_FIX}", EXIT_USAGE,
+                           operation=op, error=code)
+        return _result(rt, args, log.FAILED, f"{said}. {_again(args).capitalize()}", EXIT_FAILED, operation=op, error=code)
     except BotoCoreError as e:
-        return _result(rt, args, log.FAILED, f"{type(e).__name__}: {e}. Re-run to resume from the detected state", EXIT_FAILED)
+        where = " (AWS cannot be reached: check the network, proxy and region)" if is_connection_error(e) else ""
+        return _result(rt, args, log.FAILED, f"{type(e).__name__}: {e}{where}. {_again(args).capitalize()}", EXIT_FAILED)
     except KeyboardInterrupt:
-        return _result(rt, args, log.FAILED, "interrupted: re-run the same command to resume from the detected state", EXIT_INTERRUPTED)
+        return _result(rt, args, log.FAILED, f"interrupted: {_again(args)}", EXIT_INTERRUPTED)
 
 
 def _result(rt: Runtime, args: argparse.Namespace, status: str, message: str, code: int, **data: object) -> int:

@@ -18,6 +18,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 T = TypeVar("T")
 
@@ -36,7 +37,8 @@ THROTTLE_CODES = frozenset(
         "PriorRequestNotComplete",
     }
 )
-CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+# botocore's ConnectionError also covers a proxy that refuses (ProxyConnectionError) and TLS failures.
+CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError, BotoConnectionError)
 
 
 def error_code(exc: BaseException) -> Optional[str]:

@@ -18,27 +18,63 @@ from typing import Any, Optional
 
 from ops import log
 from ops.arc import ON, ArcCluster
-from ops.aws import Runtime, alarm_arn_parts, alarms_in_alarm, describe_db, health, read_cname, replica_lag, same_host
+from ops.aws import DbState, Runtime, alarm_arn_parts, alarms_in_alarm, describe_db, health, read_cname, replica_lag, same_host
 from ops.errors import StepFailed
 from ops.outputs import Outputs, PhaseAOutputs, PhaseBOutputs
+from ops.retry import is_connection_error
+
+#: What `status` could not read in this run (an API that did not answer): it reports the rest, then fails.
+_UNREAD = "unread"
+
+
+def _unread(rt: Runtime, step: str, what: str, exc: BaseException) -> None:
+    """An API that does not answer is unknown, never a state: say so, and remember it for the exit code."""
+    r = rt.reporter
+    assert r is not None
+    r.emit(step, log.WARN, f"{what}: cannot be read ({type(exc).__name__}: {exc}); unknown, not a state", unread=True)
+    setattr(rt, _UNREAD, [*getattr(rt, _UNREAD, []), what])
+
+
+def _finish(rt: Runtime) -> int:
+    r = rt.reporter
+    assert r is not None
+    missed = getattr(rt, _UNREAD, [])
+    if missed:
+        r.emit("result", log.FAILED, f"could not read {', '.join(missed)}: nothing was changed; run status again when the "
+               "APIs answer (check the network, proxy and region)", exit_code=1, unread=missed)
+        return 1
+    r.emit("status", log.DONE, "status read")
+    return 0
+
+
+def _standby_lag_unknown(standby: DbState) -> str:
+    if not standby.reachable:
+        return (f"{standby.identifier}: the RDS API in {standby.region} cannot be reached, so whether it still replicates "
+                "and how far behind it is are unknown")
+    return f"{standby.identifier} is not found in {standby.region}: no replication to measure"
 
 
 def _alarms(rt: Runtime, regions: list[str]) -> None:
     r = rt.reporter
     assert r is not None
     firing: dict[str, list[str]] = {}
+    read: list[str] = []
     for region in regions:
         try:
             names = alarms_in_alarm(rt, region)
         except Exception as e:  # noqa: BLE001 - status reports what it can read
-            r.emit("alarms", log.WARN, f"{region}: cannot read alarms ({e})")
+            if is_connection_error(e):
+                _unread(rt, "alarms", f"the alarms in {region}", e)
+            else:
+                r.emit("alarms", log.WARN, f"{region}: cannot read alarms ({e})")
             continue
+        read.append(region)
         if names:
             firing[region] = names
     if firing:
         r.emit("alarms", log.WARN, "in ALARM: " + "; ".join(f"{g}: {', '.join(n)}" for g, n in firing.items()), alarms=firing)
-    else:
-        r.emit("alarms", log.OK, f"no alarm in ALARM in {', '.join(regions)}", alarms={})
+    elif read:
+        r.emit("alarms", log.OK, f"no alarm in ALARM in {', '.join(read)}", alarms={})
 
 
 def status_a(o: PhaseAOutputs, rt: Runtime, lookback_s: float = 300) -> int:
@@ -48,8 +84,12 @@ def status_a(o: PhaseAOutputs, rt: Runtime, lookback_s: float = 300) -> int:
     standby = describe_db(rt, o.standbyRegion, o.standby_db_identifier)
     writers = [d for d in (primary, standby) if d.reachable and d.exists and not d.is_replica]
     for role, d in (("primary", primary), ("standby", standby)):
-        r.emit("db", log.INFO, f"{role} {d.brief()}", role=role, identifier=d.identifier, region=d.region, status=d.status,
-               replica_of=d.source, reachable=d.reachable, security_groups=list(d.security_groups))
+        r.emit("db", log.INFO if d.reachable else log.WARN, f"{role} {d.brief()}", role=role, identifier=d.identifier,
+               region=d.region, status=d.status, replica_of=d.source, reachable=d.reachable,
+               security_groups=list(d.security_groups))
+        if not d.reachable:
+            setattr(rt, _UNREAD, [*getattr(rt, _UNREAD, []), f"the {role} in {d.region}"])
+    unreachable = [d for d in (primary, standby) if not d.reachable]
     fence = o.fenceSecurityGroupIds[o.primaryRegion]
     fenced = primary.reachable and primary.exists and set(primary.security_groups) == {fence}
     if len(writers) == 2 and not fenced:
@@ -59,31 +99,59 @@ def status_a(o: PhaseAOutputs, rt: Runtime, lookback_s: float = 300) -> int:
         w = writers[-1] if len(writers) == 2 else writers[0]
         r.emit("writer", log.OK, f"writer: {w.identifier} in {w.region}" + (" (old primary fenced)" if fenced else ""),
                writer=w.identifier, region=w.region, fenced=fenced)
+    elif unreachable:
+        r.emit("writer", log.WARN, "writer unknown: the RDS API cannot be reached in "
+               f"{', '.join(d.region for d in unreachable)}", writers=[])
     else:
-        r.emit("writer", log.WARN, "no writer visible (every reachable instance is a replica or missing)", writers=[])
-    if standby.is_replica:
-        lag = replica_lag(rt, o.standbyRegion, standby.identifier, lookback_s)
+        r.emit("writer", log.WARN, "no writer visible (every instance is a replica or missing)", writers=[])
+    if not (standby.reachable and standby.exists):
+        r.emit("lag", log.WARN, _standby_lag_unknown(standby), lag_s=None, rpo_s=o.slo.rpoSeconds, reachable=standby.reachable)
+    elif standby.is_replica:
+        try:
+            lag = replica_lag(rt, o.standbyRegion, standby.identifier, lookback_s)
+        except Exception as e:  # noqa: BLE001 - status reports what it can read
+            if not is_connection_error(e):
+                raise
+            _unread(rt, "lag", f"ReplicaLag of {standby.identifier}", e)
+            lag = None
         rpo = o.slo.rpoSeconds
-        if lag.seconds is None:
+        if lag is not None and lag.seconds is None:
             r.emit("lag", log.WARN, f"{standby.identifier}: no ReplicaLag datapoint in the last {lookback_s:g} s (replication not reporting)", lag_s=None, rpo_s=rpo)
-        else:
+        elif lag is not None and lag.seconds is not None:
             ok = lag.seconds <= rpo
             r.emit("lag", log.OK if ok else log.WARN, f"{standby.identifier}: lag {lag.seconds:g} s (peak {lag.peak:g} s in {lookback_s:g} s) "
                    f"{'≤' if ok else '>'} RPO {rpo:g} s", lag_s=lag.seconds, peak_s=lag.peak, rpo_s=rpo, at=lag.at)
     else:
-        r.emit("lag", log.INFO, f"{standby.identifier} is not a replica: no replication to measure")
-    for region, hc_id in sorted(o.healthCheckIds.items()):
-        hc = health(rt, hc_id)
-        r.emit("health", log.OK if hc.healthy else log.WARN, f"{region} ({o.regions.get(region, '?')}): {hc_id} {hc.brief()}",
-               region=region, healthy=hc.healthy, inverted=hc.inverted, disabled=hc.disabled)
-    cname = read_cname(rt, o.dbPrivateZoneId, o.dbWriterHostname)
-    points_to = next((d.identifier for d in (primary, standby) if same_host(cname, d.address)), None)
-    if points_to is None:
-        points_to = next((i for i, a in ((o.primaryDbIdentifier, o.primaryDbAddress), (o.standby_db_identifier, o.replicaDbAddresses[o.standbyRegion])) if same_host(cname, a)), None)
-    r.emit("cname", log.OK if points_to else log.WARN, f"{o.dbWriterHostname} → {cname} ({points_to or 'matches no instance'})", target=cname, instance=points_to)
+        r.emit("lag", log.INFO, f"{standby.identifier} is not a replica (promoted): no replication to measure")
+    _health(rt, o.healthCheckIds, o.regions)
+    try:
+        cname = read_cname(rt, o.dbPrivateZoneId, o.dbWriterHostname)
+    except Exception as e:  # noqa: BLE001 - status reports what it can read
+        if not is_connection_error(e):
+            raise
+        _unread(rt, "cname", f"the writer CNAME {o.dbWriterHostname}", e)
+    else:
+        points_to = next((d.identifier for d in (primary, standby) if same_host(cname, d.address)), None)
+        if points_to is None:
+            points_to = next((i for i, a in ((o.primaryDbIdentifier, o.primaryDbAddress), (o.standby_db_identifier, o.replicaDbAddresses[o.standbyRegion])) if same_host(cname, a)), None)
+        r.emit("cname", log.OK if points_to else log.WARN, f"{o.dbWriterHostname} → {cname} ({points_to or 'matches no instance'})", target=cname, instance=points_to)
     _alarms(rt, sorted(o.regions))
-    r.emit("status", log.DONE, "status read")
-    return 0
+    return _finish(rt)
+
+
+def _health(rt: Runtime, checks: Mapping[str, str], roles: Mapping[str, str]) -> None:
+    r = rt.reporter
+    assert r is not None
+    for region, hc_id in sorted(checks.items()):
+        try:
+            hc = health(rt, hc_id)
+        except Exception as e:  # noqa: BLE001 - status reports what it can read
+            if not is_connection_error(e):
+                raise
+            _unread(rt, "health", f"health check {hc_id} ({region})", e)
+            continue
+        r.emit("health", log.OK if hc.healthy else log.WARN, f"{region} ({roles.get(region, '?')}): {hc_id} {hc.brief()}",
+               region=region, healthy=hc.healthy, inverted=hc.inverted, disabled=hc.disabled)
 
 
 SLOT_NAMESPACE, SLOT_METRIC = "FraiseQL/Replication", "SlotsLost"
@@ -170,9 +238,9 @@ def status_b(o: PhaseBOutputs, rt: Runtime, dsn: Optional[Mapping[str, str]] = N
     for region, ident in sorted(o.writerDbIdentifiers.items()):
         d = describe_db(rt, region, ident)
         r.emit("db", log.OK if d.available else log.WARN, d.brief(), region=region, identifier=ident, status=d.status, reachable=d.reachable)
-    for region, hc_id in sorted(o.healthCheckIds.items()):
-        hc = health(rt, hc_id)
-        r.emit("health", log.OK if hc.healthy else log.WARN, f"{region}: {hc_id} {hc.brief()}", region=region, healthy=hc.healthy)
+        if not d.reachable:
+            setattr(rt, _UNREAD, [*getattr(rt, _UNREAD, []), f"the writer in {region}"])
+    _health(rt, o.healthCheckIds, o.regions)
     arc = ArcCluster(rt, o.arcClusterEndpoints)
     try:
         states = {g: arc.state(arn) for g, arn in sorted(o.routingControlArns.items())}
@@ -199,11 +267,11 @@ def status_b(o: PhaseBOutputs, rt: Runtime, dsn: Optional[Mapping[str, str]] = N
         r.emit("lag", log.WARN if bad else log.OK, ", ".join(f"{p} {s}" for p, s in lag_states.items()), alarms=lag_states)
     slot_health(o, rt, dsn or {}, lookback_s)
     _alarms(rt, sorted(o.regions))
-    r.emit("status", log.DONE, "status read")
-    return 0
+    return _finish(rt)
 
 
 def run_status(o: Outputs, rt: Runtime, lookback_s: float = 300, dsn: Optional[Mapping[str, str]] = None) -> int:
+    setattr(rt, _UNREAD, [])
     if isinstance(o, PhaseAOutputs):
         return status_a(o, rt, lookback_s)
     return status_b(o, rt, dsn, lookback_s)

@@ -12,6 +12,31 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+USAGE = """\
+fraiseql-guardrails: the project's policy pack. The Pulumi CLI runs this folder; you do not.
+
+  pulumi preview --stack <stack> --policy-pack policies      # the pack on a real preview
+  python -m infra plan --stack <stack>                       # the same validators, offline
+  python -m infra bundle-pack build/policy-pack              # the folder `pulumi policy publish` uploads
+
+Run directly, the pack would start the analyzer's gRPC server and wait for the engine forever, so
+this prints help instead (exit 0 for --help, 2 for anything else).
+"""
+
+
+def _run_by_hand() -> bool:
+    """True when a person ran `python -m policies ...`. The CLI runs the folder through
+    `python -m pulumi.policy <engine> <folder>` (runpy.run_path), which gives this module no package
+    spec; only `-m` imports it as the package's `__main__`."""
+    spec = globals().get("__spec__")
+    return spec is not None and spec.name.endswith(".__main__") and spec.name != "__main__"
+
+
+if __name__ == "__main__" and _run_by_hand():
+    asked = any(a in ("-h", "--help") for a in sys.argv[1:])
+    (sys.stdout if asked else sys.stderr).write(USAGE)
+    sys.exit(0 if asked else 2)
+
 
 def _load_as_package(name: str, folder: Path) -> None:
     spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
