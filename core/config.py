@@ -159,6 +159,28 @@ class AppConfig(_Model):
         return v
 
 
+class AdoptConfig(_Model):
+    """Phase a only, while the database a team runs today moves into the stack (`python -m ops adopt`): the
+    new primary subscribes to it over a VPC peering. Remove the block after the cutover."""
+
+    source_vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$", examples=["vpc-0123456789abcdef0"],
+                               description="the VPC of the existing database, in the primary's region and account")
+    source_cidr: str = Field(examples=["172.31.0.0/16"], description="that VPC's CIDR: the new primary's route to it")
+    source_port: int = Field(5432, ge=1, le=65535, description="the existing database's port")
+
+    @field_validator("source_cidr")
+    @classmethod
+    def _private(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"'{v}' is not a valid IPv4 network ({e}); write it like 172.31.0.0/16") from None
+        if not any(net.subnet_of(r) for r in VPC_RANGES):
+            raise ValueError(f"{v} is not a private VPC range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16); "
+                             "give the existing database's VPC CIDR, e.g. source_cidr: 172.31.0.0/16")
+        return v
+
+
 class DatabaseConfig(_Model):
     engine_version: str = Field(
         examples=[str(POSTGRES_MAJOR)],
@@ -181,6 +203,10 @@ class DatabaseConfig(_Model):
     db_name: str = Field("fraiseql", pattern=r"^[a-z][a-z0-9_]{0,62}$")
     username: str = Field("fraiseql_admin", pattern=r"^[a-z][a-z0-9_]{0,15}$")
     performance_insights_retention_days: int = Field(7, ge=7)
+    adopt: Optional[AdoptConfig] = Field(
+        None, description="phase a, while an existing database moves in by replication (`python -m ops adopt`); "
+                          "remove it after the cutover",
+    )
 
     @field_validator("engine_version", mode="before")
     @classmethod
@@ -613,6 +639,20 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         for key in ("members", "next_members"):
             if getattr(cfg.quorum, key) is not None:
                 problems.append((f"{k}quorum.{key}", "belongs to phases b and c (the write quorum); phase a has one writer: remove it"))
+    adopt = cfg.database.adopt
+    if adopt is not None and cfg.phase != "a":
+        problems.append((f"{k}database.adopt", "adoption ends in phase a: run `python -m ops adopt cutover`, remove "
+                         "database.adopt and `pulumi up` (examples/2-phase-a.yaml) before moving to phase b"))
+    elif adopt is not None:
+        source = ipaddress.IPv4Network(adopt.source_cidr)
+        taken = [source, *(ipaddress.IPv4Network(rc.cidr) for rc in cfg.regions)]
+        free = next((c for c in (ipaddress.IPv4Network(f"10.{x}.0.0/16") for x in range(10, 256, 10))
+                     if not any(c.overlaps(t) for t in taken)), None)
+        for i, rc in enumerate(cfg.regions):
+            if source.overlaps(ipaddress.IPv4Network(rc.cidr)):
+                problems.append((f"{k}regions[{i}].cidr", f"{rc.cidr} overlaps database.adopt.source_cidr {adopt.source_cidr}, "
+                                 "the existing database's VPC: peered VPCs cannot share addresses; give the stack's VPC "
+                                 f"another range, e.g. cidr: {free}"))
 
     if cfg.network.topology == "hub-and-spoke" and cfg.network.hub_region is None:
         problems.append((f"{k}network.hub_region", f"hub-and-spoke needs its hub named; add e.g. hub_region: {names[0]} (one of {names})"))

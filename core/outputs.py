@@ -68,6 +68,13 @@ class PhaseAOutputs(_Model):
     fenceSecurityGroupIds: dict[str, str]
     slo: Slo
     alertTopicArns: dict[str, str]
+    dbPort: Optional[int] = None
+    dbName: Optional[str] = None
+    #: While `database.adopt` is set: the peering the new primary reaches the existing database through,
+    #: and the stack's CIDR in that region (the route and the rule the existing side needs back).
+    adoptPeeringConnectionId: Optional[str] = None
+    adoptStackCidr: Optional[str] = None
+    dashboardName: Optional[str] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "PhaseAOutputs":
@@ -146,6 +153,7 @@ class PhaseBOutputs(_Model):
     seedingRegions: Optional[dict[str, str]] = None
     #: Each writer's identity index (`regions[i].index`, default its position): what the transition runbook gives a copy it promotes.
     writerIndexes: Optional[dict[str, int]] = None
+    dashboardName: Optional[str] = None
 
     @property
     def members(self) -> list[str]:

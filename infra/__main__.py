@@ -1,8 +1,13 @@
-"""`python -m infra plan --stack phase-a [--json]`: the offline plan.
+"""`python -m infra plan --stack phase-a [--json]`: the offline plan; `python -m infra diff --from A --to B`:
+what a `pulumi up` from one stack file to the next would do, and what it costs.
 
-Runs the real program under Pulumi mocks with the stack file's config (no cloud credentials, no
+`plan` runs the real program under Pulumi mocks with the stack file's config (no cloud credentials, no
 Pulumi CLI), then the policy pack over what it declared. Exit codes: 0 planned and compliant,
 1 a mandatory policy violation or a program error, 2 invalid config or stack file.
+
+`diff` plans both files under one stack name and lists what is created, updated, replaced and deleted,
+and the monthly cost change line by line. Exit codes: 0 no protected resource is lost, 1 a protected
+resource would be replaced or deleted (or lose `protect`), 2 invalid config or stack file.
 """
 
 from __future__ import annotations
@@ -155,6 +160,31 @@ def _plan(stack: str, as_json: bool, config_file: Optional[Path], out, err) -> i
     return EXIT_VIOLATION if result.mandatory else EXIT_OK
 
 
+def diff(before: str, after: str, *, stack: str, as_json: bool, out=sys.stdout, err=sys.stderr) -> int:
+    from infra.diff import DiffError, diff_files
+
+    with _rare_collections():
+        try:
+            result = diff_files(before, after, stack=stack)
+        except DiffError as e:
+            print(f"the engine would refuse this step: {e}", file=err)
+            return EXIT_VIOLATION
+        except Exception as e:  # noqa: BLE001 - config errors arrive wrapped by the Pulumi runtime
+            message = _config_problem(e)
+            if message is None:
+                traceback.print_exception(e, file=err)
+                print(f"diff failed: the program raised {type(e).__name__}: {e}", file=err)
+                return EXIT_ERROR
+            print(message, file=err)
+            return EXIT_INVALID
+    if as_json:
+        json.dump(result.as_json(), out, indent=2, default=str)
+        out.write("\n")
+    else:
+        print(result.render(), file=out)
+    return EXIT_VIOLATION if result.refused else EXIT_OK
+
+
 def cloudflare_ips_command(*, write: bool, urlopen: Any = None, out=sys.stdout, err=sys.stderr) -> int:
     """0 up to date (or written), 1 stale, 3 could not check (the file was neither compared nor changed)."""
     import urllib.error
@@ -180,6 +210,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_plan.add_argument("--stack", required=True, help="stack name, e.g. phase-a (reads Pulumi.<stack>.yaml)")
     p_plan.add_argument("--json", action="store_true", help="machine-readable output")
     p_plan.add_argument("--config-file", type=Path, help="read this stack file instead of Pulumi.<stack>.yaml")
+    p_diff = sub.add_parser("diff", help="what `pulumi up` from one stack file to another would create, update, replace "
+                                         "and delete, and the monthly cost change (exit 1: a protected resource is lost)")
+    p_diff.add_argument("--from", dest="before", required=True, metavar="A",
+                        help="the stack file deployed now (a path, or a stack name: Pulumi.<name>.yaml)")
+    p_diff.add_argument("--to", dest="after", required=True, metavar="B", help="the stack file of the next `pulumi up`")
+    p_diff.add_argument("--stack", default="prod", help="the stack name both are planned under (URNs and names hold it; "
+                                                        "default prod)")
+    p_diff.add_argument("--json", action="store_true", help="machine-readable output")
     p_bundle = sub.add_parser("bundle-pack", help="copy the policy pack and the core package it imports into one folder")
     p_bundle.add_argument("out", type=Path, help="folder to write, e.g. build/policy-pack (then: pulumi policy publish it)")
     p_ips = sub.add_parser("cloudflare-ips", help="compare infra/cloudflare-ips.json with Cloudflare's published ranges "
@@ -190,6 +228,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return cloudflare_ips_command(write=args.write)
     if args.command == "plan":
         return plan(args.stack, args.json, args.config_file)
+    if args.command == "diff":
+        return diff(args.before, args.after, stack=args.stack, as_json=args.json)
     if args.command == "bundle-pack":
         from infra.bundle import bundle_pack
 

@@ -7,6 +7,7 @@ from typing import Any
 import pulumi
 
 from components._database import DatabaseNode
+from components.adoption_link import AdoptionLink, AdoptionLinkArgs
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
 from components.streaming_replication import StreamingReplication, StreamingReplicationArgs, StreamingSettings
 from core.config import StackConfig
@@ -76,6 +77,24 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             tags=cfg.tags,
         ),
     )
+    adopt = cfg.database.adopt
+    link = None
+    if adopt is not None:  # `python -m ops adopt`: the new primary subscribes to the database run today
+        link = AdoptionLink(
+            "fraiseql-adopt",
+            AdoptionLinkArgs(
+                region=primary,
+                vpc_id=regions[primary].vpc_id,
+                database_route_table_id=regions[primary].database_route_table_id,
+                db_security_group_id=regions[primary].db_security_group_id,
+                source_vpc_id=adopt.source_vpc_id,
+                source_cidr=adopt.source_cidr,
+                source_port=adopt.source_port,
+                phase=cfg.phase,
+                stack=stack,
+                tags=cfg.tags,
+            ),
+        )
     budget = common.budget(cfg, stack)
     scheme = "https" if cfg.dns.https else "http"
     return PhaseAOutputs.exports(
@@ -105,4 +124,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         serviceNames={r: s.service_name for r, s in services.items()},
         slo={"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds, "lagAlarmSeconds": cfg.lag_alarm_seconds},
         budgetName=budget.name,
+        dbPort=cfg.database.port,
+        dbName=cfg.database.db_name,
+        adoptPeeringConnectionId=link.peering_connection_id if link is not None else None,
+        adoptStackCidr=cfg.primary.cidr if link is not None else None,
+        dashboardName=None,
     )

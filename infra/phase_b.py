@@ -225,4 +225,5 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "slo": {"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds,
                 "lagAlarmSeconds": cfg.lag_alarm_seconds},
         "budgetName": budget.name,
+        "dashboardName": None,
     })

@@ -6,6 +6,7 @@ nothing is silently counted as $0. Prices come from `policies/prices.json` throu
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import permutations
@@ -55,6 +56,17 @@ class CostLine:
     monthly_usd: Optional[float]
     basis: str
     status: str  # priced | usage | free | unpriced
+    #: The resource this line prices ("" for usage and plan lines): what `infra diff` matches across two stacks.
+    urn: str = ""
+
+    @property
+    def key(self) -> str:
+        """The same line in another estimate of the same stack: its resource, or its usage item."""
+        return self.urn or f"{self.type}|{self.item}"
+
+    @property
+    def what(self) -> str:
+        return WHAT.get(self.type, self.type.split(":")[-1])
 
 
 @dataclass
@@ -76,25 +88,80 @@ class CostReport:
             sums[(l.region, l.component)] += l.monthly_usd or 0.0
         return dict(sums)
 
-    def render(self) -> str:
-        rows = [f"{'region':<11} {'component':<44} {'monthly USD':>12}"]
-        for (region, comp), usd in sorted(self.by_region_component().items()):
-            if round(usd, 2) == 0:
-                continue
-            rows.append(f"{region:<11} {comp:<44} {usd:>12,.2f}")
-        rows.append(f"{'total':<56} {self.total:>12,.2f}")
-        if self.budget_usd:
-            rows.append(f"{'budget':<56} {self.budget_usd:>12,.2f}  ({self.total / self.budget_usd:.0%} used)")
-        if self.unpriced:
-            rows.append("UNPRICED (not in the total): " + ", ".join(f"{l.item} ({l.type})" for l in self.unpriced))
-        return "\n".join(rows)
+    @property
+    def charged(self) -> list[CostLine]:
+        """The lines that cost something, largest first within each region (global last)."""
+        return sorted((l for l in self.lines if (l.monthly_usd or 0) > 0),
+                      key=lambda l: (l.region == "global", l.region, -(l.monthly_usd or 0), l.item))
 
-    def itemized(self) -> str:
-        rows = []
-        for l in sorted(self.lines, key=lambda l: (l.region, l.component, l.item)):
-            usd = "UNPRICED" if l.monthly_usd is None else f"{l.monthly_usd:,.2f}"
-            rows.append(f"{l.region:<11} {l.item:<48} {usd:>10}  {l.basis}")
-        return "\n".join(rows)
+    def budget_line(self) -> str:
+        if not self.budget_usd:
+            return "no budget declared (fraiseql:budget.monthly_usd)"
+        left = self.budget_usd - self.total
+        verdict = f"{left:,.2f} left" if left >= 0 else f"OVER by {-left:,.2f}"
+        return f"estimate {self.total:,.2f} of the {self.budget_usd:,.2f} budget ({self.total / self.budget_usd:.0%}), {verdict}"
+
+    def rows(self) -> list[tuple[str, str, float, str]]:
+        """(region, item, USD/month, "what it is: why it costs that") per charged line; lines of one
+        region that share a type and a basis (ten identical alarms) are one row with their count."""
+        groups: dict[tuple[str, str, str], list[CostLine]] = defaultdict(list)
+        for l in self.charged:
+            groups[(l.region, l.type, l.basis)].append(l)
+        out = []
+        for (region, _, basis), same in groups.items():
+            usd = round(sum(l.monthly_usd or 0 for l in same), 2)
+            if len(same) == 1:
+                out.append((region, same[0].item, usd, f"{same[0].what}: {basis}"))
+            else:
+                prefix = os.path.commonprefix([l.item for l in same]).rstrip("-")
+                item = f"{len(same)} x {prefix}-*" if len(prefix) > 8 else f"{len(same)} x {same[0].what}"
+                out.append((region, item, usd, f"{len(same)} x {same[0].what}: {basis}"))
+        return sorted(out, key=lambda row: (row[0] == "global", row[0], -row[2], row[1]))
+
+    def render(self) -> str:
+        """One row per resource or usage item that costs something: what it is, and why it costs that
+        (the price-book figures and the quantities the stack declares)."""
+        rows = self.rows()
+        width = max([len(item) for _, item, _, _ in rows] + [4])
+        out = [f"{'region':<11} {'item':<{width}} {'USD/month':>10}  what it is: why it costs that"]
+        for region, item, usd, why in rows:
+            out.append(f"{region:<11} {item:<{width}} {usd:>10,.2f}  {why}")
+        rows_text = out
+        rows_text.append(f"{'total':<{width + 12}} {self.total:>10,.2f}")
+        rows_text.append(f"{'budget':<{width + 12}} {self.budget_usd or 0:>10,.2f}  {self.budget_line()}")
+        nothing = [l for l in self.lines if l.status == "free" or (l.status == "priced" and not l.monthly_usd)]
+        if nothing:
+            rows_text.append(f"{len(nothing)} more resources cost nothing here (free types, or inside a free tier); "
+                             "`--json` lists each with its reason")
+        if self.unpriced:
+            rows_text.append("UNPRICED (not in the total): " + ", ".join(f"{l.item} ({l.type})" for l in self.unpriced))
+        return "\n".join(rows_text)
+
+
+#: What a priced line is, in words, by resource type (the basis says why it costs that).
+WHAT: dict[str, str] = {
+    "aws:rds/instance:Instance": "RDS PostgreSQL instance",
+    "aws:ecs/service:Service": "Fargate service",
+    "aws:ec2/natGateway:NatGateway": "NAT gateway",
+    "aws:ec2/eip:Eip": "Elastic IP",
+    "aws:lb/loadBalancer:LoadBalancer": "application load balancer",
+    "aws:kms/key:Key": "KMS key",
+    "aws:cloudwatch/metricAlarm:MetricAlarm": "CloudWatch alarm",
+    "aws:cloudwatch/dashboard:Dashboard": "CloudWatch dashboard",
+    "aws:secretsmanager/secret:Secret": "Secrets Manager secret",
+    "aws:route53/zone:Zone": "Route 53 hosted zone",
+    "aws:route53/healthCheck:HealthCheck": "Route 53 health check",
+    "aws:budgets/budget:Budget": "AWS Budgets budget",
+    "aws:ec2transitgateway/vpcAttachment:VpcAttachment": "Transit Gateway VPC attachment",
+    "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": "Transit Gateway peering attachment",
+    "aws:route53recoverycontrol/cluster:Cluster": "Route 53 ARC cluster",
+    "aws:lambda/function:Function": "Lambda function",
+    "cloudflare:index/workersScript:WorkersScript": "Cloudflare worker",
+    "cloudflare:index/loadBalancer:LoadBalancer": "Cloudflare load balancer",
+    "cloudflare:plan": "Cloudflare zone plan",
+    "usage:inter-region": "inter-region transfer (fraiseql:usage.inter_region_gb_month)",
+    "usage:logs": "CloudWatch Logs ingestion (fraiseql:usage.log_gb_month)",
+}
 
 
 FREE: dict[str, str] = {
@@ -184,11 +251,13 @@ def _rds(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
     hourly = book.rds_instance_hourly(r.region, p["instanceClass"], multi)
     gb = book.rds_storage_gb_month(r.region, p.get("storageType") or "gp3", multi)
     total = hourly * _h(book) + float(storage) * gb
-    basis = f"{p['instanceClass']} {'Multi-AZ' if multi else 'Single-AZ'} {hourly}/h x {_h(book):g} h + {storage} GB x {gb}"
+    kind = p.get("storageType") or "gp3"
+    basis = (f"{p['instanceClass']} {'Multi-AZ' if multi else 'Single-AZ'} {hourly}/h x {_h(book):g} h + "
+             f"{float(storage):g} GB {kind} x {gb}/GB")
     if p.get("manageMasterUserPassword"):
         secret = book.secret_month(r.region)
         total += secret
-        basis += f" + managed secret {secret}"
+        basis += f" + its master-password secret {secret}"
     return total, basis
 
 
@@ -202,19 +271,19 @@ def _fargate(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str
     arch = "arm64" if arch == "arm64" else "x86_64"
     count = int(r.props.get("desiredCount") or 0)
     per_task = vcpu * book.fargate_vcpu_hour(r.region, arch) + gib * book.fargate_gb_hour(r.region, arch)
-    return count * per_task * _h(book), f"{count} tasks x ({vcpu:g} vCPU + {gib:g} GB) = {per_task:.5f}/h"
+    return count * per_task * _h(book), f"{count} tasks x ({vcpu:g} vCPU + {gib:g} GB) = {per_task:.5f}/h x {_h(book):g} h"
 
 
 def _nat(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
     hourly = book.nat_gateway_hourly(r.region)
     gb = ctx.usage.nat_gb_month / max(1, ctx.count(r.type, r.region))
     per_gb = book.nat_gateway_per_gb(r.region)
-    return hourly * _h(book) + gb * per_gb, f"{hourly}/h + {gb:g} GB x {per_gb}"
+    return hourly * _h(book) + gb * per_gb, f"{hourly}/h x {_h(book):g} h + {gb:g} GB processed x {per_gb}/GB (usage.nat_gb_month)"
 
 
 def _eip(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
     hourly = book.public_ipv4_hourly(r.region)
-    return hourly * _h(book), f"public IPv4 {hourly}/h"
+    return hourly * _h(book), f"public IPv4 {hourly}/h x {_h(book):g} h"
 
 
 def _alb(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
@@ -222,7 +291,7 @@ def _alb(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float, str]:
     ips = 0 if r.props.get("internal") else len(r.props.get("subnets") or [])
     ipv4 = book.public_ipv4_hourly(r.region)
     total = (hourly + ctx.usage.alb_lcu * lcu + ips * ipv4) * _h(book)
-    return total, f"{hourly}/h + {ctx.usage.alb_lcu:g} LCU x {lcu}/h + {ips} public IPv4 x {ipv4}/h"
+    return total, f"({hourly}/h + {ctx.usage.alb_lcu:g} LCU x {lcu}/h + {ips} public IPv4 x {ipv4}/h) x {_h(book):g} h"
 
 
 def _flat(getter: Callable[[PriceBook, CostResource], float], label: str) -> Pricer:
@@ -251,7 +320,8 @@ def _health_check(r: CostResource, book: PriceBook, ctx: Context) -> tuple[float
         latency_measurement=bool(p.get("measureLatency")),
     )
     usd = book.route53_health_check_month("aws", **opts)
-    return usd, "health check " + ", ".join(k for k, v in opts.items() if v) + f" = {usd}/month"
+    extras = ", ".join(k.replace("_", " ") for k, v in opts.items() if v and k != "https")
+    return usd, f"{kind} check{' with ' + extras if extras else ''} = {usd}/month"
 
 
 _SECONDS_PER_MONTH = 730 * 3600
@@ -330,19 +400,29 @@ def _usage_lines(resources: list[CostResource], book: PriceBook, usage: Usage, r
     for src, dst in permutations(sorted(regions), 2):
         if usage.inter_region_gb_month <= 0:
             break
-        rate = book.inter_region_per_gb(src, dst)
-        usd = usage.inter_region_gb_month * rate
-        basis = f"{usage.inter_region_gb_month:g} GB x {rate}"
-        if hub:
-            tgw = book.tgw_per_gb(src)
-            usd += usage.inter_region_gb_month * tgw
-            basis += f" + TGW processing {tgw}"
-        yield CostLine(src, "usage", f"transfer {src}->{dst}", "usage:inter-region", usd, basis, "usage")
+        item = f"transfer {src}->{dst}"
+        try:
+            rate = book.inter_region_per_gb(src, dst)
+            usd = usage.inter_region_gb_month * rate
+            basis = f"{usage.inter_region_gb_month:g} GB a month from {src} to {dst} x {rate}/GB"
+            if hub:
+                tgw = book.tgw_per_gb(src)
+                usd += usage.inter_region_gb_month * tgw
+                basis += f" + Transit Gateway processing {tgw}/GB"
+        except MissingPrice as e:  # a region pair the book lacks: listed, never counted as $0
+            yield CostLine(src, "usage", item, "usage:inter-region", None, str(e), "unpriced")
+            continue
+        yield CostLine(src, "usage", item, "usage:inter-region", usd, basis, "usage")
     if usage.log_gb_month > 0:
         for region in sorted(regions):
-            rate = book.cloudwatch_logs_ingest_per_gb(region)
-            yield CostLine(region, "usage", f"logs ingested {region}", "usage:logs", usage.log_gb_month * rate,
-                           f"{usage.log_gb_month:g} GB x {rate}", "usage")
+            item = f"logs ingested {region}"
+            try:
+                rate = book.cloudwatch_logs_ingest_per_gb(region)
+            except MissingPrice as e:
+                yield CostLine(region, "usage", item, "usage:logs", None, str(e), "unpriced")
+                continue
+            yield CostLine(region, "usage", item, "usage:logs", usage.log_gb_month * rate,
+                           f"{usage.log_gb_month:g} GB a month x {rate}/GB", "usage")
 
 
 def estimate(resources: list[CostResource], book: PriceBook, usage: Usage, *, regions: Optional[list[str]] = None,
@@ -355,15 +435,15 @@ def estimate(resources: list[CostResource], book: PriceBook, usage: Usage, *, re
         pricer = PRICERS.get(r.type)
         if pricer is None:
             if r.type in FREE:
-                lines.append(CostLine(r.region, r.component, r.name, r.type, 0.0, FREE[r.type], "free"))
+                lines.append(CostLine(r.region, r.component, r.name, r.type, 0.0, FREE[r.type], "free", r.urn))
             else:
-                lines.append(CostLine(r.region, r.component, r.name, r.type, None, "no price for this type", "unpriced"))
+                lines.append(CostLine(r.region, r.component, r.name, r.type, None, "no price for this type", "unpriced", r.urn))
             continue
         try:
             usd, basis = pricer(r, book, ctx)
-            lines.append(CostLine(r.region, r.component, r.name, r.type, round(usd, 2), basis, "priced"))
+            lines.append(CostLine(r.region, r.component, r.name, r.type, round(usd, 2), basis, "priced", r.urn))
         except (MissingPrice, KeyError, TypeError, ValueError) as e:
-            lines.append(CostLine(r.region, r.component, r.name, r.type, None, f"cannot price: {e}", "unpriced"))
+            lines.append(CostLine(r.region, r.component, r.name, r.type, None, f"cannot price: {e}", "unpriced", r.urn))
     if regions is None:
         regions = sorted({r.region for r in resources if r.region != "global"})
     lines.extend(_usage_lines(resources, book, usage, regions, hub=topology == "hub-and-spoke"))
@@ -371,7 +451,9 @@ def estimate(resources: list[CostResource], book: PriceBook, usage: Usage, *, re
         try:
             usd = book.cloudflare_plan_month(edge_plan)
             lines.append(CostLine("global", "edge", f"Cloudflare {edge_plan} plan", "cloudflare:plan", usd,
-                                  f"Cloudflare {edge_plan} plan {usd}/month (prices.json; enterprise is a contract figure)", "priced"))
+                                  f"edge.plan {edge_plan}: {usd}/month for the zone (policies/prices.json"
+                                  + ("; an Enterprise plan is a contract: put your quote there)" if edge_plan == "enterprise" else ")"),
+                                  "priced"))
         except MissingPrice as e:
             lines.append(CostLine("global", "edge", f"Cloudflare {edge_plan} plan", "cloudflare:plan", None, str(e), "unpriced"))
     return CostReport(lines=lines, budget_usd=budget_usd)

@@ -154,3 +154,42 @@ def test_the_total_is_what_each_resource_and_usage_costs_on_its_own(keep, gb, na
     usage_only = estimate([], book, usage, regions=regions).total
     assert report.total == pytest.approx(alone + usage_only, abs=0.05)
     assert sum(report.by_region_component().values()) == pytest.approx(report.total, abs=0.01)
+
+
+# --- the table the plan prints (issue 22, item 4) ---------------------------------------------------
+
+
+def test_every_row_says_what_it_is_and_why_it_costs_that(distinct):
+    """Each row carries its basis: the price-book figures and the declared quantities that make its
+    amount, e.g. the primary as "db.m6g.large Multi-AZ <hourly>/h x 730 h + 100 GB gp3 x <per GB>/GB"."""
+    book, usd = distinct
+    usage = Usage(inter_region_gb_month=10, nat_gb_month=20, log_gb_month=5)
+    report = estimate(small_stack(), book, usage, regions=[E1, W2], budget_usd=5000)
+    rows = {item: (amount, why) for _, item, amount, why in report.rows()}
+    rds = ("regions", E1, "rds")
+    hourly, per_gb = usd[(*rds, "instances", "db.m6g.large", "multi_az")], usd[(*rds, "storage", "gp3", "multi_az")]
+    amount, why = rows["db"]
+    assert why.startswith("RDS PostgreSQL instance: ")
+    assert f"db.m6g.large Multi-AZ {hourly}/h x 730 h + 100 GB gp3 x {per_gb}/GB" in why
+    assert amount == pytest.approx(hourly * 730 + 100 * per_gb + usd[("regions", E1, "secrets_manager", "secret_month")], abs=0.01)
+    assert "usage.inter_region_gb_month" in rows[f"transfer {E1}->{W2}"][1] and "10 GB a month" in rows[f"transfer {E1}->{W2}"][1]
+    assert sum(amount for amount, _ in rows.values()) == pytest.approx(report.total, abs=0.05)
+    text = report.render()
+    for _, item, _, why in report.rows():
+        assert any(item in l and why in l for l in text.splitlines()), item
+    assert f"estimate {report.total:,.2f} of the 5,000.00 budget" in text
+
+
+def test_identical_lines_of_a_region_are_one_row_with_their_count(distinct):
+    book, usd = distinct
+    alarms = [res("aws:cloudwatch/metricAlarm:MetricAlarm", f"fraiseql-quorum-{x}-us-east-1") for x in ("fenced", "agent-down", "slots-lost")]
+    report = estimate(alarms, book, Usage(), regions=[E1])
+    ((region, item, amount, why),) = report.rows()
+    assert item == "3 x fraiseql-quorum-*" and why.startswith("3 x CloudWatch alarm: ")
+    assert amount == pytest.approx(3 * usd[("regions", E1, "cloudwatch", "alarm_month")], abs=0.02)  # each line is rounded to cents
+
+
+def test_a_region_pair_the_book_lacks_is_unpriced_not_a_crash(distinct):
+    book, _ = distinct
+    report = estimate([], book, Usage(inter_region_gb_month=100), regions=[E1, "us-east-2"])
+    assert {l.status for l in report.lines} == {"unpriced"} and report.total == 0 and "UNPRICED" in report.render()

@@ -1,96 +1,68 @@
-"""One stack name from phase a to b to c: every protected resource keeps its identity (issue 12).
+"""One stack name from an adopted database to phase a, b and c: every protected resource keeps its
+identity (issues 12 and 22).
 
-Each step synthesizes the program under the same stack name with the next config, then matches the
-new registrations to the previous ones the way the engine does: a resource's own URN first, then its
-aliases (the mocks resolve aliases as the engine does, parents' included). A protected resource of
-the previous step that nothing claims would be deleted, and its successor created: a replacement.
+Each step synthesizes the program under the same stack name with the next stack file of `examples/`,
+then compares it with the previous one with the code of `python -m infra diff` (`infra.diff`): a
+resource's own URN first, then its aliases (the mocks resolve aliases as the engine does, parents'
+included). A protected resource of the previous step that nothing claims would be deleted, and its
+successor created: a replacement.
 
-The steps are the documented path (README, "Moving between phases"):
-1. phase a (Pulumi.phase-a.yaml);
-2. phase b with `seed_from: us-east-1` on us-west-2 (the phase A standby, still a replica) and on
-   eu-west-1 (a new copy): the first `pulumi up` of the transition;
-3. phase b without `seed_from`, after the runbook promoted both (Pulumi.phase-b.yaml);
-4. phase c while Route 53 still answers for the public name (`edge.dns_authority: route53`);
-5. phase c once the registrar delegates the zone to Cloudflare (Pulumi.phase-c.yaml).
+The steps are the documented path (README, "The journey from an existing deployment"), one file each:
+1. `1-adopt.yaml`: phase a with `database.adopt`, while `ops adopt` moves the data in;
+2. `2-phase-a.yaml` (Pulumi.phase-a.yaml): phase a after the cutover;
+3. `3-b-seed.yaml`: phase b with `seed_from: us-east-1` on us-west-2 (the phase A standby, still a
+   replica) and on eu-west-1 (a new copy): the first `pulumi up` of the transition;
+4. `4-b-joint.yaml`: the joint membership while the agents move to all three;
+5. `5-phase-b.yaml` (Pulumi.phase-b.yaml): phase b without `seed_from`, after the runbook promoted both;
+6. `6-c-route53.yaml`: phase c while Route 53 still answers for the public name;
+7. `7-phase-c.yaml` (Pulumi.phase-c.yaml): phase c once the registrar delegates the zone to Cloudflare.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 
-from infra.synth import Synthesis, read_stack_file, stack_file, synthesize
-from tests.conftest import flatten, stack_values
+from infra.diff import claims, diff_syntheses, replaced_protected
+from infra.paths import REPO
+from infra.synth import Synthesis, read_stack_file, synthesize
+from tests.conftest import stack_values
 from tests.helpers import one
 
 STACK = "live"
 RDS = "aws:rds/instance:Instance"
 KEY = "aws:kms/key:Key"
-
-
-def transition_start(v: dict[str, Any]) -> None:
-    """The phase b config of the first `pulumi up`: both other regions are copies of us-east-1."""
-    v["regions"][1]["seed_from"] = "us-east-1"
-    v["regions"][2]["seed_from"] = "us-east-1"
-
-
+EXAMPLES = REPO / "examples"
+STEPS = ["1-adopt", "2-phase-a", "3-b-seed", "4-b-joint", "5-phase-b", "6-c-route53", "7-phase-c"]
 PUBLIC_ZONE = "Z0EXAMPLE0000000000"  # Pulumi.phase-b.yaml's dns.zone_id
 
 
-def route53_answers(v: dict[str, Any]) -> None:
-    """Phase c before the registrar points at Cloudflare: phase b's zone still answers for the API."""
-    v["edge"].update(dns_authority="route53", route53_public_zone_id=PUBLIC_ZONE)
-
-
-STEPS: list[tuple[str, Optional[Callable[[dict[str, Any]], None]]]] = [
-    ("phase-a", None), ("phase-b", transition_start), ("phase-b", None), ("phase-c", route53_answers), ("phase-c", None),
-]
-
-
-def synth_as(stack: str, change: Optional[Callable[[dict[str, Any]], None]] = None) -> Synthesis:
-    values = stack_values(stack)
-    if change is not None:
-        change(values)
-    _, secret_keys = read_stack_file(stack_file(stack))
-    return synthesize(STACK, config=flatten(stack, values), secret_keys=secret_keys)
-
-
-def claims(before: Synthesis, after: Synthesis) -> dict[str, str]:
-    """Old URN -> the new URN that takes it over, refusing what the engine refuses: one old resource
-    claimed twice, or an alias that is another new resource's own URN."""
-    old = {r.urn for r in before.registrations}
-    new = {r.urn for r in after.registrations}
-    taken: dict[str, str] = {}
-    for reg in after.registrations:
-        assert not (set(reg.aliases) - {reg.urn}) & new, f"{reg.urn} aliases a URN another resource has"
-        match = reg.urn if reg.urn in old else next((a for a in reg.aliases if a in old), None)
-        if match is not None:
-            assert match not in taken, f"{match} is claimed by {taken[match]} and {reg.urn}"
-            taken[match] = reg.urn
-    return taken
-
-
-def replaced_protected(before: Synthesis, after: Synthesis) -> list[str]:
-    taken = claims(before, after)
-    return [r.urn for r in before.registrations if r.protect and r.urn not in taken]
+def synth_file(step: str, stack: str = STACK) -> Synthesis:
+    values, secret_keys = read_stack_file(EXAMPLES / f"{step}.yaml")
+    return synthesize(stack, config=values, secret_keys=secret_keys)
 
 
 @pytest.fixture(scope="module")
-def steps() -> list[Synthesis]:
-    return [synth_as(stack, change) for stack, change in STEPS]
+def steps() -> dict[str, Synthesis]:
+    return {step: synth_file(step) for step in STEPS}
+
+
+def pairs(steps: dict[str, Synthesis]) -> list[tuple[str, Synthesis, Synthesis]]:
+    return [(f"{a} -> {b}", steps[a], steps[b]) for a, b in zip(STEPS, STEPS[1:])]
 
 
 def test_no_protected_resource_is_replaced_from_phase_a_to_b_to_c(steps):
-    for (label, _), before, after in zip(STEPS[1:], steps, steps[1:]):
+    for label, before, after in pairs(steps):
         assert replaced_protected(before, after) == [], label
+        assert diff_syntheses(before, after).refused == [], label
         taken = claims(before, after)
         protected_after = {r.urn for r in after.registrations if r.protect}
         assert {taken[r.urn] for r in before.registrations if r.protect} <= protected_after, label
 
 
 def test_the_phase_a_databases_are_the_phase_b_writers(steps):
-    a, start, b, *_ = steps
+    a, start = steps["2-phase-a"], steps["3-b-seed"]
     taken = claims(a, start)
     for old, region in (("fraiseql-db-primary-us-east-1", "us-east-1"), ("fraiseql-db-replica-us-west-2", "us-west-2")):
         assert taken[one(a, RDS, old).urn] == one(start, RDS, f"fraiseql-db-writer-{region}").urn
@@ -103,7 +75,7 @@ def test_the_phase_a_databases_are_the_phase_b_writers(steps):
 
 
 def test_the_standby_stays_a_replica_until_the_runbook_then_its_promotion_is_the_removal_of_the_source(steps):
-    a, start, b, *_ = steps
+    a, start, b = steps["2-phase-a"], steps["3-b-seed"], steps["5-phase-b"]
     standby = one(a, RDS, "fraiseql-db-replica-us-west-2")
     seeding = one(start, RDS, "fraiseql-db-writer-us-west-2")
     writer = one(b, RDS, "fraiseql-db-writer-us-west-2")
@@ -118,11 +90,11 @@ def test_the_standby_stays_a_replica_until_the_runbook_then_its_promotion_is_the
 
 
 def test_every_protected_key_and_database_of_phase_a_is_still_declared_in_phase_c(steps):
-    chain = {r.urn: r.urn for r in steps[0].registrations if r.protect}
-    for before, after in zip(steps, steps[1:]):
+    chain = {r.urn: r.urn for r in steps[STEPS[0]].registrations if r.protect}
+    for _, before, after in pairs(steps):
         taken = claims(before, after)
         chain = {first: taken[last] for first, last in chain.items()}
-    final = {r.urn: r for r in steps[-1].registrations}
+    final = {r.urn: r for r in steps[STEPS[-1]].registrations}
     assert sorted(final[u].name for u in chain.values()) == [
         "fraiseql-db-kms-us-east-1", "fraiseql-db-kms-us-west-2", "fraiseql-db-writer-us-east-1", "fraiseql-db-writer-us-west-2",
     ]
@@ -133,17 +105,20 @@ def test_without_the_writers_aliases_the_primary_would_be_replaced(steps, monkey
     from components import multi_master_replication
 
     monkeypatch.setattr(multi_master_replication, "earlier_names", lambda name, region: [])
-    lost = replaced_protected(steps[0], synth_as("phase-b", transition_start))
+    before, after = steps["2-phase-a"], synth_file("3-b-seed")
+    lost = replaced_protected(before, after)
     assert sorted(u.rsplit("::", 1)[-1] for u in lost) == ["fraiseql-db-primary-us-east-1", "fraiseql-db-replica-us-west-2"]
+    refused = diff_syntheses(before, after).refused
+    assert sorted(c.name for c in refused) == ["fraiseql-db-primary-us-east-1", "fraiseql-db-replica-us-west-2"]
 
 
 def test_the_policy_pack_passes_every_step(steps):
     """`pulumi preview --policy-pack policies` must not block the path halfway."""
     from infra.pack import run_pack
 
-    for (label, change), syn in zip(STEPS, steps):
+    for label, syn in steps.items():
         violations = [f"{v.policy}: {v.message}" for v in run_pack(syn.registrations).violations if v.mandatory]
-        assert violations == [], (label, change)
+        assert violations == [], label
 
 
 # --- B -> C: the public name never goes dark (issue 20, item 5) -----------------------------------------
@@ -162,20 +137,19 @@ def answering(syn: Synthesis) -> dict[str, Any]:
 
 
 def test_the_first_phase_c_up_keeps_phase_b_answering_for_the_public_name(steps):
-    b, moving = steps[2], steps[3]
+    b, moving = steps["5-phase-b"], steps["6-c-route53"]
     before, during = answering(b), answering(moving)
     assert len([u for u in before if "record:Record" in u]) == 3, "phase b: one latency record per region"
     assert during == before, "same records, zone, targets and health checks: the B -> C up changes none of them"
 
 
 def test_the_public_records_go_only_once_cloudflare_answers(steps):
-    (_, last_change), after = STEPS[-1], steps[-1]
-    assert last_change is None and stack_values("phase-c")["edge"]["dns_authority"] == "cloudflare"
-    assert answering(after) == {}
+    assert stack_values("phase-c")["edge"]["dns_authority"] == "cloudflare"
+    assert answering(steps["7-phase-c"]) == {}
 
 
 def test_while_route53_answers_the_origins_stay_open_and_name_the_public_host(steps):
-    moving = steps[3]
+    moving = steps["6-c-route53"]
     assert moving.of_type("aws:ec2/managedPrefixList:ManagedPrefixList") == []
     https = [r for r in moving.of_type("aws:lb/listener:Listener") if r.inputs["port"] == 443]
     assert {a["type"] for r in https for a in r.inputs["defaultActions"]} == {"forward"}

@@ -26,7 +26,8 @@ from infra.synth import REPO
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pulumi"
 SCHEMA = json.loads((FIXTURE / "project.json").read_text())
-STACK_FILES = sorted(REPO.glob("Pulumi.*.yaml"))
+# The stack files of the repo, and those of the journey (examples/: the same stack at each step).
+STACK_FILES = sorted(REPO.glob("Pulumi.*.yaml")) + sorted((REPO / "examples").glob("*.yaml"))
 #: Keys only some stacks may carry, so no declaration (a required key or a default) can describe them.
 PHASE_SPECIFIC = {"replication", "edge"}
 
