@@ -61,9 +61,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stack", action="append", help="default: phase-a, phase-b and phase-c")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--record", action="store_true", help="write the figures into docs/results.md")
     args = ap.parse_args()
     py = sys.executable
-    print(f"runs: {args.runs} (medians; plan and floors interleaved)")
+    lines = [f"runs: {args.runs} (medians; plan and floors interleaved)"]
+    print(lines[0])
     for stack in args.stack or ["phase-a", "phase-b", "phase-c"]:
         early, late, threshold = sdk_modules(stack)
         modules = early + late
@@ -79,9 +81,15 @@ def main() -> None:
             plan.append(measure(plan_cmd))
         (f, f_cpu), (g, g_cpu), (p, p_cpu) = medians(floor), medians(gc_floor), medians(plan)
         tops = sorted({m.split(".")[0] for m in modules})
-        print(f"{stack}: plan {p:.2f} s (CPU {p_cpu:.2f} s) / import floor {f:.2f} s (CPU {f_cpu:.2f} s; {len(modules)} "
-              f"SDK modules of {', '.join(tops)}) = ratio {p / f:.2f} (CPU {p_cpu / f_cpu:.2f}); / floor with the "
-              f"plan's GC setting {g:.2f} s (CPU {g_cpu:.2f} s) = {p / g:.2f} (CPU {p_cpu / g_cpu:.2f})")
+        lines.append(f"{stack}: plan {p:.2f} s (CPU {p_cpu:.2f} s) / import floor {f:.2f} s (CPU {f_cpu:.2f} s; {len(modules)} "
+                     f"SDK modules of {', '.join(tops)}) = ratio {p / f:.2f} (CPU {p_cpu / f_cpu:.2f}); / floor with the "
+                     f"plan's GC setting {g:.2f} s (CPU {g_cpu:.2f} s) = {p / g:.2f} (CPU {p_cpu / g_cpu:.2f})")
+        print(lines[-1])
+    if args.record:
+        from drills.results import record_section
+
+        record_section("bench-plan", "Offline plan time against the SDK's import floor",
+                       "python bench/plan.py " + " ".join(sys.argv[1:]), text="```\n" + "\n".join(lines) + "\n```")
 
 if __name__ == "__main__":
     main()

@@ -65,23 +65,30 @@ def measure(n: int, topology: str, runs: int, run=None) -> tuple[int, float]:
     return count, statistics.median(times)
 
 
-def table(title: str, counts: tuple[int, ...], runs: int, run=None) -> None:
+def table(title: str, counts: tuple[int, ...], runs: int, run=None) -> list[str]:
     rows = [(topo, n, *measure(n, topo, runs, run)) for topo in ("mesh", "hub-and-spoke") for n in counts]
     base = rows[0][3]
-    print(title)
-    print(f"  {'topology':<14} {'regions':>7} {'resources':>9} {'plan s':>8} {'x 3-mesh':>9}")
+    lines = [title, f"  {'topology':<14} {'regions':>7} {'resources':>9} {'plan s':>8} {'x 3-mesh':>9}"]
     for topology, n, count, t in rows:
-        print(f"  {topology:<14} {n:>7} {count:>9} {t:>8.2f} {t / base:>9.2f}")
+        lines.append(f"  {topology:<14} {n:>7} {count:>9} {t:>8.2f} {t / base:>9.2f}")
+    print("\n".join(lines))
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--record", action="store_true", help="write the figures into docs/results.md")
     args = ap.parse_args()
     synthesize("phase-b", config=config_for(3, "mesh"))  # warm imports and caches
-    table("network layer (region stacks + inter-region network)", (3, 5, 8, 10), args.runs, run=network_only)
+    lines = table("network layer (region stacks + inter-region network)", (3, 5, 8, 10), args.runs, run=network_only)
     print()
-    table("whole phase B program (odd region counts only)", (3, 5, 7, 9), args.runs)
+    lines += [""] + table("whole phase B program (odd region counts only)", (3, 5, 7, 9), args.runs)
+    if args.record:
+        from drills.results import record_section
+
+        record_section("bench-scaling", "Resources and plan time by region count",
+                       "python bench/scaling.py " + " ".join(sys.argv[1:]), text="```\n" + "\n".join(lines) + "\n```")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``python -m drills [all|nemesis|schema|lifecycle] [--quick|--long] [--json]``: run drills, print one table.
+"""``python -m drills [all|nemesis|schema|lifecycle|adopt] [--quick|--long] [--json] [--record]``: run drills,
+print one table; ``--record`` also writes the figures into docs/results.md (its only writer).
 
 ``all`` (the default) runs phase A, phase B, the quick nemesis, the schema change under load and the
 lifecycle.
@@ -7,6 +8,8 @@ membership changes on live data: phase A -> B, then on a running mesh two writer
 slots were lost is rebuilt, and the two leave (about two minutes). ``nemesis`` runs only the
 nemesis: ``--quick`` is what CI runs; ``--long`` runs at least 100 random schedules on three writers
 and then more on five; ``--schedules``, ``--nodes`` and ``--seed`` pick one run of your own.
+``adopt`` moves a FraiseQL database into a new primary through ``python -m ops adopt`` while clients
+write (``--long``: ten times the data).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
+from drills.adopt import ADOPT_MODES, adopt_rows, run_adopt_drill
 from drills.lifecycle import run_lifecycle
 from drills.nemesis import REGIONS_3, REGIONS_5, run_nemesis
 from drills.report import NEMESIS_MODES, SCHEMA_MODES, lifecycle_rows, nemesis_rows, render_table, run, schema_rows
+from drills.results import record_section
 from drills.schema_change import run_schema_change
 
 
@@ -41,7 +46,7 @@ def _timeline(steps: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("drill", nargs="?", choices=("all", "nemesis", "schema", "lifecycle"), default="all")
+    parser.add_argument("drill", nargs="?", choices=("all", "nemesis", "schema", "lifecycle", "adopt"), default="all")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="what CI runs (default)")
     group.add_argument("--long", action="store_const", dest="mode", const="long", help="longer loads, more schedules")
@@ -49,8 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules", type=int, help="nemesis: number of random schedules (one run)")
     parser.add_argument("--nodes", type=int, choices=(3, 5), help="nemesis: writers (one run)")
     parser.add_argument("--seed", type=int, help="nemesis: random seed (one run)")
+    parser.add_argument("--record", action="store_true", help="write the figures into docs/results.md")
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
+    command = "python -m drills " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json")
+    if args.drill == "adopt":
+        t0 = time.monotonic()
+        ad = run_adopt_drill(**ADOPT_MODES[mode], progress=_progress)
+        rows = adopt_rows(ad)
+        if args.json:
+            print(json.dumps({"mode": mode, "adopt": ad.as_dict(), "rows": [asdict(r) for r in rows]}, indent=2, default=str))
+        else:
+            print(render_table(rows))
+            print("\nrunbook steps:\n  " + "\n  ".join(f"{e['step']:<10} {e['status']:<6} {e['detail']}"[:160] for e in ad.steps))
+            print(f"\n(adopt {mode} mode, {time.monotonic() - t0:.0f} s)")
+        if args.record:
+            record_section(f"adopt-{mode}", f"Adopting an existing database ({mode})", command, rows)
+        return 0 if ad.ok and all(r.met is not False for r in rows) else 1
     if args.drill == "nemesis":
         configs = NEMESIS_MODES[mode]
         if args.schedules or args.nodes or args.seed is not None:
@@ -69,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 print(f"\n{len(r.regions)} writers, schedules:\n  " + "\n  ".join(r.schedule_log))
             print(f"\n(nemesis {mode} mode, {time.monotonic() - t0:.0f} s)")
+        if args.record:
+            record_section(f"nemesis-{mode}", f"Nemesis ({mode})", command, rows)
         return 0 if all(r.ok for r in results) and all(r.met is not False for r in rows) else 1
     if args.drill == "schema":
         t0 = time.monotonic()
@@ -81,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\nschema apply timeline:\n  " + "\n  ".join(
                 f"{x['elapsed_s']:6.2f} s  {x['step']:<11} {x['writer']:<16} {x['status']}" for x in sc.steps))
             print(f"\n(schema {mode} mode, {time.monotonic() - t0:.0f} s)")
+        if args.record:
+            record_section(f"schema-{mode}", f"Schema change under load ({mode})", command, rows)
         return 0 if sc.ok and all(r.met is not False for r in rows) else 1
     if args.drill == "lifecycle":
         t0 = time.monotonic()
@@ -94,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 print(f"\n{r.drill}, step by step:\n  " + "\n  ".join(_timeline(r.steps)))
             print(f"\n(lifecycle, {time.monotonic() - t0:.0f} s)")
+        if args.record:
+            timelines = "\n\n".join(f"{r.drill}, step by step:\n\n```\n" + "\n".join(_timeline(r.steps)) + "\n```"
+                                    for r in results)
+            record_section("lifecycle", "Membership changes on live data", command, rows, text=timelines)
         return 0 if all(r.ok for r in results) and all(r.met is not False for r in rows) else 1
     out = run(mode)
     if args.json:
@@ -110,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(render_table(out["rows"]))
         print(f"\n({out['mode']} mode, {out['wall_s']:.0f} s)")
+    if args.record:
+        record_section(f"all-{mode}", f"Every drill ({mode})", command, out["rows"])
     return 0 if all(r.met is not False for r in out["rows"]) else 1
 
 

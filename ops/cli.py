@@ -23,6 +23,7 @@ from botocore.exceptions import (
 )
 
 from ops import log
+from ops.adopt import AdoptOptions, run_adopt
 from ops.arc import OFF, ON, RegionChangeOptions, set_regions
 from ops.aws import Runtime
 from ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING, OpsError, UsageError
@@ -177,6 +178,41 @@ def build_parser() -> argparse.ArgumentParser:
     s = moves.add_parser("shrink", parents=[common, mutating, moving], epilog=EPILOG,
                          help="writers leave the mesh; their last changes reach the others first")
     s.add_argument("regions", nargs="+", metavar="REGION")
+
+    p = sub.add_parser("adopt", help="phase A: move the database you run today into the stack's new primary "
+                                     "(logical replication, then a cutover with a write pause of seconds); resumable",
+                       epilog=EPILOG)
+    steps = p.add_subparsers(dest="adopt_action", required=True, metavar="ACTION")
+    adopting = argparse.ArgumentParser(add_help=False)
+    adopting.add_argument("--source", required=True, metavar="CONNINFO",
+                          help="the existing database as libpq conninfo, no password (e.g. 'host=old.xxxx.rds.amazonaws.com "
+                               "dbname=fraiseql user=fraiseql_admin sslmode=require'); the new primary connects to it too")
+    adopting.add_argument("--source-secret", metavar="ARN",
+                          help="Secrets Manager secret with its username and password (an RDS master secret); without it "
+                               "the libpq environment (PGPASSWORD, .pgpass) and a subscription without password")
+    adopting.add_argument("--target-dsn", metavar="CONNINFO",
+                          help="the new primary (e.g. through a bastion), no password; default: the outputs and its master secret")
+    adopting.add_argument("--sslmode", default="verify-full", help="libpq sslmode to the new primary without --target-dsn")
+    adopting.add_argument("--state", default="fraiseql-adopt.json", metavar="FILE",
+                          help="progress, for resuming (default ./fraiseql-adopt.json; removed when done)")
+    adopting.add_argument("--timeout", type=_positive, default=3600.0, metavar="S",
+                          help="give up one wait (the copy, the catch-up) after S seconds; a re-run keeps waiting")
+    adopting.add_argument("--pg-bin", metavar="DIR", help="where pg_dump and psql are (default: PATH)")
+    adopting.add_argument("--app-role", default="fraiseql_app", help="the application's role on the new primary")
+    steps.add_parser("sync", parents=[common, mutating, adopting], epilog=EPILOG,
+                     help="preflight, copy the schema, subscribe the new primary to the source, wait until it follows")
+    c = steps.add_parser("cutover", parents=[common, mutating, adopting], epilog=EPILOG,
+                         help="fence the source, drain, sequences, ready (the pause ends), verify, detach")
+    c.add_argument("--max-lag", type=_positive, default=5.0, metavar="S",
+                   help="refuse to start while a write takes longer than S seconds to reach the new primary (default 5)")
+    c.add_argument("--max-pause", type=_positive, default=60.0, metavar="S",
+                   help="release the fence and fail if the new primary is not ready S seconds after it (default 60)")
+    c.add_argument("--verify-first", action="store_true",
+                   help="compare every table before `ready` (a longer pause) instead of against a snapshot after it")
+    steps.add_parser("status", parents=[common, adopting], epilog=EPILOG, help="both sides and the subscription (read only)")
+    a = steps.add_parser("abort", parents=[common, mutating, adopting], epilog=EPILOG,
+                         help="remove what sync created and release the fence (refused after ready without --force)")
+    a.add_argument("--force", action="store_true", help="abort although the cutover reached ready")
     return parser
 
 
@@ -231,6 +267,16 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
                                    dsn=parse_dsn(args.dsn, "transition"), state_path=args.state, dry_run=args.dry_run,
                                    timeout_s=args.timeout, settle_s=args.settle, sslmode=args.sslmode)
         return run_transition(outputs, rt, opts_t)
+    if cmd == "adopt":
+        require_phase(outputs, cmd, ("a",))
+        rt.start(args.json)
+        opts_a = AdoptOptions(action=args.adopt_action, source=args.source, source_secret=args.source_secret,
+                              target_dsn=args.target_dsn, sslmode=args.sslmode, state_path=args.state,
+                              dry_run=getattr(args, "dry_run", False), timeout_s=args.timeout,
+                              max_lag_s=getattr(args, "max_lag", 5.0), max_pause_s=getattr(args, "max_pause", 60.0),
+                              verify_first=getattr(args, "verify_first", False), force=getattr(args, "force", False),
+                              pg_bin=args.pg_bin, app_role=args.app_role)
+        return run_adopt(outputs, rt, opts_a)
     raise UsageError(f"unknown command {cmd}")
 
 

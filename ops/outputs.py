@@ -95,6 +95,7 @@ def require_phase(outputs: Outputs, command: str, phases: tuple[str, ...]) -> No
             "region-out": "phase a fails over with `failover`",
             "region-in": "phase a fails over with `failover`",
             "purge": "only phase c sits behind Cloudflare",
+            "adopt": "a database is adopted into phase A, before any move to phase B",
         }.get(command, "")
         raise UsageError(
             f"`{command}` is a phase {'/'.join(phases)} runbook, but these outputs are phase {outputs.phase}"
