@@ -86,6 +86,8 @@ def main() -> None:
                      f"plan's GC setting {g:.2f} s (CPU {g_cpu:.2f} s) = {p / g:.2f} (CPU {p_cpu / g_cpu:.2f})")
         print(lines[-1])
     if args.record:
+        # The repository first: this folder's drills.py would shadow the drills package.
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from drills.results import record_section
 
         record_section("bench-plan", "Offline plan time against the SDK's import floor",

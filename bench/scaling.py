@@ -85,6 +85,8 @@ def main() -> None:
     print()
     lines += [""] + table("whole phase B program (odd region counts only)", (3, 5, 7, 9), args.runs)
     if args.record:
+        # The repository first: this folder's drills.py would shadow the drills package.
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from drills.results import record_section
 
         record_section("bench-scaling", "Resources and plan time by region count",

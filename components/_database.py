@@ -20,6 +20,7 @@ from pulumi import Input, ResourceOptions
 
 from core.engine import parameter_group_family
 from core.naming import logical_name, merge_tags
+from core.runbook import describe
 
 LAMBDA_RUNTIME = "python3.12"
 BOOTSTRAP_HANDLER = "replication.bootstrap.handler"
@@ -203,9 +204,9 @@ class DataTier(pulumi.ComponentResource):
         return aws.cloudwatch.MetricAlarm(
             logical_name(self._name, "replica-lag", r),
             region=r,
-            alarm_description=(
+            alarm_description=describe(
                 f"Replication lag from {source_region} to {r} above {args.lag_alarm_seconds:g} s: "
-                "a failover now would lose more than that much data"
+                "a failover now would lose more than that much data", "replica-lag"
             ),
             namespace="AWS/RDS",
             metric_name="ReplicaLag",

@@ -50,6 +50,7 @@ from components._database import (
 from components._iam import assume_role_policy
 from components._lambda import writer_client_group
 from core.naming import logical_name
+from core.runbook import describe
 from replication.roles import AGENT_ROLE, APP_ROLE, REPL_ROLE
 from replication.sql import RDS_PARAMETERS, schema_digest
 
@@ -279,9 +280,9 @@ class MultiMasterReplication(DataTier):
                 alarm = aws.cloudwatch.MetricAlarm(
                     logical_name(name, "replication-lag", f"{pub.region}-to-{sub.region}"),
                     region=pub.region,
-                    alarm_description=(
+                    alarm_description=describe(
                         f"Replication from {pub.region} to {sub.region} lags by more than {args.lag_alarm_seconds:g} s: "
-                        "writes in that window would be lost with the region"
+                        "writes in that window would be lost with the region", "replication-lag"
                     ),
                     namespace=LAG_NAMESPACE,
                     metric_name="LagSeconds",

@@ -28,6 +28,7 @@ from components._lambda import writer_client_group
 from core import agent_schedule as schedule
 from core.membership import routing_rule
 from core.naming import logical_name, merge_tags
+from core.runbook import describe
 
 LAMBDA_RUNTIME = "python3.12"
 AGENT_HANDLER = "replication.agent.handler"
@@ -146,6 +147,8 @@ class Quorum(pulumi.ComponentResource):
         self.fence_function_names: dict[str, pulumi.Output[str]] = {}
         self.fence_rule_arns: dict[str, pulumi.Output[str]] = {}
         self.agent_role_policies: dict[str, pulumi.Output[str]] = {}
+        #: "<role> <region>" -> alarm ARN, for the dashboard.
+        self.alarm_arns: dict[str, pulumi.Output[str]] = {}
         for q in args.regions:
             r = q.region
             fence_rule = aws.lb.ListenerRule(
@@ -280,7 +283,7 @@ class Quorum(pulumi.ComponentResource):
                 source_arn=rule.arn,
                 opts=child,
             )
-            self._alarms(name, q, len(args.members), tags, child)
+            self.alarm_arns.update(self._alarms(name, q, len(args.members), tags, child))
             self.fence_function_names[r] = fn.name
             self.fence_rule_arns[r] = fence_rule.arn
 
@@ -296,9 +299,11 @@ class Quorum(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _alarms(name: str, q: QuorumRegion, n: int, tags: Callable[[str], dict[str, str]], child: ResourceOptions) -> None:
-        """One alarm per thing that can go wrong, each saying what happened."""
+    def _alarms(name: str, q: QuorumRegion, n: int, tags: Callable[[str], dict[str, str]],
+                child: ResourceOptions) -> dict[str, pulumi.Output[str]]:
+        """One alarm per thing that can go wrong, each saying what happened and which runbook section to follow."""
         r = q.region
+        arns: dict[str, pulumi.Output[str]] = {}
         for role, namespace, metric, stat, op, threshold, missing, periods, text in (
             ("agent-down", METRIC_NAMESPACE, "AgentAlive", "SampleCount", "LessThanThreshold", 1, "breaching", 2,
              f"The fence agent in {r} is not running: its writer's lease runs out and {r} refuses writes"),
@@ -322,12 +327,12 @@ class Quorum(pulumi.ComponentResource):
             ("slots-lost", REPLICATION_NAMESPACE, "SlotsLost", "Maximum", "GreaterThanThreshold", 0, "notBreaching", 1,
              f"A replication slot on the writer in {r} is lost (its subscriber fell behind by more than "
              "max_slot_wal_keep_size): that subscriber can never catch up from it. Rejoin it by a reseed "
-             "(README, Moving between phases: replace a writer); never recreate the slot in place"),
+             "(replace a writer); never recreate the slot in place"),
         ):
-            aws.cloudwatch.MetricAlarm(
+            alarm = aws.cloudwatch.MetricAlarm(
                 logical_name(name, role, r),
                 region=r,
-                alarm_description=text,
+                alarm_description=describe(text, role),
                 namespace=namespace,
                 metric_name=metric,
                 dimensions={"Region": r},
@@ -342,6 +347,8 @@ class Quorum(pulumi.ComponentResource):
                 tags=tags(f"{role}-{r}"),
                 opts=child,
             )
+            arns[f"{role} {r}"] = alarm.arn
+        return arns
 
 
 def agent_policy(region: str, *, secret_arn: str, kms_key_arn: str, routing_control_arn: str, fence_rule_arn: str) -> str:

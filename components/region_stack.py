@@ -85,9 +85,11 @@ class RegionStack(pulumi.ComponentResource):
     fence_security_group_id: pulumi.Output[str]
     db_subnet_group_name: pulumi.Output[str]
     alb_arn: pulumi.Output[str]
+    alb_arn_suffix: pulumi.Output[str]
     alb_dns_name: pulumi.Output[str]
     alb_zone_id: pulumi.Output[str]
     target_group_arn: pulumi.Output[str]
+    target_group_arn_suffix: pulumi.Output[str]
     listener_arn: pulumi.Output[str]
     cluster_arn: pulumi.Output[str]
     cluster_name: pulumi.Output[str]
@@ -447,6 +449,8 @@ class RegionStack(pulumi.ComponentResource):
         self.fence_security_group_id = fence_sg.id
         self.db_subnet_group_name = db_subnet_group.name
         self.alb_arn = alb.arn
+        self.alb_arn_suffix = alb.arn_suffix
+        self.target_group_arn_suffix = tg.arn_suffix
         self.alb_dns_name = alb.dns_name
         self.alb_zone_id = alb.zone_id
         self.target_group_arn = tg.arn

@@ -75,6 +75,10 @@ SEQUENCE_STRIDE = 16
 
 
 class RegionConfig(_Model):
+    """One region of the stack (`fraiseql:regions`, a list). Each known AWS region once; private
+    VPC CIDRs (10/8, 172.16/12, 192.168/16) of /16 to /23 that do not overlap. Phase a: exactly one
+    `primary` and one `standby`; phases b/c: at least 3, all `active`."""
+
     name: str = Field(examples=["us-east-1"])
     role: Literal["primary", "standby", "active"] = Field(examples=["primary"])
     cidr: str = Field(examples=["10.10.0.0/16"])
@@ -118,6 +122,9 @@ class RegionConfig(_Model):
 
 
 class NetworkConfig(_Model):
+    """Each region's VPC and the network between regions. `az_count` at most the AZs of every region
+    (`core/regions.py`); `hub_region` is required for hub-and-spoke, and only then."""
+
     az_count: int = Field(2, ge=2, le=MAX_AZS, description="AZs per region (>=2 for ALB and Multi-AZ)")
     nat: Literal["single", "per_az"] = Field(
         "single", description="one NAT gateway per region (cheaper) or one per AZ (AZ-independent)"
@@ -129,6 +136,9 @@ class NetworkConfig(_Model):
 
 
 class AppConfig(_Model):
+    """The FraiseQL service on Fargate in each region: a Fargate CPU size with a memory it allows,
+    `max_count` at least `desired_count`, at least 1."""
+
     image: str = Field(min_length=1, examples=["ghcr.io/fraiseql/fraiseql:1.0.0"])
     cpu: int = Field(examples=[1024], description="Fargate CPU units")
     memory: int = Field(examples=[2048], description="Fargate memory in MiB")
@@ -182,6 +192,11 @@ class AdoptConfig(_Model):
 
 
 class DatabaseConfig(_Model):
+    """RDS PostgreSQL. `engine_version` is a major only, and only the one the test suite runs
+    (`core/engine.py`): AWS retires old minors, and automatic minor upgrades would turn a pinned minor
+    into a planned downgrade. What `pulumi up` and `destroy` do to the data tier:
+    docs/architecture.md, "Database changes and deletion"."""
+
     engine_version: str = Field(
         examples=[str(POSTGRES_MAJOR)],
         description="the PostgreSQL major only (core/engine.py: the one the test suite runs); RDS picks the minor",
@@ -249,6 +264,10 @@ class DatabaseConfig(_Model):
 
 
 class DnsConfig(_Model):
+    """Route 53: the zone, the API's name and the health checks. The names lie inside `zone_name`
+    when it is given. Phase c: `zone_name` is required, a subzone of `edge.zone_name` that holds
+    `record_name` but not `edge.hostname`, and `https` stays true (docs/architecture.md, "DNS authority")."""
+
     zone_id: str = Field(pattern=r"^Z[A-Z0-9]{4,32}$", examples=["Z0123456789ABCDEFGHIJ"])
     zone_name: Optional[str] = Field(
         None, examples=["origin.api.example.com"],
@@ -276,6 +295,9 @@ class DnsConfig(_Model):
 
 
 class SloConfig(_Model):
+    """The targets the stack declares. All above 0; the lag alarm at most min(30 s, RPO/2); no target
+    below what the topology can reach (the SLO floors of `core/slo.py`, which `plan` prints)."""
+
     rto_seconds: float = Field(gt=0, examples=[300])
     rpo_seconds: float = Field(gt=0, examples=[60])
     latency_p95_ms: float = Field(gt=0, examples=[50])
@@ -298,6 +320,9 @@ class SloConfig(_Model):
 
 
 class BudgetConfig(_Model):
+    """The monthly budget: an AWS Budgets alert and the ceiling of the policy pack's estimate. When
+    `line_items` are given they add up to `monthly_usd`."""
+
     monthly_usd: float = Field(gt=0, examples=[3450])
     alert_emails: list[str] = Field(min_length=1, examples=[["platform@example.com"]])
     advisory_fraction: float = Field(0.9, gt=0, le=1)
@@ -322,13 +347,17 @@ _TABLE = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$"
 
 
 class TableConflictConfig(_Model):
+    """One table's conflict strategy (docs/architecture.md, "Conflict policy"). Each table once;
+    a counter names its counter columns."""
+
     table: str = Field(pattern=_TABLE, examples=["tb_post_stats"])
     strategy: Literal["lww", "counter", "set", "app"] = Field(examples=["counter"])
     columns: list[str] = Field(default_factory=list, description="counter columns (strategy counter)")
 
 
 class ReplicationConfig(_Model):
-    """Multi-master conflict policy (phases b and c): rendered into SQL by the `replication` package."""
+    """Multi-master conflict policy (phases b and c only), rendered into SQL by the `replication`
+    package."""
 
     default: Literal["lww"] = "lww"
     tables: list[TableConflictConfig] = Field(default_factory=list, description="tables with their own strategy")
@@ -339,7 +368,10 @@ class ReplicationConfig(_Model):
 
 
 class QuorumConfig(_Model):
-    """How an isolated region stops taking writes (phases b and c)."""
+    """How an isolated region stops taking writes (phases b and c). `members` odd and at least 3;
+    either list even (at least 3) only while `next_members` is set; one member only at the start of
+    A -> B, while every other region seeds from it. `stale_after_seconds` at least (voting regions) x
+    probe and `lease_seconds` more than a probe + 0.5 s (`replication.quorum.timing_problems`)."""
 
     probe_interval_seconds: float = Field(5, ge=1, le=30, description="how often each region probes its peers")
     stale_after_seconds: Optional[float] = Field(
@@ -412,8 +444,11 @@ class WafConfig(_Model):
 
 
 class EdgeConfig(_Model):
-    """Phase C: the Cloudflare front. The API token is provider config (`cloudflare:apiToken`, secret);
-    the worker's purge token is `fraiseql:edge_purge_token` (secret)."""
+    """Phase C only: the Cloudflare front. `hostname` inside `zone_name`; `dns_authority` and
+    `owns_entry_points` are required; `route53_public_zone_id` with `route53` only, and not
+    `dns.zone_id`; `waf` in `owns_entry_points` needs plan pro or above, `waf.owasp_action: log` an
+    Enterprise plan. The API token is provider config (`cloudflare:apiToken`, secret); the worker's purge
+    token is `fraiseql:edge_purge_token` (secret)."""
 
     account_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["0123456789abcdef0123456789abcdef"])
     zone_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["fedcba9876543210fedcba9876543210"])
@@ -450,6 +485,8 @@ class EdgeConfig(_Model):
 
 
 class AlertsConfig(_Model):
+    """Who is told when an alarm fires."""
+
     emails: list[str] = Field(
         default_factory=list, examples=[["oncall@example.com"]], description="subscribed to every region's alert topic"
     )
@@ -458,6 +495,10 @@ class AlertsConfig(_Model):
 
 
 class StackConfig(_Model):
+    """Everything under the `fraiseql:` namespace of a stack file; `core/config.py` validates it, and
+    it is the only place that does. Unknown or misspelled keys are errors. `tags` are free-form but
+    `Name`, `project`, `phase`, `stack` and `component` are reserved."""
+
     phase: Literal["a", "b", "c"] = Field(examples=["a"])
     regions: list[RegionConfig] = Field(min_length=2)
     network: NetworkConfig = NetworkConfig()

@@ -33,6 +33,8 @@ class _Model(BaseModel):
 
 
 class Slo(_Model):
+    """The targets the stack declares (`fraiseql:slo`), in seconds."""
+
     rtoSeconds: float = Field(gt=0)
     rpoSeconds: float = Field(gt=0)
     lagAlarmSeconds: Optional[float] = Field(default=None, gt=0)
@@ -42,38 +44,67 @@ class PhaseAOutputs(_Model):
     """What the program exports for phase A (one primary, one warm standby). Optional keys are the ones
     no runbook needs."""
 
+    #: a, b or c
     phase: Literal["a"]
+    #: the API's URL (phase c: the origin's name; the public one is apiHostname)
     apiUrl: Optional[str] = None
+    #: phase A: the standby's read name
     readUrl: Optional[str] = None
+    #: region -> its ALB's DNS name
     albDnsNames: Optional[dict[str, str]] = None
+    #: the primary's ARN (the replica's source)
     primaryDbArn: Optional[str] = None
+    #: the primary's RDS-managed master secret
     dbSecretArn: Optional[str] = None
+    #: region -> ECS cluster
     clusterNames: Optional[dict[str, str]] = None
+    #: region -> ECS service
     serviceNames: Optional[dict[str, str]] = None
+    #: the AWS Budgets budget
     budgetName: Optional[str] = None
+    #: region -> role
     regions: dict[str, Literal["primary", "standby"]]
+    #: the region of the writer
     primaryRegion: str
+    #: the region of the warm standby
     standbyRegion: str
+    #: the primary's RDS identifier
     primaryDbIdentifier: str
+    #: the primary's endpoint address
     primaryDbAddress: str
+    #: standby region -> its read replica's identifier
     replicaDbIdentifiers: dict[str, str]
+    #: standby region -> its read replica's address
     replicaDbAddresses: dict[str, str]
+    #: region -> the Route 53 health check its records follow
     healthCheckIds: dict[str, str]
+    #: standby region -> its ReplicaLag alarm
     replicaLagAlarmArns: dict[str, str]
+    #: the public Route 53 zone
     zoneId: str
+    #: the API's name in that zone
     recordName: str
+    #: the private zone of the database names
     dbPrivateZoneId: str
+    #: the private name the app writes to (the failover moves it)
     dbWriterHostname: str
+    #: region -> the database security group
     dbSecurityGroupIds: dict[str, str]
+    #: region -> the empty group the failover puts on an old primary
     fenceSecurityGroupIds: dict[str, str]
+    #: the declared RTO, RPO and lag alarm
     slo: Slo
+    #: region -> the SNS topic every alarm of that region notifies
     alertTopicArns: dict[str, str]
+    #: the databases' port
     dbPort: Optional[int] = None
+    #: the application's database
     dbName: Optional[str] = None
-    #: While `database.adopt` is set: the peering the new primary reaches the existing database through,
-    #: and the stack's CIDR in that region (the route and the rule the existing side needs back).
+    #: while `database.adopt` is set: the peering the new primary reaches the existing database through
     adoptPeeringConnectionId: Optional[str] = None
+    #: while `database.adopt` is set: the stack's CIDR there (the existing side routes it back through the peering)
     adoptStackCidr: Optional[str] = None
+    #: the stack's CloudWatch dashboard
     dashboardName: Optional[str] = None
 
     @model_validator(mode="after")
@@ -105,6 +136,8 @@ class PhaseAOutputs(_Model):
 
 
 class ArcEndpoint(_Model):
+    """One regional data-plane endpoint of the ARC cluster."""
+
     region: str
     endpoint: str
 
@@ -119,40 +152,72 @@ class ArcEndpoint(_Model):
 class PhaseBOutputs(_Model):
     """Phase B: three or more active regions, multi-master writers, ARC routing controls and the quorum fence."""
 
+    #: a, b or c
     phase: Literal["b", "c"]
+    #: the API's URL (phase c: the origin's name; the public one is apiHostname)
     apiUrl: Optional[str] = None
+    #: the public Route 53 zone
     zoneId: Optional[str] = None
+    #: the API's name in that zone
     recordName: Optional[str] = None
+    #: the inter-region network
     topology: Optional[Literal["mesh", "hub-and-spoke"]] = None
+    #: the peerings or TGW links, as region pairs
     networkLinks: Optional[list[str]] = None
+    #: region -> its ALB's DNS name
     albDnsNames: Optional[dict[str, str]] = None
+    #: region -> its writer's address
     writerDbAddresses: Optional[dict[str, str]] = None
+    #: region -> its writer's master secret
     writerSecretArns: Optional[dict[str, str]] = None
+    #: the databases' port
     dbPort: Optional[int] = None
+    #: the application's database
     dbName: Optional[str] = None
+    #: the private zone of the database names
     dbPrivateZoneId: Optional[str] = None
+    #: the subscriptions' password secret (replicated to every region)
     replicationSecretName: Optional[str] = None
+    #: region -> its bootstrap function
     bootstrapFunctionNames: Optional[dict[str, str]] = None
+    #: region -> its fence agent function
     fenceFunctionNames: Optional[dict[str, str]] = None
+    #: region -> the ALB rule its agent switches to take it out of traffic
     fenceRuleArns: Optional[dict[str, str]] = None
+    #: region -> the SNS topic every alarm of that region notifies
     alertTopicArns: Optional[dict[str, str]] = None
+    #: region -> ECS cluster
     clusterNames: Optional[dict[str, str]] = None
+    #: region -> ECS service
     serviceNames: Optional[dict[str, str]] = None
+    #: the AWS Budgets budget
     budgetName: Optional[str] = None
+    #: region -> role
     regions: dict[str, Literal["active"]]
+    #: region -> its writer's RDS identifier
     writerDbIdentifiers: dict[str, str]
+    #: region -> the Route 53 health check its records follow
     healthCheckIds: dict[str, str]
+    #: region -> its ARC routing control
     routingControlArns: dict[str, str]
+    #: the ARC cluster's data-plane endpoints
     arcClusterEndpoints: list[ArcEndpoint] = Field(min_length=1)
+    #: the write majority of the current members
     quorum: int = Field(ge=1)
+    #: "publisher->subscriber" -> that pair's lag alarm
     replicationLagAlarmArns: dict[str, str]
+    #: the declared RTO, RPO and lag alarm
     slo: Slo
     # Optional for outputs of a stack deployed before issue 12: every region was a member then.
+    #: the regions whose agents vote
     quorumMembers: Optional[list[str]] = None
+    #: the members after a membership change in progress (else null)
     quorumNextMembers: Optional[list[str]] = None
+    #: region -> the writer it is a read replica of (seed_from)
     seedingRegions: Optional[dict[str, str]] = None
     #: Each writer's identity index (`regions[i].index`, default its position): what the transition runbook gives a copy it promotes.
     writerIndexes: Optional[dict[str, int]] = None
+    #: the stack's CloudWatch dashboard
     dashboardName: Optional[str] = None
 
     @property
@@ -177,11 +242,17 @@ class PhaseBOutputs(_Model):
 class PhaseCOutputs(PhaseBOutputs):
     """Phase C: phase B behind Cloudflare. The API token is never an output (env CLOUDFLARE_API_TOKEN)."""
 
+    #: a, b or c
     phase: Literal["c"]
+    #: the Cloudflare zone
     cloudflareZoneId: str
+    #: the public name Cloudflare answers for
     apiHostname: str
+    #: the Cloudflare load balancer
     edgeLoadBalancerId: Optional[str] = None
+    #: region -> its Cloudflare pool
     edgePoolIds: Optional[dict[str, str]] = None
+    #: the caching worker's script name
     edgeWorkerName: Optional[str] = None
 
 

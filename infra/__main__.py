@@ -218,6 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_diff.add_argument("--stack", default="prod", help="the stack name both are planned under (URNs and names hold it; "
                                                         "default prod)")
     p_diff.add_argument("--json", action="store_true", help="machine-readable output")
+    p_docs = sub.add_parser("docs", help="regenerate docs/config.md, docs/outputs.md and the README's phase table from the code")
+    p_docs.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
     p_bundle = sub.add_parser("bundle-pack", help="copy the policy pack and the core package it imports into one folder")
     p_bundle.add_argument("out", type=Path, help="folder to write, e.g. build/policy-pack (then: pulumi policy publish it)")
     p_ips = sub.add_parser("cloudflare-ips", help="compare infra/cloudflare-ips.json with Cloudflare's published ranges "
@@ -228,6 +230,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return cloudflare_ips_command(write=args.write)
     if args.command == "plan":
         return plan(args.stack, args.json, args.config_file)
+    if args.command == "docs":
+        from infra.docs import main as docs_main
+
+        with _rare_collections():
+            return docs_main(args.check)
     if args.command == "diff":
         return diff(args.before, args.after, stack=args.stack, as_json=args.json)
     if args.command == "bundle-pack":

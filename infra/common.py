@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from components.dashboard import Dashboard, DashboardArgs, RegionSignals
 from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
 from components.multi_master_replication import MultiMasterReplication
 from components.region_stack import OriginLock, RegionStack, RegionStackArgs
@@ -180,4 +181,38 @@ def budget(cfg: StackConfig, stack: str) -> aws.budgets.Budget:
             ),
         ],
         tags=merge_tags(cfg.tags, name=f"fraiseql-{stack}-budget", phase=cfg.phase, stack=stack, component="program"),
+    )
+
+
+def dashboard(cfg: StackConfig, stack: str, regions: Mapping[str, RegionStack], services: Mapping[str, FraiseqlService],
+              *, db_identifiers: Mapping[str, list[Input[str]]], health_check_ids: Mapping[str, Input[str]],
+              alarm_arns: list[Input[str]], budget_name: Input[str], replicas: tuple[tuple[str, Input[str]], ...] = (),
+              lag_pairs: tuple[tuple[str, str], ...] = (), agent_regions: tuple[str, ...] = ()) -> Dashboard:
+    """The stack's CloudWatch dashboard (components/dashboard.py), in its first region."""
+    return Dashboard(
+        "fraiseql-dashboard",
+        DashboardArgs(
+            phase=cfg.phase,
+            stack=stack,
+            home_region=cfg.regions[0].name,
+            regions=tuple(
+                RegionSignals(
+                    region=r,
+                    alb_arn_suffix=rs.alb_arn_suffix,
+                    target_group_arn_suffix=rs.target_group_arn_suffix,
+                    cluster_name=rs.cluster_name,
+                    service_name=services[r].service_name,
+                    db_identifiers=tuple(db_identifiers.get(r, [])),
+                    health_check_id=health_check_ids.get(r),
+                )
+                for r, rs in regions.items()
+            ),
+            lag_alarm_seconds=cfg.lag_alarm_seconds,
+            replicas=replicas,
+            lag_pairs=lag_pairs,
+            agent_regions=agent_regions,
+            alarm_arns=tuple(alarm_arns),
+            budget_usd=cfg.budget.monthly_usd,
+            budget_name=budget_name,
+        ),
     )

@@ -94,7 +94,17 @@ class PlanMocks(Mocks):
                     }
                 ]
         elif typ == "aws:lb/loadBalancer:LoadBalancer":
-            out.update(dnsName=f"{name}-1234567890.{region}.elb.amazonaws.com", zoneId=ALB_ZONE_IDS.get(region, "ZALB"))
+            # The ARN suffix is what CloudWatch's LoadBalancer dimension takes (app/<name>/<id>).
+            suffix = f"app/{inputs.get('name') or name}/0123456789abcdef"
+            out.update(dnsName=f"{name}-1234567890.{region}.elb.amazonaws.com", zoneId=ALB_ZONE_IDS.get(region, "ZALB"),
+                       arnSuffix=suffix, arn=f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT}:loadbalancer/{suffix}")
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            suffix = f"targetgroup/{inputs.get('name') or name}/0123456789abcdef"
+            out.update(arnSuffix=suffix, arn=f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT}:{suffix}")
+        elif typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            out.update(arn=f"arn:aws:cloudwatch:{region}:{ACCOUNT}:alarm:{inputs.get('name') or name}")
+        elif typ == "aws:cloudwatch/dashboard:Dashboard":
+            out.update(dashboardArn=f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/{inputs['dashboardName']}")
         elif typ == "aws:acm/certificate:Certificate":
             names = [inputs["domainName"], *inputs.get("subjectAlternativeNames", [])]
             out["domainValidationOptions"] = [

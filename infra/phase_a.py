@@ -96,6 +96,15 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             ),
         )
     budget = common.budget(cfg, stack)
+    board = common.dashboard(
+        cfg, stack, regions, services,
+        db_identifiers={primary: [database.primary_identifier],
+                        **{r: [ident] for r, ident in database.replica_identifiers.items()}},
+        health_check_ids=dns.health_check_ids,
+        alarm_arns=list(database.lag_alarm_arns.values()),
+        budget_name=budget.name,
+        replicas=tuple(database.replica_identifiers.items()),
+    )
     scheme = "https" if cfg.dns.https else "http"
     return PhaseAOutputs.exports(
         phase=cfg.phase,
@@ -128,5 +137,5 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         dbName=cfg.database.db_name,
         adoptPeeringConnectionId=link.peering_connection_id if link is not None else None,
         adoptStackCidr=cfg.primary.cidr if link is not None else None,
-        dashboardName=None,
+        dashboardName=board.name,
     )

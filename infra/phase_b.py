@@ -183,6 +183,16 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             # keep answering until the registrar delegates the zone to Cloudflare.
             latency_records("fraiseql-dns", edge.route53_public_zone_id, edge.hostname, endpoint_checks=True)
     budget = common.budget(cfg, stack)
+    pairs = tuple((pub, sub) for pub, sub in (k.split("->") for k in database.lag_alarm_arns))
+    board = common.dashboard(
+        cfg, stack, regions, services,
+        db_identifiers={r: [ident] for r, ident in database.writer_identifiers.items()},
+        health_check_ids=dns.health_check_ids,
+        alarm_arns=[*database.lag_alarm_arns.values(), *database.replica_lag_alarm_arns.values(), *fence.alarm_arns.values()],
+        budget_name=budget.name,
+        lag_pairs=pairs,
+        agent_regions=tuple(rc.name for rc in cfg.regions),
+    )
     scheme = "https" if cfg.dns.https else "http"
     if cfg.phase == "c":
         from infra import phase_c  # pulumi_cloudflare costs a second of import: only phase c pays it
@@ -225,5 +235,5 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "slo": {"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds,
                 "lagAlarmSeconds": cfg.lag_alarm_seconds},
         "budgetName": budget.name,
-        "dashboardName": None,
+        "dashboardName": board.name,
     })

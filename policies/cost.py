@@ -384,6 +384,7 @@ PRICERS: dict[str, Pricer] = {
     "aws:cloudwatch/metricAlarm:MetricAlarm": _flat(lambda b, r: b.cloudwatch_alarm_month(r.region), "standard alarm"),
     "aws:secretsmanager/secret:Secret": _flat(lambda b, r: b.secret_month(r.region), "secret"),
     "aws:route53/zone:Zone": _flat(lambda b, r: b.route53_hosted_zone_month(), "hosted zone"),
+    "aws:cloudwatch/dashboard:Dashboard": _flat(lambda b, r: b.cloudwatch_dashboard_month(), "dashboard"),
     "aws:route53/healthCheck:HealthCheck": _health_check,
     "aws:budgets/budget:Budget": _budget,
     "aws:ec2transitgateway/vpcAttachment:VpcAttachment": _hourly(lambda b, r: b.tgw_attachment_hourly(r.region), "TGW attachment"),

@@ -269,6 +269,10 @@ class PriceBook:
     def arc_cluster_hourly(self) -> float:
         return self._usd("arc", "cluster", "global", "arc", "cluster_hourly")
 
+    def cloudwatch_dashboard_month(self) -> float:
+        """A dashboard, in any region (dashboards are global; the free tier's three are not counted)."""
+        return self._usd("cloudwatch", "dashboard", "global", "cloudwatch", "dashboard_month")
+
     # -- Cloudflare
     def cloudflare_plan_month(self, plan: str) -> float:
         return self._usd("cloudflare_plan", plan, "cloudflare", "plans", plan)

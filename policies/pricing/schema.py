@@ -171,11 +171,16 @@ class Sns(_Model):
     email_per_100k: Price
 
 
+class CloudWatchGlobal(_Model):
+    dashboard_month: Price
+
+
 class GlobalPrices(_Model):
     route53: Optional[Route53] = None
     arc: Optional[Arc] = None
     budgets: Optional[Budgets] = None
     sns: Optional[Sns] = None
+    cloudwatch: Optional[CloudWatchGlobal] = None
 
 
 class CloudflarePlans(_Model):
