@@ -160,9 +160,10 @@ def _plan(stack: str, as_json: bool, config_file: Optional[Path], out, err) -> i
     return EXIT_VIOLATION if result.mandatory else EXIT_OK
 
 
-def diff(before: str, after: str, *, stack: str, as_json: bool, out=sys.stdout, err=sys.stderr) -> int:
+def diff(before: str, after: str, *, stack: str, as_json: bool, out=None, err=None) -> int:
     from infra.diff import DiffError, diff_files
 
+    out, err = out or sys.stdout, err or sys.stderr
     with _rare_collections():
         try:
             result = diff_files(before, after, stack=stack)
@@ -185,10 +186,11 @@ def diff(before: str, after: str, *, stack: str, as_json: bool, out=sys.stdout, 
     return EXIT_VIOLATION if result.refused else EXIT_OK
 
 
-def cloudflare_ips_command(*, write: bool, urlopen: Any = None, out=sys.stdout, err=sys.stderr) -> int:
+def cloudflare_ips_command(*, write: bool, urlopen: Any = None, out=None, err=None) -> int:
     """0 up to date (or written), 1 stale, 3 could not check (the file was neither compared nor changed)."""
     import urllib.error
 
+    out, err = out or sys.stdout, err or sys.stderr
     from infra.cloudflare_ips import API, DATA, refresh
 
     try:

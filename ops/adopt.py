@@ -126,6 +126,7 @@ class Sides:
     source_password: Optional[str]
     source_dbname: str
     tables: list[Table] = field(default_factory=list)
+    outputs: Any = None
 
 
 # -- connections -----------------------------------------------------------------------------------
@@ -391,6 +392,20 @@ def _publish(sides: Sides, rep: log.Reporter) -> None:
 
 
 def _subscribe(sides: Sides, opts: AdoptOptions, rep: log.Reporter) -> None:
+    import psycopg
+
+    outputs = sides.outputs
+    try:
+        _create_subscription(sides, opts, rep)
+    except psycopg.OperationalError as e:
+        pcx = getattr(outputs, "adoptPeeringConnectionId", None) or "<adoptPeeringConnectionId>"
+        cidr = getattr(outputs, "adoptStackCidr", None) or "<adoptStackCidr>"
+        raise StepFailed(f"the new primary cannot reach the source ({str(e).strip()[:300]}): in the source's VPC, route "
+                         f"{cidr} through {pcx} from the source's subnets, and allow {cidr} on the source's port in its "
+                         "security group; then run this again", step="subscribe") from None
+
+
+def _create_subscription(sides: Sides, opts: AdoptOptions, rep: log.Reporter) -> None:
     tgt = sides.target
     if _one(tgt, "SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = %s", (NAME,)):
         rep.emit("subscribe", log.SKIP, f"subscription {NAME} exists")
@@ -558,31 +573,42 @@ CUTOVER_PLAN = ("preflight", "fence", "drain", "sequences", "ready", "verify", "
 
 
 def run_adopt(outputs: Any, rt: Runtime, opts: AdoptOptions) -> int:
+    import psycopg
+
     rep = rt.reporter
     assert rep is not None
     sides = _open(outputs, rt, opts)
+    sides.outputs = outputs
     try:
-        state = _read_state(opts.state_path)
-        fingerprint = _fingerprint(sides)
-        if state and state.get("sides") != fingerprint:
-            raise Refused(f"{opts.state_path} belongs to another adoption ({state.get('sides')}): finish it, or move the "
-                          "file away if it is abandoned", step=STEP)
-        record: dict[str, Any] = state or {"sides": fingerprint, "synced": False, "ready": False}
-        if opts.action == "status":
-            return _status(sides, opts, rt, rep, record)
-        if opts.action == "abort":
-            return _abort(sides, opts, rep, record)
-        if opts.action == "sync":
-            return _sync(sides, opts, rt, rep, record)
-        if opts.action == "cutover":
-            return _cutover(sides, opts, rt, rep, record)
-        raise UsageError(f"unknown adopt action {opts.action}; use sync, cutover, status or abort", step=STEP)
+        return _run(sides, rt, rep, opts)
+    except psycopg.Error as e:
+        # A statement either side refused (a permission, a lock, a connection lost): say which, resume later.
+        raise StepFailed(f"{type(e).__name__}: {str(e).strip()[:500]}; fix it and run the same command again (it "
+                         "resumes)", step=STEP) from None
     finally:
         for conn in (sides.source, sides.target):
             try:
                 conn.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
+
+
+def _run(sides: Sides, rt: Runtime, rep: log.Reporter, opts: AdoptOptions) -> int:
+    state = _read_state(opts.state_path)
+    fingerprint = _fingerprint(sides)
+    if state and state.get("sides") != fingerprint:
+        raise Refused(f"{opts.state_path} belongs to another adoption ({state.get('sides')}): finish it, or move the "
+                      "file away if it is abandoned", step=STEP)
+    record: dict[str, Any] = state or {"sides": fingerprint, "synced": False, "ready": False}
+    if opts.action == "status":
+        return _status(sides, opts, rt, rep, record)
+    if opts.action == "abort":
+        return _abort(sides, opts, rep, record)
+    if opts.action == "sync":
+        return _sync(sides, opts, rt, rep, record)
+    if opts.action == "cutover":
+        return _cutover(sides, opts, rt, rep, record)
+    raise UsageError(f"unknown adopt action {opts.action}; use sync, cutover, status or abort", step=STEP)
 
 
 def _sync(sides: Sides, opts: AdoptOptions, rt: Runtime, rep: log.Reporter, record: dict[str, Any]) -> int:

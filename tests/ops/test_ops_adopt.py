@@ -159,3 +159,18 @@ def test_abort_removes_what_sync_made_and_releases_the_source(servers, tmp_path)
     assert pair.run("abort").code == 0
     after = pair.footprint()
     assert after["publications"] == after["slots"] == after["subscriptions"] == after["source setting"] == []
+
+
+def test_a_source_the_new_primary_cannot_reach_names_the_route_and_rule_to_add(servers, tmp_path, monkeypatch):
+    import psycopg
+
+    pair = Pair(servers, tmp_path)
+
+    def unreachable(*_: Any) -> None:
+        raise psycopg.OperationalError('connection to server at "10.0.3.7", port 5432 failed: timeout expired')
+
+    monkeypatch.setattr(adopt, "_create_subscription", unreachable)
+    result = pair.run("sync")
+    assert result.code == 1 and "Traceback" not in result.text
+    detail = result.last("result")["detail"]
+    assert "route" in detail and "security group" in detail and "run this again" in detail
