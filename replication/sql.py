@@ -419,6 +419,9 @@ def render_subscriptions(
             (control_subscription_name(node, peer), CONTROL_PUBLICATION, make(peer) + CONTROL_WALSENDER_OPTIONS,
              CONTROL_STREAMING),
         ):
+            # Not connect = false (which would keep the statement off the network): it always warns
+            # "subscription was created, but is not connected", and the warning's CONTEXT, in the
+            # server log, is the statement, password included.
             options = (f"origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)}, "
                        f"enabled = true, disable_on_error = false, streaming = {streaming}")
             out.append(
@@ -427,8 +430,14 @@ def render_subscriptions(
                 f"  ci text := {_lit(ci)} || CASE WHEN pw IS NULL THEN '' ELSE\n"
                 "    ' password=''' || replace(replace(pw, '\\', '\\\\'), '''', '\\''') || '''' END;\n"
                 "BEGIN\n"
-                # The connection string below goes into the statement's text: refuse where a statistics
-                # view or the log would record statements run inside this block.
+                # The connection string below goes into the statement's text, and the text of a
+                # statement a DO block runs goes into the CONTEXT of any message raised meanwhile. So:
+                # no notice or warning reaches the client; a lock wait ends (an error, caught below)
+                # before the server would log it as long; a cancel is caught too (OTHERS does not).
+                "  PERFORM set_config('client_min_messages', 'error', true);\n"
+                "  PERFORM set_config('lock_timeout', greatest(1, (extract(epoch FROM\n"
+                "    pg_catalog.current_setting('deadlock_timeout')::interval) * 500)::bigint) || 'ms', true);\n"
+                # Refuse where a statistics view or the log would record statements run inside this block.
                 "  IF pw IS NOT NULL AND (coalesce(current_setting('pg_stat_statements.track', true), '') = 'all'\n"
                 "      OR coalesce(current_setting('auto_explain.log_nested_statements', true), '') = 'on') THEN\n"
                 "    RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'pg_stat_statements.track = all (or "
@@ -445,7 +454,10 @@ def render_subscriptions(
                 "        IS DISTINCT FROM ci THEN\n"
                 f"    EXECUTE format('ALTER SUBSCRIPTION {sub} CONNECTION %L', ci);\n"
                 "  END IF;\n"
-                "EXCEPTION WHEN OTHERS THEN\n"
+                "EXCEPTION WHEN query_canceled THEN\n"
+                f"  RAISE EXCEPTION 'fraiseql_repl: subscription {sub} to %: canceled (statement or lock timeout, or "
+                f"the client)', {_lit(peer.name)} USING ERRCODE = '57014';\n"
+                "WHEN OTHERS THEN\n"
                 # Re-raised here, the error's CONTEXT is this line, not the statement with the password.
                 f"  RAISE EXCEPTION 'fraiseql_repl: subscription {sub} to %: %', {_lit(peer.name)},\n"
                 "    CASE WHEN pw IS NULL THEN SQLERRM ELSE replace(SQLERRM, pw, '[redacted]') END USING ERRCODE = SQLSTATE;\n"
