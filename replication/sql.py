@@ -255,6 +255,11 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     stmts += _split(_schema_file("ddl.sql"))
     stmts += render_members(nodes or [node])
     stmts += render_install_tables(policy)
+    # Nobody runs the schema's functions but their owner (and, by grant, the fence agent: roles.py).
+    # Triggers fire without the privilege; without it, nobody can attach a SECURITY DEFINER trigger
+    # function (which writes the change log as its owner) to a table of their own.
+    stmts += [f"REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC",
+              f"ALTER DEFAULT PRIVILEGES IN SCHEMA {SCHEMA} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"]
     return stmts
 
 
@@ -391,6 +396,9 @@ CONTROL_STREAMING = "on"
 #: discards) such a transaction in small pieces as it is written, so a heartbeat waits for at
 #: most 64 kB of decoding. (A session setting of the walsender, sent in the connection string.)
 CONTROL_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=64kB'"
+#: The data link's walsender streams in 1 MB pieces: a large transaction keeps the link sending while
+#: it decodes (the fence agent takes a data link that receives nothing for a while for a stalled one).
+DATA_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=1MB'"
 
 
 def render_subscriptions(
@@ -415,7 +423,7 @@ def render_subscriptions(
     for peer in _others(node, peers):
         setting = _lit(f"{SCHEMA}.pw_{peer.user}")
         for sub, publication, ci, streaming in (
-            (subscription_name(node, peer), PUBLICATION, make(peer), DATA_STREAMING),
+            (subscription_name(node, peer), PUBLICATION, make(peer) + DATA_WALSENDER_OPTIONS, DATA_STREAMING),
             (control_subscription_name(node, peer), CONTROL_PUBLICATION, make(peer) + CONTROL_WALSENDER_OPTIONS,
              CONTROL_STREAMING),
         ):

@@ -328,14 +328,19 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
                        'SET NULL, RESTRICT or NO ACTION and no ON UPDATE action. Change the constraint, or keep the '
                        'reference without a constraint (python -m ops verify reports orphans either way).';
         END IF;
+        -- The parent row is locked as PostgreSQL's own check locks it (FOR KEY SHARE): a delete of it
+        -- running at the same time waits for this merge, then cascades to what it added.
         fk_sql := fk_sql || format($k$
-    IF %1$s AND NOT EXISTS (SELECT 1 FROM %2$s p WHERE %3$s) THEN
-        IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %4$L AND x.pk = jsonb_build_object(%5$s)) THEN
-            %6$s
-        ELSE
-            RAISE EXCEPTION USING ERRCODE = 'FQ005',
-                MESSAGE = format('fraiseql_repl: %%s references %%s %%s, which is not here yet', %7$s, %4$L, jsonb_build_object(%5$s)),
-                HINT = 'Parked and merged again once the parent has arrived.';
+    IF %1$s THEN
+        PERFORM 1 FROM %2$s p WHERE %3$s FOR KEY SHARE;
+        IF NOT FOUND THEN
+            IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %4$L AND x.pk = jsonb_build_object(%5$s)) THEN
+                %6$s
+            ELSE
+                RAISE EXCEPTION USING ERRCODE = 'FQ005',
+                    MESSAGE = format('fraiseql_repl: %%s references %%s %%s, which is not here yet', %7$s, %4$L, jsonb_build_object(%5$s)),
+                    HINT = 'Parked and merged again once the parent has arrived.';
+            END IF;
         END IF;
     END IF;$k$,
             (SELECT string_agg(format('_fq_r.%I IS NOT NULL', x), ' AND ') FROM unnest(fk.cols) x),

@@ -337,6 +337,7 @@ CREATE OR REPLACE FUNCTION fraiseql_repl.purge_tombstones(margin interval DEFAUL
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $f$
 DECLARE n bigint;
 BEGIN
+    margin := greatest(margin, interval '0');  -- "purge before it is applied everywhere" is not a margin
     WITH safe AS (
         SELECT t.table_name, t.pk, t.born, t.ts FROM fraiseql_repl.tombstones t
         WHERE NOT EXISTS (
