@@ -373,7 +373,11 @@ describe("purge abuse limits", () => {
     api.reset();
   });
   let client = 0;
-  const asNewClient = () => ({ headers: { authorization: `Bearer client-${++client}` } });
+  // A client is a credential and an address.
+  const asNewClient = () => {
+    client += 1;
+    return { headers: { authorization: `Bearer client-${client}`, "cf-connecting-ip": `198.51.100.${client}` } };
+  };
 
   it("purges only the mutation's own result in a [query, mutation] batch", async () => {
     origin.setHandler(() => ({
@@ -430,6 +434,17 @@ describe("purge abuse limits", () => {
     assert.equal(other.status, 200, "another client is not affected");
     const query = await worker.fetch("/graphql", gqlPost('{ user(id: "r") { id } }', me));
     assert.equal(query.status, 200, "queries are not limited");
+  });
+
+  it("limits mutations per address too: a fresh credential on each request buys no fresh budget", async () => {
+    origin.useSchema();
+    const statuses = [];
+    for (let i = 0; i < 5; i++) {
+      const forged = { headers: { authorization: `Bearer random-${i}-${Math.random()}`, cookie: `junk=${i}`, "cf-connecting-ip": "203.0.113.77" } };
+      statuses.push((await worker.fetch("/graphql", gqlPost('mutation { updateUser(id: "r", name: "r") { id } }', forged))).status);
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    assert.equal(origin.requests.length, 3);
   });
 });
 
