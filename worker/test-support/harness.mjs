@@ -20,6 +20,9 @@ export const CONFIG_PATH = join(WORKER_DIR, "wrangler.jsonc");
 export const BASE_URL = "https://api.example.test";
 export const config = unstable_readConfig({ config: CONFIG_PATH });
 export const INJECTED_TYPENAME = "_fraiseqlEdgeTypename";
+// What the suites run: the bundle `npm run build` makes of src/, which is the
+// file the Pulumi Edge component uploads (test/config.test.mjs keeps it fresh).
+export const BUNDLE_PATH = join(WORKER_DIR, "dist", "worker.js");
 
 async function listen(handler, onUpgrade) {
   const server = http.createServer(handler);
@@ -282,7 +285,7 @@ export async function startWorker({
     ...workerOptions,
     name: config.name,
     modules: true,
-    scriptPath: config.main,
+    scriptPath: BUNDLE_PATH,
     bindings: { ...workerOptions.bindings, ...vars, ...bindings },
     routes: [`${new URL(BASE_URL).host}/*`],
     ...workerOverrides,

@@ -72,7 +72,9 @@ describe("a fill that races the mutation", () => {
     origin = await startFakeOrigin();
     api = await startFakeCloudflareApi();
     worker = await startWorker({
-      vars: { CF_API_BASE: api.url, ORIGIN_TIMEOUT_MS: String(FILL_MS), LOCAL_INVALIDATION_SECONDS: "2" },
+      // PURGE_REPEAT_AFTER_SECONDS 0: the repeat comes at the worker's floor,
+      // ORIGIN_TIMEOUT_MS plus a second.
+      vars: { CF_API_BASE: api.url, ORIGIN_TIMEOUT_MS: String(FILL_MS), LOCAL_INVALIDATION_SECONDS: "2", PURGE_REPEAT_AFTER_SECONDS: "0" },
       bindings: deployment(origin),
     });
   });
