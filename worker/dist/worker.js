@@ -928,6 +928,7 @@ __name(learnApq, "learnApq");
 // src/http/request.js
 var JSON_MEDIA_TYPES = /* @__PURE__ */ new Set(["application/json", "application/graphql+json"]);
 var GRAPHQL_MEDIA_TYPE = "application/graphql";
+var decoder = new TextDecoder();
 var ACCEPTED_POST_TYPES = "application/json, application/graphql+json, application/graphql";
 function mediaTypeOf(value) {
   if (!value) return null;
@@ -977,13 +978,14 @@ async function readLimited(body, limit) {
     }
     chunks.push(value);
   }
+  if (chunks.length === 1) return decoder.decode(chunks[0]);
   const bytes = new Uint8Array(total);
   let offset = 0;
   for (const chunk of chunks) {
     bytes.set(chunk, offset);
     offset += chunk.byteLength;
   }
-  return new TextDecoder().decode(bytes);
+  return decoder.decode(bytes);
 }
 __name(readLimited, "readLimited");
 function parseJsonParam(raw, name) {
@@ -1165,7 +1167,7 @@ __name(clientHeaders, "clientHeaders");
 
 // src/invalidation.js
 var LOCAL_INVALIDATIONS_PATH = `${KEY_PREFIX}local-invalidations`;
-var tombstones = { tags: /* @__PURE__ */ new Map(), readAt: -Infinity };
+var tombstones = { tags: /* @__PURE__ */ new Map(), readAt: -Infinity, pending: null };
 function recordKey(url) {
   return new Request(`${url.origin}${LOCAL_INVALIDATIONS_PATH}`);
 }
@@ -1211,15 +1213,18 @@ async function invalidateLocally(cfg, url, tags, now = Date.now()) {
   }
 }
 __name(invalidateLocally, "invalidateLocally");
-async function refreshIfDue(cfg, url) {
+function refreshIfDue(cfg, url) {
   const now = Date.now();
-  if (now - tombstones.readAt < cfg.localRefreshMs) return;
+  if (now - tombstones.readAt < cfg.localRefreshMs) return tombstones.pending;
   tombstones.readAt = now;
-  try {
-    mergeTombstones(tombstones.tags, await readStored(url), now, cfg.localInvalidationSeconds * 1e3);
-  } catch (err) {
-    log("warn", "local_invalidation_read_failed", { message: String(err && err.message) });
-  }
+  const pending = readStored(url).then(
+    (stored) => mergeTombstones(tombstones.tags, stored, now, cfg.localInvalidationSeconds * 1e3),
+    (err) => log("warn", "local_invalidation_read_failed", { message: String(err && err.message) })
+  ).finally(() => {
+    if (tombstones.pending === pending) tombstones.pending = null;
+  });
+  tombstones.pending = pending;
+  return pending;
 }
 __name(refreshIfDue, "refreshIfDue");
 function invalidatedSince(tagHeader, fetchedAt) {
@@ -1543,6 +1548,7 @@ __name(forget, "forget");
 
 // src/cache/serve.js
 var CACHE_KEY_HEADER = "x-fraiseql-cache-key";
+var STORE_AFTER_ANSWER_MS = 3;
 var revalidating = /* @__PURE__ */ new Set();
 var inflight = /* @__PURE__ */ new Map();
 async function serveQuery(cfg, ctx, keyUrl, base, getOp) {
@@ -1554,18 +1560,21 @@ __name(serveQuery, "serveQuery");
 async function lookupOrFetch(cfg, ctx, keyUrl, base, getOp) {
   const found = await lookup(cfg, ctx, keyUrl, base, getOp);
   if (found.response) return found.response;
-  const { outcome, shared } = await fetchShared(cfg, ctx, keyUrl, base, await getOp());
-  return finish(found.miss, outcome, shared);
+  let handedOver;
+  const answered = new Promise((resolve) => handedOver = resolve);
+  const { outcome, shared } = await fetchShared(cfg, ctx, keyUrl, base, await getOp(), answered);
+  return finish(found.miss, outcome, shared, handedOver);
 }
 __name(lookupOrFetch, "lookupOrFetch");
 async function lookup(cfg, ctx, keyUrl, base, getOp) {
-  await refreshIfDue(cfg, base.url);
+  const refreshing = refreshIfDue(cfg, base.url);
   const now = Date.now();
   const copy = recall(keyUrl, now);
-  if (copy && !invalidatedSince(copy.tagHeader, copy.fetchedAt) && ageOf(copy.fetchedAt, now) < copy.ttl) {
-    return { response: fromMemory(copy, ageOf(copy.fetchedAt, now)) };
+  if (copy && ageOf(copy.fetchedAt, now) < copy.ttl) {
+    if (refreshing) await refreshing;
+    if (!invalidatedSince(copy.tagHeader, copy.fetchedAt)) return { response: fromMemory(copy, ageOf(copy.fetchedAt, now)) };
   }
-  let cached = await caches.default.match(new Request(keyUrl));
+  let [cached] = await Promise.all([caches.default.match(new Request(keyUrl)), refreshing]);
   let state = null;
   if (cached) {
     state = entryState(cached.headers);
@@ -1597,13 +1606,20 @@ async function lookup(cfg, ctx, keyUrl, base, getOp) {
   return { miss: { cached, age, state } };
 }
 __name(lookup, "lookup");
-async function finish(miss, outcome, shared) {
+async function finish(miss, outcome, shared, handedOver = () => {
+}) {
   const { cached, age, state } = miss;
   const failed = outcome.error || outcome.status >= 500;
-  if (failed && cached && age < state.ttl + state.sie) return fromCache(cached, "ERROR-STALE", age);
+  if (failed && cached && age < state.ttl + state.sie) {
+    handedOver();
+    return fromCache(cached, "ERROR-STALE", age);
+  }
   if (cached) await cached.body?.cancel();
-  if (outcome.error) return originUnreachable(outcome.error, "MISS");
-  return answer(outcome, shared ? "COALESCED" : cached ? "REVALIDATED" : "MISS");
+  if (outcome.error) {
+    handedOver();
+    return originUnreachable(outcome.error, "MISS");
+  }
+  return answer(outcome, shared ? "COALESCED" : cached ? "REVALIDATED" : "MISS", handedOver);
 }
 __name(finish, "finish");
 function fromMemory(copy, ageSeconds) {
@@ -1613,21 +1629,31 @@ function fromMemory(copy, ageSeconds) {
   return new Response(copy.body, { status: copy.status, headers });
 }
 __name(fromMemory, "fromMemory");
-function answer(outcome, status) {
+function answer(outcome, status, handedOver = () => {
+}) {
   const headers = new Headers(outcome.headers);
   if (status === "COALESCED") headers.delete("set-cookie");
   headers.set(CACHE_STATUS_HEADER, status);
   headers.set("age", "0");
   if (outcome.tagHeader) headers.set("cache-tag", outcome.tagHeader);
-  return new Response(outcome.body, { status: outcome.status, statusText: outcome.statusText, headers });
+  return new Response(bodyThen(outcome.body, handedOver), { status: outcome.status, statusText: outcome.statusText, headers });
 }
 __name(answer, "answer");
+var encoder2 = new TextEncoder();
+function bodyThen(text, taken) {
+  const bytes = encoder2.encode(text);
+  const { readable, writable } = new FixedLengthStream(bytes.byteLength);
+  const writer = writable.getWriter();
+  writer.write(bytes).then(() => writer.close()).then(taken, taken);
+  return readable;
+}
+__name(bodyThen, "bodyThen");
 async function revalidate(cfg, ctx, keyUrl, base, getOp) {
   const { outcome } = await fetchShared(cfg, ctx, keyUrl, base, await getOp());
   if (outcome.error || outcome.status >= 500) log("warn", "revalidate_failed", { status: outcome.status || 0 });
 }
 __name(revalidate, "revalidate");
-async function fetchShared(cfg, ctx, keyUrl, base, op) {
+async function fetchShared(cfg, ctx, keyUrl, base, op, answered = null) {
   const pending = inflight.get(keyUrl);
   if (pending) {
     const outcome = await pending;
@@ -1637,21 +1663,22 @@ async function fetchShared(cfg, ctx, keyUrl, base, op) {
   }
   const promise = fill(cfg, base, op);
   inflight.set(keyUrl, promise);
-  settle(cfg, ctx, keyUrl, promise, await promise);
+  settle(cfg, ctx, keyUrl, promise, await promise, answered);
   return { outcome: await promise, shared: false };
 }
 __name(fetchShared, "fetchShared");
-function settle(cfg, ctx, keyUrl, promise, outcome) {
+function settle(cfg, ctx, keyUrl, promise, outcome, answered = null) {
   const release = /* @__PURE__ */ __name(() => {
     if (inflight.get(keyUrl) === promise) inflight.delete(keyUrl);
   }, "release");
   if (!outcome.entry) return release();
-  if (Date.now() - outcome.fetchedAt > cfg.originTimeoutMs + 500) {
+  if (Date.now() - outcome.fetchedAt > cfg.originTimeoutMs + 250) {
     log("warn", "fill_too_late", { ms: Date.now() - outcome.fetchedAt });
     return release();
   }
   remember(keyUrl, outcome.entry);
-  ctx.waitUntil(putEntry(keyUrl, outcome.entry).finally(release));
+  const ready = (answered ? Promise.race([answered, sleep(250)]) : Promise.resolve()).then(() => sleep(STORE_AFTER_ANSWER_MS));
+  ctx.waitUntil(ready.then(() => putEntry(keyUrl, outcome.entry)).finally(release));
 }
 __name(settle, "settle");
 function register(keyUrl, promise) {

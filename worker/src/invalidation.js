@@ -9,7 +9,7 @@ import { KEY_PREFIX } from "./canonical.js";
 import { log } from "./http/errors.js";
 
 const LOCAL_INVALIDATIONS_PATH = `${KEY_PREFIX}local-invalidations`;
-const tombstones = { tags: new Map(), readAt: -Infinity };
+const tombstones = { tags: new Map(), readAt: -Infinity, pending: null };
 
 function recordKey(url) {
   return new Request(`${url.origin}${LOCAL_INVALIDATIONS_PATH}`);
@@ -58,15 +58,21 @@ export async function invalidateLocally(cfg, url, tags, now = Date.now()) {
 
 // Other isolates' records are re-read at most every
 // LOCAL_INVALIDATION_REFRESH_MS; this isolate's own are always current.
-export async function refreshIfDue(cfg, url) {
+// Returns the pending re-read (which concurrent lookups share), or null.
+export function refreshIfDue(cfg, url) {
   const now = Date.now();
-  if (now - tombstones.readAt < cfg.localRefreshMs) return;
+  if (now - tombstones.readAt < cfg.localRefreshMs) return tombstones.pending;
   tombstones.readAt = now;
-  try {
-    mergeTombstones(tombstones.tags, await readStored(url), now, cfg.localInvalidationSeconds * 1000);
-  } catch (err) {
-    log("warn", "local_invalidation_read_failed", { message: String(err && err.message) });
-  }
+  const pending = readStored(url)
+    .then(
+      (stored) => mergeTombstones(tombstones.tags, stored, now, cfg.localInvalidationSeconds * 1000),
+      (err) => log("warn", "local_invalidation_read_failed", { message: String(err && err.message) }),
+    )
+    .finally(() => {
+      if (tombstones.pending === pending) tombstones.pending = null;
+    });
+  tombstones.pending = pending;
+  return pending;
 }
 
 // Whether an entry with these tags, fetched at `fetchedAt`, was invalidated since.

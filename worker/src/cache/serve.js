@@ -1,12 +1,13 @@
 // Serving a query through the cache: isolate memory, then the Cache API,
 // then the origin, with coalescing, stale-while-revalidate and stale-if-error.
-import { CACHE_STATUS_HEADER, log, originUnreachable } from "../http/errors.js";
+import { CACHE_STATUS_HEADER, log, originUnreachable, sleep } from "../http/errors.js";
 import { fetchAnswer, originRequest } from "../http/origin.js";
 import { invalidatedSince, refreshIfDue } from "../invalidation.js";
 import { ageOf, entryState, fromCache, prepareEntry, prepareFromPayload, rewriteResponse, storedResponse, stripInjected } from "./entry.js";
 import { confirm, forget, recall, remember } from "./memory.js";
 
 export const CACHE_KEY_HEADER = "x-fraiseql-cache-key";
+const STORE_AFTER_ANSWER_MS = 3;
 const revalidating = new Set();
 const inflight = new Map();
 
@@ -21,20 +22,26 @@ export async function serveQuery(cfg, ctx, keyUrl, base, getOp) {
 async function lookupOrFetch(cfg, ctx, keyUrl, base, getOp) {
   const found = await lookup(cfg, ctx, keyUrl, base, getOp);
   if (found.response) return found.response;
-  const { outcome, shared } = await fetchShared(cfg, ctx, keyUrl, base, await getOp());
-  return finish(found.miss, outcome, shared);
+  // The entry is stored once this answer has been handed over, so storing
+  // it does not delay the answer.
+  let handedOver;
+  const answered = new Promise((resolve) => (handedOver = resolve));
+  const { outcome, shared } = await fetchShared(cfg, ctx, keyUrl, base, await getOp(), answered);
+  return finish(found.miss, outcome, shared, handedOver);
 }
 
 // The entry for `keyUrl` as an answer (HIT, STALE), or what a fill needs to
 // know about the copy it replaces: {miss: {cached, age, state}}.
 export async function lookup(cfg, ctx, keyUrl, base, getOp) {
-  await refreshIfDue(cfg, base.url);
+  // Other isolates' invalidations are re-read (when due) beside the lookup.
+  const refreshing = refreshIfDue(cfg, base.url);
   const now = Date.now();
   const copy = recall(keyUrl, now);
-  if (copy && !invalidatedSince(copy.tagHeader, copy.fetchedAt) && ageOf(copy.fetchedAt, now) < copy.ttl) {
-    return { response: fromMemory(copy, ageOf(copy.fetchedAt, now)) };
+  if (copy && ageOf(copy.fetchedAt, now) < copy.ttl) {
+    if (refreshing) await refreshing;
+    if (!invalidatedSince(copy.tagHeader, copy.fetchedAt)) return { response: fromMemory(copy, ageOf(copy.fetchedAt, now)) };
   }
-  let cached = await caches.default.match(new Request(keyUrl));
+  let [cached] = await Promise.all([caches.default.match(new Request(keyUrl)), refreshing]);
   let state = null;
   if (cached) {
     state = entryState(cached.headers);
@@ -66,14 +73,21 @@ export async function lookup(cfg, ctx, keyUrl, base, getOp) {
   return { miss: { cached, age, state } };
 }
 
-// The answer to a miss, from the fill's outcome.
-export async function finish(miss, outcome, shared) {
+// The answer to a miss, from the fill's outcome. `handedOver()` is called
+// once the client has taken the answer's body.
+export async function finish(miss, outcome, shared, handedOver = () => {}) {
   const { cached, age, state } = miss;
   const failed = outcome.error || outcome.status >= 500;
-  if (failed && cached && age < state.ttl + state.sie) return fromCache(cached, "ERROR-STALE", age);
+  if (failed && cached && age < state.ttl + state.sie) {
+    handedOver();
+    return fromCache(cached, "ERROR-STALE", age);
+  }
   if (cached) await cached.body?.cancel();
-  if (outcome.error) return originUnreachable(outcome.error, "MISS");
-  return answer(outcome, shared ? "COALESCED" : cached ? "REVALIDATED" : "MISS");
+  if (outcome.error) {
+    handedOver();
+    return originUnreachable(outcome.error, "MISS");
+  }
+  return answer(outcome, shared ? "COALESCED" : cached ? "REVALIDATED" : "MISS", handedOver);
 }
 
 function fromMemory(copy, ageSeconds) {
@@ -83,13 +97,28 @@ function fromMemory(copy, ageSeconds) {
   return new Response(copy.body, { status: copy.status, headers });
 }
 
-export function answer(outcome, status) {
+export function answer(outcome, status, handedOver = () => {}) {
   const headers = new Headers(outcome.headers);
   if (status === "COALESCED") headers.delete("set-cookie");
   headers.set(CACHE_STATUS_HEADER, status);
   headers.set("age", "0");
   if (outcome.tagHeader) headers.set("cache-tag", outcome.tagHeader);
-  return new Response(outcome.body, { status: outcome.status, statusText: outcome.statusText, headers });
+  return new Response(bodyThen(outcome.body, handedOver), { status: outcome.status, statusText: outcome.statusText, headers });
+}
+
+const encoder = new TextEncoder();
+
+// A body that calls `taken()` once its reader has it (a FixedLengthStream
+// holds nothing: the write completes when the bytes are read).
+function bodyThen(text, taken) {
+  const bytes = encoder.encode(text);
+  const { readable, writable } = new FixedLengthStream(bytes.byteLength);
+  const writer = writable.getWriter();
+  writer
+    .write(bytes)
+    .then(() => writer.close())
+    .then(taken, taken);
+  return readable;
 }
 
 async function revalidate(cfg, ctx, keyUrl, base, getOp) {
@@ -102,7 +131,7 @@ async function revalidate(cfg, ctx, keyUrl, base, getOp) {
 // with different credentials; and an answer made for one caller (private,
 // no-store, a Set-Cookie) is never shared at all: its waiters fetch their own.
 // A stored outcome stays shared until its cache.put lands.
-export async function fetchShared(cfg, ctx, keyUrl, base, op) {
+export async function fetchShared(cfg, ctx, keyUrl, base, op, answered = null) {
   const pending = inflight.get(keyUrl);
   if (pending) {
     const outcome = await pending;
@@ -112,24 +141,27 @@ export async function fetchShared(cfg, ctx, keyUrl, base, op) {
   }
   const promise = fill(cfg, base, op);
   inflight.set(keyUrl, promise);
-  settle(cfg, ctx, keyUrl, promise, await promise);
+  settle(cfg, ctx, keyUrl, promise, await promise, answered);
   return { outcome: await promise, shared: false };
 }
 
 // Stores what may be stored, and keeps the outcome shared until then.
-export function settle(cfg, ctx, keyUrl, promise, outcome) {
+export function settle(cfg, ctx, keyUrl, promise, outcome, answered = null) {
   const release = () => {
     if (inflight.get(keyUrl) === promise) inflight.delete(keyUrl);
   };
   if (!outcome.entry) return release();
   // A fill stored later than this after it started could land after the
   // second purge of a mutation it raced (see purge/queue.js): not stored.
-  if (Date.now() - outcome.fetchedAt > cfg.originTimeoutMs + 500) {
+  if (Date.now() - outcome.fetchedAt > cfg.originTimeoutMs + 250) {
     log("warn", "fill_too_late", { ms: Date.now() - outcome.fetchedAt });
     return release();
   }
   remember(keyUrl, outcome.entry);
-  ctx.waitUntil(putEntry(keyUrl, outcome.entry).finally(release));
+  // Storing waits until the answer has left (and a few milliseconds more, so
+  // it does not compete with sending it); the outcome stays shared meanwhile.
+  const ready = (answered ? Promise.race([answered, sleep(250)]) : Promise.resolve()).then(() => sleep(STORE_AFTER_ANSWER_MS));
+  ctx.waitUntil(ready.then(() => putEntry(keyUrl, outcome.entry)).finally(release));
 }
 
 export function register(keyUrl, promise) {

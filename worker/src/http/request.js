@@ -5,6 +5,7 @@ import { parseJsonExact } from "../json.js";
 
 const JSON_MEDIA_TYPES = new Set(["application/json", "application/graphql+json"]);
 const GRAPHQL_MEDIA_TYPE = "application/graphql";
+const decoder = new TextDecoder();
 const ACCEPTED_POST_TYPES = "application/json, application/graphql+json, application/graphql";
 
 function mediaTypeOf(value) {
@@ -63,13 +64,14 @@ export async function readLimited(body, limit) {
     }
     chunks.push(value);
   }
+  if (chunks.length === 1) return decoder.decode(chunks[0]);
   const bytes = new Uint8Array(total);
   let offset = 0;
   for (const chunk of chunks) {
     bytes.set(chunk, offset);
     offset += chunk.byteLength;
   }
-  return new TextDecoder().decode(bytes);
+  return decoder.decode(bytes);
 }
 
 export function parseJsonParam(raw, name) {
