@@ -1553,7 +1553,7 @@ var revalidating = /* @__PURE__ */ new Set();
 var inflight = /* @__PURE__ */ new Map();
 async function serveQuery(cfg, ctx, keyUrl, base, getOp) {
   const response = await lookupOrFetch(cfg, ctx, keyUrl, base, getOp);
-  response.headers.set(CACHE_KEY_HEADER, keyUrl.slice(keyUrl.lastIndexOf("/") + 1));
+  if (!response.headers.has(CACHE_KEY_HEADER)) response.headers.set(CACHE_KEY_HEADER, keyId(keyUrl));
   return response;
 }
 __name(serveQuery, "serveQuery");
@@ -1572,7 +1572,7 @@ async function lookup(cfg, ctx, keyUrl, base, getOp) {
   const copy = recall(keyUrl, now);
   if (copy && ageOf(copy.fetchedAt, now) < copy.ttl) {
     if (refreshing) await refreshing;
-    if (!invalidatedSince(copy.tagHeader, copy.fetchedAt)) return { response: fromMemory(copy, ageOf(copy.fetchedAt, now)) };
+    if (!invalidatedSince(copy.tagHeader, copy.fetchedAt)) return { response: fromMemory(keyUrl, copy, ageOf(copy.fetchedAt, now)) };
   }
   let [cached] = await Promise.all([caches.default.match(new Request(keyUrl)), refreshing]);
   let state = null;
@@ -1590,7 +1590,7 @@ async function lookup(cfg, ctx, keyUrl, base, getOp) {
     const known = confirm(keyUrl, state.fetchedAt);
     if (known) {
       await cached.body?.cancel();
-      return { response: fromMemory(known, age) };
+      return { response: fromMemory(keyUrl, known, age) };
     }
     const body = await cached.text();
     remember(keyUrl, { status: cached.status, headers: [...cached.headers], body, ...state, tagHeader: cached.headers.get("cache-tag") });
@@ -1622,10 +1622,9 @@ async function finish(miss, outcome, shared, handedOver = () => {
   return answer(outcome, shared ? "COALESCED" : cached ? "REVALIDATED" : "MISS", handedOver);
 }
 __name(finish, "finish");
-function fromMemory(copy, ageSeconds) {
-  const headers = new Headers(copy.served);
-  headers.set(CACHE_STATUS_HEADER, "HIT");
-  headers.set("age", String(Math.floor(ageSeconds)));
+var keyId = /* @__PURE__ */ __name((keyUrl) => keyUrl.slice(keyUrl.lastIndexOf("/") + 1), "keyId");
+function fromMemory(keyUrl, copy, ageSeconds) {
+  const headers = [...copy.served, [CACHE_STATUS_HEADER, "HIT"], ["age", String(Math.floor(ageSeconds))], [CACHE_KEY_HEADER, keyId(keyUrl)]];
   return new Response(copy.body, { status: copy.status, headers });
 }
 __name(fromMemory, "fromMemory");

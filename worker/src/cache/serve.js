@@ -15,7 +15,7 @@ const inflight = new Map();
 export async function serveQuery(cfg, ctx, keyUrl, base, getOp) {
   const response = await lookupOrFetch(cfg, ctx, keyUrl, base, getOp);
   // Shows which requests share an entry; reveals nothing the caller lacks.
-  response.headers.set(CACHE_KEY_HEADER, keyUrl.slice(keyUrl.lastIndexOf("/") + 1));
+  if (!response.headers.has(CACHE_KEY_HEADER)) response.headers.set(CACHE_KEY_HEADER, keyId(keyUrl));
   return response;
 }
 
@@ -39,7 +39,7 @@ export async function lookup(cfg, ctx, keyUrl, base, getOp) {
   const copy = recall(keyUrl, now);
   if (copy && ageOf(copy.fetchedAt, now) < copy.ttl) {
     if (refreshing) await refreshing;
-    if (!invalidatedSince(copy.tagHeader, copy.fetchedAt)) return { response: fromMemory(copy, ageOf(copy.fetchedAt, now)) };
+    if (!invalidatedSince(copy.tagHeader, copy.fetchedAt)) return { response: fromMemory(keyUrl, copy, ageOf(copy.fetchedAt, now)) };
   }
   let [cached] = await Promise.all([caches.default.match(new Request(keyUrl)), refreshing]);
   let state = null;
@@ -57,7 +57,7 @@ export async function lookup(cfg, ctx, keyUrl, base, getOp) {
     const known = confirm(keyUrl, state.fetchedAt);
     if (known) {
       await cached.body?.cancel();
-      return { response: fromMemory(known, age) };
+      return { response: fromMemory(keyUrl, known, age) };
     }
     const body = await cached.text();
     remember(keyUrl, { status: cached.status, headers: [...cached.headers], body, ...state, tagHeader: cached.headers.get("cache-tag") });
@@ -90,10 +90,11 @@ export async function finish(miss, outcome, shared, handedOver = () => {}) {
   return answer(outcome, shared ? "COALESCED" : cached ? "REVALIDATED" : "MISS", handedOver);
 }
 
-function fromMemory(copy, ageSeconds) {
-  const headers = new Headers(copy.served);
-  headers.set(CACHE_STATUS_HEADER, "HIT");
-  headers.set("age", String(Math.floor(ageSeconds)));
+const keyId = (keyUrl) => keyUrl.slice(keyUrl.lastIndexOf("/") + 1);
+
+// The hit path: one header list, built natively once.
+function fromMemory(keyUrl, copy, ageSeconds) {
+  const headers = [...copy.served, [CACHE_STATUS_HEADER, "HIT"], ["age", String(Math.floor(ageSeconds))], [CACHE_KEY_HEADER, keyId(keyUrl)]];
   return new Response(copy.body, { status: copy.status, headers });
 }
 
