@@ -1548,7 +1548,7 @@ __name(forget, "forget");
 
 // src/cache/serve.js
 var CACHE_KEY_HEADER = "x-fraiseql-cache-key";
-var STORE_AFTER_ANSWER_MS = 3;
+var STORE_AFTER_ANSWER_MS = 25;
 var revalidating = /* @__PURE__ */ new Set();
 var inflight = /* @__PURE__ */ new Map();
 async function serveQuery(cfg, ctx, keyUrl, base, getOp) {
@@ -1676,7 +1676,7 @@ function settle(cfg, ctx, keyUrl, promise, outcome, answered = null) {
     return release();
   }
   remember(keyUrl, outcome.entry);
-  const ready = (answered ? Promise.race([answered, sleep(250)]) : Promise.resolve()).then(() => sleep(STORE_AFTER_ANSWER_MS));
+  const ready = (answered ? Promise.race([answered, sleep(200)]) : Promise.resolve()).then(() => sleep(STORE_AFTER_ANSWER_MS));
   ctx.waitUntil(ready.then(() => putEntry(keyUrl, outcome.entry)).finally(release));
 }
 __name(settle, "settle");

@@ -7,7 +7,11 @@ import { ageOf, entryState, fromCache, prepareEntry, prepareFromPayload, rewrite
 import { confirm, forget, recall, remember } from "./memory.js";
 
 export const CACHE_KEY_HEADER = "x-fraiseql-cache-key";
-const STORE_AFTER_ANSWER_MS = 3;
+// How long after the client took the answer it is stored. Storing costs more
+// than answering (about 2 ms of CPU a put in workerd through Miniflare, which
+// otherwise delays the answer's delivery); meanwhile this isolate shares the
+// fill (in flight, then in memory) and other isolates would be fetching anyway.
+const STORE_AFTER_ANSWER_MS = 25;
 const revalidating = new Set();
 const inflight = new Map();
 
@@ -159,9 +163,11 @@ export function settle(cfg, ctx, keyUrl, promise, outcome, answered = null) {
     return release();
   }
   remember(keyUrl, outcome.entry);
-  // Storing waits until the answer has left (and a few milliseconds more, so
-  // it does not compete with sending it); the outcome stays shared meanwhile.
-  const ready = (answered ? Promise.race([answered, sleep(250)]) : Promise.resolve()).then(() => sleep(STORE_AFTER_ANSWER_MS));
+  // Storing waits until the answer has left (at most 200 ms), and
+  // STORE_AFTER_ANSWER_MS more; the outcome stays shared meanwhile. With the
+  // check above, a put lands within ORIGIN_TIMEOUT_MS + 0.5 s of the fill's
+  // start, before the repeated purge (ORIGIN_TIMEOUT_MS + 1 s at the soonest).
+  const ready = (answered ? Promise.race([answered, sleep(200)]) : Promise.resolve()).then(() => sleep(STORE_AFTER_ANSWER_MS));
   ctx.waitUntil(ready.then(() => putEntry(keyUrl, outcome.entry)).finally(release));
 }
 
