@@ -7,7 +7,7 @@ import { ClientError, log } from "./http/errors.js";
 import { apqMemo, stringBytes } from "./memo.js";
 import { sha256Hex, utf8Length } from "./json.js";
 
-export async function lookupApq(env, hash) {
+async function lookupApq(env, hash) {
   const memo = apqMemo.get(hash);
   if (memo !== undefined) return memo;
   const kv = env.PERSISTED_QUERIES;

@@ -29,7 +29,7 @@ export const DEFAULTS = {
 
 // Cloudflare's purge limits for tag purges (per account, token bucket). The
 // consumer paces calls at the sustained rate and never spends the burst.
-export const PURGE_PLANS = {
+const PURGE_PLANS = {
   free: { perSecond: 5 / 60 },
   pro: { perSecond: 5 },
   business: { perSecond: 10 },
@@ -130,7 +130,7 @@ export function readConfig(env) {
 }
 
 // "name" matches itself, "prefix*" every name that starts with prefix.
-export function namePatterns(patterns) {
+function namePatterns(patterns) {
   const exact = new Set();
   const prefixes = [];
   for (const p of patterns) {

@@ -15,7 +15,7 @@ function recordKey(url) {
   return new Request(`${url.origin}${LOCAL_INVALIDATIONS_PATH}`);
 }
 
-export function mergeTombstones(target, source, now, horizonMs) {
+function mergeTombstones(target, source, now, horizonMs) {
   for (const [tag, at] of source) {
     if (now - at > horizonMs) continue;
     const prev = target.get(tag);

@@ -13,19 +13,19 @@ import { LIMITS } from "./config.js";
 import { INJECTED_TYPENAME } from "./graphql/parser.js";
 import { RawNumber } from "./json.js";
 
-export const TYPE_TAG_PREFIX = "gql-type:";
-export const NOID_TAG_PREFIX = "gql-noid:";
+const TYPE_TAG_PREFIX = "gql-type:";
+const NOID_TAG_PREFIX = "gql-noid:";
 
 // Cache-Tag must be printable ASCII without spaces; commas separate tags.
 // toWellFormed() because encodeURIComponent throws on lone surrogates.
-export function encodeTagPart(value) {
+function encodeTagPart(value) {
   return encodeURIComponent(value.toWellFormed());
 }
 
 // "-" cannot occur in a GraphQL name, so these never collide with Type:id.
 export const typeTag = (typename) => `${TYPE_TAG_PREFIX}${encodeTagPart(typename)}`;
 export const noidTag = (typename) => `${NOID_TAG_PREFIX}${encodeTagPart(typename)}`;
-export const operationTag = (name) => (name ? `gql-op:${encodeTagPart(name)}` : "gql-op-anonymous");
+const operationTag = (name) => (name ? `gql-op:${encodeTagPart(name)}` : "gql-op-anonymous");
 
 // Walks `data` with the operation. Returns the Type:id tags, every type seen,
 // and the types of objects shown without an id (none selected, an alias that

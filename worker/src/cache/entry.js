@@ -10,7 +10,7 @@ import { isPrivate, storagePolicy } from "./policy.js";
 
 // Stored entries only: "fetchedAtMs,ttl,swr,sie", and the origin's
 // Cache-Control (the stored copy's own Cache-Control is its Cache API lifetime).
-export const META_HEADER = "x-fraiseql-meta";
+const META_HEADER = "x-fraiseql-meta";
 const ORIGIN_CACHE_CONTROL_HEADER = "x-fraiseql-origin-cache-control";
 
 // Removes the injected __typename alias from a GraphQL answer (or a batch of

@@ -3,7 +3,7 @@
 import { onlyRoutingCookies } from "../cookies.js";
 import { isPlainObject } from "../json.js";
 
-export function parseCacheControl(value) {
+function parseCacheControl(value) {
   const directives = new Map();
   for (const part of (value || "").split(",")) {
     const eq = part.indexOf("=");

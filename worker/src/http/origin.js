@@ -8,14 +8,14 @@ const WEBSOCKET_HEADERS = ["sec-websocket-key", "sec-websocket-version", "sec-we
 // The body is decoded (and maybe rewritten): headers describing the wire form go.
 const RESPONSE_WIRE_HEADERS = ["content-encoding", "content-length", "connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"];
 
-export class OriginFailure extends Error {
+class OriginFailure extends Error {
   constructor(reason, message) {
     super(message);
     this.reason = reason;
   }
 }
 
-export function originTarget(cfg, base) {
+function originTarget(cfg, base) {
   const origin = cfg.originUrl;
   const prefix = origin.pathname.replace(/\/+$/, "");
   const search = base.params.length ? `?${new URLSearchParams(base.params)}` : "";
@@ -24,7 +24,7 @@ export function originTarget(cfg, base) {
 
 // Headers sent to the origin: the keyed ones, the credentials, the unkeyed
 // forwarded ones and the routing cookies; nothing else the client sent.
-export function originHeaders(cfg, base, extra = []) {
+function originHeaders(cfg, base, extra = []) {
   const headers = new Headers();
   for (const [k, v] of base.keyed) headers.set(k, v);
   for (const [k, v] of base.unkeyed) headers.set(k, v);

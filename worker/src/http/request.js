@@ -74,7 +74,7 @@ export async function readLimited(body, limit) {
   return decoder.decode(bytes);
 }
 
-export function parseJsonParam(raw, name) {
+function parseJsonParam(raw, name) {
   if (raw === null || raw === "") return null;
   try {
     return parseJsonExact(raw);

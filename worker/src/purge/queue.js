@@ -11,7 +11,7 @@ import { LIMITS } from "../config.js";
 import { log, sleep } from "../http/errors.js";
 import { purgeTags, restAfterLastCall } from "./api.js";
 
-export function isDeadLetterQueue(name) {
+function isDeadLetterQueue(name) {
   return /-dlq(-|$)/.test(name);
 }
 
