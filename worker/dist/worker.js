@@ -1849,8 +1849,13 @@ function startFills(cfg, ctx, base, misses) {
   });
 }
 __name(startFills, "startFills");
+var ITEM_HEADERS = ["age", "cache-tag", "content-length", "etag", "last-modified", "set-cookie", CACHE_STATUS_HEADER, CACHE_KEY_HEADER];
 async function assemble(responses, keys) {
-  const headers = new Headers({ "content-type": "application/json", "cache-control": "no-store" });
+  const template = responses.find((r) => r.status === 200) ?? responses[0];
+  const headers = new Headers(template.headers);
+  for (const name of ITEM_HEADERS) headers.delete(name);
+  headers.set("content-type", "application/json");
+  headers.set("cache-control", "no-store");
   const texts = /* @__PURE__ */ new Map();
   for (const res of new Set(responses)) {
     const text = await res.text();

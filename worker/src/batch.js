@@ -64,9 +64,17 @@ function startFills(cfg, ctx, base, misses) {
   });
 }
 
-// One JSON array, each item what its own request would have answered.
+// Per-entry and per-item headers a batch answer does not take from its items.
+const ITEM_HEADERS = ["age", "cache-tag", "content-length", "etag", "last-modified", "set-cookie", CACHE_STATUS_HEADER, CACHE_KEY_HEADER];
+
+// One JSON array, each item what its own request would have answered. The
+// other headers (CORS, for one) come from an item the origin answered.
 async function assemble(responses, keys) {
-  const headers = new Headers({ "content-type": "application/json", "cache-control": "no-store" });
+  const template = responses.find((r) => r.status === 200) ?? responses[0];
+  const headers = new Headers(template.headers);
+  for (const name of ITEM_HEADERS) headers.delete(name);
+  headers.set("content-type", "application/json");
+  headers.set("cache-control", "no-store");
   // Duplicate items share one Response: each is read once.
   const texts = new Map();
   for (const res of new Set(responses)) {

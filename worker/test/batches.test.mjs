@@ -55,6 +55,23 @@ describe("batches of queries", () => {
     assert.deepEqual(await single.json(), body[1]);
   });
 
+  it("carry the origin's headers (CORS) as single answers do, and are never stored downstream", async () => {
+    origin.setHandler((req) => ({
+      headers: { "access-control-allow-origin": "https://app.example", vary: "Origin" },
+      body: (Array.isArray(req.params) ? req.params : [req.params]).map((p) => ({ data: { user: { __typename: "User", id: p.variables.id, name: "n" } } })),
+    }));
+    const cors = [{ query: Q, variables: { id: "c1" } }, { query: Q, variables: { id: "c2" } }];
+    for (let i = 0; i < 2; i++) {
+      const res = await worker.fetch("/graphql", { ...post(cors), headers: { "content-type": "application/json", origin: "https://app.example" } });
+      assert.equal(res.headers.get("access-control-allow-origin"), "https://app.example", `round ${i}`);
+      assert.equal(res.headers.get("cache-control"), "no-store");
+      assert.equal(res.headers.get("cache-tag"), null);
+      const keys = res.headers.get("x-fraiseql-cache-key").split(",");
+      if (i === 0) for (const key of keys) await worker.stored(key);
+      else assert.deepEqual(res.headers.get("x-fraiseql-cache").split(","), ["HIT", "HIT"]);
+    }
+  });
+
   it("answer each item as its own request would be answered, errors included", async () => {
     const res = await worker.fetch("/graphql", post([{ query: Q, variables: { id: "e1" } }, { query: "query Bad { nope }" }]));
     assert.equal(res.status, 200);
