@@ -84,9 +84,14 @@ def read_jsonc(text: str) -> Any:
     return json.loads("".join(cleaned))
 
 
+# Where `npm run build` (wrangler deploy --dry-run --outdir dist) puts the one module it bundles from
+# `main` and the modules it imports; committed, and kept fresh by the worker's tests.
+BUNDLE_DIR = "dist"
+
+
 @dataclass(frozen=True)
 class WorkerBundle:
-    """The worker package as deployed: one module plus the config `wrangler dev` and its tests use."""
+    """The worker package as deployed: one bundled module plus the config `wrangler dev` and its tests use."""
 
     name: str
     main_module: str
@@ -105,10 +110,14 @@ class WorkerBundle:
     def load(cls, package: Path) -> "WorkerBundle":
         config = read_jsonc((package / "wrangler.jsonc").read_text())
         queues = config.get("queues", {})
+        main_module = Path(config["main"]).name
+        bundle = package / BUNDLE_DIR / main_module
+        if not bundle.is_file():
+            raise ValueError(f"worker bundle {bundle} is missing: run `npm run build` in {package}")
         return cls(
             name=config["name"],
-            main_module=Path(config["main"]).name,
-            content=(package / config["main"]).read_text(),
+            main_module=main_module,
+            content=bundle.read_text(),
             compatibility_date=config["compatibility_date"],
             compatibility_flags=tuple(config.get("compatibility_flags", ())),
             vars=dict(config.get("vars", {})),
@@ -260,7 +269,8 @@ class Edge(pulumi.ComponentResource):
             self.kv_namespace_ids[binding] = kv.id
         queues: dict[str, cf.Queue] = {}
         self.queue_names = {}
-        for queue in sorted(set(worker.queue_producers.values()) | set(worker.queue_consumers)):
+        dead_letter_queues = {s["dead_letter_queue"] for s in worker.queue_consumers.values() if s.get("dead_letter_queue")}
+        for queue in sorted(set(worker.queue_producers.values()) | set(worker.queue_consumers) | dead_letter_queues):
             self.queue_names[queue] = f"{queue}-{args.stack}"
             queues[queue] = cf.Queue(
                 logical_name(name, "queue", queue),
@@ -320,12 +330,14 @@ class Edge(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, additional_secret_outputs=["bindings"]),
         )
         for queue, settings in sorted(worker.queue_consumers.items()):
+            dead_letters = settings.get("dead_letter_queue")
             cf.QueueConsumer(
                 logical_name(name, "queue-consumer", queue),
                 account_id=args.account_id,
                 queue_id=queues[queue].id,
                 script_name=script.script_name,
                 type="worker",
+                dead_letter_queue=self.queue_names[dead_letters] if dead_letters else None,
                 settings=cf.QueueConsumerSettingsArgs(
                     batch_size=settings.get("max_batch_size"),
                     max_wait_time_ms=round(settings["max_batch_timeout"] * 1000) if "max_batch_timeout" in settings else None,

@@ -729,6 +729,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             except TimeoutError as exc:
                 converged = False
                 progress(str(exc)[:300])
+                special.setdefault("notes", []).append(f"not converged: {str(exc)[:1500]}")
                 for r in regions:
                     parked = m.execute(r, "SELECT sqlstate, error, count(*) FROM fraiseql_repl.parked GROUP BY 1, 2")
                     subs = m.execute(r, "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, ss.apply_error_count "

@@ -140,20 +140,29 @@ class Clashes(Client):
 
 
 class Family(Client):
-    """Parents in every region; children of any region's parents; parents deleted (cascading)."""
+    """Parents in every region (each key used once: a deleted parent is not inserted again, see
+    replication/README.md), children of any region's parents, parents deleted (cascading) while other
+    regions add children to them and edit those children."""
+
+    def __init__(self, m: Mesh, regions: Sequence[str], **kw: Any) -> None:
+        super().__init__(m, regions, **kw)
+        self._ids = itertools.count(1)
 
     def step(self, conn: psycopg.Connection[Any], region: str, index: int, rng: random.Random) -> None:
         roll = rng.random()
-        if roll < 0.35:
-            conn.execute("INSERT INTO nemesis_parent (id, v) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
-                         ((index + 1) * 10**6 + rng.randrange(40), region))
-        elif roll < 0.8:
+        if roll < 0.3:
+            conn.execute("INSERT INTO nemesis_parent (id, v) VALUES (%s, %s)", ((index + 1) * 10**8 + next(self._ids), region))
+        elif roll < 0.65:
             found = conn.execute("SELECT id FROM nemesis_parent ORDER BY random() LIMIT 1").fetchone()
             if found:
                 conn.execute("INSERT INTO nemesis_child (id, parent, v) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
                              ((index + 1) * 10**7 + rng.randrange(10**6), found[0], region))
+        elif roll < 0.85:
+            conn.execute("UPDATE nemesis_child SET v = %s WHERE id = (SELECT id FROM nemesis_child ORDER BY random() "
+                         "LIMIT 1)", (f"{region}:{next(self._ids)}",))
         else:
-            conn.execute("DELETE FROM nemesis_parent WHERE id = %s", ((index + 1) * 10**6 + rng.randrange(40),))
+            conn.execute("DELETE FROM nemesis_parent WHERE id = (SELECT id FROM nemesis_parent WHERE id / 100000000 = %s "
+                         "ORDER BY random() LIMIT 1)", (index + 1,))
 
 
 class Adversary(Client):

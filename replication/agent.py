@@ -174,10 +174,15 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
     """Health of every data and control subscription, with memory of errors and downtime.
 
     A subscription is unhealthy while its apply worker has been missing for longer than
-    ``stale_after`` or while an apply error happened in the last ``stale_after`` seconds.
+    ``stale_after`` or while an apply error happened in the last ``stale_after`` seconds. A data
+    subscription is unhealthy too while it has received nothing for ``stale_after``: every probe of
+    the peer's agent writes to the data stream (its watermark), so a silent data link is a stalled
+    one (its apply worker waiting on a lock an application holds, say), whatever its heartbeats say.
+    An apply worker busy with a large transaction reads it as it applies it, so it is not silent.
     """
     rows = conn.execute(
-        "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, coalesce(ss.apply_error_count, 0)::bigint "
+        "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, coalesce(ss.apply_error_count, 0)::bigint, "
+        "extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8 "
         "FROM pg_catalog.pg_subscription s "
         "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
         # The leader apply worker: no table (not a table sync worker), no leader (not a parallel apply
@@ -203,7 +208,8 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
                 verdicts.append((False, False, 0))
                 down += 1
                 continue
-            _, enabled, running, errors = row
+            _, enabled, running, errors, silent_s = row
+            silent = sub == subscription_name(me, p) and (silent_s is None or silent_s > settings.stale_after_s)
             if errors > mem["errors"]:
                 increase += errors - mem["errors"]
                 mem["error_at"] = now
@@ -217,7 +223,7 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
                 down += 1
             recently_failed = mem["error_at"] is not None and now - mem["error_at"] <= settings.stale_after_s
             long_down = not enabled or (mem["down_since"] is not None and now - mem["down_since"] > settings.stale_after_s)
-            verdicts.append((not recently_failed and not long_down, up, int(errors)))
+            verdicts.append((not recently_failed and not long_down and not silent, up, int(errors)))
         data_ok, data_running, data_errors = verdicts[0]
         out[peer] = LinkHealth(healthy=data_ok and verdicts[1][0], running=data_running, apply_errors=data_errors)
     return out, down, increase
@@ -233,24 +239,32 @@ def _observe(conn: Any, settings: Settings) -> tuple[float, list[HeartbeatRow]]:
         f"WITH n AS (SELECT clock_timestamp() AS t) "
         f"SELECT extract(epoch FROM n.t)::float8, h.node, h.seq, h.hears, h.relay, "
         f"extract(epoch FROM n.t - h.received_at)::float8, "
-        f"coalesce(extract(epoch FROM h.sent_at - h.observed_at), 0)::float8 "
+        f"coalesce(extract(epoch FROM h.sent_at - h.observed_at), 0)::float8, h.selected "
         f"FROM n LEFT JOIN {HEARTBEAT_TABLE} h ON h.node <> %s",
         (settings.region,),
     ).fetchall()
     observed = float(rows[0][0])
     out = []
-    for _, node, seq, hears, relay, age, lag in rows:
+    for _, node, seq, hears, relay, age, lag, selected in rows:
         if node is None:
             continue
         entries = {}
         for origin, e in (relay or {}).items():
             try:
-                entries[origin] = RelayEntry(int(e["seq"]), frozenset(e.get("hears") or ()), float(e["age_ms"]) / 1000)
+                entries[origin] = RelayEntry(int(e["seq"]), frozenset(e.get("hears") or ()), float(e["age_ms"]) / 1000,
+                                             _selections(e.get("selected")))
             except (KeyError, TypeError, ValueError):
                 continue  # a malformed relay entry is ignored, never trusted
         out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0),
-                                relay=entries, lag_s=max(float(lag), 0.0)))
+                                relay=entries, lag_s=max(float(lag), 0.0), selected=_selections(selected)))
     return observed, out
+
+
+def _selections(raw: Any) -> dict[str, frozenset[str]]:
+    """A report's selections, as published ({signature: [members]}); anything malformed says nothing."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): frozenset(str(x) for x in v) for k, v in raw.items() if isinstance(v, list)}
 
 
 def _replay_lag(conn: Any, settings: Settings) -> dict[str, Optional[float]]:
@@ -283,6 +297,8 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
     ).fetchone()
     prev_seq, prev_writable, prev_streak, memory, prev_traffic_out = state
     memory = dict(memory or {})
+    own = conn.execute(f"SELECT selected FROM {HEARTBEAT_TABLE} WHERE node = %s", (settings.region,)).fetchone()
+    prev_selected = _selections(own[0]) if own else {}
     # Observed after the heartbeats: at worst fresher than the moment the lease is anchored to.
     links, down, increase = _data_links(conn, settings, memory, observed)
     guard = _guard_problem(conn)
@@ -290,11 +306,13 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
     a = assess(
         settings.region, settings.regions, rows=rows, links_healthy=[p for p, h in links.items() if h.healthy],
         seq=seq, stale_after_s=settings.stale_after_s, control_on=control_on, previous_writable=prev_writable,
-        previous_streak=int(prev_streak), unfence_after=settings.unfence_after, next_regions=settings.regions_next or None)
+        previous_streak=int(prev_streak), unfence_after=settings.unfence_after, next_regions=settings.regions_next or None,
+        previous_selected=prev_selected)
     decision = a.decision
     writable = decision.writable and not guard
     failpoints.pause("agent.after_observe")
-    relay = {o: {"seq": e.seq, "hears": sorted(e.hears), "age_ms": round(e.age_s * 1000, 1)} for o, e in a.relay.items()}
+    relay = {o: {"seq": e.seq, "hears": sorted(e.hears), "age_ms": round(e.age_s * 1000, 1),
+                 "selected": {k: sorted(v) for k, v in e.selected.items()}} for o, e in a.relay.items()}
     reason = guard or f"quorum: {decision.reason}; majority {sorted(decision.majority)}"
     params = {
         "until": observed + settings.lease_s if writable else None,
@@ -312,6 +330,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         "hold_s": holder_until_s if holder_until_s is not None else 0.0,
         "hears": sorted(a.hears | {settings.region}),
         "relay": json.dumps(relay),
+        "selected": json.dumps({k: sorted(v) for k, v in decision.selected.items()}),
         "membership": settings.membership,
         "warming": warming,
     }
@@ -327,9 +346,11 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         "holder_until = clock_timestamp() + make_interval(secs => %(hold_s)s), decided_at = clock_timestamp() "
         "WHERE singleton; "
         f"DELETE FROM {HEARTBEAT_TABLE} WHERE node = %(me)s; "
-        f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, observed_at, hears, relay, writable, membership, received_at) "
-        "VALUES (%(me)s, %(seq)s, clock_timestamp(), to_timestamp(%(observed)s), %(hears)s, %(relay)s::jsonb, "
-        "%(writable)s, %(membership)s, clock_timestamp()); "
+        f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, observed_at, hears, relay, selected, writable, membership, "
+        "received_at) VALUES (%(me)s, %(seq)s, clock_timestamp(), to_timestamp(%(observed)s), %(hears)s, %(relay)s::jsonb, "
+        "%(selected)s::jsonb, %(writable)s, %(membership)s, clock_timestamp()); "
+        # on the data stream too: the peers' data links stay busy, so a silent one is a stalled one
+        f"SELECT {SCHEMA}.emit_watermark(); "
         f"SELECT {SCHEMA}.set_lease(to_timestamp(%(until)s), %(reason)s, %(holder)s, %(warming)s)"
     )
     with psycopg_client_cursor(conn) as cur:
@@ -385,8 +406,9 @@ class Maintenance:
 
 
 def maintain(conn: Any, *, full: bool) -> Maintenance:
-    """Housekeeping between probes: publish a watermark (what this writer has applied, so peers can
-    purge tombstones safely), and with ``full``: retry parked changes, purge what is safe to purge.
+    """Housekeeping between probes (the watermark, what this writer has applied so peers can purge
+    tombstones safely, goes out with every probe): with ``full``, retry parked changes and purge
+    what is safe to purge.
 
     A failure here is logged and retried next time; it never stops the lease loop.
     """
@@ -399,8 +421,7 @@ def maintain(conn: Any, *, full: bool) -> Maintenance:
             errors.append(f"{sql.split('(')[0]}: {type(exc).__name__}")
             return None
 
-    run("SELECT fraiseql_repl.emit_watermark()")
-    out = Maintenance(parked=0, errors=errors)
+    out = Maintenance(parked=0, errors=errors)  # the watermark goes out with every probe
     if full:
         retried = run("SELECT merged, still_parked FROM fraiseql_repl.retry_parked()")
         if retried:
@@ -696,7 +717,13 @@ def acquire_loop(conn: Any, settings: Settings) -> Optional[str]:
     a holder handed over from never displaces it (an old invocation started after the handover, while
     the deploy was still rolling out): it waits for the holder's invocation to end."""
     started, = conn.execute("SELECT clock_timestamp()").fetchone()
-    if not conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0]:
+    got = bool(conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0])
+    # Only an agent run may hold it: a session of another role is ended (any role can take an
+    # advisory lock, and one that sat on it would keep every agent run from starting).
+    if not got and conn.execute(f"SELECT {SCHEMA}.evict_loop_squatters()").fetchone()[0]:
+        time.sleep(0.2)
+        got = bool(conn.execute(f"SELECT pg_try_advisory_lock({LOCK_SQL})").fetchone()[0])
+    if not got:
         left, since, retired, running = conn.execute(
             f"SELECT extract(epoch FROM holder_until - clock_timestamp())::float8, holder_since, retired_membership, "
             f"(SELECT membership FROM {HEARTBEAT_TABLE} WHERE node = %s) FROM {AGENT_STATE_TABLE}",
@@ -708,13 +735,15 @@ def acquire_loop(conn: Any, settings: Settings) -> Optional[str]:
                          (settings.membership, started))
         elif left is not None and left > settings.handoff_wait_s:
             return "another invocation holds the agent loop"
-        conn.execute(f"SET lock_timeout = '{int((settings.handoff_wait_s + 10) * 1000)}ms'")
+        # The connection's statement timeout (5 s) would end the wait long before the hand-over window.
+        wait_ms = int((settings.handoff_wait_s + 10) * 1000)
+        conn.execute(f"SET lock_timeout = '{wait_ms}ms'; SET statement_timeout = '{wait_ms + 1000}ms'")
         try:
             conn.execute(f"SELECT pg_advisory_lock({LOCK_SQL})")
         except Exception:  # noqa: BLE001 - lock_timeout: the holder is still busy; the next run retries
             return "timed out waiting for the holder to hand over"
         finally:
-            conn.execute("SET lock_timeout = 0")
+            conn.execute("SET lock_timeout = 0; SET statement_timeout = '5s'")
     conn.execute(f"UPDATE {AGENT_STATE_TABLE} SET holder_since = %s, waiting_membership = CASE WHEN waiting_membership = %s "
                  "THEN '' ELSE waiting_membership END WHERE singleton", (started, settings.membership))
     return None

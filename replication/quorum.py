@@ -71,6 +71,7 @@ Reason = Literal[
     "no_quorum",
     "other_majority_selected",
     "uncertain",
+    "unconfirmed",
     "control_off",
     "stabilizing",
     "not_member",
@@ -94,6 +95,15 @@ def quorum_size(n: int) -> int:
 # -- views --------------------------------------------------------------------------------------
 
 
+#: A selection, per membership list (``signature``): the clique the reporting region selected.
+Selections = Mapping[str, frozenset[str]]
+
+
+def signature(members: Sequence[str]) -> str:
+    """How a membership list is named in reports (the configured order, the same in every agent)."""
+    return ",".join(members)
+
+
 @dataclass(frozen=True)
 class Report:
     """What one region said about itself, and how old that is as far as the receiver knows."""
@@ -101,6 +111,8 @@ class Report:
     seq: int
     hears: frozenset[str]
     age_s: float
+    #: the clique it selected, per membership list it runs
+    selected: Selections = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class RelayEntry:
     seq: int
     hears: frozenset[str]
     age_s: float
+    selected: Selections = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,7 @@ class HeartbeatRow:
     since_received_s: float
     relay: Mapping[str, RelayEntry] = field(default_factory=dict)
     lag_s: float = 0.0
+    selected: Selections = field(default_factory=dict)
 
     @property
     def age_s(self) -> float:
@@ -134,7 +148,8 @@ class HeartbeatRow:
 
 
 def merge_reports(
-    me: str, regions: Sequence[str], my_hears: Iterable[str], my_seq: int, rows: Iterable[HeartbeatRow]
+    me: str, regions: Sequence[str], my_hears: Iterable[str], my_seq: int, rows: Iterable[HeartbeatRow],
+    my_selected: Optional[Selections] = None,
 ) -> dict[str, Report]:
     """Every region's newest known report, as seen from ``me`` (``me``'s own is current: age 0).
 
@@ -144,18 +159,18 @@ def merge_reports(
     known = set(regions)
     best: dict[str, Report] = {}
 
-    def offer(origin: str, seq: int, hears: Iterable[str], age: float) -> None:
+    def offer(origin: str, seq: int, hears: Iterable[str], age: float, selected: Selections) -> None:
         if origin not in known or origin == me:
             return
         cur = best.get(origin)
         if cur is None or seq > cur.seq or (seq == cur.seq and age < cur.age_s):
-            best[origin] = Report(seq, frozenset(h for h in hears if h in known), max(age, 0.0))
+            best[origin] = Report(seq, frozenset(h for h in hears if h in known), max(age, 0.0), dict(selected))
 
     for row in rows:
-        offer(row.node, row.seq, row.hears, row.age_s)
+        offer(row.node, row.seq, row.hears, row.age_s, row.selected)
         for origin, entry in row.relay.items():
-            offer(origin, entry.seq, entry.hears, entry.age_s + row.age_s)
-    best[me] = Report(my_seq, frozenset(h for h in my_hears if h in known) | {me}, 0.0)
+            offer(origin, entry.seq, entry.hears, entry.age_s + row.age_s, entry.selected)
+    best[me] = Report(my_seq, frozenset(h for h in my_hears if h in known) | {me}, 0.0, dict(my_selected or {}))
     return best
 
 
@@ -246,6 +261,7 @@ def assess(
     previous_streak: int = 0,
     unfence_after: int = 3,
     next_regions: Optional[Sequence[str]] = None,
+    previous_selected: Optional[Selections] = None,
 ) -> Assessment:
     """The pure part of a probe (the agent does the I/O; the timing model in the tests calls this).
 
@@ -258,10 +274,13 @@ def assess(
     hears = frozenset(p for p in links_healthy if p in fresh and p != me)
     reports = merge_reports(me, everyone, hears, seq, rows)
     view = link_view(reports, stale_after_s)
+    selections = {r: reports[r].selected for r in view if r != me}
     decision = decide_region(
         me, regions, view, control_on=control_on, previous_writable=previous_writable,
-        previous_streak=previous_streak, unfence_after=unfence_after, next_regions=next_regions or None)
-    relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s) for o, rep in reports.items() if o != me}
+        previous_streak=previous_streak, unfence_after=unfence_after, next_regions=next_regions or None,
+        selections=selections, previous_selected=previous_selected)
+    reports[me] = Report(reports[me].seq, reports[me].hears, 0.0, decision.selected)
+    relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s, rep.selected) for o, rep in reports.items() if o != me}
     return Assessment(decision, hears, reports, view, relay)
 
 
@@ -285,6 +304,8 @@ class Decision:
     healthy_streak: int
     #: Something an operator must look at (``None`` when all is well).
     alert: Optional[str]
+    #: The clique selected, per membership list: what this region's heartbeat tells the others.
+    selected: Selections = field(default_factory=dict)
 
     @property
     def fenced(self) -> bool:
@@ -317,8 +338,22 @@ def decide_region(
     previous_streak: int = 0,
     unfence_after: int = 3,
     next_regions: Optional[Sequence[str]] = None,
+    selections: Optional[Mapping[str, Selections]] = None,
+    previous_selected: Optional[Selections] = None,
 ) -> Decision:
     """One region's decision from its own view (``hears`` of fresh regions, e.g. ``link_view``).
+
+    ``selections``: the selection each region reported, for the regions with a fresh report. A
+    region writes only if every other member of its selected clique reports selecting that same
+    clique (for the same membership list): a region that selected differently, or has not said,
+    holds it back. Two regions whose views differ for a moment (one has a newer report than the
+    other) would each select a clique of their own with the same third region; the third region
+    selects one of them, and only that one writes. ``None``: every region holds this same view (the
+    all-regions ``decide`` helper), so they select alike. While the clique only shrinks or grows
+    from the one a writable region had confirmed (``previous_selected``; a member went silent or came
+    back), a member that still reports that previous clique confirms it too: every member of the
+    smaller of the two was writable with it already, so a failed region does not stop the others for
+    the probe it takes their reports to catch up.
 
     ``previous_writable``/``previous_streak`` come from the caller's persisted state; ``None``
     means a cold start, which is taken at face value (a new mesh must be able to start writing).
@@ -359,14 +394,27 @@ def decide_region(
         sure = _certain(me, members, known, {r: possible[r] & frozenset(members) for r in members}, q)
         return known, sure
 
+    def confirmed(members: Sequence[str], clique: frozenset[str]) -> bool:
+        if selections is None:
+            return True
+        sig = signature(members)
+        before = (previous_selected or {}).get(sig) if previous_writable else None
+        held = before is not None and me in before and (before <= clique or clique <= before)
+        return all(z == me or selections.get(z, {}).get(sig) == clique
+                   or (held and selections.get(z, {}).get(sig) == before) for z in clique)
+
     majority, certain = chosen(regions, quorum)
     in_majority = member and me in majority
+    agreed = confirmed(regions, majority)
+    selected = {signature(regions): majority}
     if next_regions is not None:
         next_majority, next_certain = chosen(next_regions, majority_of(len(next_regions)))
         in_majority = in_majority and me in next_majority
         certain = certain and next_certain
+        agreed = agreed and confirmed(next_regions, next_majority)
+        selected[signature(next_regions)] = next_majority
     control = True if control_on is None else control_on
-    eligible = in_majority and certain and control
+    eligible = in_majority and certain and agreed and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0
     if not member:
         reason: Reason = "not_member"
@@ -374,6 +422,8 @@ def decide_region(
         reason = "no_quorum" if len(graph[me]) < quorum else "other_majority_selected"
     elif not certain:
         reason = "uncertain"
+    elif not agreed:
+        reason = "unconfirmed"
     elif not control:
         reason = "control_off"
     elif previous_writable is False and streak < unfence_after:
@@ -387,7 +437,7 @@ def decide_region(
         alert = f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
     elif not member:
         alert = f"{me} is not a quorum member: it takes no writes (being seeded, or it left the mesh)"
-    elif not in_majority or not certain:
+    elif not in_majority or not certain or not agreed:
         alert = f"{me} is fenced ({reason})"
     else:
         alert = None
@@ -401,6 +451,7 @@ def decide_region(
         quorum_reduced=reduced,
         healthy_streak=streak,
         alert=alert,
+        selected=selected,
     )
 
 

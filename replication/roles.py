@@ -41,7 +41,7 @@ AGENT_ROLE = "fraiseql_agent"
 REPL_ROLE = "fraiseql_repl"
 #: Functions the agent calls (SECURITY DEFINER: they run with the owner's rights, so the agent needs
 #: nothing on the tables they touch); nobody else may run them. Missing ones are skipped.
-AGENT_FUNCTIONS = ("set_lease", "end_writes", "replication_lag", "emit_watermark", "purge_tombstones", "purge_changes",
+AGENT_FUNCTIONS = ("set_lease", "end_writes", "replication_lag", "evict_loop_squatters", "emit_watermark", "purge_tombstones", "purge_changes",
                    "retry_parked", "compact_resolutions", "publish_digests", "publish_key_details", "diverged_keys",
                    "purge_digests")
 AGENT_TABLES_READ = ("parked",)
@@ -142,10 +142,14 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
         stmts += [
             f"GRANT USAGE ON SCHEMA {q} TO {r}",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {q} TO {r}",
-            f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {q} TO {r}",
+            # nextval needs USAGE; UPDATE would also allow setval, which could move a writer onto
+            # another writer's identity values (every writer hands out its own residue: install.sql)
+            f"REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA {q} FROM {r}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {q} TO {r}",
             # Tables the migrations (run as the master user) create later.
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
-            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {r}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} REVOKE UPDATE ON SEQUENCES FROM {r}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT USAGE, SELECT ON SEQUENCES TO {r}",
         ]
     if not policy.all_tables():
         return stmts  # no replication here (phase A): no fraiseql_repl schema

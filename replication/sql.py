@@ -255,6 +255,11 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     stmts += _split(_schema_file("ddl.sql"))
     stmts += render_members(nodes or [node])
     stmts += render_install_tables(policy)
+    # Nobody runs the schema's functions but their owner (and, by grant, the fence agent: roles.py).
+    # Triggers fire without the privilege; without it, nobody can attach a SECURITY DEFINER trigger
+    # function (which writes the change log as its owner) to a table of their own.
+    stmts += [f"REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA {SCHEMA} FROM PUBLIC",
+              f"ALTER DEFAULT PRIVILEGES IN SCHEMA {SCHEMA} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"]
     return stmts
 
 
@@ -391,6 +396,9 @@ CONTROL_STREAMING = "on"
 #: discards) such a transaction in small pieces as it is written, so a heartbeat waits for at
 #: most 64 kB of decoding. (A session setting of the walsender, sent in the connection string.)
 CONTROL_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=64kB'"
+#: The data link's walsender streams in 1 MB pieces: a large transaction keeps the link sending while
+#: it decodes (the fence agent takes a data link that receives nothing for a while for a stalled one).
+DATA_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=1MB'"
 
 
 def render_subscriptions(
@@ -415,10 +423,13 @@ def render_subscriptions(
     for peer in _others(node, peers):
         setting = _lit(f"{SCHEMA}.pw_{peer.user}")
         for sub, publication, ci, streaming in (
-            (subscription_name(node, peer), PUBLICATION, make(peer), DATA_STREAMING),
+            (subscription_name(node, peer), PUBLICATION, make(peer) + DATA_WALSENDER_OPTIONS, DATA_STREAMING),
             (control_subscription_name(node, peer), CONTROL_PUBLICATION, make(peer) + CONTROL_WALSENDER_OPTIONS,
              CONTROL_STREAMING),
         ):
+            # Not connect = false (which would keep the statement off the network): it always warns
+            # "subscription was created, but is not connected", and the warning's CONTEXT, in the
+            # server log, is the statement, password included.
             options = (f"origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)}, "
                        f"enabled = true, disable_on_error = false, streaming = {streaming}")
             out.append(
@@ -427,8 +438,14 @@ def render_subscriptions(
                 f"  ci text := {_lit(ci)} || CASE WHEN pw IS NULL THEN '' ELSE\n"
                 "    ' password=''' || replace(replace(pw, '\\', '\\\\'), '''', '\\''') || '''' END;\n"
                 "BEGIN\n"
-                # The connection string below goes into the statement's text: refuse where a statistics
-                # view or the log would record statements run inside this block.
+                # The connection string below goes into the statement's text, and the text of a
+                # statement a DO block runs goes into the CONTEXT of any message raised meanwhile. So:
+                # no notice or warning reaches the client; a lock wait ends (an error, caught below)
+                # before the server would log it as long; a cancel is caught too (OTHERS does not).
+                "  PERFORM set_config('client_min_messages', 'error', true);\n"
+                "  PERFORM set_config('lock_timeout', greatest(1, (extract(epoch FROM\n"
+                "    pg_catalog.current_setting('deadlock_timeout')::interval) * 500)::bigint) || 'ms', true);\n"
+                # Refuse where a statistics view or the log would record statements run inside this block.
                 "  IF pw IS NOT NULL AND (coalesce(current_setting('pg_stat_statements.track', true), '') = 'all'\n"
                 "      OR coalesce(current_setting('auto_explain.log_nested_statements', true), '') = 'on') THEN\n"
                 "    RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'pg_stat_statements.track = all (or "
@@ -445,7 +462,10 @@ def render_subscriptions(
                 "        IS DISTINCT FROM ci THEN\n"
                 f"    EXECUTE format('ALTER SUBSCRIPTION {sub} CONNECTION %L', ci);\n"
                 "  END IF;\n"
-                "EXCEPTION WHEN OTHERS THEN\n"
+                "EXCEPTION WHEN query_canceled THEN\n"
+                f"  RAISE EXCEPTION 'fraiseql_repl: subscription {sub} to %: canceled (statement or lock timeout, or "
+                f"the client)', {_lit(peer.name)} USING ERRCODE = '57014';\n"
+                "WHEN OTHERS THEN\n"
                 # Re-raised here, the error's CONTEXT is this line, not the statement with the password.
                 f"  RAISE EXCEPTION 'fraiseql_repl: subscription {sub} to %: %', {_lit(peer.name)},\n"
                 "    CASE WHEN pw IS NULL THEN SQLERRM ELSE replace(SQLERRM, pw, '[redacted]') END USING ERRCODE = SQLSTATE;\n"

@@ -158,6 +158,8 @@ def verify(conns: Mapping[str, Any], *, buckets: int = 1024, margin_s: float = 3
     """Compare every replicated table on every writer. ``conns``: writer name -> autocommit connection."""
     t0 = time.monotonic()
     names = list(conns)
+    for c in conns.values():
+        c.execute("SET TimeZone = 'UTC'")  # rows are compared as JSON text: one spelling of every timestamp
     horizon = _horizon(conns, margin_s)
     report = VerifyReport(writers=names, horizon=horizon)
     first = conns[names[0]]

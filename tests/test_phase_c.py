@@ -15,11 +15,13 @@ The seed's phase C edge cases, each answered here and shown by a test:
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import pulumi
 import pytest
 
-from components.edge import DEPLOYMENT_VARS, Edge, EdgeArgs, EdgeOrigin, WorkerBundle, read_jsonc
+from components.edge import BUNDLE_DIR, DEPLOYMENT_VARS, Edge, EdgeArgs, EdgeOrigin, WorkerBundle, read_jsonc
 from core.config import ConfigError
 from core.naming import region_code
 from infra.synth import REPO, SECRET_PLACEHOLDER
@@ -84,8 +86,12 @@ def _edge_alone(**extra):
 def test_worker_is_deployed_from_the_tested_package(phase_c):
     config = read_jsonc((WORKER / "wrangler.jsonc").read_text())
     script = one(phase_c, SCRIPT, "fraiseql-edge-worker")
-    assert script.inputs["content"] == (WORKER / config["main"]).read_text()
+    # The bundle wrangler makes of `main` and its imports: the file the workerd suites run (and keep fresh).
+    bundle = (WORKER / BUNDLE_DIR / "worker.js").read_text()
+    assert script.inputs["content"] == bundle
     assert script.inputs["mainModule"] == "worker.js" == config["main"].split("/")[-1]
+    assert not re.search(r"^\s*import\s", bundle, re.M), "one self-contained module"
+    assert re.search(r"^export \{\n\s+\w+ as default\n\};", bundle, re.M)
     assert script.inputs["compatibilityDate"] == config["compatibility_date"]
     bindings = _bindings(script)
     for key, value in config["vars"].items():
@@ -115,6 +121,14 @@ def test_edge_declares_the_registry_queue_and_limiter_of_wrangler_jsonc(phase_c)
     consumer = one(phase_c, "cloudflare:index/queueConsumer:QueueConsumer", "fraiseql-edge-queue-consumer-fraiseql-purge")
     assert consumer.inputs["queueId"] == f"{queue.name}-id"
     assert consumer.inputs["scriptName"] == "fraiseql-edge-cache-phase-c"
+    # Purges whose retries run out go to a dead letter queue the worker consumes too.
+    dlq = one(phase_c, "cloudflare:index/queue:Queue", "fraiseql-edge-queue-fraiseql-purge-dlq")
+    assert dlq.inputs["queueName"] == "fraiseql-purge-dlq-phase-c"
+    assert consumer.inputs["deadLetterQueue"] == "fraiseql-purge-dlq-phase-c"
+    dlq_consumer = one(phase_c, "cloudflare:index/queueConsumer:QueueConsumer", "fraiseql-edge-queue-consumer-fraiseql-purge-dlq")
+    assert dlq_consumer.inputs["queueId"] == f"{dlq.name}-id"
+    assert dlq_consumer.inputs["scriptName"] == "fraiseql-edge-cache-phase-c"
+    assert "deadLetterQueue" not in dlq_consumer.inputs
     # One consumer at a time: the worker's pacing under the purge rate limit relies on it.
     assert consumer.inputs["settings"] == {
         "batchSize": 100, "maxWaitTimeMs": 50, "maxRetries": 10, "maxConcurrency": 1, "retryDelay": 1,
@@ -122,6 +136,12 @@ def test_edge_declares_the_registry_queue_and_limiter_of_wrangler_jsonc(phase_c)
     assert bindings["MUTATION_LIMITER"] == {
         "name": "MUTATION_LIMITER", "type": "ratelimit", "namespaceId": "1001", "simple": {"limit": 60, "period": 60},
     }
+
+
+def test_worker_bundle_missing_is_one_clear_error(tmp_path):
+    shutil.copy(WORKER / "wrangler.jsonc", tmp_path / "wrangler.jsonc")
+    with pytest.raises(ValueError, match=r"dist/worker\.js is missing: run `npm run build`"):
+        WorkerBundle.load(tmp_path)
 
 
 def test_origin_auth_token_is_bound_to_the_worker_as_a_secret():

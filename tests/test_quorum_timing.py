@@ -55,13 +55,14 @@ class Agent:
     writable_until: float = float("-inf")
     previous: bool | None = None
     streak: int = 0
+    selected: dict = field(default_factory=dict)
     seq: int = 0
     intervals: list[tuple[float, float]] = field(default_factory=list)
 
 
 def run(regions: tuple[str, ...], t: Timing, *, seed: int, horizon: float, cuts: list[tuple[str, str, float, float]],
         pauses: dict[str, tuple[float, float]] | None = None, anchored: bool = True,
-        jitter: float = 0.0) -> dict[str, list[tuple[float, float]]]:
+        jitter: float = 0.0, unfence_after: int = 2) -> dict[str, list[tuple[float, float]]]:
     """Simulate; return each region's writable intervals. ``cuts``: (listener, speaker, from, to): the
     listener does not receive what the speaker sends meanwhile. ``pauses``: region -> (at, seconds):
     its first probe at or after ``at`` pauses that long between observing and writing."""
@@ -93,11 +94,12 @@ def run(regions: tuple[str, ...], t: Timing, *, seed: int, horizon: float, cuts:
             me.held[sent.row.node] = (sent, now)
             continue
         if kind == "probe":
-            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, now - at, s.row.relay, s.row.lag_s)
+            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, now - at, s.row.relay, s.row.lag_s, s.row.selected)
                     for p, (s, at) in me.held.items()]
             me.seq += 1
             a = assess(region, regions, rows=rows, links_healthy=[p for p in regions if p != region], seq=me.seq,
-                       stale_after_s=t.stale, previous_writable=me.previous, previous_streak=me.streak, unfence_after=2)
+                       stale_after_s=t.stale, previous_writable=me.previous, previous_streak=me.streak,
+                       unfence_after=unfence_after, previous_selected=me.selected)
             pause = 0.0
             if region in pending and now >= pending[region][0]:
                 pause = pending.pop(region)[1]
@@ -113,15 +115,18 @@ def run(regions: tuple[str, ...], t: Timing, *, seed: int, horizon: float, cuts:
         start = now
         if writable:
             until = (observed if anchored else now) + t.lease
+            # a grant replaces the lease (set_lease writes one end): earlier grants end here
+            me.intervals = [(s, min(e, start)) for s, e in me.intervals if s < start]
             if until > start:
                 me.intervals.append((start, until))
             me.writable_until = until
         else:
-            if me.intervals and me.intervals[-1][1] > now:
-                me.intervals[-1] = (me.intervals[-1][0], now)
+            # a revoke ends every lease granted before
+            me.intervals = [(s, min(e, now)) for s, e in me.intervals if s < now]
             me.writable_until = float("-inf")
-        me.previous, me.streak = writable, a.decision.healthy_streak
-        row = HeartbeatRow(region, me.seq, a.hears, 0.0, a.relay, lag_s=(now - observed) if anchored else 0.0)
+        me.previous, me.streak, me.selected = writable, a.decision.healthy_streak, dict(a.decision.selected)
+        row = HeartbeatRow(region, me.seq, a.hears, 0.0, a.relay, lag_s=(now - observed) if anchored else 0.0,
+                           selected=a.decision.selected)
         for peer in regions:
             if peer != region and not cut(peer, region, now):
                 push(now + delay[(region, peer)], "deliver", peer, Sent(row, now))
@@ -250,11 +255,14 @@ def test_timing_rule(n: int, probe: float, stale: float, ok: bool) -> None:
 
 
 def test_the_model_sees_the_split_the_uncertainty_rule_prevents(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The model can fail: trusting the known edges alone (the rule before), the review's timing
-    # leaves both ends of a cut writable for the whole cut in some phase alignments.
+    # The model can fail: trusting the known edges alone, with no confirmation from the clique's
+    # other members (the rules before), the review's timing leaves both ends of a cut writable for
+    # the whole cut in some phase alignments.
     import replication.quorum as q
 
     monkeypatch.setattr(q, "_certain", lambda me, regions, chosen, possible, quorum: me in chosen)
+    decide = q.decide_region
+    monkeypatch.setattr(q, "decide_region", lambda *a, **k: decide(*a, **{**k, "selections": None}))
     t = Timing(probe=1.0, stale=1.5, lease=3.0)
     start, end = 20.0, 50.0
     windows = []

@@ -81,6 +81,10 @@ ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS membership text NO
 -- arrived: an agent that paused between looking and writing publishes old news, and says so.
 ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS observed_at timestamptz;
 
+-- The clique the node's agent selected, per membership list ({"a,b,c": ["a","b"]}): a region writes
+-- only while every other member of its clique says it selected the same one (replication.quorum).
+ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS selected jsonb NOT NULL DEFAULT '{}';
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_received()
 RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -94,6 +98,28 @@ DO $do$ BEGIN
   ALTER TABLE fraiseql_repl.heartbeats ENABLE REPLICA TRIGGER fraiseql_repl_received;
 END $do$;
 
+-- A local session of the agent writes only its own node's row; peers' rows arrive by replication
+-- (the apply worker runs as a replica, where this trigger does not fire). The schema's owner may
+-- repair any row by hand.
+CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_own_row()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+BEGIN
+    IF ((CASE WHEN TG_OP = 'DELETE' THEN OLD.node ELSE NEW.node END) IS DISTINCT FROM fraiseql_repl.node_name()
+        OR (TG_OP = 'UPDATE' AND OLD.node IS DISTINCT FROM fraiseql_repl.node_name()))
+       AND NOT pg_catalog.pg_has_role(session_user,
+               (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID), 'MEMBER') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = 'fraiseql_repl: only this node''s own heartbeat row is written here',
+            HINT = 'Other regions'' heartbeats arrive by replication.';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_own_row BEFORE INSERT OR UPDATE OR DELETE ON fraiseql_repl.heartbeats
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.heartbeat_own_row();
+END $do$;
+
 -- Each agent re-creates its row every beat (DELETE, then INSERT; deletes are not published), so a
 -- peer that subscribed after the row was first inserted still gets it: an UPDATE of a row the
 -- subscriber never had is skipped (update_missing), an INSERT is not. On arrival, an INSERT of a
@@ -103,7 +129,7 @@ RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
     UPDATE fraiseql_repl.heartbeats SET seq = NEW.seq, sent_at = NEW.sent_at, hears = NEW.hears, relay = NEW.relay,
            writable = NEW.writable, schema_hash = NEW.schema_hash, membership = NEW.membership,
-           observed_at = NEW.observed_at
+           observed_at = NEW.observed_at, selected = NEW.selected
      WHERE node = NEW.node;
     IF FOUND THEN
         RETURN NULL;
@@ -137,6 +163,18 @@ DECLARE
     cur record;
     us bigint;
 BEGIN
+    -- The fence agent renews for seconds: nothing but the schema's owner (a runbook, an operator who
+    -- overrides a dead agent knowingly) grants a lease longer than an hour.
+    IF until > clock_timestamp() + interval '1 hour' AND session_user <> (
+            SELECT r.rolname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
+            WHERE p.oid = 'fraiseql_repl.set_lease(timestamptz, text, text, boolean)'::regprocedure)
+       AND NOT pg_catalog.pg_has_role(session_user, (
+            SELECT p.proowner FROM pg_catalog.pg_proc p
+            WHERE p.oid = 'fraiseql_repl.set_lease(timestamptz, text, text, boolean)'::regprocedure), 'MEMBER') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('fraiseql_repl: a lease until %s is longer than an agent grants', until),
+            HINT = 'Only the replication schema''s owner grants a lease longer than an hour.';
+    END IF;
     SELECT * INTO cur FROM fraiseql_repl.lease WHERE singleton FOR UPDATE;
     IF keep_transition AND (until IS NULL OR until <= clock_timestamp()) AND cur.granted_by LIKE 'transition:%'
        AND fraiseql_repl.lease_valid_until() > clock_timestamp() THEN
@@ -238,18 +276,51 @@ CREATE OR REPLACE FUNCTION fraiseql_repl.end_writes()
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 DECLARE
     victim integer;
+    victims integer[] := '{}';
     n integer := 0;
 BEGIN
     IF fraiseql_repl.lease_valid_until() > clock_timestamp()
        AND (SELECT instance_started_at FROM fraiseql_repl.lease WHERE singleton) IS NOT DISTINCT FROM pg_postmaster_start_time() THEN
         RETURN 0;
     END IF;
+    -- Every one is signalled before any is waited for: a session that is slow to exit (thousands of
+    -- temp tables) cannot hold back the signal to the others.
     FOR victim IN
         SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'relation' AND l.relation = 'fraiseql_repl.changes'::regclass AND l.granted
           AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
     LOOP
-        IF pg_terminate_backend(victim, 2000) THEN
+        IF pg_terminate_backend(victim) THEN
+            n := n + 1;
+            victims := victims || victim;
+        END IF;
+    END LOOP;
+    -- A signalled backend aborts its transaction at its next interrupt check; wait a little for the
+    -- exits to be visible (the count is what matters: nothing of theirs can commit any more).
+    FOR i IN 1 .. 20 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (victims));
+        PERFORM pg_catalog.pg_sleep(0.05);
+    END LOOP;
+    RETURN n;
+END $f$;
+
+-- The fence agent's loop lock is an advisory lock, which any role can take: a session of another
+-- role holding it (an application keeping every agent run from starting, so that nothing ends its
+-- writes) is terminated. Returns how many.
+CREATE OR REPLACE FUNCTION fraiseql_repl.evict_loop_squatters()
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+DECLARE
+    key bigint := hashtext('fraiseql_repl.agent');
+    victim integer;
+    n integer := 0;
+BEGIN
+    FOR victim IN
+        SELECT l.pid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+          AND l.classid = ((key >> 32) & 4294967295)::text::oid AND l.objid = (key & 4294967295)::text::oid
+          AND l.objsubid = 1 AND a.usename IS DISTINCT FROM session_user
+    LOOP
+        IF pg_terminate_backend(victim) THEN
             n := n + 1;
         END IF;
     END LOOP;
@@ -268,6 +339,7 @@ $f$;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.set_lease(timestamptz, text, text, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.end_writes() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.replication_lag() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.evict_loop_squatters() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.lease_to_sequence() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE fraiseql_repl.lease_until FROM PUBLIC;
 

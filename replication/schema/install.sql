@@ -98,6 +98,14 @@ BEGIN
             HINT = 'Every replicated table needs a primary key (FraiseQL write tables: pk_<entity>). Add one, then run the bootstrap or the schema apply again.';
     END IF;
     FOR uniq IN
+        SELECT c.conname::text AS name FROM pg_catalog.pg_constraint c WHERE c.conrelid = rel AND c.contype = 'x'
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: replicated table %s has exclusion constraint %s', tname, uniq.name),
+            HINT = 'Two regions can write rows that exclude each other and the merge cannot choose between them. '
+                   'Keep the table out of replication, or check the rule in the application.';
+    END LOOP;
+    FOR uniq IN
         SELECT i.indexrelid::regclass::text AS name FROM pg_catalog.pg_index i
         WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
     LOOP
@@ -132,7 +140,8 @@ BEGIN
 
     -- Local writes: stamp the version (and the incarnation on insert).
     body := format($b$
-CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_tomb fraiseql_repl.tombstones;
     _fq_born timestamptz;
@@ -204,7 +213,8 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
 
     -- Local writes: emit the change (after the row is final), keep a tombstone for deletes.
     body := format($b$
-CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_del_ts timestamptz;
     _fq_delta numeric;
@@ -262,15 +272,9 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
                               AND x.kind = 'unique ' || %6$L || ': incoming lost' AND x.resolved_at IS NULL);
             RETURN 'unique_incoming_lost';
         END IF;
-        INSERT INTO fraiseql_repl.parked (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at, sqlstate, error)
-        VALUES ('clash:' || fraiseql_repl.node_name(), nextval('fraiseql_repl.changes_id'), %5$s, 'u',
-                fraiseql_repl.row_key(%5$s, to_jsonb(_fq_clash)), _fq_clash._repl_ts, _fq_clash._repl_node,
-                _fq_clash._repl_born, to_jsonb(_fq_clash), clock_timestamp(), 'FQ004',
-                'loses a unique clash; merged again when the value is free');
-        DELETE FROM %1$s t WHERE %7$s;
-        INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
-        VALUES (%5$s, _fq_c.pk, 'unique ' || %6$L || ': local lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node);
-        _fq_kind := 'unique_local_lost';
+        IF NOT _fq_losers @> jsonb_build_array(jsonb_build_object('row', to_jsonb(_fq_clash))) THEN
+            _fq_losers := _fq_losers || jsonb_build_array(jsonb_build_object('row', to_jsonb(_fq_clash), 'index', %6$L));
+        END IF;
     END IF;$u$,
             qt,
             (SELECT string_agg(CASE WHEN uniq.nnd THEN format('t.%I IS NOT DISTINCT FROM _fq_r.%I', x, x)
@@ -324,14 +328,19 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
                        'SET NULL, RESTRICT or NO ACTION and no ON UPDATE action. Change the constraint, or keep the '
                        'reference without a constraint (python -m ops verify reports orphans either way).';
         END IF;
+        -- The parent row is locked as PostgreSQL's own check locks it (FOR KEY SHARE): a delete of it
+        -- running at the same time waits for this merge, then cascades to what it added.
         fk_sql := fk_sql || format($k$
-    IF %1$s AND NOT EXISTS (SELECT 1 FROM %2$s p WHERE %3$s) THEN
-        IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %4$L AND x.pk = jsonb_build_object(%5$s)) THEN
-            %6$s
-        ELSE
-            RAISE EXCEPTION USING ERRCODE = 'FQ005',
-                MESSAGE = format('fraiseql_repl: %%s references %%s %%s, which is not here yet', %7$s, %4$L, jsonb_build_object(%5$s)),
-                HINT = 'Parked and merged again once the parent has arrived.';
+    IF %1$s THEN
+        PERFORM 1 FROM %2$s p WHERE %3$s FOR KEY SHARE;
+        IF NOT FOUND THEN
+            IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %4$L AND x.pk = jsonb_build_object(%5$s)) THEN
+                %6$s
+            ELSE
+                RAISE EXCEPTION USING ERRCODE = 'FQ005',
+                    MESSAGE = format('fraiseql_repl: %%s references %%s %%s, which is not here yet', %7$s, %4$L, jsonb_build_object(%5$s)),
+                    HINT = 'Parked and merged again once the parent has arrived.';
+            END IF;
         END IF;
     END IF;$k$,
             (SELECT string_agg(format('_fq_r.%I IS NOT NULL', x), ' AND ') FROM unnest(fk.cols) x),
@@ -352,7 +361,7 @@ END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
 
     -- The apply side: merge one peer change into this table.
     body := format($b$
-CREATE OR REPLACE FUNCTION %1$s(_fq_c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql AS $f$
+CREATE OR REPLACE FUNCTION %1$s(_fq_c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_r %2$s;
     _fq_k %2$s;
@@ -363,6 +372,8 @@ DECLARE
     _fq_key jsonb := _fq_c.pk;
     _fq_n bigint;
     _fq_kind text;
+    _fq_losers jsonb := '[]';
+    _fq_i integer;
 BEGIN
     IF _fq_c.op = 'd' THEN
         PERFORM fraiseql_repl.put_tombstone(%3$s, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
@@ -410,7 +421,23 @@ BEGIN
         END IF;
     END IF;
     %18$s
+    -- Unique values: the incoming row must win every clash it meets, or it waits and nothing here
+    -- changes; only then do the local rows it beat wait in its stead (one decision per row, so rows
+    -- clashing on two keys settle instead of taking turns).
     %8$s
+    FOR _fq_i IN 0 .. jsonb_array_length(_fq_losers) - 1 LOOP
+        _fq_clash := jsonb_populate_record(NULL::%2$s, _fq_losers -> _fq_i -> 'row');
+        INSERT INTO fraiseql_repl.parked (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at, sqlstate, error)
+        VALUES ('clash:' || fraiseql_repl.node_name(), nextval('fraiseql_repl.changes_id'), %3$s, 'u',
+                fraiseql_repl.row_key(%3$s, to_jsonb(_fq_clash)), _fq_clash._repl_ts, _fq_clash._repl_node,
+                _fq_clash._repl_born, to_jsonb(_fq_clash), clock_timestamp(), 'FQ004',
+                'loses a unique clash; merged again when the value is free');
+        DELETE FROM %2$s t WHERE %19$s;
+        INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
+        VALUES (%3$s, _fq_c.pk, 'unique ' || (_fq_losers -> _fq_i ->> 'index') || ': local lost', to_jsonb(_fq_clash),
+                _fq_c.row_image, _fq_c.node);
+        _fq_kind := 'unique_local_lost';
+    END LOOP;
     INSERT INTO %2$s AS t (%9$s)%10$s VALUES (%11$s)
     ON CONFLICT (%12$s) DO UPDATE SET (%13$s) = ROW(%14$s)
     WHERE fraiseql_repl.newer_row(EXCLUDED._repl_born, EXCLUDED._repl_ts, EXCLUDED._repl_node,
@@ -428,7 +455,8 @@ END $f$$b$,
         (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
         (SELECT string_agg(format('EXCLUDED.%I', x), ', ') FROM unnest(upd_cols) x),
         CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END,
-        cardinality(all_cols), coalesce(defaults_sql, ''), fk_sql);
+        cardinality(all_cols), coalesce(defaults_sql, ''), fk_sql,
+        (SELECT string_agg(format('t.%I = _fq_clash.%I', k, k), ' AND ') FROM unnest(pk) k));
     EXECUTE body;
 
     -- Counter rows follow their shards (a shard can arrive before or after its row).

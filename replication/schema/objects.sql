@@ -248,7 +248,7 @@ $f$;
 -- The apply worker inserts every peer change here; merge it and store nothing. A change that
 -- cannot be merged is parked, so one bad change never stalls the link.
 CREATE OR REPLACE FUNCTION fraiseql_repl.receive_change()
-RETURNS trigger LANGUAGE plpgsql AS $f$
+RETURNS trigger LANGUAGE plpgsql SET TimeZone = 'UTC' AS $f$
 DECLARE
     kind text;
     attempt int := 0;
@@ -316,11 +316,17 @@ BEGIN
 END $f$;
 
 -- This node's watermark: what it has applied from every origin, into its own ordered stream.
+-- A change's origin_at is when its statement ran, not when its transaction committed: a watermark
+-- written meanwhile, by a shorter transaction, may commit first. So a watermark claims no later
+-- than the start of the oldest transaction still open here that has written anything: what a
+-- peer has applied up to it, it has applied for every change made before then.
 CREATE OR REPLACE FUNCTION fraiseql_repl.emit_watermark()
 RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-    INSERT INTO fraiseql_repl.changes (origin, tbl, op, ts, node, born, row_image)
+    INSERT INTO fraiseql_repl.changes (origin, tbl, op, ts, node, born, row_image, origin_at)
     SELECT fraiseql_repl.node_name(), '', 'w', clock_timestamp(), fraiseql_repl.node_name(), '-infinity',
-           jsonb_build_object('applied', coalesce(jsonb_object_agg(origin, at), '{}'))
+           jsonb_build_object('applied', coalesce(jsonb_object_agg(origin, at), '{}')),
+           least(clock_timestamp(), (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
+                                     WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid()))
     FROM fraiseql_repl.applied
 $f$;
 
@@ -328,9 +334,10 @@ $f$;
 -- has applied the delete's origin past the delete, and this node holds everything that member
 -- wrote before it did. A member that is partitioned away holds every purge back.
 CREATE OR REPLACE FUNCTION fraiseql_repl.purge_tombstones(margin interval DEFAULT interval '1 second')
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $f$
 DECLARE n bigint;
 BEGIN
+    margin := greatest(margin, interval '0');  -- "purge before it is applied everywhere" is not a margin
     WITH safe AS (
         SELECT t.table_name, t.pk, t.born, t.ts FROM fraiseql_repl.tombstones t
         WHERE NOT EXISTS (
@@ -339,6 +346,8 @@ BEGIN
               AND coalesce((SELECT p.at FROM fraiseql_repl.peer_applied p
                             WHERE p.peer = m.name AND p.origin = t.origin), '-infinity') < t.origin_at + margin)
           AND t.origin_at > '-infinity'
+          -- a parked change of the key may still be merged: it needs the tombstone to know it is dead
+          AND NOT EXISTS (SELECT 1 FROM fraiseql_repl.parked p WHERE p.tbl = t.table_name AND p.pk = t.pk)
     ), shards_gone AS (
         DELETE FROM fraiseql_repl.shards s USING safe
         WHERE s.table_name = safe.table_name AND s.pk = safe.pk AND s.born <= safe.born
@@ -368,7 +377,8 @@ END $f$;
 
 -- Merge parked changes again (after a schema change, or a clash that a retry resolves).
 CREATE OR REPLACE FUNCTION fraiseql_repl.retry_parked()
-RETURNS TABLE (merged bigint, still_parked bigint) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+RETURNS TABLE (merged bigint, still_parked bigint) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET TimeZone = 'UTC' AS $f$
 DECLARE
     p fraiseql_repl.parked;
     c fraiseql_repl.changes;
@@ -410,7 +420,7 @@ END $f$;
 -- version: needed only when writers hold different contents under the same version (a write that
 -- bypassed the change log), where a plain re-send would look like a duplicate to them.
 CREATE OR REPLACE FUNCTION fraiseql_repl.reemit(tname text, key jsonb, restamp boolean DEFAULT false)
-RETURNS text LANGUAGE plpgsql AS $f$
+RETURNS text LANGUAGE plpgsql SET TimeZone = 'UTC' AS $f$
 DECLARE
     img jsonb;
     tomb fraiseql_repl.tombstones;

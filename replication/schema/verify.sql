@@ -22,7 +22,7 @@ $f$;
 -- Digest of every bucket of one table, over rows whose version is not newer than the horizon
 -- (newer rows may still be on their way to other writers).
 CREATE OR REPLACE FUNCTION fraiseql_repl.table_digest(tname text, buckets integer, horizon timestamptz)
-RETURNS TABLE (bucket integer, nrows bigint, digest text) LANGUAGE plpgsql STABLE AS $f$
+RETURNS TABLE (bucket integer, nrows bigint, digest text) LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' AS $f$
 BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT b, count(*)::bigint, md5(string_agg(h, '''' ORDER BY h)) FROM ('
@@ -35,7 +35,7 @@ END $f$;
 -- One line per key in the given buckets: its version and hash, or its tombstone.
 CREATE OR REPLACE FUNCTION fraiseql_repl.bucket_keys(tname text, buckets integer, wanted integer[])
 RETURNS TABLE (bucket integer, pk jsonb, ts timestamptz, vnode text, digest text, deleted boolean)
-LANGUAGE plpgsql STABLE AS $f$
+LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' AS $f$
 BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT fraiseql_repl.bucket_of(t._fq_key, $1), t._fq_key, t._repl_ts, t._repl_node,'
@@ -56,7 +56,10 @@ RETURNS integer LANGUAGE plpgsql AS $f$
 DECLARE n integer;
 BEGIN
     WITH mine AS (
-        DELETE FROM fraiseql_repl.shards WHERE table_name = tname AND pk = key AND node = fraiseql_repl.node_name()
+        -- this node's shards of the live incarnations only: a delete's shards stay deleted
+        DELETE FROM fraiseql_repl.shards s WHERE s.table_name = tname AND s.pk = key AND s.node = fraiseql_repl.node_name()
+          AND NOT EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = tname AND x.pk = key
+                          AND x.born >= s.born)
         RETURNING *
     )
     INSERT INTO fraiseql_repl.shards SELECT * FROM mine;

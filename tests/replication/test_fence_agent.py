@@ -134,7 +134,8 @@ def test_hysteresis_survives_a_new_agent_process(m: Mesh, agents) -> None:
     rounds(agents, 1, only=(EAST, WEST))
     with m.connect(EU) as fresh:  # a new invocation: nothing in memory, everything in the database
         res = probe(fresh, settings(EU), control_on=None)
-    assert not res.decision.writable and res.decision.reason in ("stabilizing", "no_quorum")
+    # not writable at once: still stabilizing, or its peers have not yet confirmed the clique with it
+    assert not res.decision.writable and res.decision.reason in ("stabilizing", "no_quorum", "unconfirmed")
 
 
 def test_an_agent_that_stops_fences_its_region_within_one_lease(m: Mesh, agents) -> None:

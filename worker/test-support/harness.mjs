@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { Miniflare } from "miniflare";
+import WebSocket from "ws";
 import { buildSchema, graphql } from "graphql";
 
 // wrangler warns about its experimental `secrets` field on every read.
@@ -19,6 +20,9 @@ export const CONFIG_PATH = join(WORKER_DIR, "wrangler.jsonc");
 export const BASE_URL = "https://api.example.test";
 export const config = unstable_readConfig({ config: CONFIG_PATH });
 export const INJECTED_TYPENAME = "_fraiseqlEdgeTypename";
+// What the suites run: the bundle `npm run build` makes of src/, which is the
+// file the Pulumi Edge component uploads (test/config.test.mjs keeps it fresh).
+export const BUNDLE_PATH = join(WORKER_DIR, "dist", "worker.js");
 
 async function listen(handler, onUpgrade) {
   const server = http.createServer(handler);
@@ -64,7 +68,7 @@ function parseBody(body) {
 export const SCHEMA = buildSchema(`
   interface Node { id: ID! }
   type User implements Node { id: ID! name: String bio: String posts: [Post!]! }
-  type Post implements Node { id: ID! title: String author: User }
+  type Post implements Node { id: ID! title: String author: User authorId: ID! }
   type CreatePostPayload { ok: Boolean post: Post }
   type Query { user(id: ID!): User users(ids: [ID!]!): [User!]! node(id: ID!): Node big(n: String!): String }
   type Mutation {
@@ -81,7 +85,7 @@ function schemaRoot(seq) {
     id,
     name: `v${seq}`,
     bio: `bio-of-${id}`,
-    posts: () => [{ id: `${id}-p1`, title: "t", author: () => user(id) }],
+    posts: () => [{ id: `${id}-p1`, title: "t", authorId: id, author: () => user(id) }],
   });
   return {
     user: ({ id }) => user(id),
@@ -110,7 +114,9 @@ export async function executeAgainstSchema(req) {
 
 /**
  * Fake FraiseQL origin. `handler(req)` returns {status, headers, body} where a
- * non-string body is JSON-encoded (it may return a promise); the default
+ * non-string body is JSON-encoded (it may return a promise), plus optionally
+ * `delayMs` (before the headers) and `trickleMs` (the body sent in `pieces`
+ * parts, this long apart, after the headers); the default
  * answers a User object whose name carries a counter so tests can tell fresh
  * from cached responses. `useSchema()` switches to the real graphql-js server.
  */
@@ -144,9 +150,19 @@ export async function startFakeOrigin() {
       requests.push(record);
       if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
       const out = await (state.handler || defaultHandler)(record);
+      if (out.delayMs) await new Promise((r) => setTimeout(r, out.delayMs));
       const payload = typeof out.body === "string" ? out.body : JSON.stringify(out.body);
       res.writeHead(out.status ?? 200, { "content-type": "application/json", ...(out.headers || {}) });
-      res.end(payload);
+      if (out.trickleMs) {
+        // Headers at once, then the body a piece at a time: a slow body.
+        const pieces = out.pieces ?? 10;
+        const size = Math.ceil(payload.length / pieces);
+        for (let i = 0; i < payload.length && !res.destroyed; i += size) {
+          res.write(payload.slice(i, i + size));
+          await new Promise((r) => setTimeout(r, out.trickleMs));
+        }
+      }
+      res.end(out.trickleMs ? undefined : payload);
     },
     (req, socket) => {
       // Enough of a WebSocket handshake for the worker to hand a socket back.
@@ -185,24 +201,30 @@ export async function startFakeOrigin() {
 }
 
 /**
- * Fake Cloudflare API: records purge_cache calls (with their arrival time).
- * `state.failWith` fails every call with that status; `state.failTimes` fails
- * only the next N calls; `state.retryAfter` adds a Retry-After header.
+ * Fake Cloudflare API: records purge_cache calls (with their arrival time and
+ * the status answered). `state.failWith` fails every call with that status;
+ * `state.failTimes` fails only the next N calls; `state.retryAfter` adds a
+ * Retry-After header; `state.refuses(tag)` answers 400 to any call carrying
+ * such a tag, as Cloudflare refuses a whole call for one bad tag.
  */
 export async function startFakeCloudflareApi() {
   const purges = [];
-  const state = { failWith: null, failTimes: 0, retryAfter: null };
+  const state = { failWith: null, failTimes: 0, retryAfter: null, refuses: null };
   const srv = await listen(async (req, res) => {
     const body = await readBody(req);
-    purges.push({
+    const record = {
       method: req.method,
       url: req.url,
       authorization: req.headers.authorization,
       body: parseBody(body),
       at: performance.now(),
-    });
-    const failing = state.failWith ?? (state.failTimes > 0 ? 500 : null);
-    if (state.failTimes > 0) state.failTimes -= 1;
+      status: 200,
+    };
+    purges.push(record);
+    const refused = state.refuses && (record.body?.tags ?? []).some((t) => state.refuses(t)) ? 400 : null;
+    const failing = refused ?? state.failWith ?? (state.failTimes > 0 ? 500 : null);
+    if (!refused && state.failTimes > 0) state.failTimes -= 1;
+    if (failing) record.status = failing;
     if (failing) {
       const headers = { "content-type": "application/json" };
       if (state.retryAfter !== null) headers["retry-after"] = String(state.retryAfter);
@@ -223,6 +245,7 @@ export async function startFakeCloudflareApi() {
       state.failWith = null;
       state.failTimes = 0;
       state.retryAfter = null;
+      state.refuses = null;
     },
   };
 }
@@ -235,7 +258,8 @@ export async function startFakeCloudflareApi() {
  * replace Miniflare worker options (queue consumer settings, rate limits);
  * `secondIsolate` runs a second copy of the worker sharing the cache (another
  * isolate of the same data center), with `secondIsolate` as its extra vars;
- * `extraWorkers` run in the same workerd (the benchmark's floor).
+ * `extraWorkers` run in the same workerd (the benchmark's floor); `inspector`
+ * opens workerd's inspector so `heapUsed()` can read the isolate's heap.
  */
 export async function startWorker({
   vars = {},
@@ -244,6 +268,7 @@ export async function startWorker({
   workerOverrides = {},
   secondIsolate = null,
   extraWorkers = [],
+  inspector = false,
 } = {}) {
   const logs = [];
   const collect = (stream) => {
@@ -260,7 +285,7 @@ export async function startWorker({
     ...workerOptions,
     name: config.name,
     modules: true,
-    scriptPath: config.main,
+    scriptPath: BUNDLE_PATH,
     bindings: { ...workerOptions.bindings, ...vars, ...bindings },
     routes: [`${new URL(BASE_URL).host}/*`],
     ...workerOverrides,
@@ -279,6 +304,7 @@ export async function startWorker({
     workers: [main, ...others],
     cf: false,
     ...(kvPersist ? { kvPersist } : {}),
+    ...(inspector ? { inspectorPort: 0 } : {}),
     handleRuntimeStdio(stdout, stderr) {
       collect(stdout);
       collect(stderr);
@@ -289,6 +315,7 @@ export async function startWorker({
   const kv = await mf.getKVNamespace("PERSISTED_QUERIES", config.name);
   const entryFor = (keyId) => caches.default.match(`${BASE_URL}/__fraiseql-cache/${keyId}`);
   const second = secondIsolate ? await mf.getWorker(`${config.name}-second`) : null;
+  let heap = null;
   return {
     mf,
     logs,
@@ -317,8 +344,65 @@ export async function startWorker({
       const ok = await waitFor(async () => (await kv.get(hash)) !== null, { timeoutMs });
       if (!ok) throw new Error(`persisted query ${hash} not registered within ${timeoutMs} ms`);
     },
-    dispose: () => mf.dispose(),
+    /**
+     * Delivers `bodies` as one batch of `queue` straight to the worker's queue
+     * handler (`second`: to the second isolate's) and resolves when it returns.
+     */
+    async deliver(queue, bodies, { second: toSecond = false, attempts = 1 } = {}) {
+      const target = toSecond ? second : await mf.getWorker(config.name);
+      const messages = bodies.map((body, i) => ({ id: `m${Date.now()}-${i}`, timestamp: new Date(), body, attempts }));
+      return target.queue(queue, messages);
+    },
+    /** The worker isolate's used heap after a full garbage collection (needs `inspector`). */
+    async heapUsed() {
+      heap ??= await openInspector(mf, `core:user:${config.name}`);
+      await heap.call("HeapProfiler.collectGarbage");
+      return (await heap.call("Runtime.getHeapUsage")).usedSize;
+    },
+    async dispose() {
+      heap?.close();
+      await mf.dispose();
+    },
   };
+}
+
+// workerd answers inspector messages from its event loop: a request now and
+// then makes sure it turns while a call is pending.
+async function openInspector(mf, target) {
+  const ws = new WebSocket(new URL(`/${target}`, await mf.getInspectorURL()).href);
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  const pending = new Map();
+  let next = 0;
+  ws.on("message", (raw) => {
+    const msg = JSON.parse(raw);
+    pending.get(msg.id)?.(msg.result);
+    pending.delete(msg.id);
+  });
+  return {
+    async call(method, params = {}) {
+      const id = ++next;
+      let done = false;
+      const answer = new Promise((resolve) => pending.set(id, resolve)).then((r) => {
+        done = true;
+        return r;
+      });
+      ws.send(JSON.stringify({ id, method, params }));
+      while (!done) {
+        await Promise.race([answer, sleep(50)]);
+        if (!done) await (await mf.dispatchFetch("http://inspector.invalid/__poke", { method: "PUT" })).arrayBuffer();
+      }
+      return answer;
+    },
+    close: () => ws.close(),
+  };
+}
+
+/** The purge queue consumer's Miniflare options as wrangler derives them from wrangler.jsonc. */
+export function configuredConsumers() {
+  return structuredClone(unstable_getMiniflareWorkerOptions(CONFIG_PATH).workerOptions.queueConsumers ?? {});
 }
 
 /**

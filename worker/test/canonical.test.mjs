@@ -91,6 +91,31 @@ describe("one canonical request for the key and the origin", () => {
     assert.equal(origin.requests[1].headers.cookie, "session=s1; __cflb=abc");
   });
 
+  it("keeps cookies that carry no identity (analytics, Cloudflare's own) out of the key and away from the origin", async () => {
+    const Q2 = 'query Who2 { user(id: "2") { __typename id name } }';
+    const plain = await worker.fetch("/graphql", gqlPost(Q2));
+    await worker.stored(plain);
+    const tracked = await worker.fetch("/graphql", gqlPost(Q2, { headers: { cookie: "_ga=GA1.1.123.456; _ga_ABC123=GS1.1.1; __cf_bm=abc; _gid=GA1.2.3; cf_clearance=xyz" } }));
+    assert.equal(tracked.headers.get("x-fraiseql-cache"), "HIT");
+    assert.equal(keyOf(tracked), keyOf(plain));
+    assert.equal(origin.requests.length, 1);
+
+    // Any other cookie beside them still makes the request private; only it reaches the origin.
+    const session = await worker.fetch("/graphql", gqlPost(Q2, { headers: { cookie: "_ga=GA1.1.1; sid=secret; __cf_bm=abc" } }));
+    assert.equal(session.headers.get("x-fraiseql-cache"), "MISS");
+    assert.notEqual(keyOf(session), keyOf(plain));
+    assert.equal(origin.requests.at(-1).headers.cookie, "sid=secret");
+
+    // Fail safe: a session cookie with an unexpected name, even one that
+    // starts like an analytics cookie, is never shared.
+    for (const cookie of ["_gateway_session=s1", "__Host-next-auth.session-token=t", "x=1"]) {
+      const res = await worker.fetch("/graphql", gqlPost(Q2, { headers: { cookie } }));
+      assert.equal(res.headers.get("x-fraiseql-cache"), "MISS", cookie);
+      assert.notEqual(keyOf(res), keyOf(plain), cookie);
+      assert.equal(origin.requests.at(-1).headers.cookie, cookie);
+    }
+  });
+
   it("forwards only keyed, credential and listed headers", async () => {
     await worker.fetch("/graphql", gqlPost(Q, {
       headers: { "x-debug": "1", "accept-language": "fr", "user-agent": "probe/1", traceparent: "00-abc-def-01", accept: "application/json" },

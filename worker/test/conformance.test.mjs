@@ -23,7 +23,7 @@ describe("GraphQL over HTTP", () => {
     origin = await startFakeOrigin();
     api = await startFakeCloudflareApi();
     worker = await startWorker({
-      vars: { CF_API_BASE: api.url },
+      vars: { CF_API_BASE: api.url, PURGE_REPEAT_AFTER_SECONDS: "600" },
       bindings: { ORIGIN_URL: origin.url, ZONE_ID: "z", PURGE_API_TOKEN: "t" },
     });
   });
@@ -97,7 +97,7 @@ describe("GraphQL over HTTP", () => {
       assert.deepEqual((await res.json()).data, { updateUser: { id: "c1", name: "x" } });
       assert.equal(origin.requests[0].headers["content-type"], "application/json");
       await waitFor(() => api.purges.length >= 1);
-      assert.deepEqual(api.purges[0].body.tags, ["User:c1"]);
+      assert.deepEqual(api.purges[0].body.tags, ["User:c1", "gql-noid:User"]);
     });
 
     for (const type of [

@@ -112,6 +112,24 @@ describe("stale-if-error", () => {
     origin.state.delayMs = 0;
   });
 
+  it("the deadline covers the whole answer: every caller waiting on a slow body gets the stale copy", async () => {
+    const firstRes = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "dribble" } }));
+    const first = await nameOf(firstRes);
+    await worker.stored(firstRes);
+    await sleep(350);
+    // Headers at once, the body over 3 s: ten times ORIGIN_TIMEOUT_MS.
+    origin.setHandler((req) => ({
+      trickleMs: 300,
+      pieces: 10,
+      body: { data: { user: { __typename: "User", id: "dribble", name: `v${req.seq}` } } },
+    }));
+    const responses = await Promise.all([0, 1, 2].map(() => worker.fetch("/graphql", gqlPost(Q, { variables: { id: "dribble" } }))));
+    for (const res of responses) {
+      assert.equal(res.headers.get("x-fraiseql-cache"), "ERROR-STALE");
+      assert.equal(await nameOf(res), first);
+    }
+  });
+
   // Runs last in this suite: it shuts the origin down for good.
   it("serves stale while the origin is down; 502 when nothing is cached and for mutations", async () => {
     const firstRes = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "down" } }));
@@ -138,6 +156,43 @@ describe("stale-if-error", () => {
     assert.equal(mutation.status, 502);
     assert.equal(mutation.headers.get("x-fraiseql-cache"), "BYPASS");
     assert.equal((await mutation.json()).errors[0].extensions.code, "BAD_GATEWAY");
+  });
+});
+
+describe("the origin's answer has a size cap", () => {
+  let origin;
+  let worker;
+  before(async () => {
+    origin = await startFakeOrigin();
+    worker = await startWorker({
+      vars: { CACHE_TTL_SECONDS: "0.3", STALE_WHILE_REVALIDATE_SECONDS: "0", STALE_IF_ERROR_SECONDS: "60", MAX_RESPONSE_BYTES: "65536" },
+      bindings: { ORIGIN_URL: origin.url },
+    });
+  });
+  after(async () => {
+    await worker?.dispose();
+    await origin?.close();
+  });
+  beforeEach(() => origin.reset());
+
+  const big = (id) => () => ({ body: { data: { user: { __typename: "User", id, name: "x".repeat(100 * 1024) } } } });
+
+  it("an answer over MAX_RESPONSE_BYTES is not buffered: 502 when nothing is cached", async () => {
+    origin.setHandler(big("huge"));
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "huge" } }));
+    assert.equal(res.status, 502);
+    assert.equal((await res.json()).errors[0].extensions.code, "BAD_GATEWAY");
+  });
+
+  it("an answer over MAX_RESPONSE_BYTES falls back to the stale copy", async () => {
+    const firstRes = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "grows" } }));
+    const first = await nameOf(firstRes);
+    await worker.stored(firstRes);
+    await sleep(350);
+    origin.setHandler(big("grows"));
+    const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "grows" } }));
+    assert.equal(res.headers.get("x-fraiseql-cache"), "ERROR-STALE");
+    assert.equal(await nameOf(res), first);
   });
 });
 

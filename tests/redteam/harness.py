@@ -1,0 +1,113 @@
+"""Shared pieces of the red-team probes: a real 3-writer mesh with the application's and the agent's
+real roles and grants, and the real agent probe driven round robin per region (as
+tests/replication/test_adversary_fence.py does). Agent connections get the settings the deployed
+agent's ``_connect`` gives them (``statement_timeout = 5s``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+
+from drills.mesh import REGIONS, Mesh, mesh
+from drills.sample import APP_SCHEMA, POLICY
+from replication.agent import ProbeResult, Settings, probe
+from replication.bootstrap import apply
+from replication.model import ConflictPolicy
+from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
+
+EAST, WEST, EU = REGIONS
+PROBE_S, STALE_S, LEASE_S = 0.25, 1.0, 0.8
+PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
+
+
+def settings(region: str, *, unfence_after: int = 1, lease_s: float = LEASE_S) -> Settings:
+    return Settings(region=region, regions=REGIONS, probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=lease_s,
+                    unfence_after=unfence_after, db_host="127.0.0.1", db_port=0, db_name="postgres",
+                    db_sslmode="disable", db_secret_arn="unused", verify_every_s=0)
+
+
+@contextlib.contextmanager
+def red_mesh(schema: Sequence[str] = APP_SCHEMA, policy: ConflictPolicy = POLICY,
+             extra_grants: Sequence[str] = ()) -> Iterator[Mesh]:
+    """Three writers, fenced until their agents grant leases, with the real roles."""
+    with mesh(policy, schema, delays=False, leases=False) as running:
+        for r in REGIONS:
+            with psycopg.connect(running.pg[r].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
+                apply(c, render_roles(policy, [APP_ROLE, AGENT_ROLE]))
+                for g in extra_grants:
+                    c.execute(g.encode())
+        yield running
+
+
+def connect(m: Mesh, region: str, role: str, **kw: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(f"host=127.0.0.1 port={m.pg[region].port} dbname=postgres user={role}", **kw)
+
+
+def agent_conn(m: Mesh, region: str) -> psycopg.Connection[Any]:
+    """An agent connection as replication.agent._connect makes it (autocommit, 5 s statement timeout)."""
+    c = connect(m, region, AGENT_ROLE, autocommit=True, application_name=f"fraiseql-agent-{region}")
+    c.execute("SET statement_timeout = '5s'")
+    return c
+
+
+def writable(p: ProbeResult) -> bool:
+    return bool(getattr(p, "writable", p.decision.writable))
+
+
+def rounds(conns: dict[str, Any], n: int, only: Sequence[str] = REGIONS, **kw: Any) -> dict[str, ProbeResult]:
+    last: dict[str, ProbeResult] = {}
+    for _ in range(n):
+        for r in only:
+            last[r] = probe(conns[r], settings(r, **kw), control_on=True)
+        time.sleep(PROBE_S)
+    return last
+
+
+def healthy(conns: dict[str, Any], **kw: Any) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(writable(p) for p in rounds(conns, 1, **kw).values()):
+            return
+    raise AssertionError("the mesh did not become writable")
+
+
+def lease_end(m: Mesh, region: str) -> float:
+    """The lease's end on ``region`` in seconds since the epoch (0: revoked), read as the check reads it."""
+    v = m.execute(region, "SELECT last_value FROM fraiseql_repl.lease_until")[0][0]
+    return float(v) / 1e6
+
+
+def db_now(m: Mesh, region: str) -> float:
+    return float(m.execute(region, "SELECT extract(epoch FROM clock_timestamp())::float8")[0][0])
+
+
+def reset_agents(m: Mesh) -> None:
+    m.heal()
+    for r in REGIONS:
+        m.execute(r, "UPDATE fraiseql_repl.agent_state SET writable = NULL, healthy_streak = 0")
+
+
+_keys = itertools.count(1)
+
+
+def key(base: int = 8_000_000) -> int:
+    return base + next(_keys)
+
+
+def present(m: Mesh, region: str, k: int, table: str = "items") -> bool:
+    return bool(m.execute(region, f"SELECT count(*) FROM {table} WHERE id = %s", (k,))[0][0])
+
+
+def wait_present(m: Mesh, region: str, k: int, timeout: float = 10.0, table: str = "items") -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if present(m, region, k, table):
+            return True
+        time.sleep(0.1)
+    return False
