@@ -127,6 +127,8 @@ class Sides:
     source_dbname: str
     tables: list[Table] = field(default_factory=list)
     outputs: Any = None
+    #: `--source`, with the secret's user name when it names none: what pg_dump and the subscription use.
+    source_conninfo: str = ""
 
 
 # -- connections -----------------------------------------------------------------------------------
@@ -186,7 +188,8 @@ def _open(outputs: Any, rt: Runtime, opts: AdoptOptions) -> Sides:
                              step="preflight") from None
     source = _connect(opts.source, "source database", **extra)
     dbname = source.execute("SELECT current_database()").fetchone()[0]
-    return Sides(source, target, password, dbname)
+    conninfo = opts.source + (f" user={user}" if "user" in extra else "")
+    return Sides(source, target, password, dbname, source_conninfo=conninfo)
 
 
 def _one(conn: Any, sql: str, params: Sequence[Any] | None = None) -> Any:
@@ -320,7 +323,7 @@ def _schema(sides: Sides, opts: AdoptOptions, rep: log.Reporter, env: Mapping[st
         assert dump and psql  # checked by the preflight
         started = time.monotonic()
         ddl = subprocess.run([dump, "--schema-only", "--no-owner", "--no-privileges", "--no-publications",
-                              "--no-subscriptions", "--exclude-schema", MARKER_SCHEMA, "-d", opts.source],
+                              "--no-subscriptions", "--exclude-schema", MARKER_SCHEMA, "-d", sides.source_conninfo],
                              capture_output=True, text=True, env=_pg_env(env, sides.source_password), timeout=opts.timeout_s)
         if ddl.returncode != 0:
             raise StepFailed(f"pg_dump --schema-only failed: {ddl.stderr.strip()[-500:]}", step="schema")
@@ -412,7 +415,7 @@ def _create_subscription(sides: Sides, opts: AdoptOptions, rep: log.Reporter) ->
         return
     # The source's conninfo as the new primary reaches it; its password only through the session
     # setting, added inside the block so no statement text or error carries it.
-    base = opts.source
+    base = sides.source_conninfo
     tgt.execute(
         "DO $do$ DECLARE pw text := nullif(current_setting(" + _lit(PASSWORD_SETTING) + ", true), '');\n"
         "  ci text := " + _lit(base) + ";\n"
@@ -508,13 +511,16 @@ def _checksums(conn: Any, tables: Sequence[Table]) -> dict[str, tuple[int, int]]
 
 
 def _verify(source_sums: Mapping[str, tuple[int, int]], target_sums: Mapping[str, tuple[int, int]],
-            rep: log.Reporter) -> int:
+            rep: log.Reporter, *, after_ready: bool = False) -> int:
     differ = sorted(k for k in source_sums if source_sums[k] != target_sums.get(k))
     rows = sum(n for n, _ in source_sums.values())
     if differ:
         detail = "; ".join(f"{k}: source {source_sums[k][0]} rows, new primary {target_sums.get(k, (0, 0))[0]}" for k in differ[:10])
-        raise StepFailed(f"{len(differ)} table(s) differ between the source and the new primary: {detail}. The source "
-                         "is still fenced and attached; find why before anything writes to the new primary", step="verify")
+        now = ("the application may already write to the new primary: compare those tables by hand (the source is "
+               "fenced and unchanged, the subscription still attached)" if after_ready else
+               "the source is still fenced and attached: find why before anything writes to the new primary")
+        raise StepFailed(f"{len(differ)} table(s) differ between the source and the new primary (as of `ready`): "
+                         f"{detail}. {now}", step="verify")
     rep.emit("verify", log.OK, f"{len(source_sums)} tables, {rows} rows: equal on both sides (row count and a checksum "
              "of every row)", tables=len(source_sums), rows=rows)
     return rows
@@ -678,7 +684,7 @@ def _cutover(sides: Sides, opts: AdoptOptions, rt: Runtime, rep: log.Reporter, r
         saved = record.get("target_sums")
         if not record.get("verified") and saved:
             record["rows_compared"] = _verify(_checksums(sides.source, sides.tables),
-                                              {k: (int(v[0]), int(v[1])) for k, v in saved.items()}, rep)
+                                              {k: (int(v[0]), int(v[1])) for k, v in saved.items()}, rep, after_ready=True)
         elif not record.get("verified"):
             rep.emit("verify", log.WARN, "the run stopped after `ready` before the new primary's snapshot was read, and it "
                      "has taken writes since: compare the tables by hand (the source is fenced and unchanged)")
@@ -742,7 +748,7 @@ def _cutover(sides: Sides, opts: AdoptOptions, rt: Runtime, rep: log.Reporter, r
             target_sums = _checksums(snapshot, sides.tables)
             record["target_sums"] = target_sums
             _save_state(opts.state_path, record)
-            record["rows_compared"] = _verify(_checksums(sides.source, sides.tables), target_sums, rep)
+            record["rows_compared"] = _verify(_checksums(sides.source, sides.tables), target_sums, rep, after_ready=True)
             record["verified"] = True
             _save_state(opts.state_path, record)
     finally:
