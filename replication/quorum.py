@@ -348,7 +348,8 @@ def decide_region(
     clique (for the same membership list): a region that selected differently, or has not said,
     holds it back. Two regions whose views differ for a moment (one has a newer report than the
     other) would each select a clique of their own with the same third region; the third region
-    selects one of them, and only that one writes. ``None``: every region holds this same view (the
+    selects one of them, and only that one writes (during a membership change, for the current list:
+    only current members can write). ``None``: every region holds this same view (the
     all-regions ``decide`` helper), so they select alike. While the clique only shrinks or grows
     from the one a writable region had confirmed (``previous_selected``; a member went silent or came
     back), a member that still reports that previous clique confirms it too: every member of the
@@ -411,7 +412,10 @@ def decide_region(
         next_majority, next_certain = chosen(next_regions, majority_of(len(next_regions)))
         in_majority = in_majority and me in next_majority
         certain = certain and next_certain
-        agreed = agreed and confirmed(next_regions, next_majority)
+        # Only the current members can be writable (a region must be in the current list's clique),
+        # and they confirm that clique among themselves: that is what keeps two of them from writing
+        # apart. The next list's clique is published (so the new membership starts confirmed) but not
+        # waited for: a joining region's first reports must not pause the writers.
         selected[signature(next_regions)] = next_majority
     control = True if control_on is None else control_on
     eligible = in_majority and certain and agreed and control

@@ -382,11 +382,14 @@ def _others(node: Node, peers: Sequence[Node]) -> list[Node]:
     return [p for p in peers if p.name != node.name]
 
 
-#: Large transactions are streamed to subscribers while they run (PostgreSQL 14+), so the
-#: walsender never replays a whole large transaction at its commit. Data links apply streamed
-#: transactions in parallel workers; the control link (heartbeats, verify rounds) applies them
-#: from a spool file at commit (they touch no control table, so there is nothing to apply).
-DATA_STREAMING = "parallel"
+#: The control link (heartbeats, verify rounds) streams large transactions while they run
+#: (PostgreSQL 14+), so its walsender never replays one at its commit (it touches no control table:
+#: there is nothing to apply). The data link does not stream: its apply worker then reads a large
+#: transaction message by message as it applies it, so the link keeps receiving (the fence agent
+#: takes a silent data link for a stalled one). Streamed, the transaction would be applied at its
+#: commit from a spool file, or by a parallel worker the leader waits for, with nothing received
+#: meanwhile. (PostgreSQL 18's default is parallel, 16's off: both are set explicitly.)
+DATA_STREAMING = "off"
 CONTROL_STREAMING = "on"
 #: The control link's walsender decodes the same WAL as the data links, including every row of a
 #: large transaction that it then discards (no control table in it). With the default 64 MB of
@@ -396,9 +399,6 @@ CONTROL_STREAMING = "on"
 #: discards) such a transaction in small pieces as it is written, so a heartbeat waits for at
 #: most 64 kB of decoding. (A session setting of the walsender, sent in the connection string.)
 CONTROL_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=64kB'"
-#: The data link's walsender streams in 1 MB pieces: a large transaction keeps the link sending while
-#: it decodes (the fence agent takes a data link that receives nothing for a while for a stalled one).
-DATA_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=1MB'"
 
 
 def render_subscriptions(
@@ -423,7 +423,7 @@ def render_subscriptions(
     for peer in _others(node, peers):
         setting = _lit(f"{SCHEMA}.pw_{peer.user}")
         for sub, publication, ci, streaming in (
-            (subscription_name(node, peer), PUBLICATION, make(peer) + DATA_WALSENDER_OPTIONS, DATA_STREAMING),
+            (subscription_name(node, peer), PUBLICATION, make(peer), DATA_STREAMING),
             (control_subscription_name(node, peer), CONTROL_PUBLICATION, make(peer) + CONTROL_WALSENDER_OPTIONS,
              CONTROL_STREAMING),
         ):
