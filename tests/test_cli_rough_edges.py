@@ -87,6 +87,22 @@ def test_cloudflare_ips_offline_says_it_could_not_check_with_its_own_exit_code()
     assert DATA.read_text() == before
 
 
+def test_cloudflare_ips_command_offline_exits_3_without_a_traceback():
+    """The command as a user runs it, with the network unreachable (every HTTPS request goes to a proxy
+    port nothing listens on): one line saying it could not check, exit 3, and not the 1 of 'stale'."""
+    from infra.cloudflare_ips import DATA
+
+    before = DATA.read_text()
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    env = {k: v for k, v in __import__("os").environ.items() if k.lower() not in ("no_proxy", "https_proxy", "http_proxy", "all_proxy")}
+    env |= {"HTTPS_PROXY": proxy, "https_proxy": proxy}
+    out = subprocess.run([sys.executable, "-m", "infra", "cloudflare-ips"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 3, (out.returncode, out.stderr)
+    assert "cannot be reached" in out.stderr and DATA.read_text() == before
+
+
 def test_cloudflare_ips_answer_that_is_not_ranges_is_unchecked_too():
     from infra.__main__ import EXIT_UNCHECKED, cloudflare_ips_command
 
