@@ -106,7 +106,7 @@ def build_rows(a: PhaseAResult, b: PhaseBResult) -> list[Row]:
         Row("B: acknowledged writes missing after heal", str(b.missing_after_heal), "nothing kept is lost",
             b.healed_converged and b.missing_after_heal == 0,
             f"re-converged in {b.heal_convergence_s:.2f} s; writable again {b.unfence_s:.2f} s after the heal "
-            f"({b.unfence_after_observations} healthy probes)"),
+            f"({b.unfence_after_observations} healthy probes and the unfence hold)"),
     ]
 
 

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 from replication import failpoints
 from replication.model import Node
-from replication.quorum import Decision, HeartbeatRow, RelayEntry, assess, timing_problems
+from replication.quorum import Decision, HeartbeatRow, RelayEntry, assess, timing_problems, unfence_hold
 from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, SCHEMA, control_subscription_name, subscription_name
 
 __all__ = ["AwsSide", "ProbeResult", "Settings", "handler", "main", "probe", "run_loop"]
@@ -229,23 +229,24 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
     return out, down, increase
 
 
-def _observe(conn: Any, settings: Settings) -> tuple[float, list[HeartbeatRow]]:
-    """The moment of observation (this writer's clock) and the peers' heartbeat rows as of then.
+def _observe(conn: Any, settings: Settings) -> tuple[float, bool, list[HeartbeatRow]]:
+    """The moment of observation (this writer's clock), whether the lease is still running then, and
+    the peers' heartbeat rows as of then.
 
     One statement, one clock reading: every age is measured at that moment, and the lease granted on
     what was seen runs from it, however long the agent takes to act afterwards.
     """
     rows = conn.execute(
-        f"WITH n AS (SELECT clock_timestamp() AS t) "
-        f"SELECT extract(epoch FROM n.t)::float8, h.node, h.seq, h.hears, h.relay, "
+        f"WITH n AS (SELECT clock_timestamp() AS t, {SCHEMA}.lease_valid_until() AS u) "
+        f"SELECT extract(epoch FROM n.t)::float8, n.u > n.t, h.node, h.seq, h.hears, h.relay, "
         f"extract(epoch FROM n.t - h.received_at)::float8, "
         f"coalesce(extract(epoch FROM h.sent_at - h.observed_at), 0)::float8, h.selected "
         f"FROM n LEFT JOIN {HEARTBEAT_TABLE} h ON h.node <> %s",
         (settings.region,),
     ).fetchall()
-    observed = float(rows[0][0])
+    observed, leased = float(rows[0][0]), bool(rows[0][1])
     out = []
-    for _, node, seq, hears, relay, age, lag, selected in rows:
+    for _, _, node, seq, hears, relay, age, lag, selected in rows:
         if node is None:
             continue
         entries = {}
@@ -257,7 +258,7 @@ def _observe(conn: Any, settings: Settings) -> tuple[float, list[HeartbeatRow]]:
                 continue  # a malformed relay entry is ignored, never trusted
         out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0),
                                 relay=entries, lag_s=max(float(lag), 0.0), selected=_selections(selected)))
-    return observed, out
+    return observed, leased, out
 
 
 def _selections(raw: Any) -> dict[str, frozenset[str]]:
@@ -291,12 +292,17 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         # routing control was just created (controls start Off) and guards against no split: it
         # keeps writing as in phase A until the membership grows.
         control_on = None
-    observed, rows = _observe(conn, settings)
+    observed, leased, rows = _observe(conn, settings)
     state = conn.execute(
         f"SELECT seq, writable, healthy_streak, apply_errors, traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton"
     ).fetchone()
     prev_seq, prev_writable, prev_streak, memory, prev_traffic_out = state
     memory = dict(memory or {})
+    if prev_writable and not leased:
+        # Its last decision was to write, but the lease has run out since (the agent was dead, paused
+        # or frozen for longer than a lease): the region is fenced, and unfences like any fenced region.
+        prev_writable, prev_streak = False, 0
+    eligible_since = memory.pop("eligible_since", None)
     own = conn.execute(f"SELECT selected FROM {HEARTBEAT_TABLE} WHERE node = %s", (settings.region,)).fetchone()
     prev_selected = _selections(own[0]) if own else {}
     # Observed after the heartbeats: at worst fresher than the moment the lease is anchored to.
@@ -307,8 +313,13 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         settings.region, settings.regions, rows=rows, links_healthy=[p for p, h in links.items() if h.healthy],
         seq=seq, stale_after_s=settings.stale_after_s, control_on=control_on, previous_writable=prev_writable,
         previous_streak=int(prev_streak), unfence_after=settings.unfence_after, next_regions=settings.regions_next or None,
-        previous_selected=prev_selected)
+        previous_selected=prev_selected, observed_s=observed,
+        previous_eligible_since=float(eligible_since) if isinstance(eligible_since, (int, float)) else None,
+        unfence_hold_s=unfence_hold(probe_s=settings.probe_s, stale_after_s=settings.stale_after_s,
+                                    lease_s=settings.lease_s))
     decision = a.decision
+    if decision.eligible_since is not None:
+        memory["eligible_since"] = decision.eligible_since
     writable = decision.writable and not guard
     failpoints.pause("agent.after_observe")
     relay = {o: {"seq": e.seq, "hears": sorted(e.hears), "age_ms": round(e.age_s * 1000, 1),

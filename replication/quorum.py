@@ -63,6 +63,7 @@ __all__ = [
     "select_majority",
     "min_stale_after",
     "timing_problems",
+    "unfence_hold",
     "writers",
 ]
 
@@ -262,6 +263,9 @@ def assess(
     unfence_after: int = 3,
     next_regions: Optional[Sequence[str]] = None,
     previous_selected: Optional[Selections] = None,
+    observed_s: Optional[float] = None,
+    previous_eligible_since: Optional[float] = None,
+    unfence_hold_s: float = 0.0,
 ) -> Assessment:
     """The pure part of a probe (the agent does the I/O; the timing model in the tests calls this).
 
@@ -278,7 +282,8 @@ def assess(
     decision = decide_region(
         me, regions, view, control_on=control_on, previous_writable=previous_writable,
         previous_streak=previous_streak, unfence_after=unfence_after, next_regions=next_regions or None,
-        selections=selections, previous_selected=previous_selected)
+        selections=selections, previous_selected=previous_selected, now_s=observed_s,
+        previous_eligible_since=previous_eligible_since, unfence_hold_s=unfence_hold_s)
     reports[me] = Report(reports[me].seq, reports[me].hears, 0.0, decision.selected)
     relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s, rep.selected) for o, rep in reports.items() if o != me}
     return Assessment(decision, hears, reports, view, relay)
@@ -306,6 +311,9 @@ class Decision:
     alert: Optional[str]
     #: The clique selected, per membership list: what this region's heartbeat tells the others.
     selected: Selections = field(default_factory=dict)
+    #: When (the caller's clock) this region became eligible without a break since; ``None`` when it
+    #: is not eligible. The caller keeps it for the next probe (``previous_eligible_since``).
+    eligible_since: Optional[float] = None
 
     @property
     def fenced(self) -> bool:
@@ -340,6 +348,9 @@ def decide_region(
     next_regions: Optional[Sequence[str]] = None,
     selections: Optional[Mapping[str, Selections]] = None,
     previous_selected: Optional[Selections] = None,
+    now_s: Optional[float] = None,
+    previous_eligible_since: Optional[float] = None,
+    unfence_hold_s: float = 0.0,
 ) -> Decision:
     """One region's decision from its own view (``hears`` of fresh regions, e.g. ``link_view``).
 
@@ -358,6 +369,13 @@ def decide_region(
 
     ``previous_writable``/``previous_streak`` come from the caller's persisted state; ``None``
     means a cold start, which is taken at face value (a new mesh must be able to start writing).
+
+    A fenced region also stays fenced until it has been eligible without a break for
+    ``unfence_hold_s`` (``now_s`` and ``previous_eligible_since``, on the caller's clock; see
+    ``unfence_hold``): when the selected clique moves from {X, Z} to {Y, Z}, X may still hold a lease
+    granted on Z's last report that selected it, and Y must not write beside it. Y's first eligible
+    observation comes after Z's switch (Y needs Z's report of the new clique), and X's lease ends at
+    most ``stale_after + lease`` (plus a link delay) after it.
 
     ``next_regions``: during a membership change (joint consensus), the members after it. A region
     then writes only if it is in the selected majority of *both* memberships: an agent still on the
@@ -420,6 +438,10 @@ def decide_region(
     control = True if control_on is None else control_on
     eligible = in_majority and certain and agreed and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0
+    since: Optional[float] = None
+    if eligible and now_s is not None:
+        since = previous_eligible_since if (previous_streak > 0 and previous_eligible_since is not None) else now_s
+    held_s = now_s - since if (now_s is not None and since is not None) else float("inf")
     if not member:
         reason: Reason = "not_member"
     elif not in_majority:
@@ -430,7 +452,7 @@ def decide_region(
         reason = "unconfirmed"
     elif not control:
         reason = "control_off"
-    elif previous_writable is False and streak < unfence_after:
+    elif previous_writable is False and (streak < unfence_after or held_s < unfence_hold_s):
         reason = "stabilizing"
     else:
         reason = "writable"
@@ -456,6 +478,7 @@ def decide_region(
         healthy_streak=streak,
         alert=alert,
         selected=selected,
+        eligible_since=since,
     )
 
 
@@ -517,6 +540,19 @@ def detection_bound(
     """
     live = stale_after_s + probe_s + (n - 1) * (probe_s + max_link_delay_s) + probe_s
     return max(live, stale_after_s + lease_s) + clock_step_s
+
+
+def unfence_hold(*, probe_s: float, stale_after_s: float, lease_s: float) -> float:
+    """How long a fenced region must be eligible without a break before it writes again.
+
+    A region that leaves the selected clique keeps the lease it was granted on the last report that
+    still selected it: that report stays fresh for ``stale_after_s`` after it was observed (a link
+    delay later at the receiver) and the lease runs ``lease_s`` from the observation it was granted
+    on. A region joining the clique in its place is first eligible after that report was superseded,
+    so waiting this long means every lease of the departed member has run out. One probe of margin
+    covers the link delay and a clock step (both assumed shorter than a probe).
+    """
+    return stale_after_s + lease_s + probe_s
 
 
 #: Slack for a late probe, in probe intervals, on top of the longest relay path.

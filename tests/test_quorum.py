@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replication.quorum import Decision, decide, mutual_graph, quorum_size, writers
+from replication.quorum import Decision, decide, decide_region, mutual_graph, quorum_size, unfence_hold, writers
 
 R3 = ("us-east-1", "us-west-2", "eu-west-1")
 R5 = ("r1", "r2", "r3", "r4", "r5")
@@ -189,3 +189,35 @@ def test_property_writers_always_one_mutually_connected_majority(
             for r in w:
                 assert prev[r].writable or d[r].healthy_streak >= k
         prev = d
+
+
+def test_a_fenced_region_unfences_only_after_the_hold_of_unbroken_eligibility() -> None:
+    # The clique moved to one this region is in; a member that left may still hold a lease granted on
+    # the last report that selected it, so the region waits stale + lease + probe, not only 3 probes.
+    hears = {r: set(R3) for r in R3}
+    hold = unfence_hold(probe_s=1.0, stale_after_s=3.0, lease_s=3.0)
+    since = None
+    streak, writable_at = 0, None
+    for t in range(0, 20):
+        d = decide_region("us-west-2", R3, hears, previous_writable=False, previous_streak=streak,
+                          now_s=100.0 + t, previous_eligible_since=since, unfence_hold_s=hold)
+        since, streak = d.eligible_since, d.healthy_streak
+        if d.writable:
+            writable_at = t
+            break
+        assert d.reason == "stabilizing"
+    assert since == 100.0 and writable_at == hold  # eligible since the first probe; writes once it held
+
+
+def test_a_break_in_eligibility_starts_the_hold_again() -> None:
+    full = {r: set(R3) for r in R3}
+    alone = {"us-west-2": {"us-west-2"}, "us-east-1": {"us-east-1", "eu-west-1"}, "eu-west-1": {"us-east-1", "eu-west-1"}}
+    d = decide_region("us-west-2", R3, full, previous_writable=False, previous_streak=5, now_s=10.0,
+                      previous_eligible_since=1.0, unfence_hold_s=8.0)
+    assert d.writable  # eligible since 1.0, 9 s ago
+    d = decide_region("us-west-2", R3, alone, previous_writable=False, previous_streak=5, now_s=10.0,
+                      previous_eligible_since=1.0, unfence_hold_s=8.0)
+    assert not d.writable and d.eligible_since is None and d.healthy_streak == 0
+    d = decide_region("us-west-2", R3, full, previous_writable=False, previous_streak=0, now_s=11.0,
+                      previous_eligible_since=None, unfence_hold_s=8.0)
+    assert not d.writable and d.eligible_since == 11.0

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replication.quorum import HeartbeatRow, assess, detection_bound, min_stale_after, timing_problems
+from replication.quorum import HeartbeatRow, assess, detection_bound, min_stale_after, timing_problems, unfence_hold
 
 R3 = ("us-east-1", "us-west-2", "eu-west-1")
 R5 = ("r1", "r2", "r3", "r4", "r5")
@@ -56,6 +56,7 @@ class Agent:
     previous: bool | None = None
     streak: int = 0
     selected: dict = field(default_factory=dict)
+    eligible_since: float | None = None
     seq: int = 0
     intervals: list[tuple[float, float]] = field(default_factory=list)
 
@@ -97,9 +98,14 @@ def run(regions: tuple[str, ...], t: Timing, *, seed: int, horizon: float, cuts:
             rows = [HeartbeatRow(p, s.row.seq, s.row.hears, now - at, s.row.relay, s.row.lag_s, s.row.selected)
                     for p, (s, at) in me.held.items()]
             me.seq += 1
+            # as the agent does: a region whose lease ran out since its last decision is fenced
+            lapsed = me.previous is True and me.writable_until <= now
             a = assess(region, regions, rows=rows, links_healthy=[p for p in regions if p != region], seq=me.seq,
-                       stale_after_s=t.stale, previous_writable=me.previous, previous_streak=me.streak,
-                       unfence_after=unfence_after, previous_selected=me.selected)
+                       stale_after_s=t.stale, previous_writable=False if lapsed else me.previous,
+                       previous_streak=0 if lapsed else me.streak, unfence_after=unfence_after,
+                       previous_selected=me.selected, observed_s=now, previous_eligible_since=me.eligible_since,
+                       unfence_hold_s=unfence_hold(probe_s=t.probe, stale_after_s=t.stale, lease_s=t.lease))
+            me.eligible_since = a.decision.eligible_since
             pause = 0.0
             if region in pending and now >= pending[region][0]:
                 pause = pending.pop(region)[1]

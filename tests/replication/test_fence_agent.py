@@ -17,6 +17,7 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.agent import ProbeResult, Settings, probe
+from replication.quorum import unfence_hold
 from replication.sql import FENCE_SQLSTATE
 
 EAST, WEST, EU = REGIONS
@@ -58,6 +59,15 @@ def rounds(conns: dict[str, psycopg.Connection], n: int, *, only: tuple[str, ...
     return last
 
 
+def warm(conns: dict[str, psycopg.Connection], timeout: float = 30.0) -> dict[str, ProbeResult]:
+    """Probe rounds until every region is writable (a fenced region serves the unfence hold first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = rounds(conns, 1)
+        if all(res.decision.writable for res in last.values()) or time.monotonic() > deadline:
+            return last
+
+
 _keys = itertools.count(1)
 
 
@@ -78,7 +88,7 @@ def cut(m: Mesh, a: str, b: str) -> None:
 
 def test_a_new_mesh_starts_fenced_and_every_agent_grants_its_own_lease(m: Mesh, agents) -> None:
     assert not any(can_write(m, r) for r in REGIONS)  # fail closed before any agent ran
-    last = rounds(agents, 8)
+    last = warm(agents)
     assert all(res.decision.writable for res in last.values())
     assert {res.decision.majority for res in last.values()} == {frozenset(REGIONS)}
     assert all(can_write(m, r) for r in REGIONS)
@@ -87,7 +97,7 @@ def test_a_new_mesh_starts_fenced_and_every_agent_grants_its_own_lease(m: Mesh, 
 
 
 def test_a_single_cut_link_fences_exactly_one_end_and_every_agent_agrees(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+    warm(agents)
     cut(m, WEST, EU)  # the non-transitive case: both still reach east
     last = rounds(agents, 12)
     writable = {r for r, res in last.items() if res.decision.writable}
@@ -99,7 +109,7 @@ def test_a_single_cut_link_fences_exactly_one_end_and_every_agent_agrees(m: Mesh
 
 
 def test_one_way_loss_is_learned_through_the_peer_and_fences_one_end(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+    warm(agents)
     m.links[(EU, WEST)].partition()  # eu stops hearing west; west still hears eu
     last = rounds(agents, 14)
     writable = {r for r, res in last.items() if res.decision.writable}
@@ -107,26 +117,32 @@ def test_one_way_loss_is_learned_through_the_peer_and_fences_one_end(m: Mesh, ag
     assert EAST in writable
 
 
-def test_an_isolated_region_fences_and_unfences_only_after_three_healthy_probes(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+def test_an_isolated_region_fences_and_unfences_only_after_three_healthy_probes_and_the_hold(m: Mesh, agents) -> None:
+    warm(agents)
     m.partition(EU)
     last = rounds(agents, 8)
     assert last[EU].decision.reason == "no_quorum" and not can_write(m, EU)
     assert last[EAST].decision.writable and last[EAST].decision.quorum_reduced
     m.heal()
     time.sleep(STALE_S / 2)
-    streaks = []
-    for _ in range(10):
+    hold = unfence_hold(probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S)
+    probes = []  # (called at, returned at, writable, streak)
+    for _ in range(40):
+        t0 = time.monotonic()
         res = rounds(agents, 1)[EU]
-        streaks.append((res.decision.writable, res.decision.healthy_streak))
+        probes.append((t0, time.monotonic(), res.decision.writable, res.decision.healthy_streak))
         if res.decision.writable:
             break
-    first_eligible = next(i for i, (_, s) in enumerate(streaks) if s >= 1)
-    assert [w for w, _ in streaks[first_eligible:]] == [False, False, True]  # hysteresis
+    first_eligible = next(i for i, p in enumerate(probes) if p[3] >= 1)
+    first_writable = next(i for i, p in enumerate(probes) if p[2])
+    assert all(p[3] >= 1 for p in probes[first_eligible:])  # eligible without a break from then on
+    assert first_writable - first_eligible >= 2  # hysteresis: at least three healthy probes
+    # and not before it had been eligible for the whole hold (stale + lease + probe)
+    assert probes[first_writable][1] - probes[first_eligible][0] >= hold
 
 
 def test_hysteresis_survives_a_new_agent_process(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+    warm(agents)
     m.partition(EU)
     rounds(agents, 8)
     m.heal()
@@ -139,7 +155,7 @@ def test_hysteresis_survives_a_new_agent_process(m: Mesh, agents) -> None:
 
 
 def test_an_agent_that_stops_fences_its_region_within_one_lease(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+    warm(agents)
     assert can_write(m, WEST)
     t0 = time.monotonic()
     rounds(agents, int((LEASE_S + 0.2) / PROBE_S) + 1, only=(EAST, EU))  # west's agent is gone
@@ -148,8 +164,20 @@ def test_an_agent_that_stops_fences_its_region_within_one_lease(m: Mesh, agents)
     assert can_write(m, EAST)
 
 
+def test_an_agent_back_after_its_lease_ran_out_unfences_only_after_the_hold(m: Mesh, agents) -> None:
+    # Its last decision was "writable", but the lease ran out while it was away (a dead or frozen
+    # agent): it comes back fenced and serves the hold, like any fenced region, before writing.
+    warm(agents)
+    rounds(agents, int((LEASE_S + 0.5) / PROBE_S) + 1, only=(EAST, EU))  # west's agent is away
+    assert not can_write(m, WEST)
+    back = rounds(agents, 1)[WEST]
+    assert not back.decision.writable and back.decision.reason == "stabilizing"
+    assert not can_write(m, WEST)
+    assert warm(agents)[WEST].decision.writable and can_write(m, WEST)
+
+
 def test_routing_control_off_fences_even_with_quorum(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+    warm(agents)
     last = rounds(agents, 2, control={EU: False})
     assert last[EU].decision.reason == "control_off" and not can_write(m, EU)
     last = rounds(agents, 4, control={EU: True})
@@ -157,7 +185,7 @@ def test_routing_control_off_fences_even_with_quorum(m: Mesh, agents) -> None:
 
 
 def test_an_apply_error_makes_the_link_unheard(m: Mesh, agents) -> None:
-    rounds(agents, 6)
+    warm(agents)
     # Disable west's data subscription from east: its heartbeats still arrive, its data does not.
     m.execute(WEST, "ALTER SUBSCRIPTION fq_us_west_2_from_us_east_1 DISABLE")
     try:
