@@ -166,13 +166,13 @@ def test_an_agent_that_stops_fences_its_region_within_one_lease(m: Mesh, agents)
 
 def test_an_agent_back_after_its_lease_ran_out_unfences_only_after_the_hold(m: Mesh, agents) -> None:
     # Its last decision was "writable", but the lease ran out while it was away (a dead or frozen
-    # agent): it comes back fenced and serves the hold, like any fenced region, before writing.
+    # agent), though not long enough for its peers to stop hearing it: it comes back fenced and serves
+    # the hold, like any fenced region, instead of writing on its first look.
     warm(agents)
-    rounds(agents, int((LEASE_S + 0.5) / PROBE_S) + 1, only=(EAST, EU))  # west's agent is away
+    time.sleep(LEASE_S + 0.05)  # every agent away a little longer than a lease, less than stale_after
     assert not can_write(m, WEST)
     back = rounds(agents, 1)[WEST]
-    assert not back.decision.writable and back.decision.reason == "stabilizing"
-    assert not can_write(m, WEST)
+    assert not back.decision.writable and not can_write(m, WEST), back.decision.reason
     assert warm(agents)[WEST].decision.writable and can_write(m, WEST)
 
 
@@ -180,8 +180,7 @@ def test_routing_control_off_fences_even_with_quorum(m: Mesh, agents) -> None:
     warm(agents)
     last = rounds(agents, 2, control={EU: False})
     assert last[EU].decision.reason == "control_off" and not can_write(m, EU)
-    last = rounds(agents, 4, control={EU: True})
-    assert last[EU].decision.writable
+    assert warm(agents)[EU].decision.writable
 
 
 def test_an_apply_error_makes_the_link_unheard(m: Mesh, agents) -> None:
