@@ -191,33 +191,43 @@ def test_property_writers_always_one_mutually_connected_majority(
         prev = d
 
 
+def _east_cut_off() -> dict[str, set[str]]:
+    return {"us-east-1": {"us-east-1"}, "us-west-2": {"us-west-2", "eu-west-1"}, "eu-west-1": {"us-west-2", "eu-west-1"}}
+
+
 def test_a_fenced_region_unfences_only_after_the_hold_of_unbroken_eligibility() -> None:
-    # The clique moved to one this region is in; a member that left may still hold a lease granted on
-    # the last report that selected it, so the region waits stale + lease + probe, not only 3 probes.
-    hears = {r: set(R3) for r in R3}
+    # The clique moved to one this region is in; the member that left (east) may still hold a lease
+    # granted on the last report that selected it, so the region waits stale + lease + probe, not 3 probes.
     hold = unfence_hold(probe_s=1.0, stale_after_s=3.0, lease_s=3.0)
     since = None
     streak, writable_at = 0, None
     for t in range(0, 20):
-        d = decide_region("us-west-2", R3, hears, previous_writable=False, previous_streak=streak,
+        d = decide_region("us-west-2", R3, _east_cut_off(), previous_writable=False, previous_streak=streak,
                           now_s=100.0 + t, previous_eligible_since=since, unfence_hold_s=hold)
         since, streak = d.eligible_since, d.healthy_streak
         if d.writable:
             writable_at = t
             break
-        assert d.reason == "stabilizing"
+        assert d.reason == "stabilizing" and d.eligible
     assert since == 100.0 and writable_at == hold  # eligible since the first probe; writes once it held
 
 
+def test_the_hold_is_waived_when_every_region_outside_the_clique_says_it_is_not_eligible() -> None:
+    kw = dict(previous_writable=False, previous_streak=3, now_s=101.0, previous_eligible_since=100.0, unfence_hold_s=7.0)
+    assert not decide_region("us-west-2", R3, _east_cut_off(), **kw).writable  # type: ignore[arg-type]
+    assert decide_region("us-west-2", R3, _east_cut_off(), quiet_peers={"us-east-1"}, **kw).writable  # type: ignore[arg-type]
+    # nobody outside the clique at all: nothing to wait for (a mesh whose members all hear each other)
+    assert decide_region("us-west-2", R3, _full(R3), **kw).writable  # type: ignore[arg-type]
+
+
 def test_a_break_in_eligibility_starts_the_hold_again() -> None:
-    full = {r: set(R3) for r in R3}
-    alone = {"us-west-2": {"us-west-2"}, "us-east-1": {"us-east-1", "eu-west-1"}, "eu-west-1": {"us-east-1", "eu-west-1"}}
-    d = decide_region("us-west-2", R3, full, previous_writable=False, previous_streak=5, now_s=10.0,
+    d = decide_region("us-west-2", R3, _east_cut_off(), previous_writable=False, previous_streak=5, now_s=10.0,
                       previous_eligible_since=1.0, unfence_hold_s=8.0)
     assert d.writable  # eligible since 1.0, 9 s ago
+    alone = {"us-west-2": {"us-west-2"}, "us-east-1": {"us-east-1", "eu-west-1"}, "eu-west-1": {"us-east-1", "eu-west-1"}}
     d = decide_region("us-west-2", R3, alone, previous_writable=False, previous_streak=5, now_s=10.0,
                       previous_eligible_since=1.0, unfence_hold_s=8.0)
-    assert not d.writable and d.eligible_since is None and d.healthy_streak == 0
-    d = decide_region("us-west-2", R3, full, previous_writable=False, previous_streak=0, now_s=11.0,
+    assert not d.writable and d.eligible_since is None and d.healthy_streak == 0 and not d.eligible
+    d = decide_region("us-west-2", R3, _east_cut_off(), previous_writable=False, previous_streak=0, now_s=11.0,
                       previous_eligible_since=None, unfence_hold_s=8.0)
     assert not d.writable and d.eligible_since == 11.0
