@@ -424,19 +424,29 @@ def decide_region(
         sure = _certain(me, members, known, {r: possible[r] & frozenset(members) for r in members}, q)
         return known, sure
 
-    def confirmed(members: Sequence[str], clique: frozenset[str]) -> bool:
+    def confirmed(members: Sequence[str], clique: frozenset[str],
+                  moved_on: Optional[tuple[str, frozenset[str]]] = None) -> bool:
         if selections is None:
             return True
         sig = signature(members)
         before = (previous_selected or {}).get(sig) if previous_writable else None
         held = before is not None and me in before and (before <= clique or clique <= before)
-        return all(z == me or selections.get(z, {}).get(sig) == clique
-                   or (held and selections.get(z, {}).get(sig) == before) for z in clique)
+
+        def says(z: str) -> bool:
+            theirs = selections.get(z, {})
+            if theirs.get(sig) == clique or (held and theirs.get(sig) == before):
+                return True
+            # A member already running the next list reports only that list's clique: it confirms
+            # when it selected the same next clique as this region (two regions that agree on one
+            # clique of the next list cannot be writing apart, as for the current list).
+            return moved_on is not None and sig not in theirs and theirs.get(moved_on[0]) == moved_on[1]
+
+        return all(z == me or says(z) for z in clique)
 
     majority, certain = chosen(regions, quorum)
     in_majority = member and me in majority
-    agreed = confirmed(regions, majority)
     selected = {signature(regions): majority}
+    moved_on = None
     if next_regions is not None:
         next_majority, next_certain = chosen(next_regions, majority_of(len(next_regions)))
         in_majority = in_majority and me in next_majority
@@ -446,6 +456,8 @@ def decide_region(
         # apart. The next list's clique is published (so the new membership starts confirmed) but not
         # waited for: a joining region's first reports must not pause the writers.
         selected[signature(next_regions)] = next_majority
+        moved_on = (signature(next_regions), next_majority)
+    agreed = confirmed(regions, majority, moved_on)
     control = True if control_on is None else control_on
     eligible = in_majority and certain and agreed and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0

@@ -248,3 +248,23 @@ def test_a_single_member_writes_alone_and_only_while_it_is_the_whole_membership(
                                                            "us-west-2": frozenset({"us-east-1", "us-west-2"})},
                              next_regions=R3)
     assert joint_ok.writable
+
+
+def test_a_member_already_on_the_next_list_confirms_with_that_list_s_clique() -> None:
+    # 3 -> 5: us-east-1's agent already runs the final list and reports only its clique of five; the
+    # writers still on the joint list take that as confirmation when it is their own next clique.
+    old = ("us-east-1", "us-west-2", "eu-west-1")
+    new = old + ("ap-northeast-1", "sa-east-1")
+    full = {r: frozenset(new) for r in new}
+    sig_old, sig_new = ",".join(old), ",".join(new)
+    five, three = frozenset(new), frozenset(old)
+    joint = {sig_old: three, sig_new: five}
+    agreeing = {"us-east-1": {sig_new: five}, "eu-west-1": joint}
+    d = decide_region("us-west-2", old, full, next_regions=new, selections=agreeing)
+    assert d.writable, d.reason
+    # one that selected another clique of five (it does not hear us-west-2) does not confirm
+    other = {"us-east-1": {sig_new: five - {"us-west-2"}}, "eu-west-1": joint}
+    assert decide_region("us-west-2", old, full, next_regions=new, selections=other).reason == "unconfirmed"
+    # and one still reporting the current list confirms only with the current clique
+    stale = {"us-east-1": {sig_old: three - {"us-west-2"}, sig_new: five}, "eu-west-1": joint}
+    assert decide_region("us-west-2", old, full, next_regions=new, selections=stale).reason == "unconfirmed"
