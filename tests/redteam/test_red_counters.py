@@ -27,14 +27,21 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
-def settle(m: Mesh) -> None:
+def settle(m: Mesh, timeout: float = 60.0) -> None:
+    """Every writer has applied everything each origin committed before now. The watermark is emitted
+    again until it arrives, as the agent does every probe: one emitted while some write transaction
+    was still open claims no later than that transaction's start (emit_watermark), and would never
+    reach ``at``."""
     for o in m.names:
         at = m.execute(o, "SELECT clock_timestamp()::text")[0][0]
-        m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
-        for r in m.names:
-            if r != o:
-                m.wait_for(r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied "
-                              f"WHERE origin = '{o}'", True, timeout=60)
+        deadline = time.monotonic() + timeout
+        pending = [r for r in m.names if r != o]
+        while pending:
+            m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
+            time.sleep(0.05)
+            pending = [r for r in pending if not m.execute(
+                r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied WHERE origin = '{o}'")[0][0]]
+            assert not pending or time.monotonic() < deadline, f"{pending} never applied {o}'s changes up to {at}"
 
 
 def test_increments_of_a_deleted_incarnation_stay_deleted_after_verify_repair(m: Mesh) -> None:

@@ -17,7 +17,6 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.agent import ProbeResult, Settings, probe
-from replication.quorum import unfence_hold
 from replication.sql import FENCE_SQLSTATE
 
 EAST, WEST, EU = REGIONS
@@ -117,7 +116,9 @@ def test_one_way_loss_is_learned_through_the_peer_and_fences_one_end(m: Mesh, ag
     assert EAST in writable
 
 
-def test_an_isolated_region_fences_and_unfences_only_after_three_healthy_probes_and_the_hold(m: Mesh, agents) -> None:
+def test_an_isolated_region_fences_and_unfences_only_after_three_healthy_probes(m: Mesh, agents) -> None:
+    # (After the heal every region is in the clique, so the unfence hold is waived: nobody outside it
+    # can hold a lease. The hold itself: tests/test_quorum.py and the timing model.)
     warm(agents)
     m.partition(EU)
     last = rounds(agents, 8)
@@ -125,20 +126,14 @@ def test_an_isolated_region_fences_and_unfences_only_after_three_healthy_probes_
     assert last[EAST].decision.writable and last[EAST].decision.quorum_reduced
     m.heal()
     time.sleep(STALE_S / 2)
-    hold = unfence_hold(probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S)
-    probes = []  # (called at, returned at, writable, streak)
+    streaks = []
     for _ in range(40):
-        t0 = time.monotonic()
         res = rounds(agents, 1)[EU]
-        probes.append((t0, time.monotonic(), res.decision.writable, res.decision.healthy_streak))
+        streaks.append((res.decision.writable, res.decision.healthy_streak))
         if res.decision.writable:
             break
-    first_eligible = next(i for i, p in enumerate(probes) if p[3] >= 1)
-    first_writable = next(i for i, p in enumerate(probes) if p[2])
-    assert all(p[3] >= 1 for p in probes[first_eligible:])  # eligible without a break from then on
-    assert first_writable - first_eligible >= 2  # hysteresis: at least three healthy probes
-    # and not before it had been eligible for the whole hold (stale + lease + probe)
-    assert probes[first_writable][1] - probes[first_eligible][0] >= hold
+    first_eligible = next(i for i, (_, s) in enumerate(streaks) if s >= 1)
+    assert [w for w, _ in streaks[first_eligible:]] == [False, False, True]  # hysteresis
 
 
 def test_hysteresis_survives_a_new_agent_process(m: Mesh, agents) -> None:
