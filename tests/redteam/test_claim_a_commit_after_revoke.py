@@ -11,7 +11,6 @@ real agent probe driving the lease (tests/redteam/harness.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -25,34 +24,16 @@ from tests.redteam.harness import (
     EAST,
     EU,
     WEST,
-    agent_conn,
     connect,
     healthy,
     key,
     lease_end,
     present,
-    red_mesh,
-    reset_agents,
     rounds,
     settings,
     wait_present,
     writable,
 )
-
-
-@pytest.fixture(scope="module")
-def m() -> Iterator[Mesh]:
-    with red_mesh() as running:
-        yield running
-
-
-@pytest.fixture
-def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    conns = {r: agent_conn(m, r) for r in REGIONS}
-    yield conns
-    for c in conns.values():
-        c.close()
-    reset_agents(m)
 
 
 def seconds_after_revoke(m: Mesh, region: str, k: int) -> float:

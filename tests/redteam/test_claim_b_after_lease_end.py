@@ -13,16 +13,14 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
 
 from drills.mesh import REGIONS, Mesh
 from drills.sample import APP_SCHEMA
 from replication.agent import LOCK_SQL, acquire_loop, probe
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, agent_conn, connect, healthy, key, lease_end, red_mesh, reset_agents, rounds, settings
+from tests.redteam.harness import EAST, agent_conn, connect, healthy, key, lease_end, red_mesh, rounds, settings
 
 SCHEMA = APP_SCHEMA + (
     # An ordinary application table, not replicated, with an ordinary deferred foreign key.
@@ -34,15 +32,6 @@ SCHEMA = APP_SCHEMA + (
 def m() -> Iterator[Mesh]:
     with red_mesh(SCHEMA) as running:
         yield running
-
-
-@pytest.fixture
-def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    conns = {r: agent_conn(m, r) for r in REGIONS}
-    yield conns
-    for c in conns.values():
-        c.close()
-    reset_agents(m)
 
 
 def committed_after_lease_end(m: Mesh, k: int, lease_until: float) -> float:

@@ -16,37 +16,21 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 import replication.agent as agent_mod
-from drills.mesh import REGIONS, Mesh
+from drills.mesh import Mesh
 from replication.agent import probe
 from replication.roles import AGENT_ROLE, APP_ROLE
-from tests.redteam.harness import EAST, LEASE_S, agent_conn, connect, healthy, key, red_mesh, reset_agents, settings
+from tests.redteam.harness import EAST, LEASE_S, connect, healthy, key, settings
 
 PAUSE_S = 2.5
 #: the statements probe() sends on a fenced or writable run, in order (the message is sent through a
 #: client-side cursor); end_writes only runs when fenced.
 POINTS = [(i, when) for i in range(7) for when in ("before", "after")] + [("failpoint", "agent.after_observe")]
-
-
-@pytest.fixture(scope="module")
-def m() -> Iterator[Mesh]:
-    with red_mesh() as running:
-        yield running
-
-
-@pytest.fixture
-def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    conns = {r: agent_conn(m, r) for r in REGIONS}
-    yield conns
-    for c in conns.values():
-        c.close()
-    reset_agents(m)
 
 
 class Pausing(psycopg.Connection):  # type: ignore[type-arg]

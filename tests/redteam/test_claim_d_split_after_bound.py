@@ -21,11 +21,8 @@ Each test FAILS while the claim is broken.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import psycopg
-import pytest
 
 from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
@@ -38,12 +35,9 @@ from tests.redteam.harness import (
     PROBE_S,
     STALE_S,
     WEST,
-    agent_conn,
     connect,
     healthy,
     key,
-    red_mesh,
-    reset_agents,
     settings,
     writable,
 )
@@ -91,21 +85,6 @@ def test_model_unfence_after_one_splits_deterministically() -> None:
             split += bool(overlaps(iv, a, c, 30.0 + b))
     print(f"\nunfence_after=1: {split}/30 runs had both ends of the cut writable after the bound ({b:.1f} s)")
     assert split == 0
-
-
-@pytest.fixture(scope="module")
-def m() -> Iterator[Mesh]:
-    with red_mesh() as running:
-        yield running
-
-
-@pytest.fixture
-def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    conns = {r: agent_conn(m, r) for r in REGIONS}
-    yield conns
-    for c in conns.values():
-        c.close()
-    reset_agents(m)
 
 
 def test_real_mesh_a_stalled_third_agent_lets_both_ends_of_a_cut_write(m: Mesh, agents) -> None:

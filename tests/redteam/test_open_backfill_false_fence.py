@@ -23,33 +23,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
 from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EU, PROBE_S, WEST, agent_conn, connect, red_mesh, reset_agents, settings, writable
+from tests.redteam.harness import EU, PROBE_S, WEST, connect, settings, writable
 
 OPEN = pytest.mark.xfail(strict=False, reason="open finding (replication/README.md, Data links): an apply worker waiting on a row lock held by another link's apply of a large transaction receives nothing, so its link looks silent and a healthy region is fenced for the rest of that apply")
-
-@pytest.fixture(scope="module")
-def m() -> Iterator[Mesh]:
-    with red_mesh() as running:
-        yield running
-
-
-@pytest.fixture
-def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    conns = {r: agent_conn(m, r) for r in REGIONS}
-    yield conns
-    for c in conns.values():
-        c.close()
-    reset_agents(m)
-
 
 ROWS = 60_000
 BASE = 20_000_000

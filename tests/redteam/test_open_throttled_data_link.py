@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -37,32 +35,14 @@ from tests.redteam.harness import (
     PROBE_S,
     STALE_S,
     WEST,
-    agent_conn,
     connect,
     healthy,
     key,
-    red_mesh,
-    reset_agents,
     settings,
     writable,
 )
 
 OPEN = pytest.mark.xfail(strict=False, reason="open finding (replication/README.md, Data links): a data link counts as heard while it receives, so an application that keeps an apply worker blocked most of the time, but never for stale_after at once, delays replication without fencing anyone")
-
-@pytest.fixture(scope="module")
-def m() -> Iterator[Mesh]:
-    with red_mesh() as running:
-        yield running
-
-
-@pytest.fixture
-def agents(m: Mesh) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    conns = {r: agent_conn(m, r) for r in REGIONS}
-    yield conns
-    for c in conns.values():
-        c.close()
-    reset_agents(m)
-
 
 #: West's application commits this many single-row transactions per probe round.
 WEST_TXNS_PER_ROUND = 6
