@@ -31,7 +31,7 @@ from __future__ import annotations
 import pytest
 
 from replication.quorum import timing_problems
-from tests.test_quorum_timing import R3, Timing, bound, run
+from tests.test_quorum_timing import R3, Timing, _apart_since, bound, run
 
 EAST, WEST, EU = R3
 
@@ -51,11 +51,6 @@ SCHEDULES = {
               (EAST, WEST, 25.553, 30.497)],
         pauses={}),
 }
-
-
-def _apart_since(cuts: list[tuple[str, str, float, float]], a: str, b: str, at: float) -> float:
-    """How long before ``at`` one of a, b has not heard the other without a break (0: they replicate)."""
-    return max((at - s for l, sp, s, e in cuts if {l, sp} == {a, b} and s <= at < e), default=0.0)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
