@@ -248,6 +248,8 @@ class Nemesis:
         self.failpoints = {r: p.failpoints for r, p in procs.items() if p.failpoints is not None}
         self.cuts: list[Cut] = []
         self._down: dict[tuple[str, str], tuple[int, float]] = {}
+        # cut/restore run on the schedule's thread and on a flap's: one at a time
+        self._links_lock = threading.RLock()
         self.applied: dict[str, int] = {}
         self.log: list[str] = []
         self.t0 = time.monotonic()
@@ -259,20 +261,22 @@ class Nemesis:
 
     # links: (listener, speaker); the proxy on that key carries speaker -> listener
     def cut(self, listener: str, speaker: str) -> None:
-        n, since = self._down.get((listener, speaker), (0, 0.0))
-        if n == 0:
-            self.m.links[(listener, speaker)].partition()
-            since = time.monotonic()
-        self._down[(listener, speaker)] = (n + 1, since)
+        with self._links_lock:
+            n, since = self._down.get((listener, speaker), (0, 0.0))
+            if n == 0:
+                self.m.links[(listener, speaker)].partition()
+                since = time.monotonic()
+            self._down[(listener, speaker)] = (n + 1, since)
 
     def restore(self, listener: str, speaker: str) -> None:
-        n, since = self._down[(listener, speaker)]
-        if n == 1:
-            self.m.links[(listener, speaker)].heal()
-            self.cuts.append(Cut(listener, speaker, since, time.monotonic()))
-            del self._down[(listener, speaker)]
-        else:
-            self._down[(listener, speaker)] = (n - 1, since)
+        with self._links_lock:
+            n, since = self._down[(listener, speaker)]
+            if n == 1:
+                self.m.links[(listener, speaker)].heal()
+                self.cuts.append(Cut(listener, speaker, since, time.monotonic()))
+                del self._down[(listener, speaker)]
+            else:
+                self._down[(listener, speaker)] = (n - 1, since)
 
     def _cut_all(self, pairs: list[tuple[str, str]]) -> Callable[[], None]:
         for a, b in pairs:
@@ -363,7 +367,7 @@ def split(nem: Nemesis) -> tuple[str, Callable[[], None]]:
 def flap(nem: Nemesis) -> tuple[str, Callable[[], None]]:
     a, b = _pair(nem)
     stop = threading.Event()
-    rng = nem.rng
+    rng = random.Random(nem.rng.random())  # its own stream: the schedule's draws stay those of its seed
 
     def run() -> None:
         down = False
@@ -381,8 +385,12 @@ def flap(nem: Nemesis) -> tuple[str, Callable[[], None]]:
     th.start()
 
     def end() -> None:
+        # The fault ends when the flapping has: a thread still cutting after its end (a proxy call slow
+        # on a loaded machine) would race the next fault's cuts of the same link.
         stop.set()
-        th.join(10)
+        th.join(60)
+        if th.is_alive():
+            raise RuntimeError(f"flap {a}<->{b} did not stop within 60 s")
 
     return f"flap {a}<->{b}", end
 
