@@ -467,15 +467,17 @@ FAULT_KINDS: dict[str, Fault] = {
 }
 
 
-def big_transaction(m: Mesh, region: str, rows: int) -> tuple[bool, float]:
-    """One transaction inserting ``rows`` rows; returns (committed, seconds)."""
+def big_transaction(m: Mesh, region: str, rows: int, errors: Optional[list[str]] = None) -> tuple[bool, float]:
+    """One transaction inserting ``rows`` rows; returns (committed, seconds). Why it failed goes to ``errors``."""
     base = int(time.time() * 1000) * 10**6
     t0 = time.monotonic()
     try:
         with m.connect(region) as c:
             c.execute("INSERT INTO ballast SELECT %s + g, repeat('x', 200) FROM generate_series(1, %s) g", (base, rows))
         return True, time.monotonic() - t0
-    except psycopg.Error:
+    except psycopg.Error as exc:
+        if errors is not None:
+            errors.append(f"{exc.sqlstate}: {str(exc).splitlines()[0][:200]} after {time.monotonic() - t0:.1f} s")
         return False, time.monotonic() - t0
 
 
@@ -602,10 +604,16 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    ok, _ = big_transaction(m, region, rows)
+    errors: list[str] = []
+    ok, _ = big_transaction(m, region, rows, errors)
     t_commit = time.monotonic()
     if not ok:
+        # Not a measurement (-1), but say why, and which decisions fenced whom meanwhile.
         stop.set()
+        notes.append(f"big transaction on {region} failed: {errors[0] if errors else '?'}")
+        for f in _decisions(procs, wall0):
+            if not f["writable"]:
+                notes.append(f"fence while the big transaction ran: {f['region']} {f['reason']} sees {f['sees']}")
         return -1, 0.0, 0.0
     want = before[region] + rows
     deadline = time.monotonic() + timeout
