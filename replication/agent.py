@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from replication import failpoints
-from replication.links import Worker, delivering, progress
 from replication.model import Node
 from replication.quorum import Decision, HeartbeatRow, RelayEntry, assess, timing_problems, unfence_hold
 from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, SCHEMA, control_subscription_name, subscription_name
@@ -171,19 +170,19 @@ def _node(settings: Settings, name: str) -> Node:
     return Node(name=name, region=name, host="")
 
 
-def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: float,
-                delivered_age: Mapping[str, Optional[float]]) -> tuple[dict[str, LinkHealth], int, int]:
+def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: float) -> tuple[dict[str, LinkHealth], int, int]:
     """Health of every data and control subscription, with memory of errors and downtime.
 
     A subscription is unhealthy while its apply worker has been missing for longer than
     ``stale_after`` or while an apply error happened in the last ``stale_after`` seconds. A data
-    subscription is unhealthy too while it does not deliver (``replication.links``): its newest
-    merged watermark (``delivered_age``, from ``_observe``) is older than ``stale_after`` and its
-    apply worker is not working on what it receives (silent, or held back by a session outside
-    replication, such as an application holding a lock).
+    subscription is unhealthy too while it has received nothing for ``stale_after``: every probe of
+    the peer's agent writes to the data stream (its watermark), so a silent data link is a stalled
+    one (its apply worker waiting on a lock an application holds, say), whatever its heartbeats say.
+    An apply worker busy with a large transaction reads it as it applies it, so it is not silent.
     """
     rows = conn.execute(
-        "SELECT s.subname, s.subenabled, st.pid, coalesce(ss.apply_error_count, 0)::bigint "
+        "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, coalesce(ss.apply_error_count, 0)::bigint, "
+        "extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8 "
         "FROM pg_catalog.pg_subscription s "
         "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
         # The leader apply worker: no table (not a table sync worker), no leader (not a parallel apply
@@ -192,15 +191,6 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
         "  AND st.leader_pid IS NULL "
         "LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid = s.oid"
     ).fetchall()
-    # Every replication worker of the server, with whom it waits for: a blocker not among them is
-    # some other session. (pg_blocking_pids reads the lock table: a handful of calls a probe.)
-    workers = {
-        int(pid): Worker(pid=int(pid), receipt_age_s=None if age is None else float(age), blockers=tuple(blockers or ()))
-        for pid, age, blockers in conn.execute(
-            "SELECT st.pid, extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8, "
-            "pg_catalog.pg_blocking_pids(st.pid) FROM pg_catalog.pg_stat_subscription st WHERE st.pid IS NOT NULL"
-        ).fetchall()
-    }
     by_name = {r[0]: r for r in rows}
     me = _node(settings, settings.region)
     out: dict[str, LinkHealth] = {}
@@ -218,56 +208,47 @@ def _data_links(conn: Any, settings: Settings, memory: dict[str, Any], now: floa
                 verdicts.append((False, False, 0))
                 down += 1
                 continue
-            _, enabled, pid, errors = row
-            stalled = sub == subscription_name(me, p) and not delivering(
-                delivered_age_s=delivered_age.get(peer), worker=progress(pid, workers, settings.stale_after_s),
-                stale_after_s=settings.stale_after_s)
+            _, enabled, running, errors, silent_s = row
+            silent = sub == subscription_name(me, p) and (silent_s is None or silent_s > settings.stale_after_s)
             if errors > mem["errors"]:
                 increase += errors - mem["errors"]
                 mem["error_at"] = now
             mem["errors"] = int(errors)
-            up = bool(enabled and pid is not None)
+            up = bool(enabled and running)
             if up:
                 mem["down_since"] = None
             elif mem["down_since"] is None:
                 mem["down_since"] = now
-            if not up:
+            if not enabled or not running:
                 down += 1
             recently_failed = mem["error_at"] is not None and now - mem["error_at"] <= settings.stale_after_s
             long_down = not enabled or (mem["down_since"] is not None and now - mem["down_since"] > settings.stale_after_s)
-            verdicts.append((not recently_failed and not long_down and not stalled, up, int(errors)))
+            verdicts.append((not recently_failed and not long_down and not silent, up, int(errors)))
         data_ok, data_running, data_errors = verdicts[0]
         out[peer] = LinkHealth(healthy=data_ok and verdicts[1][0], running=data_running, apply_errors=data_errors)
     return out, down, increase
 
 
-def _observe(conn: Any, settings: Settings) -> tuple[float, bool, list[HeartbeatRow], dict[str, Optional[float]]]:
-    """The moment of observation (this writer's clock), whether the lease is still running then, the
-    peers' heartbeat rows as of then, and the age of each peer's newest watermark merged here.
+def _observe(conn: Any, settings: Settings) -> tuple[float, bool, list[HeartbeatRow]]:
+    """The moment of observation (this writer's clock), whether the lease is still running then, and
+    the peers' heartbeat rows as of then.
 
     One statement, one clock reading: every age is measured at that moment, and the lease granted on
-    what was seen runs from it, however long the agent takes to act afterwards. A watermark's age is
-    its heartbeat's age plus how far it trails that heartbeat on the peer's clock (both are written
-    by one commit of the peer's agent; the heartbeat travels on the control stream, the watermark on
-    the data stream behind whatever the peer committed before it).
+    what was seen runs from it, however long the agent takes to act afterwards.
     """
     rows = conn.execute(
         f"WITH n AS (SELECT clock_timestamp() AS t, {SCHEMA}.lease_valid_until() AS u) "
         f"SELECT extract(epoch FROM n.t)::float8, n.u > n.t, h.node, h.seq, h.hears, h.relay, "
         f"extract(epoch FROM n.t - h.received_at)::float8, "
-        f"coalesce(extract(epoch FROM h.sent_at - h.observed_at), 0)::float8, h.selected, "
-        f"extract(epoch FROM coalesce(h.observed_at, h.sent_at) - w.ts)::float8 "
-        f"FROM n LEFT JOIN {HEARTBEAT_TABLE} h ON h.node <> %s "
-        f"LEFT JOIN {SCHEMA}.delivered w ON w.origin = h.node",
+        f"coalesce(extract(epoch FROM h.sent_at - h.observed_at), 0)::float8, h.selected "
+        f"FROM n LEFT JOIN {HEARTBEAT_TABLE} h ON h.node <> %s",
         (settings.region,),
     ).fetchall()
     observed, leased = float(rows[0][0]), bool(rows[0][1])
     out = []
-    delivered_age: dict[str, Optional[float]] = {}
-    for _, _, node, seq, hears, relay, age, lag, selected, trails in rows:
+    for _, _, node, seq, hears, relay, age, lag, selected in rows:
         if node is None:
             continue
-        delivered_age[node] = None if trails is None else max(float(age), 0.0) + max(float(lag), 0.0) + max(float(trails), 0.0)
         entries = {}
         for origin, e in (relay or {}).items():
             try:
@@ -278,7 +259,7 @@ def _observe(conn: Any, settings: Settings) -> tuple[float, bool, list[Heartbeat
         out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0),
                                 relay=entries, lag_s=max(float(lag), 0.0), selected=_selections(selected),
                                 eligible=_eligible(selected)))
-    return observed, leased, out, delivered_age
+    return observed, leased, out
 
 
 def _eligible(raw: Any) -> Optional[bool]:
@@ -318,7 +299,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         # routing control was just created (controls start Off) and guards against no split: it
         # keeps writing as in phase A until the membership grows.
         control_on = None
-    observed, leased, rows, delivered_age = _observe(conn, settings)
+    observed, leased, rows = _observe(conn, settings)
     state = conn.execute(
         f"SELECT seq, writable, healthy_streak, apply_errors, traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton"
     ).fetchone()
@@ -332,7 +313,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
     own = conn.execute(f"SELECT selected FROM {HEARTBEAT_TABLE} WHERE node = %s", (settings.region,)).fetchone()
     prev_selected = _selections(own[0]) if own else {}
     # Observed after the heartbeats: at worst fresher than the moment the lease is anchored to.
-    links, down, increase = _data_links(conn, settings, memory, observed, delivered_age)
+    links, down, increase = _data_links(conn, settings, memory, observed)
     guard = _guard_problem(conn)
     seq = max(int(prev_seq) + 1, int(observed * 1_000_000))
     a = assess(
@@ -390,7 +371,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         f"INSERT INTO {HEARTBEAT_TABLE} (node, seq, sent_at, observed_at, hears, relay, selected, writable, membership, "
         "received_at) VALUES (%(me)s, %(seq)s, clock_timestamp(), to_timestamp(%(observed)s), %(hears)s, %(relay)s::jsonb, "
         "%(selected)s::jsonb, %(writable)s, %(membership)s, clock_timestamp()); "
-        # on the data stream too: how the peers tell a link that delivers (replication/links.py)
+        # on the data stream too: the peers' data links stay busy, so a silent one is a stalled one
         f"SELECT {SCHEMA}.emit_watermark(); "
         f"SELECT {SCHEMA}.set_lease(to_timestamp(%(until)s), %(reason)s, %(holder)s, %(warming)s)"
     )
@@ -408,8 +389,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         subscriptions_down=down,
         apply_error_increase=increase,
         elapsed_s=time.monotonic() - t0,
-        evidence={p: {"heartbeat_age_s": round(r.age_s, 3), "link_healthy": links[p].healthy if p in links else False,
-                      "delivered_age_s": None if delivered_age.get(p) is None else round(float(delivered_age[p] or 0), 3)}
+        evidence={p: {"heartbeat_age_s": round(r.age_s, 3), "link_healthy": links[p].healthy if p in links else False}
                   for p in settings.everyone if p != settings.region for r in rows if r.node == p},
         view={r: sorted(v) for r, v in a.view.items()},
         writable=writable,

@@ -44,7 +44,7 @@ REPL_ROLE = "fraiseql_repl"
 AGENT_FUNCTIONS = ("set_lease", "lease_valid_until", "end_writes", "replication_lag", "evict_loop_squatters", "emit_watermark", "purge_tombstones", "purge_changes",
                    "retry_parked", "compact_resolutions", "publish_digests", "publish_key_details", "diverged_keys",
                    "purge_digests")
-AGENT_TABLES_READ = ("parked", "delivered")
+AGENT_TABLES_READ = ("parked",)
 
 
 def secret_setting(role: str) -> str:
@@ -157,7 +157,7 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
     # but to read the conflicts its app tables leave for it.
     internal = ", ".join(f"{SCHEMA}.{t}" for t in (
         "lease", "lease_until", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
-        "applied", "peer_applied", "delivered", "table_meta", "members", "digests", "digest_keys", "heartbeats"))
+        "applied", "peer_applied", "table_meta", "members", "digests", "digest_keys", "heartbeats"))
     stmts += [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
         f"REVOKE ALL ON {internal} FROM {r}, PUBLIC",

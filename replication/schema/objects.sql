@@ -133,15 +133,6 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.applied (
     at     timestamptz NOT NULL
 );
 
--- The newest watermark of each origin merged here, as the origin's clock stamped it. The origin's
--- agent writes one to its data stream with every heartbeat, so comparing this with the origin's
--- newest heartbeat (same clock, control stream) tells a data link that delivers from one that only
--- receives (replication/links.py).
-CREATE TABLE IF NOT EXISTS fraiseql_repl.delivered (
-    origin text PRIMARY KEY,
-    ts     timestamptz NOT NULL
-);
-
 -- What each peer had applied, per origin, as its own watermark said; received in the peer's data
 -- stream, so this node already holds every change the peer made before that watermark.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.peer_applied (
@@ -321,8 +312,6 @@ BEGIN
         FROM jsonb_each(coalesce(c.row_image -> 'applied', '{}')) e
         UNION ALL SELECT c.origin, c.origin, c.origin_at
         ON CONFLICT (peer, origin) DO UPDATE SET at = greatest(p.at, excluded.at);
-    INSERT INTO fraiseql_repl.delivered AS d (origin, ts) VALUES (c.origin, c.ts)
-        ON CONFLICT (origin) DO UPDATE SET ts = greatest(d.ts, excluded.ts);
     RETURN NULL;
 END $f$;
 

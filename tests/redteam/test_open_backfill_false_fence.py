@@ -16,7 +16,7 @@ probe timing of the harness (probe 0.25 s, stale 1 s): its apply takes a few sec
 ``test_control_...`` is the same backfill without the concurrent update (expected to pass: it
 shows the fence comes from the lock wait, not from load).
 
-    .venv/bin/python -m pytest -q tests/redteam/test_red_backfill_false_fence.py
+    .venv/bin/python -m pytest -q tests/redteam/test_open_backfill_false_fence.py
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EU, PROBE_S, WEST, connect, settings, writable
+
+OPEN = pytest.mark.xfail(strict=False, reason="open finding (replication/README.md, Data links): an apply worker waiting on a row lock held by another link's apply of a large transaction receives nothing, so its link looks silent and a healthy region is fenced for the rest of that apply")
 
 ROWS = 60_000
 BASE = 20_000_000
@@ -116,6 +120,7 @@ def _report(fences: list[Any], update_s: float, replicated_s: float) -> str:
             "false fences: " + "; ".join(parts))
 
 
+@OPEN
 def test_a_backfill_in_west_and_a_one_row_update_in_eu_fence_eu(m: Mesh, agents) -> None:
     fences, update_s, replicated_s = _backfill(m, agents, eu_update=True, base=BASE)
     print("\n" + _report(fences, update_s, replicated_s))

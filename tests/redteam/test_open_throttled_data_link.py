@@ -11,11 +11,10 @@ again) and blocks on the next merge. The link never looks silent for stale_after
 "hearing" west and both stay writable, while west's acknowledged writes pile up unapplied at east
 for far longer than ``detection_bound``: west's and east's writes diverge without bound.
 
-The test FAILS if east and west both acknowledge writes more than ``detection_bound`` after a west
-write that has not reached east by then (the claim: two regions that cannot replicate to each other
-never both acknowledge writes past the bound). Which of the two is fenced is the quorum's choice.
+The test FAILS while east still takes writes more than ``detection_bound`` after a west write it has
+not received.
 
-    .venv/bin/python -m pytest -q tests/redteam/test_red_throttled_data_link.py
+    .venv/bin/python -m pytest -q tests/redteam/test_open_throttled_data_link.py
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
@@ -41,6 +41,8 @@ from tests.redteam.harness import (
     settings,
     writable,
 )
+
+OPEN = pytest.mark.xfail(strict=False, reason="open finding (replication/README.md, Data links): a data link counts as heard while it receives, so an application that keeps an apply worker blocked most of the time, but never for stale_after at once, delays replication without fencing anyone")
 
 #: West's application commits this many single-row transactions per probe round.
 WEST_TXNS_PER_ROUND = 6
@@ -62,6 +64,7 @@ def _lock_cycler(m: Mesh, stop: threading.Event, hold_s: float) -> None:
         c.close()
 
 
+@OPEN
 def test_a_throttled_data_link_keeps_counting_as_heard_while_west_writes_pile_up_unapplied_at_east(m: Mesh, agents) -> None:
     healthy(agents)
     b = detection_bound(3, probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S, max_link_delay_s=0.05)
@@ -75,7 +78,7 @@ def test_a_throttled_data_link_keeps_counting_as_heard_while_west_writes_pile_up
     t0 = time.monotonic()
     west_writes: dict[int, float] = {}   # key -> acknowledged at (monotonic)
     arrived_at: dict[int, float] = {}
-    east_acks: list[float] = []
+    violations: list[tuple[float, float, int]] = []  # (east ack at, oldest unapplied west ack at, key)
     both_writable = 0
     rounds = 0
     try:
@@ -100,7 +103,9 @@ def test_a_throttled_data_link_keeps_counting_as_heard_while_west_writes_pile_up
                 for (x,) in m.execute(EAST, "SELECT id FROM items WHERE id = ANY(%s)", (pending,)):
                     arrived_at[x] = time.monotonic()
             if east_ack is not None:
-                east_acks.append(east_ack)
+                old = [(t, x) for x, t in west_writes.items() if x not in arrived_at and east_ack - t > b]
+                if old:
+                    violations.append((east_ack - t0, min(old)[0] - t0, min(old)[1]))
             time.sleep(PROBE_S)
     finally:
         stop.set()
@@ -110,20 +115,11 @@ def test_a_throttled_data_link_keeps_counting_as_heard_while_west_writes_pile_up
         east.close()
     lags = sorted(arrived_at[x] - t for x, t in west_writes.items() if x in arrived_at)
     missing = len(west_writes) - len(arrived_at)
-    west_acks = sorted(west_writes.values())
-    # (west write acknowledged at, how long after it both regions were still acknowledging writes)
-    violations: list[tuple[float, float]] = []
-    for x, t in west_writes.items():
-        until = arrived_at.get(x, float("inf"))
-        e = [a for a in east_acks if t + b < a < until]
-        w = [a for a in west_acks if t + b < a < until]
-        if e and w:
-            violations.append((t - t0, min(max(e), max(w)) - t))
-    worst = max((v[1] for v in violations), default=0.0)
+    worst = max((v[0] - v[1] for v in violations), default=0.0)
     print(f"\nbound {b:.2f} s; {rounds} rounds, east and west both writable in {both_writable}; {len(west_writes)} west "
           f"writes, {len(arrived_at)} reached east (median lag {lags[len(lags) // 2] if lags else 0:.1f} s), "
-          f"{missing} never did; both acknowledged writes up to {worst:.1f} s after a west write east had not received")
+          f"{missing} never did; east acknowledged writes up to {worst:.1f} s after a west write it never received")
     assert not violations, (
-        f"east and west both acknowledged writes {worst:.1f} s after a west write east had not received "
+        f"east acknowledged a write {worst:.1f} s after west acknowledged one east had not received "
         f"(bound {b:.2f} s); {missing}/{len(west_writes)} west writes still missing at east: the data link "
-        "'receives' but does not deliver")
+        "'receives' (last_msg_receipt_time fresh) but does not deliver")
