@@ -150,24 +150,24 @@ def test_a_key_moved_onto_a_value_taken_meanwhile_ends_alike_everywhere(m: Mesh)
 
 @OPEN
 def test_an_older_version_arriving_after_the_newer_one_waits_ends_alike_everywhere(m: Mesh) -> None:
-    # us-east-1 hears neither us-west-2 nor eu-west-1. us-west-2 inserts row 1 (a@x); eu-west-1 takes
-    # it and moves it to b@x; us-east-1 inserts row 2 with b@x, later. eu-west-1 comes back first:
-    # at us-east-1 row 1's move (b@x) loses to row 2 and waits, with no row 1 in the table. Then
-    # us-west-2 comes back with row 1's insert (a@x, free): the older version goes into the table
+    # us-east-1 hears neither us-west-2 nor eu-west-1. us-west-2 inserts row 1 (c@x); eu-west-1 takes
+    # it and moves it to d@x; us-east-1 inserts row 2 with d@x, later. eu-west-1 comes back first:
+    # at us-east-1 row 1's move (d@x) loses to row 2 and waits, with no row 1 in the table. Then
+    # us-west-2 comes back with row 1's insert (c@x, free): the older version goes into the table
     # while the newer one waits. Reproduced on every run on 61aaf38 (5 of 5).
     k1, k2 = 201, 202
     cut(m, EAST, WEST)
     cut(m, EAST, EU)
-    m.execute(WEST, f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, 'a@x', 'west')", (k1,))
-    until(lambda: row(m, EU, k1) == "a@x", "row 1 at eu-west-1")
-    m.execute(EU, f"UPDATE {TABLE} SET email = 'b@x' WHERE id = %s", (k1,))
-    m.execute(EAST, f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, 'b@x', 'east')", (k2,))
-    until(lambda: row(m, EU, k2) == "b@x" and parked(m, EU, k1), "row 2 wins at eu-west-1")
+    m.execute(WEST, f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, 'c@x', 'west')", (k1,))
+    until(lambda: row(m, EU, k1) == "c@x", "row 1 at eu-west-1")
+    m.execute(EU, f"UPDATE {TABLE} SET email = 'd@x' WHERE id = %s", (k1,))
+    m.execute(EAST, f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, 'd@x', 'east')", (k2,))
+    until(lambda: row(m, EU, k2) == "d@x" and parked(m, EU, k1), "row 2 wins at eu-west-1")
     heal(m, EAST, EU)
     until(lambda: parked(m, EAST, k1), "row 1's move waits at us-east-1")
     final = heal_and_settle(m, 200, 299)
     assert_equal(final)
     rows, waiting = final[EAST]
-    assert [r.split(",")[:2] for r in rows] == [["(202", "b@x"]] and len(waiting) == 1 and '"id": 201' in waiting[0]
+    assert [r.split(",")[:2] for r in rows] == [["(202", "d@x"]] and len(waiting) == 1 and '"id": 201' in waiting[0]
 
 # The seeded stress probe that found both schedules is on branch red-unique-clash.
