@@ -6,6 +6,7 @@
 #                                             every Python test that starts no PostgreSQL server
 #   scripts/test.sh --postgres [pytest args]  the PostgreSQL-and-drill suite (pytest -m postgres)
 #   scripts/test.sh --all [pytest args]       both, the fast one first (.ci/run)
+# With FRAISEQL_STAGE_TIMES=FILE (bench/ci.py), each stage appends "NAME WALL USER SYS" in seconds to FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 suite=fast
@@ -13,24 +14,40 @@ case "${1:-}" in
   --postgres) suite=postgres; shift ;;
   --all) suite=all; shift ;;
 esac
-source scripts/python.sh requirements-dev.lock
 
-fast() {
+stage() {
+  local name="$1"; shift
+  if [ -z "${FRAISEQL_STAGE_TIMES:-}" ]; then "$@"; return; fi
+  local TIMEFORMAT="$name %R %U %S"
+  { time "$@" 2>&3; } 3>&2 2>>"$FRAISEQL_STAGE_TIMES"
+}
+
+linters() {
   "$VENV/bin/ruff" check .
   "$VENV/bin/mypy"
   # GitHub Actions security: nothing above low severity (unpinned actions, token persistence, permissions...).
   "$VENV/bin/zizmor" --offline --min-severity medium .github/workflows
+}
+
+worker() {
   if [ -f worker/package.json ]; then
     (cd worker && npm ci --no-audit --no-fund --loglevel=error && npm test)
   fi
-  "$VENV/bin/python" -m pytest -m "not postgres" "$@"
+}
+
+fast() {
+  stage linters linters
+  stage workerd worker
+  stage fast-pytest "$VENV/bin/python" -m pytest -m "not postgres" "$@"
 }
 
 postgres() {
   # The IAM simulator the IAM-against-code tests evaluate with (tests/iam/package.json, locked).
-  (cd tests/iam && npm ci --no-audit --no-fund --loglevel=error)
-  "$VENV/bin/python" -m pytest -m postgres "$@"
+  stage iam-npm-ci bash -c 'cd tests/iam && npm ci --no-audit --no-fund --loglevel=error'
+  stage postgres-pytest "$VENV/bin/python" -m pytest -m postgres "$@"
 }
+
+stage venv source scripts/python.sh requirements-dev.lock
 
 case "$suite" in
   fast) fast "$@" ;;

@@ -58,7 +58,8 @@ def _stand_in_checkout(tmp_path):
 
 
 def _test_sh(tmp_path, *args, fail=""):
-    env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}", "FAIL_SUITE": fail}
+    env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}", "FAIL_SUITE": fail,
+           "FRAISEQL_STAGE_TIMES": str(tmp_path / "stages")}
     return subprocess.run(["bash", str(tmp_path / "scripts" / "test.sh"), *args], cwd="/", env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -69,6 +70,10 @@ def test_ci_runs_the_linters_and_the_worker_then_the_fast_suite_then_the_postgre
     ran = [line for line in log.read_text().splitlines() if "pip install" not in line]
     assert ran == ["ruff check .", "mypy", "zizmor", "npm ci in worker", "npm test in worker",
                    "python -m pytest -m not postgres -q", "npm ci in iam", "python -m pytest -m postgres -q"]
+    # what bench/ci.py reads: one line per stage, its name and its wall, user and system seconds
+    stages = [line.split() for line in (tmp_path / "stages").read_text().splitlines()]
+    assert [s[0] for s in stages] == ["venv", "linters", "workerd", "fast-pytest", "iam-npm-ci", "postgres-pytest"]
+    assert all(len(s) == 4 and all(float(x) >= 0 for x in s[1:]) for s in stages)
 
 
 def test_the_default_run_is_the_fast_suite_and_a_failure_there_stops_ci(tmp_path):
