@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, Literal
 
 from drills.adopt import ADOPT_MODES, adopt_rows, run_adopt_drill
 from drills.lifecycle import run_lifecycle
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="nemesis: random seed (one run)")
     parser.add_argument("--record", action="store_true", help="write the figures into docs/results.md")
     args = parser.parse_args(argv)
-    mode = args.mode or "quick"
+    mode: Literal["quick", "long"] = args.mode or "quick"
     command = "python -m drills " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json")
     if args.drill == "adopt":
         t0 = time.monotonic()
@@ -108,21 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if sc.ok and all(r.met is not False for r in rows) else 1
     if args.drill == "lifecycle":
         t0 = time.monotonic()
-        results = run_lifecycle()
-        rows = lifecycle_rows(results)
+        lives = run_lifecycle()
+        rows = lifecycle_rows(lives)
         if args.json:
-            print(json.dumps({"lifecycle": [r.as_dict() for r in results], "rows": [asdict(r) for r in rows]},
+            print(json.dumps({"lifecycle": [r.as_dict() for r in lives], "rows": [asdict(r) for r in rows]},
                              indent=2, default=str))
         else:
             print(render_table(rows))
-            for r in results:
-                print(f"\n{r.drill}, step by step:\n  " + "\n  ".join(_timeline(r.steps)))
+            for life in lives:
+                print(f"\n{life.drill}, step by step:\n  " + "\n  ".join(_timeline(life.steps)))
             print(f"\n(lifecycle, {time.monotonic() - t0:.0f} s)")
         if args.record:
             timelines = "\n\n".join(f"{r.drill}, step by step:\n\n```\n" + "\n".join(_timeline(r.steps)) + "\n```"
-                                    for r in results)
+                                    for r in lives)
             record_section("lifecycle", "Membership changes on live data", command, rows, text=timelines)
-        return 0 if all(r.ok for r in results) and all(r.met is not False for r in rows) else 1
+        return 0 if all(r.ok for r in lives) and all(r.met is not False for r in rows) else 1
     out = run(mode)
     if args.json:
         print(json.dumps({

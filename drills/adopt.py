@@ -365,8 +365,10 @@ def run_adopt_drill(*, users: int = 2000, posts: int = 10000, comments: int = 20
             have = {str(r[0]) for r in c.execute(
                 "SELECT id FROM tb_post UNION ALL SELECT id FROM tb_comment UNION ALL SELECT id FROM tb_like "
                 "UNION ALL SELECT id FROM tb_user")}
-            likes_counted = int(c.execute("SELECT count(*) FROM tb_like").fetchone()[0])
-            like_sum = int(c.execute("SELECT sum(like_count) FROM tb_post_stats").fetchone()[0])
+            counted = c.execute("SELECT count(*) FROM tb_like").fetchone()
+            summed = c.execute("SELECT sum(like_count) FROM tb_post_stats").fetchone()
+            assert counted is not None and summed is not None  # an aggregate always returns one row
+            likes_counted, like_sum = int(counted[0]), int(summed[0])
         lost = [a for a in acks if a.id not in have]
         likes_acked = sum(1 for a in acks if a.kind == "like")
         around = [a.at for a in acks if a.at >= t_cut - 1.0]

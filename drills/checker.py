@@ -115,9 +115,9 @@ def both_writable_windows(acks: Sequence[Ack], cuts: Sequence[Cut]) -> list[Pair
     for c in cuts:
         by_pair[frozenset((c.listener, c.speaker))].append((c.start, c.end))
     ok_times: dict[str, list[float]] = defaultdict(list)
-    for a in acks:
-        if a.ok:
-            ok_times[a.region].append(a.t)
+    for ack in acks:
+        if ack.ok:
+            ok_times[ack.region].append(ack.t)
     out = []
     for pair, intervals in by_pair.items():
         a, b = sorted(pair)

@@ -15,11 +15,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 
 from drills.pg import free_port
+
+if TYPE_CHECKING:
+    from moto.cloudwatch.models import MetricDatum
 
 __all__ = ["ArcEndpoint", "LocalAws", "RegionResources", "local_aws"]
 
@@ -155,7 +158,7 @@ class LocalAws:
         from moto.backends import get_backend  # server mode shares this process's backends
 
         cw = get_backend("cloudwatch")[ACCOUNT][region]
-        return [float(d.value) for d in cw.metric_data if d.namespace == namespace and d.name == name]
+        return [float(cast("MetricDatum", d).value) for d in cw.metric_data if d.namespace == namespace and d.name == name]
 
 
 def _setup_region(aws: LocalAws, region: str, db_user: str) -> RegionResources:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import psycopg
 
@@ -151,10 +151,16 @@ class NemesisResult:
 # -- load ------------------------------------------------------------------------------------------
 
 
+class _Connects(Protocol):
+    """What ``Writers`` needs of a mesh: a connection to a region's writer."""
+
+    def connect(self, region: str, /) -> psycopg.Connection[Any]: ...
+
+
 class Writers:
     """One writer per region on its own writer, inserting unique keys; every attempt recorded."""
 
-    def __init__(self, m: Mesh, regions: Sequence[str], *, pause_s: float = 0.01, key_base: int = 0) -> None:
+    def __init__(self, m: _Connects, regions: Sequence[str], *, pause_s: float = 0.01, key_base: int = 0) -> None:
         self.m = m
         self.key_base = key_base  # several Writers on one mesh must not reuse each other's keys
         self.regions = list(regions)
@@ -281,7 +287,11 @@ class Nemesis:
     def _cut_all(self, pairs: list[tuple[str, str]]) -> Callable[[], None]:
         for a, b in pairs:
             self.cut(a, b)
-        return lambda: [self.restore(a, b) for a, b in pairs]  # type: ignore[func-returns-value]
+        def heal() -> None:
+            for a, b in pairs:
+                self.restore(a, b)
+
+        return heal
 
     def apply(self, kind: str) -> tuple[str, Callable[[], None]]:
         """Start one fault; returns its description and how to end it."""
@@ -373,13 +383,16 @@ def flap(nem: Nemesis) -> tuple[str, Callable[[], None]]:
         down = False
         while not stop.is_set():
             if down:
-                nem.restore(a, b), nem.restore(b, a)
+                nem.restore(a, b)
+                nem.restore(b, a)
             else:
-                nem.cut(a, b), nem.cut(b, a)
+                nem.cut(a, b)
+                nem.cut(b, a)
             down = not down
             stop.wait(rng.uniform(0.2, 0.5))
         if down:
-            nem.restore(a, b), nem.restore(b, a)
+            nem.restore(a, b)
+            nem.restore(b, a)
 
     th = threading.Thread(target=run, daemon=True)
     th.start()
@@ -708,6 +721,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             wait_writable(m, regions, timeout=60)
             nem = Nemesis(m, aws, procs, skew_files, rng, cfg)
             special: dict[str, Any] = {}
+            w12: Optional[TwelveWriters]
             with Writers(m, regions) as writers, _Clients(m, regions, cfg, timing) as clients:
                 order = nem.kinds()
                 rng.shuffle(order)

@@ -403,7 +403,7 @@ class PgNode:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement on a fresh connection and return all rows (if any)."""
         with self.connect() as c:
-            cur = c.execute(sql.encode() if params is None else sql, params)  # type: ignore[arg-type]
+            cur = c.execute(sql.encode() if params is None else sql, params)
             return cur.fetchall() if cur.description else []
 
     def psql(self, sql: str, *, timeout: float = 60) -> str:

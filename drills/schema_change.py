@@ -214,7 +214,7 @@ def run_schema_change(*, regions: Sequence[str] = REGIONS, warmup_s: float = 2.0
         apply_s = time.monotonic() - t0
         code = run.returncode
         records = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
-        steps = next((r["data"]["steps"] for r in records if r["step"] == "timeline"), [])
+        steps: list[dict[str, Any]] = next((r["data"]["steps"] for r in records if r["step"] == "timeline"), [])
         if code == 0:
             m.execute(first, "INSERT INTO likes (id, label) SELECT g, 'item ' || g FROM generate_series(1, %s) g", (KEYS,))
             m.wait_converged(["likes"], timeout=30)

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Sourced by the other scripts: sets PY_VERSION (from .python-version, the Lambda runtime's Python) and
-# VENV, a virtualenv on that Python with requirements-dev.lock installed (hash-checked).
+# Sourced by the other scripts with the lock they need: `source scripts/python.sh requirements.lock` (the
+# runtime: program, pack, Lambda layer; what the plan needs) or `requirements-dev.lock` (the runtime plus
+# what the tests and linters need). Sets PY_VERSION (from .python-version, the Lambda runtime's Python)
+# and VENV, a virtualenv on that Python with that lock installed (hash-checked).
 # A .venv on another Python is left alone (it may be shared); a .venv-py<version> is used instead.
+case "${1:-}" in
+  requirements.lock|requirements-dev.lock) PY_LOCK="$1" ;;
+  *) echo "usage: source scripts/python.sh requirements.lock|requirements-dev.lock" >&2; return 2 ;;
+esac
 PY_VERSION="$(tr -d '[:space:]' < .python-version)"
 find_python() {
   local c
@@ -23,4 +29,4 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$(find_python)" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$PY_LOCK"

@@ -1,21 +1,56 @@
 #!/usr/bin/env bash
-# The project's one test command (README "Testing", and what CI runs): sets up a virtualenv on the
-# Lambda runtime's Python from the hashed lock, runs the linters, then the worker's workerd suite and
-# the Python suite.
+# The project's one test command (README "Quick start", and what CI runs). Sets up a virtualenv on the
+# Lambda runtime's Python from the hashed dev lock, then runs a suite (tests/conftest.py says which
+# tests are which):
+#   scripts/test.sh [pytest args]             the fast suite: the linters, the worker's workerd suite and
+#                                             every Python test that starts no PostgreSQL server
+#   scripts/test.sh --postgres [pytest args]  the PostgreSQL-and-drill suite (pytest -m postgres)
+#   scripts/test.sh --all [pytest args]       both, the fast one first (.ci/run)
+# With FRAISEQL_STAGE_TIMES=FILE (bench/ci.py), each stage appends "NAME WALL USER SYS" in seconds to FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/python.sh
+suite=fast
+case "${1:-}" in
+  --postgres) suite=postgres; shift ;;
+  --all) suite=all; shift ;;
+esac
 
-"$VENV/bin/ruff" check .
-"$VENV/bin/mypy"
-# GitHub Actions security: nothing above low severity (unpinned actions, token persistence, permissions...).
-"$VENV/bin/zizmor" --offline --min-severity medium .github/workflows
+stage() {
+  local name="$1"; shift
+  if [ -z "${FRAISEQL_STAGE_TIMES:-}" ]; then "$@"; return; fi
+  local TIMEFORMAT="$name %R %U %S"
+  { time "$@" 2>&3; } 3>&2 2>>"$FRAISEQL_STAGE_TIMES"
+}
 
-if [ -f worker/package.json ]; then
-  (cd worker && npm ci --no-audit --no-fund --loglevel=error && npm test)
-fi
+linters() {
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/mypy"
+  # GitHub Actions security: nothing above low severity (unpinned actions, token persistence, permissions...).
+  "$VENV/bin/zizmor" --offline --min-severity medium .github/workflows
+}
 
-# The IAM simulator the IAM-against-code tests evaluate with (tests/iam/package.json, locked).
-(cd tests/iam && npm ci --no-audit --no-fund --loglevel=error)
+worker() {
+  if [ -f worker/package.json ]; then
+    (cd worker && npm ci --no-audit --no-fund --loglevel=error && npm test)
+  fi
+}
 
-"$VENV/bin/python" -m pytest "$@"
+fast() {
+  stage linters linters
+  stage workerd worker
+  stage fast-pytest "$VENV/bin/python" -m pytest -m "not postgres" "$@"
+}
+
+postgres() {
+  # The IAM simulator the IAM-against-code tests evaluate with (tests/iam/package.json, locked).
+  stage iam-npm-ci bash -c 'cd tests/iam && npm ci --no-audit --no-fund --loglevel=error'
+  stage postgres-pytest "$VENV/bin/python" -m pytest -m postgres "$@"
+}
+
+stage venv source scripts/python.sh requirements-dev.lock
+
+case "$suite" in
+  fast) fast "$@" ;;
+  postgres) postgres "$@" ;;
+  all) fast "$@"; postgres "$@" ;;
+esac

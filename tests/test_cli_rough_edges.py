@@ -22,6 +22,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any, Callable
 
+import boto3
 import pytest
 import yaml
 
@@ -142,6 +143,9 @@ def test_status_without_credentials_is_a_setup_problem_not_a_resume(phase_a_outp
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # boto3's default session keeps the credentials it resolved first: one an earlier test made (tests/ops
+    # run with fake keys) would answer for this environment.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     rt = Runtime(out=io.StringIO(), sleep=lambda s: None)
     code, events = _run(["status", "--outputs", str(phase_a_outputs), "--json"], rt)
     result = events[-1]
