@@ -8,15 +8,12 @@ never produces a half-built stack. Components downstream assume a valid `StackCo
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import re
-import typing
 from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticUndefined
 
 from core.agent_schedule import MAX_CONCURRENT as AGENT_MAX_CONCURRENT
 from core.engine import POSTGRES_MAJOR
@@ -24,6 +21,7 @@ from core.manifest import build_manifest
 from core.membership import list_problem
 from core.naming import RESERVED_TAGS
 from core.planning import MAX_AZS, MAX_VPC_PREFIX, MIN_VPC_PREFIX, overlapping_pairs
+from core.problems import pydantic_problems
 from core.regions import REGIONS
 from core.slo import TARGET_KEYS, describe_ceiling, lag_alarm_ceiling, manifest_bounds
 from replication.quorum import min_stale_after, timing_problems
@@ -946,93 +944,6 @@ def _round_up(x: float) -> str:
     return f"{int(x) + 1}"
 
 
-def _loc_to_key(loc: tuple[Any, ...]) -> str:
-    out = NAMESPACE + ":"
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("" if i == 0 else ".") + str(part)
-    return out
-
-
-def _model_and_field(loc: tuple[Any, ...]) -> tuple[Optional[type[BaseModel]], Any]:
-    """Walk the model tree along `loc`: the model that holds the last key, and that key's field."""
-    model: Optional[type[BaseModel]] = StackConfig
-    holder: Optional[type[BaseModel]] = StackConfig
-    field = None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is None or part not in model.model_fields:
-            return model, None
-        holder, field = model, model.model_fields[part]
-        model = next((a for a in _flatten(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return holder, field
-
-
-def _flatten(ann: Any) -> list[Any]:
-    out = [ann]
-    for arg in typing.get_args(ann):
-        out += _flatten(arg)
-    return out
-
-
-def _example_for(loc: tuple[Any, ...]) -> Optional[str]:
-    """A valid value for the key at `loc`: its documented example, its default, or its first allowed choice."""
-    _, field = _model_and_field(loc)
-    if field is None:
-        return None
-    if field.examples:
-        value = field.examples[0]
-    elif field.default not in (None, PydanticUndefined) and field.default != []:
-        value = field.default
-    else:
-        choices = [a for t in _flatten(field.annotation) if typing.get_origin(t) is Literal for a in typing.get_args(t)]
-        if not choices:
-            return None
-        value = choices[0]
-    if isinstance(loc[-1], int) and isinstance(value, list) and value:
-        value = value[0]
-    return json.dumps(value)
-
-
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    model: Optional[type[BaseModel]] = StackConfig
-    if len(loc) > 1:
-        _, parent = _model_and_field(loc[:-1])
-        model = next((a for a in _flatten(parent.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None) if parent else None
-    names = list(model.model_fields) if model is not None else []
-    if len(loc) == 1:
-        names += list(SECRET_KEYS)
-    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key; did you mean '{close[0]}'? (valid here: {', '.join(names)})"
-    return f"unknown key; remove it, or use one of: {', '.join(names)}"
-
-
-def _format_pydantic(err: ValidationError) -> list[tuple[str, str]]:
-    problems = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        key = _loc_to_key(loc)
-        kind = e["type"]
-        example = _example_for(loc)
-        name = next((str(p) for p in reversed(loc) if not isinstance(p, int)), "value")
-        if kind == "missing":
-            msg = "missing required key; add it to the stack file"
-        elif kind == "extra_forbidden":
-            msg = _did_you_mean(loc)
-        elif kind == "value_error":
-            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
-        else:
-            msg = f"{e['msg']} (got {json.dumps(e.get('input'), default=str)})"
-        if example is not None and "e.g." not in msg and kind != "extra_forbidden":
-            msg += f"; e.g. {name}: {example}"
-        problems.append((key, msg))
-    return problems
-
-
 def _parse_value(key: str, raw: Any) -> Any:
     """Pulumi hands structured config to programs as JSON strings."""
     if not isinstance(raw, str):
@@ -1063,7 +974,8 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
     try:
         cfg = StackConfig.model_validate(parsed)
     except ValidationError as e:
-        raise ConfigError(stack, refused + _format_pydantic(e)) from None
+        raise ConfigError(stack, refused + pydantic_problems(e.errors(), StackConfig, prefix=f"{NAMESPACE}:",
+                                                             top_level=SECRET_KEYS)) from None
     if not cross_checks:
         if refused:
             raise ConfigError(stack, refused)
