@@ -259,6 +259,13 @@ class InterRegionNetwork(Component):
             )
             self.peering_attachment_ids[link.key] = peering.id
 
+        self._hub_routes(hub, tgws, vpc_attachments, tables, associated)
+
+    def _hub_routes(self, hub: str, tgws: dict[str, aws.ec2transitgateway.TransitGateway],
+                    vpc_attachments: dict[str, aws.ec2transitgateway.VpcAttachment],
+                    tables: dict[str, aws.ec2transitgateway.RouteTable],
+                    associated: dict[tuple[str, str], aws.ec2transitgateway.RouteTableAssociation]) -> None:
+        """`plan_hub_routes`: each TGW's static routes, and each VPC table's route to its own TGW."""
         for route in plan_hub_routes(self._cidrs, hub):
             r, d = route.region, route.destination_region
             if route.table == "tgw" and route.via == VIA_VPC_ATTACHMENT:
