@@ -5,8 +5,9 @@
 - `Component`: the base of every component. `n(role, region)` names a child `{name}-{role}[-{region}]`
   (`core.naming.logical_name`), `child` is a direct child's options, and a transformation tags every
   taggable AWS child with the user's tags and the reserved ones (`core.naming.merge_tags`): `Name` (the
-  child's logical name), `project`, `phase`, `stack` and `component` (the component's type). No child
-  builds tags; one passes `tags=` only for a tag of its own (a subnet's tier), which the kit keeps.
+  child's logical name, or for a child `renamed` the name it was created under), `project`, `phase`,
+  `stack` and `component` (the last part of the component's type). No child builds tags; one passes
+  `tags=` only for a tag of its own (a subnet's tier), which the kit keeps.
 
 A transformation (`ResourceOptions.transformations`), not a `transforms` callback: it runs inside the
 program, so the offline plan under the mocks (which run no engine-side transforms) tags exactly what

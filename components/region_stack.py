@@ -201,17 +201,15 @@ class RegionStack(Component):
         self.vpc_id = self.vpc.id
         igw = aws.ec2.InternetGateway(self.n("igw"), region=r, vpc_id=self.vpc.id, opts=self.child)
         azs = aws.get_availability_zones_output(region=r, state="available")
-        subnets: dict[str, list[aws.ec2.Subnet]] = {"public": [], "private": [], "database": []}
-        self._subnet_roles: dict[aws.ec2.Subnet, str] = {}
+        # tier -> subnet role (`{tier}-{az index}`) -> subnet
+        subnets: dict[str, dict[str, aws.ec2.Subnet]] = {"public": {}, "private": {}, "database": {}}
         for plan in plan_subnets(args.vpc_cidr, args.az_count):
             role = f"{plan.tier}-{plan.az_index}"
-            subnet = aws.ec2.Subnet(
+            subnets[plan.tier][role] = aws.ec2.Subnet(
                 self.n(role), region=r, vpc_id=self.vpc.id, cidr_block=plan.cidr,
                 availability_zone=azs.names[plan.az_index], map_public_ip_on_launch=False,
                 tags={"tier": plan.tier}, opts=self.child,
             )
-            subnets[plan.tier].append(subnet)
-            self._subnet_roles[subnet] = role
         public_rt = self._route_table("public", subnets["public"])
         aws.ec2.Route(self.n("route-public-internet"), region=r, route_table_id=public_rt.id,
                       destination_cidr_block=ANYWHERE, gateway_id=igw.id, opts=self.child)
@@ -219,24 +217,25 @@ class RegionStack(Component):
         for i in range(args.az_count if args.nat_per_az else 1):
             eip = aws.ec2.Eip(self.n(f"nat-eip-{i}"), region=r, domain="vpc", opts=self.child)
             nats.append(aws.ec2.NatGateway(self.n(f"nat-{i}"), region=r, allocation_id=eip.id,
-                                           subnet_id=subnets["public"][i].id,
+                                           subnet_id=subnets["public"][f"public-{i}"].id,
                                            opts=ResourceOptions(parent=self, depends_on=[igw])))
         private_rts = []
-        for i, s in enumerate(subnets["private"]):
-            rt = self._route_table(f"private-{i}", [s])
+        for i, (role, subnet) in enumerate(subnets["private"].items()):
+            rt = self._route_table(role, {role: subnet})
             aws.ec2.Route(self.n(f"route-private-{i}-nat"), region=r, route_table_id=rt.id, destination_cidr_block=ANYWHERE,
                           nat_gateway_id=nats[i if args.nat_per_az else 0].id, opts=self.child)
             private_rts.append(rt)
         # The database tier has no route to the internet at all; inter-region routes are added by
         # the network component when a topology is configured.
-        return _Network(subnets, private_rts, self._route_table("database", subnets["database"]))
+        return _Network({tier: list(of_tier.values()) for tier, of_tier in subnets.items()}, private_rts,
+                        self._route_table("database", subnets["database"]))
 
-    def _route_table(self, role: str, subnets: list[aws.ec2.Subnet]) -> aws.ec2.RouteTable:
-        """Route table `rt-{role}`, associated with each of `subnets` (`rta-` and the subnet's role)."""
+    def _route_table(self, role: str, subnets: dict[str, aws.ec2.Subnet]) -> aws.ec2.RouteTable:
+        """Route table `rt-{role}`, associated with each of `subnets` (by role) as `rta-{subnet role}`."""
         r = self.args.region
         rt = aws.ec2.RouteTable(self.n(f"rt-{role}"), region=r, vpc_id=self.vpc.id, opts=self.child)
-        for s in subnets:
-            aws.ec2.RouteTableAssociation(self.n(f"rta-{self._subnet_roles[s]}"), region=r, subnet_id=s.id,
+        for subnet_role, subnet in subnets.items():
+            aws.ec2.RouteTableAssociation(self.n(f"rta-{subnet_role}"), region=r, subnet_id=subnet.id,
                                           route_table_id=rt.id, opts=self.child)
         return rt
 
@@ -264,8 +263,11 @@ class RegionStack(Component):
         listen = (443, 80) if args.certificate_names else (80,)
         for rule in SECURITY_CHAIN:
             for port in listen if rule.port == "listen" else (ports[rule.port],):
+                # The peer is one of the groups, the edge's prefix list, or a CIDR (`internet`: anywhere).
                 from_edge = rule.peer == "internet" and edge is not None
-                cidr = None if rule.peer in groups or from_edge else ANYWHERE if rule.peer == "internet" else rule.peer
+                cidr = None
+                if rule.peer not in groups and not from_edge:
+                    cidr = ANYWHERE if rule.peer == "internet" else rule.peer
                 make = aws.vpc.SecurityGroupIngressRule if rule.direction == "in" else aws.vpc.SecurityGroupEgressRule
                 make(
                     self.n(f"sgr-{rule.role.format(port=port)}"),
