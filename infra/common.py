@@ -78,7 +78,7 @@ def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock
     }
 
 
-def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
+def database_common(cfg: StackConfig, regions: dict[str, RegionStack]) -> dict[str, Any]:
     """DatabaseArgs fields that every phase fills the same way."""
     db = cfg.database
     return dict(

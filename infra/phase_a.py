@@ -44,7 +44,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 code=common.lambda_code(),
                 dependencies_layer=pulumi.FileArchive(str(LAMBDA_DEPS)),
             ),
-            **common.database_common(cfg, stack, regions),
+            **common.database_common(cfg, regions),
         ),
         labels=common.labels(cfg, stack),
     )

@@ -86,7 +86,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             ),
             lag_alarm_seconds=cfg.lag_alarm_seconds,
             log_retention_days=cfg.app.log_retention_days,
-            **common.database_common(cfg, stack, regions),
+            **common.database_common(cfg, regions),
             multi_master=MultiMasterSettings(
                 conflict_policy={
                     "default": repl.default,
