@@ -47,7 +47,7 @@ class Labels:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChildTags:
     """The transformation that tags a component's taggable AWS children (see the module docstring)."""
 
