@@ -275,7 +275,7 @@ def test_a_member_already_on_the_next_list_confirms_with_that_list_s_clique() ->
 
 
 @pytest.mark.parametrize("n", range(1, 10))
-def test_the_majority_config_and_the_pack_use_is_the_agents(n):
+def test_config_the_program_and_the_pack_count_a_majority_as_the_agents_do(n):
     """core.membership.majority (config validation, the program, the manifest, the pack) is the agents'
     majority_of for every member count, and the write quorum where that is defined (odd n >= 3)."""
     assert membership.majority(n) == majority_of(n)
