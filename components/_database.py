@@ -2,7 +2,7 @@
 
 `StreamingReplication` (phase A) and `MultiMasterReplication` (phases B and C) are two roles of one
 data tier: a KMS key and a parameter group per region, encrypted instances built by one function, a
-private zone for stable names, function log groups. Both keep the logical names the single
+private zone for stable names. Both keep the logical names the single
 `PostgresReplication` component used, and both alias that component's type, so no URN of a running
 stack changes without an alias (tests/test_golden_urns.py, tests/test_phase_transitions.py).
 """
@@ -10,7 +10,7 @@ stack changes without an alias (tests/test_golden_urns.py, tests/test_phase_tran
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Optional, Sequence
 
@@ -18,11 +18,10 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from components._kit import Component, Labels
 from core.engine import parameter_group_family
-from core.naming import logical_name, merge_tags
 from core.runbook import describe
 
-LAMBDA_RUNTIME = "python3.12"
 BOOTSTRAP_HANDLER = "replication.bootstrap.handler"
 ROTATION_HANDLER = "replication.rotation.handler"
 ROTATION_DAYS = 30
@@ -90,41 +89,35 @@ class DatabaseArgs:
     log_retention_days: int = 30
     #: Class, storage and Multi-AZ changes apply during `pulumi up`, not in the next maintenance window.
     apply_immediately: bool = True
-    phase: str
-    stack: str
-    tags: dict[str, str] = field(default_factory=dict)
 
 
-class DataTier(pulumi.ComponentResource):
-    """Base of both roles: keys, parameter groups, the instance builder, the private zone, log groups."""
+class DataTier(Component):
+    """Base of both roles: keys, parameter groups, the instance builder, the private zone."""
 
     kms_key_arns: dict[str, pulumi.Output[str]]
 
     def __init__(self, type_token: str, name: str, args: DatabaseArgs, *, parameters: dict[str, tuple[str, str]],
-                 mode: str, aliases: Sequence[pulumi.Alias], opts: Optional[ResourceOptions] = None):
+                 mode: str, aliases: Sequence[pulumi.Alias], labels: Labels, opts: Optional[ResourceOptions] = None):
         opts = ResourceOptions.merge(opts, ResourceOptions(aliases=list(aliases)))
-        super().__init__(type_token, name, None, opts)
-        self._name, self._args = name, args
-        self._component = type_token.rsplit(":", 1)[-1]
+        super().__init__(type_token, name, labels=labels, opts=opts)
+        self._args = args
         major = int(args.engine_version)  # validated: a major only (core/engine.py)
-        child = ResourceOptions(parent=self)
         self._keys: dict[str, aws.kms.Key] = {}
         self._params: dict[str, aws.rds.ParameterGroup] = {}
         for node in args.nodes:
             r = node.region
             self._keys[r] = aws.kms.Key(
-                logical_name(name, "kms", r),
+                self.n("kms", r),
                 region=r,
                 description=f"FraiseQL PostgreSQL storage, secrets and Performance Insights in {r}",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
-                tags=self._tags(f"kms-{r}"),
                 opts=ResourceOptions(parent=self, protect=True),
             )
-            aws.kms.Alias(logical_name(name, "kms-alias", r), region=r, name=f"alias/{name}-{args.stack}-{r}",
-                          target_key_id=self._keys[r].key_id, opts=child)
+            aws.kms.Alias(self.n("kms-alias", r), region=r, name=f"alias/{name}-{labels.stack}-{r}",
+                          target_key_id=self._keys[r].key_id, opts=self.child)
             self._params[r] = aws.rds.ParameterGroup(
-                logical_name(name, "params", r),
+                self.n("params", r),
                 region=r,
                 family=parameter_group_family(major),
                 description=f"FraiseQL PostgreSQL {major} ({mode})",
@@ -132,14 +125,9 @@ class DataTier(pulumi.ComponentResource):
                     aws.rds.ParameterGroupParameterArgs(name=k, value=v, apply_method=m)
                     for k, (v, m) in sorted(parameters.items())
                 ],
-                tags=self._tags(f"params-{r}"),
-                opts=child,
+                opts=self.child,
             )
         self.kms_key_arns = {r: k.arn for r, k in self._keys.items()}
-
-    def _tags(self, role: str) -> dict[str, str]:
-        a = self._args
-        return merge_tags(a.tags, name=logical_name(self._name, role), phase=a.phase, stack=a.stack, component=self._component)
 
     def _instance(self, node: DatabaseNode, role: str, *, source: Optional[Input[str]] = None,
                   aliases: Sequence[pulumi.Alias] = ()) -> aws.rds.Instance:
@@ -163,12 +151,12 @@ class DataTier(pulumi.ComponentResource):
                 manage_master_user_password=True,
                 master_user_secret_kms_key_id=key.arn,
                 skip_final_snapshot=False,
-                final_snapshot_identifier=key.key_id.apply(partial(final_snapshot_id, self._name, args.stack, r)),
+                final_snapshot_identifier=key.key_id.apply(partial(final_snapshot_id, self.base_name, self.labels.stack, r)),
             )
         else:
             specific = dict(replicate_source_db=source, skip_final_snapshot=True)
         return aws.rds.Instance(
-            logical_name(self._name, role, r),
+            self.n(role, r),
             region=r,
             instance_class=node.instance_class,
             kms_key_id=key.arn,
@@ -193,7 +181,6 @@ class DataTier(pulumi.ComponentResource):
             storage_type=args.storage_type,
             max_allocated_storage=args.max_allocated_storage_gb,
             port=args.port,
-            tags=self._tags(f"{role}-{r}"),
             opts=ResourceOptions(parent=self, protect=True, aliases=list(aliases)),
             **specific,
         )
@@ -202,7 +189,7 @@ class DataTier(pulumi.ComponentResource):
         """RDS's own lag metric for a cross-region read replica (the seed's lag-over-RPO case)."""
         args, r = self._args, node.region
         return aws.cloudwatch.MetricAlarm(
-            logical_name(self._name, "replica-lag", r),
+            self.n("replica-lag", r),
             region=r,
             alarm_description=describe(
                 f"Replication lag from {source_region} to {r} above {args.lag_alarm_seconds:g} s: "
@@ -221,31 +208,21 @@ class DataTier(pulumi.ComponentResource):
             treat_missing_data="breaching",
             alarm_actions=[node.alarm_topic_arn],
             ok_actions=[node.alarm_topic_arn],
-            tags=self._tags(f"replica-lag-{r}"),
-            opts=ResourceOptions(parent=self),
+            opts=self.child,
         )
 
     def _private_zone(self) -> tuple[aws.route53.Zone, str]:
         # The app connects through these names, so a failover re-points one CNAME instead of
         # redeploying every task definition.
-        args = self._args
-        zone_name = f"db.{args.stack}.fraiseql.internal"
+        zone_name = f"db.{self.labels.stack}.fraiseql.internal"
         zone = aws.route53.Zone(
-            logical_name(self._name, "private-zone"),
+            self.n("private-zone"),
             name=zone_name,
             comment="FraiseQL database endpoints; the failover runbook moves the writer record",
-            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=v, vpc_region=r) for r, v in sorted(args.vpc_ids.items())],
-            tags=self._tags("private-zone"),
-            opts=ResourceOptions(parent=self),
+            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=v, vpc_region=r) for r, v in sorted(self._args.vpc_ids.items())],
+            opts=self.child,
         )
         return zone, zone_name
-
-    def _function_logs(self, role: str, region: str, log_name: str) -> aws.cloudwatch.LogGroup:
-        """A function's log group, declared so that it has a retention (Lambda's own never expires)."""
-        return aws.cloudwatch.LogGroup(
-            logical_name(self._name, role), region=region, name=log_name,
-            retention_in_days=self._args.log_retention_days, tags=self._tags(role), opts=ResourceOptions(parent=self),
-        )
 
 
 def final_snapshot_id(name: str, stack: str, region: str, key_id: str) -> str:

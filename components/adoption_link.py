@@ -18,13 +18,13 @@ database's security group. Removing `database.adopt` after the cutover deletes a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from core.naming import logical_name, merge_tags
+from components._kit import Component, Labels
 
 TYPE = "fraiseql:database:AdoptionLink"
 
@@ -38,42 +38,32 @@ class AdoptionLinkArgs:
     source_vpc_id: str
     source_cidr: str
     source_port: int
-    phase: str
-    stack: str
-    tags: Mapping[str, str]
 
 
-class AdoptionLink(pulumi.ComponentResource):
+class AdoptionLink(Component):
     peering_connection_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: AdoptionLinkArgs, opts: Optional[ResourceOptions] = None):
-        super().__init__(TYPE, name, None, opts)
+    def __init__(self, name: str, args: AdoptionLinkArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
+        super().__init__(TYPE, name, labels=labels, opts=opts)
         r = args.region
-        child = ResourceOptions(parent=self)
-
-        def tags(role: str) -> dict[str, str]:
-            return merge_tags(args.tags, name=logical_name(name, role, r), phase=args.phase, stack=args.stack,
-                              component=TYPE.split(":")[-1])
-
         peering = aws.ec2.VpcPeeringConnection(
-            logical_name(name, "peering", r),
+            self.n("peering", r),
             region=r,
             vpc_id=args.vpc_id,
             peer_vpc_id=args.source_vpc_id,
             auto_accept=True,  # same account, same region: the requester may accept
-            tags=tags("peering"),
-            opts=child,
+            opts=self.child,
         )
         aws.ec2.Route(
-            logical_name(name, "route-database", r),
+            self.n("route-database", r),
             region=r,
             route_table_id=args.database_route_table_id,
             destination_cidr_block=args.source_cidr,
             vpc_peering_connection_id=peering.id,
-            opts=child,
+            opts=self.child,
         )
         aws.vpc.SecurityGroupEgressRule(
-            logical_name(name, "db-out-source", r),
+            self.n("db-out-source", r),
             region=r,
             security_group_id=args.db_security_group_id,
             ip_protocol="tcp",
@@ -81,7 +71,7 @@ class AdoptionLink(pulumi.ComponentResource):
             to_port=args.source_port,
             cidr_ipv4=args.source_cidr,
             description="the new primary subscribes to the database it adopts (ops adopt)",
-            opts=child,
+            opts=self.child,
         )
         self.peering_connection_id = peering.id
         self.register_outputs({"peering_connection_id": peering.id})

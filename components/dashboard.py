@@ -27,6 +27,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from components._kit import Component, Labels
 from core.runbook import RUNBOOK_PATH, SECTIONS, anchor
 
 TYPE = "fraiseql:observability:Dashboard"
@@ -53,8 +54,6 @@ class RegionSignals:
 
 @dataclass(frozen=True, kw_only=True)
 class DashboardArgs:
-    phase: str
-    stack: str
     home_region: str
     regions: tuple[RegionSignals, ...]
     lag_alarm_seconds: float
@@ -111,12 +110,12 @@ def _graph(title: str, region: str, metrics: list[list[Any]], *, stat: str = "Ma
     return props
 
 
-def body(args: DashboardArgs, resolved: dict[str, Any]) -> dict[str, Any]:
+def body(args: DashboardArgs, labels: Labels, resolved: dict[str, Any]) -> dict[str, Any]:
     """The dashboard body (CloudWatch's JSON structure) from the arguments with their outputs resolved."""
     g = _Grid()
     sections = ", ".join(f"[{title.removeprefix('Alarm: ')}]({RUNBOOK_PATH}#{anchor(title)})" for title in SECTIONS.values())
     g.add("text", WIDTH, 3, {"markdown": (
-        f"# FraiseQL {args.stack}: phase {args.phase.upper()}\n"
+        f"# FraiseQL {labels.stack}: phase {labels.phase.upper()}\n"
         f"Budget {args.budget_usd:,.0f} USD a month (AWS Budgets `{resolved['budget_name']}`; estimate: "
         f"`python -m infra plan`). Each alarm's description names its runbook section: {sections}.")})
     home = args.home_region
@@ -186,11 +185,11 @@ def body(args: DashboardArgs, resolved: dict[str, Any]) -> dict[str, Any]:
     return {"widgets": g.widgets}
 
 
-class Dashboard(pulumi.ComponentResource):
+class Dashboard(Component):
     name: pulumi.Output[str]
 
-    def __init__(self, name: str, args: DashboardArgs, opts: Optional[ResourceOptions] = None):
-        super().__init__(TYPE, name, None, opts)
+    def __init__(self, name: str, args: DashboardArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
+        super().__init__(TYPE, name, labels=labels, opts=opts)
         inputs = {
             "budget_name": args.budget_name,
             "replicas": [ident for _, ident in args.replicas],
@@ -200,11 +199,12 @@ class Dashboard(pulumi.ComponentResource):
                          "check": r.health_check_id} for r in args.regions],
         }
         dashboard = aws.cloudwatch.Dashboard(
-            f"{name}-main",
+            self.n("main"),
             region=args.home_region,
-            dashboard_name=dashboard_name(args.stack),
-            dashboard_body=pulumi.Output.from_input(inputs).apply(lambda resolved: json.dumps(body(args, resolved), sort_keys=True)),
-            opts=ResourceOptions(parent=self),
+            dashboard_name=dashboard_name(labels.stack),
+            dashboard_body=pulumi.Output.from_input(inputs).apply(
+                lambda resolved: json.dumps(body(args, labels, resolved), sort_keys=True)),
+            opts=self.child,
         )
         self.name = dashboard.dashboard_name
         self.register_outputs({"name": self.name})

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from core.naming import logical_name, merge_tags
+from components._kit import Component, Labels
 
 # Route 53 needs at least three checker regions; these are spread over three continents.
 CHECKER_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
@@ -42,25 +42,18 @@ class DnsFailoverArgs:
     https: bool
     request_interval: int
     failure_threshold: int
-    phase: str
-    stack: str
     # latency mode: the RECOVERY_CONTROL health check of each region's ARC routing control.
     control_health_check_ids: Mapping[str, Input[str]] = field(default_factory=dict)
     # Phase C: the ALBs admit only the edge, so Route 53's checkers cannot reach them; the records
     # then follow the routing controls alone and endpoint health is the edge monitors' job.
     endpoint_checks: bool = True
-    tags: dict[str, str] = field(default_factory=dict)
 
 
-class DnsFailover(pulumi.ComponentResource):
+class DnsFailover(Component):
     health_check_ids: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, args: DnsFailoverArgs, opts: Optional[ResourceOptions] = None):
-        super().__init__("fraiseql:dns:DnsFailover", name, None, opts)
-        child = ResourceOptions(parent=self)
-
-        def tags(role: str) -> dict[str, str]:
-            return merge_tags(args.tags, name=logical_name(name, role), phase=args.phase, stack=args.stack, component="DnsFailover")
+    def __init__(self, name: str, args: DnsFailoverArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
+        super().__init__("fraiseql:dns:DnsFailover", name, labels=labels, opts=opts)
 
         self.health_check_ids = {}
         for ep in args.endpoints:
@@ -68,7 +61,7 @@ class DnsFailover(pulumi.ComponentResource):
             if not args.endpoint_checks:
                 assert args.mode == "latency", "only latency records can do without endpoint checks"
                 aws.route53.Record(
-                    logical_name(name, "api-latency", r),
+                    self.n("api-latency", r),
                     zone_id=args.zone_id,
                     name=args.record_name,
                     type="A",
@@ -78,12 +71,12 @@ class DnsFailover(pulumi.ComponentResource):
                     aliases=[
                         aws.route53.RecordAliasArgs(name=ep.alb_dns_name, zone_id=ep.alb_zone_id, evaluate_target_health=True)
                     ],
-                    opts=child,
+                    opts=self.child,
                 )
                 self.health_check_ids[r] = pulumi.Output.from_input(args.control_health_check_ids[r])
                 continue
             hc = aws.route53.HealthCheck(
-                logical_name(name, "health", r),
+                self.n("health", r),
                 type="HTTPS" if args.https else "HTTP",
                 fqdn=ep.alb_dns_name,
                 port=443 if args.https else 80,
@@ -93,21 +86,19 @@ class DnsFailover(pulumi.ComponentResource):
                 failure_threshold=args.failure_threshold,
                 regions=list(CHECKER_REGIONS),
                 measure_latency=True,
-                tags=tags(f"health-{r}"),
-                opts=child,
+                opts=self.child,
             )
             self.health_check_ids[r] = hc.id
             if args.mode == "latency":
                 both = aws.route53.HealthCheck(
-                    logical_name(name, "health-and-control", r),
+                    self.n("health-and-control", r),
                     type="CALCULATED",
                     child_healthchecks=[hc.id, args.control_health_check_ids[r]],
                     child_health_threshold=2,
-                    tags=tags(f"health-and-control-{r}"),
-                    opts=child,
+                    opts=self.child,
                 )
                 aws.route53.Record(
-                    logical_name(name, "api-latency", r),
+                    self.n("api-latency", r),
                     zone_id=args.zone_id,
                     name=args.record_name,
                     type="A",
@@ -117,11 +108,11 @@ class DnsFailover(pulumi.ComponentResource):
                     aliases=[
                         aws.route53.RecordAliasArgs(name=ep.alb_dns_name, zone_id=ep.alb_zone_id, evaluate_target_health=True)
                     ],
-                    opts=child,
+                    opts=self.child,
                 )
                 continue
             aws.route53.Record(
-                logical_name(name, f"api-{ep.role}", r),
+                self.n(f"api-{ep.role}", r),
                 zone_id=args.zone_id,
                 name=args.record_name,
                 type="A",
@@ -133,7 +124,7 @@ class DnsFailover(pulumi.ComponentResource):
                 aliases=[
                     aws.route53.RecordAliasArgs(name=ep.alb_dns_name, zone_id=ep.alb_zone_id, evaluate_target_health=True)
                 ],
-                opts=child,
+                opts=self.child,
             )
 
         if args.mode == "latency":
@@ -141,11 +132,11 @@ class DnsFailover(pulumi.ComponentResource):
             return
         reader = next(ep for ep in args.endpoints if ep.role == "secondary")
         aws.route53.Record(
-            logical_name(name, "read", reader.region),
+            self.n("read", reader.region),
             zone_id=args.zone_id,
             name=args.read_record_name,
             type="A",
             aliases=[aws.route53.RecordAliasArgs(name=reader.alb_dns_name, zone_id=reader.alb_zone_id, evaluate_target_health=True)],
-            opts=child,
+            opts=self.child,
         )
         self.register_outputs({"healthCheckIds": self.health_check_ids})

@@ -31,8 +31,9 @@ import pulumi
 import pulumi_cloudflare as cf
 from pulumi import Input, ResourceOptions
 
+from components._kit import Component, Labels
 from core.config import ENTRY_POINT_PHASES
-from core.naming import entry_point_ruleset_name, logical_name
+from core.naming import entry_point_ruleset_name
 from core.regions import REGIONS
 
 WAF_MANAGED_RULESETS = {
@@ -152,10 +153,7 @@ class EdgeArgs:
     check_regions: tuple[str, ...]
     session_affinity_ttl_seconds: int
     rate_limit_requests_per_minute: int
-    stack: str
-    phase: str
     fallback_region: Optional[str] = None
-    tags: dict[str, str] = field(default_factory=dict)
     # Origin authentication: the worker sends `origin_auth_header: <token>` on every origin request
     # and the monitor on every probe. Without a token neither does (and an ALB rule that requires
     # the header would refuse the edge).
@@ -172,7 +170,7 @@ class EdgeArgs:
     owasp_score_threshold: int = 40
 
 
-class Edge(pulumi.ComponentResource):
+class Edge(Component):
     load_balancer_id: pulumi.Output[str]
     pool_ids: dict[str, pulumi.Output[str]]
     monitor_id: pulumi.Output[str]
@@ -182,10 +180,10 @@ class Edge(pulumi.ComponentResource):
     kv_namespace_ids: dict[str, pulumi.Output[str]]
     queue_names: dict[str, str]
 
-    def __init__(self, name: str, args: EdgeArgs, opts: Optional[ResourceOptions] = None):
-        super().__init__("fraiseql:edge:Edge", name, None, opts)
+    def __init__(self, name: str, args: EdgeArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
         _check(args)
-        child = ResourceOptions(parent=self)
+        super().__init__("fraiseql:edge:Edge", name, labels=labels, opts=opts)
+        child = self.child
         host = args.hostname
         auth_header = args.origin_auth_header.lower()
         auth_token = pulumi.Output.secret(args.origin_auth_token) if args.origin_auth_token is not None else None
@@ -194,7 +192,7 @@ class Edge(pulumi.ComponentResource):
             monitor_header = auth_token.apply(lambda t: {"Host": [args.origin_hostname], auth_header: [t]})
 
         monitor = cf.LoadBalancerMonitor(
-            logical_name(name, "monitor"),
+            self.n("monitor"),
             account_id=args.account_id,
             type="https",
             method="GET",
@@ -209,16 +207,16 @@ class Edge(pulumi.ComponentResource):
             # The ALB's certificate names the origin hostname, not the ALB's own DNS name; probes
             # carry the origin auth header too, or the ALB rule would fail every health check.
             header=monitor_header,
-            description=f"FraiseQL {args.stack}: {args.health_path} (checks the database too)",
+            description=f"FraiseQL {labels.stack}: {args.health_path} (checks the database too)",
             opts=ResourceOptions(parent=self, additional_secret_outputs=["header"]),
         )
         self.pool_ids = {}
         for origin in args.origins:
             r = origin.region
             pool = cf.LoadBalancerPool(
-                logical_name(name, "pool", r),
+                self.n("pool", r),
                 account_id=args.account_id,
-                name=f"fraiseql-{args.stack}-{r}",
+                name=f"fraiseql-{labels.stack}-{r}",
                 origins=[
                     cf.LoadBalancerPoolOriginArgs(
                         name=r, address=origin.address, enabled=True, weight=1,
@@ -238,7 +236,7 @@ class Edge(pulumi.ComponentResource):
         regions = [o.region for o in args.origins]
         fallback = args.fallback_region or regions[0]
         lb = cf.LoadBalancer(
-            logical_name(name, "lb"),
+            self.n("lb"),
             zone_id=args.zone_id,
             name=host,
             default_pools=[self.pool_ids[r] for r in regions],
@@ -252,16 +250,16 @@ class Edge(pulumi.ComponentResource):
             ),
             # Retry a failed request on another pool, not only another origin of the same pool.
             adaptive_routing=cf.LoadBalancerAdaptiveRoutingArgs(failover_across_pools=True),
-            description=f"FraiseQL {args.stack}: {len(regions)} regional origins",
+            description=f"FraiseQL {labels.stack}: {len(regions)} regional origins",
             opts=child,
         )
 
         worker = args.worker
-        script_name = f"{worker.name}-{args.stack}"
+        script_name = f"{worker.name}-{labels.stack}"
         self.kv_namespace_ids = {}
         for binding in worker.kv_namespaces:
             kv = cf.WorkersKvNamespace(
-                logical_name(name, "kv", binding.lower().replace("_", "-")),
+                self.n("kv", binding.lower().replace("_", "-")),
                 account_id=args.account_id,
                 title=f"{script_name}-{binding.lower().replace('_', '-')}",
                 opts=child,
@@ -271,9 +269,9 @@ class Edge(pulumi.ComponentResource):
         self.queue_names = {}
         dead_letter_queues = {s["dead_letter_queue"] for s in worker.queue_consumers.values() if s.get("dead_letter_queue")}
         for queue in sorted(set(worker.queue_producers.values()) | set(worker.queue_consumers) | dead_letter_queues):
-            self.queue_names[queue] = f"{queue}-{args.stack}"
+            self.queue_names[queue] = f"{queue}-{labels.stack}"
             queues[queue] = cf.Queue(
-                logical_name(name, "queue", queue),
+                self.n("queue", queue),
                 account_id=args.account_id,
                 queue_name=self.queue_names[queue],
                 opts=child,
@@ -296,7 +294,7 @@ class Edge(pulumi.ComponentResource):
         if unknown:
             raise ValueError(f"wrangler.jsonc requires secrets the Edge component cannot supply: {sorted(unknown)}")
         script = cf.WorkersScript(
-            logical_name(name, "worker"),
+            self.n("worker"),
             account_id=args.account_id,
             script_name=script_name,
             main_module=worker.main_module,
@@ -332,7 +330,7 @@ class Edge(pulumi.ComponentResource):
         for queue, settings in sorted(worker.queue_consumers.items()):
             dead_letters = settings.get("dead_letter_queue")
             cf.QueueConsumer(
-                logical_name(name, "queue-consumer", queue),
+                self.n("queue-consumer", queue),
                 account_id=args.account_id,
                 queue_id=queues[queue].id,
                 script_name=script.script_name,
@@ -348,7 +346,7 @@ class Edge(pulumi.ComponentResource):
                 opts=child,
             )
         cf.WorkersRoute(
-            logical_name(name, "route"),
+            self.n("route"),
             zone_id=args.zone_id,
             pattern=f"{host}/*",
             script=script.script_name,
@@ -356,7 +354,7 @@ class Edge(pulumi.ComponentResource):
         )
 
         cf.ZoneSetting(
-            logical_name(name, "ssl"),
+            self.n("ssl"),
             zone_id=args.zone_id,
             setting_id="ssl",
             value="strict",
@@ -367,11 +365,11 @@ class Edge(pulumi.ComponentResource):
         owned = set(args.owned_entry_points)
         if "waf" in owned:
             cf.Ruleset(
-                logical_name(name, "waf"),
+                self.n("waf"),
                 zone_id=args.zone_id,
                 kind="zone",
                 phase=ENTRY_POINT_PHASES["waf"],
-                name=entry_point_ruleset_name(args.stack, "waf"),
+                name=entry_point_ruleset_name(labels.stack, "waf"),
                 rules=[
                     cf.RulesetRuleArgs(
                         ref="execute_cloudflare_managed",
@@ -386,11 +384,11 @@ class Edge(pulumi.ComponentResource):
             )
         if "rate_limit" in owned:
             cf.Ruleset(
-                logical_name(name, "rate-limit"),
+                self.n("rate-limit"),
                 zone_id=args.zone_id,
                 kind="zone",
                 phase=ENTRY_POINT_PHASES["rate_limit"],
-                name=entry_point_ruleset_name(args.stack, "rate_limit"),
+                name=entry_point_ruleset_name(labels.stack, "rate_limit"),
                 rules=[
                     cf.RulesetRuleArgs(
                         ref="graphql_per_ip",
@@ -409,11 +407,11 @@ class Edge(pulumi.ComponentResource):
             )
         if "cache" in owned:
             cf.Ruleset(
-                logical_name(name, "cache-rules"),
+                self.n("cache-rules"),
                 zone_id=args.zone_id,
                 kind="zone",
                 phase=ENTRY_POINT_PHASES["cache"],
-                name=entry_point_ruleset_name(args.stack, "cache"),
+                name=entry_point_ruleset_name(labels.stack, "cache"),
                 rules=[
                     cf.RulesetRuleArgs(
                         ref="bypass_non_get",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from core.naming import logical_name, merge_tags
+from components._kit import Component, Labels
 
 CONTAINER = "fraiseql"
 
@@ -51,8 +51,6 @@ class FraiseqlServiceArgs:
     #: until its region's bootstrap exists, and `pulumi up` does not wait for it.
     secret_filled_by: Optional[pulumi.Resource]
     db_secret_kms_key_arn: Input[str]       # this region's key
-    phase: str
-    stack: str
     # verify-full where the hosts are instance endpoints (the RDS certificate names them); verify-ca
     # where they are the private CNAMEs a phase A failover moves (no RDS certificate names those).
     db_sslmode: str = "verify-ca"
@@ -60,25 +58,20 @@ class FraiseqlServiceArgs:
     db_sslrootcert: str = "/etc/ssl/certs/rds-global-bundle.pem"
     # Phase A standby: where mutations go while the writer is in another region (no private path there).
     write_forward_url: Optional[str] = None
-    tags: dict[str, str] = field(default_factory=dict)
 
 
-class FraiseqlService(pulumi.ComponentResource):
+class FraiseqlService(Component):
     service_name: pulumi.Output[str]
 
-    def __init__(self, name: str, args: FraiseqlServiceArgs, opts: Optional[ResourceOptions] = None):
-        super().__init__("fraiseql:app:FraiseqlService", name, None, opts)
+    def __init__(self, name: str, args: FraiseqlServiceArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
+        super().__init__("fraiseql:app:FraiseqlService", name, labels=labels, opts=opts)
         r = args.region
-        child = ResourceOptions(parent=self)
-
-        def tags(role: str) -> dict[str, str]:
-            return merge_tags(args.tags, name=logical_name(name, role), phase=args.phase, stack=args.stack, component="FraiseqlService")
 
         # The execution role fetches the database credentials at task start, from this region only;
         # nothing else can read them. ECS reads them at task start only: after a password change the
         # tasks are restarted (README, Security model).
         aws.iam.RolePolicy(
-            logical_name(name, "read-db-secret"),
+            self.n("read-db-secret"),
             role=args.execution_role_name,
             policy=pulumi.Output.all(args.db_secret_arn, args.db_secret_kms_key_arn).apply(
                 lambda a: json.dumps(
@@ -92,7 +85,7 @@ class FraiseqlService(pulumi.ComponentResource):
                     }
                 )
             ),
-            opts=child,
+            opts=self.child,
         )
 
         container = pulumi.Output.all(
@@ -141,9 +134,9 @@ class FraiseqlService(pulumi.ComponentResource):
             )
         )
         task = aws.ecs.TaskDefinition(
-            logical_name(name, "task"),
+            self.n("task"),
             region=r,
-            family=f"fraiseql-{args.stack}-{r}",
+            family=f"fraiseql-{labels.stack}-{r}",
             cpu=str(args.cpu),
             memory=str(args.memory),
             network_mode="awsvpc",
@@ -154,13 +147,12 @@ class FraiseqlService(pulumi.ComponentResource):
             execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn,
             container_definitions=container,
-            tags=tags("task"),
-            opts=child,
+            opts=self.child,
         )
         serving = args.secret_filled_by is not None
         desired = args.desired_count if serving else 0
         service = aws.ecs.Service(
-            logical_name(name, "service"),
+            self.n("service"),
             region=r,
             cluster=args.cluster_arn,
             task_definition=task.arn,
@@ -179,23 +171,22 @@ class FraiseqlService(pulumi.ComponentResource):
             # success with no task running.
             wait_for_steady_state=serving,
             propagate_tags="SERVICE",
-            tags=tags("service"),
             # Autoscaling owns the running count after creation.
             opts=ResourceOptions(parent=self, ignore_changes=["desiredCount"],
                                  depends_on=[args.secret_filled_by] if args.secret_filled_by is not None else []),
         )
         target = aws.appautoscaling.Target(
-            logical_name(name, "scaling-target"),
+            self.n("scaling-target"),
             region=r,
             service_namespace="ecs",
             scalable_dimension="ecs:service:DesiredCount",
             resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", service.name),
             min_capacity=desired,
             max_capacity=args.max_count,
-            opts=child,
+            opts=self.child,
         )
         aws.appautoscaling.Policy(
-            logical_name(name, "scaling-cpu"),
+            self.n("scaling-cpu"),
             region=r,
             policy_type="TargetTrackingScaling",
             service_namespace=target.service_namespace,
@@ -209,7 +200,7 @@ class FraiseqlService(pulumi.ComponentResource):
                 scale_in_cooldown=120,
                 scale_out_cooldown=60,
             ),
-            opts=child,
+            opts=self.child,
         )
         self.service_name = service.name
         self.register_outputs({"serviceName": self.service_name, "taskDefinitionArn": task.arn})

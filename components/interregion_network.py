@@ -27,14 +27,14 @@ before it registers anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from core.naming import logical_name, merge_tags
+from components._kit import Component, Labels
 from core.planning import (
     VIA_TGW,
     VIA_VPC_ATTACHMENT,
@@ -76,9 +76,6 @@ class InterRegionNetworkArgs:
     regions: tuple[RegionAttachment, ...]
     hub_region: Optional[str]  # required for hub-and-spoke, ignored by mesh
     db_port: int
-    phase: str
-    stack: str
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _check(args: InterRegionNetworkArgs) -> None:
@@ -99,7 +96,7 @@ def _check(args: InterRegionNetworkArgs) -> None:
             raise ValueError(f"hub-and-spoke needs attachment_subnet_ids for {missing}")
 
 
-class InterRegionNetwork(pulumi.ComponentResource):
+class InterRegionNetwork(Component):
     topology: str
     links: list[str]
     # mesh: link key -> VPC peering connection id (empty in hub-and-spoke)
@@ -108,11 +105,10 @@ class InterRegionNetwork(pulumi.ComponentResource):
     peering_attachment_ids: dict[str, pulumi.Output[str]]
     transit_gateway_ids: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, args: InterRegionNetworkArgs, opts: Optional[ResourceOptions] = None):
+    def __init__(self, name: str, args: InterRegionNetworkArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
         _check(args)
-        super().__init__("fraiseql:network:InterRegionNetwork", name, None, opts)
+        super().__init__("fraiseql:network:InterRegionNetwork", name, labels=labels, opts=opts)
         self.args = args
-        self._name = name
         self._by_region = {r.region: r for r in args.regions}
         self._cidrs = {r.region: r.vpc_cidr for r in args.regions}
 
@@ -141,13 +137,6 @@ class InterRegionNetwork(pulumi.ComponentResource):
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _n(self, role: str) -> str:
-        return logical_name(self._name, role)
-
-    def _tags(self, role: str) -> dict[str, str]:
-        a = self.args
-        return merge_tags(a.tags, name=self._n(role), phase=a.phase, stack=a.stack, component="InterRegionNetwork")
-
     def _opts(self, *depends_on: pulumi.Resource) -> ResourceOptions:
         return ResourceOptions(parent=self, depends_on=list(depends_on) or None)
 
@@ -161,21 +150,19 @@ class InterRegionNetwork(pulumi.ComponentResource):
             requester, accepter = self._by_region[link.a], self._by_region[link.b]
             role = f"peering-{link.key}"
             pcx = aws.ec2.VpcPeeringConnection(
-                self._n(role),
+                self.n(role),
                 region=link.a,
                 vpc_id=requester.vpc_id,
                 peer_vpc_id=accepter.vpc_id,
                 peer_region=link.b,
                 auto_accept=False,  # inter-region peerings cannot be auto-accepted by the requester
-                tags=self._tags(role),
                 opts=self._opts(),
             )
             acc = aws.ec2.VpcPeeringConnectionAccepter(
-                self._n(f"{role}-accepter"),
+                self.n(f"{role}-accepter"),
                 region=link.b,
                 vpc_peering_connection_id=pcx.id,
                 auto_accept=True,
-                tags=self._tags(f"{role}-accepter"),
                 opts=self._opts(),
             )
             self.peering_connection_ids[link.key] = pcx.id
@@ -186,7 +173,7 @@ class InterRegionNetwork(pulumi.ComponentResource):
             peer = peer_of[route.destination_cidr]
             for i, table_id in enumerate(self._by_region[route.region].route_table_ids):
                 aws.ec2.Route(
-                    self._n(f"route-{route.region}-{i}-to-{peer}"),
+                    self.n(f"route-{route.region}-{i}-to-{peer}"),
                     region=route.region,
                     route_table_id=table_id,
                     destination_cidr_block=route.destination_cidr,
@@ -204,34 +191,31 @@ class InterRegionNetwork(pulumi.ComponentResource):
         for r in regions:
             att = self._by_region[r]
             tgws[r] = aws.ec2transitgateway.TransitGateway(
-                self._n(f"tgw-{r}"),
+                self.n(f"tgw-{r}"),
                 region=r,
                 description=f"FraiseQL inter-region network, {r}",
                 default_route_table_association="disable",
                 default_route_table_propagation="disable",
-                tags=self._tags(f"tgw-{r}"),
                 opts=self._opts(),
             )
             vpc_attachments[r] = aws.ec2transitgateway.VpcAttachment(
-                self._n(f"tgw-vpc-{r}"),
+                self.n(f"tgw-vpc-{r}"),
                 region=r,
                 transit_gateway_id=tgws[r].id,
                 vpc_id=att.vpc_id,
                 subnet_ids=list(att.attachment_subnet_ids),
                 transit_gateway_default_route_table_association=False,
                 transit_gateway_default_route_table_propagation=False,
-                tags=self._tags(f"tgw-vpc-{r}"),
                 opts=self._opts(),
             )
             tables[r] = aws.ec2transitgateway.RouteTable(
-                self._n(f"tgw-rt-{r}"),
+                self.n(f"tgw-rt-{r}"),
                 region=r,
                 transit_gateway_id=tgws[r].id,
-                tags=self._tags(f"tgw-rt-{r}"),
                 opts=self._opts(),
             )
             aws.ec2transitgateway.RouteTableAssociation(
-                self._n(f"tgw-rta-{r}-vpc"),
+                self.n(f"tgw-rta-{r}-vpc"),
                 region=r,
                 transit_gateway_attachment_id=vpc_attachments[r].id,
                 transit_gateway_route_table_id=tables[r].id,
@@ -245,31 +229,29 @@ class InterRegionNetwork(pulumi.ComponentResource):
             spoke = link.b if link.a == hub else link.a
             role = f"tgw-peering-{link.key}"
             peering = aws.ec2transitgateway.PeeringAttachment(
-                self._n(role),
+                self.n(role),
                 region=hub,
                 transit_gateway_id=tgws[hub].id,
                 peer_region=spoke,
                 peer_transit_gateway_id=tgws[spoke].id,
-                tags=self._tags(role),
                 opts=self._opts(),
             )
             accepter = aws.ec2transitgateway.PeeringAttachmentAccepter(
-                self._n(f"{role}-accepter"),
+                self.n(f"{role}-accepter"),
                 region=spoke,
                 transit_gateway_attachment_id=peering.id,
-                tags=self._tags(f"{role}-accepter"),
                 opts=self._opts(),
             )
             # An attachment can only be associated once it is available, i.e. accepted.
             associated[(hub, link.key)] = aws.ec2transitgateway.RouteTableAssociation(
-                self._n(f"tgw-rta-{hub}-{link.key}"),
+                self.n(f"tgw-rta-{hub}-{link.key}"),
                 region=hub,
                 transit_gateway_attachment_id=peering.id,
                 transit_gateway_route_table_id=tables[hub].id,
                 opts=self._opts(accepter),
             )
             associated[(spoke, link.key)] = aws.ec2transitgateway.RouteTableAssociation(
-                self._n(f"tgw-rta-{spoke}-{link.key}"),
+                self.n(f"tgw-rta-{spoke}-{link.key}"),
                 region=spoke,
                 transit_gateway_attachment_id=accepter.id,
                 transit_gateway_route_table_id=tables[spoke].id,
@@ -277,11 +259,18 @@ class InterRegionNetwork(pulumi.ComponentResource):
             )
             self.peering_attachment_ids[link.key] = peering.id
 
+        self._hub_routes(hub, tgws, vpc_attachments, tables, associated)
+
+    def _hub_routes(self, hub: str, tgws: dict[str, aws.ec2transitgateway.TransitGateway],
+                    vpc_attachments: dict[str, aws.ec2transitgateway.VpcAttachment],
+                    tables: dict[str, aws.ec2transitgateway.RouteTable],
+                    associated: dict[tuple[str, str], aws.ec2transitgateway.RouteTableAssociation]) -> None:
+        """`plan_hub_routes`: each TGW's static routes, and each VPC table's route to its own TGW."""
         for route in plan_hub_routes(self._cidrs, hub):
             r, d = route.region, route.destination_region
             if route.table == "tgw" and route.via == VIA_VPC_ATTACHMENT:
                 aws.ec2transitgateway.Route(
-                    self._n(f"tgw-route-{r}-to-{d}"),
+                    self.n(f"tgw-route-{r}-to-{d}"),
                     region=r,
                     transit_gateway_route_table_id=tables[r].id,
                     destination_cidr_block=route.destination_cidr,
@@ -291,7 +280,7 @@ class InterRegionNetwork(pulumi.ComponentResource):
             elif route.table == "tgw":
                 association = associated[(r, route.via)]
                 aws.ec2transitgateway.Route(
-                    self._n(f"tgw-route-{r}-to-{d}"),
+                    self.n(f"tgw-route-{r}-to-{d}"),
                     region=r,
                     transit_gateway_route_table_id=tables[r].id,
                     destination_cidr_block=route.destination_cidr,
@@ -303,7 +292,7 @@ class InterRegionNetwork(pulumi.ComponentResource):
                 # A VPC route to a TGW is refused until the VPC is attached to it.
                 for i, table_id in enumerate(self._by_region[r].route_table_ids):
                     aws.ec2.Route(
-                        self._n(f"route-{r}-{i}-to-{d}"),
+                        self.n(f"route-{r}-{i}-to-{d}"),
                         region=r,
                         route_table_id=table_id,
                         destination_cidr_block=route.destination_cidr,
@@ -319,7 +308,7 @@ class InterRegionNetwork(pulumi.ComponentResource):
         for rule in plan:
             sg = self._by_region[rule.region].db_security_group_id
             aws.vpc.SecurityGroupIngressRule(
-                self._n(f"db-in-{rule.region}-from-{rule.peer}-{rule.peer_subnet_index}"),
+                self.n(f"db-in-{rule.region}-from-{rule.peer}-{rule.peer_subnet_index}"),
                 region=rule.region,
                 security_group_id=sg,
                 ip_protocol="tcp",
@@ -330,7 +319,7 @@ class InterRegionNetwork(pulumi.ComponentResource):
                 opts=self._opts(),
             )
             aws.vpc.SecurityGroupEgressRule(
-                self._n(f"db-out-{rule.region}-to-{rule.peer}-{rule.peer_subnet_index}"),
+                self.n(f"db-out-{rule.region}-to-{rule.peer}-{rule.peer_subnet_index}"),
                 region=rule.region,
                 security_group_id=sg,
                 ip_protocol="tcp",

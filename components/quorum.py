@@ -16,21 +16,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from components._iam import assume_role_policy
-from components._lambda import writer_client_group
+from components._database import RDS_CA_BUNDLE
+from components._kit import Component, Labels
+from components._lambda import FunctionSpec, NetworkPlace, SecurityText, in_vpc_function
 from core import agent_schedule as schedule
 from core.membership import routing_rule
-from core.naming import logical_name, merge_tags
 from core.runbook import describe
 
-LAMBDA_RUNTIME = "python3.12"
 AGENT_HANDLER = "replication.agent.handler"
 METRIC_NAMESPACE = "FraiseQL/Quorum"
 REPLICATION_NAMESPACE = "FraiseQL/Replication"
@@ -47,7 +46,7 @@ IN_SERVICE_VALUE = "region-in-service"
 class QuorumRegion:
     region: str
     vpc_id: Input[str]
-    subnet_ids: list[Input[str]]           # private subnets: the agent needs ARC and CloudWatch
+    subnet_ids: Sequence[Input[str]]        # private subnets: the agent needs ARC and CloudWatch
     db_security_group_id: Input[str]
     db_host: Input[str]
     db_port: int
@@ -77,216 +76,37 @@ class QuorumArgs:
     agent_reserved_concurrency: Optional[int] = None
     # The agent connects to its writer's instance endpoint, which the RDS certificate names.
     db_sslmode: str = "verify-full"
-    db_sslrootcert: str = "/opt/rds-ca/global-bundle.pem"   # shipped in the dependencies layer
+    db_sslrootcert: str = RDS_CA_BUNDLE     # shipped in the dependencies layer
     log_retention_days: int = 30
     code: pulumi.Archive                    # the `replication` package
-    dependencies_layer_arns: dict[str, Input[str]]   # psycopg layer per region (MultiMasterReplication's)
+    dependencies_layer_arns: Mapping[str, Input[str]]   # psycopg layer per region (MultiMasterReplication's)
     #: The bootstrap runs (MultiMasterReplication's): a release's agents use the objects its SQL
     #: installs, so they are deployed only after it ran on every writer.
     after: tuple[pulumi.Resource, ...] = ()
-    phase: str
-    stack: str
-    tags: dict[str, str] = field(default_factory=dict)
 
 
-class Quorum(pulumi.ComponentResource):
+class Quorum(Component):
     routing_control_arns: dict[str, pulumi.Output[str]]
     recovery_health_check_ids: dict[str, pulumi.Output[str]]
-    cluster_endpoints: pulumi.Output[list]
+    cluster_endpoints: pulumi.Output[Sequence[aws.route53recoverycontrol.outputs.ClusterClusterEndpoint]]
     fence_function_names: dict[str, pulumi.Output[str]]
+    fence_rule_arns: dict[str, pulumi.Output[str]]
+    agent_role_policies: dict[str, pulumi.Output[str]]
+    #: "<role> <region>" -> alarm ARN, for the dashboard.
+    alarm_arns: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, args: QuorumArgs, opts: Optional[ResourceOptions] = None):
-        super().__init__("fraiseql:quorum:Quorum", name, None, opts)
-        child = ResourceOptions(parent=self)
-        names = [q.region for q in args.regions]
-
-        def tags(role: str) -> dict[str, str]:
-            return merge_tags(args.tags, name=logical_name(name, role), phase=args.phase, stack=args.stack, component="Quorum")
-
-        cluster = aws.route53recoverycontrol.Cluster(logical_name(name, "arc-cluster"), name=f"fraiseql-{args.stack}", opts=child)
-        panel = aws.route53recoverycontrol.ControlPanel(
-            logical_name(name, "arc-panel"), cluster_arn=cluster.arn, name=f"fraiseql-{args.stack}", opts=child
-        )
-        # One at a time: ARC answers 409 ConflictException to a routing control created while another
-        # change on the same control panel is in progress (hashicorp/terraform-provider-aws#48311).
-        controls: dict[str, aws.route53recoverycontrol.RoutingControl] = {}
-        previous: list[pulumi.Resource] = []
-        for r in names:
-            controls[r] = aws.route53recoverycontrol.RoutingControl(
-                logical_name(name, "routing-control", r),
-                cluster_arn=cluster.arn,
-                control_panel_arn=panel.arn,
-                name=f"fraiseql-{args.stack}-{r}",
-                opts=ResourceOptions(parent=self, depends_on=previous),
-            )
-            previous = [controls[r]]
-        # Members' controls only: a region that is not a member (seeding, or leaving) writes nothing.
-        asserted, threshold = routing_rule(names, args.members, args.next_members)
-        aws.route53recoverycontrol.SafetyRule(
-            logical_name(name, "at-least-quorum"),
-            control_panel_arn=panel.arn,
-            name=f"at-least-{threshold}-of-{len(asserted)}",
-            asserted_controls=[controls[r].arn for r in asserted],
-            rule_config=aws.route53recoverycontrol.SafetyRuleRuleConfigArgs(
-                type="ATLEAST", threshold=threshold, inverted=False
-            ),
-            wait_period_ms=args.safety_rule_wait_ms,
-            opts=child,
-        )
-        self.recovery_health_check_ids = {}
-        for r in names:
-            hc = aws.route53.HealthCheck(
-                logical_name(name, "control-health", r),
-                type="RECOVERY_CONTROL",
-                routing_control_arn=controls[r].arn,
-                tags=tags(f"control-health-{r}"),
-                opts=child,
-            )
-            self.recovery_health_check_ids[r] = hc.id
-
-        self.fence_function_names: dict[str, pulumi.Output[str]] = {}
-        self.fence_rule_arns: dict[str, pulumi.Output[str]] = {}
-        self.agent_role_policies: dict[str, pulumi.Output[str]] = {}
-        #: "<role> <region>" -> alarm ARN, for the dashboard.
-        self.alarm_arns: dict[str, pulumi.Output[str]] = {}
+    def __init__(self, name: str, args: QuorumArgs, *, labels: Labels, opts: Optional[ResourceOptions] = None):
+        super().__init__("fraiseql:quorum:Quorum", name, labels=labels, opts=opts)
+        self._args = args
+        cluster, controls = self._routing_controls()
+        self.fence_function_names, self.fence_rule_arns, self.agent_role_policies, self.alarm_arns = {}, {}, {}, {}
         for q in args.regions:
-            r = q.region
-            fence_rule = aws.lb.ListenerRule(
-                logical_name(name, "fence-rule", r),
-                region=r,
-                listener_arn=q.listener_arn,
-                priority=1,
-                actions=[aws.lb.ListenerRuleActionArgs(
-                    type="fixed-response",
-                    fixed_response=aws.lb.ListenerRuleActionFixedResponseArgs(
-                        content_type="application/json",
-                        status_code="503",
-                        message_body=json.dumps({"errors": [{"message": f"{r} is fenced: no write quorum",
-                                                             "extensions": {"code": "REGION_FENCED"}}]}),
-                    ),
-                )],
-                conditions=[aws.lb.ListenerRuleConditionArgs(
-                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
-                        http_header_name=IN_SERVICE_HEADER, values=[IN_SERVICE_VALUE]),
-                )],
-                tags=tags(f"fence-rule-{r}"),
-                # The agent owns the condition at run time; `pulumi up` must not put a fenced region back.
-                opts=ResourceOptions(parent=self, ignore_changes=["conditions"]),
-            )
-            role = aws.iam.Role(
-                logical_name(name, "agent-role", r),
-                assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
-                tags=tags(f"agent-role-{r}"),
-                opts=child,
-            )
-            aws.iam.RolePolicyAttachment(
-                logical_name(name, "agent-vpc-access", r),
-                role=role.name,
-                policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
-                opts=child,
-            )
-            policy = pulumi.Output.all(q.db_secret_arn, q.db_secret_kms_key_arn, controls[r].arn, fence_rule.arn).apply(
-                lambda a, r=r: agent_policy(r, secret_arn=a[0], kms_key_arn=a[1], routing_control_arn=a[2],
-                                            fence_rule_arn=a[3])
-            )
-            aws.iam.RolePolicy(logical_name(name, "agent-policy", r), role=role.name, policy=policy, opts=child)
-            self.agent_role_policies[r] = policy
-            sg = writer_client_group(
-                name, "agent", region=r, vpc_id=q.vpc_id, db_security_group_id=q.db_security_group_id,
-                db_port=q.db_port, description="FraiseQL fence agent: its own writer, ARC and CloudWatch",
-                db_rule_description="from the fence agent",
-                https_description="ARC cluster endpoints, Secrets Manager, CloudWatch, ELB",
-                tags=tags, opts=child,
-            )
-            logs = aws.cloudwatch.LogGroup(
-                logical_name(name, "agent-logs", r), region=r, name=f"/aws/lambda/fraiseql-{args.stack}-fence-agent-{r}",
-                retention_in_days=args.log_retention_days, tags=tags(f"agent-logs-{r}"), opts=child,
-            )
-            fn = aws.lambda_.Function(
-                logical_name(name, "fence-agent", r),
-                region=r,
-                runtime=LAMBDA_RUNTIME,
-                handler=AGENT_HANDLER,
-                role=role.arn,
-                code=args.code,
-                layers=[args.dependencies_layer_arns[r]],
-                timeout=AGENT_TIMEOUT_S,
-                memory_size=128,
-                # Unreserved by default: a reservation must leave the account 100 unreserved (10 on
-                # accounts whose quota is 10). The database lock keeps one loop whatever runs.
-                reserved_concurrent_executions=args.agent_reserved_concurrency,
-                vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=q.subnet_ids, security_group_ids=[sg.id]),
-                environment=aws.lambda_.FunctionEnvironmentArgs(
-                    variables=pulumi.Output.all(q.db_host, q.db_secret_arn, cluster.cluster_endpoints, controls[r].arn,
-                                                fence_rule.arn).apply(
-                        lambda a, q=q: {
-                            "FRAISEQL_REGION": q.region,
-                            "FRAISEQL_REGIONS": ",".join(args.members),
-                            **({"FRAISEQL_REGIONS_NEXT": ",".join(args.next_members)} if args.next_members else {}),
-                            "FRAISEQL_QUORUM": str(args.quorum),
-                            "FRAISEQL_DB_HOST": a[0],
-                            "FRAISEQL_DB_PORT": str(q.db_port),
-                            "FRAISEQL_DB_NAME": q.db_name,
-                            "FRAISEQL_DB_SSLMODE": args.db_sslmode,
-                            "FRAISEQL_DB_SSLROOTCERT": args.db_sslrootcert,
-                            "FRAISEQL_DB_SECRET_ARN": a[1],
-                            "FRAISEQL_ARC_ENDPOINTS": json.dumps([{"region": e["region"], "endpoint": e["endpoint"]}
-                                                                  for e in (a[2] or [])]),
-                            "FRAISEQL_ROUTING_CONTROL_ARN": a[3],
-                            "FRAISEQL_FENCE_RULE_ARN": a[4],
-                            "FRAISEQL_HEALTH_PATH": args.health_path,
-                            "FRAISEQL_PROBE_INTERVAL_SECONDS": f"{args.probe_interval_seconds:g}",
-                            "FRAISEQL_STALE_AFTER_SECONDS": f"{args.stale_after_seconds:g}",
-                            "FRAISEQL_LEASE_SECONDS": f"{args.lease_seconds:g}",
-                            "FRAISEQL_UNFENCE_AFTER": str(args.unfence_after),
-                            # Wide enough that a tick lost or late still starts the next holder in time.
-                            "FRAISEQL_HANDOFF_WAIT_SECONDS": str(schedule.HANDOFF_WAIT_S),
-                            "FRAISEQL_STOP_MARGIN_SECONDS": str(schedule.STOP_MARGIN_S),
-                        }
-                    )
-                ),
-                logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
-                tags=tags(f"fence-agent-{r}"),
-                opts=ResourceOptions(parent=self, depends_on=list(args.after)),
-            )
-            # A start that failed or was throttled is not retried, and one that waited longer than a
-            # period is dropped: the next tick is due by then, and Lambda would otherwise retry an
-            # asynchronous invocation twice and keep it for up to 6 hours.
-            aws.lambda_.FunctionEventInvokeConfig(
-                logical_name(name, "agent-starts", r),
-                region=r,
-                function_name=fn.name,
-                maximum_retry_attempts=0,
-                maximum_event_age_in_seconds=schedule.MAX_EVENT_AGE_S,
-                opts=child,
-            )
-            rule = aws.cloudwatch.EventRule(
-                logical_name(name, "agent-schedule", r),
-                region=r,
-                schedule_expression=schedule.SCHEDULE_EXPRESSION,
-                description="Start the FraiseQL fence agent; a run that finds the loop held exits at once",
-                tags=tags(f"agent-schedule-{r}"),
-                opts=child,
-            )
-            aws.cloudwatch.EventTarget(
-                logical_name(name, "agent-target", r), region=r, rule=rule.name, arn=fn.arn,
-                retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                    maximum_retry_attempts=0, maximum_event_age_in_seconds=schedule.MAX_EVENT_AGE_S),
-                opts=child,
-            )
-            aws.lambda_.Permission(
-                logical_name(name, "agent-invoke", r),
-                region=r,
-                action="lambda:InvokeFunction",
-                function=fn.name,
-                principal="events.amazonaws.com",
-                source_arn=rule.arn,
-                opts=child,
-            )
-            self.alarm_arns.update(self._alarms(name, q, len(args.members), tags, child))
-            self.fence_function_names[r] = fn.name
-            self.fence_rule_arns[r] = fence_rule.arn
-
+            fence_rule = self._fence_rule(q)
+            fn = self._agent(q, cluster, controls[q.region], fence_rule)
+            self._agent_schedule(q.region, fn)
+            self.alarm_arns.update(self._alarms(q, len(args.members)))
+            self.fence_function_names[q.region] = fn.name
+            self.fence_rule_arns[q.region] = fence_rule.arn
         self.routing_control_arns = {r: c.arn for r, c in controls.items()}
         self.cluster_endpoints = cluster.cluster_endpoints
         self.register_outputs(
@@ -298,9 +118,140 @@ class Quorum(pulumi.ComponentResource):
             }
         )
 
-    @staticmethod
-    def _alarms(name: str, q: QuorumRegion, n: int, tags: Callable[[str], dict[str, str]],
-                child: ResourceOptions) -> dict[str, pulumi.Output[str]]:
+    def _routing_controls(self) -> tuple[aws.route53recoverycontrol.Cluster, dict[str, aws.route53recoverycontrol.RoutingControl]]:
+        """ARC: one routing control per region under the `ATLEAST quorum` safety rule, and the
+        RECOVERY_CONTROL health check of each control that the DNS records follow."""
+        args, stack = self._args, self.labels.stack
+        names = [q.region for q in args.regions]
+        cluster = aws.route53recoverycontrol.Cluster(self.n("arc-cluster"), name=f"fraiseql-{stack}", opts=self.child)
+        panel = aws.route53recoverycontrol.ControlPanel(
+            self.n("arc-panel"), cluster_arn=cluster.arn, name=f"fraiseql-{stack}", opts=self.child
+        )
+        # One at a time: ARC answers 409 ConflictException to a routing control created while another
+        # change on the same control panel is in progress (hashicorp/terraform-provider-aws#48311).
+        controls: dict[str, aws.route53recoverycontrol.RoutingControl] = {}
+        previous: list[pulumi.Resource] = []
+        for r in names:
+            controls[r] = aws.route53recoverycontrol.RoutingControl(
+                self.n("routing-control", r),
+                cluster_arn=cluster.arn,
+                control_panel_arn=panel.arn,
+                name=f"fraiseql-{stack}-{r}",
+                opts=ResourceOptions(parent=self, depends_on=previous),
+            )
+            previous = [controls[r]]
+        # Members' controls only: a region that is not a member (seeding, or leaving) writes nothing.
+        asserted, threshold = routing_rule(names, args.members, args.next_members)
+        aws.route53recoverycontrol.SafetyRule(
+            self.n("at-least-quorum"),
+            control_panel_arn=panel.arn,
+            name=f"at-least-{threshold}-of-{len(asserted)}",
+            asserted_controls=[controls[r].arn for r in asserted],
+            rule_config=aws.route53recoverycontrol.SafetyRuleRuleConfigArgs(
+                type="ATLEAST", threshold=threshold, inverted=False
+            ),
+            wait_period_ms=args.safety_rule_wait_ms,
+            opts=self.child,
+        )
+        self.recovery_health_check_ids = {}
+        for r in names:
+            hc = aws.route53.HealthCheck(
+                self.n("control-health", r), type="RECOVERY_CONTROL", routing_control_arn=controls[r].arn, opts=self.child,
+            )
+            self.recovery_health_check_ids[r] = hc.id
+        return cluster, controls
+
+    def _fence_rule(self, q: QuorumRegion) -> aws.lb.ListenerRule:
+        """The listener rule that answers 503 for a fenced region; it never matches while the region is in service."""
+        r = q.region
+        return aws.lb.ListenerRule(
+            self.n("fence-rule", r),
+            region=r,
+            listener_arn=q.listener_arn,
+            priority=1,
+            actions=[aws.lb.ListenerRuleActionArgs(
+                type="fixed-response",
+                fixed_response=aws.lb.ListenerRuleActionFixedResponseArgs(
+                    content_type="application/json",
+                    status_code="503",
+                    message_body=json.dumps({"errors": [{"message": f"{r} is fenced: no write quorum",
+                                                         "extensions": {"code": "REGION_FENCED"}}]}),
+                ),
+            )],
+            conditions=[aws.lb.ListenerRuleConditionArgs(
+                http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                    http_header_name=IN_SERVICE_HEADER, values=[IN_SERVICE_VALUE]),
+            )],
+            # The agent owns the condition at run time; `pulumi up` must not put a fenced region back.
+            opts=ResourceOptions(parent=self, ignore_changes=["conditions"]),
+        )
+
+    def _agent(self, q: QuorumRegion, cluster: aws.route53recoverycontrol.Cluster,
+               control: aws.route53recoverycontrol.RoutingControl, fence_rule: aws.lb.ListenerRule) -> aws.lambda_.Function:
+        """The region's fence agent, in its VPC beside its writer."""
+        args, r = self._args, q.region
+        policy = pulumi.Output.all(q.db_secret_arn, q.db_secret_kms_key_arn, control.arn, fence_rule.arn).apply(
+            lambda a: agent_policy(r, secret_arn=a[0], kms_key_arn=a[1], routing_control_arn=a[2], fence_rule_arn=a[3])
+        )
+        self.agent_role_policies[r] = policy
+        environment = pulumi.Output.all(q.db_host, q.db_secret_arn, cluster.cluster_endpoints, control.arn,
+                                        fence_rule.arn).apply(lambda a: agent_environment(args, q, *a))
+        return in_vpc_function(
+            self, "agent",
+            NetworkPlace(region=r, vpc_id=q.vpc_id, subnet_ids=q.subnet_ids, db_security_group_id=q.db_security_group_id,
+                         db_port=q.db_port),
+            FunctionSpec(
+                function="fence-agent", handler=AGENT_HANDLER, code=args.code, layers=[args.dependencies_layer_arns[r]],
+                timeout=AGENT_TIMEOUT_S, memory_size=128, policy=policy, environment=environment,
+                log_retention_days=args.log_retention_days,
+                # Unreserved by default: a reservation must leave the account 100 unreserved (10 on
+                # accounts whose quota is 10). The database lock keeps one loop whatever runs.
+                reserved_concurrency=args.agent_reserved_concurrency,
+                depends_on=args.after,
+            ),
+            SecurityText(group="FraiseQL fence agent: its own writer, ARC and CloudWatch", db_rule="from the fence agent",
+                         https="ARC cluster endpoints, Secrets Manager, CloudWatch, ELB"),
+        )
+
+    def _agent_schedule(self, r: str, fn: aws.lambda_.Function) -> None:
+        """A start every minute (core/agent_schedule.py); a start that finds the loop held exits at once.
+
+        A start that failed or was throttled is not retried, and one that waited longer than a period
+        is dropped: the next tick is due by then, and Lambda would otherwise retry an asynchronous
+        invocation twice and keep it for up to 6 hours.
+        """
+        aws.lambda_.FunctionEventInvokeConfig(
+            self.n("agent-starts", r),
+            region=r,
+            function_name=fn.name,
+            maximum_retry_attempts=0,
+            maximum_event_age_in_seconds=schedule.MAX_EVENT_AGE_S,
+            opts=self.child,
+        )
+        rule = aws.cloudwatch.EventRule(
+            self.n("agent-schedule", r),
+            region=r,
+            schedule_expression=schedule.SCHEDULE_EXPRESSION,
+            description="Start the FraiseQL fence agent; a run that finds the loop held exits at once",
+            opts=self.child,
+        )
+        aws.cloudwatch.EventTarget(
+            self.n("agent-target", r), region=r, rule=rule.name, arn=fn.arn,
+            retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
+                maximum_retry_attempts=0, maximum_event_age_in_seconds=schedule.MAX_EVENT_AGE_S),
+            opts=self.child,
+        )
+        aws.lambda_.Permission(
+            self.n("agent-invoke", r),
+            region=r,
+            action="lambda:InvokeFunction",
+            function=fn.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=self.child,
+        )
+
+    def _alarms(self, q: QuorumRegion, n: int) -> dict[str, pulumi.Output[str]]:
         """One alarm per thing that can go wrong, each saying what happened and which runbook section to follow."""
         r = q.region
         arns: dict[str, pulumi.Output[str]] = {}
@@ -330,7 +281,7 @@ class Quorum(pulumi.ComponentResource):
              "(replace a writer); never recreate the slot in place"),
         ):
             alarm = aws.cloudwatch.MetricAlarm(
-                logical_name(name, role, r),
+                self.n(role, r),
                 region=r,
                 alarm_description=describe(text, role),
                 namespace=namespace,
@@ -344,11 +295,40 @@ class Quorum(pulumi.ComponentResource):
                 treat_missing_data=missing,
                 alarm_actions=[q.alarm_topic_arn],
                 ok_actions=[q.alarm_topic_arn],
-                tags=tags(f"{role}-{r}"),
-                opts=child,
+                opts=self.child,
             )
             arns[f"{role} {r}"] = alarm.arn
         return arns
+
+
+def agent_environment(args: QuorumArgs, q: QuorumRegion, db_host: str, db_secret_arn: str,
+                      cluster_endpoints: Optional[Sequence[Mapping[str, str]]], routing_control_arn: str,
+                      fence_rule_arn: str) -> dict[str, str]:
+    """The fence agent's environment in region `q` (`replication.agent.Settings.from_env` reads it)."""
+    return {
+        "FRAISEQL_REGION": q.region,
+        "FRAISEQL_REGIONS": ",".join(args.members),
+        **({"FRAISEQL_REGIONS_NEXT": ",".join(args.next_members)} if args.next_members else {}),
+        "FRAISEQL_QUORUM": str(args.quorum),
+        "FRAISEQL_DB_HOST": db_host,
+        "FRAISEQL_DB_PORT": str(q.db_port),
+        "FRAISEQL_DB_NAME": q.db_name,
+        "FRAISEQL_DB_SSLMODE": args.db_sslmode,
+        "FRAISEQL_DB_SSLROOTCERT": args.db_sslrootcert,
+        "FRAISEQL_DB_SECRET_ARN": db_secret_arn,
+        "FRAISEQL_ARC_ENDPOINTS": json.dumps([{"region": e["region"], "endpoint": e["endpoint"]}
+                                              for e in (cluster_endpoints or [])]),
+        "FRAISEQL_ROUTING_CONTROL_ARN": routing_control_arn,
+        "FRAISEQL_FENCE_RULE_ARN": fence_rule_arn,
+        "FRAISEQL_HEALTH_PATH": args.health_path,
+        "FRAISEQL_PROBE_INTERVAL_SECONDS": f"{args.probe_interval_seconds:g}",
+        "FRAISEQL_STALE_AFTER_SECONDS": f"{args.stale_after_seconds:g}",
+        "FRAISEQL_LEASE_SECONDS": f"{args.lease_seconds:g}",
+        "FRAISEQL_UNFENCE_AFTER": str(args.unfence_after),
+        # Wide enough that a tick lost or late still starts the next holder in time.
+        "FRAISEQL_HANDOFF_WAIT_SECONDS": str(schedule.HANDOFF_WAIT_S),
+        "FRAISEQL_STOP_MARGIN_SECONDS": str(schedule.STOP_MARGIN_S),
+    }
 
 
 def agent_policy(region: str, *, secret_arn: str, kms_key_arn: str, routing_control_arn: str, fence_rule_arn: str) -> str:

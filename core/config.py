@@ -4,19 +4,20 @@ Every key lives in the `fraiseql:` namespace of a `Pulumi.<stack>.yaml`. `load_c
 values into a `StackConfig` or raises `ConfigError` with one message listing each bad key, what is
 wrong and what would be valid. The program calls it before registering any resource, so bad config
 never produces a half-built stack. Components downstream assume a valid `StackConfig`.
+
+Each field is checked by its model (pydantic, messages by `core.problems`). A rule that spans keys
+lives beside the model whose keys it reads, as that model's `cross_checks` (the region list's, beside
+`RegionConfig`); `StackConfig.cross_checks` runs them all.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import re
-import typing
 from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticUndefined
 
 from core.agent_schedule import MAX_CONCURRENT as AGENT_MAX_CONCURRENT
 from core.engine import POSTGRES_MAJOR
@@ -24,11 +25,14 @@ from core.manifest import build_manifest
 from core.membership import list_problem
 from core.naming import RESERVED_TAGS
 from core.planning import MAX_AZS, MAX_VPC_PREFIX, MIN_VPC_PREFIX, overlapping_pairs
+from core.problems import Problem, pydantic_problems
 from core.regions import REGIONS
 from core.slo import TARGET_KEYS, describe_ceiling, lag_alarm_ceiling, manifest_bounds
 from replication.quorum import min_stale_after, timing_problems
 
 NAMESPACE = "fraiseql"
+#: Every key a problem names starts with the namespace.
+_K = f"{NAMESPACE}:"
 
 # Fargate accepts only these CPU units, each with its own memory range (MiB) and step.
 FARGATE_MEMORY: dict[int, tuple[int, int, int]] = {
@@ -121,6 +125,91 @@ class RegionConfig(_Model):
         return v
 
 
+    def seeding_checks(self, cfg: StackConfig, i: int) -> list[Problem]:
+        """`seed_from` and `index` belong to phases b and c; there `seed_from` names an active writer of
+        the stack that is not itself seeding."""
+        problems: list[Problem] = []
+        if cfg.phase == "a":
+            for key in ("seed_from", "index"):
+                if getattr(self, key) is not None:
+                    problems.append((f"{_K}regions[{i}].{key}", "belongs to phases b and c (multi-master writers); phase a's standby "
+                                     "is already a replica of the primary: remove it, or set e.g. phase: b"))
+            return problems
+        src = self.seed_from
+        if src is None:
+            return problems
+        key = f"{_K}regions[{i}].seed_from"
+        writers = cfg.writers
+        # A writer it may copy: never itself, never a region that is itself seeding.
+        example = next((w for w in writers if w != self.name and cfg.region(w).role == "active"), None)
+        fix = f"e.g. seed_from: {example}" if example else "first make one region a writer (no seed_from)"
+        if src == self.name:
+            problems.append((key, f"{self.name} cannot seed from itself; name the writer to copy, {fix}"))
+        elif src not in cfg.region_names:
+            problems.append((key, f"'{src}' is not a region of this stack; name the writer to copy, one of {writers}, {fix}"))
+        elif cfg.region(src).role != "active":
+            problems.append((key, f"{src} is not an active region; seed from an active writer, {fix}"))
+        elif cfg.region(src).seed_from is not None:
+            problems.append((key, f"{src} is itself seeding (seed_from: {cfg.region(src).seed_from}); a copy must come from "
+                             f"a writer, {fix}"))
+        return problems
+
+
+def _regions_checks(cfg: StackConfig) -> list[Problem]:
+    """The region list: each region once, disjoint CIDRs, and the roles and count the phase needs."""
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, name in enumerate(cfg.region_names):
+        if name in seen:
+            problems.append(
+                (f"{_K}regions[{i}].name", f"region {name} is listed twice (also regions[{seen[name]}]); list each region once, e.g. name: us-west-2")
+            )
+        seen.setdefault(name, i)
+    for a, b in overlapping_pairs((r.name, r.cidr) for r in cfg.regions):
+        ca, cb = cfg.region(a).cidr, cfg.region(b).cidr
+        problems.append(
+            (f"{_K}regions", f"CIDR {cb} of {b} overlaps {ca} of {a}; give every region a disjoint block, e.g. 10.10.0.0/16, 10.20.0.0/16")
+        )
+    roles = [r.role for r in cfg.regions]
+    if cfg.phase == "a":
+        if roles.count("primary") != 1:
+            problems.append(
+                (f"{_K}regions", f"phase a needs exactly one region with role: primary, found {roles.count('primary')}; e.g. role: primary on the first region")
+            )
+        if "active" in roles:
+            problems.append((f"{_K}regions", "role 'active' belongs to phases b and c; phase a uses primary and standby, e.g. role: standby"))
+        if roles.count("standby") != 1:
+            problems.append(
+                (f"{_K}regions", f"phase a needs exactly one region with role: standby (Route 53 failover has one SECONDARY), found {roles.count('standby')}; e.g. role: standby on the second region")
+            )
+        return problems
+    if set(roles) != {"active"}:
+        problems.append(
+            (f"{_K}regions", f"phase {cfg.phase} is active-active: every region needs role: active (found {sorted(set(roles))}); e.g. role: active")
+        )
+    if len(cfg.regions) < 3:
+        problems.append(
+            (f"{_K}regions", f"phase {cfg.phase} needs at least 3 regions for a majority quorum; found {len(cfg.regions)}; e.g. us-east-1, us-west-2, eu-west-1")
+        )
+    return problems
+
+
+def _writer_index_checks(cfg: StackConfig) -> list[Problem]:
+    """Phases b/c: each writer's identity index is its own (the list position unless pinned)."""
+    problems: list[Problem] = []
+    seen: dict[int, str] = {}
+    for i, rc in enumerate(cfg.regions):
+        index = cfg.writer_index(rc.name)
+        if index in seen:
+            used = {cfg.writer_index(n) for n in cfg.region_names}
+            free = next((x for x in range(1, SEQUENCE_STRIDE + 1) if x not in used), SEQUENCE_STRIDE)
+            problems.append((f"{_K}regions[{i}].index", f"{rc.name} would have index {index}, which {seen[index]} already has "
+                             f"(an index is the list position unless pinned); give each writer its own from 1 to "
+                             f"{SEQUENCE_STRIDE}, e.g. index: {free}"))
+        seen.setdefault(index, rc.name)
+    return problems
+
+
 class NetworkConfig(_Model):
     """Each region's VPC and the network between regions. `az_count` at most the AZs of every region
     (`core/regions.py`); `hub_region` is required for hub-and-spoke, and only then."""
@@ -133,6 +222,29 @@ class NetworkConfig(_Model):
         "none", description="inter-region network; none relies on RDS's own cross-region transport"
     )
     hub_region: Optional[str] = Field(None, examples=["us-east-1"], description="hub of hub-and-spoke (required there)")
+
+
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Phases b/c replicate over a topology; hub-and-spoke names its hub among the regions, and only
+        it does; every region has the AZs asked for."""
+        problems: list[Problem] = []
+        names = cfg.region_names
+        if cfg.phase != "a" and self.topology == "none":
+            problems.append((f"{_K}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke, e.g. topology: mesh"))
+        if self.topology == "hub-and-spoke" and self.hub_region is None:
+            problems.append((f"{_K}network.hub_region", f"hub-and-spoke needs its hub named; add e.g. hub_region: {names[0]} (one of {names})"))
+        for i, rc in enumerate(cfg.regions):
+            have = REGIONS[rc.name].az_count
+            if self.az_count > have:
+                problems.append(
+                    (f"{_K}network.az_count", f"{self.az_count} AZs requested but {rc.name} (regions[{i}]) has {have}; "
+                     f"use e.g. az_count: {min(have, 3)}")
+                )
+        if self.hub_region is not None and self.hub_region not in names:
+            problems.append((f"{_K}network.hub_region", f"'{self.hub_region}' is not one of the regions; use one of {names}"))
+        if self.hub_region is not None and self.topology != "hub-and-spoke":
+            problems.append((f"{_K}network.hub_region", "only meaningful with topology: hub-and-spoke; remove it or set e.g. topology: hub-and-spoke"))
+        return problems
 
 
 class AppConfig(_Model):
@@ -169,6 +281,21 @@ class AppConfig(_Model):
         return v
 
 
+    def cross_checks(self) -> list[Problem]:
+        """A memory the CPU size allows; room to scale to at least the desired count."""
+        problems: list[Problem] = []
+        lo, hi, step = FARGATE_MEMORY[self.cpu]
+        if not (lo <= self.memory <= hi and (self.memory - lo) % step == 0):
+            problems.append(
+                (f"{_K}app.memory", f"{self.memory} MiB is not valid with cpu {self.cpu}; use {lo} to {hi} in steps of {step}, e.g. memory: {lo}")
+            )
+        if self.max_count < self.desired_count:
+            problems.append(
+                (f"{_K}app.max_count", f"{self.max_count} is below desired_count {self.desired_count}; raise it to at least that, e.g. max_count: {self.desired_count}")
+            )
+        return problems
+
+
 class AdoptConfig(_Model):
     """Phase a only, while the database a team runs today moves into the stack (`python -m ops adopt`): the
     new primary subscribes to it over a VPC peering. Remove the block after the cutover."""
@@ -189,6 +316,24 @@ class AdoptConfig(_Model):
             raise ValueError(f"{v} is not a private VPC range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16); "
                              "give the existing database's VPC CIDR, e.g. source_cidr: 172.31.0.0/16")
         return v
+
+
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Adoption ends in phase a; the stack's VPCs cannot share addresses with the peered one."""
+        if cfg.phase != "a":
+            return [(f"{_K}database.adopt", "adoption ends in phase a: run `python -m ops adopt cutover`, remove "
+                     "database.adopt and `pulumi up` (examples/2-phase-a.yaml) before moving to phase b")]
+        problems: list[Problem] = []
+        source = ipaddress.IPv4Network(self.source_cidr)
+        taken = [source, *(ipaddress.IPv4Network(rc.cidr) for rc in cfg.regions)]
+        free = next((c for c in (ipaddress.IPv4Network(f"10.{x}.0.0/16") for x in range(10, 256, 10))
+                     if not any(c.overlaps(t) for t in taken)), None)
+        for i, rc in enumerate(cfg.regions):
+            if source.overlaps(ipaddress.IPv4Network(rc.cidr)):
+                problems.append((f"{_K}regions[{i}].cidr", f"{rc.cidr} overlaps database.adopt.source_cidr {self.source_cidr}, "
+                                 "the existing database's VPC: peered VPCs cannot share addresses; give the stack's VPC "
+                                 f"another range, e.g. cidr: {free}"))
+        return problems
 
 
 class DatabaseConfig(_Model):
@@ -263,6 +408,18 @@ class DatabaseConfig(_Model):
         return int(self.engine_version)
 
 
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Storage autoscaling ends above the allocated storage; the adoption block's own rules."""
+        problems: list[Problem] = []
+        if self.max_allocated_storage_gb is not None and self.max_allocated_storage_gb < self.allocated_storage_gb:
+            problems.append(
+                (f"{_K}database.max_allocated_storage_gb", f"{self.max_allocated_storage_gb} is below allocated_storage_gb {self.allocated_storage_gb}; e.g. max_allocated_storage_gb: {2 * self.allocated_storage_gb}")
+            )
+        if self.adopt is not None:
+            problems += self.adopt.cross_checks(cfg)
+        return problems
+
+
 class DnsConfig(_Model):
     """Route 53: the zone, the API's name and the health checks. The names lie inside `zone_name`
     when it is given. Phase c: `zone_name` is required, a subzone of `edge.zone_name` that holds
@@ -294,6 +451,22 @@ class DnsConfig(_Model):
         return self.read_record_name or f"read.{self.record_name}"
 
 
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Without the edge, the names lie inside `zone_name` when it is given (phase c: `EdgeConfig`)."""
+        problems: list[Problem] = []
+        if self.zone_name is not None and cfg.edge is None:
+            for key, name in (("record_name", self.record_name), ("read_record_name", self.reads_hostname)):
+                if not within(name, self.zone_name):
+                    problems.append((f"{_K}dns.{key}", f"{name} is not in the zone {self.zone_name} (dns.zone_name); "
+                                     f"name a host of that zone, e.g. {key}: api.{self.zone_name}"))
+        return problems
+
+
+def within(name: str, zone: str) -> bool:
+    """`name` is `zone` itself or a name inside it."""
+    return name == zone or name.endswith("." + zone)
+
+
 class SloConfig(_Model):
     """The targets the stack declares. All above 0; the lag alarm at most min(30 s, RPO/2); no target
     below what the topology can reach (the SLO floors of `core/slo.py`, which `plan` prints)."""
@@ -319,6 +492,43 @@ class SloConfig(_Model):
         return data
 
 
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Every lag alarm fires while there is still time to act: at most min(30 s, RPO/2)."""
+        problems: list[Problem] = []
+        ceiling = lag_alarm_ceiling(self.rpo_seconds)
+        alarms = [("slo.lag_alarm_seconds", self.lag_alarm_seconds)]
+        if cfg.replication is not None and cfg.replication.lag_alarm_seconds is not None:
+            alarms.append(("replication.lag_alarm_seconds", cfg.replication.lag_alarm_seconds))
+        for key, value in alarms:
+            if value > ceiling:
+                problems.append(
+                    (f"{_K}{key}", f"{value:g} s is above the ceiling {describe_ceiling(self.rpo_seconds)}: the alarm must fire "
+                     f"while there is still time to act; set e.g. {key.split('.')[-1]}: {ceiling:g}")
+                )
+        return problems
+
+    @staticmethod
+    def feasibility_checks(cfg: StackConfig) -> list[Problem]:
+        """No target below what the topology can reach (the SLO floors of `core/slo.py`)."""
+        problems: list[Problem] = []
+        for bound in manifest_bounds(build_manifest(cfg, "check")):
+            if not bound.feasible:
+                key = TARGET_KEYS[bound.name]
+                problems.append(
+                    (f"{_K}{key}", f"{bound.target:g} {bound.unit} is below what this topology can reach: {bound.floor:.3g} "
+                     f"{bound.unit} = {bound.arithmetic}; set e.g. {key.split('.')[-1]}: {_round_up(bound.floor)}")
+                )
+        return problems
+
+
+def _round_up(x: float) -> str:
+    """A tidy value at or above x, for examples in messages."""
+    for step in (0.01, 0.1, 1, 5, 10, 30, 60, 300):
+        if x <= step * 20:
+            return f"{(int(x / step) + 1) * step:g}"
+    return f"{int(x) + 1}"
+
+
 class BudgetConfig(_Model):
     """The monthly budget: an AWS Budgets alert and the ceiling of the policy pack's estimate. When
     `line_items` are given they add up to `monthly_usd`."""
@@ -331,6 +541,16 @@ class BudgetConfig(_Model):
     )
 
     _emails = field_validator("alert_emails")(classmethod(lambda cls, v: _check_emails(v)))
+
+
+    def cross_checks(self) -> list[Problem]:
+        """Line items, when given, add up to the total."""
+        items = self.line_items
+        if not items or abs(sum(items.values()) - self.monthly_usd) <= 0.005:
+            return []
+        total = sum(items.values())
+        return [(f"{_K}budget.line_items", f"the line items add up to ${total:,.2f}, not monthly_usd ${self.monthly_usd:,.2f} "
+                 f"(off by ${self.monthly_usd - total:,.2f}); fix the items or the total, e.g. monthly_usd: {total:.2f}")]
 
 
 class UsageConfig(_Model):
@@ -365,6 +585,20 @@ class ReplicationConfig(_Model):
     lag_alarm_seconds: Optional[float] = Field(
         None, gt=0, examples=[0.5], description="per-pair lag alarm; default slo.lag_alarm_seconds, at most min(30 s, RPO/2)"
     )
+
+
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Phases b and c only; a counter names its columns; each table has one strategy."""
+        if cfg.phase == "a":
+            return [(f"{_K}replication", "multi-master replication belongs to phases b and c; phase a streams to a read replica: remove it, or set e.g. phase: b")]
+        problems: list[Problem] = []
+        for i, t in enumerate(self.tables):
+            if t.strategy == "counter" and not t.columns:
+                problems.append((f"{_K}replication.tables[{i}].columns", f"counter table {t.table} needs its counter columns, e.g. columns: [view_count]"))
+        tables = [t.table for t in self.tables] + self.replicated
+        for name in sorted({t for t in tables if tables.count(t) > 1}):
+            problems.append((f"{_K}replication", f"table {name} is listed twice; give each table one strategy, e.g. {{table: {name}, strategy: lww}}"))
+        return problems
 
 
 class QuorumConfig(_Model):
@@ -416,6 +650,74 @@ class QuorumConfig(_Model):
     @property
     def lease(self) -> float:
         return self.lease_seconds or 3 * self.probe_interval_seconds
+
+
+    def cross_checks(self, cfg: StackConfig, *, writers_known: bool) -> list[Problem]:
+        """Phases b and c only. Each list names regions of the stack, each once; then (when they and the
+        writers they default to are valid: `writers_known`) the timing holds for the voters, `members`
+        can decide, and `next_members`, if set, is a change it can make."""
+        if cfg.phase == "a":
+            return [(f"{_K}quorum.{key}", "belongs to phases b and c (the write quorum); phase a has one writer: remove it")
+                    for key in ("members", "next_members") if getattr(self, key) is not None]
+        problems: list[Problem] = []
+        for key, given in (("members", self.members), ("next_members", self.next_members)):
+            if given is None:
+                continue
+            unknown = [r for r in given if r not in cfg.region_names]
+            twice = sorted({r for r in given if given.count(r) > 1})
+            if not given:
+                problems.append((f"{_K}quorum.{key}", f"is empty; {_list_fix(cfg, key)}"))
+            if unknown:
+                problems.append((f"{_K}quorum.{key}", f"{unknown} are not regions of this stack; {_list_fix(cfg, key)}"))
+            if twice:
+                problems.append((f"{_K}quorum.{key}", f"lists {twice} twice; list each region once"))
+        if problems or not writers_known:
+            return problems
+        for message in timing_problems(cfg.quorum_voters, probe_s=self.probe_interval_seconds,
+                                       stale_after_s=cfg.quorum_stale_after, lease_s=self.lease):
+            problems.append((f"{_K}quorum.{message.split(' ', 1)[0]}", message))
+        return problems + self._list_checks(cfg)
+
+    def _list_checks(self, cfg: StackConfig) -> list[Problem]:
+        members, nxt = cfg.quorum_members, cfg.quorum_next_members
+        problems: list[Problem] = []
+        why = list_problem(members, joint=nxt is not None, writers=cfg.writers)
+        if why is not None:
+            if self.members is None:
+                seeding = ", ".join(cfg.seeding)
+                problems.append((f"{_K}quorum.members", f"by default every region without seed_from ({', '.join(members)}): "
+                                 f"{why}. Set the current members explicitly (a region rebuilt with seed_from stays a member "
+                                 f"while it is down{': ' + seeding if seeding else ''}), e.g. members: {_odd_example(cfg)}"))
+            else:
+                problems.append((f"{_K}quorum.members", f"{members}: {why}; e.g. members: {_odd_example(cfg)}"))
+        if nxt is not None:
+            why = list_problem(nxt, joint=True, writers=[])
+            if why is not None:
+                problems.append((f"{_K}quorum.next_members", f"{nxt}: {why}"))
+            elif nxt == members:
+                problems.append((f"{_K}quorum.next_members", "is the same as members: no change is in progress; remove next_members"))
+        return problems
+
+
+def _odd_example(cfg: StackConfig) -> list[str]:
+    names = cfg.region_names
+    return names[: max(3, len(names) - (1 - len(names) % 2))]
+
+
+def _list_fix(cfg: StackConfig, key: str) -> str:
+    """A member list the validator accepts for `key`: suggesting one it refuses would send the
+    operator round in circles. `members`: the writers if they can decide alone, else an odd prefix
+    of the regions. `next_members`: every region of the stack, when that is a change."""
+    if key == "members":
+        writers = cfg.writers
+        ok = list_problem(writers, joint=False, writers=writers) is None
+        return f"list regions of it, e.g. members: {writers if ok else _odd_example(cfg)}"
+    current = cfg._in_order(cfg.quorum.members) if cfg.quorum.members else cfg.writers
+    everyone = cfg.region_names
+    if everyone != current and list_problem(everyone, joint=True, writers=[]) is None:
+        return (f"list the members after the change, e.g. next_members: {everyone} (or remove next_members when no "
+                "membership change is in progress)")
+    return "remove next_members: no membership change is in progress"
 
 
 #: Cloudflare zone phases whose entry-point ruleset the edge can own, by the name `edge.owns_entry_points`
@@ -482,6 +784,87 @@ class EdgeConfig(_Model):
         if not _HOSTNAME.match(v):
             raise ValueError(f"'{v}' is not a lower-case DNS name like example.com")
         return v
+
+
+    def cross_checks(self, cfg: StackConfig) -> list[Problem]:
+        """Phase c only, `hostname` inside `zone_name`; then who answers for which name (docs/architecture.md,
+        "DNS authority") and what the stack may own in the Cloudflare zone."""
+        if cfg.phase != "c":
+            return [(f"{_K}edge", f"the edge belongs to phase c; remove it from a phase {cfg.phase} stack, or set e.g. phase: c")]
+        problems: list[Problem] = []
+        if not self.hostname.endswith("." + self.zone_name):
+            problems.append((f"{_K}edge.hostname", f"{self.hostname} is not inside the zone {self.zone_name}; e.g. hostname: api.{self.zone_name}"))
+        return problems + self._authority_checks(cfg.dns) + self._origin_zone_checks(cfg.dns) + self._entry_point_checks()
+
+    def _authority_checks(self, dns: DnsConfig) -> list[Problem]:
+        host, zone = self.hostname, self.zone_name
+        problems: list[Problem] = []
+        if self.dns_authority is None:
+            problems.append((f"{_K}edge.dns_authority", f"missing: say who answers for {host} on the internet. Moving from phase b: "
+                             f"dns_authority: route53 and route53_public_zone_id: <phase b's dns.zone_id> (the phase b records keep "
+                             f"answering until Cloudflare does); once `python -m ops preflight` shows that the registrar delegates "
+                             f"{zone} to Cloudflare: dns_authority: cloudflare"))
+        elif self.dns_authority == "route53" and self.route53_public_zone_id is None:
+            problems.append((f"{_K}edge.route53_public_zone_id", f"missing: with dns_authority: route53, phase b's latency records "
+                             f"for {host} stay in phase b's public zone until Cloudflare answers for {zone}; set it to phase b's "
+                             "dns.zone_id, e.g. route53_public_zone_id: Z0123456789ABCDEFGHIJ"))
+        elif self.dns_authority == "cloudflare" and self.route53_public_zone_id is not None:
+            problems.append((f"{_K}edge.route53_public_zone_id", f"belongs to dns_authority: route53 only; with cloudflare the stack "
+                             f"deletes its records for {host} there: remove it (after preflight shows Cloudflare answers for {zone})"))
+        if self.route53_public_zone_id is not None and self.route53_public_zone_id == dns.zone_id:
+            problems.append((f"{_K}dns.zone_id", f"is the public zone (edge.route53_public_zone_id); the origins need a zone of their own "
+                             f"that Cloudflare delegates to Route 53, e.g. a hosted zone for origin.{host}"))
+        return problems
+
+    def _origin_zone_checks(self, dns: DnsConfig) -> list[Problem]:
+        host, zone = self.hostname, self.zone_name
+        problems: list[Problem] = []
+        if dns.zone_name is None:
+            problems.append((f"{_K}dns.zone_name", f"missing: in phase c the Route 53 zone dns.zone_id holds the origin records and "
+                             f"the ACM validation records, so it must be a subzone of {zone} that Cloudflare delegates to Route 53 "
+                             f"(NS records in Cloudflare); name it, e.g. zone_name: origin.{host}"))
+        else:
+            if dns.zone_name == zone or not within(dns.zone_name, zone):
+                problems.append((f"{_K}dns.zone_name", f"{dns.zone_name} is not a subzone of the Cloudflare zone {zone}: Cloudflare "
+                                 f"answers for {zone}, so nobody would ask a Route 53 zone of that name, ACM would never see its "
+                                 f"validation records and `pulumi up` would time out; use a subzone Cloudflare delegates to Route 53, "
+                                 f"e.g. zone_name: origin.{host}"))
+            if not within(dns.record_name, dns.zone_name):
+                problems.append((f"{_K}dns.record_name", f"{dns.record_name} is not in the origin zone {dns.zone_name}; the ALB "
+                                 f"certificates are validated there, e.g. record_name: {dns.zone_name}"))
+            if within(host, dns.zone_name):
+                problems.append((f"{_K}edge.hostname", f"{host} is inside the Route 53 subzone {dns.zone_name}: Cloudflare would "
+                                 f"delegate it away and its load balancer would never answer; keep the public name outside, "
+                                 f"e.g. hostname: api.{zone} with zone_name: origin.api.{zone}"))
+        if not dns.https:
+            problems.append((f"{_K}dns.https", "phase c pins the Cloudflare zone to SSL mode Full (strict): the edge reaches the "
+                             "origins over TLS only, so the ALBs need their ACM certificates; remove it or set https: true"))
+        return problems
+
+    def _entry_point_checks(self) -> list[Problem]:
+        owned = self.owns_entry_points
+        problems: list[Problem] = []
+        if owned is None:
+            problems.append((f"{_K}edge.owns_entry_points", f"missing: Cloudflare allows one entry-point ruleset per phase per zone, "
+                             f"and whoever creates it owns that phase for every hostname of {self.zone_name} (the stack's rules match "
+                             f"{self.hostname} only). Run `python -m ops preflight --stack <stack>` (it runs without this key) to list the "
+                             "zone's existing entry points, then list those this stack may own, e.g. owns_entry_points: [waf, rate_limit, cache], or [] to leave every "
+                             "phase to the zone's owner"))
+            return problems
+        twice = sorted({p for p in owned if owned.count(p) > 1})
+        if twice:
+            problems.append((f"{_K}edge.owns_entry_points", f"lists {twice} twice; list each entry point once"))
+        if "waf" in owned:
+            if self.plan == "free":
+                problems.append((f"{_K}edge.owns_entry_points", "waf executes the Cloudflare Managed and OWASP rulesets, which "
+                                 "need a Pro plan or above; remove waf, or set e.g. plan: pro"))
+            elif self.waf.owasp_action == "log" and self.plan != "enterprise":
+                problems.append((f"{_K}edge.waf.owasp_action", f"log is an Enterprise-only action (plan is {self.plan}); start with "
+                                 "owasp_action: off, and switch to block once you know what it would block, e.g. owasp_action: off"))
+        elif "waf" in self.model_fields_set:
+            problems.append((f"{_K}edge.waf", "configures the waf entry point, which this stack does not own (owns_entry_points); "
+                             "remove edge.waf, or add waf to owns_entry_points"))
+        return problems
 
 
 class AlertsConfig(_Model):
@@ -581,6 +964,44 @@ class StackConfig(_Model):
             return self.replication.lag_alarm_seconds
         return self.slo.lag_alarm_seconds
 
+    def cross_checks(self) -> list[Problem]:
+        """Rules that span several keys, each beside the model whose keys it reads; each names the key a
+        user has to change. The SLO floors are checked only on an otherwise valid stack."""
+        seeding = [p for i, rc in enumerate(self.regions) for p in rc.seeding_checks(self, i)]
+        if self.phase != "a":
+            seeding += _writer_index_checks(self)
+        problems = [
+            *_regions_checks(self),
+            *seeding,
+            *self.quorum.cross_checks(self, writers_known=not seeding),
+            *self._phase_blocks(),
+            *(self.replication.cross_checks(self) if self.replication is not None else []),
+            *self.network.cross_checks(self),
+            *self.app.cross_checks(),
+            *self.database.cross_checks(self),
+            *self.budget.cross_checks(),
+            *(self.edge.cross_checks(self) if self.edge is not None else []),
+            *self.dns.cross_checks(self),
+            *self.slo.cross_checks(self),
+        ]
+        if not problems:
+            problems = self.slo.feasibility_checks(self)
+        return problems + self._tag_checks()
+
+    def _phase_blocks(self) -> list[Problem]:
+        """The blocks a phase cannot do without: a conflict policy in b and c, the edge in c."""
+        problems: list[Problem] = []
+        if self.phase != "a" and self.replication is None:
+            problems.append((f"{_K}replication", f"phase {self.phase} needs a conflict policy, e.g. replication: {{default: lww, replicated: [tb_user]}}"))
+        if self.phase == "c" and self.edge is None:
+            problems.append((f"{_K}edge", "phase c needs the Cloudflare edge: account_id, zone_id, zone_name, hostname, e.g. edge: {account_id: <32 hex>, zone_id: <32 hex>, zone_name: example.com, hostname: api.example.com}"))
+        return problems
+
+    def _tag_checks(self) -> list[Problem]:
+        """`Name`, `project`, `phase`, `stack` and `component` are the project's (core/naming.py)."""
+        return [(f"{_K}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name, e.g. team: platform")
+                for key in self.tags if key in RESERVED_TAGS]
+
 
 KEYS = tuple(StackConfig.model_fields)
 # Secret keys are read by the program with require_secret, never into the validated model.
@@ -614,425 +1035,6 @@ def plaintext_secret_problems(present: Mapping[str, Any], is_secret: Any) -> lis
     ]
 
 
-def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
-    """Rules that span several keys; each names the key a user has to change."""
-    k = f"{NAMESPACE}:"
-    problems: list[tuple[str, str]] = []
-    names = cfg.region_names
-
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            problems.append(
-                (f"{k}regions[{i}].name", f"region {name} is listed twice (also regions[{seen[name]}]); list each region once, e.g. name: us-west-2")
-            )
-        seen.setdefault(name, i)
-
-    for a, b in overlapping_pairs((r.name, r.cidr) for r in cfg.regions):
-        ca, cb = cfg.region(a).cidr, cfg.region(b).cidr
-        problems.append(
-            (f"{k}regions", f"CIDR {cb} of {b} overlaps {ca} of {a}; give every region a disjoint block, e.g. 10.10.0.0/16, 10.20.0.0/16")
-        )
-
-    roles = [r.role for r in cfg.regions]
-    if cfg.phase == "a":
-        if roles.count("primary") != 1:
-            problems.append(
-                (f"{k}regions", f"phase a needs exactly one region with role: primary, found {roles.count('primary')}; e.g. role: primary on the first region")
-            )
-        if "active" in roles:
-            problems.append((f"{k}regions", "role 'active' belongs to phases b and c; phase a uses primary and standby, e.g. role: standby"))
-        if cfg.replication is not None:
-            problems.append((f"{k}replication", "multi-master replication belongs to phases b and c; phase a streams to a read replica: remove it, or set e.g. phase: b"))
-        if roles.count("standby") != 1:
-            problems.append(
-                (f"{k}regions", f"phase a needs exactly one region with role: standby (Route 53 failover has one SECONDARY), found {roles.count('standby')}; e.g. role: standby on the second region")
-            )
-    else:
-        if set(roles) != {"active"}:
-            problems.append(
-                (f"{k}regions", f"phase {cfg.phase} is active-active: every region needs role: active (found {sorted(set(roles))}); e.g. role: active")
-            )
-        n = len(cfg.regions)
-        if n < 3:
-            problems.append(
-                (f"{k}regions", f"phase {cfg.phase} needs at least 3 regions for a majority quorum; found {n}; e.g. us-east-1, us-west-2, eu-west-1")
-            )
-        problems += _membership_checks(cfg)
-        if cfg.network.topology == "none":
-            problems.append((f"{k}network.topology", f"phase {cfg.phase} replicates over the private network: set mesh or hub-and-spoke, e.g. topology: mesh"))
-        if cfg.replication is None:
-            problems.append((f"{k}replication", f"phase {cfg.phase} needs a conflict policy, e.g. replication: {{default: lww, replicated: [tb_user]}}"))
-        else:
-            for i, t in enumerate(cfg.replication.tables):
-                if t.strategy == "counter" and not t.columns:
-                    problems.append((f"{k}replication.tables[{i}].columns", f"counter table {t.table} needs its counter columns, e.g. columns: [view_count]"))
-            tables = [t.table for t in cfg.replication.tables] + cfg.replication.replicated
-            for name in sorted({t for t in tables if tables.count(t) > 1}):
-                problems.append((f"{k}replication", f"table {name} is listed twice; give each table one strategy, e.g. {{table: {name}, strategy: lww}}"))
-
-    if cfg.phase == "a":
-        for i, rc in enumerate(cfg.regions):
-            for key in ("seed_from", "index"):
-                if getattr(rc, key) is not None:
-                    problems.append((f"{k}regions[{i}].{key}", "belongs to phases b and c (multi-master writers); phase a's standby "
-                                     "is already a replica of the primary: remove it, or set e.g. phase: b"))
-        for key in ("members", "next_members"):
-            if getattr(cfg.quorum, key) is not None:
-                problems.append((f"{k}quorum.{key}", "belongs to phases b and c (the write quorum); phase a has one writer: remove it"))
-    adopt = cfg.database.adopt
-    if adopt is not None and cfg.phase != "a":
-        problems.append((f"{k}database.adopt", "adoption ends in phase a: run `python -m ops adopt cutover`, remove "
-                         "database.adopt and `pulumi up` (examples/2-phase-a.yaml) before moving to phase b"))
-    elif adopt is not None:
-        source = ipaddress.IPv4Network(adopt.source_cidr)
-        taken = [source, *(ipaddress.IPv4Network(rc.cidr) for rc in cfg.regions)]
-        free = next((c for c in (ipaddress.IPv4Network(f"10.{x}.0.0/16") for x in range(10, 256, 10))
-                     if not any(c.overlaps(t) for t in taken)), None)
-        for i, rc in enumerate(cfg.regions):
-            if source.overlaps(ipaddress.IPv4Network(rc.cidr)):
-                problems.append((f"{k}regions[{i}].cidr", f"{rc.cidr} overlaps database.adopt.source_cidr {adopt.source_cidr}, "
-                                 "the existing database's VPC: peered VPCs cannot share addresses; give the stack's VPC "
-                                 f"another range, e.g. cidr: {free}"))
-
-    if cfg.network.topology == "hub-and-spoke" and cfg.network.hub_region is None:
-        problems.append((f"{k}network.hub_region", f"hub-and-spoke needs its hub named; add e.g. hub_region: {names[0]} (one of {names})"))
-    for i, rc in enumerate(cfg.regions):
-        have = REGIONS[rc.name].az_count
-        if cfg.network.az_count > have:
-            problems.append(
-                (f"{k}network.az_count", f"{cfg.network.az_count} AZs requested but {rc.name} (regions[{i}]) has {have}; "
-                 f"use e.g. az_count: {min(have, 3)}")
-            )
-    if cfg.network.hub_region is not None and cfg.network.hub_region not in names:
-        problems.append((f"{k}network.hub_region", f"'{cfg.network.hub_region}' is not one of the regions; use one of {names}"))
-    if cfg.network.hub_region is not None and cfg.network.topology != "hub-and-spoke":
-        problems.append((f"{k}network.hub_region", "only meaningful with topology: hub-and-spoke; remove it or set e.g. topology: hub-and-spoke"))
-
-    lo, hi, step = FARGATE_MEMORY[cfg.app.cpu]
-    if not (lo <= cfg.app.memory <= hi and (cfg.app.memory - lo) % step == 0):
-        problems.append(
-            (f"{k}app.memory", f"{cfg.app.memory} MiB is not valid with cpu {cfg.app.cpu}; use {lo} to {hi} in steps of {step}, e.g. memory: {lo}")
-        )
-    if cfg.app.max_count < cfg.app.desired_count:
-        problems.append(
-            (f"{k}app.max_count", f"{cfg.app.max_count} is below desired_count {cfg.app.desired_count}; raise it to at least that, e.g. max_count: {cfg.app.desired_count}")
-        )
-
-    db = cfg.database
-    if db.max_allocated_storage_gb is not None and db.max_allocated_storage_gb < db.allocated_storage_gb:
-        problems.append(
-            (f"{k}database.max_allocated_storage_gb", f"{db.max_allocated_storage_gb} is below allocated_storage_gb {db.allocated_storage_gb}; e.g. max_allocated_storage_gb: {2 * db.allocated_storage_gb}")
-        )
-
-    items = cfg.budget.line_items
-    if items and abs(sum(items.values()) - cfg.budget.monthly_usd) > 0.005:
-        total = sum(items.values())
-        problems.append(
-            (f"{k}budget.line_items", f"the line items add up to ${total:,.2f}, not monthly_usd ${cfg.budget.monthly_usd:,.2f} "
-             f"(off by ${cfg.budget.monthly_usd - total:,.2f}); fix the items or the total, e.g. monthly_usd: {total:.2f}")
-        )
-    if cfg.phase == "c" and cfg.edge is None:
-        problems.append((f"{k}edge", "phase c needs the Cloudflare edge: account_id, zone_id, zone_name, hostname, e.g. edge: {account_id: <32 hex>, zone_id: <32 hex>, zone_name: example.com, hostname: api.example.com}"))
-    if cfg.phase != "c" and cfg.edge is not None:
-        problems.append((f"{k}edge", f"the edge belongs to phase c; remove it from a phase {cfg.phase} stack, or set e.g. phase: c"))
-    if cfg.edge is not None and not cfg.edge.hostname.endswith("." + cfg.edge.zone_name):
-        problems.append((f"{k}edge.hostname", f"{cfg.edge.hostname} is not inside the zone {cfg.edge.zone_name}; e.g. hostname: api.{cfg.edge.zone_name}"))
-    if cfg.dns.zone_name is not None and cfg.edge is None:
-        for key, name in (("record_name", cfg.dns.record_name), ("read_record_name", cfg.dns.reads_hostname)):
-            if not within(name, cfg.dns.zone_name):
-                problems.append((f"{k}dns.{key}", f"{name} is not in the zone {cfg.dns.zone_name} (dns.zone_name); "
-                                 f"name a host of that zone, e.g. {key}: api.{cfg.dns.zone_name}"))
-    if cfg.phase == "c" and cfg.edge is not None:
-        problems += _edge_checks(cfg, cfg.edge)
-    ceiling = lag_alarm_ceiling(cfg.slo.rpo_seconds)
-    alarms = [("slo.lag_alarm_seconds", cfg.slo.lag_alarm_seconds)]
-    if cfg.replication is not None and cfg.replication.lag_alarm_seconds is not None:
-        alarms.append(("replication.lag_alarm_seconds", cfg.replication.lag_alarm_seconds))
-    for key, value in alarms:
-        if value > ceiling:
-            problems.append(
-                (f"{k}{key}", f"{value:g} s is above the ceiling {describe_ceiling(cfg.slo.rpo_seconds)}: the alarm must fire "
-                 f"while there is still time to act; set e.g. {key.split('.')[-1]}: {ceiling:g}")
-            )
-    if not problems:
-        for bound in manifest_bounds(build_manifest(cfg, "check")):
-            if not bound.feasible:
-                key = TARGET_KEYS[bound.name]
-                problems.append(
-                    (f"{k}{key}", f"{bound.target:g} {bound.unit} is below what this topology can reach: {bound.floor:.3g} "
-                     f"{bound.unit} = {bound.arithmetic}; set e.g. {key.split('.')[-1]}: {_round_up(bound.floor)}")
-                )
-
-    for key in cfg.tags:
-        if key in RESERVED_TAGS:
-            problems.append((f"{k}tags.{key}", f"'{key}' is set by the project ({', '.join(RESERVED_TAGS)}); pick another tag name, e.g. team: platform"))
-    return problems
-
-
-def within(name: str, zone: str) -> bool:
-    """`name` is `zone` itself or a name inside it."""
-    return name == zone or name.endswith("." + zone)
-
-
-def _edge_checks(cfg: StackConfig, edge: EdgeConfig) -> list[tuple[str, str]]:
-    """Phase c: who answers for which name (README, Phase C, "DNS authority"), and what the stack may own in
-    the Cloudflare zone."""
-    k = f"{NAMESPACE}:"
-    dns = cfg.dns
-    host, zone = edge.hostname, edge.zone_name
-    problems: list[tuple[str, str]] = []
-    if edge.dns_authority is None:
-        problems.append((f"{k}edge.dns_authority", f"missing: say who answers for {host} on the internet. Moving from phase b: "
-                         f"dns_authority: route53 and route53_public_zone_id: <phase b's dns.zone_id> (the phase b records keep "
-                         f"answering until Cloudflare does); once `python -m ops preflight` shows that the registrar delegates "
-                         f"{zone} to Cloudflare: dns_authority: cloudflare"))
-    elif edge.dns_authority == "route53" and edge.route53_public_zone_id is None:
-        problems.append((f"{k}edge.route53_public_zone_id", f"missing: with dns_authority: route53, phase b's latency records "
-                         f"for {host} stay in phase b's public zone until Cloudflare answers for {zone}; set it to phase b's "
-                         "dns.zone_id, e.g. route53_public_zone_id: Z0123456789ABCDEFGHIJ"))
-    elif edge.dns_authority == "cloudflare" and edge.route53_public_zone_id is not None:
-        problems.append((f"{k}edge.route53_public_zone_id", f"belongs to dns_authority: route53 only; with cloudflare the stack "
-                         f"deletes its records for {host} there: remove it (after preflight shows Cloudflare answers for {zone})"))
-    if edge.route53_public_zone_id is not None and edge.route53_public_zone_id == dns.zone_id:
-        problems.append((f"{k}dns.zone_id", f"is the public zone (edge.route53_public_zone_id); the origins need a zone of their own "
-                         f"that Cloudflare delegates to Route 53, e.g. a hosted zone for origin.{host}"))
-    if dns.zone_name is None:
-        problems.append((f"{k}dns.zone_name", f"missing: in phase c the Route 53 zone dns.zone_id holds the origin records and "
-                         f"the ACM validation records, so it must be a subzone of {zone} that Cloudflare delegates to Route 53 "
-                         f"(NS records in Cloudflare); name it, e.g. zone_name: origin.{host}"))
-    else:
-        if dns.zone_name == zone or not within(dns.zone_name, zone):
-            problems.append((f"{k}dns.zone_name", f"{dns.zone_name} is not a subzone of the Cloudflare zone {zone}: Cloudflare "
-                             f"answers for {zone}, so nobody would ask a Route 53 zone of that name, ACM would never see its "
-                             f"validation records and `pulumi up` would time out; use a subzone Cloudflare delegates to Route 53, "
-                             f"e.g. zone_name: origin.{host}"))
-        if not within(dns.record_name, dns.zone_name):
-            problems.append((f"{k}dns.record_name", f"{dns.record_name} is not in the origin zone {dns.zone_name}; the ALB "
-                             f"certificates are validated there, e.g. record_name: {dns.zone_name}"))
-        if within(host, dns.zone_name):
-            problems.append((f"{k}edge.hostname", f"{host} is inside the Route 53 subzone {dns.zone_name}: Cloudflare would "
-                             f"delegate it away and its load balancer would never answer; keep the public name outside, "
-                             f"e.g. hostname: api.{zone} with zone_name: origin.api.{zone}"))
-    if not dns.https:
-        problems.append((f"{k}dns.https", "phase c pins the Cloudflare zone to SSL mode Full (strict): the edge reaches the "
-                         "origins over TLS only, so the ALBs need their ACM certificates; remove it or set https: true"))
-
-    owned = edge.owns_entry_points
-    if owned is None:
-        problems.append((f"{k}edge.owns_entry_points", f"missing: Cloudflare allows one entry-point ruleset per phase per zone, "
-                         f"and whoever creates it owns that phase for every hostname of {zone} (the stack's rules match {host} "
-                         "only). Run `python -m ops preflight --stack <stack>` (it runs without this key) to list the zone's "
-                         "existing entry points, then list those this stack may own, e.g. owns_entry_points: [waf, rate_limit, cache], or [] to leave every "
-                         "phase to the zone's owner"))
-    else:
-        twice = sorted({p for p in owned if owned.count(p) > 1})
-        if twice:
-            problems.append((f"{k}edge.owns_entry_points", f"lists {twice} twice; list each entry point once"))
-    if owned is not None and "waf" in owned:
-        if edge.plan == "free":
-            problems.append((f"{k}edge.owns_entry_points", "waf executes the Cloudflare Managed and OWASP rulesets, which "
-                             "need a Pro plan or above; remove waf, or set e.g. plan: pro"))
-        elif edge.waf.owasp_action == "log" and edge.plan != "enterprise":
-            problems.append((f"{k}edge.waf.owasp_action", f"log is an Enterprise-only action (plan is {edge.plan}); start with "
-                             "owasp_action: off, and switch to block once you know what it would block, e.g. owasp_action: off"))
-    elif owned is not None and "waf" in edge.model_fields_set:
-        problems.append((f"{k}edge.waf", "configures the waf entry point, which this stack does not own (owns_entry_points); "
-                         "remove edge.waf, or add waf to owns_entry_points"))
-    return problems
-
-
-def _membership_checks(cfg: StackConfig) -> list[tuple[str, str]]:
-    """Phases b/c: regions that seed from a writer, writer indexes, and the quorum's member lists."""
-    k = f"{NAMESPACE}:"
-    problems: list[tuple[str, str]] = []
-    names = cfg.region_names
-    writers = cfg.writers
-    for i, rc in enumerate(cfg.regions):
-        src = rc.seed_from
-        if src is None:
-            continue
-        key = f"{k}regions[{i}].seed_from"
-        # A writer it may copy: never itself, never a region that is itself seeding.
-        example = next((w for w in writers if w != rc.name and cfg.region(w).role == "active"), None)
-        fix = f"e.g. seed_from: {example}" if example else "first make one region a writer (no seed_from)"
-        if src == rc.name:
-            problems.append((key, f"{rc.name} cannot seed from itself; name the writer to copy, {fix}"))
-        elif src not in names:
-            problems.append((key, f"'{src}' is not a region of this stack; name the writer to copy, one of {writers}, {fix}"))
-        elif cfg.region(src).role != "active":
-            problems.append((key, f"{src} is not an active region; seed from an active writer, {fix}"))
-        elif cfg.region(src).seed_from is not None:
-            problems.append((key, f"{src} is itself seeding (seed_from: {cfg.region(src).seed_from}); a copy must come from "
-                             f"a writer, {fix}"))
-
-    seen: dict[int, str] = {}
-    for i, rc in enumerate(cfg.regions):
-        index = cfg.writer_index(rc.name)
-        if index in seen:
-            used = {cfg.writer_index(n) for n in names}
-            free = next((x for x in range(1, SEQUENCE_STRIDE + 1) if x not in used), SEQUENCE_STRIDE)
-            problems.append((f"{k}regions[{i}].index", f"{rc.name} would have index {index}, which {seen[index]} already has "
-                             f"(an index is the list position unless pinned); give each writer its own from 1 to "
-                             f"{SEQUENCE_STRIDE}, e.g. index: {free}"))
-        seen.setdefault(index, rc.name)
-
-    lists = {"members": cfg.quorum.members, "next_members": cfg.quorum.next_members}
-    for key, given in lists.items():
-        if given is None:
-            continue
-        unknown = [r for r in given if r not in names]
-        twice = sorted({r for r in given if given.count(r) > 1})
-        if not given:
-            problems.append((f"{k}quorum.{key}", f"is empty; {_list_fix(cfg, key)}"))
-        if unknown:
-            problems.append((f"{k}quorum.{key}", f"{unknown} are not regions of this stack; {_list_fix(cfg, key)}"))
-        if twice:
-            problems.append((f"{k}quorum.{key}", f"lists {twice} twice; list each region once"))
-    if problems:
-        return problems
-
-    joint = cfg.quorum_next_members is not None
-    members = cfg.quorum_members
-    q = cfg.quorum
-    for message in timing_problems(cfg.quorum_voters, probe_s=q.probe_interval_seconds,
-                                   stale_after_s=cfg.quorum_stale_after, lease_s=q.lease):
-        problems.append((f"{k}quorum.{message.split(' ', 1)[0]}", message))
-    why = list_problem(members, joint=joint, writers=writers)
-    if why is not None:
-        if cfg.quorum.members is None:
-            seeding = ", ".join(cfg.seeding)
-            problems.append((f"{k}quorum.members", f"by default every region without seed_from ({', '.join(members)}): "
-                             f"{why}. Set the current members explicitly (a region rebuilt with seed_from stays a member "
-                             f"while it is down{': ' + seeding if seeding else ''}), e.g. members: {_odd_example(cfg)}"))
-        else:
-            problems.append((f"{k}quorum.members", f"{members}: {why}; e.g. members: {_odd_example(cfg)}"))
-    nxt = cfg.quorum_next_members
-    if nxt is not None:
-        why = list_problem(nxt, joint=True, writers=[])
-        if why is not None:
-            problems.append((f"{k}quorum.next_members", f"{nxt}: {why}"))
-        elif nxt == members:
-            problems.append((f"{k}quorum.next_members", "is the same as members: no change is in progress; remove next_members"))
-    return problems
-
-
-def _odd_example(cfg: StackConfig) -> list[str]:
-    names = cfg.region_names
-    return names[: max(3, len(names) - (1 - len(names) % 2))]
-
-
-def _list_fix(cfg: StackConfig, key: str) -> str:
-    """A member list the validator accepts for `key`: suggesting one it refuses would send the
-    operator round in circles. `members`: the writers if they can decide alone, else an odd prefix
-    of the regions. `next_members`: every region of the stack, when that is a change."""
-    if key == "members":
-        writers = cfg.writers
-        ok = list_problem(writers, joint=False, writers=writers) is None
-        return f"list regions of it, e.g. members: {writers if ok else _odd_example(cfg)}"
-    current = cfg._in_order(cfg.quorum.members) if cfg.quorum.members else cfg.writers
-    everyone = cfg.region_names
-    if everyone != current and list_problem(everyone, joint=True, writers=[]) is None:
-        return (f"list the members after the change, e.g. next_members: {everyone} (or remove next_members when no "
-                "membership change is in progress)")
-    return "remove next_members: no membership change is in progress"
-
-
-def _round_up(x: float) -> str:
-    """A tidy value at or above x, for examples in messages."""
-    for step in (0.01, 0.1, 1, 5, 10, 30, 60, 300):
-        if x <= step * 20:
-            return f"{(int(x / step) + 1) * step:g}"
-    return f"{int(x) + 1}"
-
-
-def _loc_to_key(loc: tuple[Any, ...]) -> str:
-    out = NAMESPACE + ":"
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("" if i == 0 else ".") + str(part)
-    return out
-
-
-def _model_and_field(loc: tuple[Any, ...]) -> tuple[Optional[type[BaseModel]], Any]:
-    """Walk the model tree along `loc`: the model that holds the last key, and that key's field."""
-    model: Optional[type[BaseModel]] = StackConfig
-    holder: Optional[type[BaseModel]] = StackConfig
-    field = None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is None or part not in model.model_fields:
-            return model, None
-        holder, field = model, model.model_fields[part]
-        model = next((a for a in _flatten(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return holder, field
-
-
-def _flatten(ann: Any) -> list[Any]:
-    out = [ann]
-    for arg in typing.get_args(ann):
-        out += _flatten(arg)
-    return out
-
-
-def _example_for(loc: tuple[Any, ...]) -> Optional[str]:
-    """A valid value for the key at `loc`: its documented example, its default, or its first allowed choice."""
-    _, field = _model_and_field(loc)
-    if field is None:
-        return None
-    if field.examples:
-        value = field.examples[0]
-    elif field.default not in (None, PydanticUndefined) and field.default != []:
-        value = field.default
-    else:
-        choices = [a for t in _flatten(field.annotation) if typing.get_origin(t) is Literal for a in typing.get_args(t)]
-        if not choices:
-            return None
-        value = choices[0]
-    if isinstance(loc[-1], int) and isinstance(value, list) and value:
-        value = value[0]
-    return json.dumps(value)
-
-
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    model: Optional[type[BaseModel]] = StackConfig
-    if len(loc) > 1:
-        _, parent = _model_and_field(loc[:-1])
-        model = next((a for a in _flatten(parent.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None) if parent else None
-    names = list(model.model_fields) if model is not None else []
-    if len(loc) == 1:
-        names += list(SECRET_KEYS)
-    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key; did you mean '{close[0]}'? (valid here: {', '.join(names)})"
-    return f"unknown key; remove it, or use one of: {', '.join(names)}"
-
-
-def _format_pydantic(err: ValidationError) -> list[tuple[str, str]]:
-    problems = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        key = _loc_to_key(loc)
-        kind = e["type"]
-        example = _example_for(loc)
-        name = next((str(p) for p in reversed(loc) if not isinstance(p, int)), "value")
-        if kind == "missing":
-            msg = "missing required key; add it to the stack file"
-        elif kind == "extra_forbidden":
-            msg = _did_you_mean(loc)
-        elif kind == "value_error":
-            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
-        else:
-            msg = f"{e['msg']} (got {json.dumps(e.get('input'), default=str)})"
-        if example is not None and "e.g." not in msg and kind != "extra_forbidden":
-            msg += f"; e.g. {name}: {example}"
-        problems.append((key, msg))
-    return problems
-
-
 def _parse_value(key: str, raw: Any) -> Any:
     """Pulumi hands structured config to programs as JSON strings."""
     if not isinstance(raw, str):
@@ -1063,12 +1065,13 @@ def load_config(values: Mapping[str, Any], stack: str, *, cross_checks: bool = T
     try:
         cfg = StackConfig.model_validate(parsed)
     except ValidationError as e:
-        raise ConfigError(stack, refused + _format_pydantic(e)) from None
+        raise ConfigError(stack, refused + pydantic_problems(e.errors(), StackConfig, prefix=f"{NAMESPACE}:",
+                                                             top_level=SECRET_KEYS)) from None
     if not cross_checks:
         if refused:
             raise ConfigError(stack, refused)
         return cfg
-    problems = refused + _cross_checks(cfg)
+    problems = refused + cfg.cross_checks()
     problems += [(f"{NAMESPACE}:{key}", SECRET_MISSING[key]) for key in PHASE_SECRETS[cfg.phase] if key not in secrets]
     if problems:
         raise ConfigError(stack, problems)

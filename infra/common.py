@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from components._kit import Labels
 from components.dashboard import Dashboard, DashboardArgs, RegionSignals
 from components.fraiseql_service import FraiseqlService, FraiseqlServiceArgs
 from components.multi_master_replication import MultiMasterReplication
@@ -25,6 +26,11 @@ def lambda_code() -> pulumi.AssetArchive:
     """The functions' code: the `replication` package's source files and nothing else (no bytecode or
     editor leftovers, which differ from machine to machine and would update every function)."""
     return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in package_files(REPO / "replication").items()})
+
+
+def labels(cfg: StackConfig, stack: str) -> Labels:
+    """What every component tags its resources with (components/_kit.py)."""
+    return Labels(stack=stack, phase=cfg.phase, tags=cfg.tags)
 
 
 def manifest(cfg: StackConfig, stack: str) -> aws.ssm.Parameter:
@@ -59,22 +65,20 @@ def region_stacks(cfg: StackConfig, stack: str, origin_lock: Optional[OriginLock
                 app_port=cfg.app.port,
                 health_path=cfg.app.health_path,
                 db_port=cfg.database.port,
-                phase=cfg.phase,
-                stack=stack,
                 certificate_names=cert_names,
                 zone_id=cfg.dns.zone_id,
                 certificate_zone_ids=extra,
                 log_retention_days=cfg.app.log_retention_days,
                 alert_emails=tuple(cfg.alerts.emails),
                 origin_lock=origin_lock,
-                tags=cfg.tags,
             ),
+            labels=labels(cfg, stack),
         )
         for rc in cfg.regions
     }
 
 
-def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict[str, Any]:
+def database_common(cfg: StackConfig, regions: dict[str, RegionStack]) -> dict[str, Any]:
     """DatabaseArgs fields that every phase fills the same way."""
     db = cfg.database
     return dict(
@@ -89,9 +93,6 @@ def database_common(cfg: StackConfig, stack: str, regions: dict[str, RegionStack
         performance_insights_retention_days=db.performance_insights_retention_days,
         apply_immediately=db.apply_immediately,
         vpc_ids={r: rs.vpc_id for r, rs in regions.items()},
-        phase=cfg.phase,
-        stack=stack,
-        tags=cfg.tags,
     )
 
 
@@ -143,10 +144,8 @@ def services(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], data
                 db_secret_arn=secret_arns[rc.name],
                 secret_filled_by=database.app_secret_fillers.get(rc.name),
                 db_secret_kms_key_arn=database.kms_key_arns[rc.name],
-                phase=cfg.phase,
-                stack=stack,
-                tags=cfg.tags,
             ),
+            labels=labels(cfg, stack),
             opts=ResourceOptions(depends_on=[rs]),
         )
     return services
@@ -192,8 +191,6 @@ def dashboard(cfg: StackConfig, stack: str, regions: Mapping[str, RegionStack], 
     return Dashboard(
         "fraiseql-dashboard",
         DashboardArgs(
-            phase=cfg.phase,
-            stack=stack,
             home_region=cfg.regions[0].name,
             regions=tuple(
                 RegionSignals(
@@ -215,4 +212,5 @@ def dashboard(cfg: StackConfig, stack: str, regions: Mapping[str, RegionStack], 
             budget_usd=cfg.budget.monthly_usd,
             budget_name=budget_name,
         ),
+        labels=labels(cfg, stack),
     )

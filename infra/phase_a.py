@@ -44,8 +44,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 code=common.lambda_code(),
                 dependencies_layer=pulumi.FileArchive(str(LAMBDA_DEPS)),
             ),
-            **common.database_common(cfg, stack, regions),
+            **common.database_common(cfg, regions),
         ),
+        labels=common.labels(cfg, stack),
     )
 
     # Each region's tasks read the app's own credentials from their own region (issue 13).
@@ -72,10 +73,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             https=cfg.dns.https,
             request_interval=cfg.dns.health_check_interval,
             failure_threshold=cfg.dns.failure_threshold,
-            phase=cfg.phase,
-            stack=stack,
-            tags=cfg.tags,
         ),
+        labels=common.labels(cfg, stack),
     )
     adopt = cfg.database.adopt
     link = None
@@ -90,10 +89,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 source_vpc_id=adopt.source_vpc_id,
                 source_cidr=adopt.source_cidr,
                 source_port=adopt.source_port,
-                phase=cfg.phase,
-                stack=stack,
-                tags=cfg.tags,
             ),
+            labels=common.labels(cfg, stack),
         )
     budget = common.budget(cfg, stack)
     board = common.dashboard(

@@ -45,10 +45,8 @@ def inter_region_network(cfg: StackConfig, stack: str, regions: dict[str, Region
             ),
             hub_region=cfg.network.hub_region,
             db_port=cfg.database.port,
-            phase=cfg.phase,
-            stack=stack,
-            tags=cfg.tags,
         ),
+        labels=common.labels(cfg, stack),
     )
 
 
@@ -88,7 +86,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             ),
             lag_alarm_seconds=cfg.lag_alarm_seconds,
             log_retention_days=cfg.app.log_retention_days,
-            **common.database_common(cfg, stack, regions),
+            **common.database_common(cfg, regions),
             multi_master=MultiMasterSettings(
                 conflict_policy={
                     "default": repl.default,
@@ -99,6 +97,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 dependencies_layer=deps,
             ),
         ),
+        labels=common.labels(cfg, stack),
         # Subscriptions travel over the inter-region network: it must exist first.
         opts=ResourceOptions(depends_on=[network]),
     )
@@ -111,7 +110,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 QuorumRegion(
                     region=rc.name,
                     vpc_id=regions[rc.name].vpc_id,
-                    subnet_ids=regions[rc.name].private_subnet_ids,  # type: ignore[arg-type]  # quorum.py: invariant list
+                    subnet_ids=regions[rc.name].private_subnet_ids,
                     db_security_group_id=regions[rc.name].db_security_group_id,
                     db_host=database.writer_addresses[rc.name],
                     db_port=db.port,
@@ -134,13 +133,11 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
             agent_reserved_concurrency=cfg.quorum.agent_reserved_concurrency,
             health_path=cfg.app.health_path,
             code=code,
-            dependencies_layer_arns=database.dependencies_layer_arns,  # type: ignore[arg-type]  # quorum.py: invariant dict
+            dependencies_layer_arns=database.dependencies_layer_arns,
             after=tuple(database.bootstrap_runs),
             log_retention_days=cfg.app.log_retention_days,
-            phase=cfg.phase,
-            stack=stack,
-            tags=cfg.tags,
         ),
+        labels=common.labels(cfg, stack),
         opts=ResourceOptions(depends_on=[database]),
     )
     services = common.services(cfg, stack, regions, database, database.app_secret_arns)
@@ -163,10 +160,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 failure_threshold=cfg.dns.failure_threshold,
                 control_health_check_ids=fence.recovery_health_check_ids,
                 endpoint_checks=endpoint_checks,
-                phase=cfg.phase,
-                stack=stack,
-                tags=cfg.tags,
             ),
+            labels=common.labels(cfg, stack),
         )
 
     if cfg.phase != "c":

@@ -9,7 +9,7 @@ import pulumi
 from components.edge import Edge, EdgeArgs, EdgeOrigin, WorkerBundle
 from components.region_stack import OriginLock, RegionStack
 from core.config import NAMESPACE, StackConfig
-from infra import cloudflare_ips
+from infra import cloudflare_ips, common
 from infra.paths import REPO
 
 #: The header the worker and the edge monitor send (components/edge.py, worker/).
@@ -69,10 +69,8 @@ def build(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> dict
             owasp_action=edge_cfg.waf.owasp_action,
             owasp_paranoia_level=edge_cfg.waf.owasp_paranoia_level,
             owasp_score_threshold=edge_cfg.waf.owasp_score_threshold,
-            stack=stack,
-            phase=cfg.phase,
-            tags=cfg.tags,
         ),
+        labels=common.labels(cfg, stack),
     )
     return {
         "apiHostname": edge_cfg.hostname,

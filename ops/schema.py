@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from core.config import ReplicationConfig
+from core.problems import pydantic_problems
 from ops import log
 from ops.aws import Runtime
 from ops.errors import EXIT_FAILED, Refused, StepFailed, UsageError
@@ -69,11 +70,12 @@ def load_policy(path: str) -> ConflictPolicy:
     except yaml.YAMLError as e:
         raise UsageError(f"--policy {path} is not YAML or JSON: {e}", step=STEP) from None
     block: Any = None
+    where = ""  # the block's key in the file, for the keys the problems name
     if isinstance(data, dict):
         config: dict[str, Any] = data["config"] if isinstance(data.get("config"), dict) else data
         for key in ("fraiseql:replication", "replication"):
             if key in config:
-                block = config[key]
+                block, where = config[key], key
                 break
         else:
             if set(data) <= {"default", "tables", "replicated", "lag_alarm_seconds"} and data:
@@ -84,7 +86,7 @@ def load_policy(path: str) -> ConflictPolicy:
     try:
         cfg = ReplicationConfig.model_validate(block)
     except ValidationError as e:
-        bad = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        bad = "; ".join(f"{key}: {text}" for key, text in pydantic_problems(e.errors(), ReplicationConfig, prefix=where))
         raise UsageError(f"--policy {path}: the replication block is invalid: {bad}", step=STEP) from None
     try:
         return ConflictPolicy(default=cfg.default, replicated=tuple(cfg.replicated),

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import yaml
 
 from infra.synth import REPO
@@ -20,12 +25,78 @@ def test_runs_on_pull_requests():
     assert "pull_request" in load()["on"]
 
 
-def test_offline_job_runs_the_readme_test_command_and_plans_every_stack():
-    steps = load()["jobs"]["offline"]["steps"]
-    runs = "\n".join(s.get("run", "") for s in steps)
-    assert "scripts/test.sh" in runs
-    assert "python -m infra plan --stack" in runs and "Pulumi.*.yaml" in runs
-    assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+# --- the scripts, run in a copy of the repository with every tool they call replaced by a recorder ---
+
+RECORDER = r"""#!/usr/bin/env bash
+printf '%s\n' "$(basename "$0") $*" >> "$CALLS"
+if [ "$(basename "$0")" = curl ]; then  # build-lambda-deps.sh fetches the RDS CA bundle with -o FILE
+  while [ $# -gt 0 ]; do if [ "$1" = -o ]; then echo "-----BEGIN CERTIFICATE-----" > "$2"; fi; shift; done
+fi
+"""
+#: What scripts/python.sh leaves behind: the virtualenv's tools (here recorders) and its Python's version.
+PYTHON_SH = 'PY_VERSION="$(tr -d \'[:space:]\' < .python-version)"; VENV=.venv\n'
+RECORDED = ("python", "ruff", "mypy", "zizmor")
+
+
+def _sandbox(tmp_path) -> tuple[Path, Path, dict[str, str]]:
+    """A copy of what the CI scripts read, with recorders for the tools they run (the virtualenv's, npm,
+    curl, python3, pulumi): a script runs as on a runner and leaves the list of commands it ran."""
+    root = tmp_path / "repo"
+    for item in (".ci", "scripts", ".github", ".python-version", "requirements.lock", "tests/iam/package.json",
+                 "tests/iam/package-lock.json", *[p.name for p in REPO.glob("Pulumi.*.yaml")]):
+        src, dst = REPO / item, root / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    (root / "scripts" / "python.sh").write_text(PYTHON_SH)
+    bin_dir = tmp_path / "bin"
+    for tool in [*(root / ".venv" / "bin" / t for t in RECORDED), *(bin_dir / t for t in ("npm", "curl", "python3", "pulumi"))]:
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.write_text(RECORDER)
+        tool.chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls)}
+    env.pop("BUILD_DIR", None)
+    return root, calls, env
+
+
+def _run(tmp_path, command: list[str]) -> list[str]:
+    """Run `command` at the root of a fresh sandbox: the commands it ran, in order."""
+    root, calls, env = _sandbox(tmp_path)
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return calls.read_text().splitlines()
+
+
+def _run_script(tmp_path, script: str) -> list[str]:
+    return _run(tmp_path, ["bash", script])
+
+
+def _offline_job(tmp_path) -> list[str]:
+    """Every `run` step of the offline job, in order, as the runner runs them (bash -e, from the checkout)."""
+    steps = [s["run"] for s in load()["jobs"]["offline"]["steps"] if "run" in s]
+    return _run(tmp_path, ["bash", "-e", "-c", "\n".join(f"( {run}\n)" for run in steps)])
+
+
+def _tools(calls: list[str]) -> list[str]:
+    return [c.split()[0] for c in calls]
+
+
+def test_the_test_command_runs_the_linters_zizmor_and_the_suite(tmp_path):
+    calls = _run_script(tmp_path, "scripts/test.sh")
+    assert "ruff check ." in calls and "mypy" in _tools(calls)
+    assert "zizmor --offline --min-severity medium .github/workflows" in calls  # nothing above low severity
+    assert "npm ci --no-audit --no-fund --loglevel=error" in calls  # the IAM simulator's locked packages
+    assert any(c.startswith("python -m pytest") for c in calls)
+
+
+def test_the_offline_job_runs_what_ci_runs_then_plans_every_stack_file(tmp_path):
+    job = _offline_job(tmp_path / "job")
+    plans = [c for c in job if c.startswith("python -m infra plan")]
+    stacks = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in REPO.glob("Pulumi.*.yaml"))
+    assert sorted(plans) == [f"python -m infra plan --stack {s}" for s in stacks]
+    ci = _run_script(tmp_path / "ci", ".ci/run")
+    assert _tools([c for c in job if c not in plans]) == _tools(ci) and "python" in _tools(ci)
 
 
 def test_preview_job_uses_pulumi_actions_with_the_policy_pack():
@@ -58,15 +129,16 @@ def _index(pred) -> int:
     return next(i for i, s in enumerate(_steps()) if pred(s))
 
 
-def test_the_layer_the_program_deploys_is_built_before_the_preview():
+def test_the_layer_the_program_deploys_is_built_before_the_preview(tmp_path):
     from infra.paths import LAMBDA_DEPS
 
-    build = _index(lambda s: "scripts/build-lambda-deps.sh" in s.get("run", ""))
+    build = _index(lambda s: s.get("run") == "scripts/build-lambda-deps.sh")
     preview = _index(lambda s: s.get("with", {}).get("command") == "preview")
     assert build < preview
-    # the script's default output is the file the program hands Lambda
-    script = (REPO / "scripts" / "build-lambda-deps.sh").read_text()
-    assert 'build="${BUILD_DIR:-build}"' in script and LAMBDA_DEPS == REPO / "build" / "lambda-deps.zip"
+    # by default the script writes the very file the program hands Lambda
+    calls = _run_script(tmp_path, "scripts/build-lambda-deps.sh")
+    archive = next(c for c in calls if c.startswith("python3 -m infra.lambda_archive"))
+    assert archive.split()[-1] == str(LAMBDA_DEPS.relative_to(REPO))
 
 
 def test_the_cli_is_installed_before_the_stack_is_set_up():
@@ -163,13 +235,16 @@ def test_policy_pack_layout_is_what_the_cli_expects():
     assert (pack / "__main__.py").exists() and (pack / "requirements.txt").exists()
 
 
-def test_ci_runs_the_python_of_the_lambda_runtime():
-    # The bootstrap and fence-agent Lambdas run `replication/` on this Python; CI tests it on the same.
-    from components import _database, quorum
+def test_ci_runs_the_python_of_the_lambda_runtime(tmp_path):
+    # The bootstrap and fence-agent Lambdas run `replication/` on this Python; CI tests it on the same,
+    # and the layer carries packages built for it.
+    from components._lambda import LAMBDA_RUNTIME
 
     version = (REPO / ".python-version").read_text().strip()
-    assert _database.LAMBDA_RUNTIME == quorum.LAMBDA_RUNTIME == f"python{version}"
-    assert f"--python-version {version}" in (REPO / "scripts" / "build-lambda-deps.sh").read_text()
+    assert LAMBDA_RUNTIME == f"python{version}"
+    pip = next(c.split() for c in _run_script(tmp_path, "scripts/build-lambda-deps.sh")
+               if c.startswith("python3 -m pip install"))
+    assert pip[pip.index("--python-version") + 1] == version
     for job in load()["jobs"].values():
         for step in job["steps"]:
             if str(step.get("uses", "")).startswith("actions/setup-python@"):
@@ -206,7 +281,8 @@ def test_no_checkout_persists_its_token():
                 assert step["with"]["persist-credentials"] is False
 
 
-def test_zizmor_reports_nothing_above_low_and_the_suite_runs_it():
+def test_zizmor_reports_nothing_above_low():
+    # the test command runs it: test_the_test_command_runs_the_linters_zizmor_and_the_suite
     import subprocess
     import sys
     from pathlib import Path
@@ -215,4 +291,3 @@ def test_zizmor_reports_nothing_above_low_and_the_suite_runs_it():
     res = subprocess.run([str(zizmor), "--offline", "--min-severity", "medium", "--format", "plain",
                           str(WORKFLOW.parent)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "zizmor\" --offline --min-severity medium .github/workflows" in (REPO / "scripts" / "test.sh").read_text()

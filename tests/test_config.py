@@ -87,7 +87,7 @@ def test_missing_nested_key_suggests_an_example():
 @pytest.mark.parametrize("amount", [0, -100])
 def test_non_positive_budget(amount):
     msg = problems_of(lambda v: v["budget"].update(monthly_usd=amount))
-    assert "fraiseql:budget.monthly_usd" in msg and "greater than 0" in msg
+    assert "fraiseql:budget.monthly_usd: expected a number > 0" in msg
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ def test_bad_config_registers_no_resource():
 
 def test_negative_usage_is_rejected():
     msg = problems_of(lambda v: v.setdefault("usage", {}).update(nat_gb_month=-5))
-    assert "fraiseql:usage.nat_gb_month" in msg and "greater than or equal to 0" in msg
+    assert "fraiseql:usage.nat_gb_month: expected a number >= 0" in msg
 
 
 def test_misspelled_usage_key_is_rejected():

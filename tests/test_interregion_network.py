@@ -12,17 +12,14 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import pulumi
 import pulumi_aws as aws
 import pytest
-from pulumi.runtime import config as runtime_config
-from pulumi.runtime.settings import SETTINGS
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
+from components._kit import Labels
 from components.interregion_network import InterRegionNetwork, InterRegionNetworkArgs, RegionAttachment
 from core.planning import plan_subnets
-from infra.mocks import PlanMocks, RecordingMonitor, Registration
+from infra.mocks import Registration
+from infra.synth import Synthesis, synthesize
 
 COMPONENT = "fraiseql:network:InterRegionNetwork"
 PCX = "aws:ec2/vpcPeeringConnection:VpcPeeringConnection"
@@ -48,32 +45,33 @@ CIDRS = {
 THREE = ("us-east-1", "us-west-2", "eu-west-1")
 AZS = 2
 TABLES = ("private-0", "private-1", "database")  # route tables per region, in the order passed
+LABELS = Labels(stack="test", phase="b", tags={"owner": "platform"})
+#: What the component's taggable children carry (components/_kit.py): the stack's labels and their own name.
+TAGGED = (PCX, PCX_ACCEPTER, TGW, TGW_VPC, TGW_RT, TGW_PEERING, TGW_ACCEPTER)
 
 
 # --- harness ---------------------------------------------------------------------------------
 
-class _Monitor(RecordingMonitor):
-    """RecordingMonitor that also keeps each resource's full dependency list (incl. depends_on)."""
-
-    def __init__(self, mocks):
-        super().__init__(mocks)
-        self.dependencies: dict[str, list[str]] = {}
-
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        self.dependencies[response.urn] = list(request.dependencies)
-        return response
-
-
 @dataclass
 class Run:
-    registrations: list[Registration]
+    syn: Synthesis
     ids: dict[str, str]
-    dependencies: dict[str, list[str]]
-    outputs: dict[str, Any]
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return self.syn.registrations
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.syn.outputs
+
+    @property
+    def dependencies(self) -> dict[str, list[str]]:
+        """Each resource's whole dependency list: its inputs' resources and `depends_on`."""
+        return {r.urn: r.dependencies for r in self.registrations}
 
     def of_type(self, typ: str) -> list[Registration]:
-        return [r for r in self.registrations if r.type == typ]
+        return self.syn.of_type(typ)
 
     def named(self, name: str) -> Registration:
         found = [r for r in self.registrations if r.name == name]
@@ -90,7 +88,7 @@ class Run:
 
     @property
     def component(self) -> Registration:
-        (comp,) = self.of_type(COMPONENT)
+        (comp,) = [r for r in self.registrations if r.type == COMPONENT]
         return comp
 
     @property
@@ -99,24 +97,10 @@ class Run:
 
 
 def run_program(program: Callable[[], Optional[dict[str, Any]]], monitors: Optional[list] = None) -> Run:
-    """Run `program` under the repo's mocks (as `infra.synth.synthesize` runs the real program)."""
-    pulumi.runtime.settings.ROOT.set(None)
-    monitor = _Monitor(PlanMocks())
-    pulumi.runtime.set_mocks(monitor.mocks, project="fraiseql", stack="test", preview=False, monitor=monitor)
-    if monitors is not None:
-        monitors.append(monitor)
-    runtime_config.set_all_config({}, [])
-    SETTINGS.rpc_manager.clear()
-    SETTINGS.outputs.clear()
-    outputs: dict[str, Any] = {}
-
-    def body() -> None:
-        declared = program() or {}
-        outputs.update(_sync_await(pulumi.Output.from_input(declared).future()) or {})
-
-    _sync_await(run_pulumi_func(body))
-    ids = {urn: reg.id for urn, reg in monitor.resources.items()}
-    return Run(list(monitor.registrations), ids, dict(monitor.dependencies), outputs)
+    """Run `program` under the repo's mocks, in place of the stack's program (`infra.synth.synthesize`)."""
+    seen: list = [] if monitors is None else monitors
+    syn = synthesize("test", config={}, run=lambda: program() or {}, monitors=seen)
+    return Run(syn, {urn: reg.id for urn, reg in seen[-1].resources.items()})
 
 
 def database_cidrs(region: str) -> tuple[str, ...]:
@@ -153,10 +137,8 @@ def network(regions, topology="mesh", hub=None, port=5432) -> Run:
                 regions=tuple(upstream(r) for r in regions),
                 hub_region=hub,
                 db_port=port,
-                phase="b",
-                stack="test",
-                tags={"owner": "platform"},
             ),
+            labels=LABELS,
         )
         return {
             "links": net.links,
@@ -465,10 +447,11 @@ def test_every_resource_is_a_direct_child_of_the_component(fixture, request):
     assert run.component.name == "net"
     for reg in mine:
         assert reg.name.startswith("net-")
-        tags = reg.inputs.get("tags")
-        if tags is not None:
-            assert tags["component"] == "InterRegionNetwork" and tags["owner"] == "platform"
-            assert tags["Name"] == reg.name and tags["stack"] == "test" and tags["phase"] == "b"
+        if reg.type in TAGGED:
+            assert reg.inputs["tags"] == {"Name": reg.name, "project": "fraiseql", "phase": "b", "stack": "test",
+                                          "component": "InterRegionNetwork", "owner": "platform"}
+        else:
+            assert "tags" not in reg.inputs, reg.name
 
 
 def _literal(region: str, subnets=("subnet-a", "subnet-b")) -> RegionAttachment:
@@ -506,13 +489,11 @@ def test_impossible_arguments_raise_before_anything_is_registered(change, messag
         regions=(_literal("us-east-1"), _literal("us-west-2")),
         hub_region=None,
         db_port=5432,
-        phase="b",
-        stack="test",
     )
     fields.update(change)
     monitors: list = []
     with pytest.raises(ValueError, match=message):
-        run_program(lambda: InterRegionNetwork("net", InterRegionNetworkArgs(**fields)) and None, monitors)
+        run_program(lambda: InterRegionNetwork("net", InterRegionNetworkArgs(**fields), labels=LABELS) and None, monitors)
     assert monitors[0].registrations == []
 
 
@@ -526,9 +507,9 @@ def test_overlapping_vpc_cidrs_are_refused():
         db_security_group_id="sg-x",
     )
     args = InterRegionNetworkArgs(
-        topology="mesh", regions=(_literal("us-east-1"), clash), hub_region=None, db_port=5432, phase="b", stack="t"
+        topology="mesh", regions=(_literal("us-east-1"), clash), hub_region=None, db_port=5432,
     )
     monitors: list = []
     with pytest.raises(ValueError, match="overlap"):
-        run_program(lambda: InterRegionNetwork("net", args) and None, monitors)
+        run_program(lambda: InterRegionNetwork("net", args, labels=LABELS) and None, monitors)
     assert monitors[0].registrations == []

@@ -75,9 +75,3 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
     assert violations("core") == ["core/bad.py:2 imports infra.program.run", "core/bad.py:3 imports pulumi_aws"]
 
-
-def test_only_replication_defines_the_quorum_size():
-    # Everything else calls replication.quorum.quorum_size (re-exported by core.slo).
-    hits = [f"{p.relative_to(REPO)}" for layer in ALLOWED for p in (REPO / layer).rglob("*.py")
-            if layer != "replication" and "// 2 + 1" in p.read_text()]
-    assert hits == []

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from itertools import permutations, product
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import membership, slo
 from replication.quorum import (
     HeartbeatRow,
     RelayEntry,
@@ -19,8 +21,10 @@ from replication.quorum import (
     decide_region,
     detection_bound,
     link_view,
+    majority_of,
     merge_reports,
     mutual_graph,
+    quorum_size,
     select_majority,
 )
 
@@ -268,3 +272,12 @@ def test_a_member_already_on_the_next_list_confirms_with_that_list_s_clique() ->
     # and one still reporting the current list confirms only with the current clique
     stale = {"us-east-1": {sig_old: three - {"us-west-2"}, sig_new: five}, "eu-west-1": joint}
     assert decide_region("us-west-2", old, full, next_regions=new, selections=stale).reason == "unconfirmed"
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_config_the_program_and_the_pack_count_a_majority_as_the_agents_do(n):
+    """core.membership.majority (config validation, the program, the manifest, the pack) is the agents'
+    majority_of for every member count, and the write quorum where that is defined (odd n >= 3)."""
+    assert membership.majority(n) == majority_of(n)
+    if n >= 3 and n % 2:
+        assert membership.majority(n) == quorum_size(n) == slo.quorum_size(n)

@@ -13,6 +13,8 @@ import json
 
 import pytest
 
+from replication.agent import Settings
+from replication.quorum import majority_of, quorum_size
 from tests.conftest import synth_variant
 from tests.helpers import in_region, one
 
@@ -152,19 +154,32 @@ def test_quorum_safety_rule_keeps_at_least_two_of_three_routing_controls_on(phas
     assert set(rule.inputs["assertedControls"]) == controls and len(controls) == 3
 
 
+def test_every_statement_of_the_write_quorum_is_the_one_definition(phase_b):
+    """`replication.quorum` defines the write quorum once: the stack's output, the manifest the policy
+    pack reads, the ARC safety rule and the majority each agent computes from its members agree with it."""
+    q = quorum_size(len(REGIONS))
+    manifest = json.loads(one(phase_b, "aws:ssm/parameter:Parameter", "fraiseql-manifest").inputs["insecureValue"])
+    rule = one(phase_b, "aws:route53recoverycontrol/safetyRule:SafetyRule", "fraiseql-quorum-at-least-quorum")
+    agents = [Settings.from_env(one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{r}")
+                                .inputs["environment"]["variables"]) for r in REGIONS]
+    assert phase_b.outputs["quorum"] == manifest["quorum"] == rule.inputs["ruleConfig"]["threshold"] == q == 2
+    assert {majority_of(len(a.regions)) for a in agents} == {q}
+
+
 @pytest.mark.parametrize("region", REGIONS)
 def test_quorum_fence_agent_per_region_runs_continuously_with_only_its_own_region(phase_b, region):
     fn = one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{region}")
     env = fn.inputs["environment"]["variables"]
-    assert env["FRAISEQL_QUORUM"] == "2" and env["FRAISEQL_REGION"] == region
-    assert env["FRAISEQL_REGIONS"].split(",") == list(REGIONS)  # the order is the tie-break: same everywhere
+    agent = Settings.from_env(env)  # what the agent in that region runs with
+    assert agent.region == region and agent.regions_next == ()
+    assert agent.regions == REGIONS  # the order is the tie-break: the same everywhere
     control = one(phase_b, "aws:route53recoverycontrol/routingControl:RoutingControl", f"fraiseql-quorum-routing-control-{region}")
-    assert env["FRAISEQL_ROUTING_CONTROL_ARN"] == control.outputs["arn"]
+    assert agent.routing_control_arn == control.outputs["arn"]
     rule = one(phase_b, "aws:lb/listenerRule:ListenerRule", f"fraiseql-quorum-fence-rule-{region}")
-    assert env["FRAISEQL_FENCE_RULE_ARN"] == rule.outputs["arn"]
-    assert env["FRAISEQL_DB_HOST"] == one(phase_b, RDS, f"fraiseql-db-writer-{region}").outputs["address"]
+    assert agent.fence_rule_arn == rule.outputs["arn"]
+    assert agent.db_host == one(phase_b, RDS, f"fraiseql-db-writer-{region}").outputs["address"]
     # 3 probes of 5 s by default: a dead agent fences its region within 15 s
-    assert (env["FRAISEQL_PROBE_INTERVAL_SECONDS"], env["FRAISEQL_LEASE_SECONDS"], env["FRAISEQL_STALE_AFTER_SECONDS"]) == ("5", "15", "15")
+    assert (agent.probe_s, agent.lease_s, agent.stale_after_s) == (5, 15, 15)
     assert fn.inputs["handler"] == "replication.agent.handler"
     schedule = one(phase_b, "aws:cloudwatch/eventRule:EventRule", f"fraiseql-quorum-agent-schedule-{region}")
     assert schedule.inputs["scheduleExpression"] == "rate(1 minute)"

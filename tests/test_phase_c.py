@@ -21,6 +21,7 @@ import shutil
 import pulumi
 import pytest
 
+from components._kit import Labels
 from components.edge import BUNDLE_DIR, DEPLOYMENT_VARS, Edge, EdgeArgs, EdgeOrigin, WorkerBundle, read_jsonc
 from core.config import ConfigError
 from core.naming import region_code
@@ -73,10 +74,9 @@ def _edge_alone(**extra):
                 check_regions=("WNAM",),
                 session_affinity_ttl_seconds=300,
                 rate_limit_requests_per_minute=1200,
-                stack="phase-c",
-                phase="c",
                 **{"owned_entry_points": ("waf", "rate_limit", "cache"), **extra},
             ),
+            labels=Labels(stack="phase-c", phase="c"),
         )
         return {"originAuthHeader": edge.origin_auth_header, "originAuthToken": edge.origin_auth_token}
 

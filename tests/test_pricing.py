@@ -271,7 +271,7 @@ def test_bad_json_names_file_and_position(tmp_path):
 def test_missing_retrieved_is_named(tmp_path, baseline):
     del baseline["retrieved"]
     message = _load_error(_write(tmp_path, baseline))
-    assert ": retrieved: this required key is missing" in message
+    assert ": retrieved: missing required key" in message
 
 
 def test_unparseable_retrieved_date(tmp_path, baseline):
@@ -289,7 +289,7 @@ def test_negative_price_is_named_by_json_path(tmp_path, baseline):
 def test_string_price_is_rejected_not_coerced(tmp_path, baseline):
     baseline["regions"]["us-west-2"]["rds"]["instances"]["db.r6g.large"]["multi_az"]["usd"] = "0.45"
     message = _load_error(_write(tmp_path, baseline))
-    assert "regions.us-west-2.rds.instances.db.r6g.large.multi_az.usd: expected a number, not a str" in message
+    assert 'regions.us-west-2.rds.instances.db.r6g.large.multi_az.usd: expected a number (got "0.45")' in message
 
 
 def test_nan_price_is_rejected(tmp_path, baseline):
@@ -301,7 +301,7 @@ def test_nan_price_is_rejected(tmp_path, baseline):
 def test_row_without_unit_is_named(tmp_path, baseline):
     del baseline["regions"]["eu-west-1"]["alb"]["hourly"]["unit"]
     message = _load_error(_write(tmp_path, baseline))
-    assert "regions.eu-west-1.alb.hourly.unit: this required key is missing" in message
+    assert "regions.eu-west-1.alb.hourly.unit: missing required key" in message
 
 
 def test_unknown_region_format_is_named(tmp_path, baseline):
@@ -314,8 +314,8 @@ def test_misspelt_key_lists_the_valid_ones(tmp_path, baseline):
     baseline["regions"]["us-east-1"]["nat_gateway"]["hourley"] = baseline["regions"]["us-east-1"]["nat_gateway"].pop(
         "hourly")
     message = _load_error(_write(tmp_path, baseline))
-    assert ("regions.us-east-1.nat_gateway.hourley: unknown key (did you mean 'hourly'?); "
-            "valid keys here are: hourly, per_gb [and 1 more problem]") in message
+    assert "regions.us-east-1.nat_gateway.hourley: unknown key; did you mean 'hourly'?" in message
+    assert "hourly, per_gb" in message and message.endswith("[and 1 more problem]")
 
 
 def test_undeclared_source_is_named(tmp_path, baseline):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from core.config import SEQUENCE_STRIDE, ConfigError
 from core.membership import majority, routing_rule
+from replication.agent import Settings
 from tests.conftest import config_variant, synth_variant
 from tests.helpers import by_output, one
 
@@ -117,17 +118,16 @@ def test_promotion_is_the_removal_of_seed_from_and_keeps_the_resource(grow):
 
 def test_agents_get_the_members_in_config_order_and_the_next_list_only_during_a_change(grow, grow_joint):
     for region in (E1, FOUR["name"]):
-        env = _env(grow, region)
-        assert env["FRAISEQL_REGIONS"] == "us-east-1,us-west-2,eu-west-1" and env["FRAISEQL_QUORUM"] == "2"
-        assert "FRAISEQL_REGIONS_NEXT" not in env
-        joint = _env(grow_joint, region)
-        assert joint["FRAISEQL_REGIONS"] == "us-east-1,us-west-2,eu-west-1"
-        assert joint["FRAISEQL_REGIONS_NEXT"] == "us-east-1,us-west-2,eu-west-1,eu-central-1,ap-northeast-1"
+        agent = Settings.from_env(_env(grow, region))
+        assert agent.regions == (E1, W2, EU) and agent.regions_next == ()
+        joint = Settings.from_env(_env(grow_joint, region))
+        assert joint.regions == (E1, W2, EU)
+        assert joint.regions_next == (E1, W2, EU, FOUR["name"], FIVE["name"])
 
 
 def test_members_listed_out_of_order_reach_the_agents_in_config_order():
     syn = synth_variant("phase-b", lambda v: v["quorum"].update(members=[EU, E1, W2]))
-    assert _env(syn, W2)["FRAISEQL_REGIONS"] == "us-east-1,us-west-2,eu-west-1"
+    assert Settings.from_env(_env(syn, W2)).regions == (E1, W2, EU)
 
 
 def _rule(syn):
@@ -149,7 +149,7 @@ def test_the_phase_a_to_b_start_has_one_member_and_a_rule_of_one():
 
     syn = synth_variant("phase-b", start)
     assert _rule(syn) == ([E1], 1)
-    assert _env(syn, W2)["FRAISEQL_REGIONS"] == E1 and syn.outputs["quorum"] == 1
+    assert Settings.from_env(_env(syn, W2)).regions == (E1,) and syn.outputs["quorum"] == 1
     assert syn.outputs["quorumMembers"] == [E1]
 
 

@@ -1,18 +1,19 @@
 """The price book's file format: pydantic models of ``policies/prices.json``, the validation that
-turns pydantic's errors into one message naming the JSON path, and the one on-disk form."""
+reports the first problem on one line (``core.problems``: the JSON path, what is wrong, a fix), and
+the one on-disk form."""
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
-import types
-import typing
+import re
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Iterable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
+
+from core.problems import key_path, pydantic_problems
 
 REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]+$"
 
@@ -21,11 +22,17 @@ class PriceBookError(ValueError):
     """The price book file is unreadable or does not match the schema."""
 
 
+def _region_code(key: str) -> str:
+    if not re.match(REGION_PATTERN, key):
+        raise ValueError("region keys must be AWS region codes such as us-east-1")
+    return key
+
+
 
 Usd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
 Text = Annotated[str, StringConstraints(min_length=1)]
-RegionCode = Annotated[str, StringConstraints(pattern=REGION_PATTERN)]
+RegionCode = Annotated[str, AfterValidator(_region_code)]
 Date = Annotated[dt.date, Field(strict=False)]  # JSON carries dates as "YYYY-MM-DD" strings
 
 
@@ -230,89 +237,13 @@ class PriceBookModel(_Model):
 
 # --------------------------------------------------------------------------- validation messages
 
-def _strip(tp: Any) -> Any:
-    """Unwrap Annotated/Optional so the schema can be walked by field name."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0]
-        else:
-            return tp
-
-
-def _type_at(loc: Sequence[Any]) -> Any:
-    tp: Any = PriceBookModel
-    for part in loc:
-        tp = _strip(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = next((f for name, f in tp.model_fields.items() if (f.alias or name) == part), None)
-            if field is None:
-                return None
-            tp = field.annotation
-        elif typing.get_origin(tp) in (dict, list):
-            tp = typing.get_args(tp)[-1]
-        else:
-            return None
-    return _strip(tp)
-
-
-def _path(loc: Sequence[Any]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part != "[key]":
-            text += ("." if text else "") + str(part)
-    return text or "(top level)"
-
-
-def _expected(err: ErrorDetails, missing_siblings: Sequence[str] = ()) -> str:
-    kind, loc, ctx = err["type"], err["loc"], err.get("ctx") or {}
-    if kind == "missing":
-        return "this required key is missing"
-    if kind == "extra_forbidden":
-        guess = difflib.get_close_matches(str(loc[-1]), missing_siblings, n=1)
-        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-        parent = _type_at(loc[:-1])
-        if isinstance(parent, type) and issubclass(parent, BaseModel):
-            keys = sorted(f.alias or n for n, f in parent.model_fields.items())
-            return f"unknown key{hint}; valid keys here are: {', '.join(keys)}"
-        return f"unknown key{hint}"
-    if loc and loc[-1] == "[key]":
-        return "region keys must be AWS region codes such as us-east-1"
-    if kind in ("float_type", "int_type", "int_from_float", "float_parsing", "int_parsing"):
-        whole = _type_at(loc) is int
-        return f"expected a {'whole ' if whole else ''}number, not a {type(err['input']).__name__}"
-    if kind == "finite_number":
-        return "expected a finite number"
-    if kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        return f"expected a number {'>=' if kind == 'greater_than_equal' else '>'} {bound:g}"
-    if kind.startswith("date"):
-        return "expected a date written YYYY-MM-DD"
-    if kind == "literal_error":
-        return f"expected {ctx.get('expected')}"
-    if kind in ("string_type", "string_too_short"):
-        return "expected a non-empty string"
-    if kind in ("model_type", "dict_type"):
-        return "expected a JSON object"
-    if kind == "list_type":
-        return "expected a JSON list"
-    return err["msg"]
-
-
 def _error_message(file: Path, errors: list[ErrorDetails]) -> str:
-    # an unknown key usually explains a missing sibling (a typo), so report it first
+    """The first problem (an unknown key first: it usually explains a missing sibling, a typo), on one line."""
     errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")
-    err, more = errors[0], len(errors) - 1
-    loc = err["loc"]
-    siblings = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == loc[:-1]]
-    shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {json.dumps(err['input'], default=str)[:60]})"
+    key, text = pydantic_problems(errors[:1], PriceBookModel)[0]
+    more = len(errors) - 1
     tail = f" [and {more} more problem{'s' if more > 1 else ''}]" if more else ""
-    return f"{file}: {_path(loc)}: {_expected(err, siblings)}{shown}{tail}"
+    return f"{file}: {key}: {text}{tail}"
 
 
 def iter_prices(node: Any, loc: tuple[Any, ...] = ()) -> Iterable[tuple[tuple[Any, ...], Price]]:
@@ -334,11 +265,11 @@ def _check_sources(file: Path, model: PriceBookModel) -> None:
     for loc, price in iter_prices(model):
         if price.source not in known:
             raise PriceBookError(
-                f"{file}: {_path(loc + ('source',))}: unknown source {price.source!r}; "
+                f"{file}: {key_path(loc + ('source',))}: unknown source {price.source!r}; "
                 f"expected one of: {', '.join(sorted(known))}")
         if price.source not in dated:
             raise PriceBookError(
-                f"{file}: {_path(loc + ('source',))}: source {price.source!r} has no retrieved date; "
+                f"{file}: {key_path(loc + ('source',))}: source {price.source!r} has no retrieved date; "
                 "a price must cite a dated source")
 
 

@@ -303,7 +303,7 @@ def test_policy_and_migration_errors_are_usage_errors_before_any_connection(file
     rc = main(["schema", "apply", str(files / "0099_ok.sql"), "--outputs", str(files / "outputs.json"), "--policy",
                str(files / "bad.yaml"), "--dsn", "us-east-1=host=127.0.0.1 port=1", "--dsn", "us-west-2=host=127.0.0.1 port=1",
                "--dsn", "eu-west-1=host=127.0.0.1 port=1"], Runtime(out=out))
-    assert rc == 2 and "the replication block is invalid: tables.0.strategy" in out.getvalue()
+    assert rc == 2 and "the replication block is invalid: fraiseql:replication.tables[0].strategy" in out.getvalue()
     (files / "0098_bad.sql").write_text("ALTER TABLE items ADD COLUMN;")
     out = io.StringIO()
     rc = main(["schema", "apply", str(files / "0098_bad.sql"), "--outputs", str(files / "outputs.json"), "--policy",
