@@ -239,9 +239,22 @@ BEGIN
         HINT = 'This region has no write quorum (or its fence agent is not running). Retry the write in another region.';
 END $f$;
 
--- Statement level, before any row changes: refuse early with a clear error. It also puts this
--- table's commit check back to deferred, so a session that made every constraint immediate (Django's
--- check_constraints does) still has its writes checked at commit.
+-- The commit check runs once per transaction that writes a replicated table, not once per row: the
+-- first statement of the transaction on a replicated table inserts a row for the transaction here,
+-- and this table's deferred constraint trigger checks the lease when the transaction commits. Only
+-- the schema's owner writes the table (the guard is SECURITY DEFINER; nobody else has any right on
+-- it), so a session can neither leave its row out nor forge one; no setting is trusted. Unlogged: it
+-- costs no WAL, and a row only lives until its transaction's check.
+CREATE UNLOGGED TABLE IF NOT EXISTS fraiseql_repl.writing (
+    xid xid8 PRIMARY KEY
+);
+REVOKE ALL ON fraiseql_repl.writing FROM PUBLIC;
+
+-- Statement level, before any row changes: refuse early with a clear error, and make sure the
+-- transaction's commit is checked (its row in fraiseql_repl.writing). The check is put back to
+-- deferred when the row is made, so a session that made every constraint immediate (Django's
+-- check_constraints does) still has its writes checked at commit; a session that runs the check
+-- early (SET CONSTRAINTS ... IMMEDIATE) removes the row with it, and its next write makes a new one.
 CREATE OR REPLACE FUNCTION fraiseql_repl.fence_guard()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 BEGIN
@@ -253,18 +266,30 @@ BEGIN
                    'Use DELETE (it replicates and leaves tombstones), or take the table out of replication first.';
     END IF;
     PERFORM fraiseql_repl.check_lease('statement');
-    EXECUTE format('SET CONSTRAINTS %I.fraiseql_repl_lease DEFERRED', TG_TABLE_SCHEMA);
+    IF NOT EXISTS (SELECT 1 FROM fraiseql_repl.writing w WHERE w.xid = pg_current_xact_id()) THEN
+        SET CONSTRAINTS fraiseql_repl.fraiseql_repl_lease DEFERRED;
+        INSERT INTO fraiseql_repl.writing (xid) VALUES (pg_current_xact_id());
+    END IF;
     RETURN NULL;
 END $f$;
 
--- Row level, deferred to commit: a transaction that checked the lease early and commits late is
--- refused if the lease ran out in between. No shortcut a session could switch on: every row checks.
+-- Deferred to commit: a transaction that checked the lease early and commits late is refused if the
+-- lease ran out in between. Once per transaction (its row in fraiseql_repl.writing), whatever it wrote.
 CREATE OR REPLACE FUNCTION fraiseql_repl.lease_at_commit()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 BEGIN
     PERFORM fraiseql_repl.check_lease('commit');
+    DELETE FROM fraiseql_repl.writing w WHERE w.xid = NEW.xid;
     RETURN NULL;
 END $f$;
+
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease'
+                 AND tgrelid = 'fraiseql_repl.writing'::regclass) THEN
+    CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT ON fraiseql_repl.writing
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_at_commit();
+  END IF;
+END $do$;
 
 -- What a fenced writer's agent runs: end every client transaction that has written to a replicated
 -- table and not committed. Such a transaction may have passed its checks while the lease was valid

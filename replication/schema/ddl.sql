@@ -99,7 +99,7 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
       FROM s WHERE coalesce(fraiseql_repl.pk_cols(s.relid), '{}') IS DISTINCT FROM s.pk
     UNION ALL
     SELECT s.table_name, 'trigger', t.name, 'missing or not enabled for local writes' FROM s
-     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_lease']) t(name)
+     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit']) t(name)
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O')
     UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
@@ -176,7 +176,7 @@ BEGIN
                 HINT = 'Stop writing it everywhere and keep it; taking a table out of replication is not done by schema apply.';
         ELSIF o.object_type = 'table column' THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'dropped', o.address_names[3], '');
-        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_lease') THEN
+        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit') THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'trigger', o.address_names[3], 'dropped');
         END IF;
     END LOOP;

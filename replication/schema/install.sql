@@ -479,10 +479,9 @@ END $f$$b$, refresh_fn, qt, counter_set, pk_match_r);
                    'FOR EACH ROW EXECUTE FUNCTION %s()', qt, stamp_fn);
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION %s()', qt, emit_fn);
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease' AND tgrelid = rel) THEN
-        EXECUTE format('CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT OR UPDATE OR DELETE ON %s '
-                       'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_at_commit()', qt);
-    END IF;
+    -- The commit check is once per transaction (fence_guard, fraiseql_repl.writing); the per-row
+    -- check of earlier releases goes.
+    EXECUTE format('DROP TRIGGER IF EXISTS fraiseql_repl_lease ON %s', qt);
 
     INSERT INTO fraiseql_repl.table_meta AS m (table_name, strategy, counter_cols, columns)
     VALUES (tname, strategy, coalesce(counter_cols, '{}'), all_cols)
