@@ -99,7 +99,8 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
       FROM s WHERE coalesce(fraiseql_repl.pk_cols(s.relid), '{}') IS DISTINCT FROM s.pk
     UNION ALL
     SELECT s.table_name, 'trigger', t.name, 'missing or not enabled for local writes' FROM s
-     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit']) t(name)
+     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
+                             'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row']) t(name)
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O')
     UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
@@ -176,7 +177,8 @@ BEGIN
                 HINT = 'Stop writing it everywhere and keep it; taking a table out of replication is not done by schema apply.';
         ELSIF o.object_type = 'table column' THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'dropped', o.address_names[3], '');
-        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit') THEN
+        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
+                                     'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row') THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'trigger', o.address_names[3], 'dropped');
         END IF;
     END LOOP;
@@ -204,38 +206,38 @@ EXCEPTION WHEN insufficient_privilege THEN
 END $do$;
 
 -- Hold back: strip held columns from this writer's change images, refuse writes that set them, and
--- refuse any write to a held (new) table. Local inserts into the change log only: the apply worker
--- runs as a replica, where this trigger does not fire.
-CREATE OR REPLACE FUNCTION fraiseql_repl.hold_back()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+-- refuse any write to a held (new) table. Called for every image this writer puts in the change log
+-- (the tables' emit functions, install.sql, once per statement when the table has anything held;
+-- reemit); the apply worker's merges never call it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.hold_back_image(tname text, op "char", image jsonb)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     h record;
     strip text[] := '{}';
 BEGIN
-    FOR h IN SELECT x.col, x.accepted, x.migration FROM fraiseql_repl.held x WHERE x.table_name = NEW.tbl LOOP
+    FOR h IN SELECT x.col, x.accepted, x.migration FROM fraiseql_repl.held x WHERE x.table_name = tname LOOP
         IF h.col = '' THEN
             RAISE EXCEPTION USING ERRCODE = '55000',
-                MESSAGE = format('fraiseql_repl: table %s is being added to every writer (migration %s) and takes writes once that is done', NEW.tbl, h.migration),
+                MESSAGE = format('fraiseql_repl: table %s is being added to every writer (migration %s) and takes writes once that is done', tname, h.migration),
                 HINT = 'Retry in a few seconds: python -m ops schema apply reports when it has finished.';
         END IF;
-        IF h.accepted IS NOT NULL AND NEW.op = 'u'
-           AND NOT h.accepted @> jsonb_build_array(coalesce(NEW.row_image -> h.col, 'null'::jsonb)) THEN
+        IF h.accepted IS NOT NULL AND op = 'u'
+           AND NOT h.accepted @> jsonb_build_array(coalesce(image -> h.col, 'null'::jsonb)) THEN
             RAISE EXCEPTION USING ERRCODE = '55000',
-                MESSAGE = format('fraiseql_repl: column %s.%s is being added to every writer (migration %s); writes that set it are refused until that is done', NEW.tbl, h.col, h.migration),
+                MESSAGE = format('fraiseql_repl: column %s.%s is being added to every writer (migration %s); writes that set it are refused until that is done', tname, h.col, h.migration),
                 HINT = 'Retry in a few seconds: python -m ops schema apply reports when it has finished.';
         END IF;
         strip := strip || h.col;
     END LOOP;
-    IF cardinality(strip) > 0 AND NEW.row_image IS NOT NULL THEN
-        NEW.row_image := NEW.row_image - strip;
+    IF cardinality(strip) > 0 AND image IS NOT NULL THEN
+        RETURN image - strip;
     END IF;
-    RETURN NEW;
+    RETURN image;
 END $f$;
 
-DO $do$ BEGIN
-  CREATE OR REPLACE TRIGGER fraiseql_repl_hold BEFORE INSERT ON fraiseql_repl.changes
-    FOR EACH ROW WHEN (NEW.op <> 'w') EXECUTE FUNCTION fraiseql_repl.hold_back();
-END $do$;
+-- Earlier releases did this in a row trigger on the change log, one call per change.
+DROP TRIGGER IF EXISTS fraiseql_repl_hold ON fraiseql_repl.changes;
+DROP FUNCTION IF EXISTS fraiseql_repl.hold_back();
 
 -- Hold the columns that replicated tables have here but their merge functions do not know yet.
 -- Returns them. A stored generated column is stripped but never checked (each writer computes it).
