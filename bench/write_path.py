@@ -1,15 +1,23 @@
 """Benchmark: what multi-master replication costs on the write path (issue 24).
 
-One run on a three-writer mesh of real PostgreSQL 18 (``drills.mesh``), the same table replicated
-(``bench_repl``, lww) and left local (``bench_local``, not in the policy), side by side on the first
-writer, measured in interleaved blocks (local then replicated, then the other way round):
+One run on a three-writer mesh of real PostgreSQL 18 (``drills.mesh``), on the first writer, the same
+table three ways, measured in interleaved blocks (the order rotates from block to block):
+
+- ``bench_repl``: replicated (lww), the mechanism under test;
+- ``bench_local``: left local (not in the policy), the reference every ratio is taken against;
+- ``bench_floor``: local, with the cheapest change log there can be: one statement trigger that appends
+  each written row's JSON image (or a deleted row's key) to an unindexed table. No version, no fence,
+  no tombstone, no commit check: not a mechanism, but what any design that captures changes into a
+  table costs at least.
 
 1. per row, for single-row INSERT, UPDATE and DELETE in autocommit, and for 10,000-row transactions
    (10,000 single-row statements in one transaction; one statement of 10,000 rows):
    - wall time of the client (what an application waits for),
    - CPU time of the server backend (``/proc/<pid>/schedstat``: what the write path itself costs,
-     undisturbed by other processes on a shared machine),
-   - WAL bytes (``pg_current_wal_insert_lsn`` before and after a block);
+     less disturbed by other processes on a shared machine),
+   - WAL bytes (``pg_current_wal_insert_lsn`` before and after a block), and for the last block of
+     each operation where they went (``pg_walinspect``: the table and its indexes, the change log,
+     the tombstones, commit records, the rest);
    the peers' data subscriptions to the writer are disabled while it is measured, so their apply
    workers do not compete for the same cores (they are on other machines in production), then
    enabled again and waited for;
@@ -19,12 +27,13 @@ writer, measured in interleaved blocks (local then replicated, then the other wa
 3. the time ``replication.verify.verify`` (what ``python -m ops verify`` runs) takes for the same
    number of rows on every writer (1,000,000 by default).
 
-Each figure is a median over blocks; ratios are replicated / local from the same run. Prints a
-table (``--markdown`` prints it as Markdown, for the results page: ``--markdown docs/results/write-path.md``
-writes it there) and the raw numbers as JSON on the last line. Asserts nothing: timings are noisy.
+Each figure is a median over blocks; ratios are against the local table, from the same run. Prints
+the tables and the raw numbers as JSON on the last line; ``--record`` writes the tables into the
+results page (docs/results.md, section ``bench-write-path``, or ``bench-write-path-durable``). Asserts
+nothing: timings are noisy.
 
     .venv/bin/python bench/write_path.py [--rows 2000] [--block 200] [--big 10000] [--big-reps 3]
-        [--apply-s 10] [--verify-rows 1000000] [--durable] [--markdown [FILE]]
+        [--apply-s 10] [--verify-rows 1000000] [--durable] [--record]
 
 ``--durable`` runs the servers with ``fsync`` and ``full_page_writes`` on (every commit flushes
 the WAL, as on RDS); by default they run as the drills run them (off: the strictest view of the
@@ -57,11 +66,27 @@ from replication.verify import verify  # noqa: E402
 
 #: A FraiseQL-shaped write table: a bigint key, a label, a number and a timestamp.
 COLUMNS = "(id bigint PRIMARY KEY, name text NOT NULL, qty integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
-REPL, LOCAL, BIG = "bench_repl", "bench_local", "bench_verify"
+REPL, LOCAL, FLOOR, BIG = "bench_repl", "bench_local", "bench_floor", "bench_verify"
+TABLES = (LOCAL, REPL, FLOOR)
 SCHEMA: tuple[str, ...] = (
     f"CREATE TABLE {REPL} {COLUMNS}",
     f"CREATE TABLE {LOCAL} {COLUMNS}",
+    f"CREATE TABLE {FLOOR} {COLUMNS}",
     f"CREATE TABLE {BIG} {COLUMNS}",
+    # The floor: each statement appends its rows' images to an unindexed log, and nothing else.
+    f"CREATE TABLE {FLOOR}_log (tbl text NOT NULL, op \"char\" NOT NULL, image jsonb NOT NULL)",
+    f"CREATE FUNCTION {FLOOR}_capture() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n"
+    "  IF TG_OP = 'DELETE' THEN\n"
+    f"    INSERT INTO {FLOOR}_log SELECT 'public.{FLOOR}', 'd', jsonb_build_object('id', o.id) FROM old_rows o;\n"
+    "  ELSE\n"
+    f"    INSERT INTO {FLOOR}_log SELECT 'public.{FLOOR}', 'u', to_jsonb(n.*) FROM new_rows n;\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END $f$",
+    *(f"CREATE TRIGGER capture_{op.lower()} AFTER {op} ON {FLOOR} REFERENCING {'OLD' if op == 'DELETE' else 'NEW'} "
+      f"TABLE AS {'old' if op == 'DELETE' else 'new'}_rows FOR EACH STATEMENT EXECUTE FUNCTION {FLOOR}_capture()"
+      for op in ("INSERT", "UPDATE", "DELETE")),
     # Writes for N seconds in batches of `batch` rows, one transaction each, keys from `first` up.
     "CREATE PROCEDURE bench_load(tbl regclass, first bigint, batch int, seconds float8) LANGUAGE plpgsql AS $p$\n"
     "DECLARE n bigint := first; stop timestamptz := clock_timestamp() + make_interval(secs => seconds);\n"
@@ -81,6 +106,12 @@ TARGET_TIME, TARGET_WAL, TARGET_VERIFY_S = 1.3, 2.0, 60.0
 
 # -- measuring ---------------------------------------------------------------------
 
+#: Where a block's WAL went: the written table (heap, indexes, TOAST), the change log, the tombstones,
+#: commit records, and the rest (sequences, counter shards, catalog pruning, other sessions).
+PARTS = ("table", "change log", "tombstones", "commit", "other")
+_PART_OF = {REPL: "table", LOCAL: "table", FLOOR: "table", "fraiseql_repl.changes": "change log",
+            f"{FLOOR}_log": "change log", "fraiseql_repl.tombstones": "tombstones"}
+
 
 @dataclass
 class Sample:
@@ -90,20 +121,26 @@ class Sample:
     wall_s: float
     cpu_ns: int
     wal_bytes: int
+    wal_parts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class OpResult:
-    """Medians per row over the blocks of one operation, replicated and local."""
+    """Medians per row over the blocks of one operation: replicated, local and the floor."""
 
     op: str
     rows: int
     repl_ms: float
     local_ms: float
+    floor_ms: float
     repl_cpu_us: float
     local_cpu_us: float
+    floor_cpu_us: float
     repl_wal: float
     local_wal: float
+    floor_wal: float
+    #: table -> part -> bytes per row, from the last block
+    wal_parts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def time_x(self) -> float:
@@ -117,6 +154,18 @@ class OpResult:
     def wal_x(self) -> float:
         return self.repl_wal / self.local_wal
 
+    @property
+    def floor_time_x(self) -> float:
+        return self.floor_ms / self.local_ms
+
+    @property
+    def floor_wal_x(self) -> float:
+        return self.floor_wal / self.local_wal
+
+    @property
+    def met(self) -> bool:
+        return self.time_x <= TARGET_TIME and self.wal_x <= TARGET_WAL
+
 
 class Meter:
     """Measures blocks run on one connection: client wall time, that backend's CPU, WAL written."""
@@ -124,6 +173,8 @@ class Meter:
     def __init__(self, conn: psycopg.Connection[Any], monitor: psycopg.Connection[Any]) -> None:
         self.conn, self.monitor = conn, monitor
         self.pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        self.walinspect = bool(monitor.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_walinspect'").fetchone()[0])  # type: ignore[index]
 
     def cpu_ns(self) -> int:
         """CPU time the backend has run, in ns (0 where /proc is not readable: only wall time then)."""
@@ -135,12 +186,30 @@ class Meter:
     def lsn(self) -> str:
         return str(self.monitor.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
 
-    def block(self, rows: int, work: Callable[[psycopg.Connection[Any]], None]) -> Sample:
+    def parts(self, start: str, end: str) -> dict[str, int]:
+        """WAL bytes between two positions by what they were written for (pg_walinspect)."""
+        if not self.walinspect:
+            return {}
+        rows = self.monitor.execute(
+            "WITH r AS (SELECT resource_manager AS rm, record_length AS len, "
+            "  pg_filenode_relation(0, (regexp_match(block_ref, 'rel \\d+/\\d+/(\\d+)'))[1]::oid) AS rel "
+            "  FROM pg_get_wal_records_info(%s, %s)) "
+            "SELECT CASE WHEN r.rel IS NULL THEN CASE WHEN r.rm = 'Transaction' THEN 'commit' ELSE '' END "
+            "            ELSE coalesce((SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = r.rel), "
+            "                          (SELECT c.oid FROM pg_class c WHERE c.reltoastrelid = r.rel), r.rel)::regclass::text END, "
+            "       sum(r.len)::bigint FROM r GROUP BY 1", (start, end)).fetchall()
+        out = dict.fromkeys(PARTS, 0)
+        for name, n in rows:
+            part = "commit" if name == "commit" else _PART_OF.get(name, "other")
+            out[part] += int(n)
+        return out
+
+    def block(self, rows: int, work: Callable[[psycopg.Connection[Any]], None], *, parts: bool = False) -> Sample:
         a, c0, t0 = self.lsn(), self.cpu_ns(), time.perf_counter()
         work(self.conn)
         wall, c1, b = time.perf_counter() - t0, self.cpu_ns(), self.lsn()
         wal = int(self.monitor.execute("SELECT %s::pg_lsn - %s::pg_lsn", (b, a)).fetchone()[0])  # type: ignore[index]
-        return Sample(rows, wall, c1 - c0, wal)
+        return Sample(rows, wall, c1 - c0, wal, self.parts(a, b) if parts else {})
 
 
 def summarize(op: str, samples: dict[str, list[Sample]]) -> OpResult:
@@ -148,19 +217,23 @@ def summarize(op: str, samples: dict[str, list[Sample]]) -> OpResult:
         return statistics.median(f(s) / s.rows for s in samples[table])
 
     rows = sum(s.rows for s in samples[REPL])
+    parts = {t: {k: v / samples[t][-1].rows for k, v in samples[t][-1].wal_parts.items()} for t in TABLES}
     return OpResult(op, rows,
                     med(REPL, lambda s: s.wall_s * 1e3), med(LOCAL, lambda s: s.wall_s * 1e3),
+                    med(FLOOR, lambda s: s.wall_s * 1e3),
                     med(REPL, lambda s: s.cpu_ns / 1e3), med(LOCAL, lambda s: s.cpu_ns / 1e3),
-                    med(REPL, lambda s: s.wal_bytes), med(LOCAL, lambda s: s.wal_bytes))
+                    med(FLOOR, lambda s: s.cpu_ns / 1e3),
+                    med(REPL, lambda s: s.wal_bytes), med(LOCAL, lambda s: s.wal_bytes),
+                    med(FLOOR, lambda s: s.wal_bytes), parts)
 
 
 def interleaved(meter: Meter, blocks: Sequence[Sequence[int]],
                 work: Callable[[str, Sequence[int]], Callable[[psycopg.Connection[Any]], None]]) -> dict[str, list[Sample]]:
-    """Run every block on both tables, alternating which goes first."""
-    out: dict[str, list[Sample]] = {REPL: [], LOCAL: []}
+    """Run every block on the three tables, rotating which goes first; WAL parts of the last block."""
+    out: dict[str, list[Sample]] = {t: [] for t in TABLES}
     for i, ids in enumerate(blocks):
-        for table in (LOCAL, REPL) if i % 2 == 0 else (REPL, LOCAL):
-            out[table].append(meter.block(len(ids), work(table, ids)))
+        for table in TABLES[i % 3:] + TABLES[:i % 3]:
+            out[table].append(meter.block(len(ids), work(table, ids), parts=i == len(blocks) - 1))
     return out
 
 
@@ -387,13 +460,30 @@ def _met(ok: bool) -> str:
 
 def render(res: Result, markdown: bool) -> str:
     lines: list[str] = []
-    head = ["operation (per row)", "time, replicated vs local", "server CPU", "WAL bytes", "target met (time ≤ "
-            f"{TARGET_TIME}×, WAL ≤ {TARGET_WAL}×)"]
-    rows = [[o.op, f"{o.repl_ms:.3f} vs {o.local_ms:.3f} ms (×{o.time_x:.2f})",
-             f"{o.repl_cpu_us:.1f} vs {o.local_cpu_us:.1f} µs (×{o.cpu_x:.2f})",
-             f"{o.repl_wal:.0f} vs {o.local_wal:.0f} (×{o.wal_x:.2f})",
-             f"time {_met(o.time_x <= TARGET_TIME)}, WAL {_met(o.wal_x <= TARGET_WAL)}"] for o in res.ops]
-    lines += _table(head, rows, markdown)
+    if res.ops:
+        met = sum(o.met for o in res.ops)
+        lines.append(f"Targets (time ≤ {TARGET_TIME}×, WAL ≤ {TARGET_WAL}× the local table): met by {met} of "
+                     f"{len(res.ops)} operations.")
+        lines.append("")
+        head = ["operation (per row)", "time, replicated vs local", "server CPU", "WAL bytes", "target met",
+                "floor: time, WAL"]
+        rows = [[o.op, f"{o.repl_ms:.3f} vs {o.local_ms:.3f} ms (×{o.time_x:.2f})",
+                 f"{o.repl_cpu_us:.1f} vs {o.local_cpu_us:.1f} µs (×{o.cpu_x:.2f})",
+                 f"{o.repl_wal:.0f} vs {o.local_wal:.0f} (×{o.wal_x:.2f})",
+                 f"time {_met(o.time_x <= TARGET_TIME)}, WAL {_met(o.wal_x <= TARGET_WAL)}",
+                 f"×{o.floor_time_x:.2f}, ×{o.floor_wal_x:.2f}"] for o in res.ops]
+        lines += _table(head, rows, markdown)
+        if any(o.wal_parts.get(REPL) for o in res.ops):
+            lines.append("")
+            lines.append("Where the WAL of a row goes (bytes per row, last block): replicated | local | floor.")
+            lines.append("")
+            head = ["operation", *PARTS]
+            rows = []
+            for o in res.ops:
+                p = o.wal_parts
+                rows.append([o.op, *(" \\| ".join(f"{p.get(t, {}).get(k, 0):.0f}" for t in (REPL, LOCAL, FLOOR))
+                                     for k in PARTS)])
+            lines += _table(head, rows, markdown)
     if res.apply:
         a = res.apply
         lines.append("")
@@ -419,9 +509,19 @@ def render(res: Result, markdown: bool) -> str:
 
 def _table(head: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
     if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+        return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    rows = [[c.replace("\\|", "|") for c in r] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     return ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+
+
+def header(res: Result) -> str:
+    return (f"Write path on {WRITER} of a {len(REGIONS)}-writer mesh (PostgreSQL 18, fsync={res.settings['fsync']}, "
+            f"full_page_writes={res.settings['full_page_writes']}). Per row, medians over blocks interleaved across "
+            f"the replicated table, the same table left local (every ratio is against it) and the floor (the local "
+            f"table with the cheapest change log: each statement appends its rows' JSON images to an unindexed "
+            f"table, nothing else). The peers' apply was paused while the writer was measured; they caught up in "
+            f"{res.converged_s:.1f} s after.")
 
 
 def main() -> int:
@@ -433,7 +533,7 @@ def main() -> int:
     ap.add_argument("--apply-s", type=float, default=10.0, help="seconds every writer writes for the apply rate (0: skip)")
     ap.add_argument("--verify-rows", type=int, default=1_000_000, help="rows per writer for verify (0: skip)")
     ap.add_argument("--durable", action="store_true", help="fsync and full_page_writes on")
-    ap.add_argument("--markdown", nargs="?", const="-", help="print Markdown (or write it to FILE)")
+    ap.add_argument("--record", action="store_true", help="write the figures into docs/results.md")
     args = ap.parse_args()
 
     env_settings = {"fsync": "on", "full_page_writes": "on"} if args.durable else {}
@@ -450,15 +550,16 @@ def main() -> int:
             res.apply = apply_rates(m, args.apply_s)
         if args.verify_rows > 0:
             res.verify = verify_time(m, args.verify_rows)
-    text = render(res, markdown=bool(args.markdown))
-    header = (f"write path, {WRITER} of a {len(REGIONS)}-writer mesh (PostgreSQL 18, fsync={settings['fsync']}, "
-              f"full_page_writes={settings['full_page_writes']}); medians per row over blocks, replicated vs local, "
-              f"interleaved; peers' apply paused while measured, caught up in {res.converged_s:.1f} s after")
-    if args.markdown and args.markdown != "-":
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(f"{header}\n\n{text}\n")
-    print(header)
-    print(text)
+    print(header(res))
+    print()
+    print(render(res, markdown=False))
+    if args.record:
+        from drills.results import record_section
+
+        key = "bench-write-path" + ("-durable" if args.durable else "")
+        title = "The write path of a replicated table against a local one" + (" (fsync on)" if args.durable else "")
+        record_section(key, title, "python bench/write_path.py " + " ".join(sys.argv[1:]),
+                       text=header(res) + "\n\n" + render(res, markdown=True))
     out = asdict(res)
     out["ops"] = [{**asdict(o), "time_x": round(o.time_x, 3), "cpu_x": round(o.cpu_x, 3), "wal_x": round(o.wal_x, 3)}
                   for o in res.ops]
@@ -473,6 +574,7 @@ def _mesh(settings: dict[str, str]) -> Iterator[Mesh]:
             for k, v in settings.items():  # both take effect on reload
                 m.execute(n, f"ALTER SYSTEM SET {k} = {v}")
             m.execute(n, "SELECT pg_reload_conf()")
+        m.execute(WRITER, "CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         yield m
 
 

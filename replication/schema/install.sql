@@ -269,6 +269,9 @@ BEGIN
                 HINT = 'Retry the transaction.';
         END IF;
     END IF;
+    IF TG_OP = 'UPDATE' AND %6$L = 'counter' THEN
+        RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
+    END IF;
     -- Columns or the table held back by a schema change travelling through the mesh (ddl.sql) are
     -- left out of the images, or the write refused.
     INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
@@ -276,14 +279,19 @@ BEGIN
            CASE WHEN _fq_h.holding THEN fraiseql_repl.hold_back_image(%2$s, 'u', to_jsonb(_fq_n.*)) ELSE to_jsonb(_fq_n.*) END
     FROM _fq_new _fq_n, (SELECT EXISTS (SELECT 1 FROM fraiseql_repl.held x WHERE x.table_name = %2$s) AS holding) _fq_h;
     IF TG_OP = 'INSERT' THEN
+        -- Counter shards after the images, as the merges expect them (each shard's arrival
+        -- recomputes the counter from the shards; an image the merge keeps out would not).
         %5$s
     END IF;
     RETURN NULL;
-END $f$$b$, emit_fn, lit, pk_json_n, pk_json_o, coalesce(shard_ins_sql, ''));
+END $f$$b$, emit_fn, lit, pk_json_n, pk_json_o, coalesce(shard_ins_sql, ''), strategy);
     EXECUTE body;
 
     -- Row by row, only where a statement's transition tables cannot say it: an update that changes
-    -- the key (a delete of the old key) and, in counter tables, each updated row's delta.
+    -- the key (a delete of the old key) and, in counter tables, each updated row: its image, then its
+    -- shard's delta (in that order: a peer merges the image, then recomputes the counter when the
+    -- shard arrives; the other way round, an image the merge keeps out leaves a counter computed
+    -- before a concurrent shard was visible).
     body := format($b$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
@@ -300,9 +308,14 @@ BEGIN
         INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born)
         VALUES (fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(), OLD._repl_born);
     END IF;
-    %5$s
+    IF %6$L = 'counter' THEN
+        INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
+        VALUES (fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), NEW._repl_ts, NEW._repl_node, NEW._repl_born,
+                fraiseql_repl.hold_back_image(%2$s, 'u', to_jsonb(NEW)));
+        %5$s
+    END IF;
     RETURN NULL;
-END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql);
+END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
     EXECUTE body;
 
     -- Secondary unique keys: the newer row keeps the value; the other one is removed here (it is
