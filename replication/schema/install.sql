@@ -232,28 +232,31 @@ CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFI
     SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_key jsonb;
-    _fq_pks jsonb[];
-    _fq_tss timestamptz[];
-    _fq_borns timestamptz[];
-    _fq_ats timestamptz[];
+    _fq_count bigint;
 BEGIN
     -- This statement's commit check (control.sql), queued after everything the statement queued.
     PERFORM fraiseql_repl.arm_commit_check();
     IF TG_OP = 'DELETE' THEN
         -- The table held back by a schema change travelling through the mesh (ddl.sql)?
         PERFORM fraiseql_repl.hold_back_image(%2$s, 'd', NULL) FROM fraiseql_repl.held _fq_h WHERE _fq_h.table_name = %2$s LIMIT 1;
-        -- Each delete is newer than the row it removes; its tombstone and its change carry the same
-        -- version and time.
-        SELECT array_agg(jsonb_build_object(%4$s)), array_agg(fraiseql_repl.next_ts(_fq_o._repl_ts)), array_agg(_fq_o._repl_born),
-               array_agg(clock_timestamp())
-          INTO _fq_pks, _fq_tss, _fq_borns, _fq_ats
-        FROM _fq_old _fq_o;
-        PERFORM fraiseql_repl.put_tombstone(%2$s, _fq_d.pk, _fq_d.ts, fraiseql_repl.node_name(), _fq_d.born, fraiseql_repl.node_name(), _fq_d.at)
-        FROM unnest(_fq_pks, _fq_tss, _fq_borns, _fq_ats) AS _fq_d(pk, ts, born, at);
-        INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, origin_at)
-        SELECT fraiseql_repl.node_name(), %2$s, 'd', _fq_d.pk, _fq_d.ts, fraiseql_repl.node_name(), _fq_d.born, _fq_d.at
-        FROM unnest(_fq_pks, _fq_tss, _fq_borns, _fq_ats) AS _fq_d(pk, ts, born, at);
+        -- Each delete is newer than the row it removes; its change and its tombstone carry the same
+        -- version and time. (One query: the tombstones are made from the changes' RETURNING rows.)
+        WITH _fq_d AS (
+            INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, origin_at)
+            SELECT fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), fraiseql_repl.next_ts(_fq_o._repl_ts),
+                   fraiseql_repl.node_name(), _fq_o._repl_born, clock_timestamp()
+            FROM _fq_old _fq_o
+            RETURNING pk, ts, born, origin_at
+        ), _fq_t AS MATERIALIZED (
+            SELECT fraiseql_repl.put_tombstone(%2$s, _fq_d.pk, _fq_d.ts, fraiseql_repl.node_name(), _fq_d.born,
+                                               fraiseql_repl.node_name(), _fq_d.origin_at)
+            FROM _fq_d
+        )
+        SELECT count(*) INTO _fq_count FROM _fq_t;
         RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND %6$L = 'counter' THEN
+        RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
     END IF;
     IF TG_OP = 'INSERT' THEN
         -- A peer's delete of one of these keys landed while we inserted it: our row would be an
@@ -268,9 +271,6 @@ BEGIN
                 MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this insert ran', %2$s, _fq_key),
                 HINT = 'Retry the transaction.';
         END IF;
-    END IF;
-    IF TG_OP = 'UPDATE' AND %6$L = 'counter' THEN
-        RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
     END IF;
     -- Columns or the table held back by a schema change travelling through the mesh (ddl.sql) are
     -- left out of the images, or the write refused.

@@ -494,3 +494,35 @@ def test_a_held_table_refuses_writes_of_many_rows_and_held_columns_stay_out_of_t
         assert images == [(False,), (False,)]
     finally:
         wm.execute(EAST, "DELETE FROM fraiseql_repl.held WHERE migration = 'test'")
+
+
+def test_a_delete_of_many_rows_leaves_each_key_a_tombstone_matching_its_change(wm: Mesh) -> None:
+    k = key() * 10
+    wm.execute(EAST, "INSERT INTO items (id, v) SELECT g, 'x' FROM generate_series(%s, %s) g", (k, k + 4))
+    c = app(wm, autocommit=True)
+    c.execute("DELETE FROM items WHERE id BETWEEN %s AND %s", (k, k + 4))
+    c.close()
+    pairs = wm.execute(EAST, "SELECT (t.ts, t.born, t.origin, t.origin_at) = (c.ts, c.born, c.origin, c.origin_at), "
+                             "t.ts > (SELECT max(i.ts) FROM fraiseql_repl.changes i WHERE i.tbl = c.tbl AND i.pk = c.pk "
+                             "AND i.op = 'u') "
+                             "FROM fraiseql_repl.changes c JOIN fraiseql_repl.tombstones t ON t.table_name = c.tbl "
+                             "AND t.pk = c.pk WHERE c.tbl = 'public.items' AND c.op = 'd' "
+                             "AND (c.pk ->> 'id')::int BETWEEN %s AND %s", (k, k + 4))
+    assert pairs == [(True, True)] * 5
+
+
+def test_an_insert_whose_key_a_peers_delete_reached_meanwhile_is_refused(wm: Mesh) -> None:
+    # The statement stamps its first row, then sleeps in its second; meanwhile a peer's delete of the
+    # first key lands (its tombstone, as the apply worker's merge writes it). The row would be an
+    # incarnation already dead on every other writer: the insert is refused, to be retried.
+    k = key()
+    timer = threading.Timer(0.5, lambda: wm.execute(
+        EAST, "SELECT fraiseql_repl.put_tombstone('public.items', %s::jsonb, clock_timestamp(), %s, '-infinity', %s, "
+              "clock_timestamp())", (f'{{"id": {k}}}', WEST, WEST)))
+    c = app(wm, autocommit=True)
+    timer.start()
+    with pytest.raises(psycopg.errors.SerializationFailure, match="was deleted in another region while this insert ran"):
+        c.execute("INSERT INTO items (id, v) SELECT %s, 'first' UNION ALL SELECT %s, pg_sleep(1.5)::text", (k, k + 1))
+    timer.join()
+    c.close()
+    assert not count(wm, EAST, "SELECT count(*) FROM items WHERE id IN (%s, %s)", (k, k + 1))
