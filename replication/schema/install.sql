@@ -118,10 +118,16 @@ BEGIN
             HINT = 'Two regions can insert rows that clash on it and the merge could not tell which to keep. Use a unique constraint on plain columns, or keep the table out of replication.';
     END LOOP;
 
-    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT ''-infinity'', '
-                   'ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT '''', '
-                   'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''', qt);
-    IF strategy = 'app' THEN
+    -- Only where a column is missing: an ALTER TABLE of an installed table runs the DDL guard
+    -- (ddl.sql), which would find the triggers of this release missing until they are made below.
+    IF (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND NOT a.attisdropped
+          AND a.attname IN ('_repl_ts', '_repl_node', '_repl_born')) < 3 THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT ''-infinity'', '
+                       'ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT '''', '
+                       'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''', qt);
+    END IF;
+    IF strategy = 'app' AND (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND NOT a.attisdropped
+                               AND a.attname IN ('_repl_prev_ts', '_repl_prev_node')) < 2 THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_prev_ts timestamptz, '
                        'ADD COLUMN IF NOT EXISTS _repl_prev_node text', qt);
     END IF;

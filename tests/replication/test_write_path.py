@@ -526,3 +526,31 @@ def test_an_insert_whose_key_a_peers_delete_reached_meanwhile_is_refused(wm: Mes
     timer.join()
     c.close()
     assert not count(wm, EAST, "SELECT count(*) FROM items WHERE id IN (%s, %s)", (k, k + 1))
+
+
+def test_an_install_over_the_previous_release_s_triggers_replaces_them(wm: Mesh) -> None:
+    # The previous release captured row by row and checked the lease per row (a constraint trigger on
+    # each table). Re-installing the table (what the bootstrap of this release does) must not trip
+    # the DDL guard on the triggers this release adds, and must leave only this release's triggers.
+    with wm.connect(EAST) as c:
+        c.execute("ALTER EVENT TRIGGER fraiseql_repl_ddl_guard DISABLE")
+        c.execute("ALTER EVENT TRIGGER fraiseql_repl_ddl_guard_drop DISABLE")
+        try:
+            for t in ("fraiseql_repl_emit_upd", "fraiseql_repl_emit_del", "fraiseql_repl_emit_row"):
+                c.execute(f"DROP TRIGGER {t} ON odd")
+            c.execute('CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT OR UPDATE OR DELETE ON odd '
+                      'FOR EACH ROW EXECUTE FUNCTION fraiseql_repl."emit_row:public.odd"()')
+            c.execute("CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT OR UPDATE OR DELETE ON odd "
+                      "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_at_commit()")
+        finally:
+            c.execute("ALTER EVENT TRIGGER fraiseql_repl_ddl_guard ENABLE")
+            c.execute("ALTER EVENT TRIGGER fraiseql_repl_ddl_guard_drop ENABLE")
+        c.execute("SELECT fraiseql_repl.install_table('public.odd', 'lww')")
+    triggers = [r[0] for r in wm.execute(EAST, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'odd'::regclass "
+                                                "AND NOT tgisinternal ORDER BY 1")]
+    assert triggers == ["fraiseql_repl_emit", "fraiseql_repl_emit_del", "fraiseql_repl_emit_row", "fraiseql_repl_emit_upd",
+                        "fraiseql_repl_fence", "fraiseql_repl_local"]
+    k = key()
+    wm.execute(EAST, "INSERT INTO odd (n, h) VALUES (%s, 'after the re-install')", (k,))
+    _same(wm, "odd")
+    assert wm.execute(WEST, "SELECT h FROM odd WHERE n = %s", (k,)) == [("after the re-install",)]
