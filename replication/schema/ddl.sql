@@ -105,6 +105,13 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
     UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
      WHERE NOT s.columns ? cur.col AND cur.col NOT LIKE '\_repl\_%'
+    UNION ALL
+    -- The commit check of every write (control.sql), one trigger for all the tables.
+    SELECT 'fraiseql_repl.writing', 'commit check', 'fraiseql_repl_lease', 'missing or not enabled'
+     WHERE to_regclass('fraiseql_repl.writing') IS NOT NULL
+       AND (rels IS NULL OR to_regclass('fraiseql_repl.writing')::oid = ANY (rels))
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = to_regclass('fraiseql_repl.writing')
+                       AND g.tgname = 'fraiseql_repl_lease' AND g.tgenabled = 'O')
 $f$;
 
 -- The refusal for one kind of drift: why, and what to do instead.
@@ -118,6 +125,7 @@ BEGIN
             WHEN 'type' THEN format('fraiseql_repl: the type of replicated column %s.%s cannot change (%s): peers still send values of the old type', tname, col, detail)
             WHEN 'pk' THEN format('fraiseql_repl: the primary key of replicated table %s cannot change %s: peers identify its rows by it', tname, detail)
             WHEN 'trigger' THEN format('fraiseql_repl: replication trigger %s on %s is %s: this writer''s changes would stop replicating', col, tname, detail)
+            WHEN 'commit check' THEN format('fraiseql_repl: trigger %s on %s is %s: writes to replicated tables would commit without their lease check', col, tname, detail)
             ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
         END,
         HINT = CASE kind
@@ -126,6 +134,7 @@ BEGIN
             WHEN 'type' THEN 'Add a column with the new type, backfill it once on one writer, switch the application to it, and keep the old column.'
             WHEN 'pk' THEN 'Create a new table with the new key, copy the rows on one writer, and switch the application to it.'
             WHEN 'trigger' THEN 'Re-run the bootstrap (or python -m ops schema apply) to re-install the table.'
+            WHEN 'commit check' THEN 'Re-run the bootstrap: it makes the trigger again.'
             ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
         END;
 END $f$;
@@ -167,6 +176,11 @@ BEGIN
     IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
         RETURN;
     END IF;
+    FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() x
+             WHERE x.object_type IN ('table', 'trigger') AND x.address_names[1:2] = ARRAY['fraiseql_repl', 'writing']
+               AND (x.object_type = 'table' OR x.address_names[3] = 'fraiseql_repl_lease') LOOP
+        PERFORM fraiseql_repl.refuse_drift('fraiseql_repl.writing', 'commit check', 'fraiseql_repl_lease', 'dropped');
+    END LOOP;
     FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() x
              WHERE x.object_type IN ('table', 'table column', 'trigger') AND cardinality(x.address_names) >= 2
                AND EXISTS (SELECT 1 FROM fraiseql_repl.table_shape s

@@ -554,3 +554,16 @@ def test_an_install_over_the_previous_release_s_triggers_replaces_them(wm: Mesh)
     wm.execute(EAST, "INSERT INTO odd (n, h) VALUES (%s, 'after the re-install')", (k,))
     _same(wm, "odd")
     assert wm.execute(WEST, "SELECT h FROM odd WHERE n = %s", (k,)) == [("after the re-install",)]
+
+
+@pytest.mark.parametrize("sql", ["ALTER TABLE fraiseql_repl.writing DISABLE TRIGGER fraiseql_repl_lease",
+                                 "ALTER TABLE fraiseql_repl.writing DISABLE TRIGGER ALL",
+                                 "DROP TRIGGER fraiseql_repl_lease ON fraiseql_repl.writing",
+                                 "DROP TABLE fraiseql_repl.writing"])
+def test_the_ddl_guard_keeps_the_commit_check_from_the_schema_owner_too(wm: Mesh, sql: str) -> None:
+    with pytest.raises(psycopg.Error) as exc:
+        wm.execute(EAST, sql)
+    assert exc.value.sqlstate == "FQ003"
+    assert "writes to replicated tables would commit without their lease check" in str(exc.value)
+    assert wm.execute(EAST, "SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'fraiseql_repl.writing'::regclass "
+                            "AND tgname = 'fraiseql_repl_lease'") == [("O",)]
