@@ -156,7 +156,7 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
     # The replicated tables' triggers are SECURITY DEFINER: the app needs nothing in the schema
     # but to read the conflicts its app tables leave for it.
     internal = ", ".join(f"{SCHEMA}.{t}" for t in (
-        "lease", "lease_until", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
+        "lease", "lease_until", "writing", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
         "applied", "peer_applied", "table_meta", "members", "digests", "digest_keys", "heartbeats"))
     stmts += [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",

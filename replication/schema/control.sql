@@ -239,9 +239,52 @@ BEGIN
         HINT = 'This region has no write quorum (or its fence agent is not running). Retry the write in another region.';
 END $f$;
 
--- Statement level, before any row changes: refuse early with a clear error. It also puts this
--- table's commit check back to deferred, so a session that made every constraint immediate (Django's
--- check_constraints does) still has its writes checked at commit.
+-- The commit check: one per statement that writes a replicated table, not one per row. At the end of
+-- such a statement the table's change capture (its emit function, install.sql) adds a row here
+-- (arm_commit_check), whose deferred constraint trigger checks the lease when the transaction
+-- commits. The row is added after everything the statement queued, so the check fires after the
+-- statement's own deferred work (its foreign-key checks, say), as the per-row check of earlier
+-- releases did. Nobody but the schema's owner has any right on the table (the capture is SECURITY
+-- DEFINER): a session can neither leave its rows out nor forge one, nor lock the table; no setting is
+-- trusted. Unlogged: it costs no WAL, and a row lives only until its check (a crash, or a copy
+-- promoted to primary, starts it empty: no transaction of before is still open there).
+CREATE UNLOGGED TABLE IF NOT EXISTS fraiseql_repl.writing (
+    n   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+REVOKE ALL ON TABLE fraiseql_repl.writing FROM PUBLIC;
+
+-- Deferred to commit: a transaction that checked the lease early and commits late is refused if the
+-- lease ran out in between.
+CREATE OR REPLACE FUNCTION fraiseql_repl.lease_at_commit()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+BEGIN
+    PERFORM fraiseql_repl.check_lease('commit');
+    DELETE FROM fraiseql_repl.writing w WHERE w.n = NEW.n;
+    RETURN NULL;
+END $f$;
+
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease'
+                 AND tgrelid = 'fraiseql_repl.writing'::regclass) THEN
+    CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT ON fraiseql_repl.writing
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_at_commit();
+  END IF;
+END $do$;
+
+-- Queue the commit check of the statement that is ending (each replicated table's capture calls it,
+-- once per statement, install.sql). It is made deferred first, so a session that made every
+-- constraint immediate (Django's check_constraints does) still has its later writes checked at
+-- commit; a session that runs the checks early (SET CONSTRAINTS ... IMMEDIATE) and then sits idle is
+-- ended by its agent (end_writes, below).
+CREATE OR REPLACE FUNCTION fraiseql_repl.arm_commit_check()
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+BEGIN
+    SET CONSTRAINTS fraiseql_repl.fraiseql_repl_lease DEFERRED;
+    INSERT INTO fraiseql_repl.writing DEFAULT VALUES;
+END $f$;
+
+-- Statement level, before any row changes: refuse early with a clear error.
 CREATE OR REPLACE FUNCTION fraiseql_repl.fence_guard()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 BEGIN
@@ -253,16 +296,6 @@ BEGIN
                    'Use DELETE (it replicates and leaves tombstones), or take the table out of replication first.';
     END IF;
     PERFORM fraiseql_repl.check_lease('statement');
-    EXECUTE format('SET CONSTRAINTS %I.fraiseql_repl_lease DEFERRED', TG_TABLE_SCHEMA);
-    RETURN NULL;
-END $f$;
-
--- Row level, deferred to commit: a transaction that checked the lease early and commits late is
--- refused if the lease ran out in between. No shortcut a session could switch on: every row checks.
-CREATE OR REPLACE FUNCTION fraiseql_repl.lease_at_commit()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
-BEGIN
-    PERFORM fraiseql_repl.check_lease('commit');
     RETURN NULL;
 END $f$;
 

@@ -99,11 +99,19 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
       FROM s WHERE coalesce(fraiseql_repl.pk_cols(s.relid), '{}') IS DISTINCT FROM s.pk
     UNION ALL
     SELECT s.table_name, 'trigger', t.name, 'missing or not enabled for local writes' FROM s
-     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_lease']) t(name)
+     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
+                             'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row']) t(name)
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O')
     UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
      WHERE NOT s.columns ? cur.col AND cur.col NOT LIKE '\_repl\_%'
+    UNION ALL
+    -- The commit check of every write (control.sql), one trigger for all the tables.
+    SELECT 'fraiseql_repl.writing', 'commit check', 'fraiseql_repl_lease', 'missing or not enabled'
+     WHERE to_regclass('fraiseql_repl.writing') IS NOT NULL
+       AND (rels IS NULL OR to_regclass('fraiseql_repl.writing')::oid = ANY (rels))
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = to_regclass('fraiseql_repl.writing')
+                       AND g.tgname = 'fraiseql_repl_lease' AND g.tgenabled = 'O')
 $f$;
 
 -- The refusal for one kind of drift: why, and what to do instead.
@@ -117,6 +125,7 @@ BEGIN
             WHEN 'type' THEN format('fraiseql_repl: the type of replicated column %s.%s cannot change (%s): peers still send values of the old type', tname, col, detail)
             WHEN 'pk' THEN format('fraiseql_repl: the primary key of replicated table %s cannot change %s: peers identify its rows by it', tname, detail)
             WHEN 'trigger' THEN format('fraiseql_repl: replication trigger %s on %s is %s: this writer''s changes would stop replicating', col, tname, detail)
+            WHEN 'commit check' THEN format('fraiseql_repl: trigger %s on %s is %s: writes to replicated tables would commit without their lease check', col, tname, detail)
             ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
         END,
         HINT = CASE kind
@@ -125,6 +134,7 @@ BEGIN
             WHEN 'type' THEN 'Add a column with the new type, backfill it once on one writer, switch the application to it, and keep the old column.'
             WHEN 'pk' THEN 'Create a new table with the new key, copy the rows on one writer, and switch the application to it.'
             WHEN 'trigger' THEN 'Re-run the bootstrap (or python -m ops schema apply) to re-install the table.'
+            WHEN 'commit check' THEN 'Re-run the bootstrap: it makes the trigger again.'
             ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
         END;
 END $f$;
@@ -167,6 +177,11 @@ BEGIN
         RETURN;
     END IF;
     FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() x
+             WHERE x.object_type IN ('table', 'trigger') AND x.address_names[1:2] = ARRAY['fraiseql_repl', 'writing']
+               AND (x.object_type = 'table' OR x.address_names[3] = 'fraiseql_repl_lease') LOOP
+        PERFORM fraiseql_repl.refuse_drift('fraiseql_repl.writing', 'commit check', 'fraiseql_repl_lease', 'dropped');
+    END LOOP;
+    FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() x
              WHERE x.object_type IN ('table', 'table column', 'trigger') AND cardinality(x.address_names) >= 2
                AND EXISTS (SELECT 1 FROM fraiseql_repl.table_shape s
                            WHERE s.table_name = x.address_names[1] || '.' || x.address_names[2]) LOOP
@@ -176,7 +191,8 @@ BEGIN
                 HINT = 'Stop writing it everywhere and keep it; taking a table out of replication is not done by schema apply.';
         ELSIF o.object_type = 'table column' THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'dropped', o.address_names[3], '');
-        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_lease') THEN
+        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
+                                     'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row') THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'trigger', o.address_names[3], 'dropped');
         END IF;
     END LOOP;
@@ -204,38 +220,38 @@ EXCEPTION WHEN insufficient_privilege THEN
 END $do$;
 
 -- Hold back: strip held columns from this writer's change images, refuse writes that set them, and
--- refuse any write to a held (new) table. Local inserts into the change log only: the apply worker
--- runs as a replica, where this trigger does not fire.
-CREATE OR REPLACE FUNCTION fraiseql_repl.hold_back()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+-- refuse any write to a held (new) table. Called for every image this writer puts in the change log
+-- (the tables' emit functions, install.sql, once per statement when the table has anything held;
+-- reemit); the apply worker's merges never call it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.hold_back_image(tname text, op "char", image jsonb)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     h record;
     strip text[] := '{}';
 BEGIN
-    FOR h IN SELECT x.col, x.accepted, x.migration FROM fraiseql_repl.held x WHERE x.table_name = NEW.tbl LOOP
+    FOR h IN SELECT x.col, x.accepted, x.migration FROM fraiseql_repl.held x WHERE x.table_name = tname LOOP
         IF h.col = '' THEN
             RAISE EXCEPTION USING ERRCODE = '55000',
-                MESSAGE = format('fraiseql_repl: table %s is being added to every writer (migration %s) and takes writes once that is done', NEW.tbl, h.migration),
+                MESSAGE = format('fraiseql_repl: table %s is being added to every writer (migration %s) and takes writes once that is done', tname, h.migration),
                 HINT = 'Retry in a few seconds: python -m ops schema apply reports when it has finished.';
         END IF;
-        IF h.accepted IS NOT NULL AND NEW.op = 'u'
-           AND NOT h.accepted @> jsonb_build_array(coalesce(NEW.row_image -> h.col, 'null'::jsonb)) THEN
+        IF h.accepted IS NOT NULL AND op = 'u'
+           AND NOT h.accepted @> jsonb_build_array(coalesce(image -> h.col, 'null'::jsonb)) THEN
             RAISE EXCEPTION USING ERRCODE = '55000',
-                MESSAGE = format('fraiseql_repl: column %s.%s is being added to every writer (migration %s); writes that set it are refused until that is done', NEW.tbl, h.col, h.migration),
+                MESSAGE = format('fraiseql_repl: column %s.%s is being added to every writer (migration %s); writes that set it are refused until that is done', tname, h.col, h.migration),
                 HINT = 'Retry in a few seconds: python -m ops schema apply reports when it has finished.';
         END IF;
         strip := strip || h.col;
     END LOOP;
-    IF cardinality(strip) > 0 AND NEW.row_image IS NOT NULL THEN
-        NEW.row_image := NEW.row_image - strip;
+    IF cardinality(strip) > 0 AND image IS NOT NULL THEN
+        RETURN image - strip;
     END IF;
-    RETURN NEW;
+    RETURN image;
 END $f$;
 
-DO $do$ BEGIN
-  CREATE OR REPLACE TRIGGER fraiseql_repl_hold BEFORE INSERT ON fraiseql_repl.changes
-    FOR EACH ROW WHEN (NEW.op <> 'w') EXECUTE FUNCTION fraiseql_repl.hold_back();
-END $do$;
+-- Earlier releases did this in a row trigger on the change log, one call per change.
+DROP TRIGGER IF EXISTS fraiseql_repl_hold ON fraiseql_repl.changes;
+DROP FUNCTION IF EXISTS fraiseql_repl.hold_back();
 
 -- Hold the columns that replicated tables have here but their merge functions do not know yet.
 -- Returns them. A stored generated column is stripped but never checked (each writer computes it).

@@ -64,6 +64,9 @@ DECLARE
     overriding text := '';
     pk_json_new text;
     pk_json_old text;
+    pk_json_n text;
+    pk_json_o text;
+    shard_ins_sql text;
     pk_match_r text;
     pk_match_k text;
     pk_conflict text;
@@ -73,6 +76,7 @@ DECLARE
     shard_sql text := '';
     stamp_fn text := format('fraiseql_repl.%I', 'stamp:' || fraiseql_repl.table_name(rel));
     emit_fn text := format('fraiseql_repl.%I', 'emit:' || fraiseql_repl.table_name(rel));
+    emit_row_fn text := format('fraiseql_repl.%I', 'emit_row:' || fraiseql_repl.table_name(rel));
     merge_fn text := format('fraiseql_repl.%I', 'merge:' || fraiseql_repl.table_name(rel));
     refresh_fn text := format('fraiseql_repl.%I', 'refresh:' || fraiseql_repl.table_name(rel));
     body text;
@@ -114,10 +118,16 @@ BEGIN
             HINT = 'Two regions can insert rows that clash on it and the merge could not tell which to keep. Use a unique constraint on plain columns, or keep the table out of replication.';
     END LOOP;
 
-    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT ''-infinity'', '
-                   'ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT '''', '
-                   'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''', qt);
-    IF strategy = 'app' THEN
+    -- Only where a column is missing: an ALTER TABLE of an installed table runs the DDL guard
+    -- (ddl.sql), which would find the triggers of this release missing until they are made below.
+    IF (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND NOT a.attisdropped
+          AND a.attname IN ('_repl_ts', '_repl_node', '_repl_born')) < 3 THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT ''-infinity'', '
+                       'ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT '''', '
+                       'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''', qt);
+    END IF;
+    IF strategy = 'app' AND (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND NOT a.attisdropped
+                               AND a.attname IN ('_repl_prev_ts', '_repl_prev_node')) < 2 THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_prev_ts timestamptz, '
                        'ADD COLUMN IF NOT EXISTS _repl_prev_node text', qt);
     END IF;
@@ -133,9 +143,10 @@ BEGIN
         overriding := ' OVERRIDING SYSTEM VALUE';
     END IF;
     SELECT string_agg(format('%L, NEW.%I', k, k), ', '), string_agg(format('%L, OLD.%I', k, k), ', '),
+           string_agg(format('%L, _fq_n.%I', k, k), ', '), string_agg(format('%L, _fq_o.%I', k, k), ', '),
            string_agg(format('t.%I = _fq_r.%I', k, k), ' AND '), string_agg(format('t.%I = _fq_k.%I', k, k), ' AND '),
            string_agg(format('%I', k), ', ')
-      INTO pk_json_new, pk_json_old, pk_match_r, pk_match_k, pk_conflict
+      INTO pk_json_new, pk_json_old, pk_json_n, pk_json_o, pk_match_r, pk_match_k, pk_conflict
     FROM unnest(pk) k;
 
     -- Local writes: stamp the version (and the incarnation on insert).
@@ -143,17 +154,19 @@ BEGIN
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
 DECLARE
-    _fq_tomb fraiseql_repl.tombstones;
     _fq_born timestamptz;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        _fq_tomb := fraiseql_repl.tombstone_of(%2$s, jsonb_build_object(%3$s));
         -- A re-insert of a deleted key is a new incarnation, newer than the delete. The incarnation
         -- is named after the delete it follows, so regions that create the same key concurrently
         -- share it (their counters sum) while a set element's incarnation is its own add. Where the
         -- key's tombstone has been purged here, it is born after every purged delete of the table:
         -- a writer that still holds the tombstone must not take it for the deleted incarnation.
-        _fq_born := fraiseql_repl.birth_after(%2$s, _fq_tomb.ts);
+        -- (fraiseql_repl.birth_after(tname, tombstone_of(tname, key).ts), in one query.)
+        SELECT greatest(coalesce((SELECT x.ts FROM fraiseql_repl.tombstones x
+                                   WHERE x.table_name = %2$s AND x.pk = jsonb_build_object(%3$s)), '-infinity'),
+                        coalesce((SELECT p.upto FROM fraiseql_repl.purged p WHERE p.table_name = %2$s), '-infinity'))
+          INTO _fq_born;
         NEW._repl_ts := fraiseql_repl.next_ts(_fq_born);
         NEW._repl_born := CASE WHEN %4$L = 'set' THEN NEW._repl_ts ELSE _fq_born END;
     ELSE
@@ -194,12 +207,18 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
                 RAISE EXCEPTION 'fraiseql_repl: counter column %.% does not exist', tname, c;
             END IF;
             shard_sql := shard_sql || format($s$
-        _fq_delta := coalesce(NEW.%1$I, 0)::numeric - CASE WHEN TG_OP = 'UPDATE' THEN coalesce(OLD.%1$I, 0)::numeric ELSE 0 END;
+        _fq_delta := coalesce(NEW.%1$I, 0)::numeric - coalesce(OLD.%1$I, 0)::numeric;
         IF _fq_delta <> 0 THEN
             INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
             VALUES (%2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
             ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;
         END IF;$s$, c, lit, pk_json_new);
+            -- An insert's contribution is its value (one statement, one row per key).
+            shard_ins_sql := coalesce(shard_ins_sql, '') || format($s$
+        INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
+        SELECT %2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), _fq_n._repl_born, coalesce(_fq_n.%1$I, 0)::numeric
+        FROM _fq_new _fq_n WHERE coalesce(_fq_n.%1$I, 0)::numeric <> 0
+        ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;$s$, c, lit, pk_json_n);
             -- The sum over every incarnation the key's deletes have not removed: regions that create
             -- the same key concurrently add up, whether or not they named the incarnation alike.
             counter_set := counter_set || format(', %1$I = (SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
@@ -211,7 +230,74 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
         counter_set := substr(counter_set, 3);
     END IF;
 
-    -- Local writes: emit the change (after the row is final), keep a tombstone for deletes.
+    -- Local writes: emit the changes (after the rows are final), keep a tombstone for deletes. Once
+    -- per statement, from its transition tables: one insert into the change log for all the rows a
+    -- statement wrote, not a trigger call and an insert per row.
+    body := format($b$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET TimeZone = 'UTC' AS $f$
+DECLARE
+    _fq_key jsonb;
+    _fq_count bigint;
+BEGIN
+    -- This statement's commit check (control.sql), queued after everything the statement queued.
+    PERFORM fraiseql_repl.arm_commit_check();
+    IF TG_OP = 'DELETE' THEN
+        -- The table held back by a schema change travelling through the mesh (ddl.sql)?
+        PERFORM fraiseql_repl.hold_back_image(%2$s, 'd', NULL) FROM fraiseql_repl.held _fq_h WHERE _fq_h.table_name = %2$s LIMIT 1;
+        -- Each delete is newer than the row it removes; its change and its tombstone carry the same
+        -- version and time. (One query: the tombstones are made from the changes' RETURNING rows.)
+        WITH _fq_d AS (
+            INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, origin_at)
+            SELECT fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), fraiseql_repl.next_ts(_fq_o._repl_ts),
+                   fraiseql_repl.node_name(), _fq_o._repl_born, clock_timestamp()
+            FROM _fq_old _fq_o
+            RETURNING pk, ts, born, origin_at
+        ), _fq_t AS MATERIALIZED (
+            SELECT fraiseql_repl.put_tombstone(%2$s, _fq_d.pk, _fq_d.ts, fraiseql_repl.node_name(), _fq_d.born,
+                                               fraiseql_repl.node_name(), _fq_d.origin_at)
+            FROM _fq_d
+        )
+        SELECT count(*) INTO _fq_count FROM _fq_t;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND %6$L = 'counter' THEN
+        RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        -- A peer's delete of one of these keys landed while we inserted it: our row would be an
+        -- incarnation that is already dead everywhere else. Retrying sees the tombstone and starts
+        -- a new one.
+        SELECT jsonb_build_object(%3$s) INTO _fq_key FROM _fq_new _fq_n
+         WHERE EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
+                        AND x.pk = jsonb_build_object(%3$s) AND x.born >= _fq_n._repl_born)
+         LIMIT 1;
+        IF _fq_key IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '40001',
+                MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this insert ran', %2$s, _fq_key),
+                HINT = 'Retry the transaction.';
+        END IF;
+    END IF;
+    -- Columns or the table held back by a schema change travelling through the mesh (ddl.sql) are
+    -- left out of the images, or the write refused.
+    INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
+    SELECT fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), _fq_n._repl_ts, _fq_n._repl_node, _fq_n._repl_born,
+           CASE WHEN _fq_h.holding THEN fraiseql_repl.hold_back_image(%2$s, 'u', to_jsonb(_fq_n.*)) ELSE to_jsonb(_fq_n.*) END
+    FROM _fq_new _fq_n, (SELECT EXISTS (SELECT 1 FROM fraiseql_repl.held x WHERE x.table_name = %2$s) AS holding) _fq_h;
+    IF TG_OP = 'INSERT' THEN
+        -- Counter shards after the images, as the merges expect them (each shard's arrival
+        -- recomputes the counter from the shards; an image the merge keeps out would not).
+        %5$s
+    END IF;
+    RETURN NULL;
+END $f$$b$, emit_fn, lit, pk_json_n, pk_json_o, coalesce(shard_ins_sql, ''), strategy);
+    EXECUTE body;
+
+    -- Row by row, only where a statement's transition tables cannot say it: an update that changes
+    -- the key (a delete of the old key) and, in counter tables, each updated row: its image, then its
+    -- shard's delta (in that order: a peer merges the image, then recomputes the counter when the
+    -- shard arrives; the other way round, an image the merge keeps out leaves a counter computed
+    -- before a concurrent shard was visible).
     body := format($b$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
@@ -219,31 +305,23 @@ DECLARE
     _fq_del_ts timestamptz;
     _fq_delta numeric;
 BEGIN
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%4$s)) THEN
-        -- A delete (or a key change, which is a delete of the old key): newer than the row it removes.
+    IF jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%4$s) THEN
+        -- A key change is a delete of the old key: newer than the row it removes.
+        PERFORM fraiseql_repl.hold_back_image(%2$s, 'd', NULL);
         _fq_del_ts := fraiseql_repl.next_ts(OLD._repl_ts);
         PERFORM fraiseql_repl.put_tombstone(%2$s, jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(),
                                             OLD._repl_born, fraiseql_repl.node_name(), clock_timestamp());
         INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born)
         VALUES (fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(), OLD._repl_born);
-        IF TG_OP = 'DELETE' THEN
-            RETURN NULL;
-        END IF;
     END IF;
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
-                                     AND x.pk = jsonb_build_object(%3$s) AND x.born >= NEW._repl_born) THEN
-        -- A peer's delete of this key landed while we inserted it: our row would be an incarnation
-        -- that is already dead everywhere else. Retrying sees the tombstone and starts a new one.
-        RAISE EXCEPTION USING ERRCODE = '40001',
-            MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this insert ran', %2$s,
-                             jsonb_build_object(%3$s)),
-            HINT = 'Retry the transaction.';
+    IF %6$L = 'counter' THEN
+        INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
+        VALUES (fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), NEW._repl_ts, NEW._repl_node, NEW._repl_born,
+                fraiseql_repl.hold_back_image(%2$s, 'u', to_jsonb(NEW)));
+        %5$s
     END IF;
-    INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
-    VALUES (fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), NEW._repl_ts, NEW._repl_node, NEW._repl_born, to_jsonb(NEW));
-    %5$s
     RETURN NULL;
-END $f$$b$, emit_fn, lit, pk_json_new, pk_json_old, shard_sql);
+END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
     EXECUTE body;
 
     -- Secondary unique keys: the newer row keeps the value; the other one is removed here (it is
@@ -477,12 +555,20 @@ END $f$$b$, refresh_fn, qt, counter_set, pk_match_r);
                    'FOR EACH STATEMENT EXECUTE FUNCTION fraiseql_repl.fence_guard()', qt);
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_local BEFORE INSERT OR UPDATE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION %s()', qt, stamp_fn);
-    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT OR UPDATE OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION %s()', qt, emit_fn);
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'fraiseql_repl_lease' AND tgrelid = rel) THEN
-        EXECUTE format('CREATE CONSTRAINT TRIGGER fraiseql_repl_lease AFTER INSERT OR UPDATE OR DELETE ON %s '
-                       'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_at_commit()', qt);
-    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT ON %s REFERENCING NEW TABLE AS _fq_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, emit_fn);
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit_upd AFTER UPDATE ON %s REFERENCING NEW TABLE AS _fq_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, emit_fn);
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit_del AFTER DELETE ON %s REFERENCING OLD TABLE AS _fq_old '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, emit_fn);
+    -- Row by row: every update of a counter table, an update that changes the key of any other.
+    EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit_row AFTER UPDATE ON %s FOR EACH ROW %s EXECUTE FUNCTION %s()',
+                   qt, CASE WHEN strategy = 'counter' THEN ''
+                            ELSE format('WHEN (jsonb_build_object(%s) IS DISTINCT FROM jsonb_build_object(%s))',
+                                        pk_json_new, pk_json_old) END, emit_row_fn);
+    -- The commit check is queued once per statement by the capture (fraiseql_repl.arm_commit_check);
+    -- the per-row check of earlier releases goes.
+    EXECUTE format('DROP TRIGGER IF EXISTS fraiseql_repl_lease ON %s', qt);
 
     INSERT INTO fraiseql_repl.table_meta AS m (table_name, strategy, counter_cols, columns)
     VALUES (tname, strategy, coalesce(counter_cols, '{}'), all_cols)

@@ -26,9 +26,13 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.changes (
     node      text NOT NULL,
     born      timestamptz NOT NULL,
     row_image jsonb,
-    origin_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (origin, id)
+    origin_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+
+-- No index: the log is only appended to (peers read it from the WAL, their copy keeps nothing) and
+-- purged whole by age, and its index entry was about a sixth of the WAL a change wrote.
+-- (origin, id) stays unique by construction: each writer numbers its own changes from its sequence.
+ALTER TABLE fraiseql_repl.changes DROP CONSTRAINT IF EXISTS changes_pkey;
 
 -- Local memory of deletes (never replicated: every node writes its own from the 'd' images).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.tombstones (
@@ -440,12 +444,13 @@ BEGIN
     IF img IS NOT NULL THEN
         INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
         VALUES (fraiseql_repl.node_name(), tname, 'u', key, (img ->> '_repl_ts')::timestamptz, img ->> '_repl_node',
-                (img ->> '_repl_born')::timestamptz, img);
+                (img ->> '_repl_born')::timestamptz, fraiseql_repl.hold_back_image(tname, 'u', img));
         PERFORM fraiseql_repl.note(tname, 'repair_reemitted');
         RETURN 'row';
     END IF;
     tomb := fraiseql_repl.tombstone_of(tname, key);
     IF tomb.ts IS NOT NULL THEN
+        PERFORM fraiseql_repl.hold_back_image(tname, 'd', NULL);
         INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, origin_at)
         VALUES (fraiseql_repl.node_name(), tname, 'd', key, tomb.ts, tomb.node, tomb.born, tomb.origin_at);
         PERFORM fraiseql_repl.note(tname, 'repair_reemitted');
