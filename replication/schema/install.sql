@@ -72,6 +72,7 @@ DECLARE
     pk_conflict text;
     uniq record;
     clash_sql text := '';
+    waiting_sql text := '';
     counter_set text := '';
     shard_sql text := '';
     stamp_fn text := format('fraiseql_repl.%I', 'stamp:' || fraiseql_repl.table_name(rel));
@@ -348,6 +349,11 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
             SELECT %5$s, _fq_c.pk, 'unique ' || %6$L || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node
             WHERE NOT EXISTS (SELECT 1 FROM fraiseql_repl.conflicts x WHERE x.table_name = %5$s AND x.pk = _fq_c.pk
                               AND x.kind = 'unique ' || %6$L || ': incoming lost' AND x.resolved_at IS NULL);
+            IF _fq_cur._repl_ts IS NOT NULL THEN
+                -- The key's older version here is superseded by the one that waits: it leaves the
+                -- table, as on a writer where the newer version was in place when the clash came.
+                DELETE FROM %1$s t WHERE %3$s;
+            END IF;
             RETURN 'unique_incoming_lost';
         END IF;
         IF NOT _fq_losers @> jsonb_build_array(jsonb_build_object('row', to_jsonb(_fq_clash))) THEN
@@ -432,6 +438,19 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
             lit);
     END LOOP;
 
+    -- A key whose newer version waits here for its unique value (FQ004) is in no writer's table until
+    -- that version merges: an older version arriving meanwhile is superseded, not inserted.
+    IF clash_sql <> '' AND strategy <> 'app' THEN
+        waiting_sql := format($w$
+    IF _fq_cur._repl_ts IS NULL AND EXISTS (
+        SELECT 1 FROM fraiseql_repl.parked p
+        WHERE p.tbl = %1$s AND p.pk = _fq_c.pk AND p.op = 'u' AND p.sqlstate = 'FQ004'
+          AND (p.origin, p.id) IS DISTINCT FROM (_fq_c.origin, _fq_c.id)
+          AND NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node, p.born, p.ts, p.node)) THEN
+        RETURN 'superseded_by_waiting';
+    END IF;$w$, lit);
+    END IF;
+
     SELECT string_agg(format('_fq_d.%I := %s;', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)), ' ')
       INTO defaults_sql
     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -488,6 +507,7 @@ BEGIN
     IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN
         RETURN 'dropped_deleted_incarnation';
     END IF;
+    %20$s
     IF _fq_cur._repl_ts IS NOT NULL THEN
         IF (_fq_r._repl_ts, _fq_r._repl_node) IS NOT DISTINCT FROM (_fq_cur._repl_ts, _fq_cur._repl_node) THEN
             RETURN 'duplicate';
@@ -499,9 +519,10 @@ BEGIN
         END IF;
     END IF;
     %18$s
-    -- Unique values: the incoming row must win every clash it meets, or it waits and nothing here
-    -- changes; only then do the local rows it beat wait in its stead (one decision per row, so rows
-    -- clashing on two keys settle instead of taking turns).
+    -- Unique values: the incoming row must win every clash it meets, or it waits and no other row
+    -- here changes (the key's own older version leaves the table); only then do the local rows it
+    -- beat wait in its stead (one decision per row, so rows clashing on two keys settle instead of
+    -- taking turns).
     %8$s
     FOR _fq_i IN 0 .. jsonb_array_length(_fq_losers) - 1 LOOP
         _fq_clash := jsonb_populate_record(NULL::%2$s, _fq_losers -> _fq_i -> 'row');
@@ -534,7 +555,8 @@ END $f$$b$,
         (SELECT string_agg(format('EXCLUDED.%I', x), ', ') FROM unnest(upd_cols) x),
         CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END,
         cardinality(all_cols), coalesce(defaults_sql, ''), fk_sql,
-        (SELECT string_agg(format('t.%I = _fq_clash.%I', k, k), ' AND ') FROM unnest(pk) k));
+        (SELECT string_agg(format('t.%I = _fq_clash.%I', k, k), ' AND ') FROM unnest(pk) k),
+        waiting_sql);
     EXECUTE body;
 
     -- Counter rows follow their shards (a shard can arrive before or after its row).

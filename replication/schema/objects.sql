@@ -129,6 +129,8 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.parked (
     attempts  integer NOT NULL DEFAULT 1,
     PRIMARY KEY (origin, id)
 );
+-- the merge of a new key looks here for a newer version of it that waits (install.sql)
+CREATE INDEX IF NOT EXISTS parked_key ON fraiseql_repl.parked (tbl, pk);
 
 -- What this node has applied from each origin: the time of the origin's latest watermark merged here
 -- (everything the origin committed before it has been merged here too: one origin, one ordered stream).

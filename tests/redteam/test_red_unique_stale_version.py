@@ -12,17 +12,26 @@ The finding: a change that moves a key onto a value a newer row holds loses the 
 but the key's *older* version stayed in the table on that writer. A writer that met the clash the
 other way round (the key's new version already in place when the newer holder arrived) parked the
 key and removed it. One writer keeps a row the others do not have, forever (the nemesis's
-``nemesis_people`` row present on one writer only after the heal).
+``nemesis_people`` row present on one writer only after the heal). The same happens when the key's
+older version arrives after its newer one began to wait. Sections 1 and 2 are the two schedules,
+deterministic; section 3 the seeded probe that found them, which also checks that no acknowledged
+write is lost and no deleted incarnation comes back. Section 4 is a second finding of the probe,
+a race between merges of one new key, left open (xfail).
 
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red_unique_stale_version.py
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import random
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Optional
 
+import psycopg
 import pytest
 
 from drills.mesh import REGIONS, Mesh, mesh
@@ -32,13 +41,12 @@ from replication.model import ConflictPolicy, TablePolicy
 EAST, WEST, EU = REGIONS
 SCHEMA = APP_SCHEMA + (
     "CREATE TABLE clash_people (id int PRIMARY KEY, email text UNIQUE, v text)",
+    # two secondary unique keys
+    "CREATE TABLE clash_pairs (id int PRIMARY KEY, a text UNIQUE, b text UNIQUE, v text)",
 )
-POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),), replicated=("items", "clash_people"))
+POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),),
+                        replicated=("items", "clash_people", "clash_pairs"))
 TABLE = "clash_people"
-
-
-OPEN = pytest.mark.xfail(strict=True, reason="open finding: a change that loses a unique clash leaves its key's older "
-                         "version in the table on that writer; the fix is on branch red-unique-clash, not merged")
 
 
 @pytest.fixture(scope="module")
@@ -47,41 +55,47 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def healed(m: Mesh) -> Iterator[None]:
+    yield
+    m.heal()
+
+
 # -- observation -------------------------------------------------------------------------------
 
-def state(m: Mesh, lo: int, hi: int) -> dict[str, tuple[list[str], list[str]]]:
+def state(m: Mesh, lo: int, hi: int, table: str = TABLE) -> dict[str, tuple[list[str], list[str]]]:
     """Per writer: its rows of keys lo..hi (versions included) and the versions that wait there (for
     every key, the newest parked version, if it is newer than the key's row: an older parked
     version of a key is superseded and merges to nothing)."""
     out = {}
     for r in REGIONS:
-        rows = sorted(x for (x,) in m.execute(r, f"SELECT t::text FROM {TABLE} t WHERE id BETWEEN %s AND %s", (lo, hi)))
+        rows = sorted(x for (x,) in m.execute(r, f"SELECT t::text FROM {table} t WHERE id BETWEEN %s AND %s", (lo, hi)))
         waiting = sorted(x for (x,) in m.execute(r, f"""
             SELECT DISTINCT ON (p.pk) p.row_image::text FROM fraiseql_repl.parked p
-            WHERE p.tbl = 'public.{TABLE}' AND p.op = 'u' AND (p.pk ->> 'id')::int BETWEEN %s AND %s
-              AND NOT EXISTS (SELECT 1 FROM {TABLE} t WHERE t.id = (p.pk ->> 'id')::int AND NOT
+            WHERE p.tbl = 'public.{table}' AND p.op = 'u' AND (p.pk ->> 'id')::int BETWEEN %s AND %s
+              AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = (p.pk ->> 'id')::int AND NOT
                               fraiseql_repl.newer_row(p.born, p.ts, p.node, t._repl_born, t._repl_ts, t._repl_node))
             ORDER BY p.pk, p.born DESC, p.ts DESC, p.node COLLATE "C" DESC""", (lo, hi)))
         out[r] = (rows, waiting)
     return out
 
 
-def heal_and_settle(m: Mesh, lo: int, hi: int, *, rounds: int = 4, limit: int = 200) -> dict[str, tuple[list[str], list[str]]]:
+def heal_and_settle(m: Mesh, lo: int, hi: int, table: str = TABLE, *, rounds: int = 4,
+                    limit: int = 200) -> dict[str, tuple[list[str], list[str]]]:
     """Heal every link, wait until every writer has merged every other writer's stream up to now,
     then retry parked changes everywhere until the state stops changing (as the agents do)."""
     m.heal()
-    for o in REGIONS:
-        at = m.execute(o, "SELECT clock_timestamp()::text")[0][0]
-        m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
-        for r in REGIONS:
-            if r != o:
-                m.wait_for(r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied WHERE origin = '{o}'",
-                           True, timeout=120)
+    start = {o: m.execute(o, "SELECT clock_timestamp()::text")[0][0] for o in REGIONS}
+    # A watermark claims no later than the oldest write transaction open on its writer (an apply
+    # worker's, say), so one may fall short: emit them until every writer has merged past the start.
+    until(lambda: all(m.execute(o, "SELECT fraiseql_repl.emit_watermark()") is not None for o in REGIONS) and all(
+        m.execute(r, "SELECT coalesce(max(at) >= %s::timestamptz, false) FROM fraiseql_repl.applied WHERE origin = %s",
+                  (start[o], o))[0][0] for o in REGIONS for r in REGIONS if r != o), "every writer merged every stream", 180, 0.3)
     last, quiet = None, 0
     for _ in range(limit):
         for r in REGIONS:
             m.execute(r, "SELECT * FROM fraiseql_repl.retry_parked()")
-        now = state(m, lo, hi)
+        now = state(m, lo, hi, table)
         quiet = quiet + 1 if now == last else 0
         if quiet >= rounds:
             return now
@@ -89,12 +103,12 @@ def heal_and_settle(m: Mesh, lo: int, hi: int, *, rounds: int = 4, limit: int = 
     raise AssertionError(f"retrying parked changes never settled: {last}")
 
 
-def until(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
+def until(cond: Callable[[], bool], what: str, timeout: float = 60, every: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 def row(m: Mesh, region: str, k: int) -> Any:
@@ -123,7 +137,6 @@ def assert_equal(final: dict[str, tuple[list[str], list[str]]]) -> None:
 
 # -- 1. schedule A: a key moved onto a value that a newer row took meanwhile ----------------------
 
-@OPEN
 def test_a_key_moved_onto_a_value_taken_meanwhile_ends_alike_everywhere(m: Mesh) -> None:
     # us-east-1 inserts row 1 (a@x); everyone has it. us-west-2 stops hearing us-east-1. us-east-1
     # moves row 1 to b@x; us-west-2, which still sees row 1 at a@x, inserts row 2 with b@x, later
@@ -148,7 +161,6 @@ def test_a_key_moved_onto_a_value_taken_meanwhile_ends_alike_everywhere(m: Mesh)
 
 # -- 2. schedule B: a key's older version arrives after its newer version began to wait ---------
 
-@OPEN
 def test_an_older_version_arriving_after_the_newer_one_waits_ends_alike_everywhere(m: Mesh) -> None:
     # us-east-1 hears neither us-west-2 nor eu-west-1. us-west-2 inserts row 1 (c@x); eu-west-1 takes
     # it and moves it to d@x; us-east-1 inserts row 2 with d@x, later. eu-west-1 comes back first:
@@ -170,4 +182,227 @@ def test_an_older_version_arriving_after_the_newer_one_waits_ends_alike_everywhe
     rows, waiting = final[EAST]
     assert [r.split(",")[:2] for r in rows] == [["(202", "d@x"]] and len(waiting) == 1 and '"id": 201' in waiting[0]
 
-# The seeded stress probe that found both schedules is on branch red-unique-clash.
+
+# -- 3. the seeded stress probe that found it -------------------------------------------------------
+
+Ack = tuple[int, str, str, str, str]  # key, 'u' or 'd', born, ts, node (a delete: the incarnation it removed)
+
+
+def probe(m: Mesh, table: str, seed: int, steps: int = 150, *, home_only: bool = True) -> tuple[list[str], list[Ack]]:
+    """Random inserts, moves and deletes of six keys over three values per unique column; single
+    links frozen and healed at random; retries, watermarks and tombstone purges (margin 0) on random
+    writers at random times. With ``home_only`` each key is written by one region only (two per
+    region, as the nemesis's clients write their own rows), otherwise by any region. Returns the
+    schedule as it ran (the link timing is real, so a seed is a workload, not a fixed interleaving)
+    and every acknowledged write's version."""
+    rng = random.Random(seed)
+    keys = [1000 * seed + i for i in range(6)]
+    values = [f"s{seed}e{i}" for i in range(3)]
+    cols = ("email",) if table == "clash_people" else ("a", "b")
+    conns = {r: m.connect(r) for r in REGIONS}
+    log: list[str] = []
+    acks: list[Ack] = []
+    try:
+        for _ in range(steps):
+            roll = rng.random()
+            if roll < 0.6:
+                r, k, op = rng.choice(REGIONS), rng.choice(keys), rng.random()
+                if home_only:
+                    r = REGIONS[k % len(REGIONS)]
+                vals = tuple(rng.choice(values) for _ in cols)
+                names, marks = ", ".join(cols), ", ".join(["%s"] * len(cols))
+                if op < 0.5:
+                    sql, args, what = (f"INSERT INTO {table} (id, {names}, v) VALUES (%s, {marks}, %s) ON CONFLICT (id) DO UPDATE "
+                                       f"SET ({names}, v) = ROW({', '.join('EXCLUDED.' + c for c in cols)}, EXCLUDED.v)",
+                                       (k, *vals, r), f"upsert {k} {vals}")
+                elif op < 0.8:
+                    sql, args, what = f"UPDATE {table} SET ({names}) = ROW({marks}) WHERE id = %s", (*vals, k), f"move {k} {vals}"
+                else:
+                    sql, args, what = f"DELETE FROM {table} WHERE id = %s", (k,), f"delete {k}"
+                try:
+                    done = conns[r].execute((sql + " RETURNING id, _repl_born::text, _repl_ts::text, _repl_node").encode(),
+                                            args).fetchall()
+                    acks += [(i, "d" if what.startswith("delete") else "u", born, ts, node) for i, born, ts, node in done]
+                    log.append(f"{r}: {what} ({len(done)} row)")
+                except psycopg.Error as exc:
+                    log.append(f"{r}: {what} refused ({exc.sqlstate})")
+            elif roll < 0.75:
+                link = rng.choice(sorted(m.links))
+                if m.links[link].partitioned:
+                    m.links[link].heal()
+                    log.append(f"heal {link}")
+                else:
+                    m.links[link].partition()
+                    log.append(f"cut {link}")
+            elif roll < 0.83:
+                r = rng.choice(REGIONS)
+                m.execute(r, "SELECT * FROM fraiseql_repl.retry_parked()")
+                log.append(f"retry {r}")
+            elif roll < 0.88:
+                r = rng.choice(REGIONS)
+                m.execute(r, "SELECT fraiseql_repl.purge_tombstones(interval '0')")
+                log.append(f"purge {r}")
+            elif roll < 0.93:
+                r = rng.choice(REGIONS)
+                m.execute(r, "SELECT fraiseql_repl.emit_watermark()")
+                log.append(f"watermark {r}")
+            else:
+                time.sleep(rng.uniform(0, 0.15))
+    finally:
+        for c in conns.values():
+            c.close()
+    return log, acks
+
+
+def lost_or_resurrected(m: Mesh, table: str, acks: list[Ack]) -> list[str]:
+    """No deleted incarnation is back (in the table or waiting), and the newest acknowledged version
+    of a key that no delete removed is where the key is (in the table, or waiting), or older than it."""
+    out = []
+    for r in REGIONS:
+        for k in sorted({a[0] for a in acks}):
+            killed = max((a[2] for a in acks if a[0] == k and a[1] == "d"), default=None, key=_version)
+            live = [a for a in acks if a[0] == k and a[1] == "u" and (killed is None or _version(a[2]) > _version(killed))]
+            newest = max(live, default=None, key=lambda a: (_version(a[2]), _version(a[3]), a[4]))
+            (key_now,) = m.execute(r, f"""
+                SELECT (SELECT ARRAY[_repl_born::text, _repl_ts::text, _repl_node] FROM {table} WHERE id = %s)
+                     , (SELECT ARRAY[born::text, ts::text, node] FROM fraiseql_repl.parked p WHERE p.tbl = 'public.{table}'
+                        AND p.op = 'u' AND p.pk = jsonb_build_object('id', %s)
+                        ORDER BY p.born DESC, p.ts DESC, p.node COLLATE "C" DESC LIMIT 1)""", (k, k))
+            in_table, waiting = key_now
+            for where, v in (("row", in_table), ("waiting version", waiting)):
+                if v and killed is not None and _version(v[0]) <= _version(killed):
+                    out.append(f"{r}: {k}: deleted incarnation {v} is back as a {where}")
+            have = in_table or waiting  # the key's version here: its row, else the version that waits
+            if newest and (not have or (_version(have[0]), _version(have[1]), have[2]) <
+                           (_version(newest[2]), _version(newest[3]), newest[4])):
+                out.append(f"{r}: {k}: acknowledged {newest[1:]} lost (here: {have})")
+    return out
+
+
+def _version(x: str) -> tuple[int, str]:
+    return (0, "") if x == "-infinity" else (1, x.replace("T", " "))
+
+
+# Seeds with which the probe failed on 61aaf38, each table on a mesh of its own, seeds 1 to 40 run
+# one after the other (link timing is real: a seed is a workload and reproduces only sometimes).
+# Each key written by its home region only (as the nemesis writes nemesis_people): clash_people
+# 11 of 40 (1, 8, 9, 14, 15, 18, 19, 21, 26, 35, 40), clash_pairs 9 of 40 (3, 6, 11, 14, 20, 24,
+# 25, 26, 40; 24 with every writer alike, all three holding a key's older version while its newest
+# acknowledged version waits). Any region writing any key: clash_people 2 of 40 twice (16, 24 and
+# 1, 24), clash_pairs 4 of 40. With the fix: 0 of the 80 home-only runs failed; of some 230
+# any-region runs, the failures recorded (2; a third's output was not kept) each had a deleted
+# incarnation back on one writer: section 4, another cause.
+@pytest.mark.parametrize(("table", "seed"), [("clash_people", 1), ("clash_people", 8), ("clash_people", 9),
+                                             ("clash_people", 14), ("clash_pairs", 3), ("clash_pairs", 6),
+                                             ("clash_pairs", 11), ("clash_pairs", 24)])
+def test_the_stress_probe_ends_alike_everywhere_and_loses_no_write(m: Mesh, table: str, seed: int) -> None:
+    log, acks = probe(m, table, seed)
+    final = heal_and_settle(m, 1000 * seed, 1000 * seed + 999, table)
+    problems = lost_or_resurrected(m, table, acks)
+    assert all(final[r] == final[EAST] for r in REGIONS) and not problems, "\n".join(
+        [f"{r}: rows {rows}\n    waiting {waiting}" for r, (rows, waiting) in final.items()] + problems
+        + bookkeeping(m, table, 1000 * seed, 1000 * seed + 999) + ["acknowledged:"] + [str(a) for a in acks]
+        + ["schedule:"] + log)
+
+
+def bookkeeping(m: Mesh, table: str, lo: int, hi: int) -> list[str]:
+    """What a failure needs to be diagnosed: every writer's tombstones, purge horizon and parked changes."""
+    out = []
+    for r in REGIONS:
+        out.append(f"{r}: purged {m.execute(r, 'SELECT upto::text FROM fraiseql_repl.purged WHERE table_name = %s', (f'public.{table}',))}")
+        out += [f"{r}: tombstone {x}" for x in m.execute(
+            r, "SELECT pk::text, ts::text, node, born::text, origin FROM fraiseql_repl.tombstones WHERE table_name = %s "
+               "AND (pk ->> 'id')::int BETWEEN %s AND %s ORDER BY 1", (f"public.{table}", lo, hi))]
+        out += [f"{r}: parked {x}" for x in m.execute(
+            r, "SELECT origin, id, row_image::text, sqlstate FROM fraiseql_repl.parked WHERE tbl = %s "
+               "AND (pk ->> 'id')::int BETWEEN %s AND %s ORDER BY parked_at", (f"public.{table}", lo, hi))]
+    return out
+
+
+# -- 4. found by the probe with the fix for 1 and 2 in place (seed 89, any region writing any key) --
+# A different cause: two merges (or a merge and a local insert) of one key that no row holds yet
+# run at once, and neither sees the other's uncommitted work. Not fixed here: closing it takes one
+# per-key lock shared by the merge and the capture triggers (a change to both sides).
+
+RACE = pytest.mark.xfail(strict=True, reason="open finding: a delete merged while an insert of the same new key is "
+                                             "uncommitted misses the row (no per-key lock between merge and capture)")
+_ids = itertools.count(1)
+
+
+def _merge(conn: psycopg.Connection[Any], origin: str, op: str, ts: str, born: str, image: Optional[dict[str, Any]]) -> None:
+    """Merge one change image of key 301 on this connection's writer, as an apply worker does, in
+    the transaction the caller opened."""
+    conn.execute("SET LOCAL session_replication_role = replica")
+    conn.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at) "
+                 "VALUES (%s, %s, %s, %s, '{\"id\": 301}', %s, %s, %s, %s::jsonb, %s)",
+                 (origin, 3 * 10**9 + next(_ids), f"public.{TABLE}", op, ts, origin, born,
+                  None if image is None else json.dumps({**image, "_repl_ts": ts, "_repl_node": origin, "_repl_born": born}), ts))
+
+
+@RACE
+def test_a_delete_merged_while_another_link_merges_the_same_new_key_removes_it(m: Mesh) -> None:
+    # Claims "a deleted row never comes back" and "every writer ends equal". us-west-2 inserts key 301;
+    # eu-west-1 receives it and deletes it. us-east-1 has neither and receives both at once, on two
+    # links: one apply worker merges the insert (no row here to lock, no tombstone yet: it inserts),
+    # the other merges the delete before that commits (the tombstone goes in, the row it should
+    # remove is not visible yet: nothing removed). Both commit: us-east-1 keeps a row of the deleted
+    # incarnation, and the other writers drop every later version of it at their tombstone.
+    # Deterministic: the delete's merge commits while the insert's merge is held open.
+    born, t_ins, t_del = "2026-12-06 10:00:00+00", "2026-12-06 10:00:01+00", "2026-12-06 10:00:02+00"
+    image = {"id": 301, "email": "race@x", "v": "west"}
+    with m.connect(EAST) as ins, m.connect(EAST) as dele:
+        pid = dele.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        ins.execute("BEGIN")
+        _merge(ins, WEST, "u", t_ins, born, image)
+
+        def delete() -> None:
+            with dele.transaction():
+                _merge(dele, EU, "d", t_del, born, None)
+
+        th = threading.Thread(target=delete)
+        th.start()
+        # the delete's merge either finishes or waits for the insert's (a fix may make it wait)
+        until(lambda: not th.is_alive() or bool(m.execute(
+            EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,))[0][0]),
+            "the delete's merge finished or waits")
+        ins.execute("COMMIT")
+        th.join(60)
+    tomb = m.execute(EAST, "SELECT born FROM fraiseql_repl.tombstones WHERE table_name = %s AND pk = '{\"id\": 301}'",
+                     (f"public.{TABLE}",))
+    assert tomb, "the delete left no tombstone"
+    assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = 301") == [], \
+        "a row of the incarnation the tombstone says was deleted is still here"
+
+
+@RACE
+def test_a_delete_merged_while_a_local_insert_of_the_same_new_key_is_open_removes_it(m: Mesh) -> None:
+    # The same race with a local insert instead of a second link: the insert's check for a peer's
+    # delete (the 40001 in the emit trigger) runs before the delete's merge commits, and the merge's
+    # DELETE does not see the uncommitted row. The delete removed the incarnation the local row
+    # belongs to (same birth: eu-west-1 deleted a row born like this one), so every other writer
+    # drops the local row's image at its tombstone while us-east-1 keeps the row.
+    with m.connect(EAST) as local, m.connect(EAST) as dele:
+        pid = dele.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        local.execute("BEGIN")
+        (born,) = local.execute(f"INSERT INTO {TABLE} (id, email, v) VALUES (302, 'race2@x', 'east') "
+                                "RETURNING _repl_born::text").fetchone()  # type: ignore[misc]
+
+        def delete() -> None:
+            with dele.transaction():
+                dele.execute("SET LOCAL session_replication_role = replica")
+                dele.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, origin_at) "
+                             "VALUES (%s, %s, %s, 'd', '{\"id\": 302}', clock_timestamp(), %s, %s, clock_timestamp())",
+                             (EU, 3 * 10**9 + next(_ids), f"public.{TABLE}", EU, born))
+
+        th = threading.Thread(target=delete)
+        th.start()
+        until(lambda: not th.is_alive() or bool(m.execute(
+            EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,))[0][0]),
+            "the delete's merge finished or waits")
+        try:
+            local.execute("COMMIT")
+        except psycopg.Error:
+            pass  # refused (40001): the insert did not happen, which is what the claim allows
+        th.join(60)
+    assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = 302") == [], \
+        "a row of the incarnation the tombstone says was deleted is still here"
