@@ -257,15 +257,8 @@ def _observe(conn: Any, settings: Settings) -> tuple[float, bool, list[Heartbeat
             except (KeyError, TypeError, ValueError):
                 continue  # a malformed relay entry is ignored, never trusted
         out.append(HeartbeatRow(node=node, seq=int(seq), hears=frozenset(hears or ()), since_received_s=max(float(age), 0.0),
-                                relay=entries, lag_s=max(float(lag), 0.0), selected=_selections(selected),
-                                eligible=_eligible(selected)))
+                                relay=entries, lag_s=max(float(lag), 0.0), selected=_selections(selected)))
     return observed, leased, out
-
-
-def _eligible(raw: Any) -> Optional[bool]:
-    """Whether a heartbeat's sender said it was eligible to write (``None``: it did not say)."""
-    flag = raw.get("_eligible") if isinstance(raw, dict) else None
-    return flag if isinstance(flag, bool) else None
 
 
 def _selections(raw: Any) -> dict[str, frozenset[str]]:
@@ -348,11 +341,7 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
         "hold_s": holder_until_s if holder_until_s is not None else 0.0,
         "hears": sorted(a.hears | {settings.region}),
         "relay": json.dumps(relay),
-        # "_eligible": false tells the peers this writer holds no lease and needs a whole unfence
-        # hold for one (quorum.decide_region waives a peer's hold on it). A transition lease an agent
-        # that is still warming keeps counts as one.
-        "selected": json.dumps({**{k: sorted(v) for k, v in decision.selected.items()},
-                                "_eligible": bool(decision.eligible or writable or (warming and leased))}),
+        "selected": json.dumps({k: sorted(v) for k, v in decision.selected.items()}),
         "membership": settings.membership,
         "warming": warming,
     }

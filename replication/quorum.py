@@ -142,9 +142,6 @@ class HeartbeatRow:
     relay: Mapping[str, RelayEntry] = field(default_factory=dict)
     lag_s: float = 0.0
     selected: Selections = field(default_factory=dict)
-    #: whether the sender was eligible to write at its observation (``None``: it did not say). A
-    #: sender that was not eligible held no lease then, and needs a whole unfence hold to get one.
-    eligible: Optional[bool] = None
 
     @property
     def age_s(self) -> float:
@@ -282,12 +279,11 @@ def assess(
     reports = merge_reports(me, everyone, hears, seq, rows)
     view = link_view(reports, stale_after_s)
     selections = {r: reports[r].selected for r in view if r != me}
-    quiet = frozenset(r.node for r in rows if r.age_s <= stale_after_s and r.eligible is False)
     decision = decide_region(
         me, regions, view, control_on=control_on, previous_writable=previous_writable,
         previous_streak=previous_streak, unfence_after=unfence_after, next_regions=next_regions or None,
         selections=selections, previous_selected=previous_selected, now_s=observed_s,
-        previous_eligible_since=previous_eligible_since, unfence_hold_s=unfence_hold_s, quiet_peers=quiet)
+        previous_eligible_since=previous_eligible_since, unfence_hold_s=unfence_hold_s)
     reports[me] = Report(reports[me].seq, reports[me].hears, 0.0, decision.selected)
     relay = {o: RelayEntry(rep.seq, rep.hears, rep.age_s, rep.selected) for o, rep in reports.items() if o != me}
     return Assessment(decision, hears, reports, view, relay)
@@ -357,7 +353,6 @@ def decide_region(
     now_s: Optional[float] = None,
     previous_eligible_since: Optional[float] = None,
     unfence_hold_s: float = 0.0,
-    quiet_peers: Iterable[str] = (),
 ) -> Decision:
     """One region's decision from its own view (``hears`` of fresh regions, e.g. ``link_view``).
 
@@ -382,11 +377,10 @@ def decide_region(
     ``unfence_hold``): when the selected clique moves from {X, Z} to {Y, Z}, X may still hold a lease
     granted on Z's last report that selected it, and Y must not write beside it. Y's first eligible
     observation comes after Z's switch (Y needs Z's report of the new clique), and X's lease ends at
-    most ``stale_after + lease`` (plus a link delay) after it. The hold is waived when every region
-    outside the selected clique has a fresh report of not being eligible (``quiet_peers``): such a
-    region revoked its lease when it said so and needs a whole hold of its own before it writes
-    again, which the same argument makes safe (a membership change fences writers for a probe or
-    two while the new members' reports arrive; it should not cost them a hold).
+    most ``stale_after + lease`` (plus a link delay) after it. The hold is waived only when the
+    selected clique is every member: nobody departed, so there is no departing lease to wait for.
+    (A waiver on peers reporting they are not eligible was circular: two fenced regions apart each
+    waived on the other's report, tests/redteam/test_red5_mutual_waiver.py.)
 
     ``next_regions``: during a membership change (joint consensus), the members after it. A region
     then writes only if it is in the selected majority of *both* memberships: an agent still on the
@@ -465,9 +459,8 @@ def decide_region(
     if eligible and now_s is not None:
         since = previous_eligible_since if (previous_streak > 0 and previous_eligible_since is not None) else now_s
     held_s = now_s - since if (now_s is not None and since is not None) else float("inf")
-    quiet = frozenset(quiet_peers)
-    if all(r in quiet for r in everyone if r != me and r not in majority):
-        held_s = float("inf")  # nobody outside the clique can hold a lease: no departing lease to wait for
+    if all(r in majority for r in everyone):
+        held_s = float("inf")  # the clique is every member: no departing lease to wait for
     if not member:
         reason: Reason = "not_member"
     elif not in_majority:

@@ -95,8 +95,8 @@ def run(regions: tuple[str, ...], t: Timing, *, seed: int, horizon: float, cuts:
             me.held[sent.row.node] = (sent, now)
             continue
         if kind == "probe":
-            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, now - at, s.row.relay, s.row.lag_s, s.row.selected,
-                                 s.row.eligible) for p, (s, at) in me.held.items()]
+            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, now - at, s.row.relay, s.row.lag_s, s.row.selected)
+                    for p, (s, at) in me.held.items()]
             me.seq += 1
             # as the agent does: a region whose lease ran out since its last decision is fenced
             lapsed = me.previous is True and me.writable_until <= now
@@ -132,7 +132,7 @@ def run(regions: tuple[str, ...], t: Timing, *, seed: int, horizon: float, cuts:
             me.writable_until = float("-inf")
         me.previous, me.streak, me.selected = writable, a.decision.healthy_streak, dict(a.decision.selected)
         row = HeartbeatRow(region, me.seq, a.hears, 0.0, a.relay, lag_s=(now - observed) if anchored else 0.0,
-                           selected=a.decision.selected, eligible=a.decision.eligible or writable)
+                           selected=a.decision.selected)
         for peer in regions:
             if peer != region and not cut(peer, region, now):
                 push(now + delay[(region, peer)], "deliver", peer, Sent(row, now))

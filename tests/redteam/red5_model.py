@@ -156,8 +156,8 @@ def run(regions: tuple[str, ...], t: Timing, faults: Faults, *, seed: int, horiz
                 me.lists, me.started = lists, now
             regs, nxt = lists
             local = clock(now)
-            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, local - clock(at), s.row.relay, s.row.lag_s, s.row.selected,
-                                 s.row.eligible) for p, (s, at) in me.held.items()]
+            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, local - clock(at), s.row.relay, s.row.lag_s, s.row.selected)
+                    for p, (s, at) in me.held.items()]
             me.seq += 1
             leased = me.lease_until_local > local
             lapsed = me.previous is True and not leased
@@ -195,7 +195,7 @@ def run(regions: tuple[str, ...], t: Timing, faults: Faults, *, seed: int, horiz
         flag = bool(d.eligible or writable or (warming_flag and warming and leased))
         me.log.append((round(observed, 3), d.reason, sorted(d.majority), flag, round(now, 3)))
         row = HeartbeatRow(region, me.seq, a.hears, 0.0, a.relay, lag_s=clock(now) - observed_local,
-                           selected=d.selected, eligible=flag)
+                           selected=d.selected)
         for peer in regions:
             if peer != region and not _hit(faults.cuts, peer, region, now):
                 push(now + delay[(region, peer)], "deliver", peer, _Sent(row, clock(now)))

@@ -14,6 +14,9 @@ apart for longer than ``detection_bound``; the same sweep with the waiver off fi
 (``test_the_same_sweep_without_the_waiver_holds``).
 
     .venv/bin/python -m pytest -q tests/redteam/test_red5_waiver_random.py
+
+Fixed by removing the waiver (the hold is waived only when the selected clique is every member); the
+``_eligible`` flag the model still computes is no longer published or read by the agent.
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import pytest
-
-import replication.quorum as quorum
 from replication.quorum import min_stale_after, timing_problems
 from tests.redteam.red5_model import Faults, bound, run, violations
 from tests.test_quorum_timing import R3, R5, Timing
@@ -67,7 +67,6 @@ def _found(seed: int) -> list[tuple[float, str, str, float, float]]:
     return violations(sc["regions"], iv, sc["faults"], bound(len(sc["regions"]), sc["t"]))
 
 
-@pytest.mark.xfail(strict=True, reason="open finding: the unfence-hold waiver is circular (test_red5_mutual_waiver.py)")
 def test_no_seed_leaves_two_regions_apart_both_writable_past_the_bound() -> None:
     broken = {}
     for seed in SEEDS:
@@ -79,10 +78,3 @@ def test_no_seed_leaves_two_regions_apart_both_writable_past_the_bound() -> None
     print("\nseed: (regions, kind, unfence_after, both writable s, from s)\n" +
           "\n".join(f"{k}: {v}" for k, v in broken.items()))
     assert not broken, f"{len(broken)} of {len(SEEDS)} seeds: {sorted(broken)}"
-
-
-def test_the_same_sweep_without_the_waiver_holds(monkeypatch: pytest.MonkeyPatch) -> None:
-    decide = quorum.decide_region
-    monkeypatch.setattr(quorum, "decide_region", lambda *a, **k: decide(*a, **{**k, "quiet_peers": ()}))
-    broken = [seed for seed in SEEDS if _found(seed)]
-    assert not broken, broken
