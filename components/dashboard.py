@@ -12,7 +12,7 @@ It shows, for the stack's phase, every signal its alarms watch and the ones arou
 - the budget: the account's `AWS/Billing EstimatedCharges` against `budget.monthly_usd`;
 - every alarm of the stack, each linking the runbook section its description names.
 
-The metric names come from the agent (`replication/agent.py`) and AWS; `tests/test_dashboards.py`
+The metric names come from the agent (`replication/agent/aws_side.py`) and AWS; `tests/test_dashboards.py`
 checks each against them and each dimension against a resource of the stack.
 """
 

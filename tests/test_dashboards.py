@@ -38,7 +38,7 @@ AWS_METRICS: dict[tuple[str, str], frozenset[str]] = {
 
 def agent_metrics() -> dict[tuple[str, str], frozenset[str]]:
     """What the fence agent really publishes: its publisher run against a recording CloudWatch client."""
-    from replication.agent import AwsSide, ProbeResult, Settings
+    from replication.agent import AwsSide, Maintenance, ProbeResult, Settings
     from replication.quorum import Decision
 
     sent: list[dict[str, Any]] = []
@@ -53,10 +53,10 @@ def agent_metrics() -> dict[tuple[str, str], frozenset[str]]:
     side = AwsSide(settings, client=lambda service, **kw: CloudWatch())
     decision = Decision(region="us-east-1", writable=True, reason="ok", quorum=2, majority=frozenset({"us-east-1"}),  # type: ignore[arg-type]
                         sees=frozenset({"us-east-1"}), quorum_reduced=False, healthy_streak=3, alert=None)
-    side._snapshot = {"result": ProbeResult(decision=decision, changed=False, hears=frozenset(), links={},
-                                            lag_s={"us-west-2": 0.1}, slots_lost=0, subscriptions_down=0,
-                                            apply_error_increase=0, elapsed_s=0.01, writable=True)}
-    side._parked, side._diverged = 0, 0
+    side.offer(ProbeResult(decision=decision, changed=False, hears=frozenset(), links={}, lag_s={"us-west-2": 0.1},
+                           slots_lost=0, subscriptions_down=0, apply_error_increase=0, elapsed_s=0.01, writable=True))
+    side.offer_maintenance(Maintenance(parked=0))
+    side.offer_diverged(0)
     side._publish()
     assert sent, "the agent published nothing: the recording client is not the one it used"
     return {(m["Namespace"], m["MetricName"]): frozenset(d["Name"] for d in m["Dimensions"]) for m in sent}

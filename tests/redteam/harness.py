@@ -50,7 +50,7 @@ def connect(m: Mesh, region: str, role: str, **kw: Any) -> psycopg.Connection[An
 
 
 def agent_conn(m: Mesh, region: str) -> psycopg.Connection[Any]:
-    """An agent connection as replication.agent._connect makes it (autocommit, 5 s statement timeout)."""
+    """An agent connection as replication.agent.entry._connect makes it (autocommit, 5 s statement timeout)."""
     c = connect(m, region, AGENT_ROLE, autocommit=True, application_name=f"fraiseql-agent-{region}")
     c.execute("SET statement_timeout = '5s'")
     return c

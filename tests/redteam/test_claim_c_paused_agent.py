@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-import replication.agent as agent_mod
+import replication.agent.probing as probing
 from drills.mesh import Mesh
 from replication.agent import probe
 from replication.roles import AGENT_ROLE, APP_ROLE
@@ -94,7 +94,7 @@ def test_no_write_commits_past_lease_s_after_the_newest_observation(m: Mesh, age
     else:
         conn.setup(int(at), when, lambda: m.partition(EAST))
         timer = None
-    monkeypatch.setattr(agent_mod, "psycopg_client_cursor", lambda c: PausingCursor(c))
+    monkeypatch.setattr(probing, "psycopg_client_cursor", lambda c: PausingCursor(c))
     stop, committed = threading.Event(), []
     th = threading.Thread(target=_writer, args=(m, stop, committed))
     th.start()

@@ -20,7 +20,8 @@ import pytest
 from moto import mock_aws
 
 from drills.pg import cluster
-from replication.agent import Settings, _connect
+from replication.agent import Settings
+from replication.agent.entry import _connect
 from replication.bootstrap import handler, run_step
 from tests.replication.tlscerts import make_ca, server_cert
 from tests.replication.tlsproxy import TlsTerminator
@@ -42,23 +43,22 @@ def tls(tmp_path_factory):
             proxy.close()
 
 
-def _settings(port: int) -> Settings:
+def _settings(port: int, rootcert: str) -> Settings:
+    # as the agent reads them from the environment the stack writes (FRAISEQL_DB_SSLROOTCERT)
     return Settings(region=REGION, regions=(REGION, "us-west-2", "eu-west-1"), probe_s=1, stale_after_s=3, lease_s=3,
                     unfence_after=1, db_host="localhost", db_port=port, db_name="postgres", db_sslmode="verify-full",
-                    db_secret_arn="x")
+                    db_secret_arn="x", db_sslrootcert=rootcert)
 
 
-def test_the_agent_verifies_the_writer(tls, monkeypatch):
+def test_the_agent_verifies_the_writer(tls):
     pg, proxy, ca, other = tls
-    monkeypatch.setenv("FRAISEQL_DB_SSLROOTCERT", str(ca))
-    conn = _connect(_settings(proxy.port), "postgres", "")
+    conn = _connect(_settings(proxy.port, str(ca)), "postgres", "")
     try:
         assert conn.pgconn.ssl_in_use and conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         conn.close()
-    monkeypatch.setenv("FRAISEQL_DB_SSLROOTCERT", str(other))
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
-        _connect(_settings(proxy.port), "postgres", "")
+        _connect(_settings(proxy.port, str(other)), "postgres", "")
 
 
 def _event(port):

@@ -1,0 +1,49 @@
+"""The agent's housekeeping between probes: parked changes retried, tombstones and changes purged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Maintenance", "maintain"]
+
+
+@dataclass
+class Maintenance:
+    """What the agent's periodic housekeeping did (see ``maintain``)."""
+
+    parked: int
+    merged_from_parked: int = 0
+    tombstones_purged: int = 0
+    changes_purged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def maintain(conn: Any, *, full: bool) -> Maintenance:
+    """Housekeeping between probes (the watermark, what this writer has applied so peers can purge
+    tombstones safely, goes out with every probe): with ``full``, retry parked changes and purge
+    what is safe to purge.
+
+    A failure here is logged and retried next time; it never stops the lease loop.
+    """
+    errors: list[str] = []
+
+    def run(sql: str) -> Any:
+        try:
+            return conn.execute(sql).fetchone()
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not take the fence down
+            errors.append(f"{sql.split('(')[0]}: {type(exc).__name__}")
+            return None
+
+    out = Maintenance(parked=0, errors=errors)  # the watermark goes out with every probe
+    if full:
+        retried = run("SELECT merged, still_parked FROM fraiseql_repl.retry_parked()")
+        if retried:
+            out.merged_from_parked = int(retried[0])
+        out.tombstones_purged = int((run("SELECT fraiseql_repl.purge_tombstones()") or (0,))[0])
+        out.changes_purged = int((run("SELECT fraiseql_repl.purge_changes()") or (0,))[0])
+        run("SELECT fraiseql_repl.compact_resolutions()")
+    parked = run("SELECT count(*) FROM fraiseql_repl.parked WHERE sqlstate <> 'FQ004'")
+    out.parked = int(parked[0]) if parked else -1
+    return out
+

@@ -1,0 +1,74 @@
+"""The verify side: digest rounds on a thread and connection of their own, so hashing never delays the lease."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from replication.agent.aws_side import AwsSide
+from replication.agent.settings import Settings
+
+__all__ = ["VerifySide"]
+
+
+class VerifySide:
+    """Verify rounds through the control channel, on their own connection and thread, so that hashing
+    a large table never delays the lease. Each round (every ``verify_every_s``): publish this writer's
+    bucket digests at the round's horizon; a third of a round later, the keys of buckets that differ
+    from a peer's; two thirds later, count the keys that really differ (``DivergedRows``)."""
+
+    def __init__(self, settings: Settings, connect: Callable[[], Any], aws: AwsSide,
+                 log: Callable[[Mapping[str, Any]], None] = lambda rec: None) -> None:
+        self.settings, self._connect, self._aws, self._log = settings, connect, aws, log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fraiseql-agent-verify", daemon=True)
+
+    def start(self) -> "VerifySide":
+        if self.settings.verify_every_s > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        s = self.settings
+        period = s.verify_every_s
+        conn = None
+        done: set[tuple[int, str]] = set()
+        while not self._stop.wait(max(period / 6, 0.2)):
+            try:
+                if conn is None:
+                    conn = self._connect()
+                    conn.execute("SET statement_timeout = '120s'")
+                now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+                rnd = int(now // period)
+                phase = (now - rnd * period) / period
+                horizon = rnd * period - s.verify_margin_s
+                if (rnd, "digests") not in done:
+                    conn.execute("SELECT fraiseql_repl.publish_digests(%s, to_timestamp(%s), %s)",
+                                 (rnd, horizon, s.verify_buckets))
+                    done.add((rnd, "digests"))
+                elif phase >= 1 / 3 and (rnd, "keys") not in done:
+                    conn.execute("SELECT fraiseql_repl.publish_key_details(%s, %s)", (rnd, s.verify_buckets))
+                    done.add((rnd, "keys"))
+                elif phase >= 2 / 3 and (rnd, "count") not in done:
+                    n, = conn.execute("SELECT count(DISTINCT (table_name, pk)) FROM fraiseql_repl.diverged_keys(%s, "
+                                      "to_timestamp(%s))", (rnd, horizon)).fetchone()
+                    self._aws.offer_diverged(int(n))
+                    if n:
+                        self._log({"event": "diverged_rows", "region": s.region, "round": rnd, "rows": int(n)})
+                    conn.execute("SELECT fraiseql_repl.purge_digests()")
+                    done = {d for d in done if d[0] >= rnd}
+                    done.add((rnd, "count"))
+            except Exception as exc:  # noqa: BLE001 - verify is best effort; retried next time
+                self._log({"event": "verify_failed", "region": s.region, "error": type(exc).__name__})
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
