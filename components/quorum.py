@@ -29,6 +29,7 @@ from components._lambda import FunctionSpec, NetworkPlace, SecurityText, in_vpc_
 from core import agent_schedule as schedule
 from core.membership import routing_rule
 from core.runbook import describe
+from replication.agent.settings import Settings
 
 AGENT_HANDLER = "replication.agent.handler"
 METRIC_NAMESPACE = "FraiseQL/Quorum"
@@ -301,34 +302,40 @@ class Quorum(Component):
         return arns
 
 
+def agent_settings(args: QuorumArgs, q: QuorumRegion, db_host: str, db_secret_arn: str,
+                   cluster_endpoints: Optional[Sequence[Mapping[str, str]]], routing_control_arn: str,
+                   fence_rule_arn: str) -> Settings:
+    """What the fence agent in region `q` runs with."""
+    return Settings(
+        region=q.region,
+        regions=tuple(args.members),
+        regions_next=tuple(args.next_members or ()),
+        probe_s=args.probe_interval_seconds,
+        stale_after_s=args.stale_after_seconds,
+        lease_s=args.lease_seconds,
+        unfence_after=args.unfence_after,
+        db_host=db_host,
+        db_port=q.db_port,
+        db_name=q.db_name,
+        db_sslmode=args.db_sslmode,
+        db_sslrootcert=args.db_sslrootcert,
+        db_secret_arn=db_secret_arn,
+        arc_endpoints=tuple({"region": e["region"], "endpoint": e["endpoint"]} for e in (cluster_endpoints or [])),
+        routing_control_arn=routing_control_arn,
+        fence_rule_arn=fence_rule_arn,
+        health_path=args.health_path,
+        # Wide enough that a tick lost or late still starts the next holder in time.
+        handoff_wait_s=schedule.HANDOFF_WAIT_S,
+        stop_margin_s=schedule.STOP_MARGIN_S,
+    )
+
+
 def agent_environment(args: QuorumArgs, q: QuorumRegion, db_host: str, db_secret_arn: str,
                       cluster_endpoints: Optional[Sequence[Mapping[str, str]]], routing_control_arn: str,
                       fence_rule_arn: str) -> dict[str, str]:
-    """The fence agent's environment in region `q` (`replication.agent.Settings.from_env` reads it)."""
-    return {
-        "FRAISEQL_REGION": q.region,
-        "FRAISEQL_REGIONS": ",".join(args.members),
-        **({"FRAISEQL_REGIONS_NEXT": ",".join(args.next_members)} if args.next_members else {}),
-        "FRAISEQL_QUORUM": str(args.quorum),
-        "FRAISEQL_DB_HOST": db_host,
-        "FRAISEQL_DB_PORT": str(q.db_port),
-        "FRAISEQL_DB_NAME": q.db_name,
-        "FRAISEQL_DB_SSLMODE": args.db_sslmode,
-        "FRAISEQL_DB_SSLROOTCERT": args.db_sslrootcert,
-        "FRAISEQL_DB_SECRET_ARN": db_secret_arn,
-        "FRAISEQL_ARC_ENDPOINTS": json.dumps([{"region": e["region"], "endpoint": e["endpoint"]}
-                                              for e in (cluster_endpoints or [])]),
-        "FRAISEQL_ROUTING_CONTROL_ARN": routing_control_arn,
-        "FRAISEQL_FENCE_RULE_ARN": fence_rule_arn,
-        "FRAISEQL_HEALTH_PATH": args.health_path,
-        "FRAISEQL_PROBE_INTERVAL_SECONDS": f"{args.probe_interval_seconds:g}",
-        "FRAISEQL_STALE_AFTER_SECONDS": f"{args.stale_after_seconds:g}",
-        "FRAISEQL_LEASE_SECONDS": f"{args.lease_seconds:g}",
-        "FRAISEQL_UNFENCE_AFTER": str(args.unfence_after),
-        # Wide enough that a tick lost or late still starts the next holder in time.
-        "FRAISEQL_HANDOFF_WAIT_SECONDS": str(schedule.HANDOFF_WAIT_S),
-        "FRAISEQL_STOP_MARGIN_SECONDS": str(schedule.STOP_MARGIN_S),
-    }
+    """The fence agent's Lambda environment in region `q`: ``Settings.to_env()``, which the agent reads
+    back with ``Settings.from_env`` (`replication/agent/settings.py` holds the variable names)."""
+    return agent_settings(args, q, db_host, db_secret_arn, cluster_endpoints, routing_control_arn, fence_rule_arn).to_env()
 
 
 def agent_policy(region: str, *, secret_arn: str, kms_key_arn: str, routing_control_arn: str, fence_rule_arn: str) -> str:

@@ -171,6 +171,8 @@ def test_quorum_fence_agent_per_region_runs_continuously_with_only_its_own_regio
     fn = one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{region}")
     env = fn.inputs["environment"]["variables"]
     agent = Settings.from_env(env)  # what the agent in that region runs with
+    # every variable the stack writes is one the agent reads, and reads back as written
+    assert agent.to_env() == env
     assert agent.region == region and agent.regions_next == ()
     assert agent.regions == REGIONS  # the order is the tie-break: the same everywhere
     control = one(phase_b, "aws:route53recoverycontrol/routingControl:RoutingControl", f"fraiseql-quorum-routing-control-{region}")
