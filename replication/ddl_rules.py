@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
@@ -171,8 +171,13 @@ def _walk(node: Any) -> Iterator[Any]:
             yield from _walk(x)
 
 
+def _sval(node: ast.String) -> str:
+    """A string node's text (pglast types it optional; the parser always sets it)."""
+    return cast(str, node.sval)
+
+
 def _names(items: Any) -> list[str]:
-    return [x.sval for x in items or () if isinstance(x, ast.String)]
+    return [_sval(x) for x in items or () if isinstance(x, ast.String)]
 
 
 def _is_constant(expr: Any) -> bool:
@@ -181,7 +186,7 @@ def _is_constant(expr: Any) -> bool:
         return True
     if isinstance(expr, ast.TypeCast):
         arg = expr.arg
-        if isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.String) and arg.val.sval.strip().lower() in _CLOCK_WORDS:
+        if isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.String) and _sval(arg.val).strip().lower() in _CLOCK_WORDS:
             return False
         return _is_constant(arg)
     if isinstance(expr, ast.A_ArrayExpr):
@@ -307,7 +312,7 @@ class _Analyser:
         elif name.startswith(SCHEMA + "."):
             self.refuse(f"sets {name}, which belongs to the replication machinery", "remove it; schema apply sets what it needs")
         elif name == "search_path" and node.args:
-            self.search_path = [a.val.sval for a in node.args if isinstance(a, ast.A_Const) and isinstance(a.val, ast.String)]
+            self.search_path = [_sval(a.val) for a in node.args if isinstance(a, ast.A_Const) and isinstance(a.val, ast.String)]
 
     def on_CopyStmt(self, node: Any) -> None:
         if node.relation is not None and node.is_from and self.replicated_data(self.qualify(node.relation)):
@@ -536,7 +541,7 @@ class _Analyser:
             return
         default = next((x.raw_expr for x in cons if x.contype == _CT.CONSTR_DEFAULT), None)
         if default is not None and (not _is_constant(default) or any(
-                isinstance(n, ast.A_Const) and isinstance(n.val, ast.String) and n.val.sval.strip().lower() in _CLOCK_WORDS
+                isinstance(n, ast.A_Const) and isinstance(n.val, ast.String) and _sval(n.val).strip().lower() in _CLOCK_WORDS
                 for n in _walk(default))):
             self.refuse(f"adds column {t}.{c} with a default that is not a constant ({_deparse(default)}): every writer "
                         "would fill its existing rows with its own value", "add it with a constant default (or none), then "
@@ -593,7 +598,7 @@ class _Analyser:
                 self.a.transactional = False
 
     def _created_by(self, node: Any) -> set[str]:
-        rv = node.relation if isinstance(node, ast.CreateStmt) else node.into.rel
+        rv = cast(ast.RangeVar, node.relation if isinstance(node, ast.CreateStmt) else node.into.rel)
         return {self.qualify(rv)} | ({f"public.{rv.relname}"} if not rv.schemaname else set())
 
 

@@ -29,6 +29,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Optional, Protocol
 
 from replication.bootstrap import apply
@@ -360,16 +361,18 @@ class Runner:
         for peer, at in marks.items():
             if peer == source:
                 continue
-            self._wait(f"{source} applies {peer}'s changes up to the slots",
-                       lambda peer=peer, at=at: (self._one(
-                           source, "SELECT extract(epoch FROM at)::float8 FROM fraiseql_repl.applied WHERE origin = %s",
-                           (peer,)) or 0.0) >= at - 1.0)
+            self._wait(f"{source} applies {peer}'s changes up to the slots", partial(self._has_applied, source, peer, at))
         self.state["marker_lsn"] = self._one(source, "SELECT pg_current_wal_lsn()::text")
 
     def _catch_up(self, st: Step, current: Any) -> None:
         target = self.state.get("marker_lsn") or self._one(st.source or "", "SELECT pg_current_wal_lsn()::text")
         for r in st.regions:
-            self._wait(f"{r} replays {st.source} past {target}", lambda r=r: self._replayed(r, target))
+            self._wait(f"{r} replays {st.source} past {target}", partial(self._replayed, r, target))
+
+    def _has_applied(self, region: str, origin: str, at: float) -> bool:
+        """Whether ``region`` has applied ``origin``'s changes up to ``at`` (``origin``'s clock, less a second)."""
+        return bool((self._one(region, "SELECT extract(epoch FROM at)::float8 FROM fraiseql_repl.applied WHERE origin = %s",
+                               (origin,)) or 0.0) >= at - 1.0)
 
     def _replayed(self, region: str, lsn: str) -> bool:
         got = self.backend.replay_lsn(region)
@@ -405,7 +408,11 @@ class Runner:
         for r in st.regions:
             node = self.backend.node(r)
             peers = [n for n in everyone if n.name in self._live()]
-            self._sql(r, render_subscriptions(node, peers, lambda p, r=r: self.backend.conninfo(r, p.name)))
+            self._sql(r, render_subscriptions(node, peers, partial(self._conninfo, r)))
+
+    def _conninfo(self, region: str, peer: Node) -> str:
+        """How ``region`` connects to ``peer`` for its subscription."""
+        return self.backend.conninfo(region, peer.name)
 
     def _live(self) -> set[str]:
         return set(self.state.get("live", self.order))
@@ -415,9 +422,12 @@ class Runner:
         self.backend.start_agents(st.regions, old, nxt)
         self.state["agents"] |= set(st.regions)
         for r in st.regions:  # running: its heartbeat is on its own writer
-            self._wait(f"{r}'s agent beats", lambda r=r: self._one(
-                r, "SELECT count(*) FROM fraiseql_repl.heartbeats WHERE node = %s AND received_at > "
-                   "clock_timestamp() - interval '5 seconds'", (r,)) == 1)
+            self._wait(f"{r}'s agent beats", partial(self._beats, r))
+
+    def _beats(self, region: str) -> bool:
+        """Whether ``region``'s agent beat in the last 5 seconds (its heartbeat is on its own writer)."""
+        return bool(self._one(region, "SELECT count(*) FROM fraiseql_repl.heartbeats WHERE node = %s AND received_at > "
+                              "clock_timestamp() - interval '5 seconds'", (region,)) == 1)
 
     def _membership(self, st: Step, current: Any) -> None:
         self.backend.set_membership(st.members, st.next_members)
@@ -428,11 +438,11 @@ class Runner:
             return bool(self._one(r, "SELECT membership FROM fraiseql_repl.heartbeats WHERE node = %s", (r,)) == want)
 
         for r in voters:
-            self._wait(f"{r}'s agent runs {want}", lambda r=r: reported(r))
+            self._wait(f"{r}'s agent runs {want}", partial(reported, r))
         if self.membership_settle_s > 0:
             time.sleep(self.membership_settle_s)
             for r in voters:
-                self._wait(f"{r}'s agent still runs {want}", lambda r=r: reported(r))
+                self._wait(f"{r}'s agent still runs {want}", partial(reported, r))
 
     def _agents_running(self) -> set[str]:
         return set(self.state.get("agents", ()))
@@ -444,9 +454,7 @@ class Runner:
                 c.execute("SELECT fraiseql_repl.emit_watermark()")
                 at = float(c.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
             for r in nxt:
-                self._wait(f"{r} has {leaving}'s last changes", lambda r=r, leaving=leaving, at=at: (self._one(
-                    r, "SELECT extract(epoch FROM at)::float8 FROM fraiseql_repl.applied WHERE origin = %s",
-                    (leaving,)) or 0.0) >= at - 1.0)
+                self._wait(f"{r} has {leaving}'s last changes", partial(self._has_applied, r, leaving, at))
 
     def _stop_agents(self, st: Step, current: Any) -> None:
         self.backend.stop_agents(st.regions)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -109,7 +110,7 @@ def read_writer(conn: Any, name: str) -> WriterState:
         for n, checksum, at, by, done in _rows(conn, "SELECT name, checksum, applied_at, applied_by, completed_at "
                                                      "FROM fraiseql_repl.migrations ORDER BY name"):
             st.history[n] = HistoryRow(checksum, at, by, done)
-        st.held = [tuple(r) for r in _rows(conn, "SELECT table_name, col, migration FROM fraiseql_repl.held ORDER BY 1, 2")]  # type: ignore[misc]
+        st.held = [tuple(r) for r in _rows(conn, "SELECT table_name, col, migration FROM fraiseql_repl.held ORDER BY 1, 2")]
     st.parked = {s: int(n) for s, n in _rows(conn, "SELECT sqlstate, count(*) FROM fraiseql_repl.parked GROUP BY 1 ORDER BY 1")}
     st.published = [r[0] for r in _rows(
         conn, "SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_catalog.pg_publication_rel pr "
@@ -338,8 +339,7 @@ class Applier:
         meta = {t: (s, list(c or ())) for t, s, c in _rows(conn, "SELECT table_name, strategy, counter_cols FROM fraiseql_repl.table_meta")}
         for t in tables:
             strategy, cols = meta[t]
-            self._txn(writer, "install", lambda c, t=t, strategy=strategy, cols=cols: c.execute(
-                "SELECT fraiseql_repl.install_table(%s::regclass, %s, %s::text[])", (_qualified(t), strategy, cols)))
+            self._txn(writer, "install", partial(_install_table, table=t, strategy=strategy, cols=cols))
         self._txn(writer, "install", lambda c: c.execute("SELECT fraiseql_repl.install_dispatcher()"))
         return tables
 
@@ -435,6 +435,11 @@ _WOULD = {
     "release": "release the held columns and tables; mark the migration completed",
     "retry": "retry parked changes",
 }
+
+
+def _install_table(c: Any, *, table: str, strategy: str, cols: list[str]) -> Any:
+    """Install the replication triggers on one table (in the caller's transaction)."""
+    return c.execute("SELECT fraiseql_repl.install_table(%s::regclass, %s, %s::text[])", (_qualified(table), strategy, cols))
 
 
 def _qualified(table: str) -> str:

@@ -24,7 +24,7 @@ def _connect(settings: Settings, user: str, password: str) -> Any:
 
     # verify-full against the RDS CA bundle the layer ships: the writer proves it is the writer.
     rootcert = settings.db_sslrootcert
-    tls = {"sslrootcert": rootcert} if rootcert and settings.db_sslmode.startswith("verify") else {}
+    tls: dict[str, Any] = {"sslrootcert": rootcert} if rootcert and settings.db_sslmode.startswith("verify") else {}
     conn = psycopg.connect(
         host=settings.db_host, port=settings.db_port, dbname=settings.db_name, user=user, password=password,
         sslmode=settings.db_sslmode, autocommit=True, connect_timeout=5, **tls,
