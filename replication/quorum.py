@@ -338,6 +338,118 @@ def majority_of(n: int) -> int:
     return n // 2 + 1
 
 
+def _membership_quorum(regions: Sequence[str], next_regions: Optional[Sequence[str]], unfence_after: int) -> int:
+    """The quorum of the current membership, after checking both lists."""
+    if next_regions is None and len(regions) == 1:
+        # The start of phase A -> B: one writer, every other region still a read replica of it.
+        if unfence_after < 1:
+            raise ValueError("unfence_after must be >= 1")
+        return 1
+    if next_regions is None:
+        return _check(regions, unfence_after)
+    if len(set(regions)) != len(regions) or len(set(next_regions)) != len(next_regions):
+        raise ValueError(f"duplicate regions in {list(regions)} / {list(next_regions)}")
+    if unfence_after < 1:
+        raise ValueError("unfence_after must be >= 1")
+    return majority_of(len(regions))
+
+
+def _everyone(me: str, regions: Sequence[str], next_regions: Optional[Sequence[str]],
+              hears: Mapping[str, Iterable[str]]) -> tuple[list[str], bool]:
+    """The regions of the decision (current and next members, and ``me``), and whether ``me`` is a
+    member. A region that is not (yet, or any longer) a member: a copy being seeded, or a writer that
+    left. Its agent runs and reports, but never votes it writable."""
+    everyone = list(regions) + [r for r in (next_regions or ()) if r not in regions]
+    member = me in everyone
+    if not member:
+        everyone.append(me)
+    unknown = (set(hears) | {b for v in hears.values() for b in v}) - set(everyone)
+    if unknown:
+        raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
+    return everyone, member
+
+
+def _chosen(me: str, members: Sequence[str], quorum: int, graph: Mapping[str, frozenset[str]],
+            possible: Mapping[str, frozenset[str]]) -> tuple[frozenset[str], bool]:
+    """The clique ``members`` select from the known edges, and whether ``me`` is in the selected clique
+    of every graph up to ``possible`` too (``_certain``)."""
+    known = select_majority(members, {r: graph[r] & frozenset(members) for r in members}, quorum)
+    sure = _certain(me, members, known, {r: possible[r] & frozenset(members) for r in members}, quorum)
+    return known, sure
+
+
+def _confirmed(me: str, members: Sequence[str], clique: frozenset[str], *, selections: Optional[Mapping[str, Selections]],
+               previous_selected: Optional[Selections], previous_writable: Optional[bool],
+               moved_on: Optional[tuple[str, frozenset[str]]] = None) -> bool:
+    """Whether every other member of ``clique`` reports selecting it (for the membership ``members``).
+
+    A region that selected differently, or has not said, holds it back. Two regions whose views
+    differ for a moment (one has a newer report than the other) would each select a clique of their
+    own with the same third region; the third region selects one of them, and only that one writes
+    (during a membership change, for the current list: only current members can write). ``None``:
+    every region holds this same view (the all-regions ``decide`` helper), so they select alike.
+    While the clique only shrinks or grows from the one a writable region had confirmed
+    (``previous_selected``; a member went silent or came back), a member that still reports that
+    previous clique confirms it too: every member of the smaller of the two was writable with it
+    already, so a failed region does not stop the others for the probe it takes their reports to
+    catch up.
+    """
+    if selections is None:
+        return True
+    sig = signature(members)
+    before = (previous_selected or {}).get(sig) if previous_writable else None
+    held = before is not None and me in before and (before <= clique or clique <= before)
+
+    def says(z: str) -> bool:
+        theirs = selections.get(z, {})
+        if theirs.get(sig) == clique or (held and theirs.get(sig) == before):
+            return True
+        # A member already running the next list reports only that list's clique: it confirms
+        # when it selected the same next clique as this region (two regions that agree on one
+        # clique of the next list cannot be writing apart, as for the current list).
+        return moved_on is not None and sig not in theirs and theirs.get(moved_on[0]) == moved_on[1]
+
+    return all(z == me or says(z) for z in clique)
+
+
+def _eligible_since(everyone: Sequence[str], majority: frozenset[str], *, eligible: bool, now_s: Optional[float],
+                    previous_streak: int, previous_eligible_since: Optional[float]) -> tuple[Optional[float], float]:
+    """Since when the deciding region has been eligible without a break (``None``: it is not, or no
+    clock was given), and for how long that counts against the unfence hold.
+
+    A fenced region stays fenced until it has been eligible without a break for ``unfence_hold_s``
+    (``now_s`` and ``previous_eligible_since``, on the caller's clock; see ``unfence_hold``): when the
+    selected clique moves from {X, Z} to {Y, Z}, X may still hold a lease granted on Z's last report
+    that selected it, and Y must not write beside it. Y's first eligible observation comes after Z's
+    switch (Y needs Z's report of the new clique), and X's lease ends at most ``stale_after + lease``
+    (plus a link delay) after it. The hold is waived only when the selected clique is every member:
+    nobody departed, so there is no departing lease to wait for. (A waiver on peers reporting they are
+    not eligible was circular: two fenced regions apart each waived on the other's report,
+    tests/redteam/test_red5_mutual_waiver.py.)
+    """
+    since: Optional[float] = None
+    if eligible and now_s is not None:
+        since = previous_eligible_since if (previous_streak > 0 and previous_eligible_since is not None) else now_s
+    held_s = now_s - since if (now_s is not None and since is not None) else float("inf")
+    if all(r in majority for r in everyone):
+        held_s = float("inf")  # the clique is every member: no departing lease to wait for
+    return since, held_s
+
+
+def _alert(me: str, regions: Sequence[str], majority: frozenset[str], *, reduced: bool, member: bool,
+           in_majority: bool, certain: bool, agreed: bool, reason: Reason) -> Optional[str]:
+    """Something an operator must look at, or ``None``."""
+    if not majority:
+        return "no region has write quorum: all writes are refused"
+    if reduced and in_majority:
+        return f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
+    if not member:
+        return f"{me} is not a quorum member: it takes no writes (being seeded, or it left the mesh)"
+    if not in_majority or not certain or not agreed:
+        return f"{me} is fenced ({reason})"
+    return None
+
+
 def decide_region(
     me: str,
     regions: Sequence[str],
@@ -358,29 +470,13 @@ def decide_region(
 
     ``selections``: the selection each region reported, for the regions with a fresh report. A
     region writes only if every other member of its selected clique reports selecting that same
-    clique (for the same membership list): a region that selected differently, or has not said,
-    holds it back. Two regions whose views differ for a moment (one has a newer report than the
-    other) would each select a clique of their own with the same third region; the third region
-    selects one of them, and only that one writes (during a membership change, for the current list:
-    only current members can write). ``None``: every region holds this same view (the
-    all-regions ``decide`` helper), so they select alike. While the clique only shrinks or grows
-    from the one a writable region had confirmed (``previous_selected``; a member went silent or came
-    back), a member that still reports that previous clique confirms it too: every member of the
-    smaller of the two was writable with it already, so a failed region does not stop the others for
-    the probe it takes their reports to catch up.
+    clique, for the same membership list (``_confirmed``).
 
     ``previous_writable``/``previous_streak`` come from the caller's persisted state; ``None``
     means a cold start, which is taken at face value (a new mesh must be able to start writing).
 
     A fenced region also stays fenced until it has been eligible without a break for
-    ``unfence_hold_s`` (``now_s`` and ``previous_eligible_since``, on the caller's clock; see
-    ``unfence_hold``): when the selected clique moves from {X, Z} to {Y, Z}, X may still hold a lease
-    granted on Z's last report that selected it, and Y must not write beside it. Y's first eligible
-    observation comes after Z's switch (Y needs Z's report of the new clique), and X's lease ends at
-    most ``stale_after + lease`` (plus a link delay) after it. The hold is waived only when the
-    selected clique is every member: nobody departed, so there is no departing lease to wait for.
-    (A waiver on peers reporting they are not eligible was circular: two fenced regions apart each
-    waived on the other's report, tests/redteam/test_red5_mutual_waiver.py.)
+    ``unfence_hold_s``, unless the selected clique is every member (``_eligible_since``).
 
     ``next_regions``: during a membership change (joint consensus), the members after it. A region
     then writes only if it is in the selected majority of *both* memberships: an agent still on the
@@ -388,61 +484,17 @@ def decide_region(
     same view, so they never write apart; likewise joint and new. Joining regions write only once
     the change is complete; leaving regions stop writing when it starts.
     """
-    if next_regions is None and len(regions) == 1:
-        # The start of phase A -> B: one writer, every other region still a read replica of it.
-        if unfence_after < 1:
-            raise ValueError("unfence_after must be >= 1")
-        quorum = 1
-    elif next_regions is None:
-        quorum = _check(regions, unfence_after)
-    else:
-        if len(set(regions)) != len(regions) or len(set(next_regions)) != len(next_regions):
-            raise ValueError(f"duplicate regions in {list(regions)} / {list(next_regions)}")
-        if unfence_after < 1:
-            raise ValueError("unfence_after must be >= 1")
-        quorum = majority_of(len(regions))
-    everyone = list(regions) + [r for r in (next_regions or ()) if r not in regions]
-    # A region not (yet, or any longer) a member: a copy being seeded, or a writer that left. Its
-    # agent runs and reports, but never votes it writable.
-    member = me in everyone
-    if not member:
-        everyone.append(me)
-    unknown = (set(hears) | {b for v in hears.values() for b in v}) - set(everyone)
-    if unknown:
-        raise ValueError(f"unknown regions in the observation: {sorted(unknown)}")
+    quorum = _membership_quorum(regions, next_regions, unfence_after)
+    everyone, member = _everyone(me, regions, next_regions, hears)
     graph = mutual_graph(everyone, hears)
     possible = possible_graph(everyone, hears)
 
-    def chosen(members: Sequence[str], q: int) -> tuple[frozenset[str], bool]:
-        known = select_majority(members, {r: graph[r] & frozenset(members) for r in members}, q)
-        sure = _certain(me, members, known, {r: possible[r] & frozenset(members) for r in members}, q)
-        return known, sure
-
-    def confirmed(members: Sequence[str], clique: frozenset[str],
-                  moved_on: Optional[tuple[str, frozenset[str]]] = None) -> bool:
-        if selections is None:
-            return True
-        sig = signature(members)
-        before = (previous_selected or {}).get(sig) if previous_writable else None
-        held = before is not None and me in before and (before <= clique or clique <= before)
-
-        def says(z: str) -> bool:
-            theirs = selections.get(z, {})
-            if theirs.get(sig) == clique or (held and theirs.get(sig) == before):
-                return True
-            # A member already running the next list reports only that list's clique: it confirms
-            # when it selected the same next clique as this region (two regions that agree on one
-            # clique of the next list cannot be writing apart, as for the current list).
-            return moved_on is not None and sig not in theirs and theirs.get(moved_on[0]) == moved_on[1]
-
-        return all(z == me or says(z) for z in clique)
-
-    majority, certain = chosen(regions, quorum)
+    majority, certain = _chosen(me, regions, quorum, graph, possible)
     in_majority = member and me in majority
     selected = {signature(regions): majority}
     moved_on = None
     if next_regions is not None:
-        next_majority, next_certain = chosen(next_regions, majority_of(len(next_regions)))
+        next_majority, next_certain = _chosen(me, next_regions, majority_of(len(next_regions)), graph, possible)
         in_majority = in_majority and me in next_majority
         certain = certain and next_certain
         # Only the current members can be writable (a region must be in the current list's clique),
@@ -451,16 +503,13 @@ def decide_region(
         # waited for: a joining region's first reports must not pause the writers.
         selected[signature(next_regions)] = next_majority
         moved_on = (signature(next_regions), next_majority)
-    agreed = confirmed(regions, majority, moved_on)
+    agreed = _confirmed(me, regions, majority, selections=selections, previous_selected=previous_selected,
+                        previous_writable=previous_writable, moved_on=moved_on)
     control = True if control_on is None else control_on
     eligible = in_majority and certain and agreed and control
     streak = (previous_streak + 1 if previous_writable is not None else 1) if eligible else 0
-    since: Optional[float] = None
-    if eligible and now_s is not None:
-        since = previous_eligible_since if (previous_streak > 0 and previous_eligible_since is not None) else now_s
-    held_s = now_s - since if (now_s is not None and since is not None) else float("inf")
-    if all(r in majority for r in everyone):
-        held_s = float("inf")  # the clique is every member: no departing lease to wait for
+    since, held_s = _eligible_since(everyone, majority, eligible=eligible, now_s=now_s, previous_streak=previous_streak,
+                                    previous_eligible_since=previous_eligible_since)
     if not member:
         reason: Reason = "not_member"
     elif not in_majority:
@@ -476,16 +525,6 @@ def decide_region(
     else:
         reason = "writable"
     reduced = len(majority) == quorum
-    if not majority:
-        alert: Optional[str] = "no region has write quorum: all writes are refused"
-    elif reduced and in_majority:
-        alert = f"quorum reduced to {len(majority)}/{len(regions)}: one more failure stops all writes"
-    elif not member:
-        alert = f"{me} is not a quorum member: it takes no writes (being seeded, or it left the mesh)"
-    elif not in_majority or not certain or not agreed:
-        alert = f"{me} is fenced ({reason})"
-    else:
-        alert = None
     return Decision(
         region=me,
         writable=reason == "writable",
@@ -495,7 +534,8 @@ def decide_region(
         sees=graph[me],
         quorum_reduced=reduced,
         healthy_streak=streak,
-        alert=alert,
+        alert=_alert(me, regions, majority, reduced=reduced, member=member, in_majority=in_majority, certain=certain,
+                     agreed=agreed, reason=reason),
         selected=selected,
         eligible_since=since,
         eligible=eligible,
