@@ -95,6 +95,7 @@ class Previous:
     #: ``None``: a cold start (no decision yet)
     writable: Optional[bool]
     streak: int
+    #: carried forward: this probe updates it and writes it back
     memory: AgentMemory
     traffic_out: bool
     selected: dict[str, frozenset[str]]
