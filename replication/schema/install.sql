@@ -222,11 +222,22 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
         ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;$s$, c, lit, pk_json_n);
             -- The sum over every incarnation the key's deletes have not removed: regions that create
             -- the same key concurrently add up, whether or not they named the incarnation alike.
-            counter_set := counter_set || format(', %1$I = (SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
+            -- An integer column shows the sum clamped to its type's range: shards written legally on
+            -- two writers may add up past it, and a merge that failed on that would stall the link
+            -- (the shard's apply runs outside receive_change's exception block) on every writer.
+            -- The shards keep the true sum (numeric); every writer clamps it alike.
+            counter_set := counter_set || format(', %1$I = %4$s(SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
                 'WHERE s.table_name = %2$s AND s.pk = _fq_key AND s.col = %1$L AND NOT EXISTS (SELECT 1 '
-                'FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s AND x.pk = _fq_key AND x.born >= s.born))::%3$s',
+                'FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s AND x.pk = _fq_key AND x.born >= s.born))%5$s::%3$s',
                 c, lit, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-                          WHERE a.attrelid = rel AND a.attname = c));
+                          WHERE a.attrelid = rel AND a.attname = c),
+                CASE (SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attname = c)
+                    WHEN 'int2'::regtype THEN 'least(greatest(' WHEN 'int4'::regtype THEN 'least(greatest('
+                    WHEN 'int8'::regtype THEN 'least(greatest(' ELSE '' END,
+                CASE (SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attname = c)
+                    WHEN 'int2'::regtype THEN ', -32768), 32767)'
+                    WHEN 'int4'::regtype THEN ', -2147483648), 2147483647)'
+                    WHEN 'int8'::regtype THEN ', -9223372036854775808), 9223372036854775807)' ELSE '' END);
         END LOOP;
         counter_set := substr(counter_set, 3);
     END IF;
