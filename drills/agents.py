@@ -21,6 +21,7 @@ from typing import Any
 
 from drills.localaws import LocalAws
 from drills.mesh import Mesh
+from replication.agent import Settings
 from replication.quorum import min_stale_after
 
 __all__ = ["AgentProcess", "AgentTiming", "agents"]
@@ -41,23 +42,15 @@ class AgentTiming:
         a relayed report must stay fresh over ``n - 1`` relays."""
         return replace(self, stale_after_s=max(self.stale_after_s, min_stale_after(n, self.probe_s)))
 
-    def env(self) -> dict[str, str]:
-        return {
-            "FRAISEQL_PROBE_INTERVAL_SECONDS": str(self.probe_s),
-            "FRAISEQL_STALE_AFTER_SECONDS": str(self.stale_after_s),
-            "FRAISEQL_LEASE_SECONDS": str(self.lease_s),
-            "FRAISEQL_UNFENCE_AFTER": str(self.unfence_after),
-            "FRAISEQL_METRICS_EVERY_SECONDS": "1",
-            "FRAISEQL_STOP_MARGIN_SECONDS": "1",
-            "FRAISEQL_HANDOFF_WAIT_SECONDS": str(self.invocation_s),
-            "FRAISEQL_WATERMARK_EVERY_SECONDS": "1",
-            "FRAISEQL_MAINTENANCE_EVERY_SECONDS": "5",
+    def settings(self, region: str, regions: tuple[str, ...], **where: Any) -> Settings:
+        """One region's agent settings at this timing (``where``: the database and AWS fields)."""
+        return Settings(
+            region=region, regions=regions, probe_s=self.probe_s, stale_after_s=self.stale_after_s,
+            lease_s=self.lease_s, unfence_after=self.unfence_after, handoff_wait_s=self.invocation_s,
+            metrics_every_s=1, stop_margin_s=1, watermark_every_s=1, maintenance_every_s=5,
             # A tenth of the defaults, like the probe (6 s hashed every table every few probes: the
             # drill's own load, not the system's).
-            "FRAISEQL_VERIFY_EVERY_SECONDS": "30",
-            "FRAISEQL_VERIFY_MARGIN_SECONDS": "2",
-            "FRAISEQL_VERIFY_BUCKETS": "64",
-        }
+            verify_every_s=30, verify_margin_s=2, verify_buckets=64, **where)
 
 
 class AgentProcess:
@@ -129,26 +122,11 @@ def agent_env(region: str, regions: list[str], port: int, aws: LocalAws, timing:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FRAISEQL_"))}
     base.update(aws.env())
     res = aws.regions[region]
-    env = {
-        **base,
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        **timing.for_voters(len(set(regions) | set(next_regions))).env(),
-        "AWS_DEFAULT_REGION": region,
-        "FRAISEQL_REGION": region,
-        "FRAISEQL_REGIONS": ",".join(regions),
-        "FRAISEQL_DB_HOST": "127.0.0.1",
-        "FRAISEQL_DB_PORT": str(port),
-        "FRAISEQL_DB_NAME": dbname,
-        "FRAISEQL_DB_SSLMODE": "disable",
-        "FRAISEQL_DB_SECRET_ARN": res.db_secret_arn,
-        "FRAISEQL_ROUTING_CONTROL_ARN": res.routing_control_arn,
-        "FRAISEQL_ARC_ENDPOINTS": json.dumps(aws.arc_endpoints()),
-        "FRAISEQL_FENCE_RULE_ARN": res.fence_rule_arn,
-        "FRAISEQL_HEALTH_PATH": "/health",
-    }
-    if next_regions:
-        env["FRAISEQL_REGIONS_NEXT"] = ",".join(next_regions)
+    settings = timing.for_voters(len(set(regions) | set(next_regions))).settings(
+        region, tuple(regions), regions_next=tuple(next_regions), db_host="127.0.0.1", db_port=port, db_name=dbname,
+        db_sslmode="disable", db_secret_arn=res.db_secret_arn, routing_control_arn=res.routing_control_arn,
+        arc_endpoints=tuple(aws.arc_endpoints()), fence_rule_arn=res.fence_rule_arn, health_path="/health")
+    env = {**base, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "AWS_DEFAULT_REGION": region, **settings.to_env()}
     return env
 
 

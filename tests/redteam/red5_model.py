@@ -6,9 +6,8 @@ What it adds to ``tests/test_quorum_timing.run``:
 
 * ``data_cuts`` (listener, speaker, from, to): the *data* link stops delivering while the control
   channel still does. The listener does not hear the speaker (``links_healthy`` leaves it out, as
-  ``replication.links`` does for a link that does not deliver) but still receives its heartbeats, so
-  it still holds the speaker's ``_eligible`` flag. The two cannot replicate to each other: counted
-  as apart, like a cut.
+  ``replication.agent`` does for a silent data link) but still receives its heartbeats. The two
+  cannot replicate to each other: counted as apart, like a cut.
 * ``flickers`` (listener, speaker, from, to): the listener does not hear the speaker for a moment (an
   apply error: ``replication.agent._data_links`` counts the link unhealthy for ``stale_after`` after
   one) while data still replicates: *not* counted as apart.
@@ -18,8 +17,9 @@ What it adds to ``tests/test_quorum_timing.run``:
   invocation (the deploy hands the loop over), which is *warming* for ``stale + probe``.
 * ``clock_steps`` region -> [(at, delta)]: that writer's clock steps by ``delta`` at ``at``; the agent
   and the lease check read that clock (the lease's end, the hold, the ages of rows received).
-* the ``_eligible`` flag each heartbeat carries is computed as ``replication.agent.probe`` does:
-  ``decision.eligible or writable or (warming and leased)``.
+* the log keeps, per probe, the ``_eligible`` flag the agent used to publish (``decision.eligible or
+  writable or (warming and leased)``): the circular waiver that read it is gone, and the agent no
+  longer publishes it, but the log shows what a region would have said.
 
 Every heartbeat goes out with the lease in one commit (as the agent's one message does). Writable
 intervals are in true time: from the commit of a grant until the lease's end on the writer's own

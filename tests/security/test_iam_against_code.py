@@ -129,15 +129,13 @@ def run_agent(rec, w, region):
     from replication import agent
 
     res = w["aws"].regions[region]
-    env = {
-        "FRAISEQL_REGION": region, "FRAISEQL_REGIONS": ",".join(REGIONS), "FRAISEQL_QUORUM": "2",
-        "FRAISEQL_DB_HOST": "127.0.0.1", "FRAISEQL_DB_PORT": str(w["pg"][region].port), "FRAISEQL_DB_NAME": "postgres",
-        "FRAISEQL_DB_SSLMODE": "disable", "FRAISEQL_DB_SECRET_ARN": w["arns"][region]["agent"],
-        "FRAISEQL_ARC_ENDPOINTS": json.dumps(w["aws"].arc_endpoints()), "FRAISEQL_ROUTING_CONTROL_ARN": res.routing_control_arn,
-        "FRAISEQL_FENCE_RULE_ARN": res.fence_rule_arn, "FRAISEQL_HEALTH_PATH": "/health",
-        "FRAISEQL_PROBE_INTERVAL_SECONDS": "0.3", "FRAISEQL_STALE_AFTER_SECONDS": "1", "FRAISEQL_LEASE_SECONDS": "1",
-        "FRAISEQL_UNFENCE_AFTER": "1", "FRAISEQL_METRICS_EVERY_SECONDS": "0.3", "FRAISEQL_STOP_MARGIN_SECONDS": "0.5",
-    }
+    env = agent.Settings(
+        region=region, regions=REGIONS, probe_s=0.3, stale_after_s=1, lease_s=1, unfence_after=1,
+        db_host="127.0.0.1", db_port=w["pg"][region].port, db_name="postgres", db_sslmode="disable",
+        db_secret_arn=w["arns"][region]["agent"], arc_endpoints=tuple(w["aws"].arc_endpoints()),
+        routing_control_arn=res.routing_control_arn, fence_rule_arn=res.fence_rule_arn, health_path="/health",
+        metrics_every_s=0.3, stop_margin_s=0.5,
+    ).to_env()
     saved = dict(os.environ)
     os.environ.update(env)
     try:
