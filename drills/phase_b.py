@@ -157,6 +157,47 @@ def _fenced(m: Mesh, region: str) -> bool:
     return not m.execute(region, "SELECT clock_timestamp() + interval '100 ms' < valid_until FROM fraiseql_repl.lease")[0][0]
 
 
+@dataclass
+class _Conflicts:
+    """Step 2: concurrent conflicting writes on every node, and what the mesh converged to."""
+
+    writes: int
+    convergence_s: float
+    converged: bool
+    lww_ok: bool
+    counter_expected: int
+    counter_observed: list[int]
+    set_ok: bool
+    app_logged: int
+    app_local_kept: bool
+    app_resolved: bool
+
+
+@dataclass
+class _Partition:
+    """Step 3: one region cut off while every region's agent decides."""
+
+    fenced_by_quorum: bool
+    refused: int
+    sqlstates: set[str]
+    accepted: list[int]  # keys the majority side acknowledged
+    window_keys: list[int]  # keys the isolated region acknowledged before its agent fenced it
+    detection_s: float
+
+
+@dataclass
+class _Heal:
+    """Step 4: the partition healed, the region un-fenced, every acknowledged write everywhere."""
+
+    unfence_s: float
+    heal_s: float
+    healed: bool
+    missing: int
+    resolutions: dict[str, int]
+    native_conflicts: dict[str, int]
+    healthy: bool
+
+
 def run_phase_b(
     *,
     probes: int = 20,
@@ -174,152 +215,177 @@ def run_phase_b(
             mesh(POLICY, APP_SCHEMA, regions=regions, delays=True, leases=False) as m, \
             local_aws(regions) as aws, agents(m, aws, timing, Path(logs)):
         wait_writable(m, list(regions), timeout=60)
-        a = regions[0]
-        # seed
-        m.execute(a, "INSERT INTO items SELECT g, 'seed' FROM generate_series(1, %s) g", (keys,))
-        m.execute(a, "INSERT INTO counters VALUES (1, 'hits', 0)")
-        m.execute(a, "INSERT INTO accounts VALUES (1, 0)")
-        m.wait_converged(["items", "counters", "accounts"], timeout=60)
-
+        _seed(m, regions[0], keys)
         # 1. replication delay per pair
         delays = _pair_delays(m, probes)
-        all_delays = [x for v in delays.values() for x in v]
-
         # 2. concurrent conflicting writes -> convergence
-        winners, increments, tags, nwrites = _conflicting_writes(m, rounds, keys)
-        t0 = time.monotonic()
-        converged = True
-        try:
-            m.wait_converged(list(CONVERGENT_TABLES), timeout=120)
-        except TimeoutError as exc:
-            converged = False
-            notes.append(str(exc)[:300])
-        convergence_s = time.monotonic() - t0
-        lww_ok = all(
-            m.execute(n, "SELECT v FROM items WHERE id = %s", (k,)) == [(w[2],)]
-            for n in m.names
-            for k, w in winners.items()
-        )
-        counter_observed = [int(m.execute(n, "SELECT hits FROM counters WHERE id = 1")[0][0]) for n in m.names]
-        set_ok = all(
-            {r[0] for r in m.execute(n, "SELECT tag FROM tags WHERE item = 1")} == tags for n in m.names
-        )
-        # app table: wait until the in-flight updates have arrived everywhere
-        time.sleep(0.5)
-        app_logged = sum(
-            int(m.execute(n, "SELECT count(*) FROM fraiseql_repl.conflicts WHERE resolved_at IS NULL")[0][0])
-            for n in m.names
-        )
-        # "local kept": no node holds a remote version it logged as conflicting
-        remote_applied = sum(
-            int(m.execute(
-                n,
-                "SELECT count(*) FROM fraiseql_repl.conflicts c JOIN accounts a ON a.id = 1 "
-                "WHERE c.resolved_at IS NULL AND (c.remote_row ->> '_repl_ts')::timestamptz = a._repl_ts "
-                "AND c.remote_row ->> '_repl_node' = a._repl_node",
-            )[0][0])
-            for n in m.names
-        )
-        app_local_kept = app_logged > 0 and remote_applied == 0
-        # the application resolves: the sum of all nodes' increments, written on one node
-        with m.connect(a) as c, c.transaction():
-            c.execute("SET LOCAL fraiseql_repl.resolving = 'on'")
-            c.execute("UPDATE accounts SET balance = %s WHERE id = 1", (rounds * len(m.names),))
-        try:
-            m.wait_converged(["accounts"], timeout=30)
-            app_resolved = all(
-                m.execute(n, "SELECT balance FROM accounts WHERE id = 1") == [(rounds * len(m.names),)]
-                for n in m.names
-            )
-        except TimeoutError:
-            app_resolved = False
-
+        conflicts = _conflicts(m, regions[0], rounds, keys, notes)
         # 3. partition one region; every region's own agent decides from what its writer receives
-        others = [r for r in regions if r != isolate]
-        m.partition(isolate)
-        t_cut = time.monotonic()
-        refused, sqlstates, accepted, window_keys = 0, set(), [], []
-        last_window_ack = t_cut
-        key = itertools.count(3_000_000)
-        t_end = time.monotonic() + partition_s
-        while time.monotonic() < t_end:
-            for n in m.names:
-                k = next(key)
-                try:
-                    m.execute(n, "INSERT INTO items VALUES (%s, %s)", (k, f"partition {n}"))
-                    if n == isolate:
-                        window_keys.append(k)  # before its agent noticed: the detection window
-                        last_window_ack = time.monotonic()
-                    else:
-                        accepted.append(k)
-                except psycopg.Error as exc:
-                    if n == isolate:
-                        refused += 1
-                        sqlstates.add(exc.sqlstate or "?")
-                    else:
-                        notes.append(f"majority write failed on {n}: {exc}")
-            time.sleep(0.02)
-        fenced_by_quorum = _fenced(m, isolate) and not any(_fenced(m, r) for r in others)
-        detection_s = last_window_ack - t_cut
-
+        cut = _partition(m, regions, isolate, partition_s, notes)
         # 4. heal; the agents un-fence it after consecutive healthy probes
-        m.heal()
-        t_heal = time.monotonic()
-        wait_writable(m, list(regions), timeout=60)
-        unfence_s = time.monotonic() - t_heal
-        t0 = time.monotonic()
-        healed = True
-        try:
-            m.wait_converged(list(CONVERGENT_TABLES) + ["accounts"], timeout=120)
-        except TimeoutError as exc:
-            healed = False
-            notes.append(str(exc)[:300])
-        heal_s = time.monotonic() - t0
-        must_exist = accepted + window_keys
-        missing = 0
-        for n in m.names:
-            present = {
-                int(r[0]) for r in m.execute(n, "SELECT id FROM items WHERE id = ANY(%s)", (must_exist,))
-            }
-            missing += len(set(must_exist) - present)
-        res = m.resolutions()
-        native = m.native_conflicts()
-        healthy = all(m.subscriptions_healthy().values())
+        healed = _heal(m, regions, cut.accepted + cut.window_keys, notes)
+    return _result(delays, conflicts, cut, healed, isolate=isolate, unfence_after=unfence_after, notes=notes)
 
-    floors = {f"{x}->{y}": one_way_ms(x, y) for x, y in delays}
+
+def _seed(m: Mesh, a: str, keys: int) -> None:
+    m.execute(a, "INSERT INTO items SELECT g, 'seed' FROM generate_series(1, %s) g", (keys,))
+    m.execute(a, "INSERT INTO counters VALUES (1, 'hits', 0)")
+    m.execute(a, "INSERT INTO accounts VALUES (1, 0)")
+    m.wait_converged(["items", "counters", "accounts"], timeout=60)
+
+
+def _conflicts(m: Mesh, a: str, rounds: int, keys: int, notes: list[str]) -> _Conflicts:
+    """Every node writes the same rows at once; checks what the mesh converges to against the policy."""
+    winners, increments, tags, nwrites = _conflicting_writes(m, rounds, keys)
+    t0 = time.monotonic()
+    converged = True
+    try:
+        m.wait_converged(list(CONVERGENT_TABLES), timeout=120)
+    except TimeoutError as exc:
+        converged = False
+        notes.append(str(exc)[:300])
+    convergence_s = time.monotonic() - t0
+    lww_ok = all(
+        m.execute(n, "SELECT v FROM items WHERE id = %s", (k,)) == [(w[2],)]
+        for n in m.names
+        for k, w in winners.items()
+    )
+    counter_observed = [int(m.execute(n, "SELECT hits FROM counters WHERE id = 1")[0][0]) for n in m.names]
+    set_ok = all(
+        {r[0] for r in m.execute(n, "SELECT tag FROM tags WHERE item = 1")} == tags for n in m.names
+    )
+    app_logged, app_local_kept = _app_conflicts(m)
+    app_resolved = _app_resolves(m, a, rounds * len(m.names))
+    return _Conflicts(writes=nwrites, convergence_s=convergence_s, converged=converged, lww_ok=lww_ok,
+                      counter_expected=increments, counter_observed=counter_observed, set_ok=set_ok,
+                      app_logged=app_logged, app_local_kept=app_local_kept, app_resolved=app_resolved)
+
+
+def _app_conflicts(m: Mesh) -> tuple[int, bool]:
+    """The app-resolved table: (conflicts logged, every node kept its local version)."""
+    # wait until the in-flight updates have arrived everywhere
+    time.sleep(0.5)
+    app_logged = sum(
+        int(m.execute(n, "SELECT count(*) FROM fraiseql_repl.conflicts WHERE resolved_at IS NULL")[0][0])
+        for n in m.names
+    )
+    # "local kept": no node holds a remote version it logged as conflicting
+    remote_applied = sum(
+        int(m.execute(
+            n,
+            "SELECT count(*) FROM fraiseql_repl.conflicts c JOIN accounts a ON a.id = 1 "
+            "WHERE c.resolved_at IS NULL AND (c.remote_row ->> '_repl_ts')::timestamptz = a._repl_ts "
+            "AND c.remote_row ->> '_repl_node' = a._repl_node",
+        )[0][0])
+        for n in m.names
+    )
+    return app_logged, app_logged > 0 and remote_applied == 0
+
+
+def _app_resolves(m: Mesh, a: str, balance: int) -> bool:
+    """The application resolves: the sum of all nodes' increments, written on one node, reaches every node."""
+    with m.connect(a) as c, c.transaction():
+        c.execute("SET LOCAL fraiseql_repl.resolving = 'on'")
+        c.execute("UPDATE accounts SET balance = %s WHERE id = 1", (balance,))
+    try:
+        m.wait_converged(["accounts"], timeout=30)
+        return all(m.execute(n, "SELECT balance FROM accounts WHERE id = 1") == [(balance,)] for n in m.names)
+    except TimeoutError:
+        return False
+
+
+def _partition(m: Mesh, regions: Sequence[str], isolate: str, partition_s: float, notes: list[str]) -> _Partition:
+    """Cut `isolate` off and write on every node for `partition_s`: the majority must accept, the
+    isolated region refuse once its agent fenced it."""
+    others = [r for r in regions if r != isolate]
+    m.partition(isolate)
+    t_cut = time.monotonic()
+    refused, sqlstates, accepted, window_keys = 0, set(), [], []
+    last_window_ack = t_cut
+    key = itertools.count(3_000_000)
+    t_end = time.monotonic() + partition_s
+    while time.monotonic() < t_end:
+        for n in m.names:
+            k = next(key)
+            try:
+                m.execute(n, "INSERT INTO items VALUES (%s, %s)", (k, f"partition {n}"))
+                if n == isolate:
+                    window_keys.append(k)  # before its agent noticed: the detection window
+                    last_window_ack = time.monotonic()
+                else:
+                    accepted.append(k)
+            except psycopg.Error as exc:
+                if n == isolate:
+                    refused += 1
+                    sqlstates.add(exc.sqlstate or "?")
+                else:
+                    notes.append(f"majority write failed on {n}: {exc}")
+        time.sleep(0.02)
+    fenced_by_quorum = _fenced(m, isolate) and not any(_fenced(m, r) for r in others)
+    return _Partition(fenced_by_quorum=fenced_by_quorum, refused=refused, sqlstates=sqlstates, accepted=accepted,
+                      window_keys=window_keys, detection_s=last_window_ack - t_cut)
+
+
+def _heal(m: Mesh, regions: Sequence[str], must_exist: list[int], notes: list[str]) -> _Heal:
+    """Heal, wait for the agents to un-fence, converge, and count acknowledged writes missing anywhere."""
+    m.heal()
+    t_heal = time.monotonic()
+    wait_writable(m, list(regions), timeout=60)
+    unfence_s = time.monotonic() - t_heal
+    t0 = time.monotonic()
+    healed = True
+    try:
+        m.wait_converged(list(CONVERGENT_TABLES) + ["accounts"], timeout=120)
+    except TimeoutError as exc:
+        healed = False
+        notes.append(str(exc)[:300])
+    heal_s = time.monotonic() - t0
+    missing = 0
+    for n in m.names:
+        present = {
+            int(r[0]) for r in m.execute(n, "SELECT id FROM items WHERE id = ANY(%s)", (must_exist,))
+        }
+        missing += len(set(must_exist) - present)
+    return _Heal(unfence_s=unfence_s, heal_s=heal_s, healed=healed, missing=missing, resolutions=m.resolutions(),
+                 native_conflicts=m.native_conflicts(), healthy=all(m.subscriptions_healthy().values()))
+
+
+def _result(delays: dict[tuple[str, str], list[float]], conflicts: _Conflicts, cut: _Partition, healed: _Heal, *,
+            isolate: str, unfence_after: int, notes: list[str]) -> PhaseBResult:
+    all_delays = [x for v in delays.values() for x in v]
     return PhaseBResult(
-        floors_ms=floors,
+        floors_ms={f"{x}->{y}": one_way_ms(x, y) for x, y in delays},
         pair_delay_p50_ms={f"{x}->{y}": statistics.median(v) for (x, y), v in delays.items()},
         pair_delay_p99_ms={f"{x}->{y}": percentile(v, 99) for (x, y), v in delays.items()},
         delay_p50_ms=statistics.median(all_delays),
         delay_p99_ms=percentile(all_delays, 99),
         delay_max_ms=max(all_delays),
-        conflict_writes=nwrites,
-        convergence_s=convergence_s,
-        converged=converged,
-        lww_ok=lww_ok,
-        counter_expected=increments,
-        counter_observed=counter_observed,
-        set_ok=set_ok,
-        app_conflicts_logged=app_logged,
-        app_local_kept=app_local_kept,
-        app_resolved_converged=app_resolved,
-        conflicts_resolved=sum(res.values()),
-        resolutions=res,
-        native_conflicts=native,
+        conflict_writes=conflicts.writes,
+        convergence_s=conflicts.convergence_s,
+        converged=conflicts.converged,
+        lww_ok=conflicts.lww_ok,
+        counter_expected=conflicts.counter_expected,
+        counter_observed=conflicts.counter_observed,
+        set_ok=conflicts.set_ok,
+        app_conflicts_logged=conflicts.app_logged,
+        app_local_kept=conflicts.app_local_kept,
+        app_resolved_converged=conflicts.app_resolved,
+        conflicts_resolved=sum(healed.resolutions.values()),
+        resolutions=healed.resolutions,
+        native_conflicts=healed.native_conflicts,
         partitioned=isolate,
-        fenced_by_quorum=fenced_by_quorum,
-        refused_while_partitioned=refused,
-        refused_sqlstates=sorted(sqlstates),
-        accepted_majority_while_partitioned=len(accepted),
-        accepted_window_before_fence=len(window_keys),
+        fenced_by_quorum=cut.fenced_by_quorum,
+        refused_while_partitioned=cut.refused,
+        refused_sqlstates=sorted(cut.sqlstates),
+        accepted_majority_while_partitioned=len(cut.accepted),
+        accepted_window_before_fence=len(cut.window_keys),
         unfence_after_observations=unfence_after,
-        detection_s=detection_s,
-        unfence_s=unfence_s,
-        heal_convergence_s=heal_s,
-        healed_converged=healed,
-        missing_after_heal=missing,
-        apply_workers_healthy=healthy,
+        detection_s=cut.detection_s,
+        unfence_s=healed.unfence_s,
+        heal_convergence_s=healed.heal_s,
+        healed_converged=healed.healed,
+        missing_after_heal=healed.missing,
+        apply_workers_healthy=healed.healthy,
         notes=notes,
     )
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 
 from components._database import DatabaseNode
 from components.adoption_link import AdoptionLink, AdoptionLinkArgs
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
+from components.fraiseql_service import FraiseqlService
+from components.region_stack import RegionStack
 from components.streaming_replication import StreamingReplication, StreamingReplicationArgs, StreamingSettings
 from core.config import StackConfig
 from core.outputs import PhaseAOutputs
@@ -18,7 +20,27 @@ from infra.paths import LAMBDA_DEPS
 
 def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
     regions = common.region_stacks(cfg, stack)
-    primary, standby = cfg.primary.name, cfg.standbys[0].name
+    database = _database(cfg, stack, regions)
+    # Each region's tasks read the app's own credentials from their own region (issue 13).
+    services = common.services(cfg, stack, regions, database, database.app_secret_arns,
+                               write_forward_url=f"{'https' if cfg.dns.https else 'http'}://{cfg.dns.record_name}")
+    dns = _failover_records(cfg, stack, regions)
+    link = _adoption_link(cfg, stack, regions)
+    budget = common.budget(cfg, stack)
+    board = common.dashboard(
+        cfg, stack, regions, services,
+        db_identifiers={cfg.primary.name: [database.primary_identifier],
+                        **{r: [ident] for r, ident in database.replica_identifiers.items()}},
+        health_check_ids=dns.health_check_ids,
+        alarm_arns=list(database.lag_alarm_arns.values()),
+        budget_name=budget.name,
+        replicas=tuple(database.replica_identifiers.items()),
+    )
+    return _exports(cfg, regions, database, services, dns, link, budget_name=budget.name, dashboard_name=board.name)
+
+
+def _database(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> StreamingReplication:
+    """The primary and its standbys, the streaming replication between them and the lag alarms."""
     db = cfg.database
     nodes = tuple(
         DatabaseNode(
@@ -34,7 +56,7 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         )
         for rc in cfg.regions
     )
-    database = StreamingReplication(
+    return StreamingReplication(
         "fraiseql-db",
         StreamingReplicationArgs(
             nodes=nodes,
@@ -49,11 +71,10 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         labels=common.labels(cfg, stack),
     )
 
-    # Each region's tasks read the app's own credentials from their own region (issue 13).
-    services = common.services(cfg, stack, regions, database, database.app_secret_arns,
-                               write_forward_url=f"{'https' if cfg.dns.https else 'http'}://{cfg.dns.record_name}")
 
-    dns = DnsFailover(
+def _failover_records(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> DnsFailover:
+    """Route 53 failover records: the primary's ALB while its health check passes, then the standby's."""
+    return DnsFailover(
         "fraiseql-dns",
         DnsFailoverArgs(
             mode="failover",
@@ -76,38 +97,39 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         ),
         labels=common.labels(cfg, stack),
     )
+
+
+def _adoption_link(cfg: StackConfig, stack: str, regions: dict[str, RegionStack]) -> Optional[AdoptionLink]:
+    """`python -m ops adopt`: the new primary subscribes to the database run today (only with `database.adopt`)."""
     adopt = cfg.database.adopt
-    link = None
-    if adopt is not None:  # `python -m ops adopt`: the new primary subscribes to the database run today
-        link = AdoptionLink(
-            "fraiseql-adopt",
-            AdoptionLinkArgs(
-                region=primary,
-                vpc_id=regions[primary].vpc_id,
-                database_route_table_id=regions[primary].database_route_table_id,
-                db_security_group_id=regions[primary].db_security_group_id,
-                source_vpc_id=adopt.source_vpc_id,
-                source_cidr=adopt.source_cidr,
-                source_port=adopt.source_port,
-            ),
-            labels=common.labels(cfg, stack),
-        )
-    budget = common.budget(cfg, stack)
-    board = common.dashboard(
-        cfg, stack, regions, services,
-        db_identifiers={primary: [database.primary_identifier],
-                        **{r: [ident] for r, ident in database.replica_identifiers.items()}},
-        health_check_ids=dns.health_check_ids,
-        alarm_arns=list(database.lag_alarm_arns.values()),
-        budget_name=budget.name,
-        replicas=tuple(database.replica_identifiers.items()),
+    if adopt is None:
+        return None
+    primary = cfg.primary.name
+    return AdoptionLink(
+        "fraiseql-adopt",
+        AdoptionLinkArgs(
+            region=primary,
+            vpc_id=regions[primary].vpc_id,
+            database_route_table_id=regions[primary].database_route_table_id,
+            db_security_group_id=regions[primary].db_security_group_id,
+            source_vpc_id=adopt.source_vpc_id,
+            source_cidr=adopt.source_cidr,
+            source_port=adopt.source_port,
+        ),
+        labels=common.labels(cfg, stack),
     )
+
+
+def _exports(cfg: StackConfig, regions: dict[str, RegionStack], database: StreamingReplication,
+             services: dict[str, FraiseqlService], dns: DnsFailover, link: Optional[AdoptionLink], *,
+             budget_name: pulumi.Input[str], dashboard_name: pulumi.Input[str]) -> dict[str, Any]:
+    """The stack outputs (core.outputs.PhaseAOutputs): what the runbooks and the operators read."""
     scheme = "https" if cfg.dns.https else "http"
     return PhaseAOutputs.exports(
         phase=cfg.phase,
         regions={rc.name: rc.role for rc in cfg.regions},
-        primaryRegion=primary,
-        standbyRegion=standby,
+        primaryRegion=cfg.primary.name,
+        standbyRegion=cfg.standbys[0].name,
         apiUrl=f"{scheme}://{cfg.dns.record_name}",
         readUrl=f"{scheme}://{cfg.dns.reads_hostname}",
         zoneId=cfg.dns.zone_id,
@@ -129,10 +151,10 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         clusterNames={r: rs.cluster_name for r, rs in regions.items()},
         serviceNames={r: s.service_name for r, s in services.items()},
         slo={"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds, "lagAlarmSeconds": cfg.lag_alarm_seconds},
-        budgetName=budget.name,
+        budgetName=budget_name,
         dbPort=cfg.database.port,
         dbName=cfg.database.db_name,
         adoptPeeringConnectionId=link.peering_connection_id if link is not None else None,
         adoptStackCidr=cfg.primary.cidr if link is not None else None,
-        dashboardName=board.name,
+        dashboardName=dashboard_name,
     )

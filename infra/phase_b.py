@@ -10,6 +10,7 @@ from pulumi import ResourceOptions
 
 from components._database import DatabaseNode
 from components.dns_failover import DnsFailover, DnsFailoverArgs, Endpoint
+from components.fraiseql_service import FraiseqlService
 from components.interregion_network import InterRegionNetwork, InterRegionNetworkArgs, RegionAttachment
 from components.multi_master_replication import MultiMasterReplication, MultiMasterReplicationArgs, MultiMasterSettings
 from components.quorum import Quorum, QuorumArgs, QuorumRegion
@@ -60,12 +61,43 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         lock, public_names = phase_c.origin_lock(cfg), phase_c.public_certificate_names(cfg)
     regions = common.region_stacks(cfg, stack, origin_lock=lock, other_names=public_names)
     network = inter_region_network(cfg, stack, regions)
+    code = common.lambda_code()
+    database = _database(cfg, stack, regions, network, code)
+    fence = _fence(cfg, stack, regions, database, code)
+    services = common.services(cfg, stack, regions, database, database.app_secret_arns)
+    dns = _routing(cfg, stack, regions, fence)
+    budget = common.budget(cfg, stack)
+    pairs = tuple((pub, sub) for pub, sub in (k.split("->") for k in database.lag_alarm_arns))
+    board = common.dashboard(
+        cfg, stack, regions, services,
+        db_identifiers={r: [ident] for r, ident in database.writer_identifiers.items()},
+        health_check_ids=dns.health_check_ids,
+        alarm_arns=[*database.lag_alarm_arns.values(), *database.replica_lag_alarm_arns.values(), *fence.alarm_arns.values()],
+        budget_name=budget.name,
+        lag_pairs=pairs,
+        agent_regions=tuple(rc.name for rc in cfg.regions),
+    )
+    if cfg.phase == "c":
+        from infra import phase_c  # pulumi_cloudflare costs a second of import: only phase c pays it
+
+        edge_outputs, model = phase_c.build(cfg, stack, regions), PhaseCOutputs
+    else:
+        edge_outputs, model = {}, PhaseBOutputs  # type: ignore[assignment]
+    return model.exports(**{
+        **edge_outputs,
+        **_exports(cfg, regions, network, database, fence, services, dns),
+        "budgetName": budget.name,
+        "dashboardName": board.name,
+    })
+
+
+def _database(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], network: InterRegionNetwork,
+              code: pulumi.AssetArchive) -> MultiMasterReplication:
+    """One writer per region, the logical replication mesh between them and its conflict policy."""
     db = cfg.database
     repl = cfg.replication
     assert repl is not None  # validated: phases b and c carry a conflict policy
-    code = common.lambda_code()
-    deps = pulumi.FileArchive(str(LAMBDA_DEPS))
-    database = MultiMasterReplication(
+    return MultiMasterReplication(
         "fraiseql-db",
         MultiMasterReplicationArgs(
             nodes=tuple(
@@ -94,16 +126,21 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                     "replicated": list(repl.replicated),
                 },
                 code=code,
-                dependencies_layer=deps,
+                dependencies_layer=pulumi.FileArchive(str(LAMBDA_DEPS)),
             ),
         ),
         labels=common.labels(cfg, stack),
         # Subscriptions travel over the inter-region network: it must exist first.
         opts=ResourceOptions(depends_on=[network]),
     )
-    members, next_members = cfg.quorum_members, cfg.quorum_next_members
-    quorum = majority(len(members))
-    fence = Quorum(
+
+
+def _fence(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], database: MultiMasterReplication,
+           code: pulumi.AssetArchive) -> Quorum:
+    """The quorum fence: one agent per region, ARC routing controls, the writers' leases."""
+    db = cfg.database
+    next_members = cfg.quorum_next_members
+    return Quorum(
         "fraiseql-quorum",
         QuorumArgs(
             regions=tuple(
@@ -122,9 +159,9 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
                 )
                 for rc in cfg.regions
             ),
-            members=tuple(members),
+            members=tuple(cfg.quorum_members),
             next_members=tuple(next_members) if next_members is not None else None,
-            quorum=quorum,
+            quorum=majority(len(cfg.quorum_members)),
             probe_interval_seconds=cfg.quorum.probe_interval_seconds,
             stale_after_seconds=cfg.quorum_stale_after,
             lease_seconds=cfg.quorum.lease,
@@ -140,66 +177,64 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         labels=common.labels(cfg, stack),
         opts=ResourceOptions(depends_on=[database]),
     )
-    services = common.services(cfg, stack, regions, database, database.app_secret_arns)
-    def latency_records(name: str, zone_id: str, record_name: str, endpoint_checks: bool) -> DnsFailover:
-        return DnsFailover(
-            name,
-            DnsFailoverArgs(
-                mode="latency",
-                zone_id=zone_id,
-                record_name=record_name,
-                read_record_name=f"read.{record_name}",  # no read record in latency mode
-                endpoints=tuple(
-                    Endpoint(region=rc.name, role="active", alb_dns_name=regions[rc.name].alb_dns_name,
-                             alb_zone_id=regions[rc.name].alb_zone_id)
-                    for rc in cfg.regions
-                ),
-                health_path=cfg.app.health_path,
-                https=cfg.dns.https,
-                request_interval=cfg.dns.health_check_interval,
-                failure_threshold=cfg.dns.failure_threshold,
-                control_health_check_ids=fence.recovery_health_check_ids,
-                endpoint_checks=endpoint_checks,
+
+
+def _latency_records(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], fence: Quorum, name: str, *,
+                     zone_id: str, record_name: str, endpoint_checks: bool) -> DnsFailover:
+    """Route 53 latency records to every region's ALB, each following its region's routing control."""
+    return DnsFailover(
+        name,
+        DnsFailoverArgs(
+            mode="latency",
+            zone_id=zone_id,
+            record_name=record_name,
+            read_record_name=f"read.{record_name}",  # no read record in latency mode
+            endpoints=tuple(
+                Endpoint(region=rc.name, role="active", alb_dns_name=regions[rc.name].alb_dns_name,
+                         alb_zone_id=regions[rc.name].alb_zone_id)
+                for rc in cfg.regions
             ),
-            labels=common.labels(cfg, stack),
-        )
-
-    if cfg.phase != "c":
-        dns = latency_records("fraiseql-dns", cfg.dns.zone_id, cfg.dns.record_name, endpoint_checks=True)
-    else:
-        # The origins, in the subzone Cloudflare delegates to Route 53; locked to the edge, so the
-        # records follow the ARC routing controls alone (README, Phase C, "DNS authority").
-        dns = latency_records("fraiseql-origin-dns", cfg.dns.zone_id, cfg.dns.record_name, endpoint_checks=False)
-        edge = cfg.edge
-        assert edge is not None  # validated: phase c carries an edge block
-        if edge.dns_authority == "route53":
-            assert edge.route53_public_zone_id is not None  # validated
-            # B -> C: phase b's records for the public name, unchanged (same names, zone and targets),
-            # keep answering until the registrar delegates the zone to Cloudflare.
-            latency_records("fraiseql-dns", edge.route53_public_zone_id, edge.hostname, endpoint_checks=True)
-    budget = common.budget(cfg, stack)
-    pairs = tuple((pub, sub) for pub, sub in (k.split("->") for k in database.lag_alarm_arns))
-    board = common.dashboard(
-        cfg, stack, regions, services,
-        db_identifiers={r: [ident] for r, ident in database.writer_identifiers.items()},
-        health_check_ids=dns.health_check_ids,
-        alarm_arns=[*database.lag_alarm_arns.values(), *database.replica_lag_alarm_arns.values(), *fence.alarm_arns.values()],
-        budget_name=budget.name,
-        lag_pairs=pairs,
-        agent_regions=tuple(rc.name for rc in cfg.regions),
+            health_path=cfg.app.health_path,
+            https=cfg.dns.https,
+            request_interval=cfg.dns.health_check_interval,
+            failure_threshold=cfg.dns.failure_threshold,
+            control_health_check_ids=fence.recovery_health_check_ids,
+            endpoint_checks=endpoint_checks,
+        ),
+        labels=common.labels(cfg, stack),
     )
-    scheme = "https" if cfg.dns.https else "http"
-    if cfg.phase == "c":
-        from infra import phase_c  # pulumi_cloudflare costs a second of import: only phase c pays it
 
-        edge_outputs, model = phase_c.build(cfg, stack, regions), PhaseCOutputs
-    else:
-        edge_outputs, model = {}, PhaseBOutputs  # type: ignore[assignment]
-    return model.exports(**{
-        **edge_outputs,
+
+def _routing(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], fence: Quorum) -> DnsFailover:
+    """The latency records clients (phase B) or Cloudflare (phase C) resolve; returns the origin records."""
+    if cfg.phase != "c":
+        return _latency_records(cfg, stack, regions, fence, "fraiseql-dns", zone_id=cfg.dns.zone_id,
+                                record_name=cfg.dns.record_name, endpoint_checks=True)
+    # The origins, in the subzone Cloudflare delegates to Route 53; locked to the edge, so the
+    # records follow the ARC routing controls alone (README, Phase C, "DNS authority").
+    dns = _latency_records(cfg, stack, regions, fence, "fraiseql-origin-dns", zone_id=cfg.dns.zone_id,
+                           record_name=cfg.dns.record_name, endpoint_checks=False)
+    edge = cfg.edge
+    assert edge is not None  # validated: phase c carries an edge block
+    if edge.dns_authority == "route53":
+        assert edge.route53_public_zone_id is not None  # validated
+        # B -> C: phase b's records for the public name, unchanged (same names, zone and targets),
+        # keep answering until the registrar delegates the zone to Cloudflare.
+        _latency_records(cfg, stack, regions, fence, "fraiseql-dns", zone_id=edge.route53_public_zone_id,
+                         record_name=edge.hostname, endpoint_checks=True)
+    return dns
+
+
+def _exports(cfg: StackConfig, regions: dict[str, RegionStack], network: InterRegionNetwork,
+             database: MultiMasterReplication, fence: Quorum, services: dict[str, FraiseqlService],
+             dns: DnsFailover) -> dict[str, Any]:
+    """The stack outputs phases B and C share (core.outputs.PhaseBOutputs), but the budget and dashboard names."""
+    scheme = "https" if cfg.dns.https else "http"
+    members, next_members = cfg.quorum_members, cfg.quorum_next_members
+    return {
         "phase": cfg.phase,
         "regions": {rc.name: rc.role for rc in cfg.regions},
-        "quorum": quorum,
+        "quorum": majority(len(members)),
         "quorumMembers": members,
         "quorumNextMembers": next_members,
         "seedingRegions": cfg.seeding,
@@ -213,8 +248,8 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "writerDbIdentifiers": database.writer_identifiers,
         "writerDbAddresses": database.writer_addresses,
         "writerSecretArns": database.master_secret_arns,
-        "dbPort": db.port,
-        "dbName": db.db_name,
+        "dbPort": cfg.database.port,
+        "dbName": cfg.database.db_name,
         "dbPrivateZoneId": database.private_zone_id,
         "replicationSecretName": database.replication_secret_name,
         "bootstrapFunctionNames": database.bootstrap_function_names,
@@ -229,6 +264,4 @@ def build(cfg: StackConfig, stack: str) -> dict[str, Any]:
         "serviceNames": {r: s.service_name for r, s in services.items()},
         "slo": {"rtoSeconds": cfg.slo.rto_seconds, "rpoSeconds": cfg.slo.rpo_seconds,
                 "lagAlarmSeconds": cfg.lag_alarm_seconds},
-        "budgetName": budget.name,
-        "dashboardName": board.name,
-    })
+    }

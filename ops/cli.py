@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, TypeAlias
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -70,6 +71,17 @@ def _positive(text: str) -> float:
     return value
 
 
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+@dataclass(frozen=True)
+class _Parents:
+    """The option sets several commands share (argparse parents)."""
+
+    common: argparse.ArgumentParser  # --outputs, --json: every command that reads stack outputs
+    mutating: argparse.ArgumentParser  # --dry-run: every command that may change something
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--outputs", required=True, metavar="FILE",
@@ -77,23 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="one JSON object per line: step, status, elapsed_s, detail[, data]")
     mutating = argparse.ArgumentParser(add_help=False)
     mutating.add_argument("--dry-run", action="store_true", help="print exactly what would be done; change nothing")
+    parents = _Parents(common=common, mutating=mutating)
 
     parser = argparse.ArgumentParser(prog="python -m ops", description="FraiseQL operations runbooks.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in _COMMANDS:
+        add_command(sub, parents)
+    return parser
 
+
+def _add_preflight(sub: Subparsers, parents: _Parents) -> None:
     p = sub.add_parser("preflight", help="before the first `pulumi up`: what the account, DNS and Cloudflare zone must have "
                                          "(read only)", epilog=EPILOG)
     p.add_argument("--stack", required=True, metavar="S", help="the stack: reads Pulumi.<S>.yaml from the current folder")
     p.add_argument("--config-file", metavar="FILE", help="read this stack file instead of Pulumi.<S>.yaml")
     p.add_argument("--json", action="store_true", help="one JSON object per line: step, status, elapsed_s, detail[, data]")
 
-    p = sub.add_parser("status", parents=[common], help="lag vs RPO, health checks, writer, routing controls, alarms", epilog=EPILOG)
+
+def _add_status(sub: Subparsers, parents: _Parents) -> None:
+    p = sub.add_parser("status", parents=[parents.common], help="lag vs RPO, health checks, writer, routing controls, alarms",
+                       epilog=EPILOG)
     p.add_argument("--lag-lookback", type=_positive, default=300.0, metavar="S", help="ReplicaLag window in seconds (default 300)")
     p.add_argument("--dsn", action="append", default=[], metavar="REGION=CONNINFO",
                    help="phase B/C: read that writer's replication slots (repeatable; no password); default: its SlotsLost metric")
 
-    p = sub.add_parser("failover", parents=[common, mutating], help="phase A: fence the primary, promote the standby, move the writer", epilog=EPILOG)
+
+def _add_failover(sub: Subparsers, parents: _Parents) -> None:
+    p = sub.add_parser("failover", parents=[parents.common, parents.mutating],
+                       help="phase A: fence the primary, promote the standby, move the writer", epilog=EPILOG)
     p.add_argument("--force", action="store_true", help="proceed although a preflight check fails (and past a failed fence)")
     p.add_argument("--promote-timeout", type=_positive, default=1200.0, metavar="S", help="give up waiting for promotion after S seconds (default 1200)")
     p.add_argument("--lag-lookback", type=_positive, default=300.0, metavar="S", help="ReplicaLag window in seconds (default 300)")
@@ -101,15 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for a fenced primary's health check to fail before inverting it (default 2 × interval × threshold)")
     p.add_argument("--verify-url", metavar="URL", help="POST a GraphQL mutation probe to this URL in the verify step (optional)")
 
+
+def _add_region_moves(sub: Subparsers, parents: _Parents) -> None:
     for name, help_text in (("region-out", "phase B/C: set a region's routing control Off"), ("region-in", "phase B/C: set a region's routing control On")):
-        p = sub.add_parser(name, parents=[common, mutating], help=help_text, epilog=EPILOG)
+        p = sub.add_parser(name, parents=[parents.common, parents.mutating], help=help_text, epilog=EPILOG)
         p.add_argument("regions", nargs="+", metavar="REGION")
         p.add_argument("--override-safety", action="append", default=[], metavar="RULE_ARN",
                        help="break glass: send SafetyRulesToOverride with this ARC safety rule (repeatable)")
         if name == "region-out":
             p.add_argument("--force", action="store_true", help="allow leaving fewer than `quorum` regions On")
 
-    p = sub.add_parser("purge", parents=[common, mutating], help="phase C: purge Cloudflare's cache by tag or everything", epilog=EPILOG)
+
+def _add_purge(sub: Subparsers, parents: _Parents) -> None:
+    p = sub.add_parser("purge", parents=[parents.common, parents.mutating], help="phase C: purge Cloudflare's cache by tag or everything",
+                       epilog=EPILOG)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--tags", action="append", metavar="T1,T2", help="cache tags, comma-separated (repeatable)")
     what.add_argument("--everything", action="store_true", help="purge the whole zone (requires --yes)")
@@ -117,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=MAX_TAGS_PER_REQUEST, metavar="N",
                    help=f"tags per request, at most {MAX_TAGS_PER_REQUEST} (Cloudflare's limit)")
 
-    p = sub.add_parser("verify", parents=[common, mutating],
+
+def _add_verify(sub: Subparsers, parents: _Parents) -> None:
+    p = sub.add_parser("verify", parents=[parents.common, parents.mutating],
                        help="phase B/C: compare every replicated table across writers; --repair rewrites what differs",
                        epilog=EPILOG)
     p.add_argument("--repair", action="store_true", help="send the policy's winner of every diverged row to every writer")
@@ -130,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows changed in the last S seconds (plus twice the replication lag) count as in flight (default 30)")
     p.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
 
+
+def _add_schema(sub: Subparsers, parents: _Parents) -> None:
     p = sub.add_parser("schema", help="phase B/C: apply a migration to every writer in a safe order; migration history",
                        epilog=EPILOG)
     actions = p.add_subparsers(dest="schema_action", required=True, metavar="ACTION")
@@ -138,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="how to reach one writer as the master user (repeat for each; no password: use PGPASSWORD "
                                  "or .pgpass); default: the outputs' writer addresses and each region's master secret")
     connection.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
-    a = actions.add_parser("apply", parents=[common, mutating, connection], epilog=EPILOG,
+    a = actions.add_parser("apply", parents=[parents.common, parents.mutating, connection], epilog=EPILOG,
                            help="refuse unsafe DDL, then: additive changes everywhere, conflict objects re-rendered, release, "
                                 "retry parked changes")
     a.add_argument("migration", metavar="MIGRATION.sql", help="the migration file; its name is its key in the history")
@@ -149,9 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a table the migration creates that stays on each writer alone, on purpose (repeatable)")
     a.add_argument("--lock-timeout", type=_positive, default=5.0, metavar="S",
                    help="give up waiting for a table lock after S seconds, then retry (default 5)")
-    actions.add_parser("status", parents=[common, connection], epilog=EPILOG,
+    actions.add_parser("status", parents=[parents.common, connection], epilog=EPILOG,
                        help="each writer's migration history, held columns, parked changes, DDL guard; missed migrations")
 
+
+def _add_transition(sub: Subparsers, parents: _Parents) -> None:
     p = sub.add_parser("transition", help="phase B/C: copies become writers (A -> B, grow), a lost writer rejoins, "
                                           "writers leave; resumable", epilog=EPILOG)
     moves = p.add_subparsers(dest="transition_action", required=True, metavar="ACTION")
@@ -167,22 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     moving.add_argument("--dsn", action="append", default=[], metavar="REGION=CONNINFO",
                         help="how to reach one writer as the master user (no password); default: outputs and master secrets")
     moving.add_argument("--sslmode", default="verify-full", help="libpq sslmode without --dsn (default verify-full)")
-    j = moves.add_parser("join", parents=[common, mutating, moving], epilog=EPILOG,
+    both = [parents.common, parents.mutating, moving]
+    j = moves.add_parser("join", parents=both, epilog=EPILOG,
                          help="the seeding regions (seed_from) become writers: phase A -> B, or growing the mesh")
     j.add_argument("regions", nargs="*", metavar="REGION", help="default: every seeding region")
     j.add_argument("--from", dest="source", metavar="SRC", help="the writer they copy (default: their seed_from)")
-    r = moves.add_parser("replace", parents=[common, mutating, moving], epilog=EPILOG,
+    r = moves.add_parser("replace", parents=both, epilog=EPILOG,
                          help="a writer lost with its slots, rebuilt by Pulumi as a copy of SRC, rejoins")
     r.add_argument("regions", nargs=1, metavar="REGION")
     r.add_argument("--from", dest="source", required=True, metavar="SRC")
-    s = moves.add_parser("shrink", parents=[common, mutating, moving], epilog=EPILOG,
+    s = moves.add_parser("shrink", parents=both, epilog=EPILOG,
                          help="writers leave the mesh; their last changes reach the others first")
     s.add_argument("regions", nargs="+", metavar="REGION")
 
-    p = sub.add_parser("adopt", help="phase A: move the database you run today into the stack's new primary "
-                                     "(logical replication, then a cutover with a write pause of seconds); resumable",
-                       epilog=EPILOG)
-    steps = p.add_subparsers(dest="adopt_action", required=True, metavar="ACTION")
+
+def _adopt_options() -> argparse.ArgumentParser:
+    """What every `adopt` action takes: the source database, the new primary, the progress file."""
     adopting = argparse.ArgumentParser(add_help=False)
     adopting.add_argument("--source", required=True, metavar="CONNINFO",
                           help="the existing database as libpq conninfo, no password (e.g. 'host=old.xxxx.rds.amazonaws.com "
@@ -199,9 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="give up one wait (the copy, the catch-up) after S seconds; a re-run keeps waiting")
     adopting.add_argument("--pg-bin", metavar="DIR", help="where pg_dump and psql are (default: PATH)")
     adopting.add_argument("--app-role", default="fraiseql_app", help="the application's role on the new primary")
-    steps.add_parser("sync", parents=[common, mutating, adopting], epilog=EPILOG,
+    return adopting
+
+
+def _add_adopt(sub: Subparsers, parents: _Parents) -> None:
+    p = sub.add_parser("adopt", help="phase A: move the database you run today into the stack's new primary "
+                                     "(logical replication, then a cutover with a write pause of seconds); resumable",
+                       epilog=EPILOG)
+    steps = p.add_subparsers(dest="adopt_action", required=True, metavar="ACTION")
+    adopting = _adopt_options()
+    changing = [parents.common, parents.mutating, adopting]
+    steps.add_parser("sync", parents=changing, epilog=EPILOG,
                      help="preflight, copy the schema, subscribe the new primary to the source, wait until it follows")
-    c = steps.add_parser("cutover", parents=[common, mutating, adopting], epilog=EPILOG,
+    c = steps.add_parser("cutover", parents=changing, epilog=EPILOG,
                          help="fence the source, drain, sequences, ready (the pause ends), verify, detach")
     c.add_argument("--max-lag", type=_positive, default=5.0, metavar="S",
                    help="refuse to start while a write takes longer than S seconds to reach the new primary (default 5)")
@@ -209,11 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="release the fence and fail if the new primary is not ready S seconds after it (default 60)")
     c.add_argument("--verify-first", action="store_true",
                    help="compare every table before `ready` (a longer pause) instead of against a snapshot after it")
-    steps.add_parser("status", parents=[common, adopting], epilog=EPILOG, help="both sides and the subscription (read only)")
-    a = steps.add_parser("abort", parents=[common, mutating, adopting], epilog=EPILOG,
+    steps.add_parser("status", parents=[parents.common, adopting], epilog=EPILOG, help="both sides and the subscription (read only)")
+    a = steps.add_parser("abort", parents=changing, epilog=EPILOG,
                          help="remove what sync created and release the fence (refused after ready without --force)")
     a.add_argument("--force", action="store_true", help="abort although the cutover reached ready")
-    return parser
+
+
+#: The subcommands, in the order `python -m ops --help` lists them.
+_COMMANDS: tuple[Callable[[Subparsers, _Parents], None], ...] = (
+    _add_preflight, _add_status, _add_failover, _add_region_moves, _add_purge, _add_verify, _add_schema,
+    _add_transition, _add_adopt,
+)
 
 
 def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:

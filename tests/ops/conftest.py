@@ -277,86 +277,11 @@ class PhaseA:
 
 def build_phase_a(tmp_path: Path) -> PhaseA:
     """A phase A deployment in moto, shaped like infra/program.py's, and its stack outputs."""
-    ec2 = {r: aws("ec2", r) for r in (PRIMARY, STANDBY)}
-    vpcs = {r: ec2[r].create_vpc(CidrBlock=c)["Vpc"]["VpcId"] for r, c in ((PRIMARY, "10.10.0.0/16"), (STANDBY, "10.20.0.0/16"))}
-    db_sg = {r: ec2[r].create_security_group(GroupName="fraiseql-sg-db", Description="db", VpcId=vpcs[r])["GroupId"] for r in vpcs}
-    fence_sg = {r: ec2[r].create_security_group(GroupName="fraiseql-sg-fence", Description="fence", VpcId=vpcs[r])["GroupId"] for r in vpcs}
-
-    secret = aws("secretsmanager", PRIMARY).create_secret(
-        Name="rds!db-fraiseql", SecretString=json.dumps({"username": "fraiseql", "password": "not-a-real-one"})
-    )["ARN"]
-    rds_p, rds_s = aws("rds", PRIMARY), aws("rds", STANDBY)
-    primary = rds_p.create_db_instance(
-        DBInstanceIdentifier=PRIMARY_DB, Engine="postgres", EngineVersion="18", DBInstanceClass="db.m6g.xlarge",
-        AllocatedStorage=100, MasterUsername="fraiseql", MasterUserPassword="not-a-real-one", VpcSecurityGroupIds=[db_sg[PRIMARY]],
-        BackupRetentionPeriod=7, MultiAZ=True, StorageEncrypted=True, DBName="fraiseql",
-    )["DBInstance"]
-    replica = rds_s.create_db_instance_read_replica(
-        DBInstanceIdentifier=REPLICA_DB, SourceDBInstanceIdentifier=primary["DBInstanceArn"], DBInstanceClass="db.m6g.large",
-        VpcSecurityGroupIds=[db_sg[STANDBY]],
-    )["DBInstance"]
-    assert replica["ReadReplicaSourceDBInstanceIdentifier"] == primary["DBInstanceArn"]
-
-    r53 = aws("route53")
-    public = r53.create_hosted_zone(Name="example.com", CallerReference="public")["HostedZone"]["Id"].split("/")[-1]
-    hcs = {}
-    for r in (PRIMARY, STANDBY):
-        hcs[r] = r53.create_health_check(
-            CallerReference=f"hc-{r}",
-            HealthCheckConfig={
-                "Type": "HTTPS", "FullyQualifiedDomainName": f"fraiseql-alb-{r}.{r}.elb.amazonaws.com", "Port": 443,
-                "ResourcePath": "/health", "RequestInterval": 10, "FailureThreshold": 3, "EnableSNI": True,
-                "Regions": ["us-east-1", "us-west-2", "eu-west-1"],
-            },
-        )["HealthCheck"]["Id"]
-    r53.change_resource_record_sets(
-        HostedZoneId=public,
-        ChangeBatch={"Changes": [
-            {"Action": "CREATE", "ResourceRecordSet": {
-                "Name": "api.example.com", "Type": "CNAME", "SetIdentifier": f"{role}-{r}", "Failover": role.upper(), "TTL": 60,
-                "HealthCheckId": hcs[r], "ResourceRecords": [{"Value": f"fraiseql-alb-{r}.{r}.elb.amazonaws.com"}]}}
-            for role, r in (("primary", PRIMARY), ("secondary", STANDBY))
-        ]},
-    )
-    private = r53.create_hosted_zone(
-        Name="db.phase-a.fraiseql.internal", CallerReference="private",
-        VPC={"VPCRegion": PRIMARY, "VPCId": vpcs[PRIMARY]}, HostedZoneConfig={"PrivateZone": True, "Comment": "db"},
-    )["HostedZone"]["Id"].split("/")[-1]
-    r53.change_resource_record_sets(
-        HostedZoneId=private,
-        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": {
-            "Name": WRITER_HOST, "Type": "CNAME", "TTL": 5, "ResourceRecords": [{"Value": primary["Endpoint"]["Address"]}]}}]},
-    )
-
-    clusters, services = {}, {}
-    for r in (PRIMARY, STANDBY):
-        ecs = aws("ecs", r)
-        clusters[r] = ecs.create_cluster(clusterName=f"fraiseql-{r}")["cluster"]["clusterName"]
-        td = ecs.register_task_definition(family=f"fraiseql-{r}", containerDefinitions=[
-            {"name": "fraiseql", "image": "ghcr.io/fraiseql/fraiseql:1.0.0", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
-        services[r] = ecs.create_service(cluster=clusters[r], serviceName=f"fraiseql-app-{r}", taskDefinition=td,
-                                         desiredCount=2)["service"]["serviceName"]
-        aws("application-autoscaling", r).register_scalable_target(
-            ServiceNamespace="ecs", ResourceId=f"service/{clusters[r]}/{services[r]}",
-            ScalableDimension="ecs:service:DesiredCount", MinCapacity=2, MaxCapacity=6)
-
-    topics, queue_url = {}, ""
-    for r in (PRIMARY, STANDBY):
-        topics[r] = aws("sns", r).create_topic(Name=f"fraiseql-alerts-{r}")["TopicArn"]
-    sqs = aws("sqs", STANDBY)
-    queue_url = sqs.create_queue(QueueName="oncall")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws("sns", STANDBY).subscribe(TopicArn=topics[STANDBY], Protocol="sqs", Endpoint=queue_arn)
-
-    cw = aws("cloudwatch", STANDBY)
-    cw.put_metric_alarm(
-        AlarmName="fraiseql-db-replica-lag-us-west-2", Namespace="AWS/RDS", MetricName="ReplicaLag",
-        Dimensions=[{"Name": "DBInstanceIdentifier", "Value": REPLICA_DB}], Statistic="Maximum", Period=60,
-        EvaluationPeriods=1, Threshold=30, ComparisonOperator="GreaterThanThreshold", TreatMissingData="breaching",
-        AlarmActions=[topics[STANDBY]],
-    )
-    alarm_arn = cw.describe_alarms(AlarmNames=["fraiseql-db-replica-lag-us-west-2"])["MetricAlarms"][0]["AlarmArn"]
-
+    vpcs, db_sg, fence_sg = _network()
+    secret, primary, replica = _databases(db_sg)
+    public, hcs, private = _dns(vpcs, primary["Endpoint"]["Address"])
+    clusters, services = _services()
+    topics, queue_url, alarm_arn = _alerts()
     outputs = {
         "phase": "a",
         "regions": {PRIMARY: "primary", STANDBY: "standby"},
@@ -387,6 +312,108 @@ def build_phase_a(tmp_path: Path) -> PhaseA:
     env.write()
     env.put_lag(4.0, 3.0, 2.0)
     return env
+
+
+def _network() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Each region's VPC and its database and fence security groups."""
+    ec2 = {r: aws("ec2", r) for r in (PRIMARY, STANDBY)}
+    vpcs = {r: ec2[r].create_vpc(CidrBlock=c)["Vpc"]["VpcId"] for r, c in ((PRIMARY, "10.10.0.0/16"), (STANDBY, "10.20.0.0/16"))}
+    db_sg = {r: ec2[r].create_security_group(GroupName="fraiseql-sg-db", Description="db", VpcId=vpcs[r])["GroupId"] for r in vpcs}
+    fence_sg = {r: ec2[r].create_security_group(GroupName="fraiseql-sg-fence", Description="fence", VpcId=vpcs[r])["GroupId"] for r in vpcs}
+    return vpcs, db_sg, fence_sg
+
+
+def _databases(db_sg: dict[str, str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The master secret, the primary, and its cross-region read replica (source given by ARN)."""
+    secret = aws("secretsmanager", PRIMARY).create_secret(
+        Name="rds!db-fraiseql", SecretString=json.dumps({"username": "fraiseql", "password": "not-a-real-one"})
+    )["ARN"]
+    rds_p, rds_s = aws("rds", PRIMARY), aws("rds", STANDBY)
+    primary = rds_p.create_db_instance(
+        DBInstanceIdentifier=PRIMARY_DB, Engine="postgres", EngineVersion="18", DBInstanceClass="db.m6g.xlarge",
+        AllocatedStorage=100, MasterUsername="fraiseql", MasterUserPassword="not-a-real-one", VpcSecurityGroupIds=[db_sg[PRIMARY]],
+        BackupRetentionPeriod=7, MultiAZ=True, StorageEncrypted=True, DBName="fraiseql",
+    )["DBInstance"]
+    replica = rds_s.create_db_instance_read_replica(
+        DBInstanceIdentifier=REPLICA_DB, SourceDBInstanceIdentifier=primary["DBInstanceArn"], DBInstanceClass="db.m6g.large",
+        VpcSecurityGroupIds=[db_sg[STANDBY]],
+    )["DBInstance"]
+    assert replica["ReadReplicaSourceDBInstanceIdentifier"] == primary["DBInstanceArn"]
+    return secret, primary, replica
+
+
+def _dns(vpcs: dict[str, str], primary_address: str) -> tuple[str, dict[str, str], str]:
+    """The public zone's failover records and health checks, and the private zone's writer CNAME:
+    (public zone id, health check id per region, private zone id)."""
+    r53 = aws("route53")
+    public = r53.create_hosted_zone(Name="example.com", CallerReference="public")["HostedZone"]["Id"].split("/")[-1]
+    hcs = {}
+    for r in (PRIMARY, STANDBY):
+        hcs[r] = r53.create_health_check(
+            CallerReference=f"hc-{r}",
+            HealthCheckConfig={
+                "Type": "HTTPS", "FullyQualifiedDomainName": f"fraiseql-alb-{r}.{r}.elb.amazonaws.com", "Port": 443,
+                "ResourcePath": "/health", "RequestInterval": 10, "FailureThreshold": 3, "EnableSNI": True,
+                "Regions": ["us-east-1", "us-west-2", "eu-west-1"],
+            },
+        )["HealthCheck"]["Id"]
+    r53.change_resource_record_sets(
+        HostedZoneId=public,
+        ChangeBatch={"Changes": [
+            {"Action": "CREATE", "ResourceRecordSet": {
+                "Name": "api.example.com", "Type": "CNAME", "SetIdentifier": f"{role}-{r}", "Failover": role.upper(), "TTL": 60,
+                "HealthCheckId": hcs[r], "ResourceRecords": [{"Value": f"fraiseql-alb-{r}.{r}.elb.amazonaws.com"}]}}
+            for role, r in (("primary", PRIMARY), ("secondary", STANDBY))
+        ]},
+    )
+    private = r53.create_hosted_zone(
+        Name="db.phase-a.fraiseql.internal", CallerReference="private",
+        VPC={"VPCRegion": PRIMARY, "VPCId": vpcs[PRIMARY]}, HostedZoneConfig={"PrivateZone": True, "Comment": "db"},
+    )["HostedZone"]["Id"].split("/")[-1]
+    r53.change_resource_record_sets(
+        HostedZoneId=private,
+        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": {
+            "Name": WRITER_HOST, "Type": "CNAME", "TTL": 5, "ResourceRecords": [{"Value": primary_address}]}}]},
+    )
+    return public, hcs, private
+
+
+def _services() -> tuple[dict[str, str], dict[str, str]]:
+    """Each region's ECS cluster and service, with its scalable target: (clusters, services)."""
+    clusters, services = {}, {}
+    for r in (PRIMARY, STANDBY):
+        ecs = aws("ecs", r)
+        clusters[r] = ecs.create_cluster(clusterName=f"fraiseql-{r}")["cluster"]["clusterName"]
+        td = ecs.register_task_definition(family=f"fraiseql-{r}", containerDefinitions=[
+            {"name": "fraiseql", "image": "ghcr.io/fraiseql/fraiseql:1.0.0", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+        services[r] = ecs.create_service(cluster=clusters[r], serviceName=f"fraiseql-app-{r}", taskDefinition=td,
+                                         desiredCount=2)["service"]["serviceName"]
+        aws("application-autoscaling", r).register_scalable_target(
+            ServiceNamespace="ecs", ResourceId=f"service/{clusters[r]}/{services[r]}",
+            ScalableDimension="ecs:service:DesiredCount", MinCapacity=2, MaxCapacity=6)
+    return clusters, services
+
+
+def _alerts() -> tuple[dict[str, str], str, str]:
+    """Each region's alert topic, an on-call queue subscribed to the standby's, and the replica lag alarm:
+    (topics, queue URL, alarm ARN)."""
+    topics = {}
+    for r in (PRIMARY, STANDBY):
+        topics[r] = aws("sns", r).create_topic(Name=f"fraiseql-alerts-{r}")["TopicArn"]
+    sqs = aws("sqs", STANDBY)
+    queue_url = sqs.create_queue(QueueName="oncall")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws("sns", STANDBY).subscribe(TopicArn=topics[STANDBY], Protocol="sqs", Endpoint=queue_arn)
+
+    cw = aws("cloudwatch", STANDBY)
+    cw.put_metric_alarm(
+        AlarmName="fraiseql-db-replica-lag-us-west-2", Namespace="AWS/RDS", MetricName="ReplicaLag",
+        Dimensions=[{"Name": "DBInstanceIdentifier", "Value": REPLICA_DB}], Statistic="Maximum", Period=60,
+        EvaluationPeriods=1, Threshold=30, ComparisonOperator="GreaterThanThreshold", TreatMissingData="breaching",
+        AlarmActions=[topics[STANDBY]],
+    )
+    alarm_arn = cw.describe_alarms(AlarmNames=["fraiseql-db-replica-lag-us-west-2"])["MetricAlarms"][0]["AlarmArn"]
+    return topics, queue_url, alarm_arn
 
 
 @pytest.fixture

@@ -112,74 +112,96 @@ def run(regions: tuple[str, ...], t: Timing, faults: Faults, *, seed: int, horiz
         delays: Optional[dict[tuple[str, str], float]] = None, warming_flag: bool = True,
         ) -> dict[str, list[tuple[float, float]]]:
     """Simulate; return each region's writable intervals (true time)."""
-    rng = random.Random(seed)
-    delay = {(a, b): rng.uniform(0.2, 1.0) * t.max_delay for a, b in permutations(regions, 2)}
-    delay.update(delays or {})
-    agents = {r: _Agent(r, rng.uniform(0, t.probe)) for r in regions}
-    for r, ph in (phases or {}).items():
-        agents[r].phase = ph
-    clocks = {r: Clock(faults.clock_steps.get(r, ())) for r in regions}
-    pauses = {r: sorted(v) for r, v in faults.pauses.items()}
-    hold_s = unfence_hold(probe_s=t.probe, stale_after_s=t.stale, lease_s=t.lease) if hold is None else hold
-    events: list[tuple[float, int, str, str, object]] = []
-    n = 0
+    sim = _Simulation(regions, t, faults, seed=seed, unfence_after=unfence_after, jitter=jitter, hold=hold,
+                      phases=phases, delays=delays, warming_flag=warming_flag)
+    sim.until(horizon)
+    run.agents = sim.agents  # type: ignore[attr-defined]  # for printing a schedule's decisions
+    return sim.writable(horizon)
 
-    def push(at: float, kind: str, region: str, payload: object = None) -> None:
-        nonlocal n
-        n += 1
-        heapq.heappush(events, (at, n, kind, region, payload))
 
-    def lists_at(region: str, at: float) -> Lists:
-        cur: Lists = (regions, None)
-        for since, regs, nxt in sorted(faults.lists.get(region, []), key=lambda x: x[0]):
+class _Simulation:
+    """The event loop: each agent probes (runs the real ``assess``) then commits its one message;
+    heartbeats are delivered to its peers after the link's delay unless a cut drops them."""
+
+    def __init__(self, regions: tuple[str, ...], t: Timing, faults: Faults, *, seed: int, unfence_after: int,
+                 jitter: float, hold: Optional[float], phases: Optional[dict[str, float]],
+                 delays: Optional[dict[tuple[str, str], float]], warming_flag: bool) -> None:
+        self.regions, self.t, self.faults = regions, t, faults
+        self.unfence_after, self.jitter, self.warming_flag = unfence_after, jitter, warming_flag
+        self.rng = rng = random.Random(seed)
+        self.delay = {(a, b): rng.uniform(0.2, 1.0) * t.max_delay for a, b in permutations(regions, 2)}
+        self.delay.update(delays or {})
+        self.agents = {r: _Agent(r, rng.uniform(0, t.probe)) for r in regions}
+        for r, ph in (phases or {}).items():
+            self.agents[r].phase = ph
+        self.clocks = {r: Clock(faults.clock_steps.get(r, ())) for r in regions}
+        self.pauses = {r: sorted(v) for r, v in faults.pauses.items()}
+        self.hold_s = unfence_hold(probe_s=t.probe, stale_after_s=t.stale, lease_s=t.lease) if hold is None else hold
+        self.events: list[tuple[float, int, str, str, object]] = []
+        self.n = 0
+
+    def push(self, at: float, kind: str, region: str, payload: object = None) -> None:
+        self.n += 1
+        heapq.heappush(self.events, (at, self.n, kind, region, payload))
+
+    def lists_at(self, region: str, at: float) -> Lists:
+        cur: Lists = (self.regions, None)
+        for since, regs, nxt in sorted(self.faults.lists.get(region, []), key=lambda x: x[0]):
             if since <= at:
                 cur = (tuple(regs), tuple(nxt) if nxt else None)
         return cur
 
-    for a in agents.values():
-        push(a.phase, "probe", a.region)
-    while events:
-        now, _, kind, region, payload = heapq.heappop(events)
-        if now > horizon:
-            break
-        me = agents[region]
-        clock = clocks[region]
-        if kind == "deliver":
-            sent = payload
-            assert isinstance(sent, _Sent)
-            me.held[sent.row.node] = (sent, now)
-            continue
-        if kind == "probe":
-            lists = lists_at(region, now)
-            if lists != me.lists:
-                # a new configuration: the deploy starts a new invocation, which is warming
-                me.lists, me.started = lists, now
-            regs, nxt = lists
-            local = clock(now)
-            rows = [HeartbeatRow(p, s.row.seq, s.row.hears, local - clock(at), s.row.relay, s.row.lag_s, s.row.selected)
-                    for p, (s, at) in me.held.items()]
-            me.seq += 1
-            leased = me.lease_until_local > local
-            lapsed = me.previous is True and not leased
-            everyone = list(regs) + [r for r in (nxt or ()) if r not in regs]
-            healthy = [p for p in everyone if p != region and p in regions
-                       and not _hit(faults.data_cuts, region, p, now) and not _hit(faults.flickers, region, p, now)]
-            a = assess(region, regs, rows=[r for r in rows if r.node in everyone], links_healthy=healthy, seq=me.seq,
-                       stale_after_s=t.stale, control_on=not _in(faults.control_off.get(region, []), now),
-                       previous_writable=False if lapsed else me.previous, previous_streak=0 if lapsed else me.streak,
-                       unfence_after=unfence_after, next_regions=nxt, previous_selected=me.selected, observed_s=local,
-                       previous_eligible_since=me.eligible_since, unfence_hold_s=hold_s)
-            me.eligible_since = a.decision.eligible_since
-            pause = 0.0
-            mine = pauses.get(region, [])
-            if mine and now >= mine[0][0]:
-                pause = mine.pop(0)[1]
-            warming = now - me.started < t.stale + t.probe
-            done = now + rng.uniform(0.005, 0.05) + pause
-            push(done, "commit", region, (now, local, a, leased, warming))
-            push(max(now + t.probe, done + 0.005) + rng.uniform(0, jitter), "probe", region)
-            continue
-        # commit: the agent's one message: state, heartbeat, lease
+    def until(self, horizon: float) -> None:
+        for a in self.agents.values():
+            self.push(a.phase, "probe", a.region)
+        while self.events:
+            now, _, kind, region, payload = heapq.heappop(self.events)
+            if now > horizon:
+                break
+            if kind == "deliver":
+                sent = payload
+                assert isinstance(sent, _Sent)
+                self.agents[region].held[sent.row.node] = (sent, now)
+            elif kind == "probe":
+                self.probe(region, now)
+            else:
+                self.commit(region, now, payload)
+
+    def probe(self, region: str, now: float) -> None:
+        """The agent reads what it holds and decides (the real ``assess``); its commit lands a moment later."""
+        me, clock, t, faults = self.agents[region], self.clocks[region], self.t, self.faults
+        lists = self.lists_at(region, now)
+        if lists != me.lists:
+            # a new configuration: the deploy starts a new invocation, which is warming
+            me.lists, me.started = lists, now
+        regs, nxt = lists
+        local = clock(now)
+        rows = [HeartbeatRow(p, s.row.seq, s.row.hears, local - clock(at), s.row.relay, s.row.lag_s, s.row.selected)
+                for p, (s, at) in me.held.items()]
+        me.seq += 1
+        leased = me.lease_until_local > local
+        lapsed = me.previous is True and not leased
+        everyone = list(regs) + [r for r in (nxt or ()) if r not in regs]
+        healthy = [p for p in everyone if p != region and p in self.regions
+                   and not _hit(faults.data_cuts, region, p, now) and not _hit(faults.flickers, region, p, now)]
+        a = assess(region, regs, rows=[r for r in rows if r.node in everyone], links_healthy=healthy, seq=me.seq,
+                   stale_after_s=t.stale, control_on=not _in(faults.control_off.get(region, []), now),
+                   previous_writable=False if lapsed else me.previous, previous_streak=0 if lapsed else me.streak,
+                   unfence_after=self.unfence_after, next_regions=nxt, previous_selected=me.selected, observed_s=local,
+                   previous_eligible_since=me.eligible_since, unfence_hold_s=self.hold_s)
+        me.eligible_since = a.decision.eligible_since
+        pause = 0.0
+        mine = self.pauses.get(region, [])
+        if mine and now >= mine[0][0]:
+            pause = mine.pop(0)[1]
+        warming = now - me.started < t.stale + t.probe
+        done = now + self.rng.uniform(0.005, 0.05) + pause
+        self.push(done, "commit", region, (now, local, a, leased, warming))
+        self.push(max(now + t.probe, done + 0.005) + self.rng.uniform(0, self.jitter), "probe", region)
+
+    def commit(self, region: str, now: float, payload: object) -> None:
+        """The agent's one message: state, heartbeat, lease; the heartbeat goes to every peer no cut hides it from."""
+        me, clock = self.agents[region], self.clocks[region]
         observed, observed_local, a, leased, warming = payload  # type: ignore[misc]
         d = a.decision
         writable = d.writable
@@ -187,28 +209,31 @@ def run(regions: tuple[str, ...], t: Timing, faults: Faults, *, seed: int, horiz
             if rv == float("inf"):
                 me.grants[i] = (s, u, now)  # a new lease value replaces the old one at this commit
         if writable:
-            me.lease_until_local = observed_local + t.lease
+            me.lease_until_local = observed_local + self.t.lease
             me.grants.append((now, me.lease_until_local, float("inf")))
         else:
             me.lease_until_local = float("-inf")
         me.previous, me.streak, me.selected = writable, d.healthy_streak, dict(d.selected)
-        flag = bool(d.eligible or writable or (warming_flag and warming and leased))
+        flag = bool(d.eligible or writable or (self.warming_flag and warming and leased))
         me.log.append((round(observed, 3), d.reason, sorted(d.majority), flag, round(now, 3)))
         row = HeartbeatRow(region, me.seq, a.hears, 0.0, a.relay, lag_s=clock(now) - observed_local,
                            selected=d.selected)
-        for peer in regions:
-            if peer != region and not _hit(faults.cuts, peer, region, now):
-                push(now + delay[(region, peer)], "deliver", peer, _Sent(row, clock(now)))
-    out: dict[str, list[tuple[float, float]]] = {}
-    for r, ag in agents.items():
-        iv = []
-        for s, u, rv in ag.grants:
-            e = min(clocks[r].first_at_or_after(s, u, horizon), rv, horizon)
-            if e > s:
-                iv.append((s, e))
-        out[r] = _merge(iv)
-    run.agents = agents  # type: ignore[attr-defined]  # for printing a schedule's decisions
-    return out
+        for peer in self.regions:
+            if peer != region and not _hit(self.faults.cuts, peer, region, now):
+                self.push(now + self.delay[(region, peer)], "deliver", peer, _Sent(row, clock(now)))
+
+    def writable(self, horizon: float) -> dict[str, list[tuple[float, float]]]:
+        """Each region's writable intervals: from a grant's commit to the lease's end on its own clock,
+        or the commit that replaced it."""
+        out: dict[str, list[tuple[float, float]]] = {}
+        for r, ag in self.agents.items():
+            iv = []
+            for s, u, rv in ag.grants:
+                e = min(self.clocks[r].first_at_or_after(s, u, horizon), rv, horizon)
+                if e > s:
+                    iv.append((s, e))
+            out[r] = _merge(iv)
+        return out
 
 
 def _merge(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
