@@ -61,9 +61,9 @@ class QuorumRegion:
 @dataclass(frozen=True, kw_only=True)
 class QuorumArgs:
     regions: tuple[QuorumRegion, ...]
-    #: The regions whose agents vote (`fraiseql:quorum.members`), in config order; `quorum` is their majority.
+    #: The regions whose agents vote (`fraiseql:quorum.members`), in config order (each agent computes
+    #: their majority itself).
     members: tuple[str, ...]
-    quorum: int
     #: Set only during a membership change (joint consensus): writes need a majority of both lists.
     next_members: Optional[tuple[str, ...]] = None
     probe_interval_seconds: float

@@ -161,7 +161,6 @@ def _fence(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], databa
             ),
             members=tuple(cfg.quorum_members),
             next_members=tuple(next_members) if next_members is not None else None,
-            quorum=majority(len(cfg.quorum_members)),
             probe_interval_seconds=cfg.quorum.probe_interval_seconds,
             stale_after_seconds=cfg.quorum_stale_after,
             lease_seconds=cfg.quorum.lease,
