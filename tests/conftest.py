@@ -32,6 +32,9 @@ POSTGRES_SUITE = (
 NO_SERVER = (
     "tests/drills/test_checker.py",
     "tests/redteam/test_red_clique_handover.py",
+    "tests/redteam/test_red5_joint_rolling_change.py",
+    "tests/redteam/test_red5_mutual_waiver.py",
+    "tests/redteam/test_red5_waiver_random.py",
     "tests/replication/test_ddl_rules.py",
     "tests/replication/test_repl_render.py",
 )
