@@ -67,7 +67,8 @@ END $do$;
 
 -- How replicated tables differ from what their merge functions were built for. kind: renamed (the
 -- table), dropped (a column: dropped or renamed), type, pk, trigger (a replication trigger missing
--- or not firing for local writes), added (a column the merge does not know yet).
+-- or not firing for local writes), unique (an index the merge cannot settle clashes on), added (a
+-- column the merge does not know yet).
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_drift(rels oid[] DEFAULT NULL)
 RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql STABLE AS $f$
     -- The table by its name; by its recorded oid only when that name is gone and the oid still carries
@@ -103,6 +104,11 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
                              'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row']) t(name)
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O')
     UNION ALL
+    -- A unique index the merge cannot settle clashes on (install refuses it on a table it installs).
+    SELECT s.table_name, 'unique', i.indexrelid::regclass::text, pg_catalog.pg_get_indexdef(i.indexrelid) FROM s
+      JOIN pg_catalog.pg_index i ON i.indrelid = s.relid AND i.indisunique AND NOT i.indisprimary
+                                AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+    UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
      WHERE NOT s.columns ? cur.col AND cur.col NOT LIKE '\_repl\_%'
     UNION ALL
@@ -126,6 +132,7 @@ BEGIN
             WHEN 'pk' THEN format('fraiseql_repl: the primary key of replicated table %s cannot change %s: peers identify its rows by it', tname, detail)
             WHEN 'trigger' THEN format('fraiseql_repl: replication trigger %s on %s is %s: this writer''s changes would stop replicating', col, tname, detail)
             WHEN 'commit check' THEN format('fraiseql_repl: trigger %s on %s is %s: writes to replicated tables would commit without their lease check', col, tname, detail)
+            WHEN 'unique' THEN format('fraiseql_repl: replicated table %s would have unique index %s on an expression or with a WHERE clause (%s): two regions can insert rows that clash on it, and the merge could not tell which to keep', tname, col, detail)
             ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
         END,
         HINT = CASE kind
@@ -135,6 +142,7 @@ BEGIN
             WHEN 'pk' THEN 'Create a new table with the new key, copy the rows on one writer, and switch the application to it.'
             WHEN 'trigger' THEN 'Re-run the bootstrap (or python -m ops schema apply) to re-install the table.'
             WHEN 'commit check' THEN 'Re-run the bootstrap: it makes the trigger again.'
+            WHEN 'unique' THEN format('DROP INDEX %s if it is still there (a refused CREATE INDEX CONCURRENTLY leaves it behind, invalid but enforced). Use a unique index on plain columns (through python -m ops schema apply), or check the rule in the application.', col)
             ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
         END;
 END $f$;
@@ -201,8 +209,13 @@ END $f$;
 -- Creating event triggers needs a superuser (on RDS: the master user, a member of rds_superuser).
 -- Without that right the guard is skipped with a warning; `python -m ops schema status` reports it.
 DO $do$ BEGIN
+  -- Made before CREATE INDEX was guarded (a unique index the merge cannot settle): made again.
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard'
+             AND NOT evttags @> ARRAY['CREATE INDEX']) THEN
+    DROP EVENT TRIGGER fraiseql_repl_ddl_guard;
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard') THEN
-    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX')
       EXECUTE FUNCTION fraiseql_repl.ddl_guard();
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop') THEN

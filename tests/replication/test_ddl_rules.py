@@ -81,8 +81,7 @@ def test_unsafe_ddl_is_refused_with_why_and_what_instead(case: str) -> None:
         assert w in text, f"{case}: {w!r} not in {text!r}"
 
 
-def test_a_safe_migration_passes_and_says_what_must_follow() -> None:
-    sql = """-- likes per item, and a note
+SAFE_MIGRATION = """-- likes per item, and a note
 CREATE TABLE likes (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, at timestamptz DEFAULT now());
 ALTER TABLE items ADD COLUMN note text NOT NULL DEFAULT 'none', ADD COLUMN tags text[] DEFAULT '{}'::text[];
 CREATE INDEX items_note ON items (note);
@@ -91,7 +90,10 @@ ALTER TABLE items ALTER COLUMN v SET DEFAULT 'x', ALTER COLUMN v DROP NOT NULL;
 CREATE TABLE tv_item_stats (id int PRIMARY KEY, n int);
 INSERT INTO tv_item_stats VALUES (1, 0);
 """
-    m = parse_migration("0008_likes.sql", sql)
+
+
+def test_a_safe_migration_passes_and_says_what_must_follow() -> None:
+    m = parse_migration("0008_likes.sql", SAFE_MIGRATION)
     a = analyse(m, CATALOG, WITH_LIKES, local_tables=["tv_item_stats"])
     assert a.refusals == []
     assert [t.qualified for t in a.install] == ["public.likes"] and a.install[0].strategy == "counter"
