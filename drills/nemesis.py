@@ -523,6 +523,32 @@ class TwelveWriters:
     acks: list[Ack]
 
 
+@dataclass(frozen=True)
+class BigTxn:
+    """One large transaction on a healthy mesh: its rows, the fence decisions taken anywhere until
+    every writer had it (-1: it did not commit), the seconds until then, and the oldest peer heartbeat
+    any writer held meanwhile."""
+    rows: int
+    false_fences: int
+    replicated_s: float
+    heartbeat_age_s: float
+
+
+@dataclass
+class Experiments:
+    """What the experiments after the fault schedules measured (None: not run), and their notes."""
+    agent_death_s: Optional[float] = None
+    writers12: Optional[TwelveWriters] = None
+    traffic_steered: Optional[bool] = None
+    big: Optional[BigTxn] = None
+    production: Optional[BigTxn] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def acks(self) -> list[Ack]:
+        return self.writers12.acks if self.writers12 else []
+
+
 def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> TwelveWriters:
     """12 writers in ``region`` run 100 ms transactions; the region is cut off from every peer.
 
@@ -586,7 +612,7 @@ def _eventually(condition: Callable[[], bool], *, timeout: float, every: float =
 
 
 def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, rows: int,
-                          notes: list[str], *, timeout: float = 300.0) -> tuple[int, float, float]:
+                          notes: list[str], *, timeout: float = 300.0) -> BigTxn:
     """One big transaction on a healthy mesh; fence decisions taken anywhere until it replicated."""
     wall0 = time.time()
     before = {r: m.execute(r, "SELECT count(*) FROM ballast")[0][0] for r in m.nodes}
@@ -627,7 +653,7 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
         for f in _decisions(procs, wall0):
             if not f["writable"]:
                 notes.append(f"fence while the big transaction ran: {f['region']} {f['reason']} sees {f['sees']}")
-        return -1, 0.0, 0.0
+        return BigTxn(rows, -1, 0.0, 0.0)
     want = before[region] + rows
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -648,11 +674,11 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
     for f in fences:
         notes.append(f"false fence during the big transaction: {f['region']} {f['reason']} sees {f['sees']} "
                      f"majority {f['majority']}")
-    return len(fences), replicated_s, worst_age[0]
+    return BigTxn(rows, len(fences), replicated_s, worst_age[0])
 
 
 def _at_production_timing(m: Mesh, aws: LocalAws, procs: dict[str, AgentProcess], log_dir: Path, rows: int,
-                          notes: list[str], progress: Callable[[str], None]) -> tuple[int, float, float]:
+                          notes: list[str], progress: Callable[[str], None]) -> BigTxn:
     """The drill's agents replaced by agents at the stack's default timing, then one large transaction."""
     for p in procs.values():
         p.kill()
@@ -667,8 +693,8 @@ def _at_production_timing(m: Mesh, aws: LocalAws, procs: dict[str, AgentProcess]
     for p in procs.values():
         p.start()
     wait_writable(m, regions, timeout=120)
-    progress(f"default timing: {out[0]} false fences, every writer had it after {out[1]:.0f} s, "
-             f"oldest heartbeat {out[2]:.1f} s (silent after {PRODUCTION_TIMING.stale_after_s:g} s)")
+    progress(f"default timing: {out.false_fences} false fences, every writer had it after {out.replicated_s:.0f} s, "
+             f"oldest heartbeat {out.heartbeat_age_s:.1f} s (silent after {PRODUCTION_TIMING.stale_after_s:g} s)")
     return out
 
 
@@ -700,16 +726,102 @@ def _skewable_clocks(regions: Sequence[str]) -> Iterator[tuple[dict[str, dict[st
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _timing_and_bound(cfg: NemesisConfig) -> tuple[AgentTiming, float]:
+    """The agents' timing for this many voters, and the both-writable bound the checker judges by."""
+    timing = cfg.timing.for_voters(len(cfg.regions))
+    floors = [v for k, v in FLOORS_MS.items() if k <= set(cfg.regions)]
+    max_delay = (max(floors, default=0.0) / 1000.0) + 0.25  # the floor plus apply and scheduling on 2 cores
+    bound = detection_bound(len(cfg.regions), probe_s=timing.probe_s, stale_after_s=timing.stale_after_s,
+                            lease_s=timing.lease_s, max_link_delay_s=max_delay, clock_step_s=cfg.skew_max_s)
+    return timing, bound
+
+
+def _fence_experiments(m: Mesh, nem: Nemesis, writers: Writers, regions: list[str], timing: AgentTiming, bound: float,
+                       ex: Experiments, progress: Callable[[str], None]) -> None:
+    """On a healed mesh, the last region: its agent killed, then 12 writers in it cut off from every peer."""
+    x = regions[-1]
+    ex.agent_death_s = _agent_death(m, nem.procs, x, writers, timing.lease_s)
+    progress(f"agent death: fenced after {ex.agent_death_s:.2f} s")
+    wait_writable(m, regions, timeout=60)
+    w12 = ex.writers12 = _twelve_writers(m, nem, x, hold_s=bound + 2)
+    progress(f"12 writers: fenced after {w12.fence_s:.2f} s, {w12.commits_after_revoke} commits after the revoke")
+    wait_writable(m, regions, timeout=60)
+    ex.traffic_steered = w12.traffic_out_while_cut and _eventually(
+        lambda: not nem.aws.fence_rule_path_matches(x), timeout=30)
+
+
+def _converged(m: Mesh, notes: list[str], progress: Callable[[str], None]) -> bool:
+    """Whether every writer ends with the same checked tables; what each writer holds back if not."""
+    try:
+        m.wait_converged(list(CHECKED_TABLES + WORKLOAD_TABLES), timeout=180)
+        return True
+    except TimeoutError as exc:
+        progress(str(exc)[:300])
+        notes.append(f"not converged: {str(exc)[:1500]}")
+        for r in m.nodes:
+            parked = m.execute(r, "SELECT sqlstate, error, count(*) FROM fraiseql_repl.parked GROUP BY 1, 2")
+            subs = m.execute(r, "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, ss.apply_error_count "
+                                "FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid "
+                                "AND st.relid IS NULL LEFT JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid")
+            progress(f"{r}: parked {parked}; subscriptions {subs}")
+            progress(m.pg[r].log_tail(15))
+        return False
+
+
+def _result(cfg: NemesisConfig, nem: Nemesis, clients: "_Clients", acks: list[Ack], verdict: Verdict, orphans: int,
+            converged: bool, timing: AgentTiming, bound: float, ex: Experiments) -> NemesisResult:
+    worst, w12 = verdict.worst, ex.writers12
+    big, prod = ex.big, ex.production
+    return NemesisResult(
+        regions=list(cfg.regions),
+        schedules_run=cfg.schedules,
+        wall_s=0.0,
+        faults_applied=dict(sorted(nem.applied.items())),
+        bound_s=bound,
+        worst_window_s=worst.window_s if worst else 0.0,
+        worst_window_pair=f"{worst.a}/{worst.b}" if worst else "-",
+        violations=[f"{v.a}/{v.b} both writable {v.window_s:.2f} s after a cut at "
+                    f"{v.cut_start - nem.t0:.1f} s" for v in verdict.violations],
+        acked=sum(1 for a in acks if a.ok),
+        refused=sum(1 for a in acks if not a.ok),
+        lost=len(verdict.lost),
+        resurrected=sum(1 for f in verdict.registers if f.kind == "resurrected delete"),
+        lost_registers=sum(1 for f in verdict.registers if f.kind != "resurrected delete"),
+        register_faults=[f"{f.kind}: key {f.key} on {f.node} is {f.found!r}, allowed {list(f.allowed)}"
+                         for f in verdict.registers[:20]],
+        register_ops=len(clients.registers.history()),
+        orphans=orphans,
+        adversary_tried=dict(sorted(clients.adversary.tried.items())),
+        adversary_acked=sum(1 for a in clients.adversary.snapshot() if a.ok),
+        converged=converged and not verdict.diverged_nodes,
+        diverged_nodes=verdict.diverged_nodes,
+        agent_death_fence_s=ex.agent_death_s,
+        lease_s=timing.lease_s,
+        stale_after_s=timing.stale_after_s,
+        writers12_fence_s=w12.fence_s if w12 else None,
+        writers12_commits=w12.commits if w12 else 0,
+        writers12_commits_after_revoke=w12.commits_after_revoke if w12 else 0,
+        big_txn_rows=big.rows if big else 0,
+        big_txn_false_fences=big.false_fences if big else None,
+        big_txn_replicated_s=big.replicated_s if big else None,
+        big_txn_heartbeat_age_s=big.heartbeat_age_s if big else None,
+        traffic_steered=ex.traffic_steered,
+        production_big_rows=cfg.production_big_rows,
+        production_big_false_fences=prod.false_fences if prod else None,
+        production_big_replicated_s=prod.replicated_s if prod else None,
+        production_big_heartbeat_age_s=prod.heartbeat_age_s if prod else None,
+        schedule_log=nem.log,
+        notes=ex.notes,
+    )
+
+
 def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str], None] = lambda s: None) -> NemesisResult:
+    """The fault schedules under load, then the experiments, then the checker over the whole history."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     t_start = time.monotonic()
     rng = random.Random(cfg.seed)
     regions = list(cfg.regions)
-    timing = cfg.timing.for_voters(len(regions))
-    floors = [v for k, v in FLOORS_MS.items() if k <= set(regions)]
-    max_delay = (max(floors, default=0.0) / 1000.0) + 0.25  # the floor plus apply and scheduling on 2 cores
-    bound = detection_bound(len(regions), probe_s=timing.probe_s, stale_after_s=timing.stale_after_s,
-                            lease_s=timing.lease_s, max_link_delay_s=max_delay, clock_step_s=cfg.skew_max_s)
+    timing, bound = _timing_and_bound(cfg)
     log_dir = Path(tempfile.mkdtemp(prefix="fraiseql-nemesis-"))
     result: Optional[NemesisResult] = None
     try:
@@ -720,8 +832,7 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
             _app_role(m)
             wait_writable(m, regions, timeout=60)
             nem = Nemesis(m, aws, procs, skew_files, rng, cfg)
-            special: dict[str, Any] = {}
-            w12: Optional[TwelveWriters]
+            ex = Experiments()
             with Writers(m, regions) as writers, _Clients(m, regions, cfg, timing) as clients:
                 order = nem.kinds()
                 rng.shuffle(order)
@@ -732,91 +843,22 @@ def run_nemesis(cfg: NemesisConfig = NemesisConfig(), *, progress: Callable[[str
                 nem.heal_everything()
                 wait_writable(m, regions, timeout=60)
                 if cfg.measure_specials:
-                    x = regions[-1]
-                    special["agent_death"] = _agent_death(m, procs, x, writers, timing.lease_s)
-                    progress(f"agent death: fenced after {special['agent_death']:.2f} s")
-                    wait_writable(m, regions, timeout=60)
-                    w12 = _twelve_writers(m, nem, x, hold_s=bound + 2)
-                    special["writers12"] = w12
-                    progress(f"12 writers: fenced after {w12.fence_s:.2f} s, "
-                             f"{w12.commits_after_revoke} commits after the revoke")
-                    wait_writable(m, regions, timeout=60)
-                    special["traffic"] = w12.traffic_out_while_cut and _eventually(
-                        lambda: not aws.fence_rule_path_matches(x), timeout=30)
-            acks = (writers.snapshot() + clients.adversary.snapshot()
-                    + (special["writers12"].acks if "writers12" in special else []))
+                    _fence_experiments(m, nem, writers, regions, timing, bound, ex, progress)
+            acks = writers.snapshot() + clients.adversary.snapshot() + ex.acks
             if cfg.measure_specials:
                 wait_writable(m, regions, timeout=60)
-                rows = cfg.big_rows
-                special["big"] = (rows, *_big_txn_false_fences(m, procs, regions[0], rows, special.setdefault("notes", [])))
-                progress(f"big transaction of {rows} rows: {special['big'][1]} false fences")
+                ex.big = _big_txn_false_fences(m, procs, regions[0], cfg.big_rows, ex.notes)
+                progress(f"big transaction of {cfg.big_rows} rows: {ex.big.false_fences} false fences")
             if cfg.production_big_rows:
-                special["production"] = _at_production_timing(m, aws, procs, log_dir, cfg.production_big_rows,
-                                                              special.setdefault("notes", []), progress)
-            converged = True
-            try:
-                m.wait_converged(list(CHECKED_TABLES + WORKLOAD_TABLES), timeout=180)
-            except TimeoutError as exc:
-                converged = False
-                progress(str(exc)[:300])
-                special.setdefault("notes", []).append(f"not converged: {str(exc)[:1500]}")
-                for r in regions:
-                    parked = m.execute(r, "SELECT sqlstate, error, count(*) FROM fraiseql_repl.parked GROUP BY 1, 2")
-                    subs = m.execute(r, "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, ss.apply_error_count "
-                                        "FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid "
-                                        "AND st.relid IS NULL LEFT JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid")
-                    progress(f"{r}: parked {parked}; subscriptions {subs}")
-                    progress(m.pg[r].log_tail(15))
+                ex.production = _at_production_timing(m, aws, procs, log_dir, cfg.production_big_rows, ex.notes, progress)
+            converged = _converged(m, ex.notes, progress)
             present = {r: {int(k) for (k,) in m.execute(r, "SELECT id FROM nemesis_log")} for r in regions}
             digests = {r: m.digest(r, list(CHECKED_TABLES + WORKLOAD_TABLES)) for r in regions}
             verdict: Verdict = check(acks, nem.cuts, bound, present, digests, ops=clients.registers.history(),
                                      registers=clients.registers.final())
             orphans = sum(int(m.execute(r, "SELECT coalesce(sum(orphans), 0) FROM fraiseql_repl.orphans()")[0][0])
                           for r in regions)
-            worst = verdict.worst
-            big = special.get("big", (0, None, None, None))
-            w12 = special.get("writers12")
-            result = NemesisResult(
-                regions=regions,
-                schedules_run=cfg.schedules,
-                wall_s=0.0,
-                faults_applied=dict(sorted(nem.applied.items())),
-                bound_s=bound,
-                worst_window_s=worst.window_s if worst else 0.0,
-                worst_window_pair=f"{worst.a}/{worst.b}" if worst else "-",
-                violations=[f"{v.a}/{v.b} both writable {v.window_s:.2f} s after a cut at "
-                            f"{v.cut_start - nem.t0:.1f} s" for v in verdict.violations],
-                acked=sum(1 for a in acks if a.ok),
-                refused=sum(1 for a in acks if not a.ok),
-                lost=len(verdict.lost),
-                resurrected=sum(1 for f in verdict.registers if f.kind == "resurrected delete"),
-                lost_registers=sum(1 for f in verdict.registers if f.kind != "resurrected delete"),
-                register_faults=[f"{f.kind}: key {f.key} on {f.node} is {f.found!r}, allowed {list(f.allowed)}"
-                                 for f in verdict.registers[:20]],
-                register_ops=len(clients.registers.history()),
-                orphans=orphans,
-                adversary_tried=dict(sorted(clients.adversary.tried.items())),
-                adversary_acked=sum(1 for a in clients.adversary.snapshot() if a.ok),
-                converged=converged and not verdict.diverged_nodes,
-                diverged_nodes=verdict.diverged_nodes,
-                agent_death_fence_s=special.get("agent_death"),
-                lease_s=timing.lease_s,
-                stale_after_s=timing.stale_after_s,
-                writers12_fence_s=w12.fence_s if w12 else None,
-                writers12_commits=w12.commits if w12 else 0,
-                writers12_commits_after_revoke=w12.commits_after_revoke if w12 else 0,
-                big_txn_rows=big[0],
-                big_txn_false_fences=big[1],
-                big_txn_replicated_s=big[2],
-                big_txn_heartbeat_age_s=big[3],
-                traffic_steered=special.get("traffic"),
-                production_big_rows=cfg.production_big_rows,
-                production_big_false_fences=special["production"][0] if "production" in special else None,
-                production_big_replicated_s=special["production"][1] if "production" in special else None,
-                production_big_heartbeat_age_s=special["production"][2] if "production" in special else None,
-                schedule_log=nem.log,
-                notes=special.get("notes", []),
-            )
+            result = _result(cfg, nem, clients, acks, verdict, orphans, converged, timing, bound, ex)
     finally:
         if result is None or not result.ok:
             keep = Path(tempfile.gettempdir()) / "fraiseql-nemesis-last"

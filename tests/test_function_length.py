@@ -4,7 +4,7 @@ A function's length is its `def` line to its last line (`end_lineno - lineno + 1
 included in their parent's. Every `.py` file of the repository is read except those under virtualenvs
 (`.venv*`), `node_modules` and `.git`. Exempt: `__init__` of a class that subclasses `pulumi.ComponentResource`,
 directly or through the kit's `Component` (components/_kit.py) or any other class of the repository
-that does; a component declares its resources in its constructor. And the functions of `TOO_LONG`.
+that does; a component declares its resources in its constructor.
 """
 
 from __future__ import annotations
@@ -20,13 +20,6 @@ from infra.paths import REPO
 
 LIMIT = 100
 SKIPPED_DIRS = ("node_modules", ".git")
-
-#: Functions still over the limit: (file, function) -> the work that cuts it. Whoever cuts one removes
-#: its entry in the same change (a stale entry fails `test_the_allow_list_holds_only_functions_still_too_long`).
-#: Add nothing here.
-TOO_LONG: dict[tuple[str, str], str] = {
-    ("drills/nemesis.py", "run_nemesis"): "issue 23: the nemesis in Jepsen's shape (fault pieces, one registry, a result type per experiment)",
-}
 
 
 @dataclass(frozen=True)
@@ -96,21 +89,10 @@ def long_functions(root: Path, limit: int = LIMIT) -> list[Long]:
     return found
 
 
-@pytest.fixture(scope="module")
-def repo_long() -> list[Long]:
-    return long_functions(REPO)
-
-
-def test_no_function_is_over_100_lines(repo_long: list[Long]):
-    long = [f for f in repo_long if (f.path, f.name) not in TOO_LONG]
+def test_no_function_is_over_100_lines() -> None:
+    long = long_functions(REPO)
     assert not long, (f"functions over {LIMIT} lines: cut them at their seams (named steps, a table):\n"
                       + "\n".join(map(str, long)))
-
-
-def test_the_allow_list_holds_only_functions_still_too_long(repo_long: list[Long]):
-    long = {(f.path, f.name) for f in repo_long}
-    stale = sorted(set(TOO_LONG) - long)
-    assert not stale, f"now at most {LIMIT} lines (or gone): remove them from TOO_LONG: {stale}"
 
 
 def _function(name: str, lines: int, indent: str = "") -> str:
