@@ -12,6 +12,9 @@ healthy, three statements.
 Observed (twice, deterministic): us-east-1 keeps row id = 2 ('moved'); us-west-2 and eu-west-1 have no
 row 2 after every stream was applied; the resolution log on the peers counts the drop.
 
+Second test, counters ("writers converge"): a key change of a counter row sends a shard of the new
+key holding only the update's delta. Observed (twice): us-east-1 shows (11, 7), both peers (11, 0).
+
     .venv/bin/python -m pytest -q tests/redteam/test_red6_key_change.py
 """
 
@@ -64,3 +67,19 @@ def test_a_row_moved_onto_a_deleted_key_reaches_every_writer(m: Mesh) -> None:
              for r in REGIONS}
     print(f"\nrows after every stream was merged: {rows}; dropped as a deleted incarnation: {drops}")
     assert all(v == [(2, "moved")] for v in rows.values()), f"writers differ, the acknowledged move is lost: {rows}"
+
+
+def test_a_counter_row_moved_to_a_new_key_shows_the_same_count_everywhere(m: Mesh) -> None:
+    """The same path in a counter table: a key change sends the old key's delete and the new key's
+    image, and a shard of the new key holding only the update's delta (NEW - OLD of the column), not
+    the count the row carries. The moving writer keeps showing the count, every peer recomputes the
+    new key's count from its shards."""
+    m.execute(EAST, "INSERT INTO counters (id, label, hits) VALUES (10, 'before', 5)")
+    settle(m)
+    m.execute(WEST, "UPDATE counters SET hits = hits + 2 WHERE id = 10")
+    settle(m)
+    assert m.execute(EAST, "UPDATE counters SET id = 11 WHERE id = 10 RETURNING hits") == [(7,)]  # acknowledged
+    settle(m)
+    rows = {r: m.execute(r, "SELECT id, hits FROM counters WHERE id IN (10, 11) ORDER BY id") for r in REGIONS}
+    print(f"\ncounter rows after every stream was merged: {rows}")
+    assert all(v == [(11, 7)] for v in rows.values()), f"writers differ on the moved counter: {rows}"
