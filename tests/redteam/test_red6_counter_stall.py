@@ -11,7 +11,9 @@ fraiseql_repl.shards) raises. Three such columns, each on a mesh of its own:
 * a CHECK constraint (stock that must not go negative: qty = 1, each of two regions sells the last
   one: 1 - 1 - 1 = -1 violates qty >= 0, 23514);
 * numeric(6, 0) (each region adds 600000: 1200000 does not fit, 22003);
-* double precision (each region adds 1e308: 2e308 is out of float8's range, 22003).
+* double precision (each region adds 1e308: 2e308 is out of float8's range, 22003);
+* a bigint counter (clamped) with a stored generated column c * 2 (each region adds 4e18: legal
+  where it runs, the sum's double is out of bigint's range, 22003).
 
 Observed (by hand once, then this probe twice: 6 of 6 cases failed): apply_error_count +41 on three
 links (each of the two writers' link from the other, and eu-west-1's link from the second one to
@@ -42,6 +44,9 @@ CASES = {
     "check constraint": ("int NOT NULL CHECK (c >= 0)", 1, "c = c - 1"),
     "numeric(6,0)": ("numeric(6, 0) NOT NULL", 0, "c = c + 600000"),
     "double precision": ("double precision NOT NULL", 0, "c = c + 1e308"),
+    # an int8 counter (clamped) with a stored generated column over it: the clamp does not reach it
+    "generated column": ("bigint NOT NULL, twice bigint GENERATED ALWAYS AS (c * 2) STORED", 0,
+                         "c = c + 4000000000000000000"),
 }
 
 
