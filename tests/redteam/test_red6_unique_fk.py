@@ -12,7 +12,8 @@ the child, whose parent is not there, waits (FQ005). The value is never freed: t
 good.
 
 Observed (twice, deterministic): us-west-2 and eu-west-1 hold child 10 (parent 1 parked, not in the
-table); us-east-1 holds no child, child 10 waits there (FQ005).
+table); us-east-1 holds no child, child 10 waits there (FQ005). Second test: the same DELETE in the
+branch where the incoming move loses and the key's older version leaves the table.
 
     .venv/bin/python -m pytest -q tests/redteam/test_red6_unique_fk.py
 """
@@ -95,3 +96,22 @@ def test_a_parent_that_loses_a_unique_clash_leaves_the_same_children_everywhere(
     print("\n" + "\n".join(f"{r}: parents {p}\n    children {c}\n    parked {k}" for r, (p, c, k) in final.items()))
     assert all(final[r][:2] == final[EAST][:2] for r in REGIONS), "writers hold different rows: " + str(
         {r: final[r][:2] for r in REGIONS})
+
+
+def test_a_parent_whose_move_loses_a_unique_clash_leaves_no_orphan_child(m: Mesh) -> None:
+    """The other branch: a parent's move onto a taken value arrives and loses; the merge removes the
+    parent's older version from the table (the key's newest version waits), again with a plain
+    DELETE as a replica: its child stays, referencing a parent the table no longer has. The foreign
+    key the application declared is broken on every writer that had the parent's older version.
+    Observed (twice): child 30 without its parent 3 in every writer's table."""
+    m.execute(WEST, "INSERT INTO fk_parent (id, email) VALUES (3, 'a3@x')")
+    m.execute(WEST, "INSERT INTO fk_child (id, parent) VALUES (30, 3)")
+    until(lambda: all(has(m, r, "fk_child", 30) for r in REGIONS), "the child everywhere")
+    m.links[(EAST, WEST)].partition()
+    m.execute(WEST, "UPDATE fk_parent SET email = 'w3@x' WHERE id = 3")
+    m.execute(EAST, "INSERT INTO fk_parent (id, email) VALUES (4, 'w3@x')")  # newer: it keeps the value
+    settle(m)
+    orphans = {r: m.execute(r, "SELECT c.id, c.parent FROM fk_child c LEFT JOIN fk_parent p ON p.id = c.parent "
+                               "WHERE c.parent IS NOT NULL AND p.id IS NULL AND c.id = 30") for r in REGIONS}
+    print(f"\nchildren whose parent is not in the table: {orphans}")
+    assert not any(orphans.values()), f"a foreign key of the application is broken on {orphans}"
