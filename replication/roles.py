@@ -162,6 +162,20 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
         f"REVOKE ALL ON {internal} FROM {r}, PUBLIC",
         f"GRANT SELECT ON {SCHEMA}.conflicts TO {r}",
+        # No temporary tables: PostgreSQL empties or drops a session's ON COMMIT temporary tables after
+        # the commit check, without serving interrupts, for as long as the session makes it take
+        # (thousands of tables and a large temp_buffers: seconds). end_writes cannot end such a commit,
+        # and it lands after the revoke (tests/redteam/test_red6_commit_after_check.py). Checked, not
+        # assumed: a role the app inherits TEMPORARY from would keep it.
+        "DO $do$ BEGIN\n"
+        "  EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());\n"
+        f"  EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM %I', current_database(), {_lit(role)});\n"
+        f"  IF pg_catalog.has_database_privilege({_lit(role)}, current_database(), 'TEMPORARY') THEN\n"
+        f"    RAISE EXCEPTION 'fraiseql_repl: role % may still create temporary tables', {_lit(role)}\n"
+        "      USING HINT = 'Revoke TEMPORARY on the database from the roles it is a member of: a temporary table '\n"
+        "                   'emptied at commit can delay a commit past the fence.';\n"
+        "  END IF;\n"
+        "END $do$",
     ]
     return stmts
 

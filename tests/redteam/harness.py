@@ -111,3 +111,15 @@ def wait_present(m: Mesh, region: str, k: int, timeout: float = 10.0, table: str
             return True
         time.sleep(0.1)
     return False
+
+
+def temp_tables_refused(c: psycopg.Connection[Any]) -> bool:
+    """Whether ``c`` (autocommit) is refused temporary tables. The bootstrap takes TEMPORARY from the
+    application role (replication/roles.py): the probes that need temporary tables for their attack
+    check it first, and run the attack only where the privilege is back."""
+    try:
+        c.execute("CREATE TEMP TABLE _fq_probe (x int)")
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    c.execute("DROP TABLE _fq_probe")
+    return False

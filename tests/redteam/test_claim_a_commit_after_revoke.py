@@ -31,6 +31,7 @@ from tests.redteam.harness import (
     present,
     rounds,
     settings,
+    temp_tables_refused,
     wait_present,
     writable,
 )
@@ -71,9 +72,9 @@ def test_a_fenced_region_commits_writes_to_a_replicated_table_through_its_own_tr
     with pytest.raises(psycopg.Error) as plain:  # the fence works for a plain write
         app.execute("INSERT INTO items (id, v) VALUES (%s, 'plain write while fenced')", (k,))
     assert plain.value.sqlstate == FENCE_SQLSTATE
-    app.execute("CREATE TEMP TABLE forged (id int, v text, _repl_ts timestamptz, _repl_node text, _repl_born timestamptz)")
-    # refused now: the schema's functions are not PUBLIC
+    # refused now: no temporary tables for the application, and the schema's functions are not PUBLIC
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("CREATE TEMP TABLE forged (id int, v text, _repl_ts timestamptz, _repl_node text, _repl_born timestamptz)")
         app.execute('CREATE TRIGGER forge AFTER INSERT ON forged FOR EACH ROW EXECUTE FUNCTION fraiseql_repl."emit:public.items"()')
     app.close()
     logged = m.execute(EAST, "SELECT c.op, c.ts::text, c.node, extract(epoch FROM pg_xact_commit_timestamp(c.xmin) - %s)::float8 "
@@ -127,7 +128,13 @@ def test_slow_exiting_sessions_ahead_of_a_prechecked_writer_make_end_writes_fail
     before end_writes signals the writer, which has run its commit check early (SET CONSTRAINTS ALL
     IMMEDIATE, no privilege needed) and commits after the revoke. In the deployed agent the failed probe
     ends the invocation; the next one starts on the per-minute schedule, and three more such sessions
-    buy another failed run."""
+    buy another failed run.
+
+    Closed at the root since: the application role may not create temporary tables (red team round
+    6), so the decoys cannot be made. The attack runs again wherever that privilege comes back."""
+    with connect(m, EAST, APP_ROLE, autocommit=True) as c:
+        if temp_tables_refused(c):
+            return
     healthy(agents)
     decoys = []
     for _ in range(4):

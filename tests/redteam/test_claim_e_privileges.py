@@ -46,9 +46,10 @@ def test_app_can_run_security_definer_trigger_functions_on_its_own_tables_and_wr
     assert all(wait_present(m, r, k) for r in (WEST, EU))
     with pytest.raises(psycopg.Error):
         app.execute("INSERT INTO fraiseql_repl.tombstones SELECT * FROM fraiseql_repl.tombstones LIMIT 0")  # no grant
-    app.execute("CREATE TEMP TABLE t (id int, v text, _repl_ts timestamptz, _repl_node text, _repl_born timestamptz)")
-    # refused now: nobody but the owner may use the schema's functions (triggers fire without the right)
+    # refused now: no temporary tables for the application, and nobody but the owner may use the
+    # schema's functions (triggers fire without the right)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("CREATE TEMP TABLE t (id int, v text, _repl_ts timestamptz, _repl_node text, _repl_born timestamptz)")
         app.execute('CREATE TRIGGER t_emit AFTER DELETE ON t FOR EACH ROW EXECUTE FUNCTION fraiseql_repl."emit:public.items"()')
     app.close()
     tomb = m.execute(EAST, "SELECT ts::text, node FROM fraiseql_repl.tombstones WHERE table_name = 'public.items' "
@@ -180,4 +181,16 @@ def test_holds_app_cannot_call_set_lease_or_end_writes_or_write_the_lease(m: Mes
                 "EXECUTE FUNCTION fraiseql_repl.lease_to_sequence()"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute(sql)
+    app.close()
+
+
+def test_holds_app_cannot_create_temporary_objects(m: Mesh) -> None:
+    # A temporary table emptied or dropped at commit does its work after the commit check, without
+    # serving interrupts: thousands of them held a commit seconds past the revoke and past end_writes
+    # (tests/redteam/test_red6_commit_after_check.py). The bootstrap takes TEMPORARY away.
+    app = connect(m, EAST, APP_ROLE, autocommit=True)
+    for sql in ("CREATE TEMP TABLE t (x int) ON COMMIT DELETE ROWS", "CREATE TEMP TABLE t (x int) ON COMMIT DROP",
+                "CREATE TEMP VIEW v AS SELECT 1", "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute(sql.encode())
     app.close()

@@ -25,7 +25,7 @@ from typing import Any
 
 from drills.mesh import Mesh
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, connect, healthy, key, rounds, writable
+from tests.redteam.harness import EAST, connect, healthy, key, rounds, temp_tables_refused, writable
 
 TABLES = 2000
 TEMP_BUFFERS = "8GB"
@@ -33,6 +33,11 @@ TEMP_BUFFERS = "8GB"
 
 def test_a_commit_held_after_its_check_by_on_commit_truncation_lands_after_the_revoke(m: Mesh, agents: Any) -> None:
     app = connect(m, EAST, APP_ROLE, autocommit=True)
+    # Closed at the root: the bootstrap takes TEMPORARY from the application role. The attack runs
+    # wherever that privilege comes back.
+    if temp_tables_refused(app):
+        app.close()
+        return
     app.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
     for i in range(0, TABLES, 100):
         app.execute(f"DO $$BEGIN FOR i IN {i + 1}..{i + 100} LOOP EXECUTE format("

@@ -17,6 +17,7 @@ Two real PostgreSQL 18 writers, the application's real role and grants.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -289,10 +290,14 @@ def test_temporary_objects_named_like_the_mechanism_change_nothing(wm: Mesh) -> 
     # pg_catalog: the application's temporary look-alikes are never used.
     k = key()
     c = app(wm)
-    c.execute("CREATE TEMP TABLE writing (n bigint, xid xid8)")
-    c.execute("CREATE FUNCTION pg_temp.arm_commit_check() RETURNS void LANGUAGE sql AS 'SELECT'")
-    c.execute("CREATE FUNCTION pg_temp.check_lease(text) RETURNS void LANGUAGE sql AS 'SELECT'")
-    c.execute("CREATE TEMP TABLE held (table_name text, col text, migration text, accepted jsonb)")
+    for sql in ("CREATE TEMP TABLE writing (n bigint, xid xid8)",
+                "CREATE FUNCTION pg_temp.arm_commit_check() RETURNS void LANGUAGE sql AS 'SELECT'",
+                "CREATE FUNCTION pg_temp.check_lease(text) RETURNS void LANGUAGE sql AS 'SELECT'",
+                "CREATE TEMP TABLE held (table_name text, col text, migration text, accepted jsonb)"):
+        # Refused where the application may not make temporary objects (the bootstrap's grants); the
+        # rest of the test is what happens where it may.
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege), c.transaction():
+            c.execute(sql.encode())
     c.execute("INSERT INTO items (id, v) VALUES (%s, 'look-alikes')", (k,))
     revoke(wm)
     refused_at_commit(c)
