@@ -51,6 +51,49 @@ BEGIN
     END LOOP;
 END $f$;
 
+-- Refuses a counter column whose sum of legal contributions could fail to merge (a peer's merge
+-- would raise and stall the link) or show differently on the writer that wrote it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.check_counter_column(rel regclass, tname text, col text)
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    a record;
+    dep text;
+BEGIN
+    SELECT x.atttypid, x.atttypmod, x.attnotnull, x.attgenerated, format_type(x.atttypid, x.atttypmod) AS typ INTO a
+    FROM pg_catalog.pg_attribute x WHERE x.attrelid = rel AND x.attname = col;
+    IF a.attgenerated <> '' OR NOT (a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+                                    OR (a.atttypid = 'numeric'::regtype AND a.atttypmod = -1)) THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: counter column %s.%s is %s: regions add to it where each write was legal, '
+                             'and their sum may not fit it', tname, col, a.typ || CASE WHEN a.attgenerated <> '' THEN ' (generated)' ELSE '' END),
+            HINT = 'Make it smallint, integer or bigint (a sum past the range shows clamped) or numeric without a precision.';
+    END IF;
+    IF NOT a.attnotnull THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: counter column %s.%s allows NULL: a NULL written on one writer would show as 0 on the others', tname, col),
+            HINT = format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT 0, ALTER COLUMN %I SET NOT NULL (after UPDATE ... SET %I = 0 WHERE %I IS NULL).', tname, col, col, col, col);
+    END IF;
+    SELECT string_agg(d, ', ') INTO dep FROM (
+        SELECT format('CHECK constraint %s', con.conname) AS d FROM pg_catalog.pg_constraint con
+         WHERE con.conrelid = rel AND con.contype = 'c'
+           AND (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = col) = ANY (con.conkey)
+        UNION ALL
+        -- a generated column's expression (pg_attrdef) depends on the columns it reads
+        SELECT format('generated column %s', g.attname) FROM pg_catalog.pg_attribute g
+          JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = rel AND ad.adnum = g.attnum
+          JOIN pg_catalog.pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = ad.oid
+                                      AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
+                                      AND dp.refobjsubid = (SELECT attnum FROM pg_catalog.pg_attribute
+                                                            WHERE attrelid = rel AND attname = col)
+         WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0) x;
+    IF dep IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: counter column %s.%s has %s: two regions may each take the last unit, '
+                             'and the sum would break it on every writer', tname, col, dep),
+            HINT = 'Check the rule in the application (it sees the whole sum only after the merge), or keep the table out of counter replication.';
+    END IF;
+END $f$;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.install_table(rel regclass, strategy text, counter_cols text[] DEFAULT '{}')
 RETURNS void LANGUAGE plpgsql AS $inst$
 DECLARE
@@ -207,6 +250,10 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
             IF NOT c = ANY (all_cols) THEN
                 RAISE EXCEPTION 'fraiseql_repl: counter column %.% does not exist', tname, c;
             END IF;
+            -- A counter shows the sum of every region's contributions, made where each was legal: only
+            -- a shape every such sum fits (clamped to an integer type's range) merges on every writer.
+            -- Anything narrower would fail the merge on a peer and stall its link for good.
+            PERFORM fraiseql_repl.check_counter_column(rel, tname, c);
             shard_sql := shard_sql || format($s$
         _fq_delta := coalesce(NEW.%1$I, 0)::numeric - coalesce(OLD.%1$I, 0)::numeric;
         IF _fq_delta <> 0 THEN

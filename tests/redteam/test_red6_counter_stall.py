@@ -51,13 +51,19 @@ CASES = {
 
 
 @pytest.fixture(params=sorted(CASES))
-def case(request: pytest.FixtureRequest) -> Iterator[tuple[Mesh, int, str]]:
+def case(request: pytest.FixtureRequest) -> Iterator[tuple[Mesh | None, int, str]]:
+    """A mesh replicating ``tally`` as a counter, or None where the install refuses the column."""
     col, initial, update = CASES[request.param]
     schema = (*APP_SCHEMA, f"CREATE TABLE tally (id int PRIMARY KEY, c {col})")
     policy = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)), TablePolicy("tally", "counter", ("c",))),
                             replicated=("items",))
-    with mesh(policy, schema, delays=False) as running:
-        yield running, initial, update
+    try:
+        with mesh(policy, schema, delays=False) as running:
+            yield running, initial, update
+    except Exception as exc:  # noqa: BLE001 - the install's refusal, checked below; anything else fails
+        if "fraiseql_repl: counter column public.tally.c " not in str(exc):
+            raise
+        yield None, initial, update
 
 
 def apply_errors(m: Mesh) -> dict[str, int]:
@@ -78,8 +84,10 @@ def until(cond: Any, timeout: float) -> bool:
     return bool(cond())
 
 
-def test_two_legal_counter_writes_stall_no_link(case: tuple[Mesh, int, str]) -> None:
+def test_two_legal_counter_writes_stall_no_link(case: tuple[Mesh | None, int, str]) -> None:
     m, initial, update = case
+    if m is None:
+        return  # closed at the root: the install refuses a counter column whose sums may not fit it
     m.execute(EAST, "INSERT INTO tally (id, c) VALUES (1, %s)", (initial,))
     assert until(lambda: all(m.execute(r, "SELECT count(*) FROM tally")[0][0] == 1 for r in REGIONS), 30)
     before = apply_errors(m)
