@@ -85,7 +85,19 @@ BEGIN
                                       AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
                                       AND dp.refobjsubid = (SELECT attnum FROM pg_catalog.pg_attribute
                                                             WHERE attrelid = rel AND attname = col)
-         WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0) x;
+         WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0
+        UNION ALL
+        -- an index over it that a sum can break: unique (two rows' sums meet), or on an expression or
+        -- with a WHERE clause (evaluated on the sum: 1 / c, say)
+        SELECT format('index %s', i.indexrelid::regclass) FROM pg_catalog.pg_index i
+          CROSS JOIN (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = col) ca
+         WHERE i.indrelid = rel AND NOT i.indisprimary
+           AND (i.indisunique OR i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+           AND (ca.attnum = ANY (i.indkey::int2[])  -- a key column, or read by its expressions or predicate
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend dp
+                            WHERE dp.classid = 'pg_class'::regclass AND dp.objid = i.indexrelid
+                              AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
+                              AND dp.refobjsubid = ca.attnum))) x;
     IF dep IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('fraiseql_repl: counter column %s.%s has %s: two regions may each take the last unit, '
