@@ -421,8 +421,10 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
                               AND x.kind = 'unique ' || %6$L || ': incoming lost' AND x.resolved_at IS NULL);
             IF _fq_cur._repl_ts IS NOT NULL THEN
                 -- The key's older version here is superseded by the one that waits: it leaves the
-                -- table, as on a writer where the newer version was in place when the clash came.
+                -- table, as on a writer where the newer version was in place when the clash came,
+                -- and its children wait with it.
                 DELETE FROM %1$s t WHERE %3$s;
+                PERFORM fraiseql_repl.fk_park_children(%5$s, _fq_c.pk);
             END IF;
             RETURN 'unique_incoming_lost';
         END IF;
@@ -462,7 +464,8 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
     -- here yet waits (parked, FQ005, merged again later); one whose parent was deleted meets the
     -- key's ON DELETE rule (cascade, restrict, no action: it is dropped, as it would have been
     -- deleted with the parent; set null: it arrives without the reference). A parent's delete that
-    -- arrives does the same to the children here (fraiseql_repl.fk_on_delete).
+    -- arrives does the same to the children here (fraiseql_repl.fk_on_delete); a parent that leaves
+    -- the table to wait for its unique value takes its children here with it (fk_park_children).
     FOR fk IN
         SELECT con.conname::text AS name, con.confrelid::regclass AS parent, con.confdeltype AS on_delete,
                con.confupdtype AS on_update,
@@ -602,6 +605,7 @@ BEGIN
                 _fq_clash._repl_born, to_jsonb(_fq_clash), clock_timestamp(), 'FQ004',
                 'loses a unique clash; merged again when the value is free');
         DELETE FROM %2$s t WHERE %19$s;
+        PERFORM fraiseql_repl.fk_park_children(%3$s, fraiseql_repl.row_key(%3$s, to_jsonb(_fq_clash)));
         INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
         VALUES (%3$s, _fq_c.pk, 'unique ' || (_fq_losers -> _fq_i ->> 'index') || ': local lost', to_jsonb(_fq_clash),
                 _fq_c.row_image, _fq_c.node);
@@ -688,6 +692,7 @@ DECLARE
     merges text := '';
     refreshes text := '';
     cascades text := '';
+    parks text := '';
     m record;
     fk record;
 BEGIN
@@ -732,12 +737,34 @@ BEGIN
                               FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)
                               JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(fk.child) AND a.attname = z.cc),
                              fraiseql_repl.pk_expr(fk.child, 'c'), fk.child) END);
+        -- A parent that leaves the table to wait for its unique value (FQ004) is not deleted: its
+        -- children here wait for it (FQ005), whatever the ON DELETE rule, as they do on a writer
+        -- where the parent never got in, and are merged again once it is back.
+        parks := parks || format(E'\n    IF tname = %L THEN\n        %s\n    END IF;', fk.parent,
+            format('FOR _fq_k IN DELETE FROM %1$s c WHERE %3$s RETURNING to_jsonb(c) LOOP '
+                   'INSERT INTO fraiseql_repl.parked (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at, sqlstate, error) '
+                   'VALUES (''clash:'' || fraiseql_repl.node_name(), nextval(''fraiseql_repl.changes_id''), %2$L, ''u'', '
+                   'fraiseql_repl.row_key(%2$L, _fq_k), (_fq_k ->> ''_repl_ts'')::timestamptz, _fq_k ->> ''_repl_node'', '
+                   '(_fq_k ->> ''_repl_born'')::timestamptz, _fq_k, clock_timestamp(), ''FQ005'', '
+                   '''its parent waits for a unique value; merged again once the parent is back''); '
+                   'PERFORM fraiseql_repl.fk_park_children(%2$L, fraiseql_repl.row_key(%2$L, _fq_k)); END LOOP;',
+                   fraiseql_repl.quote_table(fk.child::regclass),
+                   fk.child,
+                   (SELECT string_agg(format('c.%I = (key ->> %L)::%s', cc, pc,
+                                             format_type(a.atttypid, a.atttypmod)), ' AND ')
+                    FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)
+                    JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(fk.child) AND a.attname = z.cc)));
     END LOOP;
     EXECUTE format($b$
 CREATE OR REPLACE FUNCTION fraiseql_repl.fk_on_delete(tname text, key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
 DECLARE _fq_k jsonb;
 BEGIN%s
 END $f$$b$, cascades);
+    EXECUTE format($b$
+CREATE OR REPLACE FUNCTION fraiseql_repl.fk_park_children(tname text, key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE _fq_k jsonb;
+BEGIN%s
+END $f$$b$, parks);
     FOR m IN SELECT table_name, strategy FROM fraiseql_repl.table_meta ORDER BY table_name LOOP
         merges := merges || format(E'\n        WHEN %L THEN RETURN fraiseql_repl.%I(c);', m.table_name, 'merge:' || m.table_name);
         IF m.strategy = 'counter' THEN
