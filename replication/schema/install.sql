@@ -205,14 +205,19 @@ BEGIN
       INTO pk_json_new, pk_json_old, pk_json_n, pk_json_o, pk_match_r, pk_match_k, pk_conflict
     FROM unnest(pk) k;
 
-    -- Local writes: stamp the version (and the incarnation on insert).
+    -- Local writes: stamp the version (and the incarnation on insert or key change).
     body := format($b$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_born timestamptz;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'UPDATE' AND %4$L = 'set' THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: %%s is a replicated set: insert or delete elements, do not update them', %2$s);
+    END IF;
+    -- An update that changes the key is a delete of the old key and an insert of the new one.
+    IF TG_OP = 'INSERT' OR jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%6$s) THEN
         -- A re-insert of a deleted key is a new incarnation, newer than the delete. The incarnation
         -- is named after the delete it follows, so regions that create the same key concurrently
         -- share it (their counters sum) while a set element's incarnation is its own add. Where the
@@ -226,10 +231,6 @@ BEGIN
         NEW._repl_ts := fraiseql_repl.next_ts(_fq_born);
         NEW._repl_born := CASE WHEN %4$L = 'set' THEN NEW._repl_ts ELSE _fq_born END;
     ELSE
-        IF %4$L = 'set' THEN
-            RAISE EXCEPTION USING ERRCODE = '0A000',
-                MESSAGE = format('fraiseql_repl: %%s is a replicated set: insert or delete elements, do not update them', %2$s);
-        END IF;
         NEW._repl_ts := fraiseql_repl.next_ts(OLD._repl_ts);
         NEW._repl_born := OLD._repl_born;
     END IF;
@@ -253,7 +254,7 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
     ELSE
         NEW._repl_prev_ts := NULL;
         NEW._repl_prev_node := NULL;
-    END IF;$a$, lit, pk_json_new) ELSE '' END);
+    END IF;$a$, lit, pk_json_new) ELSE '' END, pk_json_old);
     EXECUTE body;
 
     -- Counter contributions of this node, per incarnation.
@@ -267,7 +268,7 @@ END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
             -- Anything narrower would fail the merge on a peer and stall its link for good.
             PERFORM fraiseql_repl.check_counter_column(rel, tname, c);
             shard_sql := shard_sql || format($s$
-        _fq_delta := coalesce(NEW.%1$I, 0)::numeric - coalesce(OLD.%1$I, 0)::numeric;
+        _fq_delta := coalesce(NEW.%1$I, 0)::numeric - CASE WHEN _fq_moved THEN 0 ELSE coalesce(OLD.%1$I, 0)::numeric END;
         IF _fq_delta <> 0 THEN
             INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
             VALUES (%2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
@@ -365,19 +366,29 @@ END $f$$b$, emit_fn, lit, pk_json_n, pk_json_o, coalesce(shard_ins_sql, ''), str
     EXECUTE body;
 
     -- Row by row, only where a statement's transition tables cannot say it: an update that changes
-    -- the key (a delete of the old key) and, in counter tables, each updated row: its image, then its
-    -- shard's delta (in that order: a peer merges the image, then recomputes the counter when the
-    -- shard arrives; the other way round, an image the merge keeps out leaves a counter computed
-    -- before a concurrent shard was visible).
+    -- the key (a delete of the old key, an insert of the new) and, in counter tables, each updated
+    -- row: its image, then its shard's delta (in that order: a peer merges the image, then
+    -- recomputes the counter when the shard arrives; the other way round, an image the merge keeps
+    -- out leaves a counter computed before a concurrent shard was visible).
     body := format($b$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_del_ts timestamptz;
     _fq_delta numeric;
+    _fq_moved boolean := jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%4$s);
 BEGIN
-    IF jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%4$s) THEN
-        -- A key change is a delete of the old key: newer than the row it removes.
+    IF _fq_moved THEN
+        -- A key change is a delete of the old key (newer than the row it removes) and an insert of
+        -- the new key, a new incarnation (stamped as one): its shards carry the row's whole value,
+        -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile.
+        IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
+                    AND x.pk = jsonb_build_object(%3$s) AND x.born >= NEW._repl_born) THEN
+            RAISE EXCEPTION USING ERRCODE = '40001',
+                MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this update ran', %2$s,
+                                 jsonb_build_object(%3$s)),
+                HINT = 'Retry the transaction.';
+        END IF;
         PERFORM fraiseql_repl.hold_back_image(%2$s, 'd', NULL);
         _fq_del_ts := fraiseql_repl.next_ts(OLD._repl_ts);
         PERFORM fraiseql_repl.put_tombstone(%2$s, jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(),
