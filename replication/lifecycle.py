@@ -370,9 +370,20 @@ class Runner:
             self._wait(f"{r} replays {st.source} past {target}", partial(self._replayed, r, target))
 
     def _has_applied(self, region: str, origin: str, at: float) -> bool:
-        """Whether ``region`` has applied ``origin``'s changes up to ``at`` (``origin``'s clock, less a second)."""
+        """Whether ``region`` has applied every transaction ``origin`` committed before ``at`` (``origin``'s
+        clock): it merged a watermark of ``origin`` that claims ``at`` or later.
+
+        A watermark claims no later than the start of the oldest write still open on its writer, so the
+        one the marker emitted may claim less while writes go on: ``origin`` emits another each time
+        this is asked, until one claims past ``at`` (every transaction begun before ``at`` has ended,
+        and committed before it). No slack: an older watermark, merged before the slots existed, says
+        nothing of what ``origin`` committed between it and the slots, and a writer seeded on it would
+        miss those transactions for good (the lifecycle drill lost one such row on the rebuilt writer
+        while a watermark one second older was accepted)."""
+        with self.backend.connect(origin) as c:
+            c.execute("SELECT fraiseql_repl.emit_watermark()")
         return bool((self._one(region, "SELECT extract(epoch FROM at)::float8 FROM fraiseql_repl.applied WHERE origin = %s",
-                               (origin,)) or 0.0) >= at - 1.0)
+                               (origin,)) or 0.0) >= at)
 
     def _replayed(self, region: str, lsn: str) -> bool:
         got = self.backend.replay_lsn(region)
