@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from drills.mesh import Mesh
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EAST, connect, healthy, key, rounds, writable
@@ -35,6 +37,8 @@ NOTIFICATIONS = 200_000
 PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
 
 
+@pytest.mark.xfail(strict=False, reason="open finding (docs/architecture.md, claim A): a NOTIFY flood is written to the "
+                   "queue after the commit check without serving interrupts; timing-based, so not strict")
 def test_a_commit_held_after_its_check_by_notify_lands_after_the_revoke(m: Mesh, agents: Any) -> None:
     app = connect(m, EAST, APP_ROLE, autocommit=True)
     healthy(agents)

@@ -61,6 +61,8 @@ def case(request: pytest.FixtureRequest) -> Iterator[tuple[Mesh, list[str], str 
         yield running, refused, value
 
 
+@pytest.mark.xfail(strict=True, reason="open finding (docs/runbooks.md, DDL guard): a unique index or exclusion constraint "
+                   "added by hand after install passes the guard, and the merge generated at install does not know it")
 def test_uniqueness_rule_added_by_hand_is_refused_or_settled(case: tuple[Mesh, list[str], str | None]) -> None:
     m, refused, value = case
     if refused:
