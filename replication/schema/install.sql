@@ -73,18 +73,24 @@ BEGIN
             MESSAGE = format('fraiseql_repl: counter column %s.%s allows NULL: a NULL written on one writer would show as 0 on the others', tname, col),
             HINT = format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT 0, ALTER COLUMN %I SET NOT NULL (after UPDATE ... SET %I = 0 WHERE %I IS NULL).', tname, col, col, col, col);
     END IF;
+    -- What reads the column (or the whole row: a function over the row may read it): pg_depend.
     SELECT string_agg(d, ', ') INTO dep FROM (
         SELECT format('CHECK constraint %s', con.conname) AS d FROM pg_catalog.pg_constraint con
          WHERE con.conrelid = rel AND con.contype = 'c'
-           AND (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = col) = ANY (con.conkey)
+           AND ((SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = col) = ANY (con.conkey)
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend dp
+                            WHERE dp.classid = 'pg_constraint'::regclass AND dp.objid = con.oid
+                              AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
+                              AND dp.refobjsubid IN (0, (SELECT attnum FROM pg_catalog.pg_attribute
+                                                         WHERE attrelid = rel AND attname = col))))
         UNION ALL
         -- a generated column's expression (pg_attrdef) depends on the columns it reads
         SELECT format('generated column %s', g.attname) FROM pg_catalog.pg_attribute g
           JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = rel AND ad.adnum = g.attnum
           JOIN pg_catalog.pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = ad.oid
                                       AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
-                                      AND dp.refobjsubid = (SELECT attnum FROM pg_catalog.pg_attribute
-                                                            WHERE attrelid = rel AND attname = col)
+                                      AND dp.refobjsubid IN (0, (SELECT attnum FROM pg_catalog.pg_attribute
+                                                                 WHERE attrelid = rel AND attname = col))
          WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0
         UNION ALL
         -- an index over it that a sum can break: unique (two rows' sums meet), or on an expression or
@@ -97,7 +103,13 @@ BEGIN
                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend dp
                             WHERE dp.classid = 'pg_class'::regclass AND dp.objid = i.indexrelid
                               AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
-                              AND dp.refobjsubid = ca.attnum))) x;
+                              AND dp.refobjsubid IN (0, ca.attnum)))
+        UNION ALL
+        -- the application's own triggers that fire on merges too (ENABLE ALWAYS or REPLICA): one may
+        -- refuse a sum
+        SELECT format('trigger %s (fires on merges)', t.tgname) FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = rel AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
+           AND t.tgname NOT LIKE 'fraiseql\_repl\_%') x;
     IF dep IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('fraiseql_repl: counter column %s.%s has %s: two regions may each take the last unit, '

@@ -1,0 +1,86 @@
+"""Claim A (docs/architecture.md): "no transaction on a replicated table commits after its agent revoked
+the lease", bound: "the time end_writes takes (milliseconds)". Round 6's way of holding a commit past
+its check (ON COMMIT temporary tables) is closed by taking TEMPORARY from the application role.
+
+Attack: another piece of PostgreSQL's pre-commit work that the session sizes and that serves no
+interrupt: NOTIFY. CommitTransaction fires the deferred triggers (the lease check runs here, and
+passes), then PreCommit_Notify writes every notification the transaction queued into the shared
+notification queue (async.c: asyncQueueAddEntries, one SLRU page at a time, no CHECK_FOR_INTERRUPTS
+anywhere in the loop), then HOLD_INTERRUPTS and the commit record. pg_notify() is executable by
+PUBLIC and needs no privilege, no temporary table, no CREATE: the application role queues 200,000
+distinct 7,000-byte payloads (~1.4 GB) in the same transaction as its write to a replicated table,
+and its COMMIT spends seconds after the lease check. The agent revokes, end_writes signals the
+session (it holds RowExclusiveLock on fraiseql_repl.changes) and returns, and the transaction
+commits anyway: the termination is served only after the commit record.
+
+Observed: standalone, 100,000 notifications, pg_terminate_backend 0.3 s into COMMIT: COMMIT took
+3.0 s and the row was there. On the red mesh with the real agent (this probe, 2 runs, both failed):
+COMMIT took 2.5 s / 3.7 s and the row committed 1.20 s / 1.73 s after the agent revoked the lease
+(-0.09 s / 0.46 s after the agent's end_writes had returned).
+
+    .venv/bin/python -m pytest -q -s tests/redteam/test_red7_commit_notify.py
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from drills.mesh import Mesh
+from replication.roles import APP_ROLE
+from tests.redteam.harness import EAST, connect, healthy, key, rounds, writable
+
+NOTIFICATIONS = 200_000
+PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
+
+
+@pytest.mark.xfail(strict=False, reason="open finding (docs/architecture.md, claim A): a NOTIFY flood is written to the "
+                   "queue after the commit check without serving interrupts; timing-based, so not strict")
+def test_a_commit_held_after_its_check_by_notify_lands_after_the_revoke(m: Mesh, agents: Any) -> None:
+    app = connect(m, EAST, APP_ROLE, autocommit=True)
+    healthy(agents)
+    k = key()
+    app.execute("BEGIN")
+    # queued now, written into the shared queue at COMMIT, after the lease check (queued before the
+    # write, which takes the lock end_writes looks for, so the agent's renewals meanwhile leave it be)
+    app.execute(f"SELECT count(pg_notify('red7', repeat('x', {PAYLOAD}) || i)) "
+                f"FROM generate_series(1, {NOTIFICATIONS}) i")
+    healthy(agents)  # the lease is valid when the write and its COMMIT run
+    app.execute("INSERT INTO items (id, v) VALUES (%s, 'committed after the revoke')", (k,))
+    outcome: dict[str, Any] = {}
+
+    def commit() -> None:
+        started = time.monotonic()
+        try:
+            app.execute("COMMIT")
+            outcome["result"] = "committed"
+        except Exception as exc:  # noqa: BLE001 - any refusal is the claim holding
+            outcome["result"] = f"refused: {exc!r}"
+        outcome["seconds"] = time.monotonic() - started
+
+    writer = threading.Thread(target=commit)
+    writer.start()
+    time.sleep(0.2)  # the commit is under way: its lease check ran (the lease was valid)
+    m.partition(EAST)
+    ended_at = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        last = rounds(agents, 1)  # the real agent: revoke, then end_writes
+        if not writable(last[EAST]):
+            ended_at = m.execute(EAST, "SELECT clock_timestamp()")[0][0]
+            break
+    writer.join()
+    app.close()
+    assert ended_at is not None, "the agent never fenced the isolated region"
+    row = m.execute(EAST, "SELECT extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - l.changed_at)::float8, "
+                          "extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - %s)::float8 "
+                          "FROM items i, fraiseql_repl.lease l WHERE i.id = %s AND l.valid_until = '-infinity'",
+                    (ended_at, k))
+    print(f"\ncommit: {outcome.get('result')} in {outcome.get('seconds', 0):.2f} s; seconds after the revoke, "
+          f"after the agent's probe (end_writes) returned: {row}")
+    assert not (row and row[0][0] > 0), (
+        f"a transaction committed {row[0][0]:.2f} s after {EAST}'s agent revoked the lease "
+        f"({row[0][1]:.2f} s after the agent's end_writes had returned)")
