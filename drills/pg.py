@@ -359,11 +359,31 @@ class PgNode:
         """``kill -9`` the whole process group: the node vanishes like a crashed host."""
         if self.proc is None:
             return
+        shmid = self._shared_memory_id()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=10)
         self._reap_group()
+        self._release_shared_memory(shmid)
+
+    def _shared_memory_id(self) -> str | None:
+        """The System V segment the postmaster keeps as its data directory's interlock (line 7 of
+        ``postmaster.pid``: key and id), if it says."""
+        with contextlib.suppress(OSError, IndexError):
+            fields = (self.data_dir / "postmaster.pid").read_text().splitlines()[6].split()
+            if len(fields) == 2 and fields[1].isdigit():
+                return fields[1]
+        return None
+
+    @staticmethod
+    def _release_shared_memory(shmid: str | None) -> None:
+        """A postmaster killed with SIGKILL cannot remove its segment, and a data directory that is
+        never started again never reclaims it: each crash drill would leak one, until the machine's
+        segment limit (SHMMNI, 4096) refuses every new server ("could not create shared memory
+        segment: No space left on device"). Removed once every process of the group is gone."""
+        if shmid is not None and shutil.which("ipcrm"):
+            subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
 
     def _reap_group(self) -> None:
         if self.proc is None:

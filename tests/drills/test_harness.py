@@ -45,6 +45,22 @@ def test_node_lifecycle_kill_restart() -> None:
             assert n.user.uid != 0
 
 
+def _shm_ids() -> set[str]:
+    with open("/proc/sysvipc/shm") as f:
+        return {line.split()[1] for line in f.readlines()[1:]}
+
+
+def test_a_killed_server_leaves_no_shared_memory_segment() -> None:
+    # A postmaster killed with SIGKILL cannot remove its System V segment; leaked, they add up to the
+    # machine's limit (SHMMNI) and then no server starts. The harness removes it.
+    with cluster(["n1"]) as nodes:
+        n = nodes["n1"]
+        shmid = n._shared_memory_id()
+        assert shmid is not None and shmid in _shm_ids()
+        n.kill()
+        assert shmid not in _shm_ids()
+
+
 def test_cluster_cleans_up_on_error() -> None:
     seen: dict[str, object] = {}
     with pytest.raises(RuntimeError, match="boom"):
