@@ -59,7 +59,7 @@ DECLARE
     a record;
     dep text;
 BEGIN
-    SELECT x.atttypid, x.atttypmod, x.attnotnull, x.attgenerated, format_type(x.atttypid, x.atttypmod) AS typ INTO a
+    SELECT x.attnum, x.atttypid, x.atttypmod, x.attnotnull, x.attgenerated, format_type(x.atttypid, x.atttypmod) AS typ INTO a
     FROM pg_catalog.pg_attribute x WHERE x.attrelid = rel AND x.attname = col;
     IF a.attgenerated <> '' OR NOT (a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
                                     OR (a.atttypid = 'numeric'::regtype AND a.atttypmod = -1)) THEN
@@ -77,33 +77,30 @@ BEGIN
     SELECT string_agg(d, ', ') INTO dep FROM (
         SELECT format('CHECK constraint %s', con.conname) AS d FROM pg_catalog.pg_constraint con
          WHERE con.conrelid = rel AND con.contype = 'c'
-           AND ((SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = col) = ANY (con.conkey)
+           AND (a.attnum = ANY (con.conkey)
                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend dp
                             WHERE dp.classid = 'pg_constraint'::regclass AND dp.objid = con.oid
                               AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
-                              AND dp.refobjsubid IN (0, (SELECT attnum FROM pg_catalog.pg_attribute
-                                                         WHERE attrelid = rel AND attname = col))))
+                              AND dp.refobjsubid IN (0, a.attnum)))
         UNION ALL
         -- a generated column's expression (pg_attrdef) depends on the columns it reads
         SELECT format('generated column %s', g.attname) FROM pg_catalog.pg_attribute g
           JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = rel AND ad.adnum = g.attnum
           JOIN pg_catalog.pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = ad.oid
                                       AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
-                                      AND dp.refobjsubid IN (0, (SELECT attnum FROM pg_catalog.pg_attribute
-                                                                 WHERE attrelid = rel AND attname = col))
+                                      AND dp.refobjsubid IN (0, a.attnum)
          WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0
         UNION ALL
         -- an index over it that a sum can break: unique (two rows' sums meet), or on an expression or
         -- with a WHERE clause (evaluated on the sum: 1 / c, say)
         SELECT format('index %s', i.indexrelid::regclass) FROM pg_catalog.pg_index i
-          CROSS JOIN (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = col) ca
          WHERE i.indrelid = rel AND NOT i.indisprimary
            AND (i.indisunique OR i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
-           AND (ca.attnum = ANY (i.indkey::int2[])  -- a key column, or read by its expressions or predicate
+           AND (a.attnum = ANY (i.indkey::int2[])  -- a key column, or read by its expressions or predicate
                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend dp
                             WHERE dp.classid = 'pg_class'::regclass AND dp.objid = i.indexrelid
                               AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
-                              AND dp.refobjsubid IN (0, ca.attnum)))
+                              AND dp.refobjsubid IN (0, a.attnum)))
         UNION ALL
         -- the application's own triggers that fire on merges too (ENABLE ALWAYS or REPLICA): one may
         -- refuse a sum
