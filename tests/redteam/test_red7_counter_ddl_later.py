@@ -43,7 +43,7 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA
 from replication.model import ConflictPolicy, TablePolicy
-from tests.redteam.test_red6_counter_stall import apply_errors, until
+from tests.redteam.test_red6_counter_stall import apply_errors, two_legal_writes_stall_no_link, until
 
 EAST, WEST, EU = REGIONS
 
@@ -94,19 +94,4 @@ def test_counter_shape_made_by_hand_after_install_stalls_no_link(case: tuple[Mes
     assert synced, (f"[{update}, initial {initial}] two plain inserts from one writer never reached every writer: "
                     f"apply errors {apply_errors(m)}, rows {[m.execute(r, 'SELECT id, c FROM tally ORDER BY id') for r in REGIONS]}, "
                     f"parked {[m.execute(r, 'SELECT tbl, pk::text, sqlstate, left(error, 120) FROM fraiseql_repl.parked') for r in REGIONS]}")
-    before = apply_errors(m)
-    with m.connect(WEST, autocommit=False) as west:
-        west.execute(f"UPDATE tally SET {update} WHERE id = 1".encode())  # legal here, open
-        m.execute(EAST, f"UPDATE tally SET {update} WHERE id = 1")  # legal there, committed
-        west.commit()
-    m.execute(EAST, "INSERT INTO items (id, v) VALUES (1, 'after')")
-    m.execute(WEST, "INSERT INTO items (id, v) VALUES (2, 'after')")
-    flowed = until(lambda: all(m.execute(r, "SELECT count(*) FROM items WHERE id IN (1, 2)")[0][0] == 2
-                               for r in REGIONS), 20)
-    after = apply_errors(m)
-    values = {r: m.execute(r, "SELECT c::text FROM tally WHERE id = 1") for r in REGIONS}
-    grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    print(f"\n[{update}, initial {initial}] apply errors since the writes: {grew}; later writes reached every writer: {flowed}; values: {values}")
-    assert not grew, f"links in an apply error loop after two legal writes: {grew}"
-    assert flowed, "a later write never reached every writer: a link is stalled"
-    assert len({str(v) for v in values.values()}) == 1, values
+    two_legal_writes_stall_no_link(m, update, f"[{update}, initial {initial}] ")
