@@ -61,6 +61,25 @@ def test_a_killed_server_leaves_no_shared_memory_segment() -> None:
         assert shmid not in _shm_ids()
 
 
+def _posix_segments() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("PostgreSQL.*")}
+
+
+def test_a_killed_server_leaves_no_dynamic_shared_memory() -> None:
+    # A server's dynamic shared memory lives in /dev/shm: the control segment its processes map, and
+    # segments it lists that nobody maps. Killed with SIGKILL, nothing removes them, and drills fill
+    # the tmpfs. The harness removes every one the server made.
+    with cluster(["n1"], start=False) as nodes:
+        n = nodes["n1"]
+        before = _posix_segments()
+        n.start()
+        n.execute("select 1")
+        made = _posix_segments() - before
+        assert len(made) >= 2
+        n.kill()
+        assert not made & _posix_segments()
+
+
 def test_cluster_cleans_up_on_error() -> None:
     seen: dict[str, object] = {}
     with pytest.raises(RuntimeError, match="boom"):
