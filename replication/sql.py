@@ -90,6 +90,10 @@ REQUIRED_PARAMETERS: dict[str, str] = {
     # COMMIT PREPARED runs no trigger: a prepared transaction could commit a write after its region
     # was fenced. The lease check refuses every write where this is not 0.
     "max_prepared_transactions": "0",
+    # NOTIFY needs no privilege, and a transaction's notifications are written after the lease check
+    # without serving interrupts: the queue's size bounds that work (8 MB). The check refuses every
+    # write where it is larger (control.sql, guard_problem).
+    "max_notify_queue_pages": "1024",
 }
 
 #: The same, as RDS DB parameter group entries: name -> (value, apply method).
@@ -106,6 +110,7 @@ RDS_PARAMETERS: dict[str, tuple[str, str]] = {
     "wal_sender_timeout": ("30000", "immediate"),
     "wal_receiver_timeout": ("30000", "immediate"),
     "max_prepared_transactions": ("0", "pending-reboot"),
+    "max_notify_queue_pages": ("1024", "pending-reboot"),
     # "all" records the statements DO blocks run, the subscriptions' connection strings among them
     # (the bootstrap refuses to subscribe under it).
     "pg_stat_statements.track": ("top", "immediate"),

@@ -343,12 +343,10 @@ def probe(conn: Any, settings: Settings, *, control_on: Optional[bool], holder: 
 
 def _guard_problem(conn: Any) -> str:
     """Why the write guard cannot hold on this server, or ''. A writer with such a problem is never
-    granted a lease (the check refuses its writes anyway; this says why, in the agent's reason)."""
-    prepared, = conn.execute("SELECT current_setting('max_prepared_transactions')::integer").fetchone()
-    if prepared:
-        return ("guard: max_prepared_transactions is not 0: COMMIT PREPARED commits without any lease check; "
-                "set it to 0 in the parameter group")
-    return ""
+    granted a lease (the check refuses its writes anyway; this says why, in the agent's reason). The
+    rule is the database's own (``fraiseql_repl.guard_problem``, control.sql), the one the check uses."""
+    problem, = conn.execute("SELECT fraiseql_repl.guard_problem()").fetchone()
+    return f"guard: {problem}" if problem else ""
 
 
 def psycopg_client_cursor(conn: Any) -> Any:

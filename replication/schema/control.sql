@@ -209,7 +209,30 @@ END $do$;
 -- The check itself: no lock taken, so a fencing agent never waits for writers and writers never
 -- wait for it. The margin covers the time between the check at commit and the commit record.
 -- Refused too: a lease granted to another server instance (a copy, a restore, a restart), and any
--- write where prepared transactions are enabled (COMMIT PREPARED runs no check at all).
+-- write where a server setting lets a commit escape the check (guard_problem).
+--
+-- Why the guard cannot hold on this server, or NULL: the settings under which a transaction can commit
+-- with no check, or do unbounded work after its check that serves no interrupt (so end_writes cannot
+-- stop it). The check refuses every write while this is not NULL, and the agent grants no lease and
+-- says why. One rule, used by both.
+--   * max_prepared_transactions <> 0: COMMIT PREPARED runs no trigger at all.
+--   * max_notify_queue_pages > 1024: a transaction's notifications are written to the shared queue
+--     after the check, page by page with no interrupt served (async.c PreCommit_Notify); NOTIFY needs
+--     no privilege. The queue's size bounds that work: 1024 pages (8 MB) took at most 28 ms here on a
+--     loaded 2-core machine, inside the check's 100 ms margin; a transaction queuing more is refused
+--     ("too many notifications in the NOTIFY queue") before its commit record.
+CREATE OR REPLACE FUNCTION fraiseql_repl.guard_problem()
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $f$
+    SELECT CASE
+        WHEN pg_catalog.current_setting('max_prepared_transactions')::integer <> 0 THEN
+            'max_prepared_transactions is not 0: COMMIT PREPARED would commit a write without any lease check '
+            '(set it to 0 in the parameter group)'
+        WHEN pg_catalog.current_setting('max_notify_queue_pages')::integer > 1024 THEN
+            'max_notify_queue_pages is above 1024: a transaction''s notifications are written after the lease check '
+            'without serving interrupts, for as long as the queue lets them (set it to 1024 in the parameter group)'
+    END
+$f$;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.check_lease(at_phase text)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 DECLARE
@@ -221,13 +244,11 @@ BEGIN
     SELECT reason, instance_started_at INTO l FROM fraiseql_repl.lease WHERE singleton;
     IF until_us > (extract(epoch FROM clock_timestamp()) * 1e6)::bigint + 100000
        AND l.instance_started_at IS NOT DISTINCT FROM pg_postmaster_start_time()
-       AND current_setting('max_prepared_transactions')::integer = 0 THEN
+       AND fraiseql_repl.guard_problem() IS NULL THEN
         RETURN;
     END IF;
     why := CASE
-        WHEN current_setting('max_prepared_transactions')::integer <> 0 THEN
-            'max_prepared_transactions is not 0: COMMIT PREPARED would commit a write without any lease check '
-            '(set it to 0 in the parameter group)'
+        WHEN fraiseql_repl.guard_problem() IS NOT NULL THEN fraiseql_repl.guard_problem()
         WHEN l.instance_started_at IS DISTINCT FROM pg_postmaster_start_time() AND until_us > 0 THEN
             'the lease was granted to another server instance (a copy, a restore or a restart); '
             'its fence agent grants this one a lease once it sees a quorum'

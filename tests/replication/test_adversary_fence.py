@@ -28,7 +28,7 @@ from drills.sample import APP_SCHEMA, POLICY
 from replication.agent import ProbeResult, Settings, probe
 from replication.bootstrap import apply
 from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
-from replication.sql import FENCE_SQLSTATE, render_lease
+from replication.sql import FENCE_SQLSTATE, REQUIRED_PARAMETERS, render_lease
 
 EAST, WEST, EU = REGIONS
 PROBE_S, STALE_S, LEASE_S = 0.25, 1.0, 0.8
@@ -268,3 +268,29 @@ def test_prepared_transactions_make_every_write_refused_and_no_lease_granted() -
             result = probe(agent, one_region, control_on=True)
         assert result.decision.writable and not writable(result)
         assert "max_prepared_transactions" in getattr(result, "guard", "")
+
+
+def test_a_notify_queue_larger_than_the_guard_bounds_makes_every_write_refused_and_no_lease_granted() -> None:
+    # A transaction's notifications are written to the queue after its commit check, serving no
+    # interrupt: only the queue's size bounds that work. Above the size the guard allows, writes are
+    # refused and the agent grants no lease, both saying which setting and what to set it to.
+    allowed = int(REQUIRED_PARAMETERS["max_notify_queue_pages"])
+    with mesh(POLICY, APP_SCHEMA, regions=(EAST,), delays=False, leases=False) as one:
+        with one.connect(EAST) as c:
+            apply(c, render_lease(float("inf"), "by hand"))
+        one.execute(EAST, "INSERT INTO items (id, v) VALUES (1, 'the queue is bounded')")
+        one.execute(EAST, f"ALTER SYSTEM SET max_notify_queue_pages = {allowed + 1}")
+        one.pg[EAST].restart()
+        with one.connect(EAST) as c:
+            apply(c, render_lease(float("inf"), "by hand"))  # a lease of this server instance
+        with pytest.raises(psycopg.Error) as refused:
+            one.execute(EAST, "INSERT INTO items (id, v) VALUES (2, 'the queue is not bounded')")
+        assert refused.value.sqlstate == FENCE_SQLSTATE and f"set it to {allowed}" in str(refused.value)
+        one_region = Settings(region=EAST, regions=(EAST,), probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S,
+                              unfence_after=1, db_host="", db_port=0, db_name="postgres", db_sslmode="disable",
+                              db_secret_arn="unused")
+        with one.connect(EAST) as agent:
+            result = probe(agent, one_region, control_on=True)
+        assert result.decision.writable and not writable(result)
+        assert "max_notify_queue_pages" in result.guard
+        assert one.execute(EAST, "SELECT count(*) FROM items")[0][0] == 1
