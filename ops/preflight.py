@@ -7,6 +7,7 @@ lookups), one line per item: `ok`, or `problem` with its fix.
 | step | what |
 | --- | --- |
 | engine | each region offers the configured PostgreSQL version (DescribeDBEngineVersions) |
+| parameters | phases b/c: each region's parameter group family lets the stack set every parameter the write guard and the replication need, to the value it sets (DescribeEngineDefaultParameters) |
 | lambda | each region's concurrency quota still leaves Lambda's unreserved minimum after what the stack reserves |
 | arc | phases b/c: the ARC control plane answers in us-west-2 |
 | zone | the Route 53 zone `dns.zone_id` exists, is public, and is the zone the config names |
@@ -25,6 +26,7 @@ through `https://cloudflare-dns.com/dns-query` unless env FRAISEQL_DOH_URL names
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -53,6 +55,7 @@ from ops.aws import Runtime
 from ops.cloudflare import TOKEN_ENV, CloudflareError, CloudflareReader, api_base
 from ops.errors import Refused, UsageError
 from ops.retry import error_code
+from replication.sql import RDS_PARAMETERS
 
 #: The ARC control-plane API (route53-recovery-control-config) is served from this region only.
 ARC_CONTROL_PLANE_REGION = "us-west-2"
@@ -224,6 +227,56 @@ def check_engine(cfg: StackConfig, rt: Runtime) -> Iterator[Check]:
             else:
                 yield ok("engine", f"{region}: PostgreSQL {major} is offered (newest {offered[-1]})", region=region)
         yield from _guarded("engine", region, "rds", one)
+
+
+def _allows(allowed: str, value: str) -> bool:
+    """Whether RDS's ``AllowedValues`` (``"64-2147483647"``, ``"-1-2147483647"``, ``"0,1"``; empty:
+    anything) admits ``value``."""
+    if not allowed:
+        return True
+    for part in (p.strip() for p in allowed.split(",")):
+        bounds = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
+        if part == value or (bounds and re.fullmatch(r"-?\d+", value)
+                             and int(bounds[1]) <= int(value) <= int(bounds[2])):
+            return True
+    return False
+
+
+def check_parameters(cfg: StackConfig, rt: Runtime) -> Iterator[Check]:
+    # Phases b/c set RDS_PARAMETERS in their parameter group. Some are part of the write guard (the
+    # lease check refuses every write where max_prepared_transactions or max_notify_queue_pages is not
+    # what it needs): a family that does not let the stack set one would leave every writer fenced.
+    if cfg.phase == "a":
+        return
+    family = parameter_group_family(cfg.database.major_version)
+    for region in cfg.region_names:
+        def one(region: str = region) -> Iterator[Check]:
+            rds = rt.client("rds", region)
+            kwargs: dict[str, Any] = {"DBParameterGroupFamily": family}
+            defaults: dict[str, dict[str, Any]] = {}
+            while True:
+                page = rds.describe_engine_default_parameters(**kwargs)["EngineDefaults"]
+                defaults.update({p["ParameterName"]: p for p in page.get("Parameters", [])})
+                if not page.get("Marker"):
+                    break
+                kwargs["Marker"] = page["Marker"]
+            wrong = []
+            for name, (value, _) in RDS_PARAMETERS.items():
+                have = defaults.get(name)
+                if have is None:
+                    wrong.append(f"{name} does not exist in {family}")
+                elif not have.get("IsModifiable", False):
+                    wrong.append(f"{name} cannot be modified in {family}")
+                elif not _allows(str(have.get("AllowedValues", "")), value):
+                    wrong.append(f"{name} = {value} is outside {family}'s allowed values {have.get('AllowedValues')}")
+            if wrong:
+                yield problem("parameters", f"{region}: {'; '.join(wrong)}: the stack cannot deploy phase {cfg.phase} "
+                                            "writers here (the write guard refuses every write without these values); "
+                                            "drop the region, or ask AWS support", region=region, parameters=wrong)
+            else:
+                yield ok("parameters", f"{region}: {family} lets the stack set all {len(RDS_PARAMETERS)} replication "
+                                       "parameters", region=region)
+        yield from _guarded("parameters", region, "rds", one)
 
 
 def check_lambda(cfg: StackConfig, rt: Runtime) -> Iterator[Check]:
@@ -490,7 +543,8 @@ def run_preflight(rt: Runtime, opts: PreflightOptions) -> int:
     rep.emit("config", log.OK, f"{path}: phase {cfg.phase}, regions {', '.join(cfg.region_names)}: valid"
              + (f" but for {', '.join(k for k, _ in pending)}" if pending else ""))
     view: Optional[CloudflareView] = None
-    checks: list[Iterable[Check]] = [check_engine(cfg, rt), check_lambda(cfg, rt), check_arc(cfg, rt)]
+    checks: list[Iterable[Check]] = [check_engine(cfg, rt), check_parameters(cfg, rt), check_lambda(cfg, rt),
+                                     check_arc(cfg, rt)]
     token_missing = False
     if cfg.phase == "c":
         token = rt.environ.get(TOKEN_ENV, "")

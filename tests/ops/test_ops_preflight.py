@@ -25,6 +25,7 @@ from moto.utilities.id_generator import moto_id_manager
 from infra.paths import REPO
 from ops.aws import default_client_factory
 from ops.preflight import DOH_URL
+from replication.sql import RDS_PARAMETERS
 from tests.ops.conftest import ACCOUNT, Harness, Result, run_cli
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
@@ -42,6 +43,24 @@ class _Resp(io.BytesIO):
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def default_parameters(**change: dict[str, Any]) -> list[dict[str, Any]]:
+    """The family's defaults as RDS lists them, for the parameters the stack sets (plus one it does
+    not), each modifiable with a range or list that admits the stack's value; ``change[name]``
+    overrides fields of one (``{}`` removes it)."""
+    listed = [{"ParameterName": "work_mem", "ParameterValue": "4096", "IsModifiable": True, "ApplyType": "dynamic",
+               "AllowedValues": "64-2147483647", "DataType": "integer"}]
+    for name, (value, method) in RDS_PARAMETERS.items():
+        allowed = f"0-{int(value) * 4 + 10}" if value.isdigit() else value
+        entry = {"ParameterName": name, "IsModifiable": True, "AllowedValues": allowed,
+                 "ApplyType": "static" if method == "pending-reboot" else "dynamic", "DataType": "integer"}
+        if name in change:
+            if not change[name]:
+                continue
+            entry.update(change[name])
+        listed.append(entry)
+    return listed
 
 
 @dataclass
@@ -65,14 +84,28 @@ class World:
         self.stubbers.append(stubber)
         return stubber
 
-    def engines(self, offered: dict[str, list[str]], family: str = "postgres18") -> None:
+    def engines(self, offered: dict[str, list[str]], family: str = "postgres18",
+                parameters: Optional[dict[str, list[dict[str, Any]]]] = None) -> None:
+        """Each region's engine versions, then (phases b/c) its family's default parameters, in two
+        pages: ``parameters[region]`` replaces that region's list (default: every parameter the
+        stack sets exists, is modifiable and allows the value)."""
         for region in REGIONS:
-            self.stub("rds", region).add_response(
+            stubber = self.stub("rds", region)
+            stubber.add_response(
                 "describe_db_engine_versions",
                 {"DBEngineVersions": [{"Engine": "postgres", "EngineVersion": v, "DBParameterGroupFamily": family,
                                        "Status": "available"} for v in offered.get(region, [])]},
                 {"Engine": "postgres", "DBParameterGroupFamily": family},
             )
+            listed = (parameters or {}).get(region, default_parameters())
+            half = len(listed) // 2
+            stubber.add_response("describe_engine_default_parameters",
+                                 {"EngineDefaults": {"DBParameterGroupFamily": family, "Marker": "page-2",
+                                                     "Parameters": listed[:half]}},
+                                 {"DBParameterGroupFamily": family})
+            stubber.add_response("describe_engine_default_parameters",
+                                 {"EngineDefaults": {"DBParameterGroupFamily": family, "Parameters": listed[half:]}},
+                                 {"DBParameterGroupFamily": family, "Marker": "page-2"})
 
     def lambdas(self, quotas: dict[str, tuple[int, int]]) -> None:
         for region in REGIONS:
@@ -172,9 +205,10 @@ def test_phase_b_ready_account_passes_every_item(world: World) -> None:
     assert result.code == 0, result.text
     assert problems(result) == []
     oks = lines(result, "ok")
-    assert [line.split(":")[0] for line in oks] == ["config", *["engine"] * 3, *["lambda"] * 3, "arc", "zone", "delegation"]
+    assert [line.split(":")[0] for line in oks] == ["config", *["engine"] * 3, *["parameters"] * 3, *["lambda"] * 3, "arc",
+                                                    "zone", "delegation"]
     assert all(any(f"engine: {r}: PostgreSQL 18 is offered (newest 18.2)" == line for line in oks) for r in REGIONS)
-    assert "lambda: eu-west-1: 1000 of 1000 concurrent executions unreserved; the stack reserves 0, leaving 1000" in oks[6]
+    assert "lambda: eu-west-1: 1000 of 1000 concurrent executions unreserved; the stack reserves 0, leaving 1000" in oks[9]
     assert result.last("preflight")["status"] == "done"
     # every URL it opened was the (stub) resolver: no Cloudflare in phase b
     assert world.urls and all(u.startswith(DOH_URL) for u in world.urls)
@@ -203,6 +237,27 @@ def test_phase_b_problems_each_come_with_their_fix(world: World) -> None:
     assert "ns1.old-dns-host.net" in delegation and "point the registrar" in delegation
     assert all(ns in delegation for ns in world.zones["example.com"])
     assert result.last("result")["status"] == "refused" and "5 of" in result.last("result")["detail"]
+
+
+def test_a_family_that_does_not_let_the_stack_set_a_guard_parameter_is_a_problem_per_region(world: World) -> None:
+    # The write guard refuses every write where max_notify_queue_pages or max_prepared_transactions is
+    # not what it needs: a family that does not let the stack set them would leave every writer fenced.
+    world.engines({r: ["18.1"] for r in REGIONS}, parameters={
+        "us-east-1": default_parameters(max_notify_queue_pages={"IsModifiable": False}),
+        "eu-west-1": default_parameters(max_notify_queue_pages={"AllowedValues": "1048576-2147483647"},
+                                        max_prepared_transactions={}),
+    })
+    world.lambdas({})
+    world.arc()
+    world.dns["example.com"] = world.zone("example.com", PUBLIC_ZONE_ID)
+    result = world.run(world.stack_file("phase-b", lambda c: c["fraiseql:dns"].update(zone_id=PUBLIC_ZONE_ID)))
+    assert result.code == 3, result.text
+    east, eu = problems(result)
+    assert east.startswith("parameters: us-east-1: max_notify_queue_pages cannot be modified in postgres18")
+    assert eu.startswith("parameters: eu-west-1: max_prepared_transactions does not exist in postgres18; "
+                         "max_notify_queue_pages = 1024 is outside postgres18's allowed values 1048576-2147483647")
+    assert "drop the region" in east and "drop the region" in eu
+    assert "parameters: us-west-2: postgres18 lets the stack set all" in "\n".join(lines(result, "ok"))
 
 
 def test_a_missing_zone_is_a_problem_not_a_crash(world: World) -> None:
