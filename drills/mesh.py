@@ -137,6 +137,25 @@ class Mesh:
                 h.update(t.encode() + b"=" + (row[0] if row else "").encode() + b";")
         return h.hexdigest()
 
+    def wait_applied(self, *, timeout: float = 60) -> None:
+        """Wait until every writer has merged everything each other writer committed before now: each
+        origin's watermark, which follows its earlier changes in its ordered stream, has arrived. The
+        watermark is emitted again until it does, as the agent does every probe: one emitted while
+        some write transaction was still open claims no later than that transaction's start
+        (emit_watermark), and would never reach ``now``."""
+        for o in self.names:
+            at = self.execute(o, "SELECT clock_timestamp()::text")[0][0]
+            deadline = time.monotonic() + timeout
+            pending = [r for r in self.names if r != o]
+            while pending:
+                self.execute(o, f"SELECT {SCHEMA}.emit_watermark()")
+                time.sleep(0.05)
+                pending = [r for r in pending if not self.execute(
+                    r, f"SELECT coalesce(max(at) >= %s::timestamptz, false) FROM {SCHEMA}.applied WHERE origin = %s",
+                    (at, o))[0][0]]
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"{pending} never applied {o}'s changes up to {at}")
+
     def wait_converged(
         self, tables: Sequence[str], *, timeout: float = 60, names: Sequence[str] | None = None
     ) -> float:

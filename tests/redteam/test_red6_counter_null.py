@@ -21,7 +21,6 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA
 from replication.model import ConflictPolicy, TablePolicy
-from tests.redteam.test_red6_key_change import settle
 
 EAST, WEST, EU = REGIONS
 SCHEMA = (*APP_SCHEMA, "CREATE TABLE tally (id int PRIMARY KEY, c int)")
@@ -45,9 +44,9 @@ def test_a_null_written_to_a_counter_shows_alike_everywhere(m: Mesh | None) -> N
     if m is None:
         return  # closed at the root: the install refuses a counter column that allows NULL
     m.execute(EAST, "INSERT INTO tally (id, c) VALUES (1, NULL), (2, 5)")
-    settle(m)
+    m.wait_applied()
     m.execute(WEST, "UPDATE tally SET c = NULL WHERE id = 2")
-    settle(m)
+    m.wait_applied()
     time.sleep(0.2)
     rows = {r: m.execute(r, "SELECT id, c FROM tally ORDER BY id") for r in REGIONS}
     print(f"\ncounter rows: {rows}")

@@ -20,7 +20,6 @@ key holding only the update's delta. Observed (twice): us-east-1 shows (11, 7), 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -39,28 +38,14 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
-def settle(m: Mesh, timeout: float = 60.0) -> None:
-    """Every writer has merged everything each origin committed before now (as in test_red_counters)."""
-    for o in m.names:
-        at = m.execute(o, "SELECT clock_timestamp()::text")[0][0]
-        deadline = time.monotonic() + timeout
-        pending = [r for r in m.names if r != o]
-        while pending:
-            m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
-            time.sleep(0.05)
-            pending = [r for r in pending if not m.execute(
-                r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied WHERE origin = '{o}'")[0][0]]
-            assert not pending or time.monotonic() < deadline, f"{pending} never applied {o}'s changes up to {at}"
-
-
 def test_a_row_moved_onto_a_deleted_key_reaches_every_writer(m: Mesh) -> None:
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (1, 'old key'), (2, 'deleted')")
-    settle(m)
+    m.wait_applied()
     m.execute(EAST, "DELETE FROM items WHERE id = 2")
-    settle(m)
+    m.wait_applied()
     moved = m.execute(EAST, "UPDATE items SET id = 2, v = 'moved' WHERE id = 1 RETURNING id, v")
     assert moved == [(2, "moved")]  # acknowledged
-    settle(m)
+    m.wait_applied()
     rows = {r: m.execute(r, "SELECT id, v FROM items ORDER BY id") for r in REGIONS}
     drops = {r: m.execute(r, "SELECT coalesce(sum(n), 0)::int FROM fraiseql_repl.resolution_counts "
                              "WHERE table_name = 'public.items' AND kind = 'dropped_deleted_incarnation'")[0][0]
@@ -75,11 +60,11 @@ def test_a_counter_row_moved_to_a_new_key_shows_the_same_count_everywhere(m: Mes
     the count the row carries. The moving writer keeps showing the count, every peer recomputes the
     new key's count from its shards."""
     m.execute(EAST, "INSERT INTO counters (id, label, hits) VALUES (10, 'before', 5)")
-    settle(m)
+    m.wait_applied()
     m.execute(WEST, "UPDATE counters SET hits = hits + 2 WHERE id = 10")
-    settle(m)
+    m.wait_applied()
     assert m.execute(EAST, "UPDATE counters SET id = 11 WHERE id = 10 RETURNING hits") == [(7,)]  # acknowledged
-    settle(m)
+    m.wait_applied()
     rows = {r: m.execute(r, "SELECT id, hits FROM counters WHERE id IN (10, 11) ORDER BY id") for r in REGIONS}
     print(f"\ncounter rows after every stream was merged: {rows}")
     assert all(v == [(11, 7)] for v in rows.values()), f"writers differ on the moved counter: {rows}"

@@ -27,23 +27,6 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
-def settle(m: Mesh, timeout: float = 60.0) -> None:
-    """Every writer has applied everything each origin committed before now. The watermark is emitted
-    again until it arrives, as the agent does every probe: one emitted while some write transaction
-    was still open claims no later than that transaction's start (emit_watermark), and would never
-    reach ``at``."""
-    for o in m.names:
-        at = m.execute(o, "SELECT clock_timestamp()::text")[0][0]
-        deadline = time.monotonic() + timeout
-        pending = [r for r in m.names if r != o]
-        while pending:
-            m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
-            time.sleep(0.05)
-            pending = [r for r in pending if not m.execute(
-                r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied WHERE origin = '{o}'")[0][0]]
-            assert not pending or time.monotonic() < deadline, f"{pending} never applied {o}'s changes up to {at}"
-
-
 def test_increments_of_a_deleted_incarnation_stay_deleted_after_verify_repair(m: Mesh) -> None:
     # Claims A and B ("counters sum every live incarnation"). Key 90: us-west-2 adds 3, us-east-1
     # deletes the row; us-east-1 (only) purges the tombstone, then inserts the key again with 1.
@@ -51,17 +34,17 @@ def test_increments_of_a_deleted_incarnation_stay_deleted_after_verify_repair(m:
     # change has reached everyone: repair re-sends every writer's own shards of the key, dead ones
     # included, and us-east-1, which no longer has the tombstone, counts the dead +3 again.
     m.execute(EAST, "INSERT INTO counters (id, label, hits) VALUES (90, 'first', 0)")
-    settle(m)
+    m.wait_applied()
     m.execute(WEST, "UPDATE counters SET hits = hits + 3 WHERE id = 90")
-    settle(m)
+    m.wait_applied()
     m.execute(EAST, "DELETE FROM counters WHERE id = 90")
-    settle(m)
+    m.wait_applied()
     deadline = time.monotonic() + 60
     while not m.execute(EAST, "SELECT fraiseql_repl.purge_tombstones(interval '0')")[0][0]:
         assert time.monotonic() < deadline, "the tombstone never became safe to purge"
-        settle(m)
+        m.wait_applied()
     m.execute(EAST, "INSERT INTO counters (id, label, hits) VALUES (90, 'second', 1)")
-    settle(m)
+    m.wait_applied()
     before = {r: m.execute(r, "SELECT hits FROM counters WHERE id = 90") for r in REGIONS}
     with m.paused():
         m.execute(EU, "UPDATE counters SET label = 'relabelled' WHERE id = 90")
@@ -71,7 +54,7 @@ def test_increments_of_a_deleted_incarnation_stay_deleted_after_verify_repair(m:
         finally:
             for c in conns.values():
                 c.close()
-    settle(m)
+    m.wait_applied()
     after = {r: m.execute(r, "SELECT hits FROM counters WHERE id = 90") for r in REGIONS}
     assert all(v == [(1,)] for v in before.values()) and all(v == [(1,)] for v in after.values()), \
         {"before": before, "repair": actions, "after": after}
@@ -92,13 +75,13 @@ def test_two_legal_updates_whose_sum_leaves_the_column_type_stall_no_link(m: Mes
     # Now every writer shows the sum clamped to the type's range, and no apply error happens.
     big = 9_223_372_036_854_775_000  # bigint's maximum is 9_223_372_036_854_775_807
     m.execute(WEST, "INSERT INTO counters (id, label, hits) VALUES (91, 'popular', 0)")
-    settle(m)
+    m.wait_applied()
     before = {r: _apply_errors(m, r) for r in REGIONS}
     with m.connect(WEST, autocommit=False) as west:
         west.execute("UPDATE counters SET hits = hits + 1000 WHERE id = 91")  # open
         m.execute(EAST, "UPDATE counters SET hits = %s WHERE id = 91", (big,))
         west.commit()
-    settle(m)
+    m.wait_applied()
     values = {r: m.execute(r, "SELECT hits FROM counters WHERE id = 91")[0][0] for r in REGIONS}
     sums = {r: m.execute(r, "SELECT sum(amount) FROM fraiseql_repl.shards WHERE table_name = 'public.counters' "
                             "AND pk = '{\"id\": 91}'")[0][0] for r in REGIONS}
@@ -111,13 +94,13 @@ def test_two_legal_updates_whose_sum_leaves_the_column_type_stall_no_link(m: Mes
                    "so that writer shows its own arithmetic while the others show the clamped sum of the shards")
 def test_a_local_write_to_a_clamped_counter_ends_alike_everywhere(m: Mesh) -> None:
     m.execute(EAST, "INSERT INTO counters (id, label, hits) VALUES (92, 'popular', 0)")
-    settle(m)
+    m.wait_applied()
     with m.connect(WEST, autocommit=False) as west:
         west.execute("UPDATE counters SET hits = hits + 1000 WHERE id = 92")  # open
         m.execute(EAST, "UPDATE counters SET hits = %s WHERE id = 92", (9_223_372_036_854_775_000,))
         west.commit()
-    settle(m)
+    m.wait_applied()
     m.execute(EAST, "UPDATE counters SET hits = hits - 1 WHERE id = 92")
-    settle(m)
+    m.wait_applied()
     values = {r: m.execute(r, "SELECT hits FROM counters WHERE id = 92")[0][0] for r in REGIONS}
     assert len(set(values.values())) == 1, values

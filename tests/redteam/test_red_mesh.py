@@ -33,18 +33,6 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
-def settle(m: Mesh) -> None:
-    """Wait until every writer has merged everything every other writer committed so far (each
-    origin's watermark, which follows its earlier changes in its ordered stream, has arrived)."""
-    for o in m.names:
-        at = m.execute(o, "SELECT clock_timestamp()::text")[0][0]
-        m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
-        for r in m.names:
-            if r != o:
-                m.wait_for(r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied "
-                              f"WHERE origin = '{o}'", True, timeout=60)
-
-
 def where_key(device: int) -> str:
     return f"device = {device} AND at = '{AT}'"
 
@@ -87,7 +75,7 @@ def test_a_row_deleted_in_a_long_transaction_stays_deleted_on_a_writer_that_purg
         purged = m.execute(EAST, "SELECT fraiseql_repl.purge_tombstones()")[0][0]
     finally:
         m.heal()
-    settle(m)
+    m.wait_applied()
     left = everywhere(m, f"SELECT v FROM items WHERE id = {k}")
     assert all(v == [] for v in left.values()), {"purged on us-east-1": purged, "rows of the deleted key": left}
 
@@ -105,7 +93,7 @@ def test_an_update_concurrent_with_a_delete_does_not_resurrect_the_row(m: Mesh) 
         with m.connect(EAST, options="-c TimeZone=America/New_York") as ny:
             ny.execute(f"DELETE FROM readings WHERE {where_key(1)}")
         m.execute(WEST, f"UPDATE readings SET v = 'b' WHERE {where_key(1)}")
-    settle(m)
+    m.wait_applied()
     before = everywhere(m, f"SELECT v FROM readings WHERE {where_key(1)}")
     conns = {r: m.connect(r) for r in REGIONS}
     try:
@@ -114,7 +102,7 @@ def test_an_update_concurrent_with_a_delete_does_not_resurrect_the_row(m: Mesh) 
     finally:
         for c in conns.values():
             c.close()
-    settle(m)
+    m.wait_applied()
     after = everywhere(m, f"SELECT v FROM readings WHERE {where_key(1)}")
     assert all(v == [] for v in before.values()) and all(v == [] for v in after.values()), \
         {"before repair": before, "repair": actions, "after repair": after}
@@ -136,7 +124,7 @@ def test_a_reinsert_made_after_the_delete_was_seen_survives(m: Mesh, east_tz: st
         m.links[(WEST, EAST)].heal()
         m.wait_for(WEST, f"SELECT count(*) FROM readings WHERE {where_key(dev)}", 0)
         m.execute(WEST, f"INSERT INTO readings VALUES ({dev}, '{AT}', 're-inserted on us-west-2')")
-    settle(m)
+    m.wait_applied()
     left = everywhere(m, f"SELECT v FROM readings WHERE {where_key(dev)}")
     assert all(v == [("re-inserted on us-west-2",)] for v in left.values()), left
 
@@ -153,7 +141,7 @@ def test_verify_repair_does_not_undo_a_write_made_while_it_runs(m: Mesh, eu_tz: 
     # newest write, still on its way to us-east-1) is overwritten everywhere. With every writer in UTC, nothing is reported.
     k = 82001 if eu_tz is None else 82002
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'original')", (k,))
-    settle(m)
+    m.wait_applied()
     if eu_tz:
         m.execute(EU, f"ALTER DATABASE postgres SET timezone = '{eu_tz}'")
     conns = {r: m.connect(r) for r in REGIONS}
@@ -173,6 +161,6 @@ def test_verify_repair_does_not_undo_a_write_made_while_it_runs(m: Mesh, eu_tz: 
         for c in conns.values():
             c.close()
         m.execute(EU, "ALTER DATABASE postgres RESET timezone")
-    settle(m)
+    m.wait_applied()
     left = everywhere(m, f"SELECT v FROM items WHERE id = {k}")
     assert all(v == [("acknowledged update",)] for v in left.values()), {"repair": actions, "rows": left}

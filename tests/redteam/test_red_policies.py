@@ -29,17 +29,6 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
-def settle(m: Mesh) -> None:
-    """Every writer has merged everything every other writer committed so far."""
-    for o in m.names:
-        at = m.execute(o, "SELECT clock_timestamp()::text")[0][0]
-        m.execute(o, "SELECT fraiseql_repl.emit_watermark()")
-        for r in m.names:
-            if r != o:
-                m.wait_for(r, f"SELECT coalesce(max(at) >= '{at}', false) FROM fraiseql_repl.applied "
-                              f"WHERE origin = '{o}'", True, timeout=60)
-
-
 def test_an_exclusion_constraint_is_refused_at_install() -> None:
     # Claim A. Two regions booked overlapping slots and each writer parked the other's row for good:
     # the merge cannot choose between rows that exclude each other, so such tables are refused.
@@ -72,7 +61,7 @@ def test_a_remove_does_not_take_an_add_it_never_saw(m: Mesh, first: str) -> None
             m.execute(EU, f"INSERT INTO tags VALUES ({item}, 'x')")
             m.execute(EAST, f"INSERT INTO tags VALUES ({item}, 'x')")
         m.execute(EAST, f"DELETE FROM tags WHERE item = {item} AND tag = 'x'")
-    settle(m)
+    m.wait_applied()
     held = {r: m.execute(r, f"SELECT tag FROM tags WHERE item = {item}") for r in REGIONS}
     assert all(v == [("x",)] for v in held.values()), held
 
@@ -85,7 +74,7 @@ def test_app_rows_updated_one_after_another_converge(m: Mesh) -> None:
     # us-west-2 (the mesh does not deliver across origins in causal order). Every writer must end
     # with v3.
     m.execute(EAST, "INSERT INTO accounts VALUES (50, 1)")
-    settle(m)
+    m.wait_applied()
     m.links[(EU, WEST)].partition()
     try:
         m.execute(WEST, "UPDATE accounts SET balance = 2 WHERE id = 50")
@@ -97,7 +86,7 @@ def test_app_rows_updated_one_after_another_converge(m: Mesh) -> None:
                        f"WHERE origin = '{EAST}'", True)
     finally:
         m.heal()
-    settle(m)
+    m.wait_applied()
     held = {r: m.execute(r, "SELECT balance FROM accounts WHERE id = 50") for r in REGIONS}
     open_conflicts = {r: m.execute(r, "SELECT local_row->>'balance', remote_row->>'balance' FROM fraiseql_repl.conflicts "
                                       "WHERE table_name = 'public.accounts' AND pk = '{\"id\": 50}' AND resolved_at IS NULL")
