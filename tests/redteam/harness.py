@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import psycopg
 
@@ -123,3 +124,50 @@ def temp_tables_refused(c: psycopg.Connection[Any]) -> bool:
         return True
     c.execute("DROP TABLE _fq_probe")
     return False
+
+
+def commit_lands_after_revoke(m: Mesh, agents: dict[str, Any], app: psycopg.Connection[Any], k: int,
+                              *, fence_within_s: float = 20.0) -> Optional[tuple[float, float]]:
+    """Claim A's scenario for a transaction that does its work after the commit check: ``app`` (in
+    autocommit mode, inside the ``BEGIN`` it issued, having written key ``k`` to ``items``) commits in
+    a thread; 0.2 s later, the check has run, ``EAST`` is isolated and its real agent runs until it
+    fences (revoke, then end_writes). If the row is there: the seconds from the revoke and from the
+    end of the fencing round to its commit. Closes ``app``."""
+    outcome: dict[str, Any] = {}
+
+    def commit() -> None:
+        started = time.monotonic()
+        try:
+            app.execute("COMMIT")
+            outcome["result"] = "committed"
+        except Exception as exc:  # noqa: BLE001 - any refusal is the claim holding
+            outcome["result"] = f"refused: {exc!r}"
+        outcome["seconds"] = time.monotonic() - started
+
+    writer = threading.Thread(target=commit)
+    writer.start()
+    time.sleep(0.2)  # the commit is under way: its lease check ran (the lease was valid)
+    m.partition(EAST)
+    ended_at = None
+    deadline = time.monotonic() + fence_within_s
+    while time.monotonic() < deadline:
+        last = rounds(agents, 1)  # the real agent: revoke, then end_writes
+        if not writable(last[EAST]):
+            ended_at = m.execute(EAST, "SELECT clock_timestamp()")[0][0]
+            break
+    writer.join()
+    app.close()
+    assert ended_at is not None, "the agent never fenced the isolated region"
+    row = m.execute(EAST, "SELECT extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - l.changed_at)::float8, "
+                          "extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - %s)::float8 "
+                          "FROM items i, fraiseql_repl.lease l WHERE i.id = %s AND l.valid_until = '-infinity'",
+                    (ended_at, k))
+    print(f"\ncommit: {outcome.get('result')} in {outcome.get('seconds', 0):.2f} s; seconds after the revoke, "
+          f"after the agent's probe (end_writes) returned: {row}")
+    return (row[0][0], row[0][1]) if row else None
+
+
+def assert_not_after_revoke(late: Optional[tuple[float, float]]) -> None:
+    assert not (late and late[0] > 0), (
+        f"a transaction committed {late[0]:.2f} s after {EAST}'s agent revoked the lease "
+        f"({late[1]:.2f} s after the agent's end_writes had returned)")

@@ -19,13 +19,19 @@ commit took ~5 s, end_writes returned 1, the row committed 4.8 s after the revok
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from drills.mesh import Mesh
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, connect, healthy, key, rounds, temp_tables_refused, writable
+from tests.redteam.harness import (
+    EAST,
+    assert_not_after_revoke,
+    commit_lands_after_revoke,
+    connect,
+    healthy,
+    key,
+    temp_tables_refused,
+)
 
 TABLES = 2000
 TEMP_BUFFERS = "8GB"
@@ -47,35 +53,5 @@ def test_a_commit_held_after_its_check_by_on_commit_truncation_lands_after_the_r
     app.execute("BEGIN")
     app.execute("INSERT INTO items (id, v) VALUES (%s, 'committed after the revoke')", (k,))
     app.execute("INSERT INTO t1 VALUES (1)")  # the transaction touched a temp table: every ON COMMIT table is truncated
-    outcome: dict[str, Any] = {}
-
-    def commit() -> None:
-        try:
-            app.execute("COMMIT")
-            outcome["result"] = "committed"
-        except Exception as exc:  # noqa: BLE001 - any refusal is the claim holding
-            outcome["result"] = f"refused: {exc!r}"
-
-    writer = threading.Thread(target=commit)
-    writer.start()
-    time.sleep(0.2)  # the commit is under way: its lease check ran (the lease was valid)
-    m.partition(EAST)
-    ended_at = None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        last = rounds(agents, 1)  # the real agent: revoke, then end_writes
-        if not writable(last[EAST]):
-            ended_at = m.execute(EAST, "SELECT clock_timestamp()")[0][0]
-            break
-    writer.join()
-    app.close()
-    assert ended_at is not None, "the agent never fenced the isolated region"
-    row = m.execute(EAST, "SELECT extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - l.changed_at)::float8, "
-                          "extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - %s)::float8 "
-                          "FROM items i, fraiseql_repl.lease l WHERE i.id = %s AND l.valid_until = '-infinity'",
-                    (ended_at, k))
-    print(f"\ncommit: {outcome.get('result')}; seconds after the revoke, after the agent's probe (end_writes) "
-          f"returned: {row}")
-    assert not (row and row[0][0] > 0), (
-        f"a transaction committed {row[0][0]:.2f} s after {EAST}'s agent revoked the lease "
-        f"({row[0][1]:.2f} s after the agent's end_writes had returned)")
+    late = commit_lands_after_revoke(m, agents, app, k)
+    assert_not_after_revoke(late)

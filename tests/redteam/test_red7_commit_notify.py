@@ -29,13 +29,11 @@ refused ("too many notifications in the NOTIFY queue") before its commit record.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from drills.mesh import Mesh
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, connect, healthy, key, rounds, writable
+from tests.redteam.harness import EAST, assert_not_after_revoke, commit_lands_after_revoke, connect, healthy, key
 
 NOTIFICATIONS = 200_000
 PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
@@ -52,37 +50,5 @@ def test_a_commit_held_after_its_check_by_notify_lands_after_the_revoke(m: Mesh,
                 f"FROM generate_series(1, {NOTIFICATIONS}) i")
     healthy(agents)  # the lease is valid when the write and its COMMIT run
     app.execute("INSERT INTO items (id, v) VALUES (%s, 'committed after the revoke')", (k,))
-    outcome: dict[str, Any] = {}
-
-    def commit() -> None:
-        started = time.monotonic()
-        try:
-            app.execute("COMMIT")
-            outcome["result"] = "committed"
-        except Exception as exc:  # noqa: BLE001 - any refusal is the claim holding
-            outcome["result"] = f"refused: {exc!r}"
-        outcome["seconds"] = time.monotonic() - started
-
-    writer = threading.Thread(target=commit)
-    writer.start()
-    time.sleep(0.2)  # the commit is under way: its lease check ran (the lease was valid)
-    m.partition(EAST)
-    ended_at = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        last = rounds(agents, 1)  # the real agent: revoke, then end_writes
-        if not writable(last[EAST]):
-            ended_at = m.execute(EAST, "SELECT clock_timestamp()")[0][0]
-            break
-    writer.join()
-    app.close()
-    assert ended_at is not None, "the agent never fenced the isolated region"
-    row = m.execute(EAST, "SELECT extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - l.changed_at)::float8, "
-                          "extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - %s)::float8 "
-                          "FROM items i, fraiseql_repl.lease l WHERE i.id = %s AND l.valid_until = '-infinity'",
-                    (ended_at, k))
-    print(f"\ncommit: {outcome.get('result')} in {outcome.get('seconds', 0):.2f} s; seconds after the revoke, "
-          f"after the agent's probe (end_writes) returned: {row}")
-    assert not (row and row[0][0] > 0), (
-        f"a transaction committed {row[0][0]:.2f} s after {EAST}'s agent revoked the lease "
-        f"({row[0][1]:.2f} s after the agent's end_writes had returned)")
+    late = commit_lands_after_revoke(m, agents, app, k, fence_within_s=30)
+    assert_not_after_revoke(late)
