@@ -18,6 +18,10 @@ The fixed SQL lives in ``replication/schema/*.sql``:
   the writers, and the event triggers that refuse DDL which would break replication
   (``python -m ops schema apply``, ``replication.migrate``).
 
+Those files state each object's current shape (a table: one ``CREATE TABLE``). What an earlier
+release's writer needs to reach it is in ``schema/upgrades/NNNN_<name>.sql``, each run once, before
+the files, and recorded in ``fraiseql_repl.schema_upgrades`` (``render_upgrades``).
+
 Details and the reasoning are in ``replication/README.md``.
 """
 
@@ -49,7 +53,9 @@ __all__ = [
     "render_publication",
     "render_slots",
     "render_subscriptions",
+    "render_upgrades",
     "slot_name",
+    "upgrades",
     "subscription_name",
     "control_subscription_name",
 ]
@@ -154,6 +160,24 @@ def _schema_file(name: str) -> str:
 
 SCHEMA_FILES = ("objects.sql", "control.sql", "install.sql", "verify.sql", "ddl.sql")
 
+_UPGRADE_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def upgrades() -> list[tuple[int, str]]:
+    """The versioned upgrades of ``schema/upgrades``: (version, name), in order, numbered 1, 2, ..."""
+    found = sorted(
+        (int(m.group(1)), m.group(2))
+        for f in resources.files("replication").joinpath("schema", "upgrades").iterdir()
+        if (m := _UPGRADE_FILE.match(f.name))
+    )
+    if [v for v, _ in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"schema/upgrades must be numbered 0001, 0002, ... without gaps: {found}")
+    return found
+
+
+def _upgrade_file(version: int, name: str) -> str:
+    return _schema_file(f"upgrades/{version:04d}_{name}.sql")
+
 
 def schema_digest() -> str:
     """A digest of the fixed SQL every writer runs. The bootstrap re-runs when it changes, so that a
@@ -161,9 +185,68 @@ def schema_digest() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in SCHEMA_FILES:
+    names = list(SCHEMA_FILES) + [f"upgrades/{v:04d}_{n}.sql" for v, n in upgrades()]
+    for name in names:
         h.update(name.encode() + b"\0" + _schema_file(name).encode() + b"\0")
     return h.hexdigest()
+
+
+#: Taken (for the transaction) by the statements that decide and record the schema's version, so two
+#: bootstraps at once run each upgrade once. The fence agent's loop lock is 'fraiseql_repl.agent'.
+_SCHEMA_LOCK = "pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('fraiseql_repl.schema'))"
+
+
+def render_upgrades() -> list[str]:
+    """The schema's version, then every upgrade it lacks; each statement is one transaction.
+
+    The first statement makes ``fraiseql_repl.schema_upgrades`` where it is missing. A writer with
+    nothing in ``fraiseql_repl`` yet is a new install: it records every upgrade as ``installed`` (the
+    install files make the current shapes) and none runs there. A writer with objects but no record
+    is from a release before upgrades were versioned: all of them run. Each upgrade then runs at most
+    once, in the transaction that records it (a failure leaves neither; the next bootstrap retries).
+    Upgrades are PL/pgSQL statements (``IF`` where they must look first) and run before the install
+    files, which define the functions against the shapes the upgrades leave.
+    """
+    known = upgrades()
+    baseline = ", ".join(f"({v}, {_lit(n)}, 'installed')" for v, n in known)
+    out = [
+        "DO $do$\n"
+        "DECLARE\n"
+        "  fresh boolean;\n"
+        "BEGIN\n"
+        f"  PERFORM {_SCHEMA_LOCK};\n"
+        f"  IF to_regclass('{SCHEMA}.schema_upgrades') IS NOT NULL THEN\n"
+        "    RETURN;\n"
+        "  END IF;\n"
+        "  fresh := NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
+        f"                       WHERE n.nspname = {_lit(SCHEMA)});\n"
+        f"  CREATE TABLE {SCHEMA}.schema_upgrades (\n"
+        "    version    integer PRIMARY KEY,\n"
+        "    name       text NOT NULL,\n"
+        "    how        text NOT NULL CHECK (how IN ('installed', 'upgraded')),\n"
+        "    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()\n"
+        "  );\n"
+        f"  REVOKE ALL ON TABLE {SCHEMA}.schema_upgrades FROM PUBLIC;\n"
+        + (f"  IF fresh THEN\n"
+           f"    INSERT INTO {SCHEMA}.schema_upgrades (version, name, how) VALUES {baseline};\n"
+           "  END IF;\n" if known else "")
+        + "END $do$"
+    ]
+    for v, n in known:
+        body = _upgrade_file(v, n).strip()
+        if "$do$" in body:
+            raise RuntimeError(f"upgrade {v:04d}_{n}.sql: write its statements without a $do$ block")
+        out.append(
+            f"DO $do$ BEGIN\n"
+            f"PERFORM {_SCHEMA_LOCK};\n"
+            f"IF EXISTS (SELECT 1 FROM {SCHEMA}.schema_upgrades WHERE version = {v}) THEN\n"
+            "  RETURN;\n"
+            "END IF;\n"
+            f"{body}\n"
+            f"INSERT INTO {SCHEMA}.schema_upgrades (version, name, how) VALUES ({v}, {_lit(n)}, 'upgraded');\n"
+            "END $do$"
+        )
+    return out
 
 
 def _node_function(node: Node) -> str:
@@ -246,6 +329,7 @@ def render_conflict_objects(policy: ConflictPolicy, node: Node, nodes: Sequence[
     them) and have a primary key.
     """
     stmts = [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"]
+    stmts += render_upgrades()
     stmts += _node_functions(node, policy)
     stmts += _split(_schema_file("objects.sql"))
     stmts += _split(_schema_file("control.sql"))

@@ -13,23 +13,29 @@
 CREATE SEQUENCE IF NOT EXISTS fraiseql_repl.lease_until AS bigint MINVALUE 0 START WITH 0 NO CYCLE;
 
 -- What the lease was granted on and why (read by people and tools; the check reads the sequence).
+-- instance_started_at: the server instance the lease was granted on. A physical copy (a read replica
+-- being promoted, a restored snapshot) carries its source's lease row but not its start time: it
+-- starts fenced.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.lease (
-    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    valid_until timestamptz NOT NULL DEFAULT '-infinity',
-    reason      text NOT NULL DEFAULT 'no lease yet: the fence agent has not granted one',
-    granted_by  text NOT NULL DEFAULT '',
-    changed_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    singleton           boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    valid_until         timestamptz NOT NULL DEFAULT '-infinity',
+    reason              text NOT NULL DEFAULT 'no lease yet: the fence agent has not granted one',
+    granted_by          text NOT NULL DEFAULT '',
+    changed_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    instance_started_at timestamptz
 );
 
 INSERT INTO fraiseql_repl.lease (singleton) VALUES (true) ON CONFLICT DO NOTHING;
 
--- The server instance the lease was granted on. A physical copy (a read replica being promoted, a
--- restored snapshot) carries its source's lease row but not its start time: it starts fenced.
-ALTER TABLE fraiseql_repl.lease ADD COLUMN IF NOT EXISTS instance_started_at timestamptz;
-
 -- One row per node, written only by that node's agent, replicated on the control publication.
 -- received_at is set from the local clock when a peer's row arrives (apply trigger below), so
 -- ages are measured on one clock.
+-- membership: the membership the agent runs ("a,b,c" or "a,b,c|a,b,c,d,e" during a joint change).
+-- observed_at: when the agent made the observation the row reports (sender's clock; sent_at is when
+-- it wrote the row). A receiver ages the report by sent_at - observed_at on top of the time since the
+-- row arrived: an agent that paused between looking and writing publishes old news, and says so.
+-- selected: the clique the agent selected, per membership list ({"a,b,c": ["a","b"]}): a region
+-- writes only while every other member of its clique says it selected the same one (replication.quorum).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.heartbeats (
     node        text PRIMARY KEY,
     seq         bigint NOT NULL,
@@ -38,52 +44,41 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.heartbeats (
     relay       jsonb NOT NULL DEFAULT '{}',
     writable    boolean NOT NULL DEFAULT false,
     schema_hash text NOT NULL DEFAULT '',
-    received_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    membership  text NOT NULL DEFAULT '',
+    observed_at timestamptz,
+    selected    jsonb NOT NULL DEFAULT '{}'
 );
 
 -- The agent's memory between runs (local, never replicated): hysteresis, the last decision,
 -- apply-error counters, whether it took the region out of the traffic path, and which
 -- invocation holds the agent loop.
+-- Handing the loop to a newer configuration (a membership change deployed): an invocation that
+-- started after the holder's and runs a different membership asks for the loop (waiting_*); the
+-- holder hands it over at its next probe instead of running the old configuration to its deadline.
+-- retired_membership: the one the holder last handed over from. An invocation of it that starts
+-- afterwards (a Lambda scheduled while the deploy was still rolling out) is not newer and is not
+-- handed the loop back; it takes the loop only once the holder's invocation has ended (e.g. a
+-- rolled-back change).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.agent_state (
-    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    seq            bigint NOT NULL DEFAULT 0,
-    writable       boolean,
-    reason         text NOT NULL DEFAULT 'cold start',
-    healthy_streak integer NOT NULL DEFAULT 0,
-    majority       text[] NOT NULL DEFAULT '{}',
-    apply_errors   jsonb NOT NULL DEFAULT '{}',
-    traffic_out    boolean NOT NULL DEFAULT false,
-    holder         text NOT NULL DEFAULT '',
-    holder_until   timestamptz NOT NULL DEFAULT '-infinity',
-    decided_at     timestamptz
+    singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    seq                bigint NOT NULL DEFAULT 0,
+    writable           boolean,
+    reason             text NOT NULL DEFAULT 'cold start',
+    healthy_streak     integer NOT NULL DEFAULT 0,
+    majority           text[] NOT NULL DEFAULT '{}',
+    apply_errors       jsonb NOT NULL DEFAULT '{}',
+    traffic_out        boolean NOT NULL DEFAULT false,
+    holder             text NOT NULL DEFAULT '',
+    holder_until       timestamptz NOT NULL DEFAULT '-infinity',
+    decided_at         timestamptz,
+    holder_since       timestamptz NOT NULL DEFAULT '-infinity',
+    waiting_membership text NOT NULL DEFAULT '',
+    waiting_since      timestamptz NOT NULL DEFAULT '-infinity',
+    retired_membership text NOT NULL DEFAULT ''
 );
 
 INSERT INTO fraiseql_repl.agent_state (singleton) VALUES (true) ON CONFLICT DO NOTHING;
-
--- Handing the loop to a newer configuration (a membership change deployed): an invocation that
--- started after the holder's and runs a different membership asks for the loop; the holder hands
--- it over at its next probe instead of running the old configuration to its deadline.
-ALTER TABLE fraiseql_repl.agent_state
-    ADD COLUMN IF NOT EXISTS holder_since timestamptz NOT NULL DEFAULT '-infinity',
-    ADD COLUMN IF NOT EXISTS waiting_membership text NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS waiting_since timestamptz NOT NULL DEFAULT '-infinity';
-
--- The membership the holder last handed over from. An invocation of it that starts afterwards (a
--- Lambda scheduled while the deploy was still rolling out) is not newer and is not handed the loop
--- back; it takes the loop only once the holder's invocation has ended (e.g. a rolled-back change).
-ALTER TABLE fraiseql_repl.agent_state ADD COLUMN IF NOT EXISTS retired_membership text NOT NULL DEFAULT '';
-
--- Which membership each agent runs ("a,b,c" or "a,b,c|a,b,c,d,e" during a joint change).
-ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS membership text NOT NULL DEFAULT '';
-
--- When the agent made the observation the row reports (sender's clock; sent_at is when it wrote the
--- row). A receiver ages the report by sent_at - observed_at on top of the time since the row
--- arrived: an agent that paused between looking and writing publishes old news, and says so.
-ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS observed_at timestamptz;
-
--- The clique the node's agent selected, per membership list ({"a,b,c": ["a","b"]}): a region writes
--- only while every other member of its clique says it selected the same one (replication.quorum).
-ALTER TABLE fraiseql_repl.heartbeats ADD COLUMN IF NOT EXISTS selected jsonb NOT NULL DEFAULT '{}';
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.heartbeat_received()
 RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -200,10 +195,6 @@ END $f$;
 DO $do$ BEGIN
   CREATE OR REPLACE TRIGGER fraiseql_repl_lease_clock BEFORE INSERT OR UPDATE OF valid_until ON fraiseql_repl.lease
     FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.lease_to_sequence();
-  -- An install over the previous release: the sequence starts where the row is.
-  IF (SELECT last_value FROM fraiseql_repl.lease_until) = 0 THEN
-    UPDATE fraiseql_repl.lease SET valid_until = valid_until WHERE singleton AND valid_until > '-infinity';
-  END IF;
 END $do$;
 
 -- The check itself: no lock taken, so a fencing agent never waits for writers and writers never
@@ -396,6 +387,3 @@ REVOKE EXECUTE ON FUNCTION fraiseql_repl.replication_lag() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.evict_loop_squatters() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.lease_to_sequence() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE fraiseql_repl.lease_until FROM PUBLIC;
-
-DROP TABLE IF EXISTS fraiseql_repl.fence;
-DROP TABLE IF EXISTS fraiseql_repl.heartbeat;

@@ -209,9 +209,9 @@ END $f$;
 -- Creating event triggers needs a superuser (on RDS: the master user, a member of rds_superuser).
 -- Without that right the guard is skipped with a warning; `python -m ops schema status` reports it.
 DO $do$ BEGIN
-  -- Made before CREATE INDEX was guarded (a unique index the merge cannot settle): made again.
+  -- An event trigger's tags cannot be altered: one that guards other commands is made again.
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard'
-             AND NOT evttags @> ARRAY['CREATE INDEX']) THEN
+             AND evttags IS DISTINCT FROM ARRAY['ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX']) THEN
     DROP EVENT TRIGGER fraiseql_repl_ddl_guard;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard') THEN
@@ -261,10 +261,6 @@ BEGIN
     END IF;
     RETURN image;
 END $f$;
-
--- Earlier releases did this in a row trigger on the change log, one call per change.
-DROP TRIGGER IF EXISTS fraiseql_repl_hold ON fraiseql_repl.changes;
-DROP FUNCTION IF EXISTS fraiseql_repl.hold_back();
 
 -- Hold the columns that replicated tables have here but their merge functions do not know yet.
 -- Returns them. A stored generated column is stripped but never checked (each writer computes it).

@@ -115,41 +115,37 @@ BEGIN
     END IF;
 END $f$;
 
-CREATE OR REPLACE FUNCTION fraiseql_repl.install_table(rel regclass, strategy text, counter_cols text[] DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql AS $inst$
+-- install_table's generated code is written as templates with named parts, {{name}}, filled from a
+-- jsonb of parts (fraiseql_repl.fill, one pass: a part's own text is never filled again).
+CREATE OR REPLACE FUNCTION fraiseql_repl.fill(template text, parts jsonb)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE
+    texts text[] := regexp_split_to_array(template, '\{\{[a-z_]+\}\}');
+    names text[] := ARRAY(SELECT m[1] FROM regexp_matches(template, '\{\{([a-z_]+)\}\}', 'g') WITH ORDINALITY AS x(m, i)
+                          ORDER BY i);
+    out text := texts[1];
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(names), 0) LOOP
+        IF NOT parts ? names[i] THEN
+            RAISE EXCEPTION 'fraiseql_repl.fill: no part named %', names[i];
+        END IF;
+        out := out || coalesce(parts ->> names[i], '') || texts[i + 1];
+    END LOOP;
+    RETURN out;
+END $f$;
+
+-- format(fmt, x, x) for every name, joined by sep ('t.%I = _fq_r.%I', ' AND ').
+CREATE OR REPLACE FUNCTION fraiseql_repl.each(names text[], fmt text, sep text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+    SELECT string_agg(format(fmt, x, x), sep) FROM unnest(names) x
+$f$;
+
+-- What install_table refuses: a table whose writes in two regions the merge could not settle.
+CREATE OR REPLACE FUNCTION fraiseql_repl.refuse_unmergeable(rel regclass, strategy text)
+RETURNS void LANGUAGE plpgsql AS $f$
 DECLARE
     tname text := fraiseql_repl.table_name(rel);
-    qt text := fraiseql_repl.quote_table(rel);
-    lit text := quote_literal(fraiseql_repl.table_name(rel));
-    pk text[] := fraiseql_repl.pk_cols(rel);
-    all_cols text[];
-    ins_cols text[];
-    upd_cols text[];
-    overriding text := '';
-    pk_json_new text;
-    pk_json_old text;
-    pk_json_n text;
-    pk_json_o text;
-    shard_ins_sql text;
-    pk_match_r text;
-    pk_match_k text;
-    pk_conflict text;
-    uniq record;
-    clash_sql text := '';
-    waiting_sql text := '';
-    counter_set text := '';
-    shard_sql text := '';
-    stamp_fn text := format('fraiseql_repl.%I', 'stamp:' || fraiseql_repl.table_name(rel));
-    emit_fn text := format('fraiseql_repl.%I', 'emit:' || fraiseql_repl.table_name(rel));
-    emit_row_fn text := format('fraiseql_repl.%I', 'emit_row:' || fraiseql_repl.table_name(rel));
-    merge_fn text := format('fraiseql_repl.%I', 'merge:' || fraiseql_repl.table_name(rel));
-    refresh_fn text := format('fraiseql_repl.%I', 'refresh:' || fraiseql_repl.table_name(rel));
-    body text;
-    app_sql text := '';
-    defaults_sql text;
-    fk record;
-    fk_sql text := '';
-    c text;
+    bad record;
 BEGIN
     IF strategy NOT IN ('lww', 'counter', 'set', 'app') THEN
         RAISE EXCEPTION 'fraiseql_repl: unknown strategy % for %', strategy, tname;
@@ -161,72 +157,113 @@ BEGIN
             HINT = 'A write straight to a partition or child table would skip the parent''s fence and change capture. '
                    'Replicate plain tables only.';
     END IF;
-    IF pk IS NULL THEN
+    IF fraiseql_repl.pk_cols(rel) IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('fraiseql_repl: replicated table %s has no primary key', tname),
             HINT = 'Every replicated table needs a primary key (FraiseQL write tables: pk_<entity>). Add one, then run the bootstrap or the schema apply again.';
     END IF;
-    FOR uniq IN
+    FOR bad IN
         SELECT c.conname::text AS name FROM pg_catalog.pg_constraint c WHERE c.conrelid = rel AND c.contype = 'x'
     LOOP
         RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: replicated table %s has exclusion constraint %s', tname, uniq.name),
+            MESSAGE = format('fraiseql_repl: replicated table %s has exclusion constraint %s', tname, bad.name),
             HINT = 'Two regions can write rows that exclude each other and the merge cannot choose between them. '
                    'Keep the table out of replication, or check the rule in the application.';
     END LOOP;
-    FOR uniq IN
+    FOR bad IN
         SELECT i.indexrelid::regclass::text AS name FROM pg_catalog.pg_index i
         WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
     LOOP
         RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: replicated table %s has unique index %s on an expression or with a WHERE clause', tname, uniq.name),
+            MESSAGE = format('fraiseql_repl: replicated table %s has unique index %s on an expression or with a WHERE clause', tname, bad.name),
             HINT = 'Two regions can insert rows that clash on it and the merge could not tell which to keep. Use a unique constraint on plain columns, or keep the table out of replication.';
     END LOOP;
+END $f$;
 
-    -- Only where a column is missing: an ALTER TABLE of an installed table runs the DDL guard
-    -- (ddl.sql), which would find the triggers of this release missing until they are made below.
+-- The version columns a replicated table carries (and an app table's previous version). Only where
+-- a column is missing: an ALTER TABLE of an installed table runs the DDL guard (ddl.sql), which would
+-- find the triggers of this release missing until install_table makes them.
+CREATE OR REPLACE FUNCTION fraiseql_repl.add_version_columns(rel regclass, strategy text)
+RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
     IF (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND NOT a.attisdropped
           AND a.attname IN ('_repl_ts', '_repl_node', '_repl_born')) < 3 THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_ts timestamptz NOT NULL DEFAULT ''-infinity'', '
                        'ADD COLUMN IF NOT EXISTS _repl_node text NOT NULL DEFAULT '''', '
-                       'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''', qt);
+                       'ADD COLUMN IF NOT EXISTS _repl_born timestamptz NOT NULL DEFAULT ''-infinity''',
+                       fraiseql_repl.quote_table(rel));
     END IF;
     IF strategy = 'app' AND (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND NOT a.attisdropped
                                AND a.attname IN ('_repl_prev_ts', '_repl_prev_node')) < 2 THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS _repl_prev_ts timestamptz, '
-                       'ADD COLUMN IF NOT EXISTS _repl_prev_node text', qt);
+                       'ADD COLUMN IF NOT EXISTS _repl_prev_node text', fraiseql_repl.quote_table(rel));
     END IF;
+END $f$;
 
-    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO all_cols
+-- The parts every generator shares: the table's names, its columns and key as the generated code
+-- spells them, and its generated functions' names.
+CREATE OR REPLACE FUNCTION fraiseql_repl.table_parts(rel regclass, strategy text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $f$
+DECLARE
+    tname text := fraiseql_repl.table_name(rel);
+    pk text[] := fraiseql_repl.pk_cols(rel);
+    cols text[];  -- every column
+    ins text[];   -- what a merge inserts: not generated
+    upd text[];   -- what a merge updates: not generated, not an identity ALWAYS, not the key
+BEGIN
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO cols
     FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
-    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO ins_cols
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO ins
     FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO upd_cols
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO upd
     FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
       AND a.attidentity <> 'a' AND a.attname::text <> ALL (pk);
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attidentity = 'a' AND NOT a.attisdropped) THEN
-        overriding := ' OVERRIDING SYSTEM VALUE';
-    END IF;
-    SELECT string_agg(format('%L, NEW.%I', k, k), ', '), string_agg(format('%L, OLD.%I', k, k), ', '),
-           string_agg(format('%L, _fq_n.%I', k, k), ', '), string_agg(format('%L, _fq_o.%I', k, k), ', '),
-           string_agg(format('t.%I = _fq_r.%I', k, k), ' AND '), string_agg(format('t.%I = _fq_k.%I', k, k), ' AND '),
-           string_agg(format('%I', k), ', ')
-      INTO pk_json_new, pk_json_old, pk_json_n, pk_json_o, pk_match_r, pk_match_k, pk_conflict
-    FROM unnest(pk) k;
+    RETURN jsonb_build_object(
+        'tname', tname, 'qt', fraiseql_repl.quote_table(rel), 'lit', quote_literal(tname),
+        'strategy', strategy, 'strategy_lit', quote_literal(strategy),
+        'pk', to_jsonb(pk), 'cols', to_jsonb(cols), 'upd', to_jsonb(upd),
+        'cols_lit', quote_literal(cols::text), 'ncols', cardinality(cols),
+        'stamp_fn', format('fraiseql_repl.%I', 'stamp:' || tname),
+        'emit_fn', format('fraiseql_repl.%I', 'emit:' || tname),
+        'emit_row_fn', format('fraiseql_repl.%I', 'emit_row:' || tname),
+        'merge_fn', format('fraiseql_repl.%I', 'merge:' || tname),
+        'refresh_fn', format('fraiseql_repl.%I', 'refresh:' || tname),
+        -- the key as jsonb_build_object arguments, of each row variable
+        'pk_json_new', fraiseql_repl.each(pk, '%L, NEW.%I', ', '),
+        'pk_json_old', fraiseql_repl.each(pk, '%L, OLD.%I', ', '),
+        'pk_json_n', fraiseql_repl.each(pk, '%L, _fq_n.%I', ', '),
+        'pk_json_o', fraiseql_repl.each(pk, '%L, _fq_o.%I', ', '),
+        'pk_json_t', fraiseql_repl.each(pk, '%L, t.%I', ', '),
+        -- the key of table row t matched against a row variable
+        'pk_match_r', fraiseql_repl.each(pk, 't.%I = _fq_r.%I', ' AND '),
+        'pk_match_k', fraiseql_repl.each(pk, 't.%I = _fq_k.%I', ' AND '),
+        'pk_match_clash', fraiseql_repl.each(pk, 't.%I = _fq_clash.%I', ' AND '),
+        'pk_conflict', fraiseql_repl.each(pk, '%I', ', '),
+        'ins_list', fraiseql_repl.each(ins, '%I', ', '),
+        'ins_values', fraiseql_repl.each(ins, '_fq_r.%I', ', '),
+        'upd_list', fraiseql_repl.each(upd, '%I', ', '),
+        'upd_values', fraiseql_repl.each(upd, '_fq_r.%I', ', '),
+        'upd_excluded', fraiseql_repl.each(upd, 'EXCLUDED.%I', ', '),
+        'overriding', CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel
+                                           AND a.attidentity = 'a' AND NOT a.attisdropped)
+                           THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END);
+END $f$;
 
-    -- Local writes: stamp the version (and the incarnation on insert or key change).
-    body := format($b$
-CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Local writes: stamp the version (and the incarnation on insert or key change).
+CREATE OR REPLACE FUNCTION fraiseql_repl.stamp_function(t jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $gen$
+    SELECT fraiseql_repl.fill($b$
+CREATE OR REPLACE FUNCTION {{stamp_fn}}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_born timestamptz;
 BEGIN
-    IF TG_OP = 'UPDATE' AND %4$L = 'set' THEN
+    IF TG_OP = 'UPDATE' AND {{strategy_lit}} = 'set' THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: %%s is a replicated set: insert or delete elements, do not update them', %2$s);
+            MESSAGE = format('fraiseql_repl: %s is a replicated set: insert or delete elements, do not update them', {{lit}});
     END IF;
     -- An update that changes the key is a delete of the old key and an insert of the new one.
-    IF TG_OP = 'INSERT' OR jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%6$s) THEN
+    IF TG_OP = 'INSERT' OR jsonb_build_object({{pk_json_new}}) IS DISTINCT FROM jsonb_build_object({{pk_json_old}}) THEN
         -- A re-insert of a deleted key is a new incarnation, newer than the delete. The incarnation
         -- is named after the delete it follows, so regions that create the same key concurrently
         -- share it (their counters sum) while a set element's incarnation is its own add. Where the
@@ -234,88 +271,104 @@ BEGIN
         -- a writer that still holds the tombstone must not take it for the deleted incarnation.
         -- (fraiseql_repl.birth_after(tname, tombstone_of(tname, key).ts), in one query.)
         SELECT greatest(coalesce((SELECT x.ts FROM fraiseql_repl.tombstones x
-                                   WHERE x.table_name = %2$s AND x.pk = jsonb_build_object(%3$s)), '-infinity'),
-                        coalesce((SELECT p.upto FROM fraiseql_repl.purged p WHERE p.table_name = %2$s), '-infinity'))
+                                   WHERE x.table_name = {{lit}} AND x.pk = jsonb_build_object({{pk_json_new}})), '-infinity'),
+                        coalesce((SELECT p.upto FROM fraiseql_repl.purged p WHERE p.table_name = {{lit}}), '-infinity'))
           INTO _fq_born;
         NEW._repl_ts := fraiseql_repl.next_ts(_fq_born);
-        NEW._repl_born := CASE WHEN %4$L = 'set' THEN NEW._repl_ts ELSE _fq_born END;
+        NEW._repl_born := CASE WHEN {{strategy_lit}} = 'set' THEN NEW._repl_ts ELSE _fq_born END;
     ELSE
         NEW._repl_ts := fraiseql_repl.next_ts(OLD._repl_ts);
         NEW._repl_born := OLD._repl_born;
     END IF;
     NEW._repl_node := fraiseql_repl.node_name();
-    %5$s
+    {{app_stamp}}
     RETURN NEW;
-END $f$$b$, stamp_fn, lit, pk_json_new, strategy,
-        CASE WHEN strategy = 'app' THEN format($a$
+END $f$$b$, t || jsonb_build_object('app_stamp', CASE WHEN t ->> 'strategy' = 'app'
+        THEN fraiseql_repl.fill($a$
     IF TG_OP = 'UPDATE' AND current_setting('fraiseql_repl.resolving', true) = 'on' THEN
         -- The application resolves a conflict: newer than every version it was shown.
         NEW._repl_ts := greatest(NEW._repl_ts, (
             SELECT max((remote_row ->> '_repl_ts')::timestamptz) + interval '1 microsecond'
-            FROM fraiseql_repl.conflicts WHERE table_name = %1$s AND pk = jsonb_build_object(%2$s) AND resolved_at IS NULL));
+            FROM fraiseql_repl.conflicts WHERE table_name = {{lit}} AND pk = jsonb_build_object({{pk_json_new}}) AND resolved_at IS NULL));
         NEW._repl_prev_ts := NULL;
         NEW._repl_prev_node := '*';
         UPDATE fraiseql_repl.conflicts SET resolved_at = clock_timestamp()
-        WHERE table_name = %1$s AND pk = jsonb_build_object(%2$s) AND resolved_at IS NULL;
+        WHERE table_name = {{lit}} AND pk = jsonb_build_object({{pk_json_new}}) AND resolved_at IS NULL;
     ELSIF TG_OP = 'UPDATE' THEN
         NEW._repl_prev_ts := OLD._repl_ts;
         NEW._repl_prev_node := OLD._repl_node;
     ELSE
         NEW._repl_prev_ts := NULL;
         NEW._repl_prev_node := NULL;
-    END IF;$a$, lit, pk_json_new) ELSE '' END, pk_json_old);
-    EXECUTE body;
+    END IF;$a$, t) ELSE '' END))
+$gen$;
 
-    -- Counter contributions of this node, per incarnation.
-    IF strategy = 'counter' THEN
-        FOREACH c IN ARRAY counter_cols LOOP
-            IF NOT c = ANY (all_cols) THEN
-                RAISE EXCEPTION 'fraiseql_repl: counter column %.% does not exist', tname, c;
-            END IF;
-            -- A counter shows the sum of every region's contributions, made where each was legal: only
-            -- a shape every such sum fits (clamped to an integer type's range) merges on every writer.
-            -- Anything narrower would fail the merge on a peer and stall its link for good.
-            PERFORM fraiseql_repl.check_counter_column(rel, tname, c);
-            shard_sql := shard_sql || format($s$
-        _fq_delta := coalesce(NEW.%1$I, 0)::numeric - CASE WHEN _fq_moved THEN 0 ELSE coalesce(OLD.%1$I, 0)::numeric END;
+-- Counter contributions of this node, per incarnation: the parts the emit functions and the merge
+-- use (shard_sql, shard_ins_sql, counter_set). Refuses a counter column no sum of legal writes fits.
+CREATE OR REPLACE FUNCTION fraiseql_repl.counter_parts(rel regclass, t jsonb, counter_cols text[])
+RETURNS jsonb LANGUAGE plpgsql AS $gen$
+DECLARE
+    c text;
+    p jsonb;
+    typ regtype;
+    shard_sql text := '';
+    shard_ins_sql text;
+    counter_set text := '';
+BEGIN
+    IF t ->> 'strategy' <> 'counter' THEN
+        RETURN jsonb_build_object('shard_sql', '', 'shard_ins_sql', '', 'counter_set', '');
+    END IF;
+    FOREACH c IN ARRAY counter_cols LOOP
+        IF NOT t -> 'cols' ? c THEN
+            RAISE EXCEPTION 'fraiseql_repl: counter column %.% does not exist', t ->> 'tname', c;
+        END IF;
+        -- A counter shows the sum of every region's contributions, made where each was legal: only
+        -- a shape every such sum fits (clamped to an integer type's range) merges on every writer.
+        -- Anything narrower would fail the merge on a peer and stall its link for good.
+        PERFORM fraiseql_repl.check_counter_column(rel, t ->> 'tname', c);
+        SELECT a.atttypid INTO typ FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attname = c;
+        p := t || jsonb_build_object('col_ident', quote_ident(c), 'col_lit', quote_literal(c),
+            'col_type', (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = rel AND a.attname = c),
+            'clamp_open', CASE WHEN typ IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) THEN 'least(greatest(' ELSE '' END,
+            'clamp_close', CASE typ WHEN 'int2'::regtype THEN ', -32768), 32767)'
+                                    WHEN 'int4'::regtype THEN ', -2147483648), 2147483647)'
+                                    WHEN 'int8'::regtype THEN ', -9223372036854775808), 9223372036854775807)' ELSE '' END);
+        shard_sql := shard_sql || fraiseql_repl.fill($s$
+        _fq_delta := coalesce(NEW.{{col_ident}}, 0)::numeric - CASE WHEN _fq_moved THEN 0 ELSE coalesce(OLD.{{col_ident}}, 0)::numeric END;
         IF _fq_delta <> 0 THEN
             INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
-            VALUES (%2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
+            VALUES ({{lit}}, jsonb_build_object({{pk_json_new}}), {{col_lit}}, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
             ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;
-        END IF;$s$, c, lit, pk_json_new);
-            -- An insert's contribution is its value (one statement, one row per key).
-            shard_ins_sql := coalesce(shard_ins_sql, '') || format($s$
+        END IF;$s$, p);
+        -- An insert's contribution is its value (one statement, one row per key).
+        shard_ins_sql := coalesce(shard_ins_sql, '') || fraiseql_repl.fill($s$
         INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
-        SELECT %2$s, jsonb_build_object(%3$s), %1$L, fraiseql_repl.node_name(), _fq_n._repl_born, coalesce(_fq_n.%1$I, 0)::numeric
-        FROM _fq_new _fq_n WHERE coalesce(_fq_n.%1$I, 0)::numeric <> 0
-        ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;$s$, c, lit, pk_json_n);
-            -- The sum over every incarnation the key's deletes have not removed: regions that create
-            -- the same key concurrently add up, whether or not they named the incarnation alike.
-            -- An integer column shows the sum clamped to its type's range: shards written legally on
-            -- two writers may add up past it, and a merge that failed on that would stall the link
-            -- (the shard's apply runs outside receive_change's exception block) on every writer.
-            -- The shards keep the true sum (numeric); every writer clamps it alike.
-            counter_set := counter_set || format(', %1$I = %4$s(SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
-                'WHERE s.table_name = %2$s AND s.pk = _fq_key AND s.col = %1$L AND NOT EXISTS (SELECT 1 '
-                'FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s AND x.pk = _fq_key AND x.born >= s.born))%5$s::%3$s',
-                c, lit, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-                          WHERE a.attrelid = rel AND a.attname = c),
-                CASE (SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attname = c)
-                    WHEN 'int2'::regtype THEN 'least(greatest(' WHEN 'int4'::regtype THEN 'least(greatest('
-                    WHEN 'int8'::regtype THEN 'least(greatest(' ELSE '' END,
-                CASE (SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attname = c)
-                    WHEN 'int2'::regtype THEN ', -32768), 32767)'
-                    WHEN 'int4'::regtype THEN ', -2147483648), 2147483647)'
-                    WHEN 'int8'::regtype THEN ', -9223372036854775808), 9223372036854775807)' ELSE '' END);
-        END LOOP;
-        counter_set := substr(counter_set, 3);
-    END IF;
+        SELECT {{lit}}, jsonb_build_object({{pk_json_n}}), {{col_lit}}, fraiseql_repl.node_name(), _fq_n._repl_born, coalesce(_fq_n.{{col_ident}}, 0)::numeric
+        FROM _fq_new _fq_n WHERE coalesce(_fq_n.{{col_ident}}, 0)::numeric <> 0
+        ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;$s$, p);
+        -- The sum over every incarnation the key's deletes have not removed: regions that create
+        -- the same key concurrently add up, whether or not they named the incarnation alike.
+        -- An integer column shows the sum clamped to its type's range: shards written legally on
+        -- two writers may add up past it, and a merge that failed on that would stall the link
+        -- (the shard's apply runs outside receive_change's exception block) on every writer.
+        -- The shards keep the true sum (numeric); every writer clamps it alike.
+        counter_set := counter_set || fraiseql_repl.fill(
+            ', {{col_ident}} = {{clamp_open}}(SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
+            'WHERE s.table_name = {{lit}} AND s.pk = _fq_key AND s.col = {{col_lit}} AND NOT EXISTS (SELECT 1 '
+            'FROM fraiseql_repl.tombstones x WHERE x.table_name = {{lit}} AND x.pk = _fq_key AND x.born >= s.born)){{clamp_close}}::{{col_type}}', p);
+    END LOOP;
+    RETURN jsonb_build_object('shard_sql', shard_sql, 'shard_ins_sql', coalesce(shard_ins_sql, ''),
+                              'counter_set', substr(counter_set, 3));
+END $gen$;
 
-    -- Local writes: emit the changes (after the rows are final), keep a tombstone for deletes. Once
-    -- per statement, from its transition tables: one insert into the change log for all the rows a
-    -- statement wrote, not a trigger call and an insert per row.
-    body := format($b$
-CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Local writes: emit the changes (after the rows are final), keep a tombstone for deletes. Once
+-- per statement, from its transition tables: one insert into the change log for all the rows a
+-- statement wrote, not a trigger call and an insert per row.
+CREATE OR REPLACE FUNCTION fraiseql_repl.emit_function(t jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $gen$
+    SELECT fraiseql_repl.fill($b$
+CREATE OR REPLACE FUNCTION {{emit_fn}}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_key jsonb;
@@ -325,98 +378,106 @@ BEGIN
     PERFORM fraiseql_repl.arm_commit_check();
     IF TG_OP = 'DELETE' THEN
         -- The table held back by a schema change travelling through the mesh (ddl.sql)?
-        PERFORM fraiseql_repl.hold_back_image(%2$s, 'd', NULL) FROM fraiseql_repl.held _fq_h WHERE _fq_h.table_name = %2$s LIMIT 1;
+        PERFORM fraiseql_repl.hold_back_image({{lit}}, 'd', NULL) FROM fraiseql_repl.held _fq_h WHERE _fq_h.table_name = {{lit}} LIMIT 1;
         -- Each delete is newer than the row it removes; its change and its tombstone carry the same
         -- version and time. (One query: the tombstones are made from the changes' RETURNING rows.)
         WITH _fq_d AS (
             INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, origin_at)
-            SELECT fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), fraiseql_repl.next_ts(_fq_o._repl_ts),
+            SELECT fraiseql_repl.node_name(), {{lit}}, 'd', jsonb_build_object({{pk_json_o}}), fraiseql_repl.next_ts(_fq_o._repl_ts),
                    fraiseql_repl.node_name(), _fq_o._repl_born, clock_timestamp()
             FROM _fq_old _fq_o
             RETURNING pk, ts, born, origin_at
         ), _fq_t AS MATERIALIZED (
-            SELECT fraiseql_repl.put_tombstone(%2$s, _fq_d.pk, _fq_d.ts, fraiseql_repl.node_name(), _fq_d.born,
+            SELECT fraiseql_repl.put_tombstone({{lit}}, _fq_d.pk, _fq_d.ts, fraiseql_repl.node_name(), _fq_d.born,
                                                fraiseql_repl.node_name(), _fq_d.origin_at)
             FROM _fq_d
         )
         SELECT count(*) INTO _fq_count FROM _fq_t;
         RETURN NULL;
     END IF;
-    IF TG_OP = 'UPDATE' AND %6$L = 'counter' THEN
+    IF TG_OP = 'UPDATE' AND {{strategy_lit}} = 'counter' THEN
         RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
     END IF;
     IF TG_OP = 'INSERT' THEN
         -- A peer's delete of one of these keys landed while we inserted it: our row would be an
         -- incarnation that is already dead everywhere else. Retrying sees the tombstone and starts
         -- a new one.
-        SELECT jsonb_build_object(%3$s) INTO _fq_key FROM _fq_new _fq_n
-         WHERE EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
-                        AND x.pk = jsonb_build_object(%3$s) AND x.born >= _fq_n._repl_born)
+        SELECT jsonb_build_object({{pk_json_n}}) INTO _fq_key FROM _fq_new _fq_n
+         WHERE EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = {{lit}}
+                        AND x.pk = jsonb_build_object({{pk_json_n}}) AND x.born >= _fq_n._repl_born)
          LIMIT 1;
         IF _fq_key IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = '40001',
-                MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this insert ran', %2$s, _fq_key),
+                MESSAGE = format('fraiseql_repl: %s %s was deleted in another region while this insert ran', {{lit}}, _fq_key),
                 HINT = 'Retry the transaction.';
         END IF;
     END IF;
     -- Columns or the table held back by a schema change travelling through the mesh (ddl.sql) are
     -- left out of the images, or the write refused.
     INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
-    SELECT fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), _fq_n._repl_ts, _fq_n._repl_node, _fq_n._repl_born,
-           CASE WHEN _fq_h.holding THEN fraiseql_repl.hold_back_image(%2$s, 'u', to_jsonb(_fq_n.*)) ELSE to_jsonb(_fq_n.*) END
-    FROM _fq_new _fq_n, (SELECT EXISTS (SELECT 1 FROM fraiseql_repl.held x WHERE x.table_name = %2$s) AS holding) _fq_h;
+    SELECT fraiseql_repl.node_name(), {{lit}}, 'u', jsonb_build_object({{pk_json_n}}), _fq_n._repl_ts, _fq_n._repl_node, _fq_n._repl_born,
+           CASE WHEN _fq_h.holding THEN fraiseql_repl.hold_back_image({{lit}}, 'u', to_jsonb(_fq_n.*)) ELSE to_jsonb(_fq_n.*) END
+    FROM _fq_new _fq_n, (SELECT EXISTS (SELECT 1 FROM fraiseql_repl.held x WHERE x.table_name = {{lit}}) AS holding) _fq_h;
     IF TG_OP = 'INSERT' THEN
         -- Counter shards after the images, as the merges expect them (each shard's arrival
         -- recomputes the counter from the shards; an image the merge keeps out would not).
-        %5$s
+        {{shard_ins_sql}}
     END IF;
     RETURN NULL;
-END $f$$b$, emit_fn, lit, pk_json_n, pk_json_o, coalesce(shard_ins_sql, ''), strategy);
-    EXECUTE body;
+END $f$$b$, t)
+$gen$;
 
-    -- Row by row, only where a statement's transition tables cannot say it: an update that changes
-    -- the key (a delete of the old key, an insert of the new) and, in counter tables, each updated
-    -- row: its image, then its shard's delta (in that order: a peer merges the image, then
-    -- recomputes the counter when the shard arrives; the other way round, an image the merge keeps
-    -- out leaves a counter computed before a concurrent shard was visible).
-    body := format($b$
-CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Row by row, only where a statement's transition tables cannot say it: an update that changes
+-- the key (a delete of the old key, an insert of the new) and, in counter tables, each updated
+-- row: its image, then its shard's delta (in that order: a peer merges the image, then
+-- recomputes the counter when the shard arrives; the other way round, an image the merge keeps
+-- out leaves a counter computed before a concurrent shard was visible).
+CREATE OR REPLACE FUNCTION fraiseql_repl.emit_row_function(t jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $gen$
+    SELECT fraiseql_repl.fill($b$
+CREATE OR REPLACE FUNCTION {{emit_row_fn}}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' AS $f$
 DECLARE
     _fq_del_ts timestamptz;
     _fq_delta numeric;
-    _fq_moved boolean := jsonb_build_object(%3$s) IS DISTINCT FROM jsonb_build_object(%4$s);
+    _fq_moved boolean := jsonb_build_object({{pk_json_new}}) IS DISTINCT FROM jsonb_build_object({{pk_json_old}});
 BEGIN
     IF _fq_moved THEN
         -- A key change is a delete of the old key (newer than the row it removes) and an insert of
         -- the new key, a new incarnation (stamped as one): its shards carry the row's whole value,
         -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile.
-        IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
-                    AND x.pk = jsonb_build_object(%3$s) AND x.born >= NEW._repl_born) THEN
+        IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = {{lit}}
+                    AND x.pk = jsonb_build_object({{pk_json_new}}) AND x.born >= NEW._repl_born) THEN
             RAISE EXCEPTION USING ERRCODE = '40001',
-                MESSAGE = format('fraiseql_repl: %%s %%s was deleted in another region while this update ran', %2$s,
-                                 jsonb_build_object(%3$s)),
+                MESSAGE = format('fraiseql_repl: %s %s was deleted in another region while this update ran', {{lit}},
+                                 jsonb_build_object({{pk_json_new}})),
                 HINT = 'Retry the transaction.';
         END IF;
-        PERFORM fraiseql_repl.hold_back_image(%2$s, 'd', NULL);
+        PERFORM fraiseql_repl.hold_back_image({{lit}}, 'd', NULL);
         _fq_del_ts := fraiseql_repl.next_ts(OLD._repl_ts);
-        PERFORM fraiseql_repl.put_tombstone(%2$s, jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(),
+        PERFORM fraiseql_repl.put_tombstone({{lit}}, jsonb_build_object({{pk_json_old}}), _fq_del_ts, fraiseql_repl.node_name(),
                                             OLD._repl_born, fraiseql_repl.node_name(), clock_timestamp());
         INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born)
-        VALUES (fraiseql_repl.node_name(), %2$s, 'd', jsonb_build_object(%4$s), _fq_del_ts, fraiseql_repl.node_name(), OLD._repl_born);
+        VALUES (fraiseql_repl.node_name(), {{lit}}, 'd', jsonb_build_object({{pk_json_old}}), _fq_del_ts, fraiseql_repl.node_name(), OLD._repl_born);
     END IF;
-    IF %6$L = 'counter' THEN
+    IF {{strategy_lit}} = 'counter' THEN
         INSERT INTO fraiseql_repl.changes (origin, tbl, op, pk, ts, node, born, row_image)
-        VALUES (fraiseql_repl.node_name(), %2$s, 'u', jsonb_build_object(%3$s), NEW._repl_ts, NEW._repl_node, NEW._repl_born,
-                fraiseql_repl.hold_back_image(%2$s, 'u', to_jsonb(NEW)));
-        %5$s
+        VALUES (fraiseql_repl.node_name(), {{lit}}, 'u', jsonb_build_object({{pk_json_new}}), NEW._repl_ts, NEW._repl_node, NEW._repl_born,
+                fraiseql_repl.hold_back_image({{lit}}, 'u', to_jsonb(NEW)));
+        {{shard_sql}}
     END IF;
     RETURN NULL;
-END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
-    EXECUTE body;
+END $f$$b$, t)
+$gen$;
 
-    -- Secondary unique keys: the newer row keeps the value; the other one is removed here (it is
-    -- removed on every node, each deciding the same way) and recorded for the application.
+-- Secondary unique keys: the newer row keeps the value; the other one is removed here (it is
+-- removed on every node, each deciding the same way) and recorded for the application.
+CREATE OR REPLACE FUNCTION fraiseql_repl.unique_parts(rel regclass, t jsonb)
+RETURNS text LANGUAGE plpgsql STABLE AS $gen$
+DECLARE
+    uniq record;
+    out text := '';
+BEGIN
     FOR uniq IN
         SELECT i.indexrelid::regclass::text AS name, i.indnullsnotdistinct AS nnd,
                array_agg(a.attname::text ORDER BY k.ord) AS cols
@@ -426,42 +487,43 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
         WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary
         GROUP BY i.indexrelid, i.indnullsnotdistinct
     LOOP
-        clash_sql := clash_sql || format($u$
-    SELECT * INTO _fq_clash FROM %1$s t WHERE %2$s AND NOT (%3$s) LIMIT 1 FOR UPDATE;
+        out := out || fraiseql_repl.fill($u$
+    SELECT * INTO _fq_clash FROM {{qt}} t WHERE {{unique_match}} AND NOT ({{pk_match_r}}) LIMIT 1 FOR UPDATE;
     IF FOUND THEN
         -- The newer row holds the value. The other one is not dropped but parked (FQ004), here and on
         -- every writer that meets the clash, and merged again when the value is free: so every writer
         -- ends with the same rows whatever order the versions came in (a clash one writer saw and
         -- another never did, because the winner had moved on, leaves no difference behind).
-        IF %4$L = 'app' OR NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node,
+        IF {{strategy_lit}} = 'app' OR NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node,
                                                         _fq_clash._repl_born, _fq_clash._repl_ts, _fq_clash._repl_node) THEN
             INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
-            SELECT %5$s, _fq_c.pk, 'unique ' || %6$L || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node
-            WHERE NOT EXISTS (SELECT 1 FROM fraiseql_repl.conflicts x WHERE x.table_name = %5$s AND x.pk = _fq_c.pk
-                              AND x.kind = 'unique ' || %6$L || ': incoming lost' AND x.resolved_at IS NULL);
+            SELECT {{lit}}, _fq_c.pk, 'unique ' || {{index_lit}} || ': incoming lost', to_jsonb(_fq_clash), _fq_c.row_image, _fq_c.node
+            WHERE NOT EXISTS (SELECT 1 FROM fraiseql_repl.conflicts x WHERE x.table_name = {{lit}} AND x.pk = _fq_c.pk
+                              AND x.kind = 'unique ' || {{index_lit}} || ': incoming lost' AND x.resolved_at IS NULL);
             IF _fq_cur._repl_ts IS NOT NULL THEN
                 -- The key's older version here is superseded by the one that waits: it leaves the
                 -- table, as on a writer where the newer version was in place when the clash came,
                 -- and its children wait with it.
-                DELETE FROM %1$s t WHERE %3$s;
-                PERFORM fraiseql_repl.fk_park_children(%5$s, _fq_c.pk);
+                DELETE FROM {{qt}} t WHERE {{pk_match_r}};
+                PERFORM fraiseql_repl.fk_park_children({{lit}}, _fq_c.pk);
             END IF;
             RETURN 'unique_incoming_lost';
         END IF;
         IF NOT _fq_losers @> jsonb_build_array(jsonb_build_object('row', to_jsonb(_fq_clash))) THEN
-            _fq_losers := _fq_losers || jsonb_build_array(jsonb_build_object('row', to_jsonb(_fq_clash), 'index', %6$L));
+            _fq_losers := _fq_losers || jsonb_build_array(jsonb_build_object('row', to_jsonb(_fq_clash), 'index', {{index_lit}}));
         END IF;
-    END IF;$u$,
-            qt,
-            (SELECT string_agg(CASE WHEN uniq.nnd THEN format('t.%I IS NOT DISTINCT FROM _fq_r.%I', x, x)
-                                    ELSE format('t.%I = _fq_r.%I', x, x) END, ' AND ') FROM unnest(uniq.cols) x),
-            pk_match_r, strategy, lit, uniq.name,
-            (SELECT string_agg(format('t.%I = _fq_clash.%I', k, k), ' AND ') FROM unnest(pk) k));
+    END IF;$u$, t || jsonb_build_object(
+            'index_lit', quote_literal(uniq.name),
+            'unique_match', fraiseql_repl.each(uniq.cols, CASE WHEN uniq.nnd THEN 't.%I IS NOT DISTINCT FROM _fq_r.%I'
+                                                                ELSE 't.%I = _fq_r.%I' END, ' AND ')));
     END LOOP;
+    RETURN out;
+END $gen$;
 
-    -- app tables: a change that is not a fast-forward of ours is the application's to resolve.
-    IF strategy = 'app' THEN
-        app_sql := format($a$
+-- app tables: a change that is not a fast-forward of ours is the application's to resolve.
+CREATE OR REPLACE FUNCTION fraiseql_repl.app_parts(t jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $gen$
+    SELECT CASE WHEN t ->> 'strategy' = 'app' THEN fraiseql_repl.fill($a$
         IF _fq_r._repl_prev_node = '*' AND fraiseql_repl.newer(_fq_r._repl_ts, _fq_r._repl_node, _fq_cur._repl_ts, _fq_cur._repl_node) THEN
             UPDATE fraiseql_repl.conflicts SET resolved_at = clock_timestamp()
             WHERE table_name = _fq_c.tbl AND pk = _fq_c.pk AND resolved_at IS NULL;  -- the application's resolution wins
@@ -474,18 +536,23 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
             VALUES (_fq_c.tbl, _fq_c.pk, 'update', to_jsonb(_fq_cur), _fq_c.row_image, _fq_c.node);
             RETURN 'app_conflict_logged';
         END IF;
-        UPDATE %s t SET (%s) = ROW(%s) WHERE %s;
-        RETURN 'updated';$a$, qt, (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
-            (SELECT string_agg(format('_fq_r.%I', x), ', ') FROM unnest(upd_cols) x), pk_match_r);
-    END IF;
+        UPDATE {{qt}} t SET ({{upd_list}}) = ROW({{upd_values}}) WHERE {{pk_match_r}};
+        RETURN 'updated';$a$, t) ELSE '' END
+$gen$;
 
-    -- Foreign keys. Merges run as a replica, where PostgreSQL's own foreign-key triggers do not fire:
-    -- the merge does their job, the same way on every writer. A child that arrives for a parent not
-    -- here yet waits (parked, FQ005, merged again later); one whose parent was deleted meets the
-    -- key's ON DELETE rule (cascade, restrict, no action: it is dropped, as it would have been
-    -- deleted with the parent; set null: it arrives without the reference). A parent's delete that
-    -- arrives does the same to the children here (fraiseql_repl.fk_on_delete); a parent that leaves
-    -- the table to wait for its unique value takes its children here with it (fk_park_children).
+-- Foreign keys. Merges run as a replica, where PostgreSQL's own foreign-key triggers do not fire:
+-- the merge does their job, the same way on every writer. A child that arrives for a parent not
+-- here yet waits (parked, FQ005, merged again later); one whose parent was deleted meets the
+-- key's ON DELETE rule (cascade, restrict, no action: it is dropped, as it would have been
+-- deleted with the parent; set null: it arrives without the reference). A parent's delete that
+-- arrives does the same to the children here (fraiseql_repl.fk_on_delete); a parent that leaves
+-- the table to wait for its unique value takes its children here with it (fk_park_children).
+CREATE OR REPLACE FUNCTION fraiseql_repl.fk_parts(rel regclass, t jsonb)
+RETURNS text LANGUAGE plpgsql STABLE AS $gen$
+DECLARE
+    fk record;
+    out text := '';
+BEGIN
     FOR fk IN
         SELECT con.conname::text AS name, con.confrelid::regclass AS parent, con.confdeltype AS on_delete,
                con.confupdtype AS on_update,
@@ -500,64 +567,49 @@ END $f$$b$, emit_row_fn, lit, pk_json_new, pk_json_old, shard_sql, strategy);
     LOOP
         IF NOT fk.to_pk OR fk.on_delete = 'd' OR fk.on_update IN ('c', 'n', 'd') THEN
             RAISE EXCEPTION USING ERRCODE = '0A000',
-                MESSAGE = format('fraiseql_repl: foreign key %s of replicated table %s cannot be merged', fk.name, tname),
+                MESSAGE = format('fraiseql_repl: foreign key %s of replicated table %s cannot be merged', fk.name, t ->> 'tname'),
                 HINT = 'Merges enforce foreign keys that reference the parent''s primary key, with ON DELETE CASCADE, '
                        'SET NULL, RESTRICT or NO ACTION and no ON UPDATE action. Change the constraint, or keep the '
                        'reference without a constraint (python -m ops verify reports orphans either way).';
         END IF;
         -- The parent row is locked as PostgreSQL's own check locks it (FOR KEY SHARE): a delete of it
         -- running at the same time waits for this merge, then cascades to what it added.
-        fk_sql := fk_sql || format($k$
-    IF %1$s THEN
-        PERFORM 1 FROM %2$s p WHERE %3$s FOR KEY SHARE;
+        out := out || fraiseql_repl.fill($k$
+    IF {{fk_present}} THEN
+        PERFORM 1 FROM {{parent_qt}} p WHERE {{parent_match}} FOR KEY SHARE;
         IF NOT FOUND THEN
-            IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %4$L AND x.pk = jsonb_build_object(%5$s)) THEN
-                %6$s
+            IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = {{parent_lit}} AND x.pk = jsonb_build_object({{parent_key}})) THEN
+                {{on_parent_deleted}}
             ELSE
                 RAISE EXCEPTION USING ERRCODE = 'FQ005',
-                    MESSAGE = format('fraiseql_repl: %%s references %%s %%s, which is not here yet', %7$s, %4$L, jsonb_build_object(%5$s)),
+                    MESSAGE = format('fraiseql_repl: %s references %s %s, which is not here yet', {{lit}}, {{parent_lit}}, jsonb_build_object({{parent_key}})),
                     HINT = 'Parked and merged again once the parent has arrived.';
             END IF;
         END IF;
-    END IF;$k$,
-            (SELECT string_agg(format('_fq_r.%I IS NOT NULL', x), ' AND ') FROM unnest(fk.cols) x),
-            fraiseql_repl.quote_table(fk.parent),
-            (SELECT string_agg(format('p.%I = _fq_r.%I', pc, cc), ' AND ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)),
-            fraiseql_repl.table_name(fk.parent),
-            (SELECT string_agg(format('%L, _fq_r.%I', pc, cc), ', ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)),
-            CASE WHEN fk.on_delete = 'n'
-                 THEN (SELECT string_agg(format('_fq_r.%I := NULL;', x), ' ') FROM unnest(fk.cols) x)
-                 ELSE 'RETURN ''fk_parent_deleted'';' END,
-            lit);
+    END IF;$k$, t || jsonb_build_object(
+            'fk_present', fraiseql_repl.each(fk.cols, '_fq_r.%I IS NOT NULL', ' AND '),
+            'parent_qt', fraiseql_repl.quote_table(fk.parent),
+            'parent_match', (SELECT string_agg(format('p.%I = _fq_r.%I', pc, cc), ' AND ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)),
+            'parent_lit', quote_literal(fraiseql_repl.table_name(fk.parent)),
+            'parent_key', (SELECT string_agg(format('%L, _fq_r.%I', pc, cc), ', ') FROM unnest(fk.pcols, fk.cols) AS z(pc, cc)),
+            'on_parent_deleted', CASE WHEN fk.on_delete = 'n' THEN fraiseql_repl.each(fk.cols, '_fq_r.%I := NULL;', ' ')
+                                      ELSE 'RETURN ''fk_parent_deleted'';' END));
     END LOOP;
+    RETURN out;
+END $gen$;
 
-    -- A key whose newer version waits here for its unique value (FQ004) is in no writer's table until
-    -- that version merges: an older version arriving meanwhile is superseded, not inserted.
-    IF clash_sql <> '' AND strategy <> 'app' THEN
-        waiting_sql := format($w$
-    IF _fq_cur._repl_ts IS NULL AND EXISTS (
-        SELECT 1 FROM fraiseql_repl.parked p
-        WHERE p.tbl = %1$s AND p.pk = _fq_c.pk AND p.op = 'u' AND p.sqlstate = 'FQ004'
-          AND (p.origin, p.id) IS DISTINCT FROM (_fq_c.origin, _fq_c.id)
-          AND NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node, p.born, p.ts, p.node)) THEN
-        RETURN 'superseded_by_waiting';
-    END IF;$w$, lit);
-    END IF;
-
-    SELECT string_agg(format('_fq_d.%I := %s;', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)), ' ')
-      INTO defaults_sql
-    FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-
-    -- The apply side: merge one peer change into this table.
-    body := format($b$
-CREATE OR REPLACE FUNCTION %1$s(_fq_c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql SET TimeZone = 'UTC' AS $f$
+-- The apply side: merge one peer change into this table. Its parts: t's, the counter's, and those of
+-- unique_parts, app_parts and fk_parts.
+CREATE OR REPLACE FUNCTION fraiseql_repl.merge_function(rel regclass, t jsonb)
+RETURNS text LANGUAGE sql STABLE AS $gen$
+    SELECT fraiseql_repl.fill($b$
+CREATE OR REPLACE FUNCTION {{merge_fn}}(_fq_c fraiseql_repl.changes) RETURNS text LANGUAGE plpgsql SET TimeZone = 'UTC' AS $f$
 DECLARE
-    _fq_r %2$s;
-    _fq_k %2$s;
-    _fq_cur %2$s;
-    _fq_clash %2$s;
-    _fq_d %2$s;
+    _fq_r {{qt}};
+    _fq_k {{qt}};
+    _fq_cur {{qt}};
+    _fq_clash {{qt}};
+    _fq_d {{qt}};
     _fq_tomb fraiseql_repl.tombstones;
     _fq_key jsonb := _fq_c.pk;
     _fq_n bigint;
@@ -566,128 +618,165 @@ DECLARE
     _fq_i integer;
 BEGIN
     IF _fq_c.op = 'd' THEN
-        PERFORM fraiseql_repl.put_tombstone(%3$s, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
-        _fq_k := jsonb_populate_record(NULL::%2$s, _fq_c.pk);
-        _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
+        PERFORM fraiseql_repl.put_tombstone({{lit}}, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
+        _fq_k := jsonb_populate_record(NULL::{{qt}}, _fq_c.pk);
+        _fq_tomb := fraiseql_repl.tombstone_of({{lit}}, _fq_c.pk);
         -- Remove every incarnation a delete of the key saw (and older ones); a later re-insert survives.
-        DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_tomb.born;
+        DELETE FROM {{qt}} t WHERE {{pk_match_k}} AND t._repl_born <= _fq_tomb.born;
         GET DIAGNOSTICS _fq_n = ROW_COUNT;
-        IF NOT EXISTS (SELECT 1 FROM %2$s t WHERE %4$s) THEN
-            PERFORM fraiseql_repl.fk_on_delete(%3$s, _fq_c.pk);
+        IF NOT EXISTS (SELECT 1 FROM {{qt}} t WHERE {{pk_match_k}}) THEN
+            PERFORM fraiseql_repl.fk_on_delete({{lit}}, _fq_c.pk);
         END IF;
         RETURN CASE WHEN _fq_n > 0 THEN 'delete_applied' ELSE 'delete_nothing_to_remove' END;
     END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL (%5$L::text[])) THEN
+    IF EXISTS (SELECT 1 FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL ({{cols_lit}}::text[])) THEN
         RAISE EXCEPTION USING ERRCODE = 'FQ001',
-            MESSAGE = format('fraiseql_repl: change for %%s has columns this node lacks: %%s', %3$s,
-                             (SELECT string_agg(x, ', ') FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL (%5$L::text[]))),
+            MESSAGE = format('fraiseql_repl: change for %s has columns this node lacks: %s', {{lit}},
+                             (SELECT string_agg(x, ', ') FROM jsonb_object_keys(_fq_c.row_image) x WHERE x <> ALL ({{cols_lit}}::text[]))),
             HINT = 'Apply the schema change on every writer (python -m ops schema apply); the change is parked and retried.';
     END IF;
-    _fq_r := jsonb_populate_record(NULL::%2$s, _fq_c.row_image);
+    _fq_r := jsonb_populate_record(NULL::{{qt}}, _fq_c.row_image);
     -- Lock the row first: a local delete in flight commits its tombstone before we read it.
-    SELECT * INTO _fq_cur FROM %2$s t WHERE %6$s FOR UPDATE;
-    IF (SELECT count(*) FROM jsonb_object_keys(_fq_c.row_image)) < %16$s THEN
+    SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_r}} FOR UPDATE;
+    IF (SELECT count(*) FROM jsonb_object_keys(_fq_c.row_image)) < {{ncols}} THEN
         -- From a writer that does not send every column yet (a schema change on its way through the
         -- mesh): what it does not send, it did not change; a new row takes the defaults.
         IF _fq_cur._repl_ts IS NULL THEN
-            %17$s
+            {{defaults_sql}}
             _fq_r := jsonb_populate_record(_fq_d, _fq_c.row_image);
         ELSE
             _fq_r := jsonb_populate_record(_fq_cur, _fq_c.row_image);
         END IF;
     END IF;
-    _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
+    _fq_tomb := fraiseql_repl.tombstone_of({{lit}}, _fq_c.pk);
     IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN
         RETURN 'dropped_deleted_incarnation';
     END IF;
-    %20$s
+    {{waiting_sql}}
     IF _fq_cur._repl_ts IS NOT NULL THEN
         IF (_fq_r._repl_ts, _fq_r._repl_node) IS NOT DISTINCT FROM (_fq_cur._repl_ts, _fq_cur._repl_node) THEN
             RETURN 'duplicate';
         END IF;
-        %7$s
+        {{app_sql}}
         IF NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node,
                                        _fq_cur._repl_born, _fq_cur._repl_ts, _fq_cur._repl_node) THEN
             RETURN 'lww_kept_local';
         END IF;
     END IF;
-    %18$s
+    {{fk_sql}}
     -- Unique values: the incoming row must win every clash it meets, or it waits and no other row
     -- here changes (the key's own older version leaves the table); only then do the local rows it
     -- beat wait in its stead (one decision per row, so rows clashing on two keys settle instead of
     -- taking turns).
-    %8$s
+    {{clash_sql}}
     FOR _fq_i IN 0 .. jsonb_array_length(_fq_losers) - 1 LOOP
-        _fq_clash := jsonb_populate_record(NULL::%2$s, _fq_losers -> _fq_i -> 'row');
+        _fq_clash := jsonb_populate_record(NULL::{{qt}}, _fq_losers -> _fq_i -> 'row');
         INSERT INTO fraiseql_repl.parked (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at, sqlstate, error)
-        VALUES ('clash:' || fraiseql_repl.node_name(), nextval('fraiseql_repl.changes_id'), %3$s, 'u',
-                fraiseql_repl.row_key(%3$s, to_jsonb(_fq_clash)), _fq_clash._repl_ts, _fq_clash._repl_node,
+        VALUES ('clash:' || fraiseql_repl.node_name(), nextval('fraiseql_repl.changes_id'), {{lit}}, 'u',
+                fraiseql_repl.row_key({{lit}}, to_jsonb(_fq_clash)), _fq_clash._repl_ts, _fq_clash._repl_node,
                 _fq_clash._repl_born, to_jsonb(_fq_clash), clock_timestamp(), 'FQ004',
                 'loses a unique clash; merged again when the value is free');
-        DELETE FROM %2$s t WHERE %19$s;
-        PERFORM fraiseql_repl.fk_park_children(%3$s, fraiseql_repl.row_key(%3$s, to_jsonb(_fq_clash)));
+        DELETE FROM {{qt}} t WHERE {{pk_match_clash}};
+        PERFORM fraiseql_repl.fk_park_children({{lit}}, fraiseql_repl.row_key({{lit}}, to_jsonb(_fq_clash)));
         INSERT INTO fraiseql_repl.conflicts (table_name, pk, kind, local_row, remote_row, remote_node)
-        VALUES (%3$s, _fq_c.pk, 'unique ' || (_fq_losers -> _fq_i ->> 'index') || ': local lost', to_jsonb(_fq_clash),
+        VALUES ({{lit}}, _fq_c.pk, 'unique ' || (_fq_losers -> _fq_i ->> 'index') || ': local lost', to_jsonb(_fq_clash),
                 _fq_c.row_image, _fq_c.node);
         _fq_kind := 'unique_local_lost';
     END LOOP;
-    INSERT INTO %2$s AS t (%9$s)%10$s VALUES (%11$s)
-    ON CONFLICT (%12$s) DO UPDATE SET (%13$s) = ROW(%14$s)
+    INSERT INTO {{qt}} AS t ({{ins_list}}){{overriding}} VALUES ({{ins_values}})
+    ON CONFLICT ({{pk_conflict}}) DO UPDATE SET ({{upd_list}}) = ROW({{upd_excluded}})
     WHERE fraiseql_repl.newer_row(EXCLUDED._repl_born, EXCLUDED._repl_ts, EXCLUDED._repl_node,
                                   t._repl_born, t._repl_ts, t._repl_node);
     GET DIAGNOSTICS _fq_n = ROW_COUNT;
-    %15$s
+    {{counter_update}}
     RETURN coalesce(_fq_kind, CASE WHEN _fq_n = 0 THEN 'lww_kept_local' WHEN _fq_cur._repl_ts IS NULL THEN 'inserted' ELSE 'updated' END);
-END $f$$b$,
-        merge_fn, qt, lit, pk_match_k, all_cols, pk_match_r,
-        app_sql,
-        clash_sql,
-        (SELECT string_agg(format('%I', x), ', ') FROM unnest(ins_cols) x), overriding,
-        (SELECT string_agg(format('_fq_r.%I', x), ', ') FROM unnest(ins_cols) x),
-        pk_conflict,
-        (SELECT string_agg(format('%I', x), ', ') FROM unnest(upd_cols) x),
-        (SELECT string_agg(format('EXCLUDED.%I', x), ', ') FROM unnest(upd_cols) x),
-        CASE WHEN strategy = 'counter' THEN format('UPDATE %s t SET %s WHERE %s;', qt, counter_set, pk_match_r) ELSE '' END,
-        cardinality(all_cols), coalesce(defaults_sql, ''), fk_sql,
-        (SELECT string_agg(format('t.%I = _fq_clash.%I', k, k), ' AND ') FROM unnest(pk) k),
-        waiting_sql);
-    EXECUTE body;
+END $f$$b$, t || jsonb_build_object(
+        'counter_update', CASE WHEN t ->> 'strategy' = 'counter'
+                               THEN fraiseql_repl.fill('UPDATE {{qt}} t SET {{counter_set}} WHERE {{pk_match_r}};', t) ELSE '' END,
+        -- what a new row takes for the columns a writer that is behind does not send yet
+        'defaults_sql', coalesce((
+            SELECT string_agg(format('_fq_d.%I := %s;', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)), ' ')
+            FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), ''),
+        -- A key whose newer version waits here for its unique value (FQ004) is in no writer's table
+        -- until that version merges: an older version arriving meanwhile is superseded, not inserted.
+        'waiting_sql', CASE WHEN t ->> 'clash_sql' <> '' AND t ->> 'strategy' <> 'app'
+                            THEN fraiseql_repl.fill($w$
+    IF _fq_cur._repl_ts IS NULL AND EXISTS (
+        SELECT 1 FROM fraiseql_repl.parked p
+        WHERE p.tbl = {{lit}} AND p.pk = _fq_c.pk AND p.op = 'u' AND p.sqlstate = 'FQ004'
+          AND (p.origin, p.id) IS DISTINCT FROM (_fq_c.origin, _fq_c.id)
+          AND NOT fraiseql_repl.newer_row(_fq_r._repl_born, _fq_r._repl_ts, _fq_r._repl_node, p.born, p.ts, p.node)) THEN
+        RETURN 'superseded_by_waiting';
+    END IF;$w$, t) ELSE '' END))
+$gen$;
 
-    -- Counter rows follow their shards (a shard can arrive before or after its row).
-    IF strategy = 'counter' THEN
-        EXECUTE format($b$
-CREATE OR REPLACE FUNCTION %1$s(_fq_key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
-DECLARE _fq_r %2$s;
+-- Counter rows follow their shards (a shard can arrive before or after its row).
+CREATE OR REPLACE FUNCTION fraiseql_repl.refresh_function(t jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $gen$
+    SELECT fraiseql_repl.fill($b$
+CREATE OR REPLACE FUNCTION {{refresh_fn}}(_fq_key jsonb) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE _fq_r {{qt}};
 BEGIN
-    _fq_r := jsonb_populate_record(NULL::%2$s, _fq_key);
-    UPDATE %2$s t SET %3$s WHERE %4$s;
-END $f$$b$, refresh_fn, qt, counter_set, pk_match_r);
-    END IF;
+    _fq_r := jsonb_populate_record(NULL::{{qt}}, _fq_key);
+    UPDATE {{qt}} t SET {{counter_set}} WHERE {{pk_match_r}};
+END $f$$b$, t)
+$gen$;
 
-    -- Triggers. Local (origin) triggers fire only in local sessions, never for the apply worker.
+-- Triggers. Local (origin) triggers fire only in local sessions, never for the apply worker.
+CREATE OR REPLACE FUNCTION fraiseql_repl.install_triggers(t jsonb)
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    qt text := t ->> 'qt';
+BEGIN
+    -- Triggers of earlier releases (per-row apply and capture, a per-row commit check) go first.
     EXECUTE format('DROP TRIGGER IF EXISTS fraiseql_repl_apply ON %1$s; DROP TRIGGER IF EXISTS fraiseql_repl_apply_del ON %1$s; '
                    'DROP TRIGGER IF EXISTS fraiseql_repl_local_del ON %1$s; DROP TRIGGER IF EXISTS fraiseql_repl_local_after ON %1$s', qt);
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION fraiseql_repl.fence_guard()', qt);
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_local BEFORE INSERT OR UPDATE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION %s()', qt, stamp_fn);
+                   'FOR EACH ROW EXECUTE FUNCTION %s()', qt, t ->> 'stamp_fn');
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT ON %s REFERENCING NEW TABLE AS _fq_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, emit_fn);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, t ->> 'emit_fn');
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit_upd AFTER UPDATE ON %s REFERENCING NEW TABLE AS _fq_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, emit_fn);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, t ->> 'emit_fn');
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit_del AFTER DELETE ON %s REFERENCING OLD TABLE AS _fq_old '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, emit_fn);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', qt, t ->> 'emit_fn');
     -- Row by row: every update of a counter table, an update that changes the key of any other.
     EXECUTE format('CREATE OR REPLACE TRIGGER fraiseql_repl_emit_row AFTER UPDATE ON %s FOR EACH ROW %s EXECUTE FUNCTION %s()',
-                   qt, CASE WHEN strategy = 'counter' THEN ''
+                   qt, CASE WHEN t ->> 'strategy' = 'counter' THEN ''
                             ELSE format('WHEN (jsonb_build_object(%s) IS DISTINCT FROM jsonb_build_object(%s))',
-                                        pk_json_new, pk_json_old) END, emit_row_fn);
+                                        t ->> 'pk_json_new', t ->> 'pk_json_old') END, t ->> 'emit_row_fn');
     -- The commit check is queued once per statement by the capture (fraiseql_repl.arm_commit_check);
     -- the per-row check of earlier releases goes.
     EXECUTE format('DROP TRIGGER IF EXISTS fraiseql_repl_lease ON %s', qt);
+END $f$;
+
+-- Make one table replicate by change images: refuse what cannot merge, add the version columns,
+-- generate the table's functions from its parts, make its triggers, record it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.install_table(rel regclass, strategy text, counter_cols text[] DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $inst$
+DECLARE
+    t jsonb;
+    c text;
+BEGIN
+    PERFORM fraiseql_repl.refuse_unmergeable(rel, strategy);
+    PERFORM fraiseql_repl.add_version_columns(rel, strategy);
+    t := fraiseql_repl.table_parts(rel, strategy);
+    EXECUTE fraiseql_repl.stamp_function(t);
+    t := t || fraiseql_repl.counter_parts(rel, t, counter_cols);
+    EXECUTE fraiseql_repl.emit_function(t);
+    EXECUTE fraiseql_repl.emit_row_function(t);
+    t := t || jsonb_build_object('clash_sql', fraiseql_repl.unique_parts(rel, t), 'app_sql', fraiseql_repl.app_parts(t),
+                                 'fk_sql', fraiseql_repl.fk_parts(rel, t));
+    EXECUTE fraiseql_repl.merge_function(rel, t);
+    IF strategy = 'counter' THEN
+        EXECUTE fraiseql_repl.refresh_function(t);
+    END IF;
+    PERFORM fraiseql_repl.install_triggers(t);
 
     INSERT INTO fraiseql_repl.table_meta AS m (table_name, strategy, counter_cols, columns)
-    VALUES (tname, strategy, coalesce(counter_cols, '{}'), all_cols)
+    VALUES (t ->> 'tname', strategy, coalesce(counter_cols, '{}'), ARRAY(SELECT jsonb_array_elements_text(t -> 'cols')))
     ON CONFLICT (table_name) DO UPDATE SET strategy = excluded.strategy, counter_cols = excluded.counter_cols,
         columns = excluded.columns, installed_at = clock_timestamp();
 
@@ -697,10 +786,11 @@ END $f$$b$, refresh_fn, qt, counter_set, pk_match_r);
     -- pseudo node that every writer seeds identically, so sums equal the pre-existing values.
     IF strategy = 'counter' THEN
         FOREACH c IN ARRAY counter_cols LOOP
-            EXECUTE format('INSERT INTO fraiseql_repl.shards (table_name, pk, col, node, born, amount) '
-                           'SELECT %1$s, jsonb_build_object(%2$s), %3$L, ''_seed'', t._repl_born, t.%3$I FROM %4$s t '
-                           'WHERE t.%3$I IS NOT NULL AND t.%3$I <> 0 AND t._repl_ts = ''-infinity'' '
-                           'ON CONFLICT DO NOTHING', lit, replace(pk_json_new, 'NEW.', 't.'), c, qt);
+            EXECUTE fraiseql_repl.fill(
+                'INSERT INTO fraiseql_repl.shards (table_name, pk, col, node, born, amount) '
+                'SELECT {{lit}}, jsonb_build_object({{pk_json_t}}), {{col_lit}}, ''_seed'', t._repl_born, t.{{col_ident}} FROM {{qt}} t '
+                'WHERE t.{{col_ident}} IS NOT NULL AND t.{{col_ident}} <> 0 AND t._repl_ts = ''-infinity'' '
+                'ON CONFLICT DO NOTHING', t || jsonb_build_object('col_ident', quote_ident(c), 'col_lit', quote_literal(c)));
         END LOOP;
     END IF;
 END $inst$;

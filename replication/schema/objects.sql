@@ -28,24 +28,23 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.changes (
     row_image jsonb,
     origin_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-
 -- No index: the log is only appended to (peers read it from the WAL, their copy keeps nothing) and
 -- purged whole by age, and its index entry was about a sixth of the WAL a change wrote.
 -- (origin, id) stays unique by construction: each writer numbers its own changes from its sequence.
-ALTER TABLE fraiseql_repl.changes DROP CONSTRAINT IF EXISTS changes_pkey;
 
--- Local memory of deletes (never replicated: every node writes its own from the 'd' images).
+-- Local memory of deletes (never replicated: every node writes its own from the 'd' images, always
+-- whole: put_tombstone). born: the latest incarnation a delete of the key removed; origin and
+-- origin_at: the delete that removed it (purges wait until every member has applied it).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.tombstones (
     table_name text NOT NULL,
     pk         jsonb NOT NULL,
     ts         timestamptz NOT NULL,
     node       text NOT NULL,
+    born       timestamptz NOT NULL,
+    origin     text NOT NULL,
+    origin_at  timestamptz NOT NULL,
     PRIMARY KEY (table_name, pk)
 );
-ALTER TABLE fraiseql_repl.tombstones
-    ADD COLUMN IF NOT EXISTS born timestamptz NOT NULL DEFAULT '-infinity',
-    ADD COLUMN IF NOT EXISTS origin text NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS origin_at timestamptz NOT NULL DEFAULT '-infinity';
 
 -- Counter contributions: one row per (row, column, node, incarnation), written only by its node,
 -- replicated directly (a single writer per row never conflicts).
@@ -58,15 +57,6 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.shards (
     amount     numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (table_name, pk, col, node, born)
 );
-
-DO $do$ BEGIN
-  IF to_regclass('fraiseql_repl.counter_shards') IS NOT NULL THEN
-    INSERT INTO fraiseql_repl.shards (table_name, pk, col, node, born, amount)
-      SELECT table_name, pk, col, node, '-infinity', amount FROM fraiseql_repl.counter_shards
-      ON CONFLICT DO NOTHING;
-    DROP TABLE fraiseql_repl.counter_shards;
-  END IF;
-END $do$;
 
 CREATE TABLE IF NOT EXISTS fraiseql_repl.conflicts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -121,8 +111,18 @@ END $f$;
 -- Changes that could not be merged (a column this node does not have yet, a unique index whose
 -- clash needs a retry, a table not installed here yet...). The link keeps flowing; the agent
 -- retries them, and an alarm counts them.
+-- The columns of the change log first, in its order (retry_parked makes a change of a row).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.parked (
-    LIKE fraiseql_repl.changes INCLUDING DEFAULTS,
+    origin    text NOT NULL,
+    id        bigint NOT NULL DEFAULT nextval('fraiseql_repl.changes_id'),
+    tbl       text NOT NULL,
+    op        "char" NOT NULL,
+    pk        jsonb NOT NULL DEFAULT '{}',
+    ts        timestamptz NOT NULL,
+    node      text NOT NULL,
+    born      timestamptz NOT NULL,
+    row_image jsonb,
+    origin_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     sqlstate  text NOT NULL,
     error     text NOT NULL,
     parked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -461,13 +461,3 @@ BEGIN
     RETURN NULL;
 END $f$;
 
--- Objects of the previous design (base tables published directly, per-row apply triggers).
-DROP FUNCTION IF EXISTS fraiseql_repl.apply_remote() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.set_apply() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.tombstones_apply() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.shards_apply() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.shards_refresh() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.delete_local() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.counter_local() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.set_local() CASCADE;
-DROP FUNCTION IF EXISTS fraiseql_repl.stamp_local() CASCADE;
