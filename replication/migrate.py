@@ -98,7 +98,8 @@ def read_writer(conn: Any, name: str) -> WriterState:
     if not st.installed:
         return st
     st.ddl_objects = bool(_rows(conn, "SELECT to_regclass('fraiseql_repl.migrations') IS NOT NULL "
-                                      "AND to_regclass('fraiseql_repl.held') IS NOT NULL")[0][0])
+                                      "AND to_regclass('fraiseql_repl.held') IS NOT NULL "
+                                      "AND to_regprocedure('fraiseql_repl.settled_by_install(text)') IS NOT NULL")[0][0])
     st.guard = _rows(conn, "SELECT count(*) FROM pg_catalog.pg_event_trigger WHERE evtname IN "
                            "('fraiseql_repl_ddl_guard', 'fraiseql_repl_ddl_guard_drop') AND evtenabled <> 'D'")[0][0] == 2
     for t, strategy, cols in _rows(conn, "SELECT table_name, strategy, counter_cols FROM fraiseql_repl.table_meta ORDER BY 1"):
@@ -123,12 +124,15 @@ def catalog_of(states: Mapping[str, WriterState]) -> Catalog:
     """The union of what the writers replicate (a writer that lacks a table shows up in the plan)."""
     replicated: dict[str, str] = {}
     pks: dict[str, str] = {}
+    counters: dict[str, list[str]] = {}
     for st in states.values():
-        for t, (strategy, _) in st.replicated.items():
+        for t, (strategy, cols) in st.replicated.items():
             replicated.setdefault(t, strategy)
+            if strategy == "counter":
+                counters.setdefault(t, cols)
         for t, c in st.pk_constraints.items():
             pks.setdefault(t, c)
-    return Catalog(replicated, pks)
+    return Catalog(replicated, pks, counters)
 
 
 def history_problems(states: Mapping[str, WriterState], migration: Migration) -> list[str]:
@@ -272,7 +276,7 @@ class Applier:
                     conn.execute(stmt.encode())
             self._statements(conn, writer, step)
             drift = _rows(conn, "SELECT table_name, kind, coalesce(col, ''), coalesce(detail, '') "
-                                "FROM fraiseql_repl.shape_drift() WHERE kind <> 'added'")
+                                "FROM fraiseql_repl.shape_drift() WHERE NOT fraiseql_repl.settled_by_install(kind)")
             if drift:
                 raise ApplyRefused(f"{step} on {writer}: {self.m.name} leaves replicated tables changed in a way peers "
                                    f"cannot merge: " + "; ".join(f"{t} {k} {c} {d}".strip() for t, k, c, d in drift))

@@ -26,7 +26,9 @@ A = REGIONS[0]
 #: The cases the writer's event trigger refuses as well (SQLSTATE FQ003).
 TRIGGER_ALSO = {
     "drop column", "rename column", "primary key dropped", "type change", "drop table", "rename table",
-    "replication trigger", "unique on expression",
+    "replication trigger", "unique on expression", "exclusion constraint", "counter check", "counter expression index",
+    "counter partial index", "counter unique index", "counter unique constraint", "counter nullable",
+    "counter generated column", "counter trigger on merges",
 }
 #: The cases PostgreSQL itself refuses on this writer, before the trigger could look: the SQLSTATE.
 POSTGRES_ITSELF = {"primary key added": "42P16"}  # a second primary key (a swap of keys: "primary key dropped")
@@ -101,6 +103,10 @@ def test_the_safe_migration_passes_both(writer: Mesh) -> None:
     ("CREATE UNIQUE INDEX CONCURRENTLY ON items (lower(v))", True),
     ("CREATE UNIQUE INDEX ON items (v)", False),
     ("CREATE INDEX ON items (lower(v)) WHERE v <> ''", False),
+    # a counter column: what no sum can break (check_counter_column)
+    ("CREATE INDEX ON counters (hits)", False),
+    ("CREATE INDEX ON counters (lower(label)) WHERE label <> ''", False),
+    ("CREATE UNIQUE INDEX ON counters (label)", False),
 ])
 def test_both_sides_judge_the_other_unique_indexes_alike(writer: Mesh, sql: str, refused: bool) -> None:
     assert bool(refusals(sql)) == refused
