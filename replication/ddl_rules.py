@@ -387,6 +387,8 @@ class _Analyser:
             return
         params = list(node.indexParams or ())
         reads = {p.name for p in params if p.name} | _columns_in([p.expr for p in params]) | _columns_in(node.whereClause)
+        if not any(p.name for p in params):  # PostgreSQL records such an index as reading the whole row
+            reads |= set(self.catalog.counter_cols.get(t, ()))
         shaped = node.unique or node.whereClause is not None or any(p.expr is not None for p in params)
         if shaped and self.counter_shape(t, reads, "creates a unique index, or one on an expression or with a WHERE clause,"):
             return

@@ -30,6 +30,11 @@ Observed (this probe, 2 full runs: 4 of 4 cases failed each time; the unique cas
   23505 duplicate key value violates unique constraint "tally_c", no apply error (so no alarm on the
   link, only the parked count).
 
+Fixed: the DDL guard reports, for every counter column of a table a command touched, what the
+install's check refuses (fraiseql_repl.counter_column_problems: the one rule, which
+check_counter_column raises on), and refuses the command with FQ003, schema apply or not. Every case
+here is refused on every writer (the guard's FQ003, nothing else, counts).
+
     .venv/bin/python -m pytest -q -s tests/redteam/test_red7_counter_ddl_later.py
 """
 
