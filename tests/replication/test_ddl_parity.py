@@ -148,3 +148,14 @@ def test_a_writer_guarded_by_the_previous_release_gets_the_new_guard_on_a_rerun(
             c.execute("CREATE UNIQUE INDEX ON items (v)")
         assert e.value.sqlstate == "FQ003"
     assert on_the_writer(writer, "CREATE UNIQUE INDEX ON items (lower(v))") == "FQ003"
+
+
+def test_the_merge_settles_a_unique_key_on_its_key_columns_not_its_included_ones(writer: Mesh) -> None:
+    """fraiseql_repl.unique_keys: what install_table builds a clash block for and the guard compares.
+    An INCLUDE column is no part of the rule (a clash compared on it too would be missed)."""
+    with writer.connect(A) as c, c.transaction():
+        c.execute("CREATE TABLE kinds (id int PRIMARY KEY, a int, b int, UNIQUE (a) INCLUDE (b), UNIQUE NULLS NOT DISTINCT (b, a))")
+        c.execute("CREATE UNIQUE INDEX ON kinds (lower(a::text))")  # refused by the install, not a key here
+        got = c.execute("SELECT cols, nnd FROM fraiseql_repl.unique_keys('kinds'::regclass) ORDER BY cols").fetchall()
+        assert got == [(["a"], False), (["b", "a"], True)]
+        raise psycopg.Rollback()
