@@ -9,8 +9,8 @@ statement, against the replicated tables (the writers' ``table_meta``) and the c
   (every writer fills its existing rows itself), constraints that a peer's change could violate,
   exclusion constraints, shapes of a counter column that a legal sum can break (a CHECK, NULL, a
   unique or expression index or generated column over it, a trigger that fires on merges: what the
-  install's ``check_counter_column`` refuses), anything the parser cannot see into (DO, CALL, function calls), transaction control, and the
-  replication machinery itself;
+  install's ``check_counter_column`` refuses), anything the parser cannot see into (DO, CALL,
+  function calls), transaction control, and the replication machinery itself;
 * what must follow: the new tables to install with their strategy, and the replicated tables whose
   conflict objects must be re-rendered.
 
