@@ -7,8 +7,10 @@ statement, against the replicated tables (the writers' ``table_meta``) and the c
   changing a primary key, a replicated table without one, TRUNCATE, data changes to replicated
   tables (every writer would run them, and each run replicates), defaults that are not constants
   (every writer fills its existing rows itself), constraints that a peer's change could violate,
-  anything the parser cannot see into (DO, CALL, function calls), transaction control, and the
-  replication machinery itself;
+  exclusion constraints, shapes of a counter column that a legal sum can break (a CHECK, NULL, a
+  unique or expression index or generated column over it, a trigger that fires on merges: what the
+  install's ``check_counter_column`` refuses), anything the parser cannot see into (DO, CALL,
+  function calls), transaction control, and the replication machinery itself;
 * what must follow: the new tables to install with their strategy, and the replicated tables whose
   conflict objects must be re-rendered.
 
@@ -83,11 +85,12 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Catalog:
-    """What the writers already replicate: ``table -> strategy`` (from ``table_meta``, qualified) and
-    each replicated table's primary-key constraint name."""
+    """What the writers already replicate: ``table -> strategy`` (from ``table_meta``, qualified),
+    each replicated table's primary-key constraint name, and each counter table's counter columns."""
 
     replicated: Mapping[str, str] = field(default_factory=dict)
     pk_constraints: Mapping[str, str] = field(default_factory=dict)
+    counter_cols: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -248,6 +251,17 @@ class _Analyser:
     def refuse(self, why: str, instead: str) -> None:
         self.a.refusals.append(Refusal(self.stmt, why, instead))
 
+    def counter_shape(self, t: str, cols: set[str], what: str) -> bool:
+        """Refuse ``what`` when it reads a counter column of replicated table ``t``: a shape the
+        install's check_counter_column refuses, which a sum of legal writes can break."""
+        hit = sorted(cols & set(self.catalog.counter_cols.get(t, ())))
+        if hit:
+            self.refuse(f"{what} over counter column {t}.{hit[0]}: regions add to it where each write was legal, and "
+                        "their sum could break it on a peer's merge and stall the link (the install refuses the same shape)",
+                        "check the rule in the application (it sees the whole sum only after the merge), or keep the table "
+                        "out of counter replication")
+        return bool(hit)
+
     def machinery(self, schema: str | None) -> bool:
         if schema == SCHEMA:
             self.refuse(f"touches the replication machinery in schema {SCHEMA}",
@@ -370,6 +384,13 @@ class _Analyser:
             return
         if node.primary:
             self.pk_change(t)
+            return
+        params = list(node.indexParams or ())
+        reads = {p.name for p in params if p.name} | _columns_in([p.expr for p in params]) | _columns_in(node.whereClause)
+        if not any(p.name for p in params):  # PostgreSQL records such an index as reading the whole row
+            reads |= set(self.catalog.counter_cols.get(t, ()))
+        shaped = node.unique or node.whereClause is not None or any(p.expr is not None for p in params)
+        if shaped and self.counter_shape(t, reads, "creates a unique index, or one on an expression or with a WHERE clause,"):
             return
         if node.unique and (node.whereClause is not None or any(e.expr is not None for e in node.indexParams or ())):
             self.refuse(f"creates a unique index on an expression or with a WHERE clause on replicated table {t}: two regions "
@@ -510,10 +531,15 @@ class _Analyser:
                 self.refuse(f"sets NOT NULL on replicated column {t}.{col}: a writer that has not got the constraint yet "
                             "can send NULLs that the others would refuse to merge (parked for good)",
                             "enforce it in the application; the column keeps accepting NULLs from peers")
+        elif st == _AT.AT_DropNotNull:
+            self.counter_shape(t, {col}, "lets NULL in (DROP NOT NULL)")
         elif st in (_AT.AT_DisableTrig, _AT.AT_EnableReplicaTrig, _AT.AT_EnableAlwaysTrig, _AT.AT_EnableTrig):
             if (col or "").startswith(_REPLICATION_TRIGGERS):
                 self.refuse(f"changes when replication trigger {col} on {t} fires: this writer's changes would stop "
                             "replicating or be stamped twice", "leave the fraiseql_repl_* triggers alone")
+            elif st in (_AT.AT_EnableReplicaTrig, _AT.AT_EnableAlwaysTrig):
+                self.counter_shape(t, set(self.catalog.counter_cols.get(t, ())),
+                                   f"makes trigger {col} fire on merges too (it may refuse a sum)")
         elif st in (_AT.AT_DisableTrigAll, _AT.AT_DisableTrigUser):
             self.refuse(f"disables every trigger of replicated table {t}, the replication triggers too",
                         "disable your own triggers by name")
@@ -546,6 +572,9 @@ class _Analyser:
             self.refuse(f"adds column {t}.{c} with a default that is not a constant ({_deparse(default)}): every writer "
                         "would fill its existing rows with its own value", "add it with a constant default (or none), then "
                         "backfill it once on one writer after schema apply")
+        elif _CT.CONSTR_GENERATED in kinds and self.counter_shape(
+                t, _columns_in([x.raw_expr for x in cons if x.contype == _CT.CONSTR_GENERATED]), f"adds generated column {t}.{c}"):
+            return
         elif _CT.CONSTR_NOTNULL in kinds and default is None and _CT.CONSTR_GENERATED not in kinds:
             self.refuse(f"adds NOT NULL column {t}.{c} without a default: it fails on every writer that has rows, and "
                         "peers' changes made before they have it carry no value for it", "give it a constant DEFAULT")
@@ -564,7 +593,11 @@ class _Analyser:
         elif con.contype == _CT.CONSTR_FOREIGN:
             self.a.notes.append(f"foreign key on {t}: changes merged from peers are not checked against it (the apply "
                                 "worker runs as a replica), so a row may arrive before the row it references")
+        elif con.contype == _CT.CONSTR_UNIQUE:
+            self.counter_shape(t, set(_names(con.keys)), "adds a unique constraint")
         elif con.contype in (_CT.CONSTR_CHECK, _CT.CONSTR_NOTNULL):
+            if con.contype == _CT.CONSTR_CHECK and self.counter_shape(t, _columns_in(con.raw_expr), "adds a CHECK constraint"):
+                return
             cols = _columns_in(con.raw_expr) | set(_names(con.keys))
             if not cols or not cols <= added:
                 what = "CHECK" if con.contype == _CT.CONSTR_CHECK else "NOT NULL"

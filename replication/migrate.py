@@ -35,7 +35,7 @@ from psycopg import errors
 
 from replication.ddl_rules import Analysis, Catalog, Migration
 from replication.model import ConflictPolicy
-from replication.sql import DATA_TABLES, SCHEMA, _ident, _schema_file, _split, render_publication
+from replication.sql import DATA_TABLES, SCHEMA, _ident, _schema_file, _split, render_publication, render_upgrades
 
 __all__ = ["GUC", "Applier", "ApplyFailed", "ApplyRefused", "HistoryRow", "Step", "WriterState", "catalog_of",
            "history_problems", "mesh_problems", "plan", "read_writer", "render_ddl_objects"]
@@ -57,8 +57,9 @@ class ApplyFailed(Exception):
 
 def render_ddl_objects() -> list[str]:
     """The objects of ``schema/ddl.sql`` (history, holds, shapes, the DDL guard): for writers
-    bootstrapped before they existed. Also part of ``render_conflict_objects``."""
-    return _split(_schema_file("ddl.sql"))
+    bootstrapped before they existed, after the schema upgrades they may lack (as the bootstrap
+    runs them). Also part of ``render_conflict_objects``."""
+    return [*render_upgrades(), *_split(_schema_file("ddl.sql"))]
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def read_writer(conn: Any, name: str) -> WriterState:
     if not st.installed:
         return st
     st.ddl_objects = bool(_rows(conn, "SELECT to_regclass('fraiseql_repl.migrations') IS NOT NULL "
-                                      "AND to_regclass('fraiseql_repl.held') IS NOT NULL")[0][0])
+                                      "AND to_regclass('fraiseql_repl.held') IS NOT NULL "
+                                      "AND to_regprocedure('fraiseql_repl.settled_by_install(text)') IS NOT NULL")[0][0])
     st.guard = _rows(conn, "SELECT count(*) FROM pg_catalog.pg_event_trigger WHERE evtname IN "
                            "('fraiseql_repl_ddl_guard', 'fraiseql_repl_ddl_guard_drop') AND evtenabled <> 'D'")[0][0] == 2
     for t, strategy, cols in _rows(conn, "SELECT table_name, strategy, counter_cols FROM fraiseql_repl.table_meta ORDER BY 1"):
@@ -123,12 +125,15 @@ def catalog_of(states: Mapping[str, WriterState]) -> Catalog:
     """The union of what the writers replicate (a writer that lacks a table shows up in the plan)."""
     replicated: dict[str, str] = {}
     pks: dict[str, str] = {}
+    counters: dict[str, list[str]] = {}
     for st in states.values():
-        for t, (strategy, _) in st.replicated.items():
+        for t, (strategy, cols) in st.replicated.items():
             replicated.setdefault(t, strategy)
+            if strategy == "counter":
+                counters.setdefault(t, cols)
         for t, c in st.pk_constraints.items():
             pks.setdefault(t, c)
-    return Catalog(replicated, pks)
+    return Catalog(replicated, pks, counters)
 
 
 def history_problems(states: Mapping[str, WriterState], migration: Migration) -> list[str]:
@@ -272,7 +277,7 @@ class Applier:
                     conn.execute(stmt.encode())
             self._statements(conn, writer, step)
             drift = _rows(conn, "SELECT table_name, kind, coalesce(col, ''), coalesce(detail, '') "
-                                "FROM fraiseql_repl.shape_drift() WHERE kind <> 'added'")
+                                "FROM fraiseql_repl.shape_drift() WHERE NOT fraiseql_repl.settled_by_install(kind)")
             if drift:
                 raise ApplyRefused(f"{step} on {writer}: {self.m.name} leaves replicated tables changed in a way peers "
                                    f"cannot merge: " + "; ".join(f"{t} {k} {c} {d}".strip() for t, k, c, d in drift))

@@ -31,24 +31,34 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.held (
     PRIMARY KEY (table_name, col)
 );
 
--- What install_table saw last: the columns and key the generated merge function was built for.
+-- What install_table saw last: the columns, key and secondary unique keys (fraiseql_repl.unique_keys:
+-- [{"cols": [...], "nnd": bool}]) the generated merge function was built for.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.table_shape (
     table_name  text PRIMARY KEY,
     relid       oid NOT NULL,
     pk          text[] NOT NULL,
     columns     jsonb NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- the secondary unique keys the merge was built for (unique_keys_json)
+    uniques     jsonb
 );
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.unique_keys_json(rel oid)
+RETURNS jsonb LANGUAGE sql STABLE AS $f$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('cols', to_jsonb(u.cols), 'nnd', u.nnd) ORDER BY u.name), '[]')
+    FROM fraiseql_repl.unique_keys(rel) u
+$f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.record_shape(tname text)
 RETURNS void LANGUAGE sql AS $f$
-    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns)
+    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns, uniques)
     SELECT tname, c.oid, coalesce(fraiseql_repl.pk_cols(c.oid), '{}'),
            (SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+           fraiseql_repl.unique_keys_json(c.oid)
     FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(tname)
     ON CONFLICT (table_name) DO UPDATE SET relid = excluded.relid, pk = excluded.pk, columns = excluded.columns,
-        recorded_at = clock_timestamp()
+        uniques = excluded.uniques, recorded_at = clock_timestamp()
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_installed()
@@ -67,14 +77,17 @@ END $do$;
 
 -- How replicated tables differ from what their merge functions were built for. kind: renamed (the
 -- table), dropped (a column: dropped or renamed), type, pk, trigger (a replication trigger missing
--- or not firing for local writes), unique (an index the merge cannot settle clashes on), added (a
--- column the merge does not know yet).
+-- or not firing for local writes), unique (an index the merge cannot settle clashes on), exclusion
+-- (a constraint the merge cannot settle), counter (a counter column's shape that a legal sum can
+-- break: fraiseql_repl.counter_column_problems), inheritance (a partition, parent or child), and
+-- what a re-install settles (fraiseql_repl.settled_by_install): added (a column the merge does not
+-- know yet), unique new / unique gone (a unique key the merge does not know / still settles).
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_drift(rels oid[] DEFAULT NULL)
 RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql STABLE AS $f$
     -- The table by its name; by its recorded oid only when that name is gone and the oid still carries
     -- the replication triggers (renamed or moved). A restored copy has new oids: its names still match.
     WITH s0 AS (
-        SELECT x.table_name, x.pk, x.columns,
+        SELECT x.table_name, x.pk, x.columns, x.uniques,
                coalesce(to_regclass(x.table_name)::oid,
                         (SELECT g.tgrelid FROM pg_catalog.pg_trigger g
                           WHERE g.tgrelid = x.relid AND g.tgname = 'fraiseql_repl_emit')) AS relid
@@ -109,6 +122,31 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
       JOIN pg_catalog.pg_index i ON i.indrelid = s.relid AND i.indisunique AND NOT i.indisprimary
                                 AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
     UNION ALL
+    SELECT s.table_name, 'exclusion', con.conname::text, pg_catalog.pg_get_constraintdef(con.oid) FROM s
+      JOIN pg_catalog.pg_constraint con ON con.conrelid = s.relid AND con.contype = 'x'
+    UNION ALL
+    -- A unique key the merge has no clash block for (unique_keys as the install read them), and one
+    -- it still settles that is gone. Only a re-install (schema apply) brings the merge up to date.
+    SELECT s.table_name, 'unique new', u.name, pg_catalog.pg_get_indexdef(u.idx) FROM s
+     CROSS JOIN LATERAL fraiseql_repl.unique_keys(s.relid) u
+     WHERE s.uniques IS NOT NULL AND NOT EXISTS (
+             SELECT 1 FROM jsonb_array_elements(s.uniques) e WHERE e = jsonb_build_object('cols', to_jsonb(u.cols), 'nnd', u.nnd))
+    UNION ALL
+    SELECT s.table_name, 'unique gone', NULL, format('(%s)%s', (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text(e -> 'cols') x),
+                                                     CASE WHEN (e ->> 'nnd')::boolean THEN ' NULLS NOT DISTINCT' ELSE '' END)
+      FROM s CROSS JOIN LATERAL jsonb_array_elements(s.uniques) e
+     WHERE s.uniques IS NOT NULL AND NOT EXISTS (
+             SELECT 1 FROM fraiseql_repl.unique_keys(s.relid) u WHERE jsonb_build_object('cols', to_jsonb(u.cols), 'nnd', u.nnd) = e)
+    UNION ALL
+    SELECT s.table_name, 'counter', c.col, p.message FROM s
+      JOIN fraiseql_repl.table_meta m ON m.table_name = s.table_name AND m.strategy = 'counter'
+     CROSS JOIN LATERAL unnest(m.counter_cols) c(col)
+     CROSS JOIN LATERAL fraiseql_repl.counter_column_problems(s.relid::regclass, s.table_name, c.col) p
+    UNION ALL
+    SELECT s.table_name, 'inheritance', NULL, fraiseql_repl.table_name(h.other::regclass) FROM s
+     CROSS JOIN LATERAL (SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = s.relid
+                         UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = s.relid) h(other)
+    UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
      WHERE NOT s.columns ? cur.col AND cur.col NOT LIKE '\_repl\_%'
     UNION ALL
@@ -133,6 +171,11 @@ BEGIN
             WHEN 'trigger' THEN format('fraiseql_repl: replication trigger %s on %s is %s: this writer''s changes would stop replicating', col, tname, detail)
             WHEN 'commit check' THEN format('fraiseql_repl: trigger %s on %s is %s: writes to replicated tables would commit without their lease check', col, tname, detail)
             WHEN 'unique' THEN format('fraiseql_repl: replicated table %s would have unique index %s on an expression or with a WHERE clause (%s): two regions can insert rows that clash on it, and the merge could not tell which to keep', tname, col, detail)
+            WHEN 'unique new' THEN format('fraiseql_repl: unique index %s on replicated table %s was made outside schema apply (%s): the merge functions were generated without it, so rows two regions insert with the same value would be parked for good', col, tname, detail)
+            WHEN 'unique gone' THEN format('fraiseql_repl: unique key %s of replicated table %s was dropped outside schema apply: the merge functions still settle clashes on it, so a row that shares the value would be parked on every peer for good', detail, tname)
+            WHEN 'exclusion' THEN format('fraiseql_repl: replicated table %s would have exclusion constraint %s (%s): two regions can write rows that exclude each other, and the merge cannot choose between them', tname, col, detail)
+            WHEN 'counter' THEN detail
+            WHEN 'inheritance' THEN format('fraiseql_repl: replicated table %s would be a partition, parent or child (of %s): writes through the other table skip its change capture, and the merge functions do not follow them', tname, detail)
             ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
         END,
         HINT = CASE kind
@@ -143,12 +186,28 @@ BEGIN
             WHEN 'trigger' THEN 'Re-run the bootstrap (or python -m ops schema apply) to re-install the table.'
             WHEN 'commit check' THEN 'Re-run the bootstrap: it makes the trigger again.'
             WHEN 'unique' THEN format('DROP INDEX %s if it is still there (a refused CREATE INDEX CONCURRENTLY leaves it behind, invalid but enforced). Use a unique index on plain columns (through python -m ops schema apply), or check the rule in the application.', col)
+            WHEN 'unique new' THEN format('Add it with python -m ops schema apply: it re-installs the merge functions on every writer. DROP INDEX %s if it is still there (a refused CREATE INDEX CONCURRENTLY leaves it behind, invalid but enforced).', col)
+            WHEN 'unique gone' THEN 'Drop it with python -m ops schema apply: it re-installs the merge functions on every writer.'
+            WHEN 'exclusion' THEN 'Check the rule in the application, or use a unique constraint on plain columns (through python -m ops schema apply).'
+            WHEN 'counter' THEN 'The install refuses the same shape, so schema apply cannot add it either. '
+                || coalesce((SELECT p.hint FROM fraiseql_repl.counter_column_problems(to_regclass(tname), tname, col) p
+                              WHERE p.message = detail LIMIT 1), '')
+                || ' A refused CREATE INDEX CONCURRENTLY leaves its index behind: drop it.'
+            WHEN 'inheritance' THEN 'Replicate plain tables; a view can combine them.'
             ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
         END;
 END $f$;
 
--- ddl_command_end: a command changed a replicated table. Additions are allowed only inside
--- `python -m ops schema apply` (it sets fraiseql_repl.schema_apply); the rest never.
+-- What schema apply settles by re-installing the merge functions (its install step), so the DDL guard
+-- lets it through inside schema apply and nowhere else.
+CREATE OR REPLACE FUNCTION fraiseql_repl.settled_by_install(kind text)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $f$
+    SELECT kind IN ('added', 'unique new', 'unique gone')
+$f$;
+
+-- ddl_command_end: a command changed a replicated table. Additions (columns, unique keys; dropped
+-- unique keys) are allowed only inside `python -m ops schema apply` (it sets
+-- fraiseql_repl.schema_apply); the rest never.
 CREATE OR REPLACE FUNCTION fraiseql_repl.ddl_guard()
 RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
@@ -169,17 +228,24 @@ BEGIN
         IF rels IS NULL THEN
             RETURN;
         END IF;
+        -- ALTER TABLE parent ATTACH PARTITION / INHERIT: the other end of the link too.
+        rels := rels || ARRAY(SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = ANY (rels))
+                     || ARRAY(SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = ANY (rels));
     END IF;
-    FOR d IN SELECT * FROM fraiseql_repl.shape_drift(rels) LOOP
-        CONTINUE WHEN d.kind = 'added' AND applying;
+    -- What no re-install settles first: its refusal says what to do instead.
+    FOR d IN SELECT * FROM fraiseql_repl.shape_drift(rels) x ORDER BY fraiseql_repl.settled_by_install(x.kind) LOOP
+        CONTINUE WHEN applying AND fraiseql_repl.settled_by_install(d.kind);
         PERFORM fraiseql_repl.refuse_drift(d.table_name, d.kind, d.col, d.detail);
     END LOOP;
 END $f$;
 
--- sql_drop: a replicated table, one of its columns or one of its replication triggers is dropped.
+-- sql_drop: a replicated table, one of its columns or one of its replication triggers is dropped, or
+-- (outside schema apply) a unique index the merge functions settle clashes on.
 CREATE OR REPLACE FUNCTION fraiseql_repl.ddl_guard_drop()
 RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE o record;
+DECLARE
+    o record;
+    applying boolean := coalesce(current_setting('fraiseql_repl.schema_apply', true), '') = 'on';
 BEGIN
     IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
         RETURN;
@@ -204,6 +270,12 @@ BEGIN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'trigger', o.address_names[3], 'dropped');
         END IF;
     END LOOP;
+    -- DROP INDEX names no table: look at every replicated table's unique keys.
+    IF NOT applying AND EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() x WHERE x.object_type = 'index') THEN
+        FOR o IN SELECT * FROM fraiseql_repl.shape_drift() d WHERE d.kind = 'unique gone' LOOP
+            PERFORM fraiseql_repl.refuse_drift(o.table_name, o.kind, o.col, o.detail);
+        END LOOP;
+    END IF;
 END $f$;
 
 -- Creating event triggers needs a superuser (on RDS: the master user, a member of rds_superuser).

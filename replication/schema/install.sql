@@ -51,27 +51,32 @@ BEGIN
     END LOOP;
 END $f$;
 
--- Refuses a counter column whose sum of legal contributions could fail to merge (a peer's merge
--- would raise and stall the link) or show differently on the writer that wrote it.
-CREATE OR REPLACE FUNCTION fraiseql_repl.check_counter_column(rel regclass, tname text, col text)
-RETURNS void LANGUAGE plpgsql AS $f$
+-- Why a counter column's sum of legal contributions could fail to merge (a peer's merge would raise
+-- and stall the link) or show differently on the writer that wrote it: one row per reason, none when
+-- the shape is fine. The install refuses the first (check_counter_column); the DDL guard (ddl.sql)
+-- refuses a statement after which there is one.
+CREATE OR REPLACE FUNCTION fraiseql_repl.counter_column_problems(rel regclass, tname text, col text)
+RETURNS TABLE (message text, hint text) LANGUAGE plpgsql STABLE AS $f$
 DECLARE
     a record;
     dep text;
 BEGIN
     SELECT x.attnum, x.atttypid, x.atttypmod, x.attnotnull, x.attgenerated, format_type(x.atttypid, x.atttypmod) AS typ INTO a
-    FROM pg_catalog.pg_attribute x WHERE x.attrelid = rel AND x.attname = col;
+    FROM pg_catalog.pg_attribute x WHERE x.attrelid = rel AND x.attname = col AND NOT x.attisdropped;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     IF a.attgenerated <> '' OR NOT (a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
                                     OR (a.atttypid = 'numeric'::regtype AND a.atttypmod = -1)) THEN
-        RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: counter column %s.%s is %s: regions add to it where each write was legal, '
-                             'and their sum may not fit it', tname, col, a.typ || CASE WHEN a.attgenerated <> '' THEN ' (generated)' ELSE '' END),
-            HINT = 'Make it smallint, integer or bigint (a sum past the range shows clamped) or numeric without a precision.';
+        message := format('fraiseql_repl: counter column %s.%s is %s: regions add to it where each write was legal, '
+                          'and their sum may not fit it', tname, col, a.typ || CASE WHEN a.attgenerated <> '' THEN ' (generated)' ELSE '' END);
+        hint := 'Make it smallint, integer or bigint (a sum past the range shows clamped) or numeric without a precision.';
+        RETURN NEXT;
     END IF;
     IF NOT a.attnotnull THEN
-        RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: counter column %s.%s allows NULL: a NULL written on one writer would show as 0 on the others', tname, col),
-            HINT = format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT 0, ALTER COLUMN %I SET NOT NULL (after UPDATE ... SET %I = 0 WHERE %I IS NULL).', tname, col, col, col, col);
+        message := format('fraiseql_repl: counter column %s.%s allows NULL: a NULL written on one writer would show as 0 on the others', tname, col);
+        hint := format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT 0, ALTER COLUMN %I SET NOT NULL (after UPDATE ... SET %I = 0 WHERE %I IS NULL).', tname, col, col, col, col);
+        RETURN NEXT;
     END IF;
     -- What reads the column (or the whole row: a function over the row may read it): pg_depend.
     SELECT string_agg(d, ', ') INTO dep FROM (
@@ -89,7 +94,7 @@ BEGIN
           JOIN pg_catalog.pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = ad.oid
                                       AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = rel
                                       AND dp.refobjsubid IN (0, a.attnum)
-         WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0
+         WHERE g.attrelid = rel AND g.attgenerated <> '' AND g.attnum > 0 AND NOT g.attisdropped
         UNION ALL
         -- an index over it that a sum can break: unique (two rows' sums meet), or on an expression or
         -- with a WHERE clause (evaluated on the sum: 1 / c, say)
@@ -108,12 +113,37 @@ BEGIN
          WHERE t.tgrelid = rel AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
            AND t.tgname NOT LIKE 'fraiseql\_repl\_%') x;
     IF dep IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = format('fraiseql_repl: counter column %s.%s has %s: two regions may each take the last unit, '
-                             'and the sum would break it on every writer', tname, col, dep),
-            HINT = 'Check the rule in the application (it sees the whole sum only after the merge), or keep the table out of counter replication.';
+        message := format('fraiseql_repl: counter column %s.%s has %s: two regions may each take the last unit, '
+                          'and the sum would break it on every writer', tname, col, dep);
+        hint := 'Check the rule in the application (it sees the whole sum only after the merge), or keep the table out of counter replication.';
+        RETURN NEXT;
     END IF;
 END $f$;
+
+-- Refuses a counter column with a problem above (the first).
+CREATE OR REPLACE FUNCTION fraiseql_repl.check_counter_column(rel regclass, tname text, col text)
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE p record;
+BEGIN
+    FOR p IN SELECT * FROM fraiseql_repl.counter_column_problems(rel, tname, col) LIMIT 1 LOOP
+        RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = p.message, HINT = p.hint;
+    END LOOP;
+END $f$;
+
+-- The secondary unique keys the merge settles clashes on (install_table generates one clash block
+-- per key; the DDL guard, ddl.sql, refuses a key made or dropped by hand since). Key columns only (an
+-- INCLUDE column is no part of the rule); indexes on expressions or with a WHERE clause are refused.
+CREATE OR REPLACE FUNCTION fraiseql_repl.unique_keys(rel regclass)
+RETURNS TABLE (idx oid, name text, nnd boolean, cols text[]) LANGUAGE sql STABLE AS $f$
+    SELECT i.indexrelid, i.indexrelid::regclass::text, i.indnullsnotdistinct, array_agg(a.attname::text ORDER BY k.ord)
+    FROM pg_catalog.pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL AND i.indpred IS NULL
+      AND k.ord <= i.indnkeyatts
+    GROUP BY i.indexrelid, i.indnullsnotdistinct
+    ORDER BY 2
+$f$;
 
 -- install_table's generated code is written as templates with named parts, {{name}}, filled from a
 -- jsonb of parts (fraiseql_repl.fill, one pass: a part's own text is never filled again).
@@ -478,15 +508,7 @@ DECLARE
     uniq record;
     out text := '';
 BEGIN
-    FOR uniq IN
-        SELECT i.indexrelid::regclass::text AS name, i.indnullsnotdistinct AS nnd,
-               array_agg(a.attname::text ORDER BY k.ord) AS cols
-        FROM pg_catalog.pg_index i
-        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = rel AND i.indisunique AND NOT i.indisprimary
-        GROUP BY i.indexrelid, i.indnullsnotdistinct
-    LOOP
+    FOR uniq IN SELECT u.name, u.nnd, u.cols FROM fraiseql_repl.unique_keys(rel) u LOOP
         out := out || fraiseql_repl.fill($u$
     SELECT * INTO _fq_clash FROM {{qt}} t WHERE {{unique_match}} AND NOT ({{pk_match_r}}) LIMIT 1 FOR UPDATE;
     IF FOUND THEN

@@ -17,10 +17,16 @@ Two regions then each insert a row with the same v, each legal where it runs. Ea
 the other's row raises 23505 / 23P01, receive_change retries and parks it, and retry_parked (the
 agent's retry) never merges it (the value never frees): every writer keeps a different row for good.
 
-Observed (exclusion: 3 runs; plain unique and NULLS NOT DISTINCT: 1 run by hand then this probe,
-twice; every run failed): us-east-1 keeps 702, us-west-2 keeps 701, eu-west-1 keeps whichever
-arrived first; each writer has the other row parked with 23505 "duplicate key value violates unique
-constraint items_v_uq" (or 23P01 "conflicting key value violates exclusion constraint").
+Observed before the fix (exclusion: 3 runs; plain unique and NULLS NOT DISTINCT: 1 run by hand then
+this probe, twice; every run failed): us-east-1 keeps 702, us-west-2 keeps 701, eu-west-1 keeps
+whichever arrived first; each writer has the other row parked with 23505 "duplicate key value
+violates unique constraint items_v_uq" (or 23P01 "conflicting key value violates exclusion
+constraint").
+
+Fixed: install_table records the unique keys it built clash blocks for (fraiseql_repl.unique_keys,
+in table_shape.uniques), and the DDL guard refuses, with FQ003, a unique key it does not know (or
+one it settles, dropped) outside schema apply, which re-installs the merge; an exclusion constraint
+always. Every case here is refused on every writer (the guard's FQ003, nothing else, counts).
 
     .venv/bin/python -m pytest -q -s tests/redteam/test_red7_ddl_unique_later.py
 """
@@ -57,12 +63,12 @@ def case(request: pytest.FixtureRequest) -> Iterator[tuple[Mesh, list[str], str 
             try:
                 running.execute(r, ddl)
             except psycopg.Error as exc:
+                if exc.sqlstate != "FQ003":  # the DDL guard's refusal, nothing else
+                    raise
                 refused.append(f"{r}: {exc}")
         yield running, refused, value
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/runbooks.md, DDL guard): a unique index or exclusion constraint "
-                   "added by hand after install passes the guard, and the merge generated at install does not know it")
 def test_uniqueness_rule_added_by_hand_is_refused_or_settled(case: tuple[Mesh, list[str], str | None]) -> None:
     m, refused, value = case
     if refused:

@@ -26,7 +26,9 @@ A = REGIONS[0]
 #: The cases the writer's event trigger refuses as well (SQLSTATE FQ003).
 TRIGGER_ALSO = {
     "drop column", "rename column", "primary key dropped", "type change", "drop table", "rename table",
-    "replication trigger", "unique on expression",
+    "replication trigger", "unique on expression", "exclusion constraint", "counter check", "counter expression index",
+    "counter partial index", "counter unique index", "counter unique constraint", "counter nullable",
+    "counter generated column", "counter trigger on merges",
 }
 #: The cases PostgreSQL itself refuses on this writer, before the trigger could look: the SQLSTATE.
 POSTGRES_ITSELF = {"primary key added": "42P16"}  # a second primary key (a swap of keys: "primary key dropped")
@@ -101,8 +103,14 @@ def test_the_safe_migration_passes_both(writer: Mesh) -> None:
     ("CREATE UNIQUE INDEX CONCURRENTLY ON items (lower(v))", True),
     ("CREATE UNIQUE INDEX ON items (v)", False),
     ("CREATE INDEX ON items (lower(v)) WHERE v <> ''", False),
+    # a counter column: what no sum can break (check_counter_column)
+    ("CREATE INDEX ON counters (hits)", False),
+    ("CREATE INDEX ON counters (id, lower(label)) WHERE label <> ''", False),
+    # no plain column: PostgreSQL records the index as depending on the whole row, the counter too
+    ("CREATE INDEX ON counters (lower(label))", True),
+    ("CREATE UNIQUE INDEX ON counters (label)", False),
 ])
-def test_both_sides_judge_the_other_unique_indexes_alike(writer: Mesh, sql: str, refused: bool) -> None:
+def test_both_sides_judge_the_other_indexes_alike(writer: Mesh, sql: str, refused: bool) -> None:
     assert bool(refusals(sql)) == refused
     if "CONCURRENTLY" in sql:
         # Not in a transaction: by hand, as an operator would. PostgreSQL cannot take a concurrent build
@@ -126,12 +134,30 @@ def test_both_sides_judge_the_other_unique_indexes_alike(writer: Mesh, sql: str,
         assert (on_the_writer(writer, sql) == "FQ003") == refused
 
 
-def test_a_writer_guarded_by_the_previous_release_gets_the_index_guard_on_a_rerun(writer: Mesh) -> None:
+def test_a_writer_guarded_by_the_previous_release_gets_the_new_guard_on_a_rerun(writer: Mesh) -> None:
     with writer.connect(A) as c:
         c.execute("DROP EVENT TRIGGER fraiseql_repl_ddl_guard")
+        # recorded before the unique keys were (and before upgrade 2 recorded them)
+        c.execute("ALTER TABLE fraiseql_repl.table_shape DROP COLUMN uniques")
+        c.execute("DELETE FROM fraiseql_repl.schema_upgrades WHERE version = 2")
         c.execute("CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', "
                   "'ALTER SCHEMA') EXECUTE FUNCTION fraiseql_repl.ddl_guard()")  # as the previous release made it
         assert on_the_writer(writer, "CREATE UNIQUE INDEX ON items (lower(v))") is None
         for stmt in render_ddl_objects():  # what the bootstrap re-runs
             c.execute(stmt.encode())
+        assert c.execute("SELECT count(*) FROM fraiseql_repl.table_shape WHERE uniques IS NULL").fetchall() == [(0,)]
+        with pytest.raises(psycopg.Error) as e, c.transaction():  # by hand: the merge does not know it
+            c.execute("CREATE UNIQUE INDEX ON items (v)")
+        assert e.value.sqlstate == "FQ003"
     assert on_the_writer(writer, "CREATE UNIQUE INDEX ON items (lower(v))") == "FQ003"
+
+
+def test_the_merge_settles_a_unique_key_on_its_key_columns_not_its_included_ones(writer: Mesh) -> None:
+    """fraiseql_repl.unique_keys: what install_table builds a clash block for and the guard compares.
+    An INCLUDE column is no part of the rule (a clash compared on it too would be missed)."""
+    with writer.connect(A) as c, c.transaction():
+        c.execute("CREATE TABLE kinds (id int PRIMARY KEY, a int, b int, UNIQUE (a) INCLUDE (b), UNIQUE NULLS NOT DISTINCT (b, a))")
+        c.execute("CREATE UNIQUE INDEX ON kinds (lower(a::text))")  # refused by the install, not a key here
+        got = c.execute("SELECT cols, nnd FROM fraiseql_repl.unique_keys('kinds'::regclass) ORDER BY cols").fetchall()
+        assert got == [(["a"], False), (["b", "a"], True)]
+        raise psycopg.Rollback()

@@ -13,7 +13,7 @@ from replication.migrate import plan
 from replication.model import ConflictPolicy, TablePolicy
 
 CATALOG = Catalog({"public.items": "lww", "public.counters": "counter", "public.tags": "set", "public.accounts": "app"},
-                  {"public.items": "items_pkey", "public.counters": "counters_pkey"})
+                  {"public.items": "items_pkey", "public.counters": "counters_pkey"}, {"public.counters": ("hits",)})
 WITH_LIKES = ConflictPolicy(tables=POLICY.tables + (TablePolicy("likes", "counter", ("n",)),), replicated=POLICY.replicated)
 
 
@@ -55,6 +55,27 @@ UNSAFE = {
     "drop table": ("DROP TABLE tags", ["drops replicated table public.tags"]),
     "rename table": ("ALTER TABLE items RENAME TO things", ["renames replicated table public.items", "CREATE VIEW things"]),
     "unique on expression": ("CREATE UNIQUE INDEX ON items (lower(v))", ["unique index on an expression"]),
+    "exclusion constraint": ("ALTER TABLE items ADD CONSTRAINT items_v_excl EXCLUDE USING btree (v WITH =)",
+                             ["adds an exclusion constraint on replicated table public.items", "Instead: check it in the application"]),
+    # A counter column's shapes that a sum of legal writes can break (the install's check_counter_column).
+    "counter check": ("ALTER TABLE counters ADD CONSTRAINT hits_nonneg CHECK (hits >= 0)",
+                      ["adds a CHECK constraint over counter column public.counters.hits", "stall the link",
+                       "Instead: check the rule in the application"]),
+    "counter expression index": ("CREATE INDEX counters_ratio ON counters ((100 / (hits + 2)))",
+                                 ["over counter column public.counters.hits"]),
+    "counter partial index": ("CREATE INDEX counters_low ON counters (id) WHERE hits < 10",
+                              ["over counter column public.counters.hits"]),
+    "counter unique index": ("CREATE UNIQUE INDEX counters_hits ON counters (hits)",
+                             ["creates a unique index", "over counter column public.counters.hits"]),
+    "counter unique constraint": ("ALTER TABLE counters ADD CONSTRAINT counters_hits_key UNIQUE (label, hits)",
+                                  ["adds a unique constraint over counter column public.counters.hits"]),
+    "counter nullable": ("ALTER TABLE counters ALTER COLUMN hits DROP NOT NULL",
+                         ["lets NULL in (DROP NOT NULL) over counter column public.counters.hits"]),
+    "counter generated column": ("ALTER TABLE counters ADD COLUMN twice bigint GENERATED ALWAYS AS (hits * 2) STORED",
+                                 ["adds generated column public.counters.twice over counter column public.counters.hits"]),
+    "counter trigger on merges": ("CREATE TRIGGER counters_same BEFORE UPDATE ON counters FOR EACH ROW EXECUTE FUNCTION "
+                                  "suppress_redundant_updates_trigger(); ALTER TABLE counters ENABLE ALWAYS TRIGGER counters_same",
+                                  ["makes trigger counters_same fire on merges too", "counter column public.counters.hits"]),
     "replication trigger": ("ALTER TABLE items DISABLE TRIGGER fraiseql_repl_emit",
                             ["replication trigger fraiseql_repl_emit on public.items"]),
     "triggers off": ("SET session_replication_role = replica", ["switches off the triggers"]),
@@ -105,6 +126,12 @@ def test_a_safe_migration_passes_and_says_what_must_follow() -> None:
 def test_constraints_on_columns_the_migration_adds_are_allowed() -> None:
     assert refusals("ALTER TABLE items ADD COLUMN q int DEFAULT 1, ADD CONSTRAINT q_pos CHECK (q > 0);"
                     "ALTER TABLE items ALTER COLUMN q SET NOT NULL") == []
+
+
+def test_counter_shapes_no_sum_can_break_are_allowed() -> None:
+    assert refusals("CREATE INDEX ON counters (hits); CREATE INDEX ON counters (id, lower(label)) WHERE label <> '';"
+                    "CREATE UNIQUE INDEX ON counters (label); ALTER TABLE items ENABLE ALWAYS TRIGGER tv_refresh;"
+                    "ALTER TABLE counters ALTER COLUMN label DROP NOT NULL") == []
 
 
 def test_a_concurrently_only_migration_runs_without_a_transaction() -> None:

@@ -328,3 +328,46 @@ def test_new_objects_follow_the_policy(sm: Mesh, files: Path) -> None:
     sm.wait_converged(["likes"], timeout=30)
     assert all(sm.execute(n, "SELECT n FROM likes WHERE id = 1") == [(6,)] for n in REGIONS)
 
+
+
+def test_a_unique_rule_goes_through_schema_apply_and_its_clashes_settle_alike(sm: Mesh, files: Path) -> None:
+    """By hand, a unique key the merge does not know (or one it settles, dropped) is refused; through
+    schema apply the merge is re-installed with it, and a clash made in two regions ends the same."""
+    def refused(sql: str) -> str:
+        with sm.connect(A) as c, pytest.raises(psycopg.Error) as e:
+            c.execute(sql.encode())
+        assert e.value.sqlstate == "FQ003", e.value
+        return f"{e.value.diag.message_primary} | {e.value.diag.message_hint}"
+
+    assert "made outside schema apply" in refused("CREATE UNIQUE INDEX items_id_v ON items (id, v)")
+    rc, recs = apply(sm, files, "0008_sku.sql", "ALTER TABLE items ADD COLUMN sku text;\n"
+                                                "ALTER TABLE items ADD CONSTRAINT items_sku_key UNIQUE (sku);\n"
+                                                "CREATE UNIQUE INDEX items_sku_id ON items (sku, id) NULLS NOT DISTINCT;\n")
+    assert rc == 0, recs[-1]
+    known = {n: sm.execute(n, "SELECT uniques FROM fraiseql_repl.table_shape WHERE table_name = 'public.items'")[0][0]
+             for n in REGIONS}
+    assert all({(tuple(u["cols"]), u["nnd"]) for u in k} == {(("sku",), False), (("sku", "id"), True)}
+               for k in known.values()), known
+    with sm.paused():  # each region takes the same sku where it is still free
+        sm.execute(A, "INSERT INTO items (id, v, sku) VALUES (4000001, 'a', 'SKU-1')")
+        sm.execute(B, "INSERT INTO items (id, v, sku) VALUES (4000002, 'b', 'SKU-1')")
+    sm.wait_converged(["items"], timeout=30)
+    kept = {n: sm.execute(n, "SELECT id FROM items WHERE sku = 'SKU-1'") for n in REGIONS}
+    assert len({str(k) for k in kept.values()}) == 1 and len(kept[A]) == 1, kept
+    assert all(sm.execute(n, "SELECT sqlstate FROM fraiseql_repl.parked WHERE tbl = 'public.items' "
+                             "AND pk->>'id' IN ('4000001', '4000002')") == [("FQ004",)] for n in REGIONS)
+    gone = refused("ALTER TABLE items DROP CONSTRAINT items_sku_key")
+    assert "unique key (sku) of replicated table public.items was dropped outside schema apply" in gone
+    assert "python -m ops schema apply" in gone
+    assert "unique key (sku, id) NULLS NOT DISTINCT" in refused("DROP INDEX items_sku_id")
+
+
+def test_a_replicated_table_cannot_join_an_inheritance_tree(sm: Mesh) -> None:
+    with sm.connect(A) as c:
+        c.execute("CREATE TABLE items_kid (LIKE items)")
+        try:
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("ALTER TABLE items_kid INHERIT items")
+            assert e.value.sqlstate == "FQ003" and "public.items would be a partition, parent or child" in str(e.value)
+        finally:
+            c.execute("DROP TABLE items_kid")

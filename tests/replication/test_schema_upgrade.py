@@ -141,12 +141,16 @@ def test_a_rerun_runs_no_upgrade_again(database: Callable[..., Any]) -> None:
 @pytest.mark.parametrize("missing", [v for v, _ in sql.upgrades()])
 def test_an_upgrade_left_out_shows_in_the_catalog(database: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
                                                   missing: int) -> None:
-    # What the comparison above is worth: without any one upgrade, the upgraded writer differs.
+    # What the comparison above is worth: without any one upgrade, the upgraded writer differs (or
+    # its install fails, where the release's functions use what the upgrade makes).
     fresh, upgraded = database(), database(previous=True)
     apply(fresh, bootstrap())
     kept = [u for u in sql.upgrades() if u[0] != missing]
     monkeypatch.setattr(sql, "upgrades", lambda: kept)
-    apply(upgraded, bootstrap())
+    try:
+        apply(upgraded, bootstrap())
+    except psycopg.Error:
+        return
     assert differences(catalog(fresh), catalog(upgraded)) != []
 
 
