@@ -746,8 +746,11 @@ def _fence_experiments(m: Mesh, nem: Nemesis, writers: Writers, regions: list[st
     w12 = ex.writers12 = _twelve_writers(m, nem, x, hold_s=bound + 2)
     progress(f"12 writers: fenced after {w12.fence_s:.2f} s, {w12.commits_after_revoke} commits after the revoke")
     wait_writable(m, regions, timeout=60)
-    ex.traffic_steered = w12.traffic_out_while_cut and _eventually(
-        lambda: not nem.aws.fence_rule_path_matches(x), timeout=30)
+    restored = _eventually(lambda: not nem.aws.fence_rule_path_matches(x), timeout=30)
+    ex.traffic_steered = w12.traffic_out_while_cut and restored
+    if not ex.traffic_steered:
+        ex.notes.append(f"traffic not steered: away from {x} while it was cut: {w12.traffic_out_while_cut}; "
+                        f"back within 30 s of the heal: {restored}")
 
 
 def _converged(m: Mesh, notes: list[str], progress: Callable[[str], None]) -> bool:
