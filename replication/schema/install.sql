@@ -346,6 +346,11 @@ BEGIN
         RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
     END IF;
     IF TG_OP = 'INSERT' THEN
+        -- The keys' locks (fraiseql_repl.key_bucket), shared, in order, then a fresh look at the
+        -- tombstones: a peer's delete merged here meanwhile has committed (or it waits for our
+        -- commit, and removes the rows then).
+        PERFORM fraiseql_repl.lock_bucket_shared(_fq_b.b)
+           FROM (SELECT DISTINCT fraiseql_repl.key_bucket(%2$s, jsonb_build_object(%3$s)) AS b FROM _fq_new _fq_n ORDER BY 1) _fq_b;
         -- A peer's delete of one of these keys landed while we inserted it: our row would be an
         -- incarnation that is already dead everywhere else. Retrying sees the tombstone and starts
         -- a new one.
@@ -390,7 +395,9 @@ BEGIN
     IF _fq_moved THEN
         -- A key change is a delete of the old key (newer than the row it removes) and an insert of
         -- the new key, a new incarnation (stamped as one): its shards carry the row's whole value,
-        -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile.
+        -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile
+        -- (the new key's lock first, as an insert takes it).
+        PERFORM fraiseql_repl.lock_bucket_shared(fraiseql_repl.key_bucket(%2$s, jsonb_build_object(%3$s)));
         IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
                     AND x.pk = jsonb_build_object(%3$s) AND x.born >= NEW._repl_born) THEN
             RAISE EXCEPTION USING ERRCODE = '40001',
@@ -572,6 +579,14 @@ BEGIN
         -- Remove every incarnation a delete of the key saw (and older ones); a later re-insert survives.
         DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_tomb.born;
         GET DIAGNOSTICS _fq_n = ROW_COUNT;
+        IF _fq_n = 0 THEN
+            -- An insert of the key may be uncommitted (another link's merge, a local insert): take
+            -- the key's lock, exclusive, which waits for it, and look again. An insert that comes
+            -- later waits for our commit and sees the tombstone.
+            PERFORM fraiseql_repl.lock_bucket(fraiseql_repl.key_bucket(%3$s, _fq_c.pk));
+            DELETE FROM %2$s t WHERE %4$s AND t._repl_born <= _fq_tomb.born;
+            GET DIAGNOSTICS _fq_n = ROW_COUNT;
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM %2$s t WHERE %4$s) THEN
             PERFORM fraiseql_repl.fk_on_delete(%3$s, _fq_c.pk);
         END IF;
@@ -595,6 +610,11 @@ BEGIN
         ELSE
             _fq_r := jsonb_populate_record(_fq_cur, _fq_c.row_image);
         END IF;
+    END IF;
+    IF _fq_cur._repl_ts IS NULL THEN
+        -- No row to lock: the key's lock, shared, before the tombstone is read (a delete merged
+        -- meanwhile on another link has committed, or waits for our commit and removes our row).
+        PERFORM fraiseql_repl.lock_bucket_shared(fraiseql_repl.key_bucket(%3$s, _fq_c.pk));
     END IF;
     _fq_tomb := fraiseql_repl.tombstone_of(%3$s, _fq_c.pk);
     IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN

@@ -16,7 +16,7 @@ key and removed it. One writer keeps a row the others do not have, forever (the 
 older version arrives after its newer one began to wait. Sections 1 and 2 are the two schedules,
 deterministic; section 3 the seeded probe that found them, which also checks that no acknowledged
 write is lost and no deleted incarnation comes back. Section 4 is a second finding of the probe,
-a race between merges of one new key, left open (xfail).
+a race between a merged delete and an uncommitted insert of the same new key.
 
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red_unique_stale_version.py
 """
@@ -321,11 +321,10 @@ def bookkeeping(m: Mesh, table: str, lo: int, hi: int) -> list[str]:
 
 # -- 4. found by the probe with the fix for 1 and 2 in place (seed 89, any region writing any key) --
 # A different cause: two merges (or a merge and a local insert) of one key that no row holds yet
-# run at once, and neither sees the other's uncommitted work. Not fixed here: closing it takes one
-# per-key lock shared by the merge and the capture triggers (a change to both sides).
+# run at once, and neither sees the other's uncommitted work. Closed by a lock on the key
+# (fraiseql_repl.key_bucket) that inserts take shared and a merged delete that found no row takes
+# exclusive: the second one waits for the first's commit and sees its work, in either order.
 
-RACE = pytest.mark.xfail(strict=True, reason="open finding: a delete merged while an insert of the same new key is "
-                                             "uncommitted misses the row (no per-key lock between merge and capture)")
 _ids = itertools.count(1)
 
 
@@ -339,7 +338,6 @@ def _merge(conn: psycopg.Connection[Any], origin: str, op: str, ts: str, born: s
                   None if image is None else json.dumps({**image, "_repl_ts": ts, "_repl_node": origin, "_repl_born": born}), ts))
 
 
-@RACE
 def test_a_delete_merged_while_another_link_merges_the_same_new_key_removes_it(m: Mesh) -> None:
     # Claims "a deleted row never comes back" and "every writer ends equal". us-west-2 inserts key 301;
     # eu-west-1 receives it and deletes it. us-east-1 has neither and receives both at once, on two
@@ -374,7 +372,6 @@ def test_a_delete_merged_while_another_link_merges_the_same_new_key_removes_it(m
         "a row of the incarnation the tombstone says was deleted is still here"
 
 
-@RACE
 def test_a_delete_merged_while_a_local_insert_of_the_same_new_key_is_open_removes_it(m: Mesh) -> None:
     # The same race with a local insert instead of a second link: the insert's check for a peer's
     # delete (the 40001 in the emit trigger) runs before the delete's merge commits, and the merge's
@@ -406,3 +403,41 @@ def test_a_delete_merged_while_a_local_insert_of_the_same_new_key_is_open_remove
         th.join(60)
     assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = 302") == [], \
         "a row of the incarnation the tombstone says was deleted is still here"
+
+
+def test_an_insert_of_a_new_key_while_a_merged_delete_of_it_is_open_waits_and_is_refused(m: Mesh) -> None:
+    # The other order: the delete's merge (the key's lock held, its tombstone uncommitted) comes
+    # first. The local insert waits for it, then sees the tombstone: refused (40001), its retry
+    # starts a new incarnation, which survives the delete. Before the lock, the insert did not wait,
+    # missed the uncommitted tombstone, and its row of the deleted incarnation stayed.
+    with m.connect(EAST) as dele, m.connect(EAST) as local:
+        pid = local.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        dele.execute("BEGIN")
+        dele.execute("SET LOCAL session_replication_role = replica")
+        dele.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, origin_at) "
+                     "VALUES (%s, %s, %s, 'd', '{\"id\": 303}', clock_timestamp() + interval '1 ms', %s, clock_timestamp(), "
+                     "clock_timestamp())",
+                     (EU, 3 * 10**9 + next(_ids), f"public.{TABLE}", EU))
+        outcome: list[str] = []
+
+        def insert() -> None:
+            try:
+                local.execute(f"INSERT INTO {TABLE} (id, email, v) VALUES (303, 'race3@x', 'east')")
+                outcome.append("inserted")
+            except psycopg.Error as exc:
+                outcome.append(str(exc.sqlstate))
+
+        th = threading.Thread(target=insert)
+        th.start()
+        until(lambda: not th.is_alive() or bool(m.execute(
+            EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,))[0][0]),
+            "the insert finished or waits")
+        dele.execute("COMMIT")
+        th.join(60)
+    assert outcome == ["40001"], outcome
+    assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = 303") == []
+    m.execute(EAST, f"INSERT INTO {TABLE} (id, email, v) VALUES (303, 'race3@x', 'east')")  # the retry
+    assert m.execute(EAST, f"SELECT email FROM {TABLE} t WHERE id = 303 AND _repl_born > (SELECT born FROM "
+                           "fraiseql_repl.tombstones WHERE table_name = %s AND pk = '{\"id\": 303}')",
+                     (f"public.{TABLE}",)) == [("race3@x",)], "the retry is a new incarnation"
+
