@@ -351,6 +351,9 @@ BEGIN
         -- commit, and removes the rows then).
         PERFORM fraiseql_repl.lock_bucket_shared(_fq_b.b)
            FROM (SELECT DISTINCT fraiseql_repl.key_bucket(%2$s, jsonb_build_object(%3$s)) AS b FROM _fq_new _fq_n ORDER BY 1) _fq_b;
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM fraiseql_repl.refuse_unseen_deletes(%2$s, ARRAY(SELECT jsonb_build_object(%3$s) FROM _fq_new _fq_n));
+        END IF;
         -- A peer's delete of one of these keys landed while we inserted it: our row would be an
         -- incarnation that is already dead everywhere else. Retrying sees the tombstone and starts
         -- a new one.
@@ -398,6 +401,9 @@ BEGIN
         -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile
         -- (the new key's lock first, as an insert takes it).
         PERFORM fraiseql_repl.lock_bucket_shared(fraiseql_repl.key_bucket(%2$s, jsonb_build_object(%3$s)));
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM fraiseql_repl.refuse_unseen_deletes(%2$s, ARRAY[jsonb_build_object(%3$s)]);
+        END IF;
         IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = %2$s
                     AND x.pk = jsonb_build_object(%3$s) AND x.born >= NEW._repl_born) THEN
             RAISE EXCEPTION USING ERRCODE = '40001',

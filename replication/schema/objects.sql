@@ -262,6 +262,28 @@ RETURNS void LANGUAGE sql AS $f$
     SELECT pg_catalog.pg_advisory_xact_lock(1718709113, bucket)
 $f$;
 
+-- A REPEATABLE READ or SERIALIZABLE transaction reads the tombstones as of its snapshot, which may
+-- be older than its keys' locks: a delete merged in between would not be seen. Taking each key's
+-- place in the tombstones is refused (40001) where a tombstone is there that the snapshot does not
+-- see; a place that was free is given back at once (never visible to anyone else).
+CREATE OR REPLACE FUNCTION fraiseql_repl.refuse_unseen_deletes(tname text, keys jsonb[])
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    placed jsonb[];
+BEGIN
+    WITH p AS (
+        INSERT INTO fraiseql_repl.tombstones (table_name, pk, ts, node, born)
+        SELECT DISTINCT tname, k, '-infinity'::timestamptz, '', '-infinity'::timestamptz FROM unnest(keys) k
+        ON CONFLICT (table_name, pk) DO NOTHING
+        RETURNING pk)
+    SELECT array_agg(p.pk) INTO placed FROM p;
+    DELETE FROM fraiseql_repl.tombstones x WHERE x.table_name = tname AND x.pk = ANY (placed);
+EXCEPTION WHEN serialization_failure THEN
+    RAISE EXCEPTION USING ERRCODE = '40001',
+        MESSAGE = format('fraiseql_repl: a key of %s was deleted in another region after this transaction''s snapshot', tname),
+        HINT = 'Retry the transaction.';
+END $f$;
+
 -- How far each table's tombstones have been purged on this writer: the newest delete purged. A key
 -- inserted with no tombstone left is born after it, so it is never taken for an incarnation that
 -- was deleted, by a writer that still holds the tombstone (writers purge at different times).

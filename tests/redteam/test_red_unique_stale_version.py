@@ -328,13 +328,14 @@ def bookkeeping(m: Mesh, table: str, lo: int, hi: int) -> list[str]:
 _ids = itertools.count(1)
 
 
-def _merge(conn: psycopg.Connection[Any], origin: str, op: str, ts: str, born: str, image: Optional[dict[str, Any]]) -> None:
-    """Merge one change image of key 301 on this connection's writer, as an apply worker does, in
+def _merge(conn: psycopg.Connection[Any], origin: str, op: str, ts: str, born: str, image: Optional[dict[str, Any]],
+           key: int = 301) -> None:
+    """Merge one change image of ``key`` on this connection's writer, as an apply worker does, in
     the transaction the caller opened."""
     conn.execute("SET LOCAL session_replication_role = replica")
     conn.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at) "
-                 "VALUES (%s, %s, %s, %s, '{\"id\": 301}', %s, %s, %s, %s::jsonb, %s)",
-                 (origin, 3 * 10**9 + next(_ids), f"public.{TABLE}", op, ts, origin, born,
+                 "VALUES (%s, %s, %s, %s, jsonb_build_object('id', %s::int), %s, %s, %s, %s::jsonb, %s)",
+                 (origin, 3 * 10**9 + next(_ids), f"public.{TABLE}", op, key, ts, origin, born,
                   None if image is None else json.dumps({**image, "_repl_ts": ts, "_repl_node": origin, "_repl_born": born}), ts))
 
 
@@ -441,3 +442,63 @@ def test_an_insert_of_a_new_key_while_a_merged_delete_of_it_is_open_waits_and_is
                            "fraiseql_repl.tombstones WHERE table_name = %s AND pk = '{\"id\": 303}')",
                      (f"public.{TABLE}",)) == [("race3@x",)], "the retry is a new incarnation"
 
+
+
+def test_two_links_merging_inserts_and_deletes_of_two_new_keys_in_opposite_orders_do_not_stall(m: Mesh) -> None:
+    # The key's lock is held until commit, and one apply transaction merges many changes: link A
+    # merges the insert of key 304 then the delete of key 305, link B the insert of 305 then the
+    # delete of 304, each delete waiting for the other link's insert to commit. PostgreSQL's
+    # deadlock detector breaks the cycle; the link it picks retries its change, then parks it and
+    # moves on; the other link goes on; the parked delete, merged again (as the agent does), removes
+    # its row. Neither link waits forever and the writer ends with neither key.
+    born, t_ins, t_del = "2026-12-06 11:00:00+00", "2026-12-06 11:00:01+00", "2026-12-06 11:00:02+00"
+    retried = ("SELECT coalesce(sum(n), 0) FROM fraiseql_repl.resolution_counts "
+               "WHERE table_name = %s AND kind = 'delete_applied_after_retry'", (f"public.{TABLE}",))
+    before = m.execute(EAST, *retried)[0][0]
+    with m.connect(EAST) as a, m.connect(EAST) as b:
+        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        a.execute("BEGIN")
+        _merge(a, WEST, "u", t_ins, born, {"id": 304, "email": "dl304@x", "v": "west"}, key=304)
+        b.execute("BEGIN")
+        _merge(b, EU, "u", t_ins, born, {"id": 305, "email": "dl305@x", "v": "eu"}, key=305)
+
+        def link_a() -> None:
+            _merge(a, EU, "d", t_del, born, None, key=305)
+            a.execute("COMMIT")
+
+        th = threading.Thread(target=link_a)
+        th.start()
+        until(lambda: not th.is_alive() or bool(m.execute(
+            EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,))[0][0]),
+            "link A's delete finished or waits")
+        _merge(b, WEST, "d", t_del, born, None, key=304)
+        b.execute("COMMIT")
+        th.join(120)
+        assert not th.is_alive(), "link A never finished"
+    m.execute(EAST, "SELECT * FROM fraiseql_repl.retry_parked()")
+    assert m.execute(EAST, *retried)[0][0] == before + 1, "one delete lost the deadlock, waited parked, then merged"
+    assert m.execute(EAST, f"SELECT id FROM {TABLE} WHERE id IN (304, 305)") == []
+    assert m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.parked WHERE tbl = %s AND (pk ->> 'id')::int IN (304, 305)",
+                     (f"public.{TABLE}",)) == [(0,)]
+
+
+@pytest.mark.parametrize(("level", "k"), [("REPEATABLE READ", 306), ("SERIALIZABLE", 307)])
+def test_an_insert_whose_snapshot_predates_a_merged_delete_of_its_key_is_refused(m: Mesh, level: str, k: int) -> None:
+    # The delete's merge commits after the inserting transaction took its snapshot and before the
+    # insert: the key's lock is free by then, and the tombstone is not in the snapshot. Before, the
+    # insert went through and its row of the deleted incarnation stayed on this writer only.
+    with m.connect(EAST) as local, m.connect(EAST) as dele:
+        local.execute(f"BEGIN ISOLATION LEVEL {level}")
+        local.execute("SELECT count(*) FROM items").fetchone()  # the snapshot
+        with dele.transaction():
+            dele.execute("SET LOCAL session_replication_role = replica")
+            dele.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, origin_at) "
+                         "VALUES (%s, %s, %s, 'd', jsonb_build_object('id', %s::int), clock_timestamp() + interval '1 ms', %s, "
+                         "clock_timestamp(), clock_timestamp())", (EU, 3 * 10**9 + next(_ids), f"public.{TABLE}", k, EU))
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            local.execute(f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, %s, 'east')", (k, f"snap{k}@x"))
+            local.execute("COMMIT")
+        local.execute("ROLLBACK")
+    assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = %s", (k,)) == []
+    m.execute(EAST, f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, %s, 'east')", (k, f"snap{k}@x"))  # the retry
+    assert m.execute(EAST, f"SELECT email FROM {TABLE} WHERE id = %s", (k,)) == [(f"snap{k}@x",)]
