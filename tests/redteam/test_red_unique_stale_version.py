@@ -323,7 +323,8 @@ def bookkeeping(m: Mesh, table: str, lo: int, hi: int) -> list[str]:
 # A different cause: two merges (or a merge and a local insert) of one key that no row holds yet
 # run at once, and neither sees the other's uncommitted work. Closed by a lock on the key
 # (fraiseql_repl.key_bucket) that inserts take shared and a merged delete that found no row takes
-# exclusive: the second one waits for the first's commit and sees its work, in either order.
+# exclusive: the second one waits for the first's commit and sees its work, in either order; an
+# insert whose snapshot predates the delete (REPEATABLE READ, SERIALIZABLE) is refused.
 
 _ids = itertools.count(1)
 
