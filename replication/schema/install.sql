@@ -429,6 +429,14 @@ BEGIN
         RETURN NULL;  -- a counter table's updates are emitted row by row, each image before its shard
     END IF;
     IF TG_OP = 'INSERT' THEN
+        -- The keys' locks (fraiseql_repl.key_bucket), shared, in order, then a fresh look at the
+        -- tombstones: a peer's delete merged here meanwhile has committed (or it waits for our
+        -- commit, and removes the rows then).
+        PERFORM fraiseql_repl.lock_bucket_shared(_fq_b.b)
+           FROM (SELECT DISTINCT fraiseql_repl.key_bucket({{lit}}, jsonb_build_object({{pk_json_n}})) AS b FROM _fq_new _fq_n ORDER BY 1) _fq_b;
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM fraiseql_repl.refuse_unseen_deletes({{lit}}, ARRAY(SELECT jsonb_build_object({{pk_json_n}}) FROM _fq_new _fq_n));
+        END IF;
         -- A peer's delete of one of these keys landed while we inserted it: our row would be an
         -- incarnation that is already dead everywhere else. Retrying sees the tombstone and starts
         -- a new one.
@@ -475,7 +483,12 @@ BEGIN
     IF _fq_moved THEN
         -- A key change is a delete of the old key (newer than the row it removes) and an insert of
         -- the new key, a new incarnation (stamped as one): its shards carry the row's whole value,
-        -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile.
+        -- and it is refused, as an insert is, where a peer's delete of the new key landed meanwhile
+        -- (the new key's lock first, as an insert takes it).
+        PERFORM fraiseql_repl.lock_bucket_shared(fraiseql_repl.key_bucket({{lit}}, jsonb_build_object({{pk_json_new}})));
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM fraiseql_repl.refuse_unseen_deletes({{lit}}, ARRAY[jsonb_build_object({{pk_json_new}})]);
+        END IF;
         IF EXISTS (SELECT 1 FROM fraiseql_repl.tombstones x WHERE x.table_name = {{lit}}
                     AND x.pk = jsonb_build_object({{pk_json_new}}) AND x.born >= NEW._repl_born) THEN
             RAISE EXCEPTION USING ERRCODE = '40001',
@@ -646,6 +659,14 @@ BEGIN
         -- Remove every incarnation a delete of the key saw (and older ones); a later re-insert survives.
         DELETE FROM {{qt}} t WHERE {{pk_match_k}} AND t._repl_born <= _fq_tomb.born;
         GET DIAGNOSTICS _fq_n = ROW_COUNT;
+        IF _fq_n = 0 THEN
+            -- An insert of the key may be uncommitted (another link's merge, a local insert): take
+            -- the key's lock, exclusive, which waits for it, and look again. An insert that comes
+            -- later waits for our commit and sees the tombstone.
+            PERFORM fraiseql_repl.lock_bucket(fraiseql_repl.key_bucket({{lit}}, _fq_c.pk));
+            DELETE FROM {{qt}} t WHERE {{pk_match_k}} AND t._repl_born <= _fq_tomb.born;
+            GET DIAGNOSTICS _fq_n = ROW_COUNT;
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM {{qt}} t WHERE {{pk_match_k}}) THEN
             PERFORM fraiseql_repl.fk_on_delete({{lit}}, _fq_c.pk);
         END IF;
@@ -669,6 +690,11 @@ BEGIN
         ELSE
             _fq_r := jsonb_populate_record(_fq_cur, _fq_c.row_image);
         END IF;
+    END IF;
+    IF _fq_cur._repl_ts IS NULL THEN
+        -- No row to lock: the key's lock, shared, before the tombstone is read (a delete merged
+        -- meanwhile on another link has committed, or waits for our commit and removes our row).
+        PERFORM fraiseql_repl.lock_bucket_shared(fraiseql_repl.key_bucket({{lit}}, _fq_c.pk));
     END IF;
     _fq_tomb := fraiseql_repl.tombstone_of({{lit}}, _fq_c.pk);
     IF _fq_tomb.ts IS NOT NULL AND _fq_r._repl_born <= _fq_tomb.born THEN

@@ -235,6 +235,56 @@ RETURNS void LANGUAGE sql AS $f$
                          THEN excluded.origin_at ELSE x.origin_at END
 $f$;
 
+-- The lock where an insert of a key and a delete of it merged here meet, so that neither misses
+-- the other's uncommitted work (a merged delete's DELETE does not see a row whose insert has not
+-- committed; the insert's tombstone check does not see an uncommitted tombstone). Every insert of a
+-- key no row holds (local, or merged) takes it shared before it reads the key's tombstone; a merged
+-- delete that found no row to remove takes it exclusive, then deletes again. Whichever comes second
+-- waits for the first to commit and sees its work. Shared: inserts never wait for one another, only
+-- for such a delete. An advisory lock (no row written, nothing in the WAL) on one of 256 buckets of
+-- (table, key): held until commit, so a transaction of a million new keys holds 256 locks at most,
+-- where one lock per key would exhaust the lock table. Two keys sharing a bucket only make such a
+-- delete wait for an unrelated insert's commit. Every wait is a lock wait that the deadlock
+-- detector sees; an apply worker that loses one retries the change, then parks it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.key_bucket(tname text, key jsonb)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
+    SELECT pg_catalog.hashtext(tname || ' ' || key::text) & 255
+$f$;
+
+-- (the first key of the two-key advisory lock: 'fqky', apart from every other advisory lock)
+CREATE OR REPLACE FUNCTION fraiseql_repl.lock_bucket_shared(bucket integer)
+RETURNS void LANGUAGE sql AS $f$
+    SELECT pg_catalog.pg_advisory_xact_lock_shared(1718709113, bucket)
+$f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.lock_bucket(bucket integer)
+RETURNS void LANGUAGE sql AS $f$
+    SELECT pg_catalog.pg_advisory_xact_lock(1718709113, bucket)
+$f$;
+
+-- A REPEATABLE READ or SERIALIZABLE transaction reads the tombstones as of its snapshot, which may
+-- be older than its keys' locks: a delete merged in between would not be seen. Taking each key's
+-- place in the tombstones is refused (40001) where a tombstone is there that the snapshot does not
+-- see; a place that was free is given back at once (never visible to anyone else).
+CREATE OR REPLACE FUNCTION fraiseql_repl.refuse_unseen_deletes(tname text, keys jsonb[])
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    placed jsonb[];
+BEGIN
+    WITH p AS (
+        INSERT INTO fraiseql_repl.tombstones (table_name, pk, ts, node, born, origin, origin_at)
+        SELECT DISTINCT tname, k, '-infinity'::timestamptz, '', '-infinity'::timestamptz, '', '-infinity'::timestamptz
+        FROM unnest(keys) k
+        ON CONFLICT (table_name, pk) DO NOTHING
+        RETURNING pk)
+    SELECT array_agg(p.pk) INTO placed FROM p;
+    DELETE FROM fraiseql_repl.tombstones x WHERE x.table_name = tname AND x.pk = ANY (placed);
+EXCEPTION WHEN serialization_failure THEN
+    RAISE EXCEPTION USING ERRCODE = '40001',
+        MESSAGE = format('fraiseql_repl: a key of %s was deleted in another region after this transaction''s snapshot', tname),
+        HINT = 'Retry the transaction.';
+END $f$;
+
 -- How far each table's tombstones have been purged on this writer: the newest delete purged. A key
 -- inserted with no tombstone left is born after it, so it is never taken for an incarnation that
 -- was deleted, by a writer that still holds the tombstone (writers purge at different times).

@@ -16,7 +16,7 @@ key and removed it. One writer keeps a row the others do not have, forever (the 
 older version arrives after its newer one began to wait. Sections 1 and 2 are the two schedules,
 deterministic; section 3 the seeded probe that found them, which also checks that no acknowledged
 write is lost and no deleted incarnation comes back. Section 4 is a second finding of the probe,
-a race between merges of one new key, left open (xfail).
+a race between a merged delete and an uncommitted insert of the same new key.
 
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red_unique_stale_version.py
 """
@@ -321,25 +321,25 @@ def bookkeeping(m: Mesh, table: str, lo: int, hi: int) -> list[str]:
 
 # -- 4. found by the probe with the fix for 1 and 2 in place (seed 89, any region writing any key) --
 # A different cause: two merges (or a merge and a local insert) of one key that no row holds yet
-# run at once, and neither sees the other's uncommitted work. Not fixed here: closing it takes one
-# per-key lock shared by the merge and the capture triggers (a change to both sides).
+# run at once, and neither sees the other's uncommitted work. Closed by a lock on the key
+# (fraiseql_repl.key_bucket) that inserts take shared and a merged delete that found no row takes
+# exclusive: the second one waits for the first's commit and sees its work, in either order; an
+# insert whose snapshot predates the delete (REPEATABLE READ, SERIALIZABLE) is refused.
 
-RACE = pytest.mark.xfail(strict=True, reason="open finding: a delete merged while an insert of the same new key is "
-                                             "uncommitted misses the row (no per-key lock between merge and capture)")
 _ids = itertools.count(1)
 
 
-def _merge(conn: psycopg.Connection[Any], origin: str, op: str, ts: str, born: str, image: Optional[dict[str, Any]]) -> None:
-    """Merge one change image of key 301 on this connection's writer, as an apply worker does, in
+def _merge(conn: psycopg.Connection[Any], origin: str, op: str, ts: str, born: str, image: Optional[dict[str, Any]],
+           key: int = 301) -> None:
+    """Merge one change image of ``key`` on this connection's writer, as an apply worker does, in
     the transaction the caller opened."""
     conn.execute("SET LOCAL session_replication_role = replica")
     conn.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, row_image, origin_at) "
-                 "VALUES (%s, %s, %s, %s, '{\"id\": 301}', %s, %s, %s, %s::jsonb, %s)",
-                 (origin, 3 * 10**9 + next(_ids), f"public.{TABLE}", op, ts, origin, born,
+                 "VALUES (%s, %s, %s, %s, jsonb_build_object('id', %s::int), %s, %s, %s, %s::jsonb, %s)",
+                 (origin, 3 * 10**9 + next(_ids), f"public.{TABLE}", op, key, ts, origin, born,
                   None if image is None else json.dumps({**image, "_repl_ts": ts, "_repl_node": origin, "_repl_born": born}), ts))
 
 
-@RACE
 def test_a_delete_merged_while_another_link_merges_the_same_new_key_removes_it(m: Mesh) -> None:
     # Claims "a deleted row never comes back" and "every writer ends equal". us-west-2 inserts key 301;
     # eu-west-1 receives it and deletes it. us-east-1 has neither and receives both at once, on two
@@ -374,7 +374,6 @@ def test_a_delete_merged_while_another_link_merges_the_same_new_key_removes_it(m
         "a row of the incarnation the tombstone says was deleted is still here"
 
 
-@RACE
 def test_a_delete_merged_while_a_local_insert_of_the_same_new_key_is_open_removes_it(m: Mesh) -> None:
     # The same race with a local insert instead of a second link: the insert's check for a peer's
     # delete (the 40001 in the emit trigger) runs before the delete's merge commits, and the merge's
@@ -406,3 +405,101 @@ def test_a_delete_merged_while_a_local_insert_of_the_same_new_key_is_open_remove
         th.join(60)
     assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = 302") == [], \
         "a row of the incarnation the tombstone says was deleted is still here"
+
+
+def test_an_insert_of_a_new_key_while_a_merged_delete_of_it_is_open_waits_and_is_refused(m: Mesh) -> None:
+    # The other order: the delete's merge (the key's lock held, its tombstone uncommitted) comes
+    # first. The local insert waits for it, then sees the tombstone: refused (40001), its retry
+    # starts a new incarnation, which survives the delete. Before the lock, the insert did not wait,
+    # missed the uncommitted tombstone, and its row of the deleted incarnation stayed.
+    with m.connect(EAST) as dele, m.connect(EAST) as local:
+        pid = local.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        dele.execute("BEGIN")
+        dele.execute("SET LOCAL session_replication_role = replica")
+        dele.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, origin_at) "
+                     "VALUES (%s, %s, %s, 'd', '{\"id\": 303}', clock_timestamp() + interval '1 ms', %s, clock_timestamp(), "
+                     "clock_timestamp())",
+                     (EU, 3 * 10**9 + next(_ids), f"public.{TABLE}", EU))
+        outcome: list[str] = []
+
+        def insert() -> None:
+            try:
+                local.execute(f"INSERT INTO {TABLE} (id, email, v) VALUES (303, 'race3@x', 'east')")
+                outcome.append("inserted")
+            except psycopg.Error as exc:
+                outcome.append(str(exc.sqlstate))
+
+        th = threading.Thread(target=insert)
+        th.start()
+        until(lambda: not th.is_alive() or bool(m.execute(
+            EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,))[0][0]),
+            "the insert finished or waits")
+        dele.execute("COMMIT")
+        th.join(60)
+    assert outcome == ["40001"], outcome
+    assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = 303") == []
+    m.execute(EAST, f"INSERT INTO {TABLE} (id, email, v) VALUES (303, 'race3@x', 'east')")  # the retry
+    assert m.execute(EAST, f"SELECT email FROM {TABLE} t WHERE id = 303 AND _repl_born > (SELECT born FROM "
+                           "fraiseql_repl.tombstones WHERE table_name = %s AND pk = '{\"id\": 303}')",
+                     (f"public.{TABLE}",)) == [("race3@x",)], "the retry is a new incarnation"
+
+
+
+def test_two_links_merging_inserts_and_deletes_of_two_new_keys_in_opposite_orders_do_not_stall(m: Mesh) -> None:
+    # The key's lock is held until commit, and one apply transaction merges many changes: link A
+    # merges the insert of key 304 then the delete of key 305, link B the insert of 305 then the
+    # delete of 304, each delete waiting for the other link's insert to commit. PostgreSQL's
+    # deadlock detector breaks the cycle; the link it picks retries its change, then parks it and
+    # moves on; the other link goes on; the parked delete, merged again (as the agent does), removes
+    # its row. Neither link waits forever and the writer ends with neither key.
+    born, t_ins, t_del = "2026-12-06 11:00:00+00", "2026-12-06 11:00:01+00", "2026-12-06 11:00:02+00"
+    retried = ("SELECT coalesce(sum(n), 0) FROM fraiseql_repl.resolution_counts "
+               "WHERE table_name = %s AND kind = 'delete_applied_after_retry'", (f"public.{TABLE}",))
+    before = m.execute(EAST, *retried)[0][0]
+    with m.connect(EAST) as a, m.connect(EAST) as b:
+        pid = a.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        a.execute("BEGIN")
+        _merge(a, WEST, "u", t_ins, born, {"id": 304, "email": "dl304@x", "v": "west"}, key=304)
+        b.execute("BEGIN")
+        _merge(b, EU, "u", t_ins, born, {"id": 305, "email": "dl305@x", "v": "eu"}, key=305)
+
+        def link_a() -> None:
+            _merge(a, EU, "d", t_del, born, None, key=305)
+            a.execute("COMMIT")
+
+        th = threading.Thread(target=link_a)
+        th.start()
+        until(lambda: not th.is_alive() or bool(m.execute(
+            EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,))[0][0]),
+            "link A's delete finished or waits")
+        _merge(b, WEST, "d", t_del, born, None, key=304)
+        b.execute("COMMIT")
+        th.join(120)
+        assert not th.is_alive(), "link A never finished"
+    m.execute(EAST, "SELECT * FROM fraiseql_repl.retry_parked()")
+    assert m.execute(EAST, *retried)[0][0] == before + 1, "one delete lost the deadlock, waited parked, then merged"
+    assert m.execute(EAST, f"SELECT id FROM {TABLE} WHERE id IN (304, 305)") == []
+    assert m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.parked WHERE tbl = %s AND (pk ->> 'id')::int IN (304, 305)",
+                     (f"public.{TABLE}",)) == [(0,)]
+
+
+@pytest.mark.parametrize(("level", "k"), [("REPEATABLE READ", 306), ("SERIALIZABLE", 307)])
+def test_an_insert_whose_snapshot_predates_a_merged_delete_of_its_key_is_refused(m: Mesh, level: str, k: int) -> None:
+    # The delete's merge commits after the inserting transaction took its snapshot and before the
+    # insert: the key's lock is free by then, and the tombstone is not in the snapshot. Before, the
+    # insert went through and its row of the deleted incarnation stayed on this writer only.
+    with m.connect(EAST) as local, m.connect(EAST) as dele:
+        local.execute(f"BEGIN ISOLATION LEVEL {level}")
+        local.execute("SELECT count(*) FROM items").fetchone()  # the snapshot
+        with dele.transaction():
+            dele.execute("SET LOCAL session_replication_role = replica")
+            dele.execute("INSERT INTO fraiseql_repl.changes (origin, id, tbl, op, pk, ts, node, born, origin_at) "
+                         "VALUES (%s, %s, %s, 'd', jsonb_build_object('id', %s::int), clock_timestamp() + interval '1 ms', %s, "
+                         "clock_timestamp(), clock_timestamp())", (EU, 3 * 10**9 + next(_ids), f"public.{TABLE}", k, EU))
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            local.execute(f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, %s, 'east')", (k, f"snap{k}@x"))
+            local.execute("COMMIT")
+        local.execute("ROLLBACK")
+    assert m.execute(EAST, f"SELECT t::text FROM {TABLE} t WHERE id = %s", (k,)) == []
+    m.execute(EAST, f"INSERT INTO {TABLE} (id, email, v) VALUES (%s, %s, 'east')", (k, f"snap{k}@x"))  # the retry
+    assert m.execute(EAST, f"SELECT email FROM {TABLE} WHERE id = %s", (k,)) == [(f"snap{k}@x",)]
