@@ -1,14 +1,21 @@
 """Benchmark: what multi-master replication costs on the write path (issue 24).
 
 One run on a three-writer mesh of real PostgreSQL 18 (``drills.mesh``), on the first writer, the same
-table three ways, measured in interleaved blocks (the order rotates from block to block):
+table four ways, measured in interleaved blocks (the order rotates from block to block):
 
 - ``bench_repl``: replicated (lww), the mechanism under test;
 - ``bench_local``: left local (not in the policy), the reference every ratio is taken against;
 - ``bench_floor``: local, with the cheapest change log there can be: one statement trigger that appends
   each written row's JSON image (or a deleted row's key) to an unindexed table. No version, no fence,
   no tombstone, no commit check: not a mechanism, but what any design that captures changes into a
-  table costs at least.
+  table costs at least;
+- ``bench_native``: the writer's side of the other design, publishing the application table itself
+  with native logical replication (no change log) and merging on the subscriber. The version columns
+  in the row (``_repl_ts``, ``_repl_node``, ``_repl_born``), set on INSERT by column defaults (no
+  trigger) and on UPDATE by a BEFORE row trigger; a tombstone per deleted key (``bench_native_tomb``,
+  from the statement's transition table, published with the table); the mechanism's own fence
+  (``fraiseql_repl.fence_guard`` before each statement, ``fraiseql_repl.arm_commit_check`` after it).
+  The subscriber side is not built (below).
 
 1. per row, for single-row INSERT, UPDATE and DELETE in autocommit, and for 10,000-row transactions
    (10,000 single-row statements in one transaction; one statement of 10,000 rows):
@@ -26,6 +33,32 @@ table three ways, measured in interleaved blocks (the order rotates from block t
    local table;
 3. the time ``replication.verify.verify`` (what ``python -m ops verify`` runs) takes for the same
    number of rows on every writer (1,000,000 by default).
+
+The native design. Tombstones rather than ``REPLICA IDENTITY FULL``: the apply worker finds the row
+to delete by the subscriber's primary key, and a subscriber trigger sees only the local row, never
+the old row the publisher logged, so a full identity would add the whole old row to the WAL of every
+UPDATE and DELETE and still not tell the merge which version was deleted; and a delete of a key the
+subscriber does not hold fires no trigger at all (``delete_missing``), so nothing would remember it.
+What the subscriber would need: on each published table a BEFORE INSERT OR UPDATE OR DELETE trigger
+enabled REPLICA (or ALWAYS) that (a) turns an arriving insert of a key it holds into an update of it,
+or drops it, by (born, ts, node) (a plain insert would fail on the key and stall the link; the
+heartbeats' ``heartbeat_upsert`` does this); (b) drops an arriving update older than the local row
+(``RETURN NULL``); (c) drops the table's own DELETE, the arriving tombstone doing the delete (kill the
+row if its born is not newer than the tombstone's) and being kept, so a later-arriving older insert
+is dropped too, until every member has applied it (the purge problem is unchanged); (d) settles
+clashes on secondary unique keys before the heap insert (PostgreSQL 18 detects ``insert_exists`` and
+``update_exists`` but only errors, retrying for ever). Subscriptions with ``origin = none``, as now.
+What it gives up or must still solve: counters merge as deltas, and a published row carries only
+its new value, so counter tables keep a per-node contribution table written by a row trigger (the
+change log's cost again, for them); ``app`` tables need the previous version in the row (two more
+columns); an insert's version comes from defaults the application can override (column privileges
+must keep it from writing ``_repl_*``) and from ``clock_timestamp()`` rather than ``next_ts`` (a
+clock stepping back can make a re-insert older than its own tombstone); each insert is a new
+incarnation (born = its own time: concurrent creations of a key do not share one); a schema change
+reaching one writer before another stops the apply of the table's changes (the change log's
+hold-back of held columns has no counterpart); and ``fraiseql_repl.end_writes`` finds open writers by
+their lock on the change log, which a native writer never takes (it would look for the lock on
+``fraiseql_repl.writing``, which ``arm_commit_check`` takes).
 
 Each figure is a median over blocks; ratios are against the local table, from the same run. Prints
 the tables and the raw numbers as JSON on the last line; ``--record`` writes the tables into the
