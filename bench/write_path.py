@@ -328,6 +328,7 @@ def summarize(op: str, samples: dict[str, list[Sample]]) -> OpResult:
 
     rows = sum(s.rows for s in samples[REPL])
     parts = {t: {k: v / samples[t][-1].rows for k, v in samples[t][-1].wal_parts.items()} for t in TABLES}
+
     def ms(t: str) -> float:
         return med(t, lambda s: s.wall_s * 1e3)
 
