@@ -1,14 +1,21 @@
 """Benchmark: what multi-master replication costs on the write path (issue 24).
 
 One run on a three-writer mesh of real PostgreSQL 18 (``drills.mesh``), on the first writer, the same
-table three ways, measured in interleaved blocks (the order rotates from block to block):
+table four ways, measured in interleaved blocks (the order rotates from block to block):
 
 - ``bench_repl``: replicated (lww), the mechanism under test;
 - ``bench_local``: left local (not in the policy), the reference every ratio is taken against;
 - ``bench_floor``: local, with the cheapest change log there can be: one statement trigger that appends
   each written row's JSON image (or a deleted row's key) to an unindexed table. No version, no fence,
   no tombstone, no commit check: not a mechanism, but what any design that captures changes into a
-  table costs at least.
+  table costs at least;
+- ``bench_native``: the writer's side of the other design, publishing the application table itself
+  with native logical replication (no change log) and merging on the subscriber. The version columns
+  in the row (``_repl_ts``, ``_repl_node``, ``_repl_born``), set on INSERT by column defaults (no
+  trigger) and on UPDATE by a BEFORE row trigger; a tombstone per deleted key (``bench_native_tomb``,
+  from the statement's transition table, published with the table); the mechanism's own fence
+  (``fraiseql_repl.fence_guard`` before each statement, ``fraiseql_repl.arm_commit_check`` after it).
+  The subscriber side is not built (below).
 
 1. per row, for single-row INSERT, UPDATE and DELETE in autocommit, and for 10,000-row transactions
    (10,000 single-row statements in one transaction; one statement of 10,000 rows):
@@ -26,6 +33,32 @@ table three ways, measured in interleaved blocks (the order rotates from block t
    local table;
 3. the time ``replication.verify.verify`` (what ``python -m ops verify`` runs) takes for the same
    number of rows on every writer (1,000,000 by default).
+
+The native design. Tombstones rather than ``REPLICA IDENTITY FULL``: the apply worker finds the row
+to delete by the subscriber's primary key, and a subscriber trigger sees only the local row, never
+the old row the publisher logged, so a full identity would add the whole old row to the WAL of every
+UPDATE and DELETE and still not tell the merge which version was deleted; and a delete of a key the
+subscriber does not hold fires no trigger at all (``delete_missing``), so nothing would remember it.
+What the subscriber would need: on each published table a BEFORE INSERT OR UPDATE OR DELETE trigger
+enabled REPLICA (or ALWAYS) that (a) turns an arriving insert of a key it holds into an update of it,
+or drops it, by (born, ts, node) (a plain insert would fail on the key and stall the link; the
+heartbeats' ``heartbeat_upsert`` does this); (b) drops an arriving update older than the local row
+(``RETURN NULL``); (c) drops the table's own DELETE, the arriving tombstone doing the delete (kill the
+row if its born is not newer than the tombstone's) and being kept, so a later-arriving older insert
+is dropped too, until every member has applied it (the purge problem is unchanged); (d) settles
+clashes on secondary unique keys before the heap insert (PostgreSQL 18 detects ``insert_exists`` and
+``update_exists`` but only errors, retrying for ever). Subscriptions with ``origin = none``, as now.
+What it gives up or must still solve: counters merge as deltas, and a published row carries only
+its new value, so counter tables keep a per-node contribution table written by a row trigger (the
+change log's cost again, for them); ``app`` tables need the previous version in the row (two more
+columns); an insert's version comes from defaults the application can override (column privileges
+must keep it from writing ``_repl_*``) and from ``clock_timestamp()`` rather than ``next_ts`` (a
+clock stepping back can make a re-insert older than its own tombstone); each insert is a new
+incarnation (born = its own time: concurrent creations of a key do not share one); a schema change
+reaching one writer before another stops the apply of the table's changes (the change log's
+hold-back of held columns has no counterpart); and ``fraiseql_repl.end_writes`` finds open writers by
+their lock on the change log, which a native writer never takes (it would look for the lock on
+``fraiseql_repl.writing``, which ``arm_commit_check`` takes).
 
 Each figure is a median over blocks; ratios are against the local table, from the same run. Prints
 the tables and the raw numbers as JSON on the last line; ``--record`` writes the tables into the
@@ -66,8 +99,8 @@ from replication.verify import verify  # noqa: E402
 
 #: A FraiseQL-shaped write table: a bigint key, a label, a number and a timestamp.
 COLUMNS = "(id bigint PRIMARY KEY, name text NOT NULL, qty integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
-REPL, LOCAL, FLOOR, BIG = "bench_repl", "bench_local", "bench_floor", "bench_verify"
-TABLES = (LOCAL, REPL, FLOOR)
+REPL, LOCAL, FLOOR, NATIVE, BIG = "bench_repl", "bench_local", "bench_floor", "bench_native", "bench_verify"
+TABLES = (LOCAL, REPL, FLOOR, NATIVE)
 SCHEMA: tuple[str, ...] = (
     f"CREATE TABLE {REPL} {COLUMNS}",
     f"CREATE TABLE {LOCAL} {COLUMNS}",
@@ -99,9 +132,67 @@ SCHEMA: tuple[str, ...] = (
     "  END LOOP;\n"
     "END $p$",
 )
+#: The native-publication design's writer side (on the measured writer, once the mesh is bootstrapped:
+#: it calls the mechanism's own fence functions). The version in the row, set by column defaults on
+#: INSERT and by a row trigger on UPDATE; a typed tombstone per deleted key; the fence and the commit
+#: check of ``bench_repl``, from statement triggers. Every name is schema-qualified (no SET clause on
+#: the row trigger: a per-row cost), the statement-level functions are SECURITY DEFINER as the
+#: mechanism's capture is (the application may neither arm the check nor write tombstones itself).
+NATIVE_SCHEMA: tuple[str, ...] = (
+    f"CREATE TABLE {NATIVE} (id bigint PRIMARY KEY, name text NOT NULL, qty integer NOT NULL, "
+    "updated_at timestamptz NOT NULL DEFAULT now(), "
+    "_repl_ts timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(), "
+    "_repl_node text NOT NULL DEFAULT fraiseql_repl.node_name(), "
+    "_repl_born timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp())",
+    f"CREATE TABLE {NATIVE}_tomb (id bigint PRIMARY KEY, ts timestamptz NOT NULL, node text NOT NULL, "
+    "born timestamptz NOT NULL)",
+    # An update is a new version of the same incarnation; a key change is a delete of the old key
+    # (its tombstone) and a new incarnation of the new one.
+    f"CREATE FUNCTION {NATIVE}_stamp() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n"
+    "  IF NEW.id IS DISTINCT FROM OLD.id THEN\n"
+    f"    INSERT INTO public.{NATIVE}_tomb AS x (id, ts, node, born) VALUES (OLD.id, fraiseql_repl.next_ts(OLD._repl_ts), "
+    "fraiseql_repl.node_name(), OLD._repl_born) ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, node = excluded.node, "
+    "born = excluded.born;\n"
+    "    NEW._repl_born := pg_catalog.clock_timestamp();\n"
+    "    NEW._repl_ts := NEW._repl_born;\n"
+    "  ELSE\n"
+    "    NEW._repl_ts := fraiseql_repl.next_ts(OLD._repl_ts);\n"
+    "    NEW._repl_born := OLD._repl_born;\n"
+    "  END IF;\n"
+    "  NEW._repl_node := fraiseql_repl.node_name();\n"
+    "  RETURN NEW;\n"
+    "END $f$",
+    # Once per statement, after it: the commit check (and a delete's tombstones, from its rows).
+    f"CREATE FUNCTION {NATIVE}_after() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+    "SET search_path = pg_catalog, pg_temp AS $f$\n"
+    "BEGIN\n"
+    "  PERFORM fraiseql_repl.arm_commit_check();\n"
+    "  RETURN NULL;\n"
+    "END $f$",
+    f"CREATE FUNCTION {NATIVE}_deleted() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+    "SET search_path = pg_catalog, pg_temp AS $f$\n"
+    "BEGIN\n"
+    "  PERFORM fraiseql_repl.arm_commit_check();\n"
+    f"  INSERT INTO public.{NATIVE}_tomb AS x (id, ts, node, born)\n"
+    "  SELECT o.id, fraiseql_repl.next_ts(o._repl_ts), fraiseql_repl.node_name(), o._repl_born FROM old_rows o\n"
+    "  ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, node = excluded.node, born = excluded.born;\n"
+    "  RETURN NULL;\n"
+    "END $f$",
+    f"CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {NATIVE} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION fraiseql_repl.fence_guard()",
+    f"CREATE TRIGGER stamp BEFORE UPDATE ON {NATIVE} FOR EACH ROW EXECUTE FUNCTION {NATIVE}_stamp()",
+    f"CREATE TRIGGER written AFTER INSERT OR UPDATE ON {NATIVE} FOR EACH STATEMENT EXECUTE FUNCTION {NATIVE}_after()",
+    f"CREATE TRIGGER deleted AFTER DELETE ON {NATIVE} REFERENCING OLD TABLE AS old_rows "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {NATIVE}_deleted()",
+    # What the peers would subscribe to (no subscription here: only the writer's side is measured).
+    f"CREATE PUBLICATION {NATIVE}_pub FOR TABLE {NATIVE}, {NATIVE}_tomb",
+)
 POLICY = ConflictPolicy(replicated=(REPL, BIG))
 WRITER = REGIONS[0]
 TARGET_TIME, TARGET_WAL, TARGET_VERIFY_S = 1.3, 2.0, 60.0
+#: The ratios to the local table in the JSON line.
+RATIOS = ("time_x", "cpu_x", "wal_x", "floor_time_x", "floor_wal_x", "native_time_x", "native_cpu_x", "native_wal_x")
 
 
 # -- measuring ---------------------------------------------------------------------
@@ -109,8 +200,8 @@ TARGET_TIME, TARGET_WAL, TARGET_VERIFY_S = 1.3, 2.0, 60.0
 #: Where a block's WAL went: the written table (heap, indexes, TOAST), the change log, the tombstones,
 #: commit records, and the rest (sequences, counter shards, catalog pruning, other sessions).
 PARTS = ("table", "change log", "tombstones", "commit", "other")
-_PART_OF = {REPL: "table", LOCAL: "table", FLOOR: "table", "fraiseql_repl.changes": "change log",
-            f"{FLOOR}_log": "change log", "fraiseql_repl.tombstones": "tombstones"}
+_PART_OF = {REPL: "table", LOCAL: "table", FLOOR: "table", NATIVE: "table", "fraiseql_repl.changes": "change log",
+            f"{FLOOR}_log": "change log", "fraiseql_repl.tombstones": "tombstones", f"{NATIVE}_tomb": "tombstones"}
 
 
 @dataclass
@@ -126,19 +217,22 @@ class Sample:
 
 @dataclass
 class OpResult:
-    """Medians per row over the blocks of one operation: replicated, local and the floor."""
+    """Medians per row over the blocks of one operation: replicated, local, the floor and native."""
 
     op: str
     rows: int
     repl_ms: float
     local_ms: float
     floor_ms: float
+    native_ms: float
     repl_cpu_us: float
     local_cpu_us: float
     floor_cpu_us: float
+    native_cpu_us: float
     repl_wal: float
     local_wal: float
     floor_wal: float
+    native_wal: float
     #: table -> part -> bytes per row, from the last block
     wal_parts: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -163,8 +257,24 @@ class OpResult:
         return self.floor_wal / self.local_wal
 
     @property
+    def native_time_x(self) -> float:
+        return self.native_ms / self.local_ms
+
+    @property
+    def native_cpu_x(self) -> float:
+        return self.native_cpu_us / self.local_cpu_us
+
+    @property
+    def native_wal_x(self) -> float:
+        return self.native_wal / self.local_wal
+
+    @property
     def met(self) -> bool:
         return self.time_x <= TARGET_TIME and self.wal_x <= TARGET_WAL
+
+    @property
+    def native_met(self) -> bool:
+        return self.native_time_x <= TARGET_TIME and self.native_wal_x <= TARGET_WAL
 
 
 class Meter:
@@ -218,21 +328,27 @@ def summarize(op: str, samples: dict[str, list[Sample]]) -> OpResult:
 
     rows = sum(s.rows for s in samples[REPL])
     parts = {t: {k: v / samples[t][-1].rows for k, v in samples[t][-1].wal_parts.items()} for t in TABLES}
-    return OpResult(op, rows,
-                    med(REPL, lambda s: s.wall_s * 1e3), med(LOCAL, lambda s: s.wall_s * 1e3),
-                    med(FLOOR, lambda s: s.wall_s * 1e3),
-                    med(REPL, lambda s: s.cpu_ns / 1e3), med(LOCAL, lambda s: s.cpu_ns / 1e3),
-                    med(FLOOR, lambda s: s.cpu_ns / 1e3),
-                    med(REPL, lambda s: s.wal_bytes), med(LOCAL, lambda s: s.wal_bytes),
-                    med(FLOOR, lambda s: s.wal_bytes), parts)
+
+    def ms(t: str) -> float:
+        return med(t, lambda s: s.wall_s * 1e3)
+
+    def cpu(t: str) -> float:
+        return med(t, lambda s: s.cpu_ns / 1e3)
+
+    def wal(t: str) -> float:
+        return med(t, lambda s: s.wal_bytes)
+
+    return OpResult(op, rows, ms(REPL), ms(LOCAL), ms(FLOOR), ms(NATIVE), cpu(REPL), cpu(LOCAL), cpu(FLOOR), cpu(NATIVE),
+                    wal(REPL), wal(LOCAL), wal(FLOOR), wal(NATIVE), parts)
 
 
 def interleaved(meter: Meter, blocks: Sequence[Sequence[int]],
                 work: Callable[[str, Sequence[int]], Callable[[psycopg.Connection[Any]], None]]) -> dict[str, list[Sample]]:
-    """Run every block on the three tables, rotating which goes first; WAL parts of the last block."""
+    """Run every block on every table, rotating which goes first; WAL parts of the last block."""
     out: dict[str, list[Sample]] = {t: [] for t in TABLES}
+    n = len(TABLES)
     for i, ids in enumerate(blocks):
-        for table in TABLES[i % 3:] + TABLES[:i % 3]:
+        for table in TABLES[i % n:] + TABLES[:i % n]:
             out[table].append(meter.block(len(ids), work(table, ids), parts=i == len(blocks) - 1))
     return out
 
@@ -458,32 +574,33 @@ def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def _ops_tables(ops: list[OpResult], markdown: bool) -> list[str]:
+    """The write path per operation: the mechanism against the local table, the floor and native beside."""
+    lines = [f"Targets (time ≤ {TARGET_TIME}×, WAL ≤ {TARGET_WAL}× the local table): met by {sum(o.met for o in ops)} "
+             f"of {len(ops)} operations (native publication, writer side only: {sum(o.native_met for o in ops)} "
+             f"of {len(ops)}).", ""]
+    head = ["operation (per row)", "time, replicated vs local", "server CPU", "WAL bytes", "target met",
+            "floor: time, WAL", "native: time, CPU, WAL"]
+    rows = [[o.op, f"{o.repl_ms:.3f} vs {o.local_ms:.3f} ms (×{o.time_x:.2f})",
+             f"{o.repl_cpu_us:.1f} vs {o.local_cpu_us:.1f} µs (×{o.cpu_x:.2f})",
+             f"{o.repl_wal:.0f} vs {o.local_wal:.0f} (×{o.wal_x:.2f})",
+             f"time {_met(o.time_x <= TARGET_TIME)}, WAL {_met(o.wal_x <= TARGET_WAL)}",
+             f"×{o.floor_time_x:.2f}, ×{o.floor_wal_x:.2f}",
+             f"×{o.native_time_x:.2f}, ×{o.native_cpu_x:.2f}, ×{o.native_wal_x:.2f}"] for o in ops]
+    lines += _table(head, rows, markdown)
+    if any(o.wal_parts.get(REPL) for o in ops):
+        shown = (REPL, LOCAL, FLOOR, NATIVE)
+        lines += ["", "Where the WAL of a row goes (bytes per row, last block): replicated | local | floor | native.", ""]
+        rows = [[o.op, *(" \\| ".join(f"{o.wal_parts.get(t, {}).get(k, 0):.0f}" for t in shown) for k in PARTS)]
+                for o in ops]
+        lines += _table(["operation", *PARTS], rows, markdown)
+    return lines
+
+
 def render(res: Result, markdown: bool) -> str:
     lines: list[str] = []
     if res.ops:
-        met = sum(o.met for o in res.ops)
-        lines.append(f"Targets (time ≤ {TARGET_TIME}×, WAL ≤ {TARGET_WAL}× the local table): met by {met} of "
-                     f"{len(res.ops)} operations.")
-        lines.append("")
-        head = ["operation (per row)", "time, replicated vs local", "server CPU", "WAL bytes", "target met",
-                "floor: time, WAL"]
-        rows = [[o.op, f"{o.repl_ms:.3f} vs {o.local_ms:.3f} ms (×{o.time_x:.2f})",
-                 f"{o.repl_cpu_us:.1f} vs {o.local_cpu_us:.1f} µs (×{o.cpu_x:.2f})",
-                 f"{o.repl_wal:.0f} vs {o.local_wal:.0f} (×{o.wal_x:.2f})",
-                 f"time {_met(o.time_x <= TARGET_TIME)}, WAL {_met(o.wal_x <= TARGET_WAL)}",
-                 f"×{o.floor_time_x:.2f}, ×{o.floor_wal_x:.2f}"] for o in res.ops]
-        lines += _table(head, rows, markdown)
-        if any(o.wal_parts.get(REPL) for o in res.ops):
-            lines.append("")
-            lines.append("Where the WAL of a row goes (bytes per row, last block): replicated | local | floor.")
-            lines.append("")
-            head = ["operation", *PARTS]
-            rows = []
-            for o in res.ops:
-                p = o.wal_parts
-                rows.append([o.op, *(" \\| ".join(f"{p.get(t, {}).get(k, 0):.0f}" for t in (REPL, LOCAL, FLOOR))
-                                     for k in PARTS)])
-            lines += _table(head, rows, markdown)
+        lines += _ops_tables(res.ops, markdown)
     if res.apply:
         a = res.apply
         lines.append("")
@@ -518,9 +635,11 @@ def _table(head: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
 def header(res: Result) -> str:
     return (f"Write path on {WRITER} of a {len(REGIONS)}-writer mesh (PostgreSQL 18, fsync={res.settings['fsync']}, "
             f"full_page_writes={res.settings['full_page_writes']}). Per row, medians over blocks interleaved across "
-            f"the replicated table, the same table left local (every ratio is against it) and the floor (the local "
+            f"the replicated table, the same table left local (every ratio is against it), the floor (the local "
             f"table with the cheapest change log: each statement appends its rows' JSON images to an unindexed "
-            f"table, nothing else). The peers' apply was paused while the writer was measured; they caught up in "
+            f"table, nothing else) and native (the writer's side of publishing the table itself with native "
+            f"logical replication: the version in the row, a tombstone per deleted key, the same fence and "
+            f"commit check; the merge on the subscriber not built). The peers' apply was paused while the writer was measured; they caught up in "
             f"{res.converged_s:.1f} s after.")
 
 
@@ -561,8 +680,7 @@ def main() -> int:
         record_section(key, title, "python bench/write_path.py " + " ".join(sys.argv[1:]),
                        text=header(res) + "\n\n" + render(res, markdown=True))
     out = asdict(res)
-    out["ops"] = [{**asdict(o), "time_x": round(o.time_x, 3), "cpu_x": round(o.cpu_x, 3), "wal_x": round(o.wal_x, 3)}
-                  for o in res.ops]
+    out["ops"] = [{**asdict(o), **{k: round(getattr(o, k), 3) for k in RATIOS}} for o in res.ops]
     print(json.dumps(out, default=str))
     return 0
 
@@ -575,6 +693,8 @@ def _mesh(settings: dict[str, str]) -> Iterator[Mesh]:
                 m.execute(n, f"ALTER SYSTEM SET {k} = {v}")
             m.execute(n, "SELECT pg_reload_conf()")
         m.execute(WRITER, "CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        for stmt in NATIVE_SCHEMA:
+            m.execute(WRITER, stmt)
         yield m
 
 

@@ -10,6 +10,10 @@ revoked by hand, with no agent running (so no ``end_writes``): the claim under t
 database keeps by itself ("With the agent down, a transaction is refused at commit by the database
 itself", docs/architecture.md, "Quorum and fencing").
 
+The last tests check the writer side of the native-publication alternative that
+``bench/write_path.py`` measures beside the mechanism (``bench_native``): its cost is compared on the
+claim that it is fenced and checked at commit alike, and versions its rows and deletes.
+
 Two real PostgreSQL 18 writers, the application's real role and grants.
 
     .venv/bin/python -m pytest -q tests/replication/test_write_path.py
@@ -22,6 +26,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -572,3 +577,42 @@ def test_the_ddl_guard_keeps_the_commit_check_from_the_schema_owner_too(wm: Mesh
     assert "writes to replicated tables would commit without their lease check" in str(exc.value)
     assert wm.execute(EAST, "SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'fraiseql_repl.writing'::regclass "
                             "AND tgname = 'fraiseql_repl_lease'") == [("O",)]
+
+
+# -- the native-publication alternative the bench measures (bench/write_path.py, bench_native) ----------
+
+
+@pytest.fixture(scope="module")
+def native(wm: Mesh) -> str:
+    from bench.write_path import NATIVE, NATIVE_SCHEMA
+
+    for stmt in NATIVE_SCHEMA:
+        wm.execute(EAST, stmt)
+    return NATIVE
+
+
+def test_the_native_alternative_is_fenced_and_checked_at_commit_as_the_mechanism_is(wm: Mesh, native: str) -> None:
+    # The bench compares its cost with the mechanism's on the claim that it pays the same fence.
+    k = key()
+    c = wm.connect(EAST, autocommit=False)
+    c.execute(f"INSERT INTO {native} (id, name, qty) VALUES (%s, 'native', 1)", (k,))
+    revoke(wm)
+    refused_at_commit(c)
+    with pytest.raises(psycopg.Error) as exc:
+        c.execute(f"INSERT INTO {native} (id, name, qty) VALUES (%s, 'native', 1)", (k,))
+    assert exc.value.sqlstate == FENCE_SQLSTATE
+    c.close()
+    assert not count(wm, EAST, f"SELECT count(*) FROM {native} WHERE id = %s", (k,))
+
+
+def test_the_native_alternative_versions_its_rows_and_leaves_a_tombstone_newer_than_the_deleted_row(
+        wm: Mesh, native: str) -> None:
+    k = key()
+    wm.execute(EAST, f"INSERT INTO {native} (id, name, qty) VALUES (%s, 'native', 1)", (k,))
+    ((ts0, node0, born0),) = wm.execute(EAST, f"SELECT _repl_ts, _repl_node, _repl_born FROM {native} WHERE id = %s", (k,))
+    assert node0 == EAST and abs(ts0 - born0) < timedelta(seconds=1)  # set by the columns' defaults
+    wm.execute(EAST, f"UPDATE {native} SET qty = qty + 1 WHERE id = %s", (k,))
+    ((ts1, node1, born1),) = wm.execute(EAST, f"SELECT _repl_ts, _repl_node, _repl_born FROM {native} WHERE id = %s", (k,))
+    assert (ts1 > ts0, node1, born1) == (True, EAST, born0)
+    wm.execute(EAST, f"DELETE FROM {native} WHERE id = %s", (k,))
+    assert wm.execute(EAST, f"SELECT ts > %s, node, born FROM {native}_tomb WHERE id = %s", (ts1, k)) == [(True, EAST, born0)]
