@@ -1,0 +1,52 @@
+"""Claim A (docs/architecture.md): "no transaction on a replicated table commits after its agent revoked
+the lease", bound: "the time end_writes takes (milliseconds)".
+
+Attack: large-object descriptors, closed at commit after the lease check. CommitTransaction fires the
+deferred triggers (the lease check runs here, and passes), then AtEOXact_LargeObject closes every
+large-object descriptor the transaction still has open, before HOLD_INTERRUPTS and the commit record,
+serving no interrupt. A descriptor opened for reading (INV_READ) registers the transaction's snapshot
+with the transaction's resource owner; opening the same large object N times registers the same
+snapshot N times, and the resource owner's open-addressing hash (resowner.c) puts identical entries in
+one cluster: each close (ResourceOwnerForget) scans past the slots its predecessors emptied, so
+closing N descriptors costs O(N^2). lo_create and lo_open are executable by PUBLIC: the application
+role needs no grant beyond the ones render_app_grants gives it.
+
+The opens are done before the write (they take a while too, quadratic as well, but the session has
+not written a replicated table yet: end_writes has no reason to end it, and its agent renews the lease
+meanwhile); then the write (its statement check passes), then COMMIT: the commit check passes and the
+descriptors are closed for seconds. The agent revokes, end_writes signals the session (it holds
+RowExclusiveLock on fraiseql_repl.changes) and returns, and the transaction commits anyway.
+
+Observed (2-core box, standalone PostgreSQL 18, the application role, max_notify_queue_pages = 1024):
+40,000 opens took 12.4 s and the COMMIT 3.1 s; 160,000 opens 91 s and the COMMIT 88 s; with
+pg_terminate_backend 0.5 s into a 40,000-descriptor COMMIT, the COMMIT returned success 2.95 s in.
+On the red mesh with the real agent: see the report (the figures are printed with -s).
+
+    .venv/bin/python -m pytest -q -s tests/redteam/test_red8_commit_large_objects.py
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from drills.mesh import Mesh
+from replication.roles import APP_ROLE
+from tests.redteam.harness import EAST, assert_not_after_revoke, commit_lands_after_revoke, connect, healthy, key
+
+DESCRIPTORS = 60_000
+INV_READ = 0x40000  # libpq-fs.h: a read descriptor registers the snapshot with the resource owner
+
+
+def test_a_commit_held_after_its_check_by_closing_large_objects_lands_after_the_revoke(m: Mesh, agents: Any) -> None:
+    app = connect(m, EAST, APP_ROLE, autocommit=True)
+    k = key()
+    app.execute("BEGIN")
+    oid = app.execute("SELECT lo_create(0)").fetchone()[0]  # type: ignore[index]
+    started = time.monotonic()
+    app.execute(f"SELECT count(lo_open({oid}, {INV_READ})) FROM generate_series(1, {DESCRIPTORS})")
+    print(f"\n{DESCRIPTORS} descriptors opened in {time.monotonic() - started:.1f} s")
+    healthy(agents)  # the lease is valid when the write and its COMMIT run
+    app.execute("INSERT INTO items (id, v) VALUES (%s, 'committed after the revoke')", (k,))
+    late = commit_lands_after_revoke(m, agents, app, k, fence_within_s=30)
+    assert_not_after_revoke(late)
