@@ -31,8 +31,18 @@ import time
 from typing import Any
 
 from drills.mesh import Mesh
+from replication.agent import probe
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, assert_not_after_revoke, commit_lands_after_revoke, connect, healthy, key
+from tests.redteam.harness import (
+    EAST,
+    assert_not_after_revoke,
+    commit_lands_after_revoke,
+    connect,
+    healthy,
+    key,
+    settings,
+    writable,
+)
 
 DESCRIPTORS = 60_000
 INV_READ = 0x40000  # libpq-fs.h: a read descriptor registers the snapshot with the resource owner
@@ -47,6 +57,11 @@ def test_a_commit_held_after_its_check_by_closing_large_objects_lands_after_the_
     app.execute(f"SELECT count(lo_open({oid}, {INV_READ})) FROM generate_series(1, {DESCRIPTORS})")
     print(f"\n{DESCRIPTORS} descriptors opened in {time.monotonic() - started:.1f} s")
     healthy(agents)  # the lease is valid when the write and its COMMIT run
+    started = time.monotonic()
     app.execute("INSERT INTO items (id, v) VALUES (%s, 'committed after the revoke')", (k,))
+    print(f"the write took {time.monotonic() - started:.2f} s")
+    # one more renewal by the real agent, so that the COMMIT's check sees a full lease (a valid lease:
+    # the agent leaves the session alone)
+    assert writable(probe(agents[EAST], settings(EAST), control_on=True))
     late = commit_lands_after_revoke(m, agents, app, k, fence_within_s=30)
     assert_not_after_revoke(late)
