@@ -37,6 +37,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from drills.mesh import Mesh
 from replication.agent import probe
 from replication.roles import APP_ROLE
@@ -55,6 +57,8 @@ DESCRIPTORS = 60_000
 INV_READ = 0x40000  # libpq-fs.h: a read descriptor registers the snapshot with the resource owner
 
 
+@pytest.mark.xfail(strict=False, reason="open finding (docs/architecture.md, claim A): read descriptors of large objects "
+                   "are closed after the commit check, serving no interrupt; timing-based, so not strict")
 def test_a_commit_held_after_its_check_by_closing_large_objects_lands_after_the_revoke(m: Mesh, agents: Any) -> None:
     app = connect(m, EAST, APP_ROLE, autocommit=True)
     k = key()
