@@ -386,6 +386,7 @@ class PgNode:
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=10)
         self._reap_group()
+        self._wait_group_gone()
         self._release_shared_memory(shmid)
         for segment in segments:
             with contextlib.suppress(OSError):
@@ -430,6 +431,20 @@ class PgNode:
         segment: No space left on device"). Removed once every process of the group is gone."""
         if shmid is not None and shutil.which("ipcrm"):
             subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
+
+    def _wait_group_gone(self, timeout: float = 10.0) -> None:
+        """Until no process of the server's group is left: a backend still exiting keeps the System V
+        segment attached, and a restart then refuses it ("pre-existing shared memory block is still
+        in use"; seen under load)."""
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.01)
 
     def _reap_group(self) -> None:
         if self.proc is None:

@@ -14,11 +14,11 @@ from moto import mock_aws
 from drills.pg import cluster
 from drills.sample import APP_SCHEMA, POLICY
 from replication.bootstrap import run_step
-from replication.sql import render_lease
+from replication.sql import REQUIRED_PARAMETERS, render_lease
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
-SETTINGS = {"wal_level": "logical", "track_commit_timestamp": "on", "max_replication_slots": "10",
-            "max_wal_senders": "10", "max_logical_replication_workers": "8", "max_worker_processes": "16"}
+# What a writer's parameter group sets (the write guard refuses writes without some of them).
+SETTINGS = {**REQUIRED_PARAMETERS}
 
 
 def _policy_event():

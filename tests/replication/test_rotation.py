@@ -26,14 +26,13 @@ from drills.pg import cluster
 from drills.sample import APP_SCHEMA, POLICY
 from replication.bootstrap import run_step
 from replication.rotation import rotate
-from replication.sql import render_lease
+from replication.sql import REQUIRED_PARAMETERS, render_lease
 from tests.replication.pgauth import require_passwords
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 SECRET = "fraiseql/test/replication"
-SETTINGS = {"wal_level": "logical", "track_commit_timestamp": "on", "max_replication_slots": "10",
-            "max_wal_senders": "10", "max_logical_replication_workers": "8", "max_worker_processes": "16",
-            "wal_retrieve_retry_interval": "200ms"}
+# What a writer's parameter group sets (the write guard refuses writes without some of them).
+SETTINGS = {**REQUIRED_PARAMETERS, "wal_retrieve_retry_interval": "200ms"}
 
 
 def _policy():
