@@ -28,7 +28,7 @@ LABELS = {
     "venv": "virtualenv + dev lock (scripts/python.sh)",
     "linters": "linters (ruff, mypy, zizmor)",
     "workerd": "workerd suite (npm ci, npm test)",
-    "fast-pytest": "fast suite (pytest -m 'not postgres')",
+    "fast-pytest": "fast suite (pytest -m 'not postgres', 2 workers)",
     "iam-npm-ci": "IAM simulator (npm ci)",
     "postgres-pytest": "PostgreSQL and drill suite (pytest -m postgres)",
 }

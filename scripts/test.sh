@@ -3,7 +3,8 @@
 # Lambda runtime's Python from the hashed dev lock, then runs a suite (tests/conftest.py says which
 # tests are which):
 #   scripts/test.sh [pytest args]             the fast suite: the linters, the worker's workerd suite and
-#                                             every Python test that starts no PostgreSQL server
+#                                             every Python test that starts no PostgreSQL server (on
+#                                             two pytest-xdist workers)
 #   scripts/test.sh --postgres [pytest args]  the PostgreSQL-and-drill suite (pytest -m postgres)
 #   scripts/test.sh --all [pytest args]       both, the fast one first (.ci/run)
 # With FRAISEQL_STAGE_TIMES=FILE (bench/ci.py), each stage appends "NAME WALL USER SYS" in seconds to FILE.
@@ -38,7 +39,9 @@ worker() {
 fast() {
   stage linters linters
   stage workerd worker
-  stage fast-pytest "$VENV/bin/python" -m pytest -m "not postgres" "$@"
+  # Two workers (pytest-xdist), one per core, each taking whole modules (their module fixtures run once);
+  # `scripts/test.sh -n 0 ...` runs it in one process.
+  stage fast-pytest "$VENV/bin/python" -m pytest -m "not postgres" -n 2 --dist loadfile "$@"
 }
 
 postgres() {

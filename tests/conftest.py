@@ -5,6 +5,7 @@ the Hypothesis settings every property test runs with."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Generator
 from typing import Any, Callable
@@ -114,9 +115,47 @@ def flatten(stack: str, values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+# The committed stacks, synthesized once per session (a run of the program under mocks takes seconds, and
+# dozens of modules read the same three). They are shared, so they are read-only: a test that changes one
+# (a registration's inputs, say) fails the run at the session's end, naming the stack. A test that needs
+# a changed program or config synthesizes its own (synth_variant, or synthesize under its monkeypatch).
+
+
+def _fingerprint(syn: Synthesis) -> str:
+    return hashlib.sha256(repr((syn.registrations, syn.outputs)).encode()).hexdigest()
+
+
+def _read_only(stack: str) -> Generator[Synthesis, None, None]:
+    syn = synthesize(stack)
+    before = _fingerprint(syn)
+    yield syn
+    assert _fingerprint(syn) == before, (f"a test changed the shared synthesis of {stack} (a session fixture in "
+                                         "tests/conftest.py): copy what you change, or synthesize your own")
+
+
 @pytest.fixture(scope="session")
-def phase_a() -> Synthesis:
-    return synthesize("phase-a")
+def phase_a() -> Generator[Synthesis, None, None]:
+    yield from _read_only("phase-a")
+
+
+@pytest.fixture(scope="session")
+def phase_b() -> Generator[Synthesis, None, None]:
+    yield from _read_only("phase-b")
+
+
+@pytest.fixture(scope="session")
+def phase_c() -> Generator[Synthesis, None, None]:
+    yield from _read_only("phase-c")
+
+
+#: The stacks with a shared synthesis (the fixtures above).
+SHARED_STACKS = ("phase-a", "phase-b", "phase-c")
+
+
+def synthesized(request: pytest.FixtureRequest, stack: str) -> Synthesis:
+    """A committed stack's synthesis for a test parametrized over stacks (call it first thing, before any
+    patch): the shared one for those in SHARED_STACKS, a new one for any other."""
+    return request.getfixturevalue(stack.replace("-", "_")) if stack in SHARED_STACKS else synthesize(stack)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from core import agent_schedule
 from core.config import ConfigError
-from infra.synth import Synthesis, synthesize
+from infra.synth import Synthesis
 from replication.agent import Settings
 from tests.conftest import config_variant, synth_variant
 
@@ -29,11 +29,6 @@ FUNCTION = "aws:lambda/function:Function"
 RULE = "aws:cloudwatch/eventRule:EventRule"
 TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 INVOKE_CONFIG = "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig"
-
-
-@pytest.fixture(scope="module")
-def phase_b() -> Synthesis:
-    return synthesize("phase-b")
 
 
 def agents(syn: Synthesis) -> list:

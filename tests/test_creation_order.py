@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from infra.mocks import Registration
-from infra.synth import Synthesis, synthesize
-from tests.conftest import synth_variant
+from infra.synth import Synthesis
+from tests.conftest import synth_variant, synthesized
 
 SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -70,7 +70,7 @@ def fillers(syn: Synthesis, secret_arn: str) -> list[Registration]:
 
 @pytest.fixture(scope="module", params=["phase-a", "phase-b", "phase-c"])
 def stack(request) -> Synthesis:
-    return synthesize(request.param)
+    return synthesized(request, request.param)
 
 
 def test_each_service_starts_after_the_run_that_fills_its_secret(stack):
@@ -104,9 +104,9 @@ def test_a_seeding_region_runs_no_task_until_its_bootstrap_exists():
 
 
 @pytest.mark.parametrize("regions", [3, 5])
-def test_routing_controls_on_one_panel_are_created_in_a_chain(regions):
+def test_routing_controls_on_one_panel_are_created_in_a_chain(regions, request):
     if regions == 3:
-        syn = synthesize("phase-b")
+        syn = synthesized(request, "phase-b")
     else:
         extra = [{"name": "eu-central-1", "role": "active", "cidr": "10.40.0.0/16"},
                  {"name": "us-east-2", "role": "active", "cidr": "10.50.0.0/16"}]

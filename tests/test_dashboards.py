@@ -13,7 +13,7 @@ import pytest
 
 from core.runbook import RUNBOOK_PATH, SECTIONS, anchor, section
 from infra.paths import REPO
-from infra.synth import Synthesis, synthesize
+from infra.synth import Synthesis
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
@@ -63,8 +63,8 @@ def agent_metrics() -> dict[tuple[str, str], frozenset[str]]:
 
 
 @pytest.fixture(scope="module")
-def stacks() -> dict[str, Synthesis]:
-    return {s: synthesize(s) for s in ("phase-a", "phase-b", "phase-c")}
+def stacks(phase_a: Synthesis, phase_b: Synthesis, phase_c: Synthesis) -> dict[str, Synthesis]:
+    return {"phase-a": phase_a, "phase-b": phase_b, "phase-c": phase_c}
 
 
 def board(syn: Synthesis) -> tuple[Any, dict[str, Any]]:

@@ -39,16 +39,6 @@ def replicas(syn: Synthesis) -> list:
 
 
 @pytest.fixture(scope="module")
-def phase_a() -> Synthesis:
-    return synthesize("phase-a")
-
-
-@pytest.fixture(scope="module")
-def phase_b() -> Synthesis:
-    return synthesize("phase-b")
-
-
-@pytest.fixture(scope="module")
 def seeding() -> Synthesis:
     """Step 1 of A -> B: us-west-2 and eu-west-1 join as read replicas of us-east-1."""
     def change(v: dict[str, Any]) -> None:

@@ -16,8 +16,7 @@ import pytest
 
 from core.config import ConfigError
 from core.engine import POSTGRES_MAJOR, parameter_group_family
-from infra.synth import synthesize
-from tests.conftest import config_variant, stack_values
+from tests.conftest import config_variant, stack_values, synthesized
 
 STACKS = ("phase-a", "phase-b", "phase-c")
 
@@ -37,8 +36,8 @@ def test_every_stack_deploys_the_major_only(stack):
 
 
 @pytest.mark.parametrize("stack", ["phase-a", "phase-b"])
-def test_instances_and_parameter_groups_follow_the_major(stack):
-    syn = synthesize(stack)
+def test_instances_and_parameter_groups_follow_the_major(stack, request):
+    syn = synthesized(request, stack)
     sources = [r for r in syn.of_type("aws:rds/instance:Instance") if "replicateSourceDb" not in r.inputs]
     assert sources and {r.inputs["engineVersion"] for r in sources} == {str(POSTGRES_MAJOR)}
     families = {r.inputs["family"] for r in syn.of_type("aws:rds/parameterGroup:ParameterGroup")}

@@ -12,6 +12,7 @@ import pulumi_aws as aws
 import pytest
 
 from infra.synth import REPO, synthesize
+from tests.conftest import synthesized
 from tests.golden import REGENERATE, Entry, compare, entries, golden_path, read_golden, render, stacks
 
 STACKS = stacks(REPO)
@@ -22,8 +23,8 @@ def test_every_stack_has_a_golden_file():
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_stack_synthesizes_its_golden_urns(stack):
-    current = entries(synthesize(stack).registrations)
+def test_stack_synthesizes_its_golden_urns(stack, request):
+    current = entries(synthesized(request, stack).registrations)
     diff = compare(read_golden(golden_path(stack)), current)
     assert not diff.unaliased_protected and diff.same, "\n" + diff.report(stack)
 

@@ -23,13 +23,6 @@ RDS = "aws:rds/instance:Instance"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
-@pytest.fixture(scope="module")
-def phase_b():
-    from infra.synth import synthesize
-
-    return synthesize("phase-b")
-
-
 def test_three_regions_in_a_mesh_of_three_links(phase_b):
     assert sorted(phase_b.outputs["networkLinks"]) == sorted(
         ["eu-west-1--us-east-1", "eu-west-1--us-west-2", "us-east-1--us-west-2"]

@@ -37,13 +37,6 @@ MONITOR = "cloudflare:index/loadBalancerMonitor:LoadBalancerMonitor"
 ORIGIN_TOKEN = "origin-token-7c1e"
 
 
-@pytest.fixture(scope="module")
-def phase_c():
-    from infra.synth import synthesize
-
-    return synthesize("phase-c")
-
-
 def _unwrap(raw):
     return raw["value"] if isinstance(raw, dict) and SECRET_SIG in raw else raw
 
@@ -241,11 +234,10 @@ def test_phase_c_keeps_all_of_phase_b(phase_c):
     assert phase_c.outputs["apiHostname"] == "api.example.com"
 
 
-def test_slo_check_credits_the_edge_failover():
+def test_slo_check_credits_the_edge_failover(phase_c):
     from infra.pack import run_pack
-    from infra.synth import synthesize
 
-    result = run_pack(synthesize("phase-c").registrations)
+    result = run_pack(phase_c.registrations)
     rto = next(b for b in result.bounds if b.name == "RTO")
     assert rto.feasible and rto.floor < 1 and "edge origin retry" in rto.arithmetic
 

@@ -16,18 +16,12 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.synth import synthesize
 from replication.redact import SecretBox
 from replication.rotation import lambda_invoker
 
 FUNCTION = "aws:lambda/function:Function"
 #: replication.bootstrap._replication_password's default wait for a replica's copy of a secret.
 STEP_WAIT_S = 180
-
-
-@pytest.fixture(scope="module")
-def phase_b():
-    return synthesize("phase-b")
 
 
 def bootstrap_and_rotation(syn) -> tuple[list, Any]:

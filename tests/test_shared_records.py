@@ -7,7 +7,6 @@ other regions' certificates could no longer renew.
 
 from __future__ import annotations
 
-from infra.synth import synthesize
 from tests.conftest import synth_variant
 
 RECORD = "aws:route53/record:Record"
@@ -19,9 +18,9 @@ def validation_records(syn) -> dict[str, object]:
     return {r.urn: r for r in syn.of_type(RECORD) if "-cert-validation-" in r.name}
 
 
-def test_shrinking_from_five_regions_to_three_keeps_the_shared_validation_records():
+def test_shrinking_from_five_regions_to_three_keeps_the_shared_validation_records(phase_b):
     five = synth_variant("phase-b", lambda v: v["regions"].extend(EXTRA))
-    three = synthesize("phase-b")
+    three = phase_b
     before, after = validation_records(five), validation_records(three)
     still_needed = {r.inputs["name"] for r in after.values()}
     removed = [r for urn, r in before.items() if urn not in after]
@@ -31,8 +30,8 @@ def test_shrinking_from_five_regions_to_three_keeps_the_shared_validation_record
             assert rec.retain_on_delete, f"removing {rec.region} would delete {rec.inputs['name']}, which the others use"
 
 
-def test_every_region_writes_the_same_record():
-    recs = validation_records(synthesize("phase-b")).values()
+def test_every_region_writes_the_same_record(phase_b):
+    recs = validation_records(phase_b).values()
     by_name: dict[str, set] = {}
     for r in recs:
         by_name.setdefault(r.inputs["name"], set()).add((r.inputs["type"], tuple(r.inputs["records"])))

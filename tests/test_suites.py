@@ -69,7 +69,7 @@ def test_ci_runs_the_linters_and_the_worker_then_the_fast_suite_then_the_postgre
     assert _test_sh(tmp_path, "--all", "-q").returncode == 0
     ran = [line for line in log.read_text().splitlines() if "pip install" not in line]
     assert ran == ["ruff check .", "mypy", "zizmor", "npm ci in worker", "npm test in worker",
-                   "python -m pytest -m not postgres -q", "npm ci in iam", "python -m pytest -m postgres -q"]
+                   "python -m pytest -m not postgres -n 2 --dist loadfile -q", "npm ci in iam", "python -m pytest -m postgres -q"]
     # what bench/ci.py reads: one line per stage, its name and its wall, user and system seconds
     stages = [line.split() for line in (tmp_path / "stages").read_text().splitlines()]
     assert [s[0] for s in stages] == ["venv", "linters", "workerd", "fast-pytest", "iam-npm-ci", "postgres-pytest"]
@@ -79,7 +79,7 @@ def test_ci_runs_the_linters_and_the_worker_then_the_fast_suite_then_the_postgre
 def test_the_default_run_is_the_fast_suite_and_a_failure_there_stops_ci(tmp_path):
     log = _stand_in_checkout(tmp_path)
     assert _test_sh(tmp_path, "tests/test_config.py").returncode == 0
-    assert log.read_text().splitlines()[-1] == "python -m pytest -m not postgres tests/test_config.py"
+    assert log.read_text().splitlines()[-1] == "python -m pytest -m not postgres -n 2 --dist loadfile tests/test_config.py"
     log.unlink()
     assert _test_sh(tmp_path, "--all", fail="not postgres").returncode != 0
     assert not any("-m postgres" in line for line in log.read_text().splitlines())

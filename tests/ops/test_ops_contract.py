@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.synth import synthesize
+from infra.synth import Synthesis
 from ops.outputs import PhaseAOutputs, PhaseBOutputs, parse_outputs
 
 
-def _outputs(stack: str) -> dict:
-    return json.loads(json.dumps(synthesize(stack).outputs, default=str))
+def _outputs(syn: Synthesis) -> dict:
+    return json.loads(json.dumps(syn.outputs, default=str))
 
 
-def test_phase_a_program_outputs_satisfy_the_failover_runbook() -> None:
-    outputs = parse_outputs(_outputs("phase-a"))
+def test_phase_a_program_outputs_satisfy_the_failover_runbook(phase_a: Synthesis) -> None:
+    outputs = parse_outputs(_outputs(phase_a))
     assert isinstance(outputs, PhaseAOutputs)
     assert outputs.standbyRegion in outputs.replicaDbIdentifiers
     assert outputs.primaryRegion in outputs.fenceSecurityGroupIds
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(not (ROOT / "Pulumi.phase-b.yaml").exists(), reason="no phase-b stack file in this checkout")
-def test_phase_b_program_outputs_satisfy_the_region_runbooks() -> None:
-    raw = _outputs("phase-b")
+def test_phase_b_program_outputs_satisfy_the_region_runbooks(phase_b: Synthesis) -> None:
+    raw = _outputs(phase_b)
     # The mocks cannot compute an ARC cluster's endpoints (AWS assigns them); a deployment has them.
     if raw.get("arcClusterEndpoints") is None:
         raw["arcClusterEndpoints"] = [{"region": "us-west-2", "endpoint": "https://host-aaaa.us-west-2.example.aws/v1"}]

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from infra import cloudflare_ips
-from infra.synth import SECRET_PLACEHOLDER, synthesize
+from infra.synth import SECRET_PLACEHOLDER
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -22,16 +22,6 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 def unwrap(v):
     return v["value"] if isinstance(v, dict) and SECRET_SIG in v else v
-
-
-@pytest.fixture(scope="module")
-def phase_c():
-    return synthesize("phase-c")
-
-
-@pytest.fixture(scope="module")
-def phase_b():
-    return synthesize("phase-b")
 
 
 def _alb_ingress(syn, region):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from infra.synth import synthesize
+from tests.conftest import synthesized
 
 
 @pytest.mark.parametrize("stack", ["phase-a", "phase-b", "phase-c"])
-def test_every_function_logs_into_a_group_with_retention(stack):
-    syn = synthesize(stack)
+def test_every_function_logs_into_a_group_with_retention(stack, request):
+    syn = synthesized(request, stack)
     groups = {g.inputs["name"]: g for g in syn.of_type("aws:cloudwatch/logGroup:LogGroup")}
     assert groups and all(g.inputs.get("retentionInDays") for g in groups.values())
     functions = syn.of_type("aws:lambda/function:Function")

@@ -11,7 +11,6 @@ import json
 import pytest
 
 from infra.pack import evaluate, policy_resources
-from infra.synth import synthesize
 from policies import security_rules
 from tests.test_policies import add
 
@@ -19,8 +18,8 @@ SECURITY = {p.name for p in security_rules.POLICIES}
 
 
 @pytest.fixture(scope="module")
-def regs():
-    return synthesize("phase-c").registrations
+def regs(phase_c):
+    return phase_c.registrations
 
 
 @pytest.fixture
@@ -48,9 +47,9 @@ def test_baseline_phase_c_passes_every_security_rule(res):
     assert [v.message for v in evaluate(res) if v.policy in SECURITY] == []
 
 
-def test_baseline_phase_a_and_b_pass_too():
-    for stack in ("phase-a", "phase-b"):
-        violations = evaluate(policy_resources(synthesize(stack).registrations))
+def test_baseline_phase_a_and_b_pass_too(phase_a, phase_b):
+    for stack, syn in (("phase-a", phase_a), ("phase-b", phase_b)):
+        violations = evaluate(policy_resources(syn.registrations))
         assert [v.message for v in violations if v.policy in SECURITY] == [], stack
 
 
@@ -149,8 +148,8 @@ def test_every_kind_of_routed_record_needs_a_health_check(res, policy, value):
 
 
 @pytest.fixture(scope="module")
-def phase_b_regs():
-    return synthesize("phase-b").registrations
+def phase_b_regs(phase_b):
+    return phase_b.registrations
 
 
 @pytest.mark.parametrize("change, why", [
@@ -229,7 +228,7 @@ def test_phase_c_without_a_pinned_ssl_mode(res):
     assert len(msgs) == 1 and "no Cloudflare zone setting pins the SSL mode" in msgs[0]
 
 
-def test_edge_origin_rule_is_silent_before_phase_c():
-    res = policy_resources(synthesize("phase-b").registrations)
+def test_edge_origin_rule_is_silent_before_phase_c(phase_b):
+    res = policy_resources(phase_b.registrations)
     _http_listener(res).props["defaultActions"] = [{"type": "redirect", "redirect": {"protocol": "HTTP"}}]
     assert found(res, "edge-origin-tls-only") == []

@@ -104,12 +104,24 @@ describe("stale-if-error", () => {
   it("serves the cached copy when the origin times out", async () => {
     await worker.stored(await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "slow" } })));
     await sleep(350);
-    origin.state.delayMs = 2000;
-    const started = Date.now();
+    // The origin holds its answer until the worker has answered the client: only ORIGIN_TIMEOUT_MS can
+    // end the wait (no wall-clock bound to miss on a loaded machine).
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    const guard = setTimeout(() => release(), 30_000); // a worker that ignored the deadline fails here, not hangs
+    let answered = false;
+    origin.setHandler(async () => {
+      await held;
+      answered = true;
+      return { status: 200, body: { data: null } };
+    });
+    const asked = origin.requests.length;
     const res = await worker.fetch("/graphql", gqlPost(Q, { variables: { id: "slow" } }));
     assert.equal(res.headers.get("x-fraiseql-cache"), "ERROR-STALE");
-    assert.ok(Date.now() - started < 1500, "ORIGIN_TIMEOUT_MS bounds the wait");
-    origin.state.delayMs = 0;
+    assert.equal(origin.requests.length, asked + 1, "the origin was asked");
+    assert.equal(answered, false, "the stale copy came before the origin answered");
+    clearTimeout(guard);
+    release();
   });
 
   it("the deadline covers the whole answer: every caller waiting on a slow body gets the stale copy", async () => {
