@@ -34,9 +34,11 @@ SCHEMA = APP_SCHEMA + (
     "CREATE TABLE red9_num (id numeric PRIMARY KEY, v text)",
     "CREATE TABLE red9_int (id int PRIMARY KEY, v text)",
     "CREATE TABLE red9_trg (id int PRIMARY KEY, v text)",
+    "CREATE TABLE red9_num2 (id numeric PRIMARY KEY, v text)",
+    "CREATE TABLE red9_veto (id int PRIMARY KEY, v text)",
 )
 POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),),
-                        replicated=("items", "red9_num", "red9_int", "red9_trg"))
+                        replicated=("items", "red9_num", "red9_int", "red9_trg", "red9_num2", "red9_veto"))
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,49 @@ def test_a_delete_of_a_numeric_key_spelled_otherwise_removes_the_uncommitted_ins
                       f"committed: {finished_first}; tombstones {tombs}; rows still here {rows}")
 
 
+@pytest.mark.parametrize(("first", "east_spelling"), [(1, "0"), (20, "00")], ids=["k.0-vs-k.00", "control-k.00-both"])
+def test_numeric_key_end_to_end_every_writer_ends_equal(m: Mesh, first: int, east_spelling: str) -> None:
+    # The same race with real apply workers, no change merged by hand. us-east-1 stops hearing
+    # us-west-2. us-west-2 inserts key k written k.00 (first incarnation: born -infinity); eu-west-1
+    # receives it and deletes it. Meanwhile us-east-1's application inserts k written k.0 (also a
+    # first incarnation here: born -infinity) and commits after eu-west-1's delete has merged there.
+    # Then every link heals. With one bucket the delete's merge waits for the insert's commit and
+    # removes the row (and the other writers drop its image at their tombstones): all equal.
+    k = next(i for i in range(first, 1000) if m.execute(
+        EAST, "SELECT fraiseql_repl.key_bucket('public.red9_num2', jsonb_build_object('id', %s::numeric)) <> "
+              "fraiseql_repl.key_bucket('public.red9_num2', jsonb_build_object('id', %s::numeric))",
+        (f"{i}.0", f"{i}.00"))[0][0])
+    east_key = f"{k}.{east_spelling}"
+    count = f"SELECT count(*) FROM red9_num2 WHERE id = {k}"
+    try:
+        m.links[(EAST, WEST)].partition()
+        m.execute(WEST, f"INSERT INTO red9_num2 (id, v) VALUES ({k}.00, 'west')")
+        until(lambda: m.execute(EU, count)[0][0] == 1, "west's row at eu-west-1")
+        with m.connect(EAST) as local:
+            local.execute("BEGIN")
+            local.execute(f"INSERT INTO red9_num2 (id, v) VALUES ({east_key}, 'east')")
+            m.execute(EU, f"DELETE FROM red9_num2 WHERE id = {k}")
+            until(lambda: bool(m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE table_name = "
+                                               "'public.red9_num2' AND pk = jsonb_build_object('id', %s::numeric)", (k,))[0][0])
+                  or bool(m.execute(EAST, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                                          "'logical replication apply worker' AND wait_event_type = 'Lock'")[0][0]),
+                  "eu-west-1's delete merged at us-east-1, or waits there")
+            local.execute("COMMIT")
+    finally:
+        m.links[(EAST, WEST)].heal()
+    rows: dict[str, list[Any]] = {}
+
+    def settled() -> bool:
+        rows.update({r: m.execute(r, f"SELECT id::text, v, _repl_born::text FROM red9_num2 WHERE id = {k}") for r in REGIONS})
+        return all(rows[r] == rows[EAST] for r in REGIONS)
+
+    try:
+        until(settled, "every writer equal", timeout=20, every=0.5)
+    except AssertionError:
+        pass  # the assertion below says how they differ
+    assert all(rows[r] == rows[EAST] for r in REGIONS), f"key {k}: rows per writer after the heal: {rows}"
+
+
 # -- claim 2: by-hand DDL --------------------------------------------------------------------------
 
 def test_create_table_inherits_a_replicated_table_is_refused(m: Mesh) -> None:
@@ -159,3 +204,39 @@ def test_create_or_replace_trigger_on_the_change_capture_is_refused(m: Mesh) -> 
         seen = {r: m.execute(r, "SELECT count(*) FROM red9_trg WHERE id = 1")[0][0] for r in REGIONS}
     assert refused == "FQ003", f"CREATE OR REPLACE TRIGGER fraiseql_repl_emit was not refused ({tdef}); " \
                                f"shape_drift: {drift}; east's row 1 per writer: {seen}"
+
+
+@pytest.mark.parametrize("how", ["trigger", "rule"])
+def test_a_veto_that_fires_on_merges_is_refused(m: Mesh, how: str) -> None:
+    # An application trigger (or rule) that fires on merges too (ENABLE ALWAYS) is refused on a
+    # counter table only (counter_column_problems). On any other replicated table, CREATE TRIGGER /
+    # CREATE RULE plus ALTER TABLE ... ENABLE ALWAYS pass the guard (shape_drift has no kind for
+    # them), and one that vetoes deletes keeps a row on this writer that every other writer deleted.
+    k = 100 if how == "trigger" else 200
+    m.execute(WEST, f"INSERT INTO red9_veto (id, v) VALUES ({k}, 'west')")
+    until(lambda: all(m.execute(r, f"SELECT count(*) FROM red9_veto WHERE id = {k}")[0][0] == 1 for r in REGIONS),
+          "the row everywhere")
+    try:
+        with m.connect(EAST) as c:
+            if how == "trigger":
+                c.execute("CREATE FUNCTION public.red9_veto_fn() RETURNS trigger LANGUAGE plpgsql AS "
+                          "'BEGIN IF OLD.id = 100 THEN RETURN NULL; END IF; RETURN OLD; END'")
+                c.execute("CREATE TRIGGER red9_veto BEFORE DELETE ON red9_veto FOR EACH ROW EXECUTE FUNCTION public.red9_veto_fn()")
+                c.execute("ALTER TABLE red9_veto ENABLE ALWAYS TRIGGER red9_veto")
+            else:
+                c.execute("CREATE RULE red9_keep AS ON DELETE TO red9_veto WHERE OLD.id = 200 DO INSTEAD NOTHING")
+                c.execute("ALTER TABLE red9_veto ENABLE ALWAYS RULE red9_keep")
+        refused = None
+    except psycopg.Error as exc:
+        refused = exc.sqlstate
+    drift = m.execute(EAST, "SELECT kind, col FROM fraiseql_repl.shape_drift() WHERE table_name = 'public.red9_veto'")
+    seen: dict[str, int] = {}
+    if refused is None:
+        m.execute(WEST, f"DELETE FROM red9_veto WHERE id = {k}")
+        until(lambda: m.execute(EU, f"SELECT count(*) FROM red9_veto WHERE id = {k}")[0][0] == 0, "the delete at eu-west-1")
+        until(lambda: bool(m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE table_name = "
+                                           "'public.red9_veto' AND pk = jsonb_build_object('id', %s)", (k,))[0][0]),
+              "the delete merged at us-east-1")
+        seen = {r: m.execute(r, f"SELECT count(*) FROM red9_veto WHERE id = {k}")[0][0] for r in REGIONS}
+    assert refused == "FQ003" or (refused is None and len(set(seen.values())) == 1), \
+        f"{how} firing on merges not refused; shape_drift: {drift}; rows of deleted key {k} per writer: {seen}"
