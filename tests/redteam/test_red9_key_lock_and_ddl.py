@@ -240,3 +240,42 @@ def test_a_veto_that_fires_on_merges_is_refused(m: Mesh, how: str) -> None:
         seen = {r: m.execute(r, f"SELECT count(*) FROM red9_veto WHERE id = {k}")[0][0] for r in REGIONS}
     assert refused == "FQ003" or (refused is None and len(set(seen.values())) == 1), \
         f"{how} firing on merges not refused; shape_drift: {drift}; rows of deleted key {k} per writer: {seen}"
+
+
+def test_an_open_insert_of_an_unrelated_key_does_not_stall_a_link(m: Mesh) -> None:
+    # Availability, not safety ("a change that cannot be merged is parked, so one bad change never
+    # stalls the link", objects.sql). Both us-east-1 and us-west-2 delete key k1 (us-west-2 before
+    # it hears us-east-1's delete). At us-east-1, us-west-2's delete removes nothing, so it takes
+    # k1's bucket exclusive, with no lock timeout: it waits for any open transaction that inserted
+    # any key of the table in that bucket (an idle-in-transaction session, a bulk load: some 1,500
+    # new keys hold all 256 buckets). Everything us-west-2 writes after it waits too.
+    def bucket(k: int) -> int:
+        return int(m.execute(EAST, "SELECT fraiseql_repl.key_bucket('public.items', jsonb_build_object('id', %s))", (k,))[0][0])
+
+    k1 = 7001
+    k2 = next(k for k in range(7002, 20000) if bucket(k) == bucket(k1))
+    marker = 7000
+    m.execute(WEST, f"INSERT INTO items (id, v) VALUES ({k1}, 'west')")
+    until(lambda: all(m.execute(r, f"SELECT count(*) FROM items WHERE id = {k1}")[0][0] == 1 for r in REGIONS), "k1 everywhere")
+    arrived = False
+    with m.connect(EAST) as app:
+        try:
+            m.links[(WEST, EAST)].partition()
+            app.execute("BEGIN")
+            app.execute(f"INSERT INTO items (id, v) VALUES ({k2}, 'unrelated, same bucket')")
+            m.execute(EAST, f"DELETE FROM items WHERE id = {k1}")
+            m.execute(WEST, f"DELETE FROM items WHERE id = {k1}")
+            m.execute(WEST, f"INSERT INTO items (id, v) VALUES ({marker}, 'written after the delete')")
+            try:
+                until(lambda: m.execute(EAST, f"SELECT count(*) FROM items WHERE id = {marker}")[0][0] == 1,
+                      "us-west-2's later write at us-east-1", timeout=15, every=0.2)
+                arrived = True
+            except AssertionError:
+                pass
+            waiting = m.execute(EAST, "SELECT backend_type, wait_event_type, wait_event, state FROM pg_stat_activity "
+                                      "WHERE backend_type = 'logical replication apply worker' AND wait_event_type = 'Lock'")
+        finally:
+            app.execute("ROLLBACK")
+            m.links[(WEST, EAST)].heal()
+    assert arrived, (f"k1 {k1} and k2 {k2} share bucket {bucket(k1)}; us-west-2's write after its delete of k1 did not "
+                     f"reach us-east-1 in 15 s while an insert of k2 stayed open there; apply workers waiting: {waiting}")
