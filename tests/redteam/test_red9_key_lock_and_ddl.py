@@ -36,9 +36,14 @@ SCHEMA = APP_SCHEMA + (
     "CREATE TABLE red9_trg (id int PRIMARY KEY, v text)",
     "CREATE TABLE red9_num2 (id numeric PRIMARY KEY, v text)",
     "CREATE TABLE red9_veto (id int PRIMARY KEY, v text)",
+    "CREATE TABLE red9_chk (id int PRIMARY KEY, v text)",
+    "CREATE TABLE red9_nn (id int PRIMARY KEY, v text)",
+    "CREATE TABLE red9_fk (id int PRIMARY KEY, v text)",
+    "CREATE TABLE red9_fk_parent (id int PRIMARY KEY)",  # not replicated
 )
 POLICY = ConflictPolicy(tables=(TablePolicy("counters", "counter", ("hits",)),),
-                        replicated=("items", "red9_num", "red9_int", "red9_trg", "red9_num2", "red9_veto"))
+                        replicated=("items", "red9_num", "red9_int", "red9_trg", "red9_num2", "red9_veto",
+                                                    "red9_chk", "red9_nn", "red9_fk"))
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +284,35 @@ def test_an_open_insert_of_an_unrelated_key_does_not_stall_a_link(m: Mesh) -> No
             m.links[(WEST, EAST)].heal()
     assert arrived, (f"k1 {k1} and k2 {k2} share bucket {bucket(k1)}; us-west-2's write after its delete of k1 did not "
                      f"reach us-east-1 in 15 s while an insert of k2 stayed open there; apply workers waiting: {waiting}")
+
+
+@pytest.mark.parametrize(("table", "ddl", "row"), [
+    ("red9_chk", "ALTER TABLE red9_chk ADD CONSTRAINT red9_chk_v CHECK (v IS DISTINCT FROM 'forbidden')", "(1, 'forbidden')"),
+    ("red9_nn", "ALTER TABLE red9_nn ALTER COLUMN v SET NOT NULL", "(1, NULL)"),
+    ("red9_fk", "ALTER TABLE red9_fk ADD CONSTRAINT red9_fk_p FOREIGN KEY (id) REFERENCES red9_fk_parent (id)", "(1, 'x')"),
+], ids=["check", "not-null", "fk-to-unreplicated"])
+def test_a_constraint_added_by_hand_that_peers_rows_can_break_is_refused(m: Mesh, table: str, ddl: str, row: str) -> None:
+    # A constraint added by hand on one writer only (ALTER TABLE: the guard runs, shape_drift has no
+    # kind for CHECK, NOT NULL or a foreign key to a table that is not replicated). A peer's row that
+    # breaks it cannot be merged there: parked, retried, parked again, for good; that writer never
+    # has the row the others have.
+    try:
+        m.execute(EAST, ddl)
+        refused = None
+    except psycopg.Error as exc:
+        refused = exc.sqlstate
+    seen: dict[str, int] = {}
+    parked_here: list[Any] = []
+    if refused is None:
+        m.execute(WEST, f"INSERT INTO {table} (id, v) VALUES {row}")
+        until(lambda: m.execute(EU, f"SELECT count(*) FROM {table}")[0][0] == 1, "the row at eu-west-1")
+        until(lambda: bool(m.execute(EAST, f"SELECT count(*) FROM {table}")[0][0] or m.execute(
+            EAST, "SELECT count(*) FROM fraiseql_repl.parked WHERE tbl = %s", (f"public.{table}",))[0][0]),
+              "the row merged or parked at us-east-1")
+        for _ in range(3):
+            m.execute(EAST, "SELECT * FROM fraiseql_repl.retry_parked()")
+        seen = {r: m.execute(r, f"SELECT count(*) FROM {table}")[0][0] for r in REGIONS}
+        parked_here = m.execute(EAST, "SELECT sqlstate, left(error, 120) FROM fraiseql_repl.parked WHERE tbl = %s",
+                                (f"public.{table}",))
+    assert refused == "FQ003" or len(set(seen.values())) == 1, \
+        f"{ddl!r} accepted; rows per writer: {seen}; parked at us-east-1: {parked_here}"
