@@ -9,7 +9,17 @@
 2. "By-hand DDL that would make the merge unable to settle is refused": the DDL guard fires on
    ALTER TABLE, ALTER SCHEMA and CREATE INDEX only. ``CREATE TABLE ... INHERITS (items)`` makes a
    replicated table a parent (shape_drift's own 'inheritance' kind) and ``CREATE OR REPLACE TRIGGER
-   fraiseql_repl_emit`` swaps the change capture for anything; neither is refused.
+   fraiseql_repl_emit`` swaps the change capture for anything; neither is refused. Nor are a
+   trigger or rule enabled ALWAYS that vetoes merged deletes, a CHECK or SET NOT NULL that a peer's
+   row breaks (parked there for good): shape_drift has no kind for them outside counter columns.
+3. Availability: a merged delete that removes nothing waits, with no lock timeout, for any open
+   transaction that inserted a key of the same bucket, and the whole link waits behind it.
+
+Held (tried, no break; with an int key): a key change (UPDATE ... SET id), a savepoint rolled back
+and the insert re-done, COPY, INSERT ... ON CONFLICT DO UPDATE, MERGE, a REPEATABLE READ insert
+(the delete waits, then removes the row), and a REPEATABLE READ snapshot taken before the delete
+merged (the insert is refused, 40001). A foreign key to a table that is not replicated is accepted
+but does not stop the merge (its triggers do not fire in replica mode).
 
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red9_key_lock_and_ddl.py
 """
