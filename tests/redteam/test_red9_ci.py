@@ -58,6 +58,10 @@ def settle(m: Mesh, n: int) -> dict[str, list[tuple[str, str]]]:
     return rows
 
 
+_SPLIT = pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): keys travel as jsonb, whose equality is not a case-insensitive key's; one key spelled two ways stays two rows")
+
+
+@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): keys travel as jsonb, whose equality is not a case-insensitive key's; one key spelled two ways stays two rows")
 def test_one_key_spelled_two_ways_ends_equal_everywhere(m: Mesh) -> None:
     split(m, 1)
     time.sleep(3)
@@ -65,7 +69,7 @@ def test_one_key_spelled_two_ways_ends_equal_everywhere(m: Mesh) -> None:
     assert all(rows[r] == rows[EAST] for r in REGIONS), f"rows per writer after the heal: {rows}"
 
 
-@pytest.mark.parametrize("spelled_two_ways", [True, False], ids=["split", "control-one-spelling"])
+@pytest.mark.parametrize("spelled_two_ways", [pytest.param(True, marks=_SPLIT), False], ids=["split", "control-one-spelling"])
 def test_a_deleted_row_never_comes_back_when_the_key_is_spelled_two_ways(m: Mesh, spelled_two_ways: bool) -> None:
     # After the split, us-east-1 holds 'KEY-2', the others 'Key-2'. us-east-1 updates its row while
     # the others do not hear it; us-west-2 deletes 'Key-2' (its tombstone: {"id": "Key-2"}); every

@@ -21,6 +21,11 @@ and the insert re-done, COPY, INSERT ... ON CONFLICT DO UPDATE, MERGE, a REPEATA
 merged (the insert is refused, 40001). A foreign key to a table that is not replicated is accepted
 but does not stop the merge (its triggers do not fire in replica mode).
 
+Status: 1 and 3 are fixed (key_bucket hashes the key with jsonb's own hash, consistent with jsonb
+equality; a merged delete waits at most 200 ms for the bucket, then is retried and parked, and the
+agent merges it again later); their probes fail on the code before. 2 is open: its probes are strict
+expected failures.
+
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red9_key_lock_and_ddl.py
 """
 
@@ -138,10 +143,12 @@ def test_numeric_key_end_to_end_every_writer_ends_equal(m: Mesh, first: int, eas
     # first incarnation here: born -infinity) and commits after eu-west-1's delete has merged there.
     # Then every link heals. With one bucket the delete's merge waits for the insert's commit and
     # removes the row (and the other writers drop its image at their tombstones): all equal.
-    k = next(i for i in range(first, 1000) if m.execute(
+    # a key whose two spellings fell in different buckets (every key, once the buckets follow jsonb
+    # equality: then the first one)
+    k = next((i for i in range(first, first + 200) if m.execute(
         EAST, "SELECT fraiseql_repl.key_bucket('public.red9_num2', jsonb_build_object('id', %s::numeric)) <> "
               "fraiseql_repl.key_bucket('public.red9_num2', jsonb_build_object('id', %s::numeric))",
-        (f"{i}.0", f"{i}.00"))[0][0])
+        (f"{i}.0", f"{i}.00"))[0][0]), first)
     east_key = f"{k}.{east_spelling}"
     count = f"SELECT count(*) FROM red9_num2 WHERE id = {k}"
     try:
@@ -175,6 +182,7 @@ def test_numeric_key_end_to_end_every_writer_ends_equal(m: Mesh, first: int, eas
 
 # -- claim 2: by-hand DDL --------------------------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): the DDL guard fires on ALTER TABLE, ALTER SCHEMA and CREATE INDEX only; CREATE TABLE ... INHERITS passes")
 def test_create_table_inherits_a_replicated_table_is_refused(m: Mesh) -> None:
     # shape_drift reports a replicated table with an inheritance child ('inheritance': "writes
     # through the other table skip its change capture"), and ALTER TABLE ... INHERIT is refused.
@@ -194,6 +202,7 @@ def test_create_table_inherits_a_replicated_table_is_refused(m: Mesh) -> None:
                                f"rows with id 9001 in items per writer: {seen}"
 
 
+@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): the DDL guard fires on ALTER TABLE, ALTER SCHEMA and CREATE INDEX only; CREATE OR REPLACE TRIGGER on the capture passes, and shape_drift checks the trigger's name only")
 def test_create_or_replace_trigger_on_the_change_capture_is_refused(m: Mesh) -> None:
     # The 'trigger' drift ("this writer's changes would stop replicating") is refused for ALTER TABLE
     # ... DISABLE TRIGGER and DROP TRIGGER. CREATE OR REPLACE TRIGGER keeps the name and the enabled
@@ -221,6 +230,7 @@ def test_create_or_replace_trigger_on_the_change_capture_is_refused(m: Mesh) -> 
                                f"shape_drift: {drift}; east's row 1 per writer: {seen}"
 
 
+@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): the DDL guard fires on ALTER TABLE, ALTER SCHEMA and CREATE INDEX only; an ALWAYS trigger or a rule on a table without counters passes")
 @pytest.mark.parametrize("how", ["trigger", "rule"])
 def test_a_veto_that_fires_on_merges_is_refused(m: Mesh, how: str) -> None:
     # An application trigger (or rule) that fires on merges too (ENABLE ALWAYS) is refused on a
@@ -296,9 +306,14 @@ def test_an_open_insert_of_an_unrelated_key_does_not_stall_a_link(m: Mesh) -> No
                      f"reach us-east-1 in 15 s while an insert of k2 stayed open there; apply workers waiting: {waiting}")
 
 
+_NO_KIND = pytest.mark.xfail(strict=True, reason="open finding (round 9): shape_drift has no kind for a CHECK or NOT NULL "
+                                                  "made by hand on one writer; a peer's row that breaks it is parked there for good")
+
+
 @pytest.mark.parametrize(("table", "ddl", "row"), [
-    ("red9_chk", "ALTER TABLE red9_chk ADD CONSTRAINT red9_chk_v CHECK (v IS DISTINCT FROM 'forbidden')", "(1, 'forbidden')"),
-    ("red9_nn", "ALTER TABLE red9_nn ALTER COLUMN v SET NOT NULL", "(1, NULL)"),
+    pytest.param("red9_chk", "ALTER TABLE red9_chk ADD CONSTRAINT red9_chk_v CHECK (v IS DISTINCT FROM 'forbidden')",
+                 "(1, 'forbidden')", marks=_NO_KIND),
+    pytest.param("red9_nn", "ALTER TABLE red9_nn ALTER COLUMN v SET NOT NULL", "(1, NULL)", marks=_NO_KIND),
     ("red9_fk", "ALTER TABLE red9_fk ADD CONSTRAINT red9_fk_p FOREIGN KEY (id) REFERENCES red9_fk_parent (id)", "(1, 'x')"),
 ], ids=["check", "not-null", "fk-to-unreplicated"])
 def test_a_constraint_added_by_hand_that_peers_rows_can_break_is_refused(m: Mesh, table: str, ddl: str, row: str) -> None:
