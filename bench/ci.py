@@ -63,7 +63,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, f
     done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return done.returncode, wall, cpu, "\n".join(done.stdout.splitlines()[-15:])
+    return done.returncode, wall, cpu, "\n".join(done.stdout.splitlines()[-80:])
 
 
 def main() -> int:
@@ -93,7 +93,11 @@ def main() -> int:
         if code:
             failed.append(f"{' '.join(cmd)} exited {code}:\n{tail}")
         for line in stages.read_text().splitlines() if stages.exists() else []:
-            name, w, user, system = line.split()
+            fields = line.split()
+            if len(fields) != 4:  # what the shell printed about a stage that died ("... Aborted ...")
+                failed.append(f"stage output: {line}")
+                continue
+            name, w, user, system = fields
             rows.append((LABELS.get(name, name), float(w), float(user) + float(system)))
         rows.append((f"total ({' '.join(cmd)})", wall, cpu))
     finally:

@@ -5,6 +5,7 @@ the Hypothesis settings every property test runs with."""
 from __future__ import annotations
 
 import copy
+import faulthandler
 import hashlib
 import json
 from collections.abc import Generator
@@ -80,14 +81,22 @@ def _forbid_servers_outside_the_postgres_suite() -> None:
         setattr(PgNode, name, guarded)
 
 
+#: A test that runs longer than this (setup, call and teardown) is stuck: every thread's traceback is
+#: printed and the run ends, instead of hanging CI for good. The longest drill takes about 4 minutes
+#: on a loaded 2-core machine.
+HANG_S = 900
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     fast = item.get_closest_marker("postgres") is None
     if fast:
         _fast_item.append(item.nodeid)
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
     try:
         return (yield)
     finally:
+        faulthandler.cancel_dump_traceback_later()
         if fast:
             _fast_item.pop()
 

@@ -246,9 +246,11 @@ $f$;
 -- where one lock per key would exhaust the lock table. Two keys sharing a bucket only make such a
 -- delete wait for an unrelated insert's commit. Every wait is a lock wait that the deadlock
 -- detector sees; an apply worker that loses one retries the change, then parks it.
+-- The key's hash is jsonb's own, consistent with jsonb equality (the tombstones' and the merges'):
+-- a numeric key written 1.0 on one writer and 1.00 on another is one key, in one bucket.
 CREATE OR REPLACE FUNCTION fraiseql_repl.key_bucket(tname text, key jsonb)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
-    SELECT pg_catalog.hashtext(tname || ' ' || key::text) & 255
+    SELECT (pg_catalog.hashtext(tname) # pg_catalog.jsonb_hash(key)) & 255
 $f$;
 
 -- (the first key of the two-key advisory lock: 'fqky', apart from every other advisory lock)
@@ -257,10 +259,19 @@ RETURNS void LANGUAGE sql AS $f$
     SELECT pg_catalog.pg_advisory_xact_lock_shared(1718709113, bucket)
 $f$;
 
+-- Exclusive, for a merged delete: it waits at most 200 ms (lock_not_available, which receive_change
+-- retries, then parks: the agent merges it again later). An open transaction that inserted a key of
+-- the bucket (an idle session, a bulk load) would otherwise hold the link until it ends. The
+-- setting is local to the merge's subtransaction, and undone with it.
 CREATE OR REPLACE FUNCTION fraiseql_repl.lock_bucket(bucket integer)
-RETURNS void LANGUAGE sql AS $f$
-    SELECT pg_catalog.pg_advisory_xact_lock(1718709113, bucket)
-$f$;
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    before text := pg_catalog.current_setting('lock_timeout');
+BEGIN
+    PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);
+    PERFORM pg_catalog.pg_advisory_xact_lock(1718709113, bucket);
+    PERFORM pg_catalog.set_config('lock_timeout', before, true);
+END $f$;
 
 -- A REPEATABLE READ or SERIALIZABLE transaction reads the tombstones as of its snapshot, which may
 -- be older than its keys' locks: a delete merged in between would not be seen. Taking each key's
