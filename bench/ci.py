@@ -57,12 +57,14 @@ def clone(into: Path) -> str:
                           text=True).stdout.strip()
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, float, str]:
-    """Exit code, wall and CPU seconds of `cmd` (children included), and the tail of its output."""
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[int, float, float, str]:
+    """Exit code, wall and CPU seconds of `cmd` (children included), and the tail of its output (the
+    whole output goes to `log`)."""
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    log.write_text(done.stdout)
     return done.returncode, wall, cpu, "\n".join(done.stdout.splitlines()[-80:])
 
 
@@ -82,14 +84,14 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         if not args.no_plan:
             commit = clone(work / "plan")
-            code, wall, cpu, tail = timed(["bash", "scripts/plan.sh", "phase-a"], work / "plan", env)
+            code, wall, cpu, tail = timed(["bash", "scripts/plan.sh", "phase-a"], work / "plan", env, work / "plan.log")
             rows.append(("plan first run (virtualenv, runtime lock, plan phase-a)", wall, cpu))
             if code:
                 failed.append(f"scripts/plan.sh exited {code}:\n{tail}")
         commit = clone(work / "ci")
         stages = work / "stages"
         cmd = ["bash", ".ci/run"] if args.suite == "all" else ["bash", "scripts/test.sh", "-q"]
-        code, wall, cpu, tail = timed(cmd, work / "ci", {**env, "FRAISEQL_STAGE_TIMES": str(stages)})
+        code, wall, cpu, tail = timed(cmd, work / "ci", {**env, "FRAISEQL_STAGE_TIMES": str(stages)}, work / "ci.log")
         if code:
             failed.append(f"{' '.join(cmd)} exited {code}:\n{tail}")
         for line in stages.read_text().splitlines() if stages.exists() else []:
@@ -103,7 +105,7 @@ def main() -> int:
     finally:
         seen = load.stop()
         if args.keep:
-            print(f"clones kept in {work}")
+            print(f"clones and whole outputs (plan.log, ci.log) kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -182,6 +182,15 @@ def _listed_segments(control: Path) -> set[Path]:
     return set()
 
 
+def _sysv_segments() -> dict[str, str]:
+    """Every System V shared memory segment of the machine, by id: its line of ``/proc/sysvipc/shm``
+    (key, id, perms, size, cpid, lpid, nattch, ...)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/sysvipc/shm") as f:
+            return {line.split()[1]: line.strip() for line in f.readlines()[1:] if len(line.split()) > 1}
+    return {}
+
+
 _live: weakref.WeakSet[PgNode] = weakref.WeakSet()
 
 
@@ -429,8 +438,13 @@ class PgNode:
         never started again never reclaims it: each crash drill would leak one, until the machine's
         segment limit (SHMMNI, 4096) refuses every new server ("could not create shared memory
         segment: No space left on device"). Removed once every process of the group is gone."""
-        if shmid is not None and shutil.which("ipcrm"):
-            subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
+        if shmid is None or not shutil.which("ipcrm"):
+            return
+        subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
+        # A segment still attached is only marked for removal, and goes with its last detach.
+        deadline = time.monotonic() + 10
+        while shmid in _sysv_segments() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _wait_group_gone(self, timeout: float = 10.0) -> None:
         """Until no process of the server's group is left: a backend still exiting keeps the System V

@@ -47,6 +47,9 @@ from replication.sql import (
     subscription_name,
 )
 
+# SQLSTATE of a session that pg_terminate_backend ended.
+ADMIN_SHUTDOWN = "57P01"
+
 __all__ = ["Backend", "PlanError", "Runner", "Step", "check_plan", "plan_a_to_b", "plan_join", "plan_replace",
            "plan_shrink"]
 
@@ -380,10 +383,24 @@ class Runner:
         nothing of what ``origin`` committed between it and the slots, and a writer seeded on it would
         miss those transactions for good (the lifecycle drill lost one such row on the rebuilt writer
         while a watermark one second older was accepted)."""
-        with self.backend.connect(origin) as c:
-            c.execute("SELECT fraiseql_repl.emit_watermark()")
+        if not self._emit_watermark(origin):
+            return False
         return bool((self._one(region, "SELECT extract(epoch FROM at)::float8 FROM fraiseql_repl.applied WHERE origin = %s",
                                (origin,)) or 0.0) >= at)
+
+    def _emit_watermark(self, origin: str) -> bool:
+        """Whether ``origin`` emitted a watermark. A leaving writer is fenced from the membership
+        step on, and its agent ends every transaction that writes to the change log
+        (``fraiseql_repl.end_writes``), an emission it catches included: that one is asked again."""
+        try:
+            with self.backend.connect(origin) as c:
+                c.execute("SELECT fraiseql_repl.emit_watermark()")
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != ADMIN_SHUTDOWN:
+                raise
+            self.log({"step": "watermark", "region": origin, "ended_by": "fence agent"})
+            return False
+        return True
 
     def _replayed(self, region: str, lsn: str) -> bool:
         got = self.backend.replay_lsn(region)
@@ -461,9 +478,8 @@ class Runner:
     def _drain(self, st: Step, current: Any) -> None:
         old, nxt = current
         for leaving in st.regions:
-            with self.backend.connect(leaving) as c:
-                c.execute("SELECT fraiseql_repl.emit_watermark()")
-                at = float(c.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+            self._wait(f"{leaving} emits a watermark", partial(self._emit_watermark, leaving))
+            at = float(self._one(leaving, "SELECT extract(epoch FROM clock_timestamp())"))
             for r in nxt:
                 self._wait(f"{r} has {leaving}'s last changes", partial(self._has_applied, r, leaving, at))
 

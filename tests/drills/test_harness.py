@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drills.pg import PgError, cluster, free_port
+from drills.pg import PgError, PgNode, _sysv_segments, cluster, free_port
 from drills.proxy import DelayProxy
 
 
@@ -50,15 +50,29 @@ def _shm_ids() -> set[str]:
         return {line.split()[1] for line in f.readlines()[1:]}
 
 
+def _group(n: PgNode) -> list[str]:
+    """What is left of the server's process group: each process's status line (for a failure message)."""
+    assert n.proc is not None
+    left = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and os.getpgid(int(d.name)) == n.proc.pid:
+                left.append(d.name + " " + (d / "stat").read_text()[:80])
+        except OSError:
+            pass
+    return left
+
+
 def test_a_killed_server_leaves_no_shared_memory_segment() -> None:
     # A postmaster killed with SIGKILL cannot remove its System V segment; leaked, they add up to the
     # machine's limit (SHMMNI) and then no server starts. The harness removes it.
     with cluster(["n1"]) as nodes:
         n = nodes["n1"]
         shmid = n._shared_memory_id()
-        assert shmid is not None and shmid in _shm_ids()
+        assert shmid is not None, (n.data_dir / "postmaster.pid").read_text()
+        assert shmid in _shm_ids(), (shmid, _shm_ids())
         n.kill()
-        assert shmid not in _shm_ids()
+        assert shmid not in _shm_ids(), (_sysv_segments().get(shmid), _group(n))
 
 
 def test_a_killed_server_leaves_no_dynamic_shared_memory() -> None:

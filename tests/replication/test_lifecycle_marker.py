@@ -65,3 +65,31 @@ def test_a_watermark_older_than_the_slots_does_not_count_as_the_marker(m: Mesh) 
         assert time.monotonic() < deadline, "the marker never counted once the link was back"
         time.sleep(0.1)
     assert m.execute(SOURCE, "SELECT count(*) FROM items WHERE id = 990001")[0][0] == 1
+
+
+class _FencingBackend(_MeshBackend):
+    """A writer's fence agent ending the runner's session in the middle of a watermark: the leaving
+    writer is fenced from the shrink's membership step on, and ``end_writes`` ends every transaction
+    that writes to the change log, a watermark included (seen in CI: the drain failed)."""
+
+    def __init__(self, m: Mesh, ended: int) -> None:
+        super().__init__(m)
+        self.ended = ended
+
+    def connect(self, region: str) -> Any:
+        c = self.m.connect(region)
+        if self.ended:
+            self.ended -= 1
+            self.m.execute(region, "SELECT pg_terminate_backend(%s)", (c.info.backend_pid,))
+        return c
+
+
+def test_a_watermark_the_fence_agent_ends_is_emitted_again(m: Mesh) -> None:
+    backend = _FencingBackend(m, ended=2)
+    runner = Runner(backend=backend, policy=POLICY, order=REGIONS)  # type: ignore[arg-type]
+    at = _clock(m, PEER)
+    deadline = time.monotonic() + 30
+    while not runner._has_applied(SOURCE, PEER, at):
+        assert time.monotonic() < deadline, "the marker never counted after the agent ended two watermarks"
+        time.sleep(0.1)
+    assert backend.ended == 0
