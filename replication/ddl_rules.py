@@ -43,6 +43,7 @@ _SERIAL = {"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"
 # Casting these strings to a date/time type reads the clock at that moment.
 _CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
 _REPLICATION_TRIGGERS = ("fraiseql_repl_",)
+_TRIGGER_BEFORE = 2  # CreateTrigStmt.timing: TRIGGER_TYPE_BEFORE
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 
@@ -227,6 +228,7 @@ class _Analyser:
         self.a = Analysis()
         self.created: set[str] = set()
         self.new_pk: set[str] = set()
+        self.before_triggers: set[tuple[str, str]] = set()  # (table, trigger) made BEFORE in this migration
         self.added: dict[str, set[str]] = {}
         self.concurrent: list[Statement] = []
         self.stmt: Statement = migration.statements[0]
@@ -261,6 +263,19 @@ class _Analyser:
                         "check the rule in the application (it sees the whole sum only after the merge), or keep the table "
                         "out of counter replication")
         return bool(hit)
+
+    def merge_veto(self, t: str, what: str, *, known: bool) -> None:
+        """``what`` on replicated table ``t`` is made to fire on merges: refused where it can drop or
+        rewrite one (a rule, a BEFORE trigger), noted where this migration did not make it (the writer's
+        event trigger reads its timing then)."""
+        if known:
+            self.refuse(f"makes {what} on replicated table {t} fire on merges: it can drop or rewrite a change merged "
+                        "from a peer, and this writer would keep a row every other writer changed or deleted",
+                        "let it fire for local writes only; an AFTER trigger may fire on merges (e.g. one that keeps a "
+                        "tv_* projection)")
+        else:
+            self.a.notes.append(f"{what.removeprefix('BEFORE ')} on {t} will fire on merges: the writers refuse it if it "
+                                "is a BEFORE trigger (it could drop or rewrite a merged change)")
 
     def machinery(self, schema: str | None) -> bool:
         if schema == SCHEMA:
@@ -363,6 +378,11 @@ class _Analyser:
         if t in self.policy and (node.inhRelations or node.partspec or node.partbound):
             self.refuse(f"creates replicated table {t} with inheritance or partitions: the merge functions do not follow them",
                         "replicate a plain table")
+        for parent in (self.qualify(rv) for rv in node.inhRelations or ()):
+            if self.replicated(parent):
+                self.refuse(f"makes {t} a child or partition of replicated table {parent}: writes through it skip the "
+                            "change capture, and the merge functions do not follow them", "replicate plain tables; a view "
+                            "can combine them")
 
     def on_CreateTableAsStmt(self, node: Any) -> None:
         if node.objtype != _OT.OBJECT_TABLE or node.into is None or node.into.rel.relpersistence == "t":
@@ -481,6 +501,8 @@ class _Analyser:
             self.refuse(f"creates trigger {node.trigname} on {t}: the fraiseql_repl_ prefix belongs to replication",
                         "name it otherwise")
         else:
+            if node.timing & _TRIGGER_BEFORE:
+                self.before_triggers.add((t, node.trigname))
             self.a.notes.append(f"trigger {node.trigname} on {t} fires for local writes only, not for changes merged from "
                                 "peers; ALTER TABLE ... ENABLE ALWAYS TRIGGER if it must (e.g. tv_* projections)")
 
@@ -538,8 +560,11 @@ class _Analyser:
                 self.refuse(f"changes when replication trigger {col} on {t} fires: this writer's changes would stop "
                             "replicating or be stamped twice", "leave the fraiseql_repl_* triggers alone")
             elif st in (_AT.AT_EnableReplicaTrig, _AT.AT_EnableAlwaysTrig):
-                self.counter_shape(t, set(self.catalog.counter_cols.get(t, ())),
-                                   f"makes trigger {col} fire on merges too (it may refuse a sum)")
+                if not self.counter_shape(t, set(self.catalog.counter_cols.get(t, ())),
+                                          f"makes trigger {col} fire on merges too (it may refuse a sum)"):
+                    self.merge_veto(t, f"BEFORE trigger {col}", known=(t, col) in self.before_triggers)
+        elif st in (_AT.AT_EnableReplicaRule, _AT.AT_EnableAlwaysRule):
+            self.merge_veto(t, f"rule {col}", known=True)
         elif st in (_AT.AT_DisableTrigAll, _AT.AT_DisableTrigUser):
             self.refuse(f"disables every trigger of replicated table {t}, the replication triggers too",
                         "disable your own triggers by name")

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.held (
 );
 
 -- What install_table saw last: the columns, key and secondary unique keys (fraiseql_repl.unique_keys:
--- [{"cols": [...], "nnd": bool}]) the generated merge function was built for.
+-- [{"cols": [...], "nnd": bool}]) the generated merge function was built for, the replication
+-- triggers it made, and the CHECK and NOT NULL constraints the table had.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.table_shape (
     table_name  text PRIMARY KEY,
     relid       oid NOT NULL,
@@ -40,8 +41,44 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.table_shape (
     columns     jsonb NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- the secondary unique keys the merge was built for (unique_keys_json)
-    uniques     jsonb
+    uniques     jsonb,
+    -- the replication triggers as made: name -> definition (trigger_defs); NULL while an install
+    -- makes them again
+    triggers    jsonb,
+    -- the CHECK and NOT NULL constraints (check_constraints: their definitions)
+    checks      jsonb
 );
+
+-- The triggers every replicated table carries (install_triggers makes them).
+CREATE OR REPLACE FUNCTION fraiseql_repl.replication_triggers()
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $f$
+    SELECT ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
+                 'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row']
+$f$;
+
+-- A trigger's definition, spelled the same whatever the caller's search_path.
+CREATE OR REPLACE FUNCTION fraiseql_repl.trigger_def(tg oid)
+RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT pg_catalog.pg_get_triggerdef(tg)
+$f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.trigger_defs(rel oid)
+RETURNS jsonb LANGUAGE sql STABLE AS $f$
+    SELECT coalesce(jsonb_object_agg(g.tgname, fraiseql_repl.trigger_def(g.oid)), '{}')
+    FROM pg_catalog.pg_trigger g WHERE g.tgrelid = rel AND g.tgname::text = ANY (fraiseql_repl.replication_triggers())
+$f$;
+
+-- A table's CHECK constraints and NOT NULL columns (the version columns aside): each definition
+-- (spelled the same whatever the caller's search_path) and the columns it reads.
+CREATE OR REPLACE FUNCTION fraiseql_repl.check_constraints(rel oid)
+RETURNS TABLE (def text, cols text[]) LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT pg_catalog.pg_get_constraintdef(con.oid),
+           ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum = ANY (con.conkey))
+    FROM pg_catalog.pg_constraint con WHERE con.conrelid = rel AND con.contype = 'c'
+    UNION ALL
+    SELECT 'NOT NULL ' || quote_ident(a.attname), ARRAY[a.attname::text] FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull AND a.attname NOT LIKE '\_repl\_%'
+$f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.unique_keys_json(rel oid)
 RETURNS jsonb LANGUAGE sql STABLE AS $f$
@@ -51,14 +88,15 @@ $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.record_shape(tname text)
 RETURNS void LANGUAGE sql AS $f$
-    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns, uniques)
+    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns, uniques, triggers, checks)
     SELECT tname, c.oid, coalesce(fraiseql_repl.pk_cols(c.oid), '{}'),
            (SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-           fraiseql_repl.unique_keys_json(c.oid)
+           fraiseql_repl.unique_keys_json(c.oid), fraiseql_repl.trigger_defs(c.oid),
+           (SELECT coalesce(jsonb_agg(k.def ORDER BY k.def), '[]') FROM fraiseql_repl.check_constraints(c.oid) k)
     FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(tname)
     ON CONFLICT (table_name) DO UPDATE SET relid = excluded.relid, pk = excluded.pk, columns = excluded.columns,
-        uniques = excluded.uniques, recorded_at = clock_timestamp()
+        uniques = excluded.uniques, triggers = excluded.triggers, checks = excluded.checks, recorded_at = clock_timestamp()
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_installed()
@@ -76,10 +114,12 @@ DO $do$ BEGIN
 END $do$;
 
 -- How replicated tables differ from what their merge functions were built for. kind: renamed (the
--- table), dropped (a column: dropped or renamed), type, pk, trigger (a replication trigger missing
--- or not firing for local writes), unique (an index the merge cannot settle clashes on), exclusion
--- (a constraint the merge cannot settle), counter (a counter column's shape that a legal sum can
--- break: fraiseql_repl.counter_column_problems), inheritance (a partition, parent or child), and
+-- table), dropped (a column: dropped or renamed), type, pk, trigger (a replication trigger missing,
+-- not firing for local writes, or made again otherwise), unique (an index the merge cannot settle
+-- clashes on), exclusion (a constraint the merge cannot settle), counter (a counter column's shape
+-- that a legal sum can break: fraiseql_repl.counter_column_problems), inheritance (a partition,
+-- parent or child), constraint (a CHECK or NOT NULL made since the install on columns peers already
+-- send), merge veto (a BEFORE trigger or a rule of the application that fires on merges), and
 -- what a re-install settles (fraiseql_repl.settled_by_install): added (a column the merge does not
 -- know yet), unique new / unique gone (a unique key the merge does not know / still settles).
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_drift(rels oid[] DEFAULT NULL)
@@ -87,7 +127,7 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
     -- The table by its name; by its recorded oid only when that name is gone and the oid still carries
     -- the replication triggers (renamed or moved). A restored copy has new oids: its names still match.
     WITH s0 AS (
-        SELECT x.table_name, x.pk, x.columns, x.uniques,
+        SELECT x.table_name, x.pk, x.columns, x.uniques, x.triggers, x.checks,
                coalesce(to_regclass(x.table_name)::oid,
                         (SELECT g.tgrelid FROM pg_catalog.pg_trigger g
                           WHERE g.tgrelid = x.relid AND g.tgname = 'fraiseql_repl_emit')) AS relid
@@ -112,10 +152,12 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
                                            array_to_string(coalesce(fraiseql_repl.pk_cols(s.relid), '{}'), ', '))
       FROM s WHERE coalesce(fraiseql_repl.pk_cols(s.relid), '{}') IS DISTINCT FROM s.pk
     UNION ALL
-    SELECT s.table_name, 'trigger', t.name, 'missing or not enabled for local writes' FROM s
-     CROSS JOIN unnest(ARRAY['fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
-                             'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row']) t(name)
-     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O')
+    -- (Its definition is compared once recorded: an install clears the record while it makes them.)
+    SELECT s.table_name, 'trigger', t.name, 'missing, not enabled for local writes, or not the one the install made' FROM s
+     CROSS JOIN unnest(fraiseql_repl.replication_triggers()) t(name)
+     WHERE s.triggers IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = s.relid AND g.tgname = t.name AND g.tgenabled = 'O'
+                         AND coalesce(fraiseql_repl.trigger_def(g.oid) = s.triggers ->> t.name, true))
     UNION ALL
     -- A unique index the merge cannot settle clashes on (install refuses it on a table it installs).
     SELECT s.table_name, 'unique', i.indexrelid::regclass::text, pg_catalog.pg_get_indexdef(i.indexrelid) FROM s
@@ -142,6 +184,23 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
       JOIN fraiseql_repl.table_meta m ON m.table_name = s.table_name AND m.strategy = 'counter'
      CROSS JOIN LATERAL unnest(m.counter_cols) c(col)
      CROSS JOIN LATERAL fraiseql_repl.counter_column_problems(s.relid::regclass, s.table_name, c.col) p
+    UNION ALL
+    -- A CHECK or NOT NULL made since the install that reads a column peers already send: a row a peer
+    -- wrote before it had the constraint breaks it here, and is parked for good. (One on columns that
+    -- schema apply adds in the same migration is checked everywhere before any row carries them.)
+    SELECT s.table_name, 'constraint', k.def, array_to_string(k.cols, ', ') FROM s
+     CROSS JOIN LATERAL fraiseql_repl.check_constraints(s.relid) k
+     WHERE s.checks IS NOT NULL AND NOT s.checks ? k.def AND EXISTS (SELECT 1 FROM unnest(k.cols) c WHERE s.columns ? c)
+    UNION ALL
+    -- What fires on merges and can drop or rewrite one: a BEFORE row trigger or a rule of the
+    -- application enabled ALWAYS or REPLICA. (An AFTER trigger, such as one that keeps a tv_*
+    -- projection, cannot.)
+    SELECT s.table_name, 'merge veto', g.tgname::text, pg_catalog.pg_get_triggerdef(g.oid) FROM s
+      JOIN pg_catalog.pg_trigger g ON g.tgrelid = s.relid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')
+                                  AND g.tgtype & 2 <> 0 AND g.tgname::text <> ALL (fraiseql_repl.replication_triggers())
+    UNION ALL
+    SELECT s.table_name, 'merge veto', r.rulename::text, pg_catalog.pg_get_ruledef(r.oid) FROM s
+      JOIN pg_catalog.pg_rewrite r ON r.ev_class = s.relid AND r.rulename <> '_RETURN' AND r.ev_enabled IN ('A', 'R')
     UNION ALL
     SELECT s.table_name, 'inheritance', NULL, fraiseql_repl.table_name(h.other::regclass) FROM s
      CROSS JOIN LATERAL (SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = s.relid
@@ -176,6 +235,8 @@ BEGIN
             WHEN 'exclusion' THEN format('fraiseql_repl: replicated table %s would have exclusion constraint %s (%s): two regions can write rows that exclude each other, and the merge cannot choose between them', tname, col, detail)
             WHEN 'counter' THEN detail
             WHEN 'inheritance' THEN format('fraiseql_repl: replicated table %s would be a partition, parent or child (of %s): writes through the other table skip its change capture, and the merge functions do not follow them', tname, detail)
+            WHEN 'constraint' THEN format('fraiseql_repl: %s on replicated table %s (column %s) was made after the install: a row a peer wrote before it had the constraint breaks it here and is parked for good', col, tname, detail)
+            WHEN 'merge veto' THEN format('fraiseql_repl: %s on replicated table %s fires on merges and can drop or rewrite one (%s): this writer would keep a row every other writer changed or deleted', col, tname, detail)
             ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
         END,
         HINT = CASE kind
@@ -194,6 +255,8 @@ BEGIN
                               WHERE p.message = detail LIMIT 1), '')
                 || ' A refused CREATE INDEX CONCURRENTLY leaves its index behind: drop it.'
             WHEN 'inheritance' THEN 'Replicate plain tables; a view can combine them.'
+            WHEN 'constraint' THEN 'Check the rule in the application, or put it only on columns a schema apply migration adds.'
+            WHEN 'merge veto' THEN 'Let it fire for local writes only (ALTER TABLE ... ENABLE TRIGGER or ENABLE RULE); an AFTER trigger may fire on merges (ENABLE ALWAYS), e.g. one that keeps a tv_* projection.'
             ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
         END;
 END $f$;
@@ -218,11 +281,19 @@ BEGIN
     IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
         RETURN;
     END IF;
-    IF tg_tag <> 'ALTER SCHEMA' THEN
+    IF tg_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE') THEN
+        -- A new table is not replicated yet; made a partition or child of one, that one drifts.
+        SELECT array_agg(DISTINCT i.inhparent) INTO rels
+        FROM pg_catalog.pg_event_trigger_ddl_commands() c JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.objid;
+        IF rels IS NULL THEN
+            RETURN;
+        END IF;
+    ELSIF tg_tag <> 'ALTER SCHEMA' THEN
         SELECT array_agg(DISTINCT r) INTO rels FROM (
             SELECT CASE WHEN c.object_type IN ('table', 'table column') THEN c.objid
                         WHEN c.object_type = 'index' THEN (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = c.objid)
                         WHEN c.object_type = 'trigger' THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = c.objid)
+                        WHEN c.object_type = 'rule' THEN (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = c.objid)
                    END AS r
             FROM pg_catalog.pg_event_trigger_ddl_commands() c) x WHERE r IS NOT NULL;
         IF rels IS NULL THEN
@@ -265,8 +336,7 @@ BEGIN
                 HINT = 'Stop writing it everywhere and keep it; taking a table out of replication is not done by schema apply.';
         ELSIF o.object_type = 'table column' THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'dropped', o.address_names[3], '');
-        ELSIF o.address_names[3] IN ('fraiseql_repl_fence', 'fraiseql_repl_local', 'fraiseql_repl_emit', 'fraiseql_repl_emit_upd',
-                                     'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row') THEN
+        ELSIF o.address_names[3] = ANY (fraiseql_repl.replication_triggers()) THEN
             PERFORM fraiseql_repl.refuse_drift(o.address_names[1] || '.' || o.address_names[2], 'trigger', o.address_names[3], 'dropped');
         END IF;
     END LOOP;
@@ -283,11 +353,14 @@ END $f$;
 DO $do$ BEGIN
   -- An event trigger's tags cannot be altered: one that guards other commands is made again.
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard'
-             AND evttags IS DISTINCT FROM ARRAY['ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX']) THEN
+             AND evttags IS DISTINCT FROM ARRAY['ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX', 'CREATE TABLE', 'CREATE FOREIGN TABLE',
+                                                         'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE']) THEN
     DROP EVENT TRIGGER fraiseql_repl_ddl_guard;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard') THEN
-    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX')
+    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end
+      WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'CREATE TRIGGER',
+                   'ALTER TRIGGER', 'CREATE RULE')
       EXECUTE FUNCTION fraiseql_repl.ddl_guard();
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop') THEN

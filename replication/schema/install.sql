@@ -777,6 +777,11 @@ RETURNS void LANGUAGE plpgsql AS $f$
 DECLARE
     qt text := t ->> 'qt';
 BEGIN
+    -- The DDL guard compares the triggers with the ones the install made (recorded again after it):
+    -- not while they are made again.
+    IF to_regclass('fraiseql_repl.table_shape') IS NOT NULL THEN
+        UPDATE fraiseql_repl.table_shape SET triggers = NULL WHERE table_name = t ->> 'tname';
+    END IF;
     -- Triggers of earlier releases (per-row apply and capture, a per-row commit check) go first.
     EXECUTE format('DROP TRIGGER IF EXISTS fraiseql_repl_apply ON %1$s; DROP TRIGGER IF EXISTS fraiseql_repl_apply_del ON %1$s; '
                    'DROP TRIGGER IF EXISTS fraiseql_repl_local_del ON %1$s; DROP TRIGGER IF EXISTS fraiseql_repl_local_after ON %1$s', qt);

@@ -23,8 +23,11 @@ but does not stop the merge (its triggers do not fire in replica mode).
 
 Status: 1 and 3 are fixed (key_bucket hashes the key with jsonb's own hash, consistent with jsonb
 equality; a merged delete waits at most 200 ms for the bucket, then is retried and parked, and the
-agent merges it again later); their probes fail on the code before. 2 is open: its probes are strict
-expected failures.
+agent merges it again later); their probes fail on the code before. 2 is fixed too: the guard also
+fires on CREATE TABLE, CREATE (OR REPLACE) TRIGGER, ALTER TRIGGER and CREATE RULE; it compares each
+replication trigger with the definition its install recorded; and shape_drift has two more kinds,
+'constraint' (a CHECK or NOT NULL made since the install on columns peers already send) and 'merge
+veto' (a BEFORE trigger or a rule enabled ALWAYS or REPLICA). Those probes failed before it.
 
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red9_key_lock_and_ddl.py
 """
@@ -182,7 +185,6 @@ def test_numeric_key_end_to_end_every_writer_ends_equal(m: Mesh, first: int, eas
 
 # -- claim 2: by-hand DDL --------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): the DDL guard fires on ALTER TABLE, ALTER SCHEMA and CREATE INDEX only; CREATE TABLE ... INHERITS passes")
 def test_create_table_inherits_a_replicated_table_is_refused(m: Mesh) -> None:
     # shape_drift reports a replicated table with an inheritance child ('inheritance': "writes
     # through the other table skip its change capture"), and ALTER TABLE ... INHERIT is refused.
@@ -202,7 +204,6 @@ def test_create_table_inherits_a_replicated_table_is_refused(m: Mesh) -> None:
                                f"rows with id 9001 in items per writer: {seen}"
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): the DDL guard fires on ALTER TABLE, ALTER SCHEMA and CREATE INDEX only; CREATE OR REPLACE TRIGGER on the capture passes, and shape_drift checks the trigger's name only")
 def test_create_or_replace_trigger_on_the_change_capture_is_refused(m: Mesh) -> None:
     # The 'trigger' drift ("this writer's changes would stop replicating") is refused for ALTER TABLE
     # ... DISABLE TRIGGER and DROP TRIGGER. CREATE OR REPLACE TRIGGER keeps the name and the enabled
@@ -230,7 +231,6 @@ def test_create_or_replace_trigger_on_the_change_capture_is_refused(m: Mesh) -> 
                                f"shape_drift: {drift}; east's row 1 per writer: {seen}"
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): the DDL guard fires on ALTER TABLE, ALTER SCHEMA and CREATE INDEX only; an ALWAYS trigger or a rule on a table without counters passes")
 @pytest.mark.parametrize("how", ["trigger", "rule"])
 def test_a_veto_that_fires_on_merges_is_refused(m: Mesh, how: str) -> None:
     # An application trigger (or rule) that fires on merges too (ENABLE ALWAYS) is refused on a
@@ -306,14 +306,9 @@ def test_an_open_insert_of_an_unrelated_key_does_not_stall_a_link(m: Mesh) -> No
                      f"reach us-east-1 in 15 s while an insert of k2 stayed open there; apply workers waiting: {waiting}")
 
 
-_NO_KIND = pytest.mark.xfail(strict=True, reason="open finding (round 9): shape_drift has no kind for a CHECK or NOT NULL "
-                                                  "made by hand on one writer; a peer's row that breaks it is parked there for good")
-
-
 @pytest.mark.parametrize(("table", "ddl", "row"), [
-    pytest.param("red9_chk", "ALTER TABLE red9_chk ADD CONSTRAINT red9_chk_v CHECK (v IS DISTINCT FROM 'forbidden')",
-                 "(1, 'forbidden')", marks=_NO_KIND),
-    pytest.param("red9_nn", "ALTER TABLE red9_nn ALTER COLUMN v SET NOT NULL", "(1, NULL)", marks=_NO_KIND),
+    ("red9_chk", "ALTER TABLE red9_chk ADD CONSTRAINT red9_chk_v CHECK (v IS DISTINCT FROM 'forbidden')", "(1, 'forbidden')"),
+    ("red9_nn", "ALTER TABLE red9_nn ALTER COLUMN v SET NOT NULL", "(1, NULL)"),
     ("red9_fk", "ALTER TABLE red9_fk ADD CONSTRAINT red9_fk_p FOREIGN KEY (id) REFERENCES red9_fk_parent (id)", "(1, 'x')"),
 ], ids=["check", "not-null", "fk-to-unreplicated"])
 def test_a_constraint_added_by_hand_that_peers_rows_can_break_is_refused(m: Mesh, table: str, ddl: str, row: str) -> None:

@@ -28,7 +28,8 @@ TRIGGER_ALSO = {
     "drop column", "rename column", "primary key dropped", "type change", "drop table", "rename table",
     "replication trigger", "unique on expression", "exclusion constraint", "counter check", "counter expression index",
     "counter partial index", "counter unique index", "counter unique constraint", "counter nullable",
-    "counter generated column", "counter trigger on merges",
+    "counter generated column", "counter trigger on merges", "set not null", "check constraint",
+    "replication trigger replaced", "inherits a replicated table", "before trigger on merges", "rule on merges",
 }
 #: The cases PostgreSQL itself refuses on this writer, before the trigger could look: the SQLSTATE.
 POSTGRES_ITSELF = {"primary key added": "42P16"}  # a second primary key (a swap of keys: "primary key dropped")
@@ -41,8 +42,6 @@ RULES_ONLY = {
     "clock string default": "as above",
     "serial column": "adding a column is allowed with the setting; the sequence is per writer",
     "not null without default": "allowed on an empty table; only the plan knows peers still send rows without it",
-    "set not null": "as above",
-    "check constraint": "as above",
     "data change": "not DDL",
     "triggers off": "not DDL (a setting)",
     "DO block": "not DDL until it runs something",

@@ -78,6 +78,19 @@ UNSAFE = {
                                   ["makes trigger counters_same fire on merges too", "counter column public.counters.hits"]),
     "replication trigger": ("ALTER TABLE items DISABLE TRIGGER fraiseql_repl_emit",
                             ["replication trigger fraiseql_repl_emit on public.items"]),
+    "replication trigger replaced": ("CREATE OR REPLACE TRIGGER fraiseql_repl_emit AFTER INSERT ON items FOR EACH STATEMENT "
+                                     "EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+                                     ["creates trigger fraiseql_repl_emit on public.items", "belongs to replication"]),
+    "inherits a replicated table": ("CREATE TABLE items_archive () INHERITS (items)",
+                                    ["makes public.items_archive a child or partition of replicated table public.items",
+                                     "Instead: replicate plain tables"]),
+    "before trigger on merges": ("CREATE TRIGGER items_keep BEFORE DELETE ON items FOR EACH ROW EXECUTE FUNCTION "
+                                 "suppress_redundant_updates_trigger(); ALTER TABLE items ENABLE ALWAYS TRIGGER items_keep",
+                                 ["makes BEFORE trigger items_keep on replicated table public.items fire on merges",
+                                  "Instead: let it fire for local writes only"]),
+    "rule on merges": ("CREATE RULE items_keep AS ON DELETE TO items DO INSTEAD NOTHING; "
+                       "ALTER TABLE items ENABLE ALWAYS RULE items_keep",
+                       ["makes rule items_keep on replicated table public.items fire on merges"]),
     "triggers off": ("SET session_replication_role = replica", ["switches off the triggers"]),
     "DO block": ("DO $$ BEGIN UPDATE items SET v = 'x'; END $$", ["is a DO block", "cannot see what it changes"]),
     "function call": ("SELECT reset_all_counters()", ["calls reset_all_counters()"]),

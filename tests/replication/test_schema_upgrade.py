@@ -189,3 +189,20 @@ def test_two_bootstraps_at_once_run_an_upgrade_once(database: Callable[..., Any]
     assert errors == []
     assert upgraded.execute("SELECT version, how FROM fraiseql_repl.schema_upgrades ORDER BY 1").fetchall() == [
         (v, "upgraded") for v, _ in sql.upgrades()]
+
+
+def test_upgrade_3_records_the_triggers_and_constraints_the_install_would(database: Callable[..., Any]) -> None:
+    # Upgrade 3 records each table's replication triggers and CHECK/NOT NULL constraints as they are,
+    # before anything is re-installed, for the DDL guard to compare with. What it records must be what
+    # the install records (spelled alike whatever the session's search_path), or the guard would
+    # refuse DDL over a difference in spelling.
+    upgraded = database(previous=True)
+    upgraded.execute("CREATE FUNCTION public.short(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT length($1) < 100'")
+    upgraded.execute("ALTER TABLE items ADD CONSTRAINT items_v_short CHECK (public.short(v))")  # spelled by search_path
+    apply(upgraded, sql.render_upgrades())
+    shapes = "SELECT table_name, triggers, checks FROM fraiseql_repl.table_shape ORDER BY 1"
+    by_upgrade = upgraded.execute(shapes).fetchall()
+    assert by_upgrade and all(triggers and checks is not None for _, triggers, checks in by_upgrade), by_upgrade
+    apply(upgraded, bootstrap())
+    assert upgraded.execute(shapes).fetchall() == by_upgrade
+    assert upgraded.execute("SELECT * FROM fraiseql_repl.shape_drift()").fetchall() == []

@@ -1,0 +1,28 @@
+-- Upgrade 3: the DDL guard knows the replication triggers each install made and the CHECK and NOT
+-- NULL constraints each table had (fraiseql_repl.table_shape.triggers, .checks), and refuses a
+-- trigger made again otherwise (CREATE OR REPLACE TRIGGER) and a constraint made by hand since. A
+-- table recorded before takes what it has now (as upgrade 2 did for unique keys). The queries are
+-- ddl.sql's trigger_defs and check_constraints, which the previous release did not have.
+ALTER TABLE IF EXISTS fraiseql_repl.table_shape ADD COLUMN IF NOT EXISTS triggers jsonb;
+ALTER TABLE IF EXISTS fraiseql_repl.table_shape ADD COLUMN IF NOT EXISTS checks jsonb;
+IF to_regclass('fraiseql_repl.table_shape') IS NOT NULL THEN
+    -- Definitions spelled as ddl.sql's functions spell them (with this search_path), then the
+    -- caller's back.
+    DECLARE was text := pg_catalog.current_setting('search_path'); BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    UPDATE fraiseql_repl.table_shape s SET
+        triggers = (SELECT coalesce(jsonb_object_agg(g.tgname, pg_catalog.pg_get_triggerdef(g.oid)), '{}')
+                    FROM pg_catalog.pg_trigger g
+                    WHERE g.tgrelid = s.relid AND g.tgname::text IN ('fraiseql_repl_fence', 'fraiseql_repl_local',
+                          'fraiseql_repl_emit', 'fraiseql_repl_emit_upd', 'fraiseql_repl_emit_del', 'fraiseql_repl_emit_row')),
+        checks = (SELECT coalesce(jsonb_agg(k.def ORDER BY k.def), '[]') FROM (
+                    SELECT pg_catalog.pg_get_constraintdef(con.oid) AS def FROM pg_catalog.pg_constraint con
+                    WHERE con.conrelid = s.relid AND con.contype = 'c'
+                    UNION ALL
+                    SELECT 'NOT NULL ' || quote_ident(a.attname) FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = s.relid AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull
+                      AND a.attname NOT LIKE '\_repl\_%') k)
+     WHERE s.triggers IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.relid);
+    PERFORM pg_catalog.set_config('search_path', was, true);
+    END;
+END IF;
