@@ -148,7 +148,10 @@ class Mesh:
             deadline = time.monotonic() + timeout
             pending = [r for r in self.names if r != o]
             while pending:
-                self.execute(o, f"SELECT {SCHEMA}.emit_watermark()")
+                # A fenced writer's agent ends every transaction that writes to the change log, an
+                # emission included (end_writes): emitted again at the next turn.
+                with contextlib.suppress(psycopg.errors.AdminShutdown):
+                    self.execute(o, f"SELECT {SCHEMA}.emit_watermark()")
                 time.sleep(0.05)
                 pending = [r for r in pending if not self.execute(
                     r, f"SELECT coalesce(max(at) >= %s::timestamptz, false) FROM {SCHEMA}.applied WHERE origin = %s",
