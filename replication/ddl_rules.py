@@ -264,6 +264,22 @@ class _Analyser:
                         "out of counter replication")
         return bool(hit)
 
+    def case_blind_key(self, t: str, elts: Sequence[Any]) -> None:
+        """A key column of type citext in a new replicated table (the install refuses it, with a
+        nondeterministic collation or a domain over citext, which the text alone does not show)."""
+        types = {str(e.colname): _names(e.typeName.names if e.typeName else ()) for e in elts if isinstance(e, ast.ColumnDef)}
+        key = {str(e.colname) for e in elts if isinstance(e, ast.ColumnDef)
+               and any(x.contype == _CT.CONSTR_PRIMARY for x in e.constraints or ())}
+        for e in elts:
+            if isinstance(e, ast.Constraint) and e.contype == _CT.CONSTR_PRIMARY:
+                key |= set(_names(e.keys))
+        for c in sorted(key):
+            if types.get(c, [])[-1:] == ["citext"]:
+                self.refuse(f"keys replicated table {t} by citext column {c}: the mesh tells keys apart by their "
+                            "spelling, so 'Key-1' and 'KEY-1' would be two keys to it and one to the table",
+                            f"key {t} by a column with plain equality and keep the case-insensitive value in a unique "
+                            "column beside it, or store it lower-cased")
+
     def merge_veto(self, t: str, what: str, *, known: bool) -> None:
         """``what`` on replicated table ``t`` is made to fire on merges: refused where it can drop or
         rewrite one (a rule, a BEFORE trigger), noted where this migration did not make it (the writer's
@@ -375,6 +391,8 @@ class _Analyser:
                 self.new_pk.add(t)
             if isinstance(e, ast.TableLikeClause):
                 self.new_pk.add(t)  # may come from LIKE: the writers check it when they install the table
+        if t in self.policy:
+            self.case_blind_key(t, elts)
         if t in self.policy and (node.inhRelations or node.partspec or node.partbound):
             self.refuse(f"creates replicated table {t} with inheritance or partitions: the merge functions do not follow them",
                         "replicate a plain table")

@@ -192,6 +192,25 @@ BEGIN
             MESSAGE = format('fraiseql_repl: replicated table %s has no primary key', tname),
             HINT = 'Every replicated table needs a primary key (FraiseQL write tables: pk_<entity>). Add one, then run the bootstrap or the schema apply again.';
     END IF;
+    -- Keys travel as jsonb, and tombstones, key locks and merges find a key by jsonb equality: a key
+    -- column whose own equality ignores a difference of spelling that jsonb keeps ('Key-1' and
+    -- 'KEY-1' in citext or under a nondeterministic collation) would be two keys to the mesh and one
+    -- to the table (two writers keep different rows for good, a deleted row comes back: round 9).
+    FOR bad IN
+        SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS typ
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
+        LEFT JOIN pg_catalog.pg_collation k ON k.oid = a.attcollation
+        WHERE a.attrelid = rel AND a.attname::text = ANY (fraiseql_repl.pk_cols(rel))
+          AND (coalesce(b.typname, t.typname) = 'citext' OR NOT coalesce(k.collisdeterministic, true))
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('fraiseql_repl: primary key column %s.%s (%s) compares values that are spelled differently '
+                             'as equal: the mesh tells keys apart by their spelling', tname, bad.name, bad.typ),
+            HINT = 'Key the table by a column with plain equality (text with a deterministic collation, an integer, '
+                   'a uuid), and keep the case-insensitive value in a unique column beside it, or store it lower-cased.';
+    END LOOP;
     FOR bad IN
         SELECT c.conname::text AS name FROM pg_catalog.pg_constraint c WHERE c.conrelid = rel AND c.contype = 'x'
     LOOP

@@ -7,6 +7,10 @@ delete on the writer holding 'KEY-2' (it keeps its row) nor the tombstone lookup
 later update ({"id": "KEY-2"}: jsonb compares text exactly) matches: the deleted row is back on
 every writer ("a deleted row never comes back"). A control with one spelling ends with no row.
 
+Fixed at the root: the install refuses a primary key column whose equality is not jsonb's (citext, or
+a nondeterministic collation), with a hint for the shape to use instead. The mesh fixture then has
+no table to break, and the probes pass by that refusal; on the code before they fail.
+
 Run: .venv/bin/python -m pytest -q tests/redteam/test_red9_ci.py
 """
 
@@ -29,10 +33,19 @@ SCHEMA = APP_SCHEMA + (
 POLICY = ConflictPolicy(tables=(), replicated=("items", "red9_ci"))
 
 
+REFUSAL = "fraiseql_repl: primary key column public.red9_ci.id (citext) compares values that are spelled differently"
+
+
 @pytest.fixture(scope="module")
-def m() -> Iterator[Mesh]:
-    with mesh(POLICY, SCHEMA, delays=False) as running:
-        yield running
+def m() -> Iterator[Mesh | None]:
+    """The mesh, or None where the install refuses the case-insensitive key."""
+    try:
+        with mesh(POLICY, SCHEMA, delays=False) as running:
+            yield running
+    except Exception as exc:  # noqa: BLE001 - the install's refusal, checked here; anything else fails
+        if REFUSAL not in str(exc):
+            raise
+        yield None
 
 
 def split(m: Mesh, n: int) -> None:
@@ -58,19 +71,19 @@ def settle(m: Mesh, n: int) -> dict[str, list[tuple[str, str]]]:
     return rows
 
 
-_SPLIT = pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): keys travel as jsonb, whose equality is not a case-insensitive key's; one key spelled two ways stays two rows")
-
-
-@pytest.mark.xfail(strict=True, reason="open finding (round 9, docs/architecture.md): keys travel as jsonb, whose equality is not a case-insensitive key's; one key spelled two ways stays two rows")
-def test_one_key_spelled_two_ways_ends_equal_everywhere(m: Mesh) -> None:
+def test_one_key_spelled_two_ways_ends_equal_everywhere(m: Mesh | None) -> None:
+    if m is None:
+        return  # closed at the root: the install refuses the key
     split(m, 1)
     time.sleep(3)
     rows = settle(m, 1)
     assert all(rows[r] == rows[EAST] for r in REGIONS), f"rows per writer after the heal: {rows}"
 
 
-@pytest.mark.parametrize("spelled_two_ways", [pytest.param(True, marks=_SPLIT), False], ids=["split", "control-one-spelling"])
-def test_a_deleted_row_never_comes_back_when_the_key_is_spelled_two_ways(m: Mesh, spelled_two_ways: bool) -> None:
+@pytest.mark.parametrize("spelled_two_ways", [True, False], ids=["split", "control-one-spelling"])
+def test_a_deleted_row_never_comes_back_when_the_key_is_spelled_two_ways(m: Mesh | None, spelled_two_ways: bool) -> None:
+    if m is None:
+        return  # closed at the root: the install refuses the key
     # After the split, us-east-1 holds 'KEY-2', the others 'Key-2'. us-east-1 updates its row while
     # the others do not hear it; us-west-2 deletes 'Key-2' (its tombstone: {"id": "Key-2"}); every
     # writer merges the delete (us-east-1 too: its DELETE matches 'KEY-2' case-insensitively). Then

@@ -37,6 +37,7 @@ POSTGRES_ITSELF = {"primary key added": "42P16"}  # a second primary key (a swap
 RULES_ONLY = {
     "machinery": "only its owner may change it, and privilege, not the trigger, keeps everyone else out",
     "no primary key": "a table the policy names is created: the writer has no policy to read",
+    "case-blind key": "as above (the install refuses it when schema apply installs the table)",
     "truncate": "not DDL (no event trigger fires); TRUNCATE is not published",
     "volatile default": "the default is evaluated where the DDL runs: only the text shows it",
     "clock string default": "as above",

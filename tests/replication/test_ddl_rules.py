@@ -33,6 +33,9 @@ UNSAFE = {
                             ["changes the primary key of replicated table public.items", "Instead: create a new table"]),
     "primary key added": ("ALTER TABLE counters ADD PRIMARY KEY (id, label)",
                           ["changes the primary key of replicated table public.counters"]),
+    "case-blind key": ("CREATE TABLE likes (id citext PRIMARY KEY, n bigint NOT NULL DEFAULT 0)",
+                       ["keys replicated table public.likes by citext column id", "Instead: key public.likes by a column "
+                        "with plain equality"]),
     "no primary key": ("CREATE TABLE likes (id int, n bigint NOT NULL DEFAULT 0)",
                        ["creates public.likes, which the replication policy replicates (counter), without a primary key",
                         "Instead: give it a PRIMARY KEY"]),

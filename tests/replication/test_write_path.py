@@ -616,3 +616,28 @@ def test_the_native_alternative_versions_its_rows_and_leaves_a_tombstone_newer_t
     assert (ts1 > ts0, node1, born1) == (True, EAST, born0)
     wm.execute(EAST, f"DELETE FROM {native} WHERE id = %s", (k,))
     assert wm.execute(EAST, f"SELECT ts > %s, node, born FROM {native}_tomb WHERE id = %s", (ts1, k)) == [(True, EAST, born0)]
+
+
+@pytest.mark.parametrize(("ddl", "refused"), [
+    ("CREATE EXTENSION IF NOT EXISTS citext; CREATE DOMAIN handle AS citext; "
+     "CREATE TABLE keyed (id handle PRIMARY KEY, v text)", True),
+    ("CREATE TABLE keyed (id text COLLATE \"C\" PRIMARY KEY, v text)", False),
+    ("CREATE TABLE keyed (id numeric PRIMARY KEY, v text)", False),
+], ids=["citext-domain", "text", "numeric"])
+def test_a_key_that_ignores_spelling_is_refused_at_install(wm: Mesh, ddl: str, refused: bool) -> None:
+    # Keys travel as jsonb: a key column that holds 'Key-1' and 'KEY-1' for one key would be two keys
+    # to the mesh (tests/redteam/test_red9_ci.py). Tried in a transaction that is rolled back. (A
+    # nondeterministic collation is refused by the same rule; it needs ICU, which this build of
+    # PostgreSQL lacks, so no case here makes one.)
+    with wm.connect(EAST) as c:
+        try:
+            with c.transaction():
+                for statement in ddl.split("; "):
+                    c.execute(statement.encode())
+                c.execute("SELECT fraiseql_repl.install_table('public.keyed', 'lww')")
+                raise psycopg.Rollback()
+        except psycopg.Error as exc:
+            assert refused, f"refused: {exc}"
+            assert exc.sqlstate == "0A000" and "public.keyed.id" in str(exc) and exc.diag.message_hint, exc
+            return
+    assert not refused, "installed"
