@@ -511,6 +511,16 @@ class _Analyser:
             elif node.newschema == SCHEMA:
                 self.machinery(SCHEMA)
 
+    def on_AlterEnumStmt(self, node: Any) -> None:
+        if node.oldVal:
+            self.refuse(f"renames value {node.oldVal!r} of enum {'.'.join(_names(node.typeName))}: a replicated column of "
+                        "that type would read differently on writers that have not renamed it yet, and their rows be parked",
+                        "add a value (ALTER TYPE ... ADD VALUE) and stop using the old one")
+
+    def on_AlterDomainStmt(self, node: Any) -> None:
+        self.a.notes.append(f"alters domain {'.'.join(_names(node.typeName))}: the writers refuse it where a replicated "
+                            "column uses the domain (its values would be checked otherwise on each writer)")
+
     def on_CreateTrigStmt(self, node: Any) -> None:
         t = self.qualify(node.relation)
         if not self.replicated(t):

@@ -102,7 +102,8 @@ def read_writer(conn: Any, name: str) -> WriterState:
                                       "AND to_regclass('fraiseql_repl.held') IS NOT NULL "
                                       "AND to_regprocedure('fraiseql_repl.settled_by_install(text)') IS NOT NULL")[0][0])
     st.guard = _rows(conn, "SELECT count(*) FROM pg_catalog.pg_event_trigger WHERE evtname IN "
-                           "('fraiseql_repl_ddl_guard', 'fraiseql_repl_ddl_guard_drop') AND evtenabled <> 'D'")[0][0] == 2
+                           "('fraiseql_repl_ddl_guard', 'fraiseql_repl_ddl_guard_drop', 'fraiseql_repl_ddl_guard_rewrite') "
+                           "AND evtenabled <> 'D'")[0][0] == 3
     for t, strategy, cols in _rows(conn, "SELECT table_name, strategy, counter_cols FROM fraiseql_repl.table_meta ORDER BY 1"):
         st.replicated[t] = (strategy, list(cols or ()))
     st.pk_constraints = dict(_rows(conn, "SELECT m.table_name, c.conname::text FROM fraiseql_repl.table_meta m "

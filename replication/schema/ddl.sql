@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.held (
 
 -- What install_table saw last: the columns, key and secondary unique keys (fraiseql_repl.unique_keys:
 -- [{"cols": [...], "nnd": bool}]) the generated merge function was built for, the replication
--- triggers it made, and the CHECK and NOT NULL constraints the table had.
+-- triggers it made, and the rules its columns had (CHECK, NOT NULL, generated, identity).
 CREATE TABLE IF NOT EXISTS fraiseql_repl.table_shape (
     table_name  text PRIMARY KEY,
     relid       oid NOT NULL,
@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.table_shape (
     -- the replication triggers as made: name -> definition (trigger_defs); NULL while an install
     -- makes them again
     triggers    jsonb,
-    -- the CHECK and NOT NULL constraints (check_constraints: their definitions)
-    checks      jsonb
+    -- the rules of the columns (column_rules: their definitions)
+    rules       jsonb
 );
 
 -- The triggers every replicated table carries (install_triggers makes them).
@@ -68,16 +68,44 @@ RETURNS jsonb LANGUAGE sql STABLE AS $f$
     FROM pg_catalog.pg_trigger g WHERE g.tgrelid = rel AND g.tgname::text = ANY (fraiseql_repl.replication_triggers())
 $f$;
 
--- A table's CHECK constraints and NOT NULL columns (the version columns aside): each definition
--- (spelled the same whatever the caller's search_path) and the columns it reads.
-CREATE OR REPLACE FUNCTION fraiseql_repl.check_constraints(rel oid)
-RETURNS TABLE (def text, cols text[]) LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT pg_catalog.pg_get_constraintdef(con.oid),
-           ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum = ANY (con.conkey))
-    FROM pg_catalog.pg_constraint con WHERE con.conrelid = rel AND con.contype = 'c'
-    UNION ALL
-    SELECT 'NOT NULL ' || quote_ident(a.attname), ARRAY[a.attname::text] FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull AND a.attname NOT LIKE '\_repl\_%'
+-- The columns the install adds to a replicated table (add_version_columns).
+CREATE OR REPLACE FUNCTION fraiseql_repl.version_column(col text)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $f$
+    SELECT col IN ('_repl_ts', '_repl_node', '_repl_born', '_repl_prev_ts', '_repl_prev_node')
+$f$;
+
+-- The rules a table's columns carry, the version columns' aside: CHECK constraints, NOT NULL,
+-- generation expressions and identities. Each definition (spelled the same whatever the caller's
+-- search_path), its kind, the columns it names, and the columns it reads (through generated columns
+-- to what they read).
+CREATE OR REPLACE FUNCTION fraiseql_repl.column_rules(rel oid)
+RETURNS TABLE (def text, kind text, own text[], cols text[]) LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    WITH r AS (
+        SELECT pg_catalog.pg_get_constraintdef(con.oid) AS def, 'check' AS kind, con.conkey::int2[] AS nums
+        FROM pg_catalog.pg_constraint con WHERE con.conrelid = rel AND con.contype = 'c'
+        UNION ALL
+        SELECT 'NOT NULL ' || quote_ident(a.attname), 'not null', ARRAY[a.attnum] FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull
+           AND NOT fraiseql_repl.version_column(a.attname)
+        UNION ALL
+        SELECT format('GENERATED %I AS (%s)', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)), 'generated', ARRAY[a.attnum]
+          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+        UNION ALL
+        SELECT format('IDENTITY %I %s', a.attname, CASE a.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END),
+               'identity', ARRAY[a.attnum]
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> ''
+    )
+    SELECT r.def, r.kind,
+           ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum = ANY (r.nums)),
+           ARRAY(
+        SELECT DISTINCT a.attname::text FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = rel AND (a.attnum = ANY (r.nums) OR a.attnum IN (
+                 SELECT dp.refobjsubid FROM pg_catalog.pg_depend dp
+                  WHERE dp.classid = 'pg_catalog.pg_class'::regclass AND dp.objid = rel AND dp.objsubid = ANY (r.nums)
+                    AND dp.refclassid = 'pg_catalog.pg_class'::regclass AND dp.refobjid = rel AND dp.refobjsubid > 0)))
+    FROM r
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.unique_keys_json(rel oid)
@@ -88,15 +116,15 @@ $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.record_shape(tname text)
 RETURNS void LANGUAGE sql AS $f$
-    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns, uniques, triggers, checks)
+    INSERT INTO fraiseql_repl.table_shape AS s (table_name, relid, pk, columns, uniques, triggers, rules)
     SELECT tname, c.oid, coalesce(fraiseql_repl.pk_cols(c.oid), '{}'),
            (SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
            fraiseql_repl.unique_keys_json(c.oid), fraiseql_repl.trigger_defs(c.oid),
-           (SELECT coalesce(jsonb_agg(k.def ORDER BY k.def), '[]') FROM fraiseql_repl.check_constraints(c.oid) k)
+           (SELECT coalesce(jsonb_agg(k.def ORDER BY k.def), '[]') FROM fraiseql_repl.column_rules(c.oid) k)
     FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(tname)
     ON CONFLICT (table_name) DO UPDATE SET relid = excluded.relid, pk = excluded.pk, columns = excluded.columns,
-        uniques = excluded.uniques, triggers = excluded.triggers, checks = excluded.checks, recorded_at = clock_timestamp()
+        uniques = excluded.uniques, triggers = excluded.triggers, rules = excluded.rules, recorded_at = clock_timestamp()
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_installed()
@@ -119,7 +147,8 @@ END $do$;
 -- clashes on), exclusion (a constraint the merge cannot settle), counter (a counter column's shape
 -- that a legal sum can break: fraiseql_repl.counter_column_problems), inheritance (a partition,
 -- parent or child), constraint (a CHECK or NOT NULL made since the install on columns peers already
--- send), merge veto (a BEFORE trigger or a rule of the application that fires on merges), and
+-- send, or a generation or identity made or undone), merge veto (a BEFORE trigger, a constraint
+-- trigger or a rule of the application that fires on merges), and
 -- what a re-install settles (fraiseql_repl.settled_by_install): added (a column the merge does not
 -- know yet), unique new / unique gone (a unique key the merge does not know / still settles).
 CREATE OR REPLACE FUNCTION fraiseql_repl.shape_drift(rels oid[] DEFAULT NULL)
@@ -127,7 +156,7 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
     -- The table by its name; by its recorded oid only when that name is gone and the oid still carries
     -- the replication triggers (renamed or moved). A restored copy has new oids: its names still match.
     WITH s0 AS (
-        SELECT x.table_name, x.pk, x.columns, x.uniques, x.triggers, x.checks,
+        SELECT x.table_name, x.pk, x.columns, x.uniques, x.triggers, x.rules,
                coalesce(to_regclass(x.table_name)::oid,
                         (SELECT g.tgrelid FROM pg_catalog.pg_trigger g
                           WHERE g.tgrelid = x.relid AND g.tgname = 'fraiseql_repl_emit')) AS relid
@@ -185,19 +214,30 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
      CROSS JOIN LATERAL unnest(m.counter_cols) c(col)
      CROSS JOIN LATERAL fraiseql_repl.counter_column_problems(s.relid::regclass, s.table_name, c.col) p
     UNION ALL
-    -- A CHECK or NOT NULL made since the install that reads a column peers already send: a row a peer
-    -- wrote before it had the constraint breaks it here, and is parked for good. (One on columns that
-    -- schema apply adds in the same migration is checked everywhere before any row carries them.)
+    -- A CHECK or NOT NULL made since the install that reads a column peers already send (directly,
+    -- or through a generated column): a row a peer wrote before it had it breaks it here and is
+    -- parked for good. (One on columns that schema apply adds in the same migration holds everywhere
+    -- before any row carries them.) A generation or identity given to a column peers already send,
+    -- or taken from one: this writer would compute it otherwise (merges never write a generated
+    -- column), or refuse every merge (an identity ALWAYS).
     SELECT s.table_name, 'constraint', k.def, array_to_string(k.cols, ', ') FROM s
-     CROSS JOIN LATERAL fraiseql_repl.check_constraints(s.relid) k
-     WHERE s.checks IS NOT NULL AND NOT s.checks ? k.def AND EXISTS (SELECT 1 FROM unnest(k.cols) c WHERE s.columns ? c)
+     CROSS JOIN LATERAL fraiseql_repl.column_rules(s.relid) k
+     WHERE s.rules IS NOT NULL AND NOT s.rules ? k.def
+       AND EXISTS (SELECT 1 FROM unnest(CASE WHEN k.kind IN ('check', 'not null') THEN k.cols ELSE k.own END) c
+                   WHERE s.columns ? c)
     UNION ALL
-    -- What fires on merges and can drop or rewrite one: a BEFORE row trigger or a rule of the
-    -- application enabled ALWAYS or REPLICA. (An AFTER trigger, such as one that keeps a tv_*
-    -- projection, cannot.)
+    SELECT s.table_name, 'constraint', e.def, 'undone' FROM s CROSS JOIN LATERAL jsonb_array_elements_text(s.rules) e(def)
+     WHERE s.rules IS NOT NULL AND (e.def LIKE 'GENERATED %' OR e.def LIKE 'IDENTITY %')
+       AND NOT EXISTS (SELECT 1 FROM fraiseql_repl.column_rules(s.relid) k WHERE k.def = e.def)
+    UNION ALL
+    -- What fires on merges and can drop or rewrite one: a BEFORE trigger or a rule of the application
+    -- enabled ALWAYS or REPLICA; or refuse one outside the merge's own error handling, so that the
+    -- link stalls: a constraint trigger (deferred, it fires at the apply's commit). (An AFTER
+    -- trigger, such as one that keeps a tv_* projection, may fire on merges.)
     SELECT s.table_name, 'merge veto', g.tgname::text, pg_catalog.pg_get_triggerdef(g.oid) FROM s
       JOIN pg_catalog.pg_trigger g ON g.tgrelid = s.relid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')
-                                  AND g.tgtype & 2 <> 0 AND g.tgname::text <> ALL (fraiseql_repl.replication_triggers())
+                                  AND (g.tgtype & 2 <> 0 OR g.tgconstraint <> 0)
+                                  AND g.tgname::text <> ALL (fraiseql_repl.replication_triggers())
     UNION ALL
     SELECT s.table_name, 'merge veto', r.rulename::text, pg_catalog.pg_get_ruledef(r.oid) FROM s
       JOIN pg_catalog.pg_rewrite r ON r.ev_class = s.relid AND r.rulename <> '_RETURN' AND r.ev_enabled IN ('A', 'R')
@@ -207,7 +247,7 @@ RETURNS TABLE (table_name text, kind text, col text, detail text) LANGUAGE sql S
                          UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = s.relid) h(other)
     UNION ALL
     SELECT cur.table_name, 'added', cur.col, cur.typ FROM cur JOIN s ON s.table_name = cur.table_name
-     WHERE NOT s.columns ? cur.col AND cur.col NOT LIKE '\_repl\_%'
+     WHERE NOT s.columns ? cur.col AND NOT fraiseql_repl.version_column(cur.col)
     UNION ALL
     -- The commit check of every write (control.sql), one trigger for all the tables.
     SELECT 'fraiseql_repl.writing', 'commit check', 'fraiseql_repl_lease', 'missing or not enabled'
@@ -235,8 +275,9 @@ BEGIN
             WHEN 'exclusion' THEN format('fraiseql_repl: replicated table %s would have exclusion constraint %s (%s): two regions can write rows that exclude each other, and the merge cannot choose between them', tname, col, detail)
             WHEN 'counter' THEN detail
             WHEN 'inheritance' THEN format('fraiseql_repl: replicated table %s would be a partition, parent or child (of %s): writes through the other table skip its change capture, and the merge functions do not follow them', tname, detail)
-            WHEN 'constraint' THEN format('fraiseql_repl: %s on replicated table %s (column %s) was made after the install: a row a peer wrote before it had the constraint breaks it here and is parked for good', col, tname, detail)
-            WHEN 'merge veto' THEN format('fraiseql_repl: %s on replicated table %s fires on merges and can drop or rewrite one (%s): this writer would keep a row every other writer changed or deleted', col, tname, detail)
+            WHEN 'meaning' THEN format('fraiseql_repl: %s changes %s, which replicated table %s uses, on this writer only: writers that have not got the change hold or check its values otherwise, and their rows are parked for good', detail, col, tname)
+            WHEN 'constraint' THEN format('fraiseql_repl: column rule %s of replicated table %s (%s) was made or undone after the install: peers already send these columns, so a row a peer wrote breaks it here (parked for good) or this writer computes the column otherwise', col, tname, detail)
+            WHEN 'merge veto' THEN format('fraiseql_repl: %s on replicated table %s fires on merges and can drop or rewrite one, or refuse it where the merge cannot park it (%s): this writer would keep a row every other writer changed or deleted, or stall the link', col, tname, detail)
             ELSE format('fraiseql_repl: column %s.%s was added to a replicated table by hand: peers would park this writer''s changes until they had it too', tname, col)
         END,
         HINT = CASE kind
@@ -255,8 +296,9 @@ BEGIN
                               WHERE p.message = detail LIMIT 1), '')
                 || ' A refused CREATE INDEX CONCURRENTLY leaves its index behind: drop it.'
             WHEN 'inheritance' THEN 'Replicate plain tables; a view can combine them.'
-            WHEN 'constraint' THEN 'Check the rule in the application, or put it only on columns a schema apply migration adds.'
-            WHEN 'merge veto' THEN 'Let it fire for local writes only (ALTER TABLE ... ENABLE TRIGGER or ENABLE RULE); an AFTER trigger may fire on merges (ENABLE ALWAYS), e.g. one that keeps a tv_* projection.'
+            WHEN 'meaning' THEN 'Add an enum value with python -m ops schema apply (every writer has it before any writer uses it), and never rename one; for a domain or a function a column uses, add a column with the new one through schema apply.'
+            WHEN 'constraint' THEN 'Check the rule in the application, or put it only on columns a schema apply migration adds; keep generated and identity columns as the install found them.'
+            WHEN 'merge veto' THEN 'Let it fire for local writes only (ALTER TABLE ... ENABLE TRIGGER or ENABLE RULE); a plain AFTER trigger may fire on merges (ENABLE ALWAYS), e.g. one that keeps a tv_* projection.'
             ELSE 'Run the migration with python -m ops schema apply: it adds the column on every writer before any writer sends it.'
         END;
 END $f$;
@@ -266,6 +308,41 @@ END $f$;
 CREATE OR REPLACE FUNCTION fraiseql_repl.settled_by_install(kind text)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $f$
     SELECT kind IN ('added', 'unique new', 'unique gone')
+$f$;
+
+-- Whether type t is target, or holds it: an array of it, a domain over it (at any depth).
+CREATE OR REPLACE FUNCTION fraiseql_repl.type_uses(t oid, target oid)
+RETURNS boolean LANGUAGE sql STABLE AS $f$
+    WITH RECURSIVE u(id) AS (
+        SELECT t
+        UNION
+        SELECT x.id FROM u JOIN pg_catalog.pg_type y ON y.oid = u.id
+         CROSS JOIN LATERAL (VALUES (nullif(y.typbasetype, 0)), (CASE WHEN y.typcategory = 'A' THEN nullif(y.typelem, 0) END)) x(id)
+         WHERE x.id IS NOT NULL
+    )
+    SELECT EXISTS (SELECT 1 FROM u WHERE u.id = target)
+$f$;
+
+-- The replicated tables whose columns' values an ALTER DOMAIN, ALTER TYPE or CREATE OR REPLACE /
+-- ALTER FUNCTION just changed the meaning of: a column of the type (or an array of it, or a domain
+-- over it), or a CHECK, default or generation expression that calls the function. What changed.
+CREATE OR REPLACE FUNCTION fraiseql_repl.tables_using(obj_type text, obj oid)
+RETURNS TABLE (table_name text, what text) LANGUAGE sql STABLE AS $f$
+    SELECT s.table_name, format('%s %s', obj_type, pg_catalog.format_type(obj, NULL))
+      FROM fraiseql_repl.table_shape s
+     WHERE obj_type IN ('type', 'domain') AND EXISTS (
+           SELECT 1 FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = to_regclass(s.table_name) AND a.attnum > 0 AND NOT a.attisdropped
+              AND fraiseql_repl.type_uses(a.atttypid, obj))
+    UNION
+    SELECT s.table_name, format('function %s', obj::regprocedure)
+      FROM fraiseql_repl.table_shape s
+     WHERE obj_type = 'function' AND EXISTS (
+           SELECT 1 FROM pg_catalog.pg_depend dp
+             LEFT JOIN pg_catalog.pg_constraint con ON dp.classid = 'pg_catalog.pg_constraint'::regclass AND con.oid = dp.objid
+             LEFT JOIN pg_catalog.pg_attrdef ad ON dp.classid = 'pg_catalog.pg_attrdef'::regclass AND ad.oid = dp.objid
+            WHERE dp.refclassid = 'pg_catalog.pg_proc'::regclass AND dp.refobjid = obj
+              AND coalesce(con.conrelid, ad.adrelid) = to_regclass(s.table_name))
 $f$;
 
 -- ddl_command_end: a command changed a replicated table. Additions (columns, unique keys; dropped
@@ -279,6 +356,16 @@ DECLARE
     applying boolean := coalesce(current_setting('fraiseql_repl.schema_apply', true), '') = 'on';
 BEGIN
     IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
+        RETURN;
+    END IF;
+    IF tg_tag IN ('ALTER DOMAIN', 'ALTER TYPE', 'CREATE FUNCTION', 'ALTER FUNCTION') THEN
+        -- What a replicated column holds or checks changed meaning on this writer only. Inside
+        -- schema apply only ALTER TYPE passes (an enum value added on every writer first).
+        FOR d IN SELECT DISTINCT u.table_name, u.what FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                 CROSS JOIN LATERAL fraiseql_repl.tables_using(c.object_type, c.objid) u LOOP
+            CONTINUE WHEN applying AND tg_tag = 'ALTER TYPE';
+            PERFORM fraiseql_repl.refuse_drift(d.table_name, 'meaning', d.what, tg_tag);
+        END LOOP;
         RETURN;
     END IF;
     IF tg_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE') THEN
@@ -348,23 +435,55 @@ BEGIN
     END IF;
 END $f$;
 
+-- table_rewrite: ALTER TABLE (a type change with USING, even to the same type) or ALTER TYPE would
+-- rewrite every row of a replicated table on this writer only. A rewrite fires no trigger, so
+-- nothing of it is captured: refused always.
+CREATE OR REPLACE FUNCTION fraiseql_repl.ddl_guard_rewrite()
+RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    rel oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
+    tname text;
+    d record;
+BEGIN
+    IF to_regclass('fraiseql_repl.table_shape') IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT s.table_name INTO tname FROM fraiseql_repl.table_shape s
+     WHERE s.relid = rel OR s.table_name = fraiseql_repl.table_name(rel::regclass);
+    IF tname IS NOT NULL THEN
+        -- The catalog already has the change: say what it is where the guard knows it (a type change).
+        FOR d IN SELECT * FROM fraiseql_repl.shape_drift(ARRAY[rel]) x WHERE NOT fraiseql_repl.settled_by_install(x.kind) LOOP
+            PERFORM fraiseql_repl.refuse_drift(d.table_name, d.kind, d.col, d.detail);
+        END LOOP;
+        RAISE EXCEPTION USING ERRCODE = 'FQ003',
+            MESSAGE = format('fraiseql_repl: this command would rewrite every row of replicated table %s on this writer only: '
+                             'a rewrite fires no trigger, so nothing of it replicates', tname),
+            HINT = 'Change values with UPDATE on one writer (it replicates). A column added through python -m ops schema apply '
+                   'with a constant default, or none, needs no rewrite.';
+    END IF;
+END $f$;
+
 -- Creating event triggers needs a superuser (on RDS: the master user, a member of rds_superuser).
 -- Without that right the guard is skipped with a warning; `python -m ops schema status` reports it.
 DO $do$ BEGIN
   -- An event trigger's tags cannot be altered: one that guards other commands is made again.
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard'
              AND evttags IS DISTINCT FROM ARRAY['ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX', 'CREATE TABLE', 'CREATE FOREIGN TABLE',
-                                                         'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE']) THEN
+                                                         'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER DOMAIN',
+                                                         'ALTER TYPE', 'CREATE FUNCTION', 'ALTER FUNCTION']) THEN
     DROP EVENT TRIGGER fraiseql_repl_ddl_guard;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard') THEN
     CREATE EVENT TRIGGER fraiseql_repl_ddl_guard ON ddl_command_end
       WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE INDEX', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'CREATE TRIGGER',
-                   'ALTER TRIGGER', 'CREATE RULE')
+                   'ALTER TRIGGER', 'CREATE RULE', 'ALTER DOMAIN', 'ALTER TYPE', 'CREATE FUNCTION', 'ALTER FUNCTION')
       EXECUTE FUNCTION fraiseql_repl.ddl_guard();
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop') THEN
     CREATE EVENT TRIGGER fraiseql_repl_ddl_guard_drop ON sql_drop EXECUTE FUNCTION fraiseql_repl.ddl_guard_drop();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_rewrite') THEN
+    CREATE EVENT TRIGGER fraiseql_repl_ddl_guard_rewrite ON table_rewrite EXECUTE FUNCTION fraiseql_repl.ddl_guard_rewrite();
   END IF;
   -- Switched off to break glass: the bootstrap switches them on again.
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard' AND evtenabled <> 'O') THEN
@@ -372,6 +491,9 @@ DO $do$ BEGIN
   END IF;
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_drop' AND evtenabled <> 'O') THEN
     ALTER EVENT TRIGGER fraiseql_repl_ddl_guard_drop ENABLE;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'fraiseql_repl_ddl_guard_rewrite' AND evtenabled <> 'O') THEN
+    ALTER EVENT TRIGGER fraiseql_repl_ddl_guard_rewrite ENABLE;
   END IF;
 EXCEPTION WHEN insufficient_privilege THEN
   RAISE WARNING 'fraiseql_repl: cannot create the DDL guard (event triggers need a superuser; on RDS the master user): %', SQLERRM;

@@ -30,6 +30,7 @@ TRIGGER_ALSO = {
     "counter partial index", "counter unique index", "counter unique constraint", "counter nullable",
     "counter generated column", "counter trigger on merges", "set not null", "check constraint",
     "replication trigger replaced", "inherits a replicated table", "before trigger on merges", "rule on merges",
+    "serial column",  # its nextval() default rewrites every row: the table_rewrite guard
 }
 #: The cases PostgreSQL itself refuses on this writer, before the trigger could look: the SQLSTATE.
 POSTGRES_ITSELF = {"primary key added": "42P16"}  # a second primary key (a swap of keys: "primary key dropped")
@@ -38,10 +39,11 @@ RULES_ONLY = {
     "machinery": "only its owner may change it, and privilege, not the trigger, keeps everyone else out",
     "no primary key": "a table the policy names is created: the writer has no policy to read",
     "case-blind key": "as above (the install refuses it when schema apply installs the table)",
+    "enum value renamed": "inside schema apply the writer lets ALTER TYPE through (how an enum gains a value); only the "
+                          "text tells a rename",
     "truncate": "not DDL (no event trigger fires); TRUNCATE is not published",
     "volatile default": "the default is evaluated where the DDL runs: only the text shows it",
     "clock string default": "as above",
-    "serial column": "adding a column is allowed with the setting; the sequence is per writer",
     "not null without default": "allowed on an empty table; only the plan knows peers still send rows without it",
     "data change": "not DDL",
     "triggers off": "not DDL (a setting)",

@@ -33,6 +33,8 @@ UNSAFE = {
                             ["changes the primary key of replicated table public.items", "Instead: create a new table"]),
     "primary key added": ("ALTER TABLE counters ADD PRIMARY KEY (id, label)",
                           ["changes the primary key of replicated table public.counters"]),
+    "enum value renamed": ("ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'",
+                           ["renames value 'ok' of enum mood", "Instead: add a value (ALTER TYPE"]),
     "case-blind key": ("CREATE TABLE likes (id citext PRIMARY KEY, n bigint NOT NULL DEFAULT 0)",
                        ["keys replicated table public.likes by citext column id", "Instead: key public.likes by a column "
                         "with plain equality"]),

@@ -200,9 +200,9 @@ def test_upgrade_3_records_the_triggers_and_constraints_the_install_would(databa
     upgraded.execute("CREATE FUNCTION public.short(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT length($1) < 100'")
     upgraded.execute("ALTER TABLE items ADD CONSTRAINT items_v_short CHECK (public.short(v))")  # spelled by search_path
     apply(upgraded, sql.render_upgrades())
-    shapes = "SELECT table_name, triggers, checks FROM fraiseql_repl.table_shape ORDER BY 1"
+    shapes = "SELECT table_name, triggers, rules FROM fraiseql_repl.table_shape ORDER BY 1"
     by_upgrade = upgraded.execute(shapes).fetchall()
-    assert by_upgrade and all(triggers and checks is not None for _, triggers, checks in by_upgrade), by_upgrade
+    assert by_upgrade and all(triggers and rules is not None for _, triggers, rules in by_upgrade), by_upgrade
     apply(upgraded, bootstrap())
     assert upgraded.execute(shapes).fetchall() == by_upgrade
     assert upgraded.execute("SELECT * FROM fraiseql_repl.shape_drift()").fetchall() == []
