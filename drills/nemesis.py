@@ -647,13 +647,15 @@ def _big_txn_false_fences(m: Mesh, procs: dict[str, AgentProcess], region: str, 
     ok, _ = big_transaction(m, region, rows, errors)
     t_commit = time.monotonic()
     if not ok:
-        # Not a measurement (-1), but say why, and which decisions fenced whom meanwhile.
+        # Say why, and which decisions fenced whom meanwhile. A fence while it ran is what is measured
+        # (the transaction failing is its cost: the healthy region's agent ended it, or its commit
+        # check refused it); failing without one is no measurement (-1).
         stop.set()
         notes.append(f"big transaction on {region} failed: {errors[0] if errors else '?'}")
-        for f in _decisions(procs, wall0):
-            if not f["writable"]:
-                notes.append(f"fence while the big transaction ran: {f['region']} {f['reason']} sees {f['sees']}")
-        return BigTxn(rows, -1, 0.0, 0.0)
+        fenced = [f for f in _decisions(procs, wall0) if not f["writable"]]
+        for f in fenced:
+            notes.append(f"fence while the big transaction ran: {f['region']} {f['reason']} sees {f['sees']}")
+        return BigTxn(rows, len(fenced) if fenced else -1, 0.0, worst_age[0])
     want = before[region] + rows
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -695,6 +697,9 @@ def _at_production_timing(m: Mesh, aws: LocalAws, procs: dict[str, AgentProcess]
     wait_writable(m, regions, timeout=120)
     progress(f"default timing: {out.false_fences} false fences, every writer had it after {out.replicated_s:.0f} s, "
              f"oldest heartbeat {out.heartbeat_age_s:.1f} s (silent after {PRODUCTION_TIMING.stale_after_s:g} s)")
+    if out.false_fences < 0:  # the transaction failed: why, and who fenced whom meanwhile
+        for note in notes[-6:]:
+            progress(note)
     return out
 
 
