@@ -432,12 +432,15 @@ BEGIN
 END $f$;
 
 -- Local rows of the change log are only needed until logical decoding has read their WAL, which
--- has happened once they are committed; keep a few minutes for people reading them.
+-- has happened once they are committed; keep a few minutes for people reading them. At most 20,000
+-- rows a call: the agent calls it every run under a statement timeout, and one DELETE of a million-row
+-- transaction's changes timed out on every run, so nothing was ever purged.
 CREATE OR REPLACE FUNCTION fraiseql_repl.purge_changes(keep interval DEFAULT interval '5 minutes')
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE n bigint;
 BEGIN
-    DELETE FROM fraiseql_repl.changes WHERE origin_at < clock_timestamp() - keep;
+    DELETE FROM fraiseql_repl.changes c WHERE c.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM fraiseql_repl.changes x WHERE x.origin_at < clock_timestamp() - keep LIMIT 20000));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $f$;
