@@ -398,7 +398,8 @@ class Runner:
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != ADMIN_SHUTDOWN:
                 raise
-            self.log({"step": "watermark", "region": origin, "ended_by": "fence agent"})
+            self.log({"step": "watermark", "region": origin, "detail": "ended by the fence agent; asked again",
+                      "seconds": 0.0})
             return False
         return True
 

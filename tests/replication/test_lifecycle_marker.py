@@ -86,10 +86,14 @@ class _FencingBackend(_MeshBackend):
 
 def test_a_watermark_the_fence_agent_ends_is_emitted_again(m: Mesh) -> None:
     backend = _FencingBackend(m, ended=2)
-    runner = Runner(backend=backend, policy=POLICY, order=REGIONS)  # type: ignore[arg-type]
+    logged: list[dict[str, Any]] = []
+    runner = Runner(backend=backend, policy=POLICY, order=REGIONS, log=logged.append)  # type: ignore[arg-type]
     at = _clock(m, PEER)
     deadline = time.monotonic() + 30
     while not runner._has_applied(SOURCE, PEER, at):
         assert time.monotonic() < deadline, "the marker never counted after the agent ended two watermarks"
         time.sleep(0.1)
     assert backend.ended == 0
+    # what `python -m ops transition` prints of each record (its step, where, what and how long)
+    assert [(r["step"], r["region"], r["seconds"]) for r in logged] == [("watermark", PEER, 0.0)] * 2 and all(
+        r["detail"] for r in logged)
