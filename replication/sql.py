@@ -490,6 +490,28 @@ CONTROL_STREAMING = "on"
 CONTROL_WALSENDER_OPTIONS = " options='-c logical_decoding_work_mem=64kB'"
 
 
+def _data_walsender_options(dead_link_ms: int) -> str:
+    idle_s = max(1, dead_link_ms // 3000)
+    interval_s = max(1, dead_link_ms // 6000)
+    return (" options='-c wal_sender_timeout=0"
+            f" -c tcp_user_timeout={dead_link_ms}"
+            f" -c tcp_keepalives_idle={idle_s} -c tcp_keepalives_interval={interval_s} -c tcp_keepalives_count=4'")
+
+
+#: The data link's walsender has no ``wal_sender_timeout``. That timeout waits for a reply to a
+#: keepalive, and the apply worker sends the reply when it reads the keepalive: behind everything
+#: already sent. So a subscriber that merged slowly (a large transaction under load, a merge waiting
+#: on a row lock) looked dead, its walsender ended the connection, and the transaction was sent
+#: again from its start, again and again. What the timeout was for, a peer that has gone away, is
+#: left to TCP, whose acknowledgements do not queue behind data: ``tcp_user_timeout`` ends the
+#: connection when sent data stays unacknowledged (or the receive window stays shut) that long, and
+#: keepalives do when the link is idle, both within the server's ``wal_sender_timeout`` (30 s). A
+#: peer that is alive and merging keeps acknowledging, so its link keeps receiving
+#: (``pg_stat_subscription``, what the fence agent reads). Session settings of the walsender, sent
+#: in the connection string (PostgreSQL 12+).
+DATA_WALSENDER_OPTIONS = _data_walsender_options(int(REQUIRED_PARAMETERS["wal_sender_timeout"].removesuffix("s")) * 1000)
+
+
 def render_subscriptions(
     node: Node, peers: Sequence[Node], conninfo: Callable[[Node], str] | None = None
 ) -> list[str]:
@@ -512,7 +534,7 @@ def render_subscriptions(
     for peer in _others(node, peers):
         setting = _lit(f"{SCHEMA}.pw_{peer.user}")
         for sub, publication, ci, streaming in (
-            (subscription_name(node, peer), PUBLICATION, make(peer), DATA_STREAMING),
+            (subscription_name(node, peer), PUBLICATION, make(peer) + DATA_WALSENDER_OPTIONS, DATA_STREAMING),
             (control_subscription_name(node, peer), CONTROL_PUBLICATION, make(peer) + CONTROL_WALSENDER_OPTIONS,
              CONTROL_STREAMING),
         ):
