@@ -157,7 +157,7 @@ def render_app_grants(policy: ConflictPolicy, role: str = APP_ROLE) -> list[str]
     # but to read the conflicts its app tables leave for it.
     internal = ", ".join(f"{SCHEMA}.{t}" for t in (
         "lease", "lease_until", "writing", "agent_state", "changes", "tombstones", "shards", "parked", "resolutions", "resolution_events",
-        "applied", "peer_applied", "table_meta", "members", "digests", "digest_keys", "heartbeats"))
+        "applied", "peer_applied", "table_meta", "members", "digests", "digest_keys", "heartbeats", "apply_failures"))
     stmts += [
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}",
         f"REVOKE ALL ON {internal} FROM {r}, PUBLIC",

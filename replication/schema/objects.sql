@@ -312,17 +312,94 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $f$
                     coalesce((SELECT upto FROM fraiseql_repl.purged WHERE table_name = tname), '-infinity'))
 $f$;
 
+-- The apply errors each subscription's worker had counted when it last committed a transaction that
+-- merged carefully (merge_carefully): a different count now means a transaction failed since.
+CREATE TABLE IF NOT EXISTS fraiseql_repl.apply_failures (
+    subid  oid PRIMARY KEY,
+    errors bigint NOT NULL
+);
+
+-- Whether the apply worker merges this change of its transaction in a subtransaction of its own
+-- (receive_change), which can roll one change back and park it. Each subtransaction keeps about
+-- 8 kB until the transaction ends (the capture trigger's transition state lives in its context:
+-- tests/replication/test_apply_memory.py), 8 GB for a million-row transaction. So the first 1,000
+-- changes of a transaction are merged carefully, and the rest without: an error there aborts the
+-- whole apply transaction, PostgreSQL counts it (pg_stat_subscription_stats.apply_error_count) and
+-- the worker receives the transaction again, and this time merges all of it carefully, because the
+-- count differs from the one recorded by the last transaction it committed carefully. The count is
+-- read once per transaction; a count lost (stats reset, a crash) also reads as "failed since". The
+-- decision is cached in a setting keyed by the transaction id, so no preset value can stand for it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.merge_carefully()
+RETURNS boolean LANGUAGE plpgsql AS $f$
+DECLARE
+    xid text := pg_catalog.pg_current_xact_id()::text;
+    cached text := coalesce(pg_catalog.current_setting('fraiseql_repl.merging', true), '');
+    mode text;
+    n bigint;
+    sub oid;
+    errors bigint;
+BEGIN
+    IF pg_catalog.split_part(cached, ' ', 1) = xid THEN
+        mode := pg_catalog.split_part(cached, ' ', 2);
+        IF mode = 'fast' THEN
+            RETURN false;
+        ELSIF mode = 'careful' THEN
+            RETURN true;
+        END IF;
+        n := pg_catalog.split_part(cached, ' ', 3)::bigint + 1;
+        IF n > 1000 THEN
+            PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' fast', true);
+            RETURN false;
+        END IF;
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' counting ' || n, true);
+        RETURN true;
+    END IF;
+    -- The transaction's first change: did the last attempt fail?
+    SELECT w.subid, coalesce(s.apply_error_count, 0) INTO sub, errors
+    FROM pg_catalog.pg_stat_subscription w
+    LEFT JOIN pg_catalog.pg_stat_subscription_stats s ON s.subid = w.subid
+    WHERE w.pid = pg_catalog.pg_backend_pid() LIMIT 1;
+    IF sub IS NULL OR (SELECT a.errors FROM fraiseql_repl.apply_failures a WHERE a.subid = sub)
+                      IS DISTINCT FROM errors THEN
+        IF sub IS NOT NULL THEN
+            INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors) VALUES (sub, errors)
+                ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors;
+        END IF;
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' careful', true);
+    ELSE
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' counting 1', true);
+    END IF;
+    RETURN true;
+END $f$;
+
 -- The apply worker inserts every peer change here; merge it and store nothing. A change that
--- cannot be merged is parked, so one bad change never stalls the link.
+-- cannot be merged is parked, so one bad change never stalls the link (where it is merged without
+-- a subtransaction, merge_carefully, its error fails the transaction, which is merged again
+-- carefully).
 CREATE OR REPLACE FUNCTION fraiseql_repl.receive_change()
 RETURNS trigger LANGUAGE plpgsql SET TimeZone = 'UTC' AS $f$
 DECLARE
     kind text;
     attempt int := 0;
+    lost boolean := false;
     state text;
     msg text;
 BEGIN
+    IF NOT fraiseql_repl.merge_carefully() THEN
+        kind := fraiseql_repl.merge_change(NEW);
+        IF kind IS DISTINCT FROM 'unique_incoming_lost' THEN
+            IF kind IS NOT NULL AND kind NOT IN ('inserted', 'updated', 'duplicate', 'delete_applied',
+                                                 'delete_nothing_to_remove') THEN
+                PERFORM fraiseql_repl.note(NEW.tbl, kind);
+            END IF;
+            RETURN NULL;
+        END IF;
+        lost := true;
+        state := 'FQ004';
+        msg := 'loses a unique clash; merged again when the value is free';
+    END IF;
     LOOP
+        EXIT WHEN lost;  -- the merge above lost a unique clash: park it
         attempt := attempt + 1;
         BEGIN
             kind := fraiseql_repl.merge_change(NEW);

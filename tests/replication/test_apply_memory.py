@@ -6,7 +6,9 @@ subtransaction gets its own CurTransactionContext (an 8 kB first block). A state
 transition-table triggers (the per-statement change capture) allocates its transition capture state
 there, so the context is not empty when the subtransaction commits, and it lives until the apply
 transaction ends: about 8 kB per merged row, 6.9 GB past 1,000,000 rows. The first test shows the
-cause on a bare server; the second is the open finding on a live writer (an expected failure).
+cause on a bare server. The second is the fix on a live writer: past its first 1,000 changes a
+transaction is merged without a subtransaction per change (fraiseql_repl.merge_carefully), so the
+apply worker keeps a few hundred bytes per row (8.5 kB before).
 """
 
 from __future__ import annotations
@@ -67,14 +69,15 @@ def two() -> Any:
         yield running
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (replication/README.md, large transactions): a subtransaction per "
-                                       "merged row keeps ~8 kB per row in the apply worker until the transaction ends")
 def test_applying_one_large_transaction_costs_the_apply_worker_little_memory_per_row(two: Mesh) -> None:
     data = subscription_name(two.nodes[WEST], two.nodes[EAST])
     apply_pid = two.execute(WEST, "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL "
                                   "AND relid IS NULL", (data,))
     assert len(apply_pid) == 1, apply_pid
     pid = apply_pid[0][0]
+    # A worker's first transaction is merged carefully (it has no apply error count on record yet).
+    two.execute(EAST, "INSERT INTO items (id, v) VALUES (6_999_999, 'first')")
+    two.wait_for(WEST, "SELECT count(*) FROM items WHERE id = 6999999", 1)
     base, peak, done = _rss_kb(pid), [0], threading.Event()
 
     def sample() -> None:
@@ -93,3 +96,31 @@ def test_applying_one_large_transaction_costs_the_apply_worker_little_memory_per
     per_row = (peak[0] - base) / ROWS
     print(f"\napply worker: {base} kB before, peak {peak[0]} kB: {per_row:.2f} kB per merged row")
     assert per_row < 1, f"the apply worker kept {per_row:.2f} kB per merged row (a 1,000,000-row load: {per_row:.1f} GB)"
+
+
+def _apply_errors(m: Mesh, region: str, sub: str) -> int:
+    return int(m.execute(region, "SELECT coalesce(apply_error_count, 0) FROM pg_stat_subscription_stats "
+                                 "WHERE subname = %s", (sub,))[0][0])
+
+
+def test_a_change_that_fails_past_the_careful_start_parks_it_after_one_retry_and_the_rest_lands(two: Mesh) -> None:
+    data = subscription_name(two.nodes[WEST], two.nodes[EAST])
+    with two.connect(EAST) as c, c.transaction():
+        # A table only this writer replicates: its change cannot be merged on the other.
+        c.execute("SET LOCAL fraiseql_repl.schema_apply = on")
+        c.execute("SELECT fraiseql_repl.install_table('scratch', 'lww'); SELECT fraiseql_repl.install_dispatcher()")
+    two.execute(EAST, "INSERT INTO items (id, v) VALUES (7_900_000, 'first')")
+    two.wait_for(WEST, "SELECT count(*) FROM items WHERE id = 7900000", 1)
+    errors_before = _apply_errors(two, WEST, data)
+    with two.connect(EAST) as c, c.transaction():
+        c.execute("INSERT INTO items (id, v) SELECT 7_900_000 + g, 'bulk' FROM generate_series(1, 2500) g")
+        c.execute("INSERT INTO scratch (id) VALUES (1)")
+        c.execute("INSERT INTO items (id, v) SELECT 7_900_000 + g, 'bulk' FROM generate_series(2501, 3000) g")
+    two.wait_for(WEST, "SELECT count(*) FROM items WHERE id > 7900000", 3000, timeout=120)
+    parked = two.execute(WEST, "SELECT tbl FROM fraiseql_repl.parked")
+    assert parked == [("public.scratch",)], parked
+    # One failed attempt (merged without subtransactions past the first 1,000 changes), then the
+    # careful one; the next transaction merges as usual.
+    two.execute(EAST, "INSERT INTO items (id, v) VALUES (7_903_001, 'after')")
+    two.wait_for(WEST, "SELECT count(*) FROM items WHERE id = 7903001", 1)
+    assert _apply_errors(two, WEST, data) == errors_before + 1
