@@ -212,6 +212,7 @@ END $do$;
 --     no privilege. The queue's size bounds that work: 1024 pages (8 MB) took at most 28 ms here on a
 --     loaded 2-core machine, inside the check's 100 ms margin; a transaction queuing more is refused
 --     ("too many notifications in the NOTIFY queue") before its commit record.
+--   * track_counts off: the check could not count a session's large-object opens (check_lease).
 CREATE OR REPLACE FUNCTION fraiseql_repl.guard_problem()
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $f$
     SELECT CASE
@@ -221,7 +222,25 @@ RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $f$
         WHEN pg_catalog.current_setting('max_notify_queue_pages')::integer > 1024 THEN
             'max_notify_queue_pages is above 1024: a transaction''s notifications are written after the lease check '
             'without serving interrupts, for as long as the queue lets them (set it to 1024 in the parameter group)'
+        WHEN NOT pg_catalog.current_setting('track_counts')::boolean THEN
+            'track_counts is off: the lease check counts a session''s large-object opens in its statistics '
+            '(set track_counts to on in the parameter group)'
     END
+$f$;
+
+-- Large objects opened for reading stay open until the commit closes them: after the commit check,
+-- serving no interrupt (AtEOXact_LargeObject), in a time that grows faster than their number
+-- squared (10,000: 0.3 s; 40,000: 3.1 s; tests/redteam/test_red8_commit_large_objects.py), so
+-- end_writes could not stop such a commit. lo_open is PUBLIC's, and revoking it needs the
+-- functions' owner (not the RDS master user). So a write to a replicated table is refused from a
+-- session that has opened large objects 1,000 times or more lately: every lo_open scans
+-- pg_largeobject_metadata's index once, and the session's scan count not yet reported to the
+-- statistics system covers its current transaction (it only grows within one) and, at most a few
+-- seconds, its earlier ones: it never counts this transaction's opens short. It needs
+-- track_counts, which guard_problem requires.
+CREATE OR REPLACE FUNCTION fraiseql_repl.large_object_opens()
+RETURNS bigint LANGUAGE sql STABLE AS $f$
+    SELECT pg_catalog.pg_stat_get_xact_numscans('pg_catalog.pg_largeobject_metadata_oid_index'::pg_catalog.regclass)
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.check_lease(at_phase text)
@@ -230,7 +249,18 @@ DECLARE
     until_us bigint;
     l record;
     why text;
+    opens bigint := fraiseql_repl.large_object_opens();
 BEGIN
+    IF opens >= 1000 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = '54000',
+            MESSAGE = format('fraiseql_repl: write refused at %s: this session opened large objects %s times lately '
+                             '(a transaction that writes a replicated table may open them at most 999 times)', at_phase, opens),
+            DETAIL = 'Large objects opened for reading are closed after the lease check at commit, without serving '
+                     'interrupts, for as long as their number makes it take: the fence could not stop that commit.',
+            HINT = 'Open large objects in a transaction that writes no replicated table (the count covers the last '
+                   'few seconds of the session), or store the data as bytea.';
+    END IF;
     SELECT last_value INTO until_us FROM fraiseql_repl.lease_until;
     SELECT reason, instance_started_at INTO l FROM fraiseql_repl.lease WHERE singleton;
     IF until_us > (extract(epoch FROM clock_timestamp()) * 1e6)::bigint + 100000

@@ -299,3 +299,19 @@ def test_a_notify_queue_larger_than_the_guard_bounds_makes_every_write_refused_a
         assert result.decision.writable and not writable(result)
         assert "max_notify_queue_pages" in result.guard
         assert one.execute(EAST, "SELECT count(*) FROM items")[0][0] == 1
+
+
+def test_statistics_switched_off_make_every_write_refused() -> None:
+    # The check counts a session's large-object opens in its statistics (control.sql,
+    # large_object_opens): without them it would count none, so nothing is written.
+    with mesh(POLICY, APP_SCHEMA, regions=(EAST,), delays=False, leases=False) as one:
+        with one.connect(EAST) as c:
+            apply(c, render_lease(float("inf"), "by hand"))
+        one.execute(EAST, "INSERT INTO items (id, v) VALUES (1, 'counted')")
+        one.execute(EAST, "ALTER SYSTEM SET track_counts = off")
+        one.execute(EAST, "SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        with pytest.raises(psycopg.Error) as refused:
+            one.execute(EAST, "INSERT INTO items (id, v) VALUES (2, 'not counted')")
+        assert refused.value.sqlstate == FENCE_SQLSTATE and "track_counts" in str(refused.value)
+        assert one.execute(EAST, "SELECT count(*) FROM items")[0][0] == 1
