@@ -500,15 +500,16 @@ def _data_walsender_options(dead_link_ms: int) -> str:
 
 #: The data link's walsender has no ``wal_sender_timeout``. That timeout waits for a reply to a
 #: keepalive, and the apply worker sends the reply when it reads the keepalive: behind everything
-#: already sent. So a subscriber that merged slowly (a large transaction under load, a merge waiting
-#: on a row lock) looked dead, its walsender ended the connection, and the transaction was sent
-#: again from its start, again and again. What the timeout was for, a peer that has gone away, is
-#: left to TCP, whose acknowledgements do not queue behind data: ``tcp_user_timeout`` ends the
-#: connection when sent data stays unacknowledged (or the receive window stays shut) that long, and
-#: keepalives do when the link is idle, both within the server's ``wal_sender_timeout`` (30 s). A
-#: peer that is alive and merging keeps acknowledging, so its link keeps receiving
-#: (``pg_stat_subscription``, what the fence agent reads). Session settings of the walsender, sent
-#: in the connection string (PostgreSQL 12+).
+#: already sent. So a subscriber that merged slowly (a large transaction under load) looked dead,
+#: its walsender ended the connection, and the transaction was sent again from its start, again
+#: and again. What the timeout was for, a peer that has gone away, is left to TCP, whose
+#: acknowledgements do not queue behind data: ``tcp_user_timeout`` ends the connection when sent
+#: data stays unacknowledged, or the receive window stays shut, that long, and keepalives do when
+#: the link is idle, both within the server's ``wal_sender_timeout`` (30 s). A peer that is merging
+#: keeps reading, so its window opens again and its link keeps receiving (``pg_stat_subscription``,
+#: what the fence agent reads); one that reads nothing for 30 s with data waiting (a merge held on
+#: a lock) is ended as a dead peer is. Session settings of the walsender, sent in the connection
+#: string (PostgreSQL 12+).
 DATA_WALSENDER_OPTIONS = _data_walsender_options(int(REQUIRED_PARAMETERS["wal_sender_timeout"].removesuffix("s")) * 1000)
 
 

@@ -315,8 +315,9 @@ $f$;
 -- The apply errors each subscription's worker had counted when it last committed a transaction that
 -- merged carefully (merge_carefully): a different count now means a transaction failed since.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.apply_failures (
-    subid  oid PRIMARY KEY,
-    errors bigint NOT NULL
+    subid         oid PRIMARY KEY,
+    errors        bigint NOT NULL,
+    counted_since timestamptz  -- the counts' last reset, which can bring the count back to the recorded one
 );
 
 -- Whether the apply worker merges this change of its transaction in a subtransaction of its own
@@ -327,8 +328,11 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.apply_failures (
 -- whole apply transaction, PostgreSQL counts it (pg_stat_subscription_stats.apply_error_count) and
 -- the worker receives the transaction again, and this time merges all of it carefully, because the
 -- count differs from the one recorded by the last transaction it committed carefully. The count is
--- read once per transaction; a count lost (stats reset, a crash) also reads as "failed since". The
--- decision is cached in a setting keyed by the transaction id, so no preset value can stand for it.
+-- read once per transaction, with the time the counts were last reset (a reset can bring the count
+-- back to the recorded one: tests/redteam/test_red11_stats_reset.py). Any failed attempt counts,
+-- a dropped connection too; a crash, which discards the counts, does not where none was recorded.
+-- The decision is cached in a setting keyed by the transaction id, so no preset value can stand
+-- for it.
 CREATE OR REPLACE FUNCTION fraiseql_repl.merge_carefully()
 RETURNS boolean LANGUAGE plpgsql AS $f$
 DECLARE
@@ -338,6 +342,7 @@ DECLARE
     n bigint;
     sub oid;
     errors bigint;
+    since timestamptz;
 BEGIN
     IF pg_catalog.split_part(cached, ' ', 1) = xid THEN
         mode := pg_catalog.split_part(cached, ' ', 2);
@@ -355,15 +360,15 @@ BEGIN
         RETURN true;
     END IF;
     -- The transaction's first change: did the last attempt fail?
-    SELECT w.subid, coalesce(s.apply_error_count, 0) INTO sub, errors
+    SELECT w.subid, coalesce(s.apply_error_count, 0), s.stats_reset INTO sub, errors, since
     FROM pg_catalog.pg_stat_subscription w
     LEFT JOIN pg_catalog.pg_stat_subscription_stats s ON s.subid = w.subid
     WHERE w.pid = pg_catalog.pg_backend_pid() LIMIT 1;
-    IF sub IS NULL OR (SELECT a.errors FROM fraiseql_repl.apply_failures a WHERE a.subid = sub)
-                      IS DISTINCT FROM errors THEN
+    IF sub IS NULL OR (SELECT (a.errors, a.counted_since) FROM fraiseql_repl.apply_failures a WHERE a.subid = sub)
+                      IS DISTINCT FROM (errors, since) THEN
         IF sub IS NOT NULL THEN
-            INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors) VALUES (sub, errors)
-                ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors;
+            INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors, counted_since) VALUES (sub, errors, since)
+                ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors, counted_since = excluded.counted_since;
         END IF;
         PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' careful', true);
     ELSE

@@ -57,6 +57,7 @@ def _merging(m: Mesh, pid: int) -> bool:
                 == [(True,)])
 
 
+@pytest.mark.xfail(strict=True, reason="open (replication/README.md, large transactions): a dropped connection counts as an apply error like a failed merge, so the transaction received again is merged carefully, 8.5 kB per row")
 def test_a_clean_large_transaction_whose_link_resets_once_is_merged_under_1kb_per_row(two: Mesh) -> None:
     m = two
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'first')", (BASE,))

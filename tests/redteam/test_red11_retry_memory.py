@@ -74,6 +74,7 @@ def _bulk(m: Mesh, base: int, failing: bool) -> None:
                   f"FROM generate_series({ROWS // 2 + 1}, {ROWS}) g")
 
 
+@pytest.mark.xfail(strict=True, reason="open (replication/README.md, large transactions): the careful retry of a large transaction needs 8.5 kB per row; a subscriber with less memory fails it again and again")
 def test_one_unmergeable_change_in_a_large_transaction_is_parked_on_a_subscriber_with_bounded_memory(two: Mesh) -> None:
     m = two
     with m.connect(EAST) as c, c.transaction():

@@ -8,6 +8,9 @@ the recorded value when that was 0 (a link that never failed before), so the ret
 again and fails again on the same change: one more failed attempt, apply error and unhealthy link,
 before the careful one. Not a stall: the attempt after that is careful and parks the change.
 Held here with a row lock and a frozen proxy only to place the reset between the two attempts.
+
+Fixed: the decision compares the count together with stats_reset, the time the counts were last
+reset (fraiseql_repl.apply_failures.counted_since).
 """
 
 from __future__ import annotations
