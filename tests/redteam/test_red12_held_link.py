@@ -1,0 +1,163 @@
+"""Claim (replication/agent/probing.py ``_data_links``): a data link silent for longer than stale_after
+counts as receiving only when its apply worker waits on other subscriptions' leader apply workers that
+are receiving: "it is held by replication work, not by an application, and it reads on once that apply
+commits". The safety claim it must not weaken: "two regions that cannot replicate to each other never
+both acknowledge writes past detection_bound".
+
+Attack: the application launders its own lock through an apply worker. On east:
+
+* an application session locks row ``k1`` (``SELECT ... FOR UPDATE``: the application role has UPDATE
+  on ``items``; a row lock is no write, the lease check never sees it);
+* eu commits one ordinary transaction that updates ``r0``, then ``k1``, ``k2``, ... ``kn``. East's apply
+  worker X for eu's link locks ``r0`` and waits on ``k1``;
+* west updates ``r0``: east's apply worker W for west's link waits on X, and stays there. Every west
+  write after it queues behind it, unapplied at east;
+* the application passes the lock along: a second session locks ``k2`` before the first lets ``k1`` go,
+  and so on. X merges one row per turn and reads the next message (its last_msg_receipt_time is fresh
+  again), so X counts as "receiving", and W, silent for as long as the application likes and waiting
+  only on X, counts as "held by replication": east keeps hearing west.
+
+The application never blocks W itself (W's blocker is an apply worker), and X is never silent for
+stale_after. The test FAILS while east still acknowledges writes more than ``detection_bound`` after a
+west write it has not received (the measure of tests/redteam/test_open_throttled_data_link.py), and
+records that W itself was silent all along.
+
+    .venv/bin/python -m pytest -q -s tests/redteam/test_red12_held_link.py
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from drills.mesh import REGIONS, Mesh
+from replication.agent import probe
+from replication.quorum import detection_bound
+from replication.roles import APP_ROLE
+from replication.sql import subscription_name
+from tests.redteam.harness import (
+    EAST,
+    EU,
+    LEASE_S,
+    PROBE_S,
+    STALE_S,
+    WEST,
+    connect,
+    healthy,
+    key,
+    settings,
+    wait_present,
+    writable,
+)
+
+HOLD_S = 0.4 * STALE_S  # how long the application holds each row: X is never silent for stale_after
+ROWS = 120  # rows of eu's transaction the application hands along (ROWS * HOLD_S outlasts the test)
+
+
+def _relay(m: Mesh, rows: list[int], first_locked: threading.Event, stop: threading.Event) -> None:
+    """Two application sessions on east pass a row lock along ``rows``: the next row is locked before
+    the previous one is let go, so eu's apply worker always waits on the application, one turn at a time."""
+    conns = [connect(m, EAST, APP_ROLE) for _ in range(2)]
+    try:
+        for i, r in enumerate(rows):
+            if stop.is_set():
+                break
+            conns[i % 2].execute("SELECT v FROM items WHERE id = %s FOR UPDATE", (r,))
+            if i == 0:
+                first_locked.set()
+            else:
+                conns[(i - 1) % 2].commit()
+            stop.wait(HOLD_S)
+    finally:
+        for c in conns:
+            c.rollback()
+            c.close()
+
+
+def _apply_pid(m: Mesh, region: str, peer: str) -> Any:
+    """The leader apply worker of ``region``'s data subscription to ``peer``."""
+    rows = m.execute(region, "SELECT st.pid FROM pg_stat_subscription st WHERE st.subname = %s AND st.relid IS NULL "
+                             "AND st.leader_pid IS NULL", (subscription_name(m.nodes[region], m.nodes[peer]),))
+    return rows[0][0] if len(rows) == 1 else None
+
+
+def test_an_application_lock_laundered_through_an_apply_worker_keeps_a_stalled_link_heard(m: Mesh, agents: Any) -> None:
+    b = detection_bound(3, probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S, max_link_delay_s=0.05)
+    healthy(agents)
+    eu = connect(m, EU, APP_ROLE, autocommit=True)
+    west = connect(m, WEST, APP_ROLE, autocommit=True)
+    east = connect(m, EAST, APP_ROLE, autocommit=True)
+    r0, rows = key(), [key() for _ in range(ROWS)]
+    for x in [r0, *rows]:
+        eu.execute("INSERT INTO items (id, v) VALUES (%s, 'seed')", (x,))
+    healthy(agents)
+    assert wait_present(m, EAST, rows[-1]) and wait_present(m, WEST, rows[-1]), "the seed rows did not replicate"
+    x_pid, w_pid = _apply_pid(m, EAST, EU), _apply_pid(m, EAST, WEST)
+    assert x_pid and w_pid, "east's apply workers for eu's and west's data links were not found"
+
+    stop, first_locked = threading.Event(), threading.Event()
+    relay = threading.Thread(target=_relay, args=(m, rows, first_locked, stop), daemon=True)
+    relay.start()
+    assert first_locked.wait(10)
+    healthy(agents)
+    with eu.transaction():  # one ordinary eu transaction: r0 first, then the rows the application relays
+        eu.execute("UPDATE items SET v = 'eu' WHERE id = %s", (r0,))
+        for x in rows:
+            eu.execute("UPDATE items SET v = 'eu' WHERE id = %s", (x,))
+    healthy(agents)
+    west.execute("UPDATE items SET v = 'west' WHERE id = %s", (r0,))  # W waits on X, which holds r0
+
+    t0 = time.monotonic()
+    west_writes: dict[int, float] = {}
+    arrived: set[int] = set()
+    violations: list[tuple[float, float]] = []  # (east ack at, oldest unapplied west ack at)
+    both_writable = held_rounds = n_rounds = 0
+    w_silent_max = 0.0
+    try:
+        while time.monotonic() - t0 < 4 * b + 6:
+            last = {r: probe(agents[r], settings(r), control_on=True) for r in REGIONS}
+            n_rounds += 1
+            both_writable += writable(last[EAST]) and writable(last[WEST])
+            state = m.execute(EAST, "SELECT pg_blocking_pids(%s) = ARRAY[%s]::int[], "
+                                    "extract(epoch FROM clock_timestamp() - last_msg_receipt_time)::float8 "
+                                    "FROM pg_stat_subscription WHERE pid = %s", (w_pid, x_pid, w_pid))
+            if state:
+                held_rounds += bool(state[0][0])
+                w_silent_max = max(w_silent_max, float(state[0][1] or 0))
+            for _ in range(3):
+                k = key()
+                try:
+                    west.execute("INSERT INTO items (id, v) VALUES (%s, 'west')", (k,))
+                    west_writes[k] = time.monotonic()
+                except psycopg.Error:
+                    break
+            try:
+                east.execute("INSERT INTO items (id, v) VALUES (%s, 'east')", (key(),))
+                east_ack = time.monotonic()
+            except psycopg.Error:
+                east_ack = None
+            pending = [x for x in west_writes if x not in arrived]
+            if pending:
+                arrived |= {x for (x,) in m.execute(EAST, "SELECT id FROM items WHERE id = ANY(%s)", (pending,))}
+            if east_ack is not None:
+                old = [t for x, t in west_writes.items() if x not in arrived and east_ack - t > b]
+                if old:
+                    violations.append((east_ack - t0, min(old) - t0))
+            time.sleep(PROBE_S)
+    finally:
+        stop.set()
+        relay.join(10)
+        for c in (eu, west, east):
+            c.close()
+    worst = max((v[0] - v[1] for v in violations), default=0.0)
+    print(f"\nbound {b:.2f} s; {n_rounds} rounds, east and west both writable in {both_writable}; west's apply worker "
+          f"at east waited on eu's in {held_rounds} rounds, silent up to {w_silent_max:.1f} s; {len(west_writes)} west "
+          f"writes, {len(arrived)} reached east; east acknowledged writes up to {worst:.1f} s after a west write it "
+          f"had not received")
+    assert not violations, (
+        f"east acknowledged a write {worst:.1f} s after west acknowledged one east had not received (bound {b:.2f} s): "
+        f"east's apply worker for west was silent up to {w_silent_max:.1f} s, waiting on eu's apply worker, which an "
+        "application session kept waiting one row at a time")
