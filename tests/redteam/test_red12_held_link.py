@@ -17,6 +17,14 @@ Attack: the application launders its own lock through an apply worker. On east:
   again), so X counts as "receiving", and W, silent for as long as the application likes and waiting
   only on X, counts as "held by replication": east keeps hearing west.
 
+The second test does it at both ends (two eu transactions, one stopped at each end): east and west
+cannot replicate to each other at all, and both keep acknowledging writes.
+
+This is not tests/redteam/test_open_throttled_data_link.py (an open finding: a throttled link that
+still delivers, slowly). Here W delivers nothing for as long as the application likes (0 of ~150 west
+writes reached east in a run), silent far past stale_after, and the rule meant to tell a link held by
+replication from one held by an application counts it as held by replication.
+
 The application never blocks W itself (W's blocker is an apply worker), and X is never silent for
 stale_after. The test FAILS while east still acknowledges writes more than ``detection_bound`` after a
 west write it has not received (the measure of tests/redteam/test_open_throttled_data_link.py), and
@@ -57,10 +65,10 @@ HOLD_S = 0.4 * STALE_S  # how long the application holds each row: X is never si
 ROWS = 120  # rows of eu's transaction the application hands along (ROWS * HOLD_S outlasts the test)
 
 
-def _relay(m: Mesh, rows: list[int], first_locked: threading.Event, stop: threading.Event) -> None:
-    """Two application sessions on east pass a row lock along ``rows``: the next row is locked before
+def _relay(m: Mesh, rows: list[int], first_locked: threading.Event, stop: threading.Event, region: str = EAST) -> None:
+    """Two application sessions on ``region`` pass a row lock along ``rows``: the next row is locked before
     the previous one is let go, so eu's apply worker always waits on the application, one turn at a time."""
-    conns = [connect(m, EAST, APP_ROLE) for _ in range(2)]
+    conns = [connect(m, region, APP_ROLE) for _ in range(2)]
     try:
         for i, r in enumerate(rows):
             if stop.is_set():
@@ -161,3 +169,96 @@ def test_an_application_lock_laundered_through_an_apply_worker_keeps_a_stalled_l
         f"east acknowledged a write {worst:.1f} s after west acknowledged one east had not received (bound {b:.2f} s): "
         f"east's apply worker for west was silent up to {w_silent_max:.1f} s, waiting on eu's apply worker, which an "
         "application session kept waiting one row at a time")
+
+
+def test_laundered_both_ways_east_and_west_cannot_replicate_to_each_other_and_both_keep_writing(
+        m: Mesh, agents: Any) -> None:
+    """The same laundering at both ends, with two eu transactions: ``ta`` (``ra``, then the rows east's
+    application relays) and ``tb`` (``rb``, then the rows west's application relays). At east, eu's
+    apply worker stops in ``ta`` holding ``ra`` (``tb`` queues behind it); at west, ``ta`` goes through
+    and eu's apply worker stops in ``tb`` holding ``rb``. West then updates ``ra`` (free at west, held
+    at east) and east updates ``rb`` (free at east, held at west): each one's apply worker for the
+    other waits on an apply worker that "receives". Neither region receives the other's writes, and
+    both keep acknowledging theirs."""
+    b = detection_bound(3, probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S, max_link_delay_s=0.05)
+    healthy(agents)
+    conns = {r: connect(m, r, APP_ROLE, autocommit=True) for r in REGIONS}
+    ra, rb = key(), key()
+    relayed = {EAST: [key() for _ in range(ROWS)], WEST: [key() for _ in range(ROWS)]}
+    healthy(agents)
+    conns[EU].execute("INSERT INTO items (id, v) SELECT x, 'seed' FROM unnest(%s::int[]) x",
+                      ([ra, rb, *relayed[EAST], *relayed[WEST]],))
+    healthy(agents)
+    for r in (EAST, WEST):
+        assert wait_present(m, r, relayed[WEST][-1]), "the seed rows did not replicate"
+    pids = {r: (_apply_pid(m, r, EU), _apply_pid(m, r, WEST if r == EAST else EAST)) for r in (EAST, WEST)}
+    assert all(x and w for x, w in pids.values()), f"apply workers not found: {pids}"
+
+    stop = threading.Event()
+    relays = []
+    for r in (EAST, WEST):
+        first = threading.Event()
+        th = threading.Thread(target=_relay, args=(m, relayed[r], first, stop, r), daemon=True)
+        th.start()
+        relays.append(th)
+        assert first.wait(10)
+    for head, r in ((ra, EAST), (rb, WEST)):  # ta, then tb: two ordinary eu transactions
+        healthy(agents)
+        with conns[EU].transaction():
+            conns[EU].execute("UPDATE items SET v = 'eu' WHERE id = %s", (head,))
+            # in key order (the primary key's index scan), the order the application relays them in
+            conns[EU].execute("UPDATE items SET v = 'eu' WHERE id = ANY(%s)", (relayed[r],))
+    healthy(agents)
+    # at west, ta has been merged and eu's worker holds rb; at east, eu's worker holds ra
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not m.execute(
+            WEST, "SELECT count(*) = 1 FROM items WHERE id = %s AND v = 'eu'", (ra,))[0][0]:
+        time.sleep(0.1)
+    conns[WEST].execute("UPDATE items SET v = 'west' WHERE id = %s", (ra,))
+    conns[EAST].execute("UPDATE items SET v = 'east' WHERE id = %s", (rb,))
+
+    t0 = time.monotonic()
+    acked: dict[str, dict[int, float]] = {EAST: {}, WEST: {}}
+    arrived: dict[str, set[int]] = {EAST: set(), WEST: set()}  # keys of the other region's writes seen here
+    both: list[float] = []  # rounds in which each acknowledged a write past the bound after one it lacks
+    held = {EAST: 0, WEST: 0}
+    n_rounds = 0
+    try:
+        while time.monotonic() - t0 < 4 * b + 6:
+            for r in REGIONS:
+                probe(agents[r], settings(r), control_on=True)
+            n_rounds += 1
+            for r, (x_pid, w_pid) in pids.items():
+                held[r] += bool(m.execute(r, "SELECT pg_blocking_pids(%s) = ARRAY[%s]::int[]", (w_pid, x_pid))[0][0])
+            late = {}
+            for r, other in ((EAST, WEST), (WEST, EAST)):
+                k = key()
+                try:
+                    conns[r].execute("INSERT INTO items (id, v) VALUES (%s, %s)", (k, r))
+                    now = acked[r][k] = time.monotonic()
+                except psycopg.Error:
+                    continue
+                pending = [x for x in acked[other] if x not in arrived[r]]
+                if pending:
+                    arrived[r] |= {x for (x,) in m.execute(r, "SELECT id FROM items WHERE id = ANY(%s)", (pending,))}
+                old = [t for x, t in acked[other].items() if x not in arrived[r] and now - t > b]
+                if old:
+                    late[r] = now - min(old)
+            if len(late) == 2:
+                both.append(min(late.values()))
+            time.sleep(PROBE_S)
+    finally:
+        stop.set()
+        for th in relays:
+            th.join(10)
+        for c in conns.values():
+            c.close()
+    worst = max(both, default=0.0)
+    print(f"\nbound {b:.2f} s; {n_rounds} rounds; the other's apply worker waited on eu's in {held} rounds; "
+          f"{len(acked[WEST])} west writes, {len(arrived[EAST])} reached east; {len(acked[EAST])} east writes, "
+          f"{len(arrived[WEST])} reached west; in {len(both)} rounds both acknowledged a write up to {worst:.1f} s "
+          "after one of the other's they had not received")
+    assert not both, (
+        f"east and west both acknowledged writes up to {worst:.1f} s after a write of the other they had not received "
+        f"(bound {b:.2f} s): neither can replicate to the other, each one's apply worker for the other waiting on "
+        "eu's apply worker, which an application session keeps waiting one row at a time")
