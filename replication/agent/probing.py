@@ -115,31 +115,17 @@ def _data_links(conn: Any, settings: Settings, memory: AgentMemory, now: float) 
     the peer's agent writes to the data stream (its watermark), so a silent data link is a stalled
     one (its apply worker waiting on a lock an application holds, say), whatever its heartbeats say.
     An apply worker busy with a large transaction reads it as it applies it, so it is not silent.
-    Nor is one that waits on a lock held only by other links' apply workers that are themselves
-    receiving (a backfill from one peer being merged holds its rows until it commits, and a change
-    of one of them from another peer waits for it): it is held by replication work, not by an
-    application, and it reads on once that apply commits. Its peer is still heard only while that
-    peer's heartbeats arrive.
     """
     rows = conn.execute(
         "SELECT s.subname, s.subenabled, st.pid IS NOT NULL, coalesce(ss.apply_error_count, 0)::bigint, "
-        "extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8, "
-        # Waiting on busy apply workers only: the longest silence among them (NULL: not waiting, or
-        # waiting on anything else). Looked up only for a link silent for longer than stale_after.
-        "CASE WHEN st.pid IS NOT NULL AND clock_timestamp() - st.last_msg_receipt_time > %(stale)s::float8 * interval '1 second' "
-        "THEN (SELECT CASE WHEN count(*) > 0 AND bool_and(b.pid IS NOT NULL) "
-        "      THEN max(extract(epoch FROM clock_timestamp() - b.last_msg_receipt_time))::float8 END "
-        "      FROM unnest(pg_catalog.pg_blocking_pids(st.pid)) w(pid) "
-        "      LEFT JOIN pg_catalog.pg_stat_subscription b ON b.pid = w.pid AND b.relid IS NULL "
-        "        AND b.leader_pid IS NULL AND b.subid <> st.subid) END "
+        "extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8 "
         "FROM pg_catalog.pg_subscription s "
         "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = current_database() "
         # The leader apply worker: no table (not a table sync worker), no leader (not a parallel apply
         # worker). pg_stat_subscription.worker_type would say so too, but only from PostgreSQL 17.
         "LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
         "  AND st.leader_pid IS NULL "
-        "LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid = s.oid",
-        {"stale": settings.stale_after_s},
+        "LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid = s.oid"
     ).fetchall()
     by_name = {r[0]: r for r in rows}
     me = _node(settings, settings.region)
@@ -158,10 +144,8 @@ def _data_links(conn: Any, settings: Settings, memory: AgentMemory, now: float) 
                 verdicts.append(SubscriptionVerdict(ok=False, running=False, errors=0))
                 down += 1
                 continue
-            _, enabled, running, errors, silent_s, held_by_busy_s = row
-            held_by_replication = held_by_busy_s is not None and held_by_busy_s <= settings.stale_after_s
-            silent = (sub == subscription_name(me, p) and (silent_s is None or silent_s > settings.stale_after_s)
-                      and not held_by_replication)
+            _, enabled, running, errors, silent_s = row
+            silent = sub == subscription_name(me, p) and (silent_s is None or silent_s > settings.stale_after_s)
             if errors > mem.errors:
                 increase += errors - mem.errors
                 mem.error_at = now

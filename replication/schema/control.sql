@@ -234,13 +234,16 @@ $f$;
 -- end_writes could not stop such a commit. lo_open is PUBLIC's, and revoking it needs the
 -- functions' owner (not the RDS master user). So a write to a replicated table is refused from a
 -- session that has opened large objects 1,000 times or more lately: every lo_open scans
--- pg_largeobject_metadata's index once, and the session's scan count not yet reported to the
+-- pg_largeobject_metadata (its index, or the table itself), and the session's scan count not yet reported to the
 -- statistics system covers its current transaction (it only grows within one) and, at most a few
 -- seconds, its earlier ones: it never counts this transaction's opens short. It needs
 -- track_counts, which guard_problem requires.
 CREATE OR REPLACE FUNCTION fraiseql_repl.large_object_opens()
 RETURNS bigint LANGUAGE sql STABLE AS $f$
+    -- the table too: a session started with ignore_system_indexes (any role may, at connect) reads
+    -- it without the index (tests/redteam/test_red12_lo_ignore_indexes.py)
     SELECT pg_catalog.pg_stat_get_xact_numscans('pg_catalog.pg_largeobject_metadata_oid_index'::pg_catalog.regclass)
+         + pg_catalog.pg_stat_get_xact_numscans('pg_catalog.pg_largeobject_metadata'::pg_catalog.regclass)
 $f$;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.check_lease(at_phase text)

@@ -13,13 +13,15 @@ rows with no concurrent traffic, so it never meets this. The transaction here is
 probe timing of the harness (probe 0.25 s, stale 1 s): its apply takes a few seconds, as a
 1,000,000-row backfill's apply takes minutes against the default 15 s.
 
-Fixed (2026-12-07): a data link silent for longer than stale_after whose apply worker waits only on
-other links' apply workers that are receiving is held by replication work, not silent
-(``replication.agent.probing._data_links``, through ``pg_blocking_pids``); its peer is still heard
-only while its heartbeats arrive. On the code before, eu was fenced for the whole apply (63 fenced
-probes over 23.5 s in the run that showed it again).
+``test_control_...`` is the same backfill without the concurrent update (expected to pass: it
+shows the fence comes from the lock wait, not from load).
 
-    .venv/bin/python -m pytest -q tests/redteam/test_red_backfill_false_fence.py
+A fix was tried on 2026-12-07 and withdrawn: a silent link whose apply worker waits only on other
+links' receiving apply workers counted as receiving. Round 12 laundered an application's lock
+through such a worker and kept a stalled link heard past the bound
+(tests/redteam/test_red12_held_link.py).
+
+    .venv/bin/python -m pytest -q tests/redteam/test_open_backfill_false_fence.py
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EU, PROBE_S, WEST, connect, settings, writable
+
+OPEN = pytest.mark.xfail(strict=False, reason="open finding (replication/README.md, Data links): an apply worker waiting on a row lock held by another link's apply of a large transaction receives nothing, so its link looks silent and a healthy region is fenced for the rest of that apply")
 
 ROWS = 60_000
 BASE = 20_000_000
@@ -119,7 +125,8 @@ def _report(fences: list[Any], update_s: float, replicated_s: float) -> str:
             "false fences: " + "; ".join(parts))
 
 
-def test_a_backfill_in_west_and_a_one_row_update_in_eu_fence_nobody(m: Mesh, agents) -> None:
+@OPEN
+def test_a_backfill_in_west_and_a_one_row_update_in_eu_fence_eu(m: Mesh, agents) -> None:
     fences, update_s, replicated_s = _backfill(m, agents, eu_update=True, base=BASE)
     print("\n" + _report(fences, update_s, replicated_s))
     assert not fences, "healthy regions fenced during an ordinary backfill: " + _report(fences, update_s, replicated_s)
