@@ -114,6 +114,50 @@ def wait_present(m: Mesh, region: str, k: int, timeout: float = 10.0, table: str
     return False
 
 
+class Delivery:
+    """A checker over the history of writes that regions acknowledge (rows of items, keyed by
+    ``key()``): a write acknowledged on ``region`` is late when one of ``other``'s acknowledged writes
+    had not reached ``region`` for longer than ``bound`` by then. Two regions that both keep
+    acknowledging late writes cannot replicate to each other and are both taking writes: the split
+    the bound rules out."""
+
+    def __init__(self, m: Mesh, bound: float) -> None:
+        self.m, self.bound = m, bound
+        self.acked: dict[str, dict[int, float]] = {}    # region -> key -> acknowledged at (monotonic)
+        self.arrived: dict[str, dict[int, float]] = {}  # region -> another region's key -> first seen at
+
+    def write(self, conn: psycopg.Connection[Any], region: str,
+              statement: str = "INSERT INTO items (id, v) VALUES (%s, %s)") -> Optional[float]:
+        """One write of a new key on ``region`` (``statement`` takes the key and the region's name):
+        when it was acknowledged, or None if it was refused."""
+        k = key()
+        try:
+            conn.execute(statement.encode(), (k, region))
+        except psycopg.Error:
+            return None
+        at = self.acked.setdefault(region, {})[k] = time.monotonic()
+        return at
+
+    def writes(self, conn: psycopg.Connection[Any], region: str, n: int) -> int:
+        """Up to ``n`` writes on ``region``, stopping at the first refused: how many were acknowledged."""
+        done = 0
+        while done < n and self.write(conn, region) is not None:
+            done += 1
+        return done
+
+    def late(self, region: str, other: str, at: float) -> float:
+        """How late a write ``region`` acknowledged at ``at`` was: how long before it ``other``
+        acknowledged the oldest write ``region`` has not received, if that is longer than the bound
+        (0: not late). Looks the pending writes up on ``region`` first."""
+        seen = self.arrived.setdefault(region, {})
+        pending = [x for x in self.acked.get(other, {}) if x not in seen]
+        if pending:
+            for (x,) in self.m.execute(region, "SELECT id FROM items WHERE id = ANY(%s)", (pending,)):
+                seen[x] = time.monotonic()
+        old = [t for x, t in self.acked.get(other, {}).items() if x not in seen and at - t > self.bound]
+        return at - min(old) if old else 0.0
+
+
 def temp_tables_refused(c: psycopg.Connection[Any]) -> bool:
     """Whether ``c`` (autocommit) is refused temporary tables. The bootstrap takes TEMPORARY from the
     application role (replication/roles.py): the probes that need temporary tables for their attack

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Iterator
 
@@ -34,6 +33,7 @@ from drills.pg import cluster
 from drills.sample import APP_SCHEMA, POLICY
 from replication.model import Node
 from replication.sql import subscription_name
+from tests.replication.links import data_walsender, walsenders_seen
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 HOLD_S = int(os.environ.get("RED11_HOLD_S", "50"))  # the row lock the merge waits on: longer than tcp_user_timeout (30 s)
@@ -64,12 +64,6 @@ def two() -> Iterator[Mesh]:
         yield running
 
 
-def _walsender(m: Mesh) -> int | None:
-    rows = m.execute(EAST, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                     (subscription_name(m.nodes[WEST], m.nodes[EAST]),))
-    return rows[0][0] if rows else None
-
-
 def _apply_errors(m: Mesh) -> int:
     return int(m.execute(WEST, "SELECT coalesce(apply_error_count, 0) FROM pg_stat_subscription_stats "
                                "WHERE subname = %s", (subscription_name(m.nodes[WEST], m.nodes[EAST]),))[0][0])
@@ -84,19 +78,9 @@ def test_a_merge_waiting_on_a_row_lock_past_tcp_user_timeout_keeps_its_data_link
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (8100000, 'before')")
     m.wait_for(WEST, "SELECT v FROM items WHERE id = 8100000", "before")
     time.sleep(0.5)
-    walsender, errors = _walsender(m), _apply_errors(m)
+    walsender, errors = data_walsender(m, EAST, WEST), _apply_errors(m)
     assert walsender is not None
-    seen: set[int | None] = set()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen.add(_walsender(m))
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with walsenders_seen(m, EAST, WEST, every_s=0.1) as seen:
         with m.connect(WEST, autocommit=False) as lock:
             # An application transaction holds the row; the merge of the update waits on it and the
             # apply worker reads nothing meanwhile, while the walsender writes the rest.
@@ -108,9 +92,6 @@ def test_a_merge_waiting_on_a_row_lock_past_tcp_user_timeout_keeps_its_data_link
             time.sleep(HOLD_S)
             lock.rollback()
         time.sleep(10)  # the worker merges what it had read, and meets the end of the connection if it ended
-    finally:
-        done.set()
-        watcher.join()
     ended = [line for line in m.pg[EAST].log_path.read_text(errors="replace").splitlines()
              if "could not send data to client" in line or "could not receive data from client" in line]
     assert seen - {walsender} == set() and _apply_errors(m) == errors, (

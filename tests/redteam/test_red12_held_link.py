@@ -44,8 +44,6 @@ import threading
 import time
 from typing import Any
 
-import psycopg
-
 from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
 from replication.quorum import detection_bound
@@ -58,6 +56,7 @@ from tests.redteam.harness import (
     PROBE_S,
     STALE_S,
     WEST,
+    Delivery,
     connect,
     healthy,
     key,
@@ -124,9 +123,8 @@ def test_an_application_lock_laundered_through_an_apply_worker_keeps_a_stalled_l
     west.execute("UPDATE items SET v = 'west' WHERE id = %s", (r0,))  # W waits on X, which holds r0
 
     t0 = time.monotonic()
-    west_writes: dict[int, float] = {}
-    arrived: set[int] = set()
-    violations: list[tuple[float, float]] = []  # (east ack at, oldest unapplied west ack at)
+    history = Delivery(m, b)
+    late: list[float] = []  # how late east's late acknowledgements were
     both_writable = held_rounds = n_rounds = 0
     both_late: list[float] = []  # rounds in which both were writable, later than the bound after the stall began
     w_silent_max = 0.0
@@ -143,36 +141,21 @@ def test_an_application_lock_laundered_through_an_apply_worker_keeps_a_stalled_l
             if state:
                 held_rounds += bool(state[0][0])
                 w_silent_max = max(w_silent_max, float(state[0][1] or 0))
-            for _ in range(3):
-                k = key()
-                try:
-                    west.execute("INSERT INTO items (id, v) VALUES (%s, 'west')", (k,))
-                    west_writes[k] = time.monotonic()
-                except psycopg.Error:
-                    break
-            try:
-                east.execute("INSERT INTO items (id, v) VALUES (%s, 'east')", (key(),))
-                east_ack = time.monotonic()
-            except psycopg.Error:
-                east_ack = None
-            pending = [x for x in west_writes if x not in arrived]
-            if pending:
-                arrived |= {x for (x,) in m.execute(EAST, "SELECT id FROM items WHERE id = ANY(%s)", (pending,))}
-            if east_ack is not None:
-                old = [t for x, t in west_writes.items() if x not in arrived and east_ack - t > b]
-                if old:
-                    violations.append((east_ack - t0, min(old) - t0))
+            history.writes(west, WEST, 3)
+            east_ack = history.write(east, EAST)
+            if east_ack is not None and (lateness := history.late(EAST, WEST, east_ack)):
+                late.append(lateness)
             time.sleep(PROBE_S)
     finally:
         stop.set()
         relay.join(10)
         for c in (eu, west, east):
             c.close()
-    worst = max((v[0] - v[1] for v in violations), default=0.0)
+    worst = max(late, default=0.0)
     print(f"\nbound {b:.2f} s; {n_rounds} rounds, east and west both writable in {both_writable}; west's apply worker "
-          f"at east waited on eu's in {held_rounds} rounds, silent up to {w_silent_max:.1f} s; {len(west_writes)} west "
-          f"writes, {len(arrived)} reached east; east acknowledged writes up to {worst:.1f} s after a west write it "
-          f"had not received")
+          f"at east waited on eu's in {held_rounds} rounds, silent up to {w_silent_max:.1f} s; "
+          f"{len(history.acked.get(WEST, {}))} west writes, {len(history.arrived.get(EAST, {}))} reached east; east "
+          f"acknowledged writes up to {worst:.1f} s after a west write it had not received")
     # The claim: two regions that cannot replicate to each other never both take writes past the
     # bound. East going on alone is the majority side doing its job (west's last writes arrive when
     # the stall ends); both writable past the bound is the split.
@@ -229,8 +212,7 @@ def test_laundered_both_ways_east_and_west_cannot_replicate_to_each_other_and_bo
     conns[EAST].execute("UPDATE items SET v = 'east' WHERE id = %s", (rb,))
 
     t0 = time.monotonic()
-    acked: dict[str, dict[int, float]] = {EAST: {}, WEST: {}}
-    arrived: dict[str, set[int]] = {EAST: set(), WEST: set()}  # keys of the other region's writes seen here
+    history = Delivery(m, b)
     both: list[float] = []  # rounds in which each acknowledged a write past the bound after one it lacks
     held = {EAST: 0, WEST: 0}
     n_rounds = 0
@@ -243,18 +225,9 @@ def test_laundered_both_ways_east_and_west_cannot_replicate_to_each_other_and_bo
                 held[r] += bool(m.execute(r, "SELECT pg_blocking_pids(%s) = ARRAY[%s]::int[]", (w_pid, x_pid))[0][0])
             late = {}
             for r, other in ((EAST, WEST), (WEST, EAST)):
-                k = key()
-                try:
-                    conns[r].execute("INSERT INTO items (id, v) VALUES (%s, %s)", (k, r))
-                    now = acked[r][k] = time.monotonic()
-                except psycopg.Error:
-                    continue
-                pending = [x for x in acked[other] if x not in arrived[r]]
-                if pending:
-                    arrived[r] |= {x for (x,) in m.execute(r, "SELECT id FROM items WHERE id = ANY(%s)", (pending,))}
-                old = [t for x, t in acked[other].items() if x not in arrived[r] and now - t > b]
-                if old:
-                    late[r] = now - min(old)
+                now = history.write(conns[r], r)
+                if now is not None and (lateness := history.late(r, other, now)):
+                    late[r] = lateness
             if len(late) == 2:
                 both.append(min(late.values()))
             time.sleep(PROBE_S)
@@ -265,10 +238,11 @@ def test_laundered_both_ways_east_and_west_cannot_replicate_to_each_other_and_bo
         for c in conns.values():
             c.close()
     worst = max(both, default=0.0)
+    acked, arrived = history.acked, history.arrived
     print(f"\nbound {b:.2f} s; {n_rounds} rounds; the other's apply worker waited on eu's in {held} rounds; "
-          f"{len(acked[WEST])} west writes, {len(arrived[EAST])} reached east; {len(acked[EAST])} east writes, "
-          f"{len(arrived[WEST])} reached west; in {len(both)} rounds both acknowledged a write up to {worst:.1f} s "
-          "after one of the other's they had not received")
+          f"{len(acked.get(WEST, {}))} west writes, {len(arrived.get(EAST, {}))} reached east; "
+          f"{len(acked.get(EAST, {}))} east writes, {len(arrived.get(WEST, {}))} reached west; in {len(both)} rounds "
+          f"both acknowledged a write up to {worst:.1f} s after one of the other's they had not received")
     assert not both, (
         f"east and west both acknowledged writes up to {worst:.1f} s after a write of the other they had not received "
         f"(bound {b:.2f} s): neither can replicate to the other, each one's apply worker for the other waiting on "
