@@ -92,7 +92,15 @@ REQUIRED_PARAMETERS: dict[str, str] = {
     "max_slot_wal_keep_size": "20GB",
     # Detect a dead link in seconds, not the 60 s default.
     "wal_sender_timeout": "30s",
-    "wal_receiver_timeout": "30s",
+    # A subscriber that has received nothing for half of this asks its walsender for a reply, which
+    # the walsender sends even while it decodes (a large transaction: minutes, and nothing to send
+    # until its commit; with the data links' wal_sender_timeout of 0 it sends no keepalive of its
+    # own). So a data link whose apply worker is free to read hears its peer at least every 5 s,
+    # within the agent's default stale_after (15 s); at 30 s a million-row transaction fenced
+    # healthy regions (the long nemesis, 7 and 9 false fences). An apply worker held inside a merge
+    # (a lock) asks nothing and stays silent, as the fence needs. Nothing received for 10 s ends the
+    # connection (a dead peer), and the worker reconnects.
+    "wal_receiver_timeout": "10s",
     # COMMIT PREPARED runs no trigger: a prepared transaction could commit a write after its region
     # was fenced. The lease check refuses every write where this is not 0.
     "max_prepared_transactions": "0",
@@ -114,7 +122,7 @@ RDS_PARAMETERS: dict[str, tuple[str, str]] = {
     "max_worker_processes": ("32", "pending-reboot"),
     "max_slot_wal_keep_size": ("20480", "immediate"),
     "wal_sender_timeout": ("30000", "immediate"),
-    "wal_receiver_timeout": ("30000", "immediate"),
+    "wal_receiver_timeout": ("10000", "immediate"),
     "max_prepared_transactions": ("0", "pending-reboot"),
     "max_notify_queue_pages": ("1024", "pending-reboot"),
     # "all" records the statements DO blocks run, the subscriptions' connection strings among them
@@ -544,6 +552,8 @@ def render_subscriptions(
             # server log, is the statement, password included.
             options = (f"origin = none, copy_data = false, create_slot = false, slot_name = {_lit(sub)}, "
                        f"enabled = true, disable_on_error = false, streaming = {streaming}")
+            if publication == PUBLICATION:  # the data link's merge marker, before its first merge (objects.sql)
+                out.append(f"SELECT {SCHEMA}.make_merge_marker({_lit(sub)})")
             out.append(
                 "DO $do$ DECLARE\n"
                 f"  pw text := nullif(current_setting({setting}, true), '');\n"

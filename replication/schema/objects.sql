@@ -326,53 +326,106 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.apply_failures (
 -- tests/replication/test_apply_memory.py), 8 GB for a million-row transaction. So the first 1,000
 -- changes of a transaction are merged carefully, and the rest without: an error there aborts the
 -- whole apply transaction, PostgreSQL counts it (pg_stat_subscription_stats.apply_error_count) and
--- the worker receives the transaction again, and this time merges all of it carefully, because the
--- count differs from the one recorded by the last transaction it committed carefully. The count is
--- read once per transaction, with the time the counts were last reset (a reset can bring the count
--- back to the recorded one: tests/redteam/test_red11_stats_reset.py). Any failed attempt counts,
--- a dropped connection too; a crash, which discards the counts, does not where none was recorded.
--- The decision is cached in a setting keyed by the transaction id, so no preset value can stand
--- for it.
+-- the worker receives the transaction again. The count is read once per transaction, with the time
+-- the counts were last reset (a reset can bring the count back to the recorded one:
+-- tests/redteam/test_red11_stats_reset.py), and compared with the one recorded by the last
+-- transaction the worker committed. A count that differs is any failed attempt: a merge that failed
+-- in the fast part, and also a dropped connection or a restart. They are told apart by the link's
+-- merge marker (merge_marker, made by the bootstrap with the subscription), a sequence, which no
+-- rollback undoes: the fast part moves it to odd before each merge and back to even after, so an
+-- attempt that ended inside a merge left it odd. Then the whole transaction is merged carefully
+-- (the marker stays odd, so a careful attempt that fails too is followed by another, until the
+-- next transaction starts with no failure and settles it even); otherwise it is merged as any
+-- other. A link without a marker (bootstrapped by an earlier release) merges the whole
+-- transaction carefully after any failure. A crash discards the counts, which reads as "nothing
+-- failed" where none was recorded, and may leave the marker either way: a wrong guess costs one
+-- more attempt, never a change. The decision is cached in a setting keyed by the transaction id
+-- ("xid mode changes marker"), so no preset value can stand for it.
+CREATE OR REPLACE FUNCTION fraiseql_repl.merge_marker(subname text)
+RETURNS regclass LANGUAGE sql STABLE AS $f$
+    SELECT pg_catalog.to_regclass(pg_catalog.format('fraiseql_repl.%I', 'merging:' || subname))
+$f$;
+
+-- The bootstrap makes each data link's marker (owned by it, as the change log is; nobody else may
+-- use it: an application that moved it could keep a failing merge from ever being parked).
+CREATE OR REPLACE FUNCTION fraiseql_repl.make_merge_marker(subname text)
+RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+    IF fraiseql_repl.merge_marker(subname) IS NULL THEN
+        EXECUTE pg_catalog.format('CREATE SEQUENCE fraiseql_repl.%I AS bigint MINVALUE 0 START WITH 0 NO CYCLE',
+                                  'merging:' || subname);
+        EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE fraiseql_repl.%I FROM PUBLIC', 'merging:' || subname);
+    END IF;
+END $f$;
+
+-- Even, and called once (a sequence's first nextval returns its start and moves nothing).
+CREATE OR REPLACE FUNCTION fraiseql_repl.settle_merge_marker(marker regclass)
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    v bigint;
+    called boolean;
+BEGIN
+    FOR i IN 1 .. 3 LOOP
+        EXECUTE pg_catalog.format('SELECT last_value, is_called FROM %s', marker) INTO v, called;
+        EXIT WHEN called AND v % 2 = 0;
+        PERFORM pg_catalog.nextval(marker);
+    END LOOP;
+END $f$;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.make_merge_marker(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.settle_merge_marker(regclass) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.merge_carefully()
 RETURNS boolean LANGUAGE plpgsql AS $f$
 DECLARE
     xid text := pg_catalog.pg_current_xact_id()::text;
-    cached text := coalesce(pg_catalog.current_setting('fraiseql_repl.merging', true), '');
-    mode text;
+    cached text[] := pg_catalog.string_to_array(coalesce(pg_catalog.current_setting('fraiseql_repl.merging', true), ''), ' ');
     n bigint;
     sub oid;
+    subname text;
     errors bigint;
     since timestamptz;
+    marker regclass;
+    failed boolean;
 BEGIN
-    IF pg_catalog.split_part(cached, ' ', 1) = xid THEN
-        mode := pg_catalog.split_part(cached, ' ', 2);
-        IF mode = 'fast' THEN
+    IF cached[1] = xid THEN
+        IF cached[2] = 'fast' THEN
             RETURN false;
-        ELSIF mode = 'careful' THEN
+        ELSIF cached[2] = 'careful' THEN
             RETURN true;
         END IF;
-        n := pg_catalog.split_part(cached, ' ', 3)::bigint + 1;
+        n := cached[3]::bigint + 1;
         IF n > 1000 THEN
-            PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' fast', true);
+            IF cached[4] <> '' THEN
+                PERFORM fraiseql_repl.settle_merge_marker(cached[4]::oid::regclass);
+            END IF;
+            PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'fast', n, cached[4]), true);
             RETURN false;
         END IF;
-        PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' counting ' || n, true);
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'counting', n, cached[4]), true);
         RETURN true;
     END IF;
-    -- The transaction's first change: did the last attempt fail?
-    SELECT w.subid, coalesce(s.apply_error_count, 0), s.stats_reset INTO sub, errors, since
+    -- The transaction's first change: did the last attempt fail, and inside a merge?
+    SELECT w.subid, w.subname, coalesce(s.apply_error_count, 0), s.stats_reset INTO sub, subname, errors, since
     FROM pg_catalog.pg_stat_subscription w
     LEFT JOIN pg_catalog.pg_stat_subscription_stats s ON s.subid = w.subid
     WHERE w.pid = pg_catalog.pg_backend_pid() LIMIT 1;
-    IF sub IS NULL OR (SELECT (a.errors, a.counted_since) FROM fraiseql_repl.apply_failures a WHERE a.subid = sub)
-                      IS DISTINCT FROM (errors, since) THEN
-        IF sub IS NOT NULL THEN
-            INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors, counted_since) VALUES (sub, errors, since)
-                ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors, counted_since = excluded.counted_since;
+    marker := CASE WHEN sub IS NOT NULL THEN fraiseql_repl.merge_marker(subname) END;
+    failed := sub IS NULL OR (SELECT (a.errors, a.counted_since) FROM fraiseql_repl.apply_failures a WHERE a.subid = sub)
+                             IS DISTINCT FROM (errors, since);
+    IF failed AND sub IS NOT NULL THEN
+        IF marker IS NOT NULL THEN
+            EXECUTE pg_catalog.format('SELECT is_called AND last_value %% 2 = 1 FROM %s', marker) INTO failed;
         END IF;
+        INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors, counted_since) VALUES (sub, errors, since)
+            ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors, counted_since = excluded.counted_since;
+    END IF;
+    IF failed THEN
         PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' careful', true);
     ELSE
-        PERFORM pg_catalog.set_config('fraiseql_repl.merging', xid || ' counting 1', true);
+        IF marker IS NOT NULL THEN
+            PERFORM fraiseql_repl.settle_merge_marker(marker);  -- odd from an attempt that failed and was retried
+        END IF;
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'counting', 1, marker::oid), true);
     END IF;
     RETURN true;
 END $f$;
@@ -389,13 +442,21 @@ DECLARE
     lost boolean := false;
     state text;
     msg text;
+    marker regclass;  -- the link's merge marker, in the fast part (merge_carefully)
 BEGIN
     IF NOT fraiseql_repl.merge_carefully() THEN
+        marker := nullif(pg_catalog.split_part(pg_catalog.current_setting('fraiseql_repl.merging'), ' ', 4), '')::oid;
+        IF marker IS NOT NULL THEN
+            PERFORM pg_catalog.nextval(marker);  -- odd: a merge is under way
+        END IF;
         kind := fraiseql_repl.merge_change(NEW);
         IF kind IS DISTINCT FROM 'unique_incoming_lost' THEN
             IF kind IS NOT NULL AND kind NOT IN ('inserted', 'updated', 'duplicate', 'delete_applied',
                                                  'delete_nothing_to_remove') THEN
                 PERFORM fraiseql_repl.note(NEW.tbl, kind);
+            END IF;
+            IF marker IS NOT NULL THEN
+                PERFORM pg_catalog.nextval(marker);  -- even: it ended
             END IF;
             RETURN NULL;
         END IF;
@@ -441,6 +502,9 @@ BEGIN
     ON CONFLICT (origin, id) DO UPDATE SET attempts = fraiseql_repl.parked.attempts + 1,
         sqlstate = excluded.sqlstate, error = excluded.error;
     PERFORM fraiseql_repl.note(NEW.tbl, CASE WHEN state = 'FQ004' THEN 'unique_incoming_lost' ELSE 'parked' END);
+    IF marker IS NOT NULL THEN
+        PERFORM pg_catalog.nextval(marker);  -- even: the fast part's unique clash is parked
+    END IF;
     RETURN NULL;
 END $f$;
 

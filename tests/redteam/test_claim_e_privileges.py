@@ -194,3 +194,23 @@ def test_holds_app_cannot_create_temporary_objects(m: Mesh) -> None:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute(sql.encode())
     app.close()
+
+
+@pytest.mark.parametrize("role", [APP_ROLE, AGENT_ROLE])
+def test_holds_no_role_moves_or_makes_a_data_links_merge_marker(m: Mesh, role: str) -> None:
+    # The marker tells an apply worker whether its last attempt failed inside a merge (objects.sql,
+    # merge_carefully): a role that kept it even would keep a failing merge from ever being parked,
+    # and one that kept it odd would make every retry merge its whole transaction carefully.
+    markers = [n for (n,) in m.execute(EAST, "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c "
+                                             "WHERE c.relkind = 'S' AND c.relname LIKE 'merging:%'")]
+    assert len(markers) == 2, markers  # one per data link into us-east-1
+    c = connect(m, EAST, role, autocommit=True)
+    try:
+        for marker in markers:
+            for sql, args in (("SELECT nextval(%s::regclass)", (marker,)), ("SELECT setval(%s::regclass, 0)", (marker,)),
+                              ("SELECT fraiseql_repl.settle_merge_marker(%s::regclass)", (marker,)),
+                              ("SELECT fraiseql_repl.make_merge_marker('fq_new')", ())):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(sql.encode(), args or None)
+    finally:
+        c.close()

@@ -10,11 +10,11 @@ that ran it, and false fences under load.
 
 from __future__ import annotations
 
-import threading
 import time
 
 from drills.mesh import REGIONS, Mesh
 from replication.sql import subscription_name
+from tests.replication.links import data_walsender, walsenders_seen
 
 EAST, WEST, EU = REGIONS
 
@@ -41,43 +41,24 @@ def test_the_heartbeat_links_ask_for_streaming_and_small_decoding_memory(m: Mesh
     assert all(stream == "t" and "logical_decoding_work_mem=64kB" in ci for _, stream, ci in control)
 
 
-def _data_walsender(m: Mesh) -> int | None:
-    rows = m.execute(EAST, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                     (subscription_name(m.nodes[WEST], m.nodes[EAST]),))
-    return rows[0][0] if rows else None
-
-
 def test_a_merge_silent_for_longer_than_wal_sender_timeout_keeps_its_data_link(m: Mesh) -> None:
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (5100000, 'before')")
     m.wait_for(WEST, "SELECT v FROM items WHERE id = 5100000", "before")
     m.execute(EAST, "ALTER SYSTEM SET wal_sender_timeout = '1s'")
     m.execute(EAST, "SELECT pg_reload_conf()")
-    seen: set[int | None] = set()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen.add(_data_walsender(m))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch)
     try:
         time.sleep(0.5)
-        walsender = _data_walsender(m)
+        walsender = data_walsender(m, EAST, WEST)
         assert walsender is not None
-        watcher.start()
-        with m.connect(WEST, autocommit=False) as lock:
+        with walsenders_seen(m, EAST, WEST) as seen, m.connect(WEST, autocommit=False) as lock:
             # The merge of the update waits on this row lock, and reads nothing meanwhile.
             lock.execute("SELECT 1 FROM items WHERE id = 5100000 FOR UPDATE")
             m.execute(EAST, "UPDATE items SET v = 'after' WHERE id = 5100000")
             time.sleep(5)  # five times the timeout
             lock.rollback()
-        m.wait_for(WEST, "SELECT v FROM items WHERE id = 5100000", "after", timeout=60)
-        time.sleep(0.5)
+            m.wait_for(WEST, "SELECT v FROM items WHERE id = 5100000", "after", timeout=60)
+            time.sleep(0.5)
     finally:
-        done.set()
-        if watcher.is_alive():
-            watcher.join()
         m.execute(EAST, "ALTER SYSTEM RESET wal_sender_timeout")
         m.execute(EAST, "SELECT pg_reload_conf()")
     assert seen == {walsender}, f"the data link's walsender changed: {walsender} then {seen - {walsender}}"
@@ -88,3 +69,21 @@ def test_the_data_links_leave_a_dead_peer_to_tcp(m: Mesh) -> None:
     assert len(subs) == 2
     for _, ci in subs:
         assert "wal_sender_timeout=0" in ci and "tcp_user_timeout=30000" in ci, ci
+
+
+def test_a_data_link_with_nothing_to_send_is_never_silent_for_half_the_receiver_timeout(m: Mesh) -> None:
+    # A data link's walsender sends no keepalive of its own (wal_sender_timeout = 0) and nothing at
+    # all while it decodes a large transaction, or while its writer writes nothing: here, a mesh with
+    # no agent writing watermarks. The subscriber asks for a reply after half of wal_receiver_timeout
+    # (10 s) without anything, so the fence agent, which counts a data link silent for stale_after
+    # (15 s by default) as cut, sees it receive every 5 s or so. At 30 s a million-row transaction
+    # fenced healthy regions (replication/README.md, large transactions and heartbeats).
+    sub = subscription_name(m.nodes[WEST], m.nodes[EAST])
+    worst = 0.0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        age = m.execute(WEST, "SELECT extract(epoch FROM clock_timestamp() - last_msg_receipt_time)::float8 "
+                              "FROM pg_stat_subscription WHERE subname = %s AND relid IS NULL", (sub,))[0][0]
+        worst = max(worst, float(age if age is not None else 1e9))
+        time.sleep(0.2)
+    assert worst < 9, f"west's data link from east received nothing for {worst:.1f} s"
