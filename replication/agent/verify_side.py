@@ -53,7 +53,8 @@ class VerifySide:
                                  (rnd, horizon, s.verify_buckets))
                     done.add((rnd, "digests"))
                 elif phase >= 1 / 3 and (rnd, "keys") not in done:
-                    conn.execute("SELECT fraiseql_repl.publish_key_details(%s, %s)", (rnd, s.verify_buckets))
+                    conn.execute("SELECT fraiseql_repl.publish_key_details(%s, %s, to_timestamp(%s))",
+                                 (rnd, s.verify_buckets, horizon))
                     done.add((rnd, "keys"))
                 elif phase >= 2 / 3 and (rnd, "count") not in done:
                     n, = conn.execute("SELECT count(DISTINCT (table_name, pk)) FROM fraiseql_repl.diverged_keys(%s, "

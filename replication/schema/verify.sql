@@ -114,8 +114,14 @@ BEGIN
     RETURN n;
 END $f$;
 
--- Step 2: for buckets where a peer's digest of that round differs from ours, our keys.
-CREATE OR REPLACE FUNCTION fraiseql_repl.publish_key_details(rnd bigint, buckets integer)
+-- Step 2: for buckets where a peer's digest of that round differs from ours, our keys. Not while a
+-- writer (this one, or a peer that published digests this round) has yet to apply something
+-- written before the round's horizon (its watermarks say so: applied, peer_applied): its buckets
+-- differ for that alone, and a large transaction in flight makes every bucket differ, so the keys
+-- would be every key of the table, sent through the heartbeats' link, and every heartbeat would
+-- wait behind them at every peer (a 1,000,000-row load fenced every region: the long nemesis of
+-- 2026-12-07). A writer with no watermark on record is compared.
+CREATE OR REPLACE FUNCTION fraiseql_repl.publish_key_details(rnd bigint, buckets integer, horizon timestamptz)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     m record;
@@ -124,6 +130,14 @@ DECLARE
     k bigint;
     me text := fraiseql_repl.node_name();
 BEGIN
+    IF horizon IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM fraiseql_repl.applied a
+                WHERE a.origin <> me AND a.at < horizon AND a.origin IN (SELECT x.name FROM fraiseql_repl.members x))
+        OR EXISTS (SELECT 1 FROM fraiseql_repl.peer_applied p
+                   WHERE p.at < horizon AND p.origin <> p.peer AND p.origin IN (SELECT x.name FROM fraiseql_repl.members x)
+                     AND p.peer IN (SELECT d.node FROM fraiseql_repl.digests d WHERE d.round = rnd AND d.node <> me))) THEN
+        RETURN 0;
+    END IF;
     FOR m IN SELECT DISTINCT table_name FROM fraiseql_repl.digests WHERE round = rnd AND node = me LOOP
         SELECT array_agg(DISTINCT b) INTO wanted FROM (
             SELECT coalesce(mine.bucket, theirs.bucket) AS b
@@ -153,6 +167,12 @@ BEGIN
     END LOOP;
     RETURN n;
 END $f$;
+
+-- The previous release's agents call it without a horizon: compared as they were.
+CREATE OR REPLACE FUNCTION fraiseql_repl.publish_key_details(rnd bigint, buckets integer)
+RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT fraiseql_repl.publish_key_details(rnd, buckets, NULL::timestamptz)
+$f$;
 
 -- Step 3: keys whose state here differs from a peer's, once both reported the bucket; keys
 -- changed after the horizon are still travelling and are not counted.

@@ -110,7 +110,7 @@ def test_the_agents_rounds_count_diverged_rows_through_the_control_channel(m: Me
         m.execute(n, "SELECT fraiseql_repl.publish_digests(%s, %s::timestamptz, 64)", (rnd, horizon))
     time.sleep(0.5)
     for n in REGIONS:
-        m.execute(n, "SELECT fraiseql_repl.publish_key_details(%s, 64)", (rnd,))
+        m.execute(n, "SELECT fraiseql_repl.publish_key_details(%s, 64, %s::timestamptz)", (rnd, horizon))
     time.sleep(0.5)
     found = {n: {(t, pk["id"]) for t, pk, _ in m.execute(
                  n, "SELECT * FROM fraiseql_repl.diverged_keys(%s, %s::timestamptz)", (rnd, horizon))}
@@ -120,6 +120,41 @@ def test_the_agents_rounds_count_diverged_rows_through_the_control_channel(m: Me
     with _conns_ctx(m) as c:
         repair(c, verify(c, buckets=64, margin_s=0.1))
     m.wait_converged(["items"], timeout=20)
+
+
+def test_no_keys_are_published_while_a_writer_has_not_applied_what_was_written_before_the_horizon(m: Mesh) -> None:
+    # A large transaction in flight makes every bucket differ: the keys would be every key of the
+    # table, sent through the heartbeats' link, and every heartbeat would wait behind them.
+    _inject(m, 15000)
+    horizon = m.execute(A, "SELECT (clock_timestamp() - interval '0.1 second')::text")[0][0]
+    rnd = 43
+    for n in REGIONS:
+        m.execute(n, "SELECT fraiseql_repl.publish_digests(%s, %s::timestamptz, 64)", (rnd, horizon))
+    time.sleep(0.5)
+    mine = "SELECT count(*) FROM fraiseql_repl.digest_keys WHERE round = %s AND node = %s"
+    # B's watermark says it has applied C's writes only up to a minute before the horizon
+    m.execute(A, "INSERT INTO fraiseql_repl.peer_applied AS p (peer, origin, at) "
+                 "VALUES (%s, %s, %s::timestamptz - interval '1 minute') ON CONFLICT (peer, origin) DO UPDATE SET at = excluded.at",
+              (B, C, horizon))
+    try:
+        assert m.execute(A, "SELECT fraiseql_repl.publish_key_details(%s, 64, %s::timestamptz)", (rnd, horizon)) == [(0,)]
+        assert m.execute(A, mine, (rnd, A)) == [(0,)]
+        # so is A itself, behind on C
+        m.execute(A, "DELETE FROM fraiseql_repl.peer_applied WHERE peer = %s AND origin = %s", (B, C))
+        m.execute(A, "INSERT INTO fraiseql_repl.applied AS a (origin, at) VALUES (%s, %s::timestamptz - interval '1 minute') "
+                     "ON CONFLICT (origin) DO UPDATE SET at = excluded.at", (C, horizon))
+        assert m.execute(A, "SELECT fraiseql_repl.publish_key_details(%s, 64, %s::timestamptz)", (rnd, horizon)) == [(0,)]
+        # caught up: the keys of the buckets that differ are published
+        m.execute(A, "UPDATE fraiseql_repl.applied SET at = %s::timestamptz + interval '1 second' WHERE origin = %s",
+                  (horizon, C))
+        assert m.execute(A, "SELECT fraiseql_repl.publish_key_details(%s, 64, %s::timestamptz)", (rnd, horizon))[0][0] > 0
+        assert m.execute(A, mine, (rnd, A))[0][0] > 0
+    finally:
+        m.execute(A, "DELETE FROM fraiseql_repl.peer_applied WHERE peer = %s AND origin = %s", (B, C))
+        m.execute(A, "DELETE FROM fraiseql_repl.applied WHERE origin = %s", (C,))
+        with _conns_ctx(m) as c:
+            repair(c, verify(c, buckets=64, margin_s=0.1))
+        m.wait_converged(["items"], timeout=20)
 
 
 class _conns_ctx:
