@@ -363,7 +363,6 @@ DECLARE
     shard_sql text := '';
     shard_ins_sql text;
     counter_set text := '';
-    shown text;   -- what the column shows: the live shards' sum (clamped to an integer type's range)
 BEGIN
     IF t ->> 'strategy' <> 'counter' THEN
         RETURN jsonb_build_object('shard_sql', '', 'shard_ins_sql', '', 'counter_set', '');
@@ -383,48 +382,30 @@ BEGIN
             'clamp_open', CASE WHEN typ IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) THEN 'least(greatest(' ELSE '' END,
             'clamp_close', CASE typ WHEN 'int2'::regtype THEN ', -32768), 32767)'
                                     WHEN 'int4'::regtype THEN ', -2147483648), 2147483647)'
-                                    WHEN 'int8'::regtype THEN ', -9223372036854775808), 9223372036854775807)' ELSE '' END,
-            'bounds', CASE typ WHEN 'int2'::regtype THEN '-32768, 32767'
-                               WHEN 'int4'::regtype THEN '-2147483648, 2147483647'
-                               WHEN 'int8'::regtype THEN '-9223372036854775808, 9223372036854775807' ELSE '' END);
-        -- The sum over every incarnation the key's deletes have not removed: regions that create
-        -- the same key concurrently add up, whether or not they named the incarnation alike.
-        -- An integer column shows the sum clamped to its type's range: shards written legally on
-        -- two writers may add up past it, and a merge that failed on that would stall the link
-        -- (the shard's apply runs outside receive_change's exception block) on every writer.
-        -- The shards keep the true sum (numeric); every writer clamps it alike.
-        shown := fraiseql_repl.fill(
-            '{{clamp_open}}(SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
-            'WHERE s.table_name = {{lit}} AND s.pk = _fq_key AND s.col = {{col_lit}} AND NOT EXISTS (SELECT 1 '
-            'FROM fraiseql_repl.tombstones x WHERE x.table_name = {{lit}} AND x.pk = _fq_key AND x.born >= s.born)){{clamp_close}}::{{col_type}}', p);
-        p := p || jsonb_build_object('shown', shown);
-        -- A local write's contribution is what it added to the value it read. Where that value was
-        -- clamped, the row would go on showing the writer's own arithmetic (the clamped value plus
-        -- the contribution) while every peer shows the clamped sum: the row is refreshed to that sum
-        -- (after every column's contribution: _fq_refresh), and the refresh's own update (a nested
-        -- one, that writes what the shards already hold) contributes nothing. Where the row shows
-        -- its shards' sum, as it does outside that refresh, a write of that same value changes
-        -- nothing, so no contribution is lost by the rule.
+                                    WHEN 'int8'::regtype THEN ', -9223372036854775808), 9223372036854775807)' ELSE '' END);
         shard_sql := shard_sql || fraiseql_repl.fill($s$
         _fq_delta := coalesce(NEW.{{col_ident}}, 0)::numeric - CASE WHEN _fq_moved THEN 0 ELSE coalesce(OLD.{{col_ident}}, 0)::numeric END;
-        IF _fq_delta <> 0 {{refresh_skip}}THEN
+        IF _fq_delta <> 0 THEN
             INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
             VALUES ({{lit}}, jsonb_build_object({{pk_json_new}}), {{col_lit}}, fraiseql_repl.node_name(), NEW._repl_born, _fq_delta)
             ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;
-        END IF;{{refresh_check}}$s$, p || CASE WHEN p ->> 'bounds' = '' THEN '{"refresh_skip": "", "refresh_check": ""}'::jsonb
-            ELSE jsonb_build_object(
-                'refresh_skip', fraiseql_repl.fill('AND NOT (pg_catalog.pg_trigger_depth() > 1 AND NEW.{{col_ident}} = {{shown}}) ', p),
-                'refresh_check', fraiseql_repl.fill($r$
-        IF NOT _fq_moved AND OLD.{{col_ident}} IN ({{bounds}}) AND NEW.{{col_ident}} IS DISTINCT FROM {{shown}} THEN
-            _fq_refresh := true;
-        END IF;$r$, p)) END);
+        END IF;$s$, p);
         -- An insert's contribution is its value (one statement, one row per key).
         shard_ins_sql := coalesce(shard_ins_sql, '') || fraiseql_repl.fill($s$
         INSERT INTO fraiseql_repl.shards AS s (table_name, pk, col, node, born, amount)
         SELECT {{lit}}, jsonb_build_object({{pk_json_n}}), {{col_lit}}, fraiseql_repl.node_name(), _fq_n._repl_born, coalesce(_fq_n.{{col_ident}}, 0)::numeric
         FROM _fq_new _fq_n WHERE coalesce(_fq_n.{{col_ident}}, 0)::numeric <> 0
         ON CONFLICT (table_name, pk, col, node, born) DO UPDATE SET amount = s.amount + excluded.amount;$s$, p);
-        counter_set := counter_set || fraiseql_repl.fill(', {{col_ident}} = {{shown}}', p);
+        -- The sum over every incarnation the key's deletes have not removed: regions that create
+        -- the same key concurrently add up, whether or not they named the incarnation alike.
+        -- An integer column shows the sum clamped to its type's range: shards written legally on
+        -- two writers may add up past it, and a merge that failed on that would stall the link
+        -- (the shard's apply runs outside receive_change's exception block) on every writer.
+        -- The shards keep the true sum (numeric); every writer clamps it alike.
+        counter_set := counter_set || fraiseql_repl.fill(
+            ', {{col_ident}} = {{clamp_open}}(SELECT coalesce(sum(s.amount), 0) FROM fraiseql_repl.shards s '
+            'WHERE s.table_name = {{lit}} AND s.pk = _fq_key AND s.col = {{col_lit}} AND NOT EXISTS (SELECT 1 '
+            'FROM fraiseql_repl.tombstones x WHERE x.table_name = {{lit}} AND x.pk = _fq_key AND x.born >= s.born)){{clamp_close}}::{{col_type}}', p);
     END LOOP;
     RETURN jsonb_build_object('shard_sql', shard_sql, 'shard_ins_sql', coalesce(shard_ins_sql, ''),
                               'counter_set', substr(counter_set, 3));
@@ -516,8 +497,6 @@ CREATE OR REPLACE FUNCTION {{emit_row_fn}}() RETURNS trigger LANGUAGE plpgsql SE
 DECLARE
     _fq_del_ts timestamptz;
     _fq_delta numeric;
-    _fq_key jsonb := jsonb_build_object({{pk_json_new}});
-    _fq_refresh boolean := false;
     _fq_moved boolean := jsonb_build_object({{pk_json_new}}) IS DISTINCT FROM jsonb_build_object({{pk_json_old}});
 BEGIN
     IF _fq_moved THEN
@@ -548,9 +527,6 @@ BEGIN
         VALUES (fraiseql_repl.node_name(), {{lit}}, 'u', jsonb_build_object({{pk_json_new}}), NEW._repl_ts, NEW._repl_node, NEW._repl_born,
                 fraiseql_repl.hold_back_image({{lit}}, 'u', to_jsonb(NEW)));
         {{shard_sql}}
-        IF _fq_refresh THEN
-            PERFORM {{refresh_fn}}(_fq_key);  -- a clamped counter shows the clamped sum, as on every peer
-        END IF;
     END IF;
     RETURN NULL;
 END $f$$b$, t)
