@@ -19,7 +19,6 @@ that ended anywhere else; only the first is retried carefully.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -28,19 +27,11 @@ import pytest
 
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
-from replication.sql import subscription_name
+from tests.replication.links import anon_kb, apply_pid, merging
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 ROWS = 30_000
 BASE = 8_500_000
-
-
-def _anon_kb(pid: int) -> int:
-    try:
-        match = re.search(r"RssAnon:\s+(\d+)", open(f"/proc/{pid}/status").read())
-    except OSError:
-        return 0
-    return int(match[1]) if match else 0
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +40,20 @@ def two() -> Iterator[Mesh]:
         yield running
 
 
-def _apply_pid(m: Mesh) -> int | None:
-    rows = m.execute(WEST, "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL "
-                           "AND relid IS NULL", (subscription_name(m.nodes[WEST], m.nodes[EAST]),))
-    return int(rows[0][0]) if rows else None
-
-
-def _merging(m: Mesh, pid: int) -> bool:
-    # the apply worker is inside a transaction that has written (its merges)
-    return bool(m.execute(WEST, "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = %s", (pid,))
-                == [(True,)])
-
-
 def test_a_clean_large_transaction_whose_link_resets_once_is_merged_under_1kb_per_row(two: Mesh) -> None:
     m = two
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'first')", (BASE,))
     m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE}", 1)
-    first = _apply_pid(m)
+    first = apply_pid(m, WEST, EAST)
     assert first is not None
     peaks: dict[int, list[int]] = {}  # apply worker pid -> [first sample, peak]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            pid = _apply_pid(m)
+            pid = apply_pid(m, WEST, EAST)
             if pid is not None:
-                kb = _anon_kb(pid)
+                kb = anon_kb(pid)
                 if kb:
                     seen = peaks.setdefault(pid, [kb, kb])
                     seen[1] = max(seen[1], kb)
@@ -86,7 +65,7 @@ def test_a_clean_large_transaction_whose_link_resets_once_is_merged_under_1kb_pe
         with m.connect(EAST) as c, c.transaction():
             c.execute(f"INSERT INTO items (id, v) SELECT {BASE} + g, repeat('x', 100) FROM generate_series(1, {ROWS}) g")
         deadline = time.monotonic() + 120
-        while not _merging(m, first):
+        while not merging(m, WEST, first):
             assert time.monotonic() < deadline, "the large transaction never reached the subscriber"
             time.sleep(0.05)
         time.sleep(0.5)  # merging: the first worker has begun the transaction

@@ -18,7 +18,6 @@ time after recovery and the retry kept 0.33-0.34 kB per row. Kept as a regressio
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -28,18 +27,11 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.sql import subscription_name
+from tests.replication.links import anon_kb, apply_pid, merge_marker
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 ROWS = 30_000
 BASE = 13_800_000
-
-
-def _anon_kb(pid: int) -> int:
-    try:
-        match = re.search(r"RssAnon:\s+(\d+)", open(f"/proc/{pid}/status").read())
-    except OSError:
-        return 0
-    return int(match[1]) if match else 0
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +41,10 @@ def two() -> Iterator[Mesh]:
 
 
 def _apply_pid(m: Mesh) -> int | None:
-    try:
-        rows = m.execute(WEST, "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL "
-                               "AND relid IS NULL", (subscription_name(m.nodes[WEST], m.nodes[EAST]),))
+    try:  # the subscriber restarts under this probe
+        return apply_pid(m, WEST, EAST)
     except Exception:
         return None
-    return int(rows[0][0]) if rows else None
-
-
-def _marker(m: Mesh) -> tuple[int, bool]:
-    sub = subscription_name(m.nodes[WEST], m.nodes[EAST])
-    (row,) = m.execute(WEST, f'SELECT last_value, is_called FROM fraiseql_repl."merging:{sub}"')
-    return int(row[0]), bool(row[1])
 
 
 def _counts(m: Mesh) -> tuple:
@@ -85,7 +69,7 @@ def test_a_clean_transaction_whose_subscriber_restarts_is_merged_fast(two: Mesh)
                          f"WHERE subname = '{sub}'", 1, timeout=30)
         m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'second')", (BASE - 1 - round_,))
         m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE - 1 - round_}", 1, timeout=60)
-        log.append(("recorded", _counts(m), _marker(m)))
+        log.append(("recorded", _counts(m), merge_marker(m, WEST, EAST)))
         base = BASE + (round_ + 1) * 100_000
         with m.connect(EAST) as c, c.transaction():
             c.execute(f"INSERT INTO items (id, v) SELECT {base} + g, repeat('x', 100) FROM generate_series(1, {ROWS}) g")
@@ -93,8 +77,8 @@ def test_a_clean_transaction_whose_subscriber_restarts_is_merged_fast(two: Mesh)
         while True:  # the first worker is in the fast part
             p = _apply_pid(m)
             if p and m.execute(WEST, "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = %s", (p,)) == [(True,)]:
-                start = _marker(m)[0]
-                while _marker(m)[0] < start + 400:
+                start = merge_marker(m, WEST, EAST)[0]
+                while merge_marker(m, WEST, EAST)[0] < start + 400:
                     assert time.monotonic() < deadline
                     time.sleep(0.02)
                 break
@@ -109,7 +93,7 @@ def test_a_clean_transaction_whose_subscriber_restarts_is_merged_fast(two: Mesh)
             while not stop.is_set():
                 q = _apply_pid(m)
                 if q is not None:
-                    kb = _anon_kb(q)
+                    kb = anon_kb(q)
                     if kb:
                         seen = peaks.setdefault(q, [kb, kb])
                         seen[1] = max(seen[1], kb)
@@ -118,7 +102,7 @@ def test_a_clean_transaction_whose_subscriber_restarts_is_merged_fast(two: Mesh)
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            after = _marker(m)
+            after = merge_marker(m, WEST, EAST)
             m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {base}", ROWS, timeout=600)
         finally:
             stop.set()

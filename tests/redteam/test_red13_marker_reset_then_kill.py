@@ -24,7 +24,6 @@ the fast part landed between merges once of once: marker even, retry 0.34 kB per
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -34,41 +33,17 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.sql import subscription_name
+from tests.replication.links import anon_kb, apply_pid, merge_marker, merging
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 ROWS = 30_000
 BASE = 13_500_000
 
 
-def _anon_kb(pid: int) -> int:
-    try:
-        match = re.search(r"RssAnon:\s+(\d+)", open(f"/proc/{pid}/status").read())
-    except OSError:
-        return 0
-    return int(match[1]) if match else 0
-
-
 @pytest.fixture(scope="module")
 def two() -> Iterator[Mesh]:
     with mesh(POLICY, APP_SCHEMA, regions=(EAST, WEST), delays=False) as running:
         yield running
-
-
-def _apply_pid(m: Mesh) -> int | None:
-    rows = m.execute(WEST, "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL "
-                           "AND relid IS NULL", (subscription_name(m.nodes[WEST], m.nodes[EAST]),))
-    return int(rows[0][0]) if rows else None
-
-
-def _merging(m: Mesh, pid: int) -> bool:
-    return bool(m.execute(WEST, "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = %s", (pid,))
-                == [(True,)])
-
-
-def _marker(m: Mesh) -> tuple[int, bool]:
-    sub = subscription_name(m.nodes[WEST], m.nodes[EAST])
-    (row,) = m.execute(WEST, f'SELECT last_value, is_called FROM fraiseql_repl."merging:{sub}"')
-    return int(row[0]), bool(row[1])
 
 
 def _errors(m: Mesh) -> tuple[int, object]:
@@ -82,10 +57,10 @@ def _errors(m: Mesh) -> tuple[int, object]:
 def _wait_new_worker_in_fast_part(m: Mesh, old: set[int], deadline: float) -> int:
     while True:
         assert time.monotonic() < deadline, "no new apply worker reached the fast part"
-        pid = _apply_pid(m)
-        if pid is not None and pid not in old and _merging(m, pid):
-            start = _marker(m)[0]
-            while _marker(m)[0] < start + 200:  # the fast part moves the marker twice per change
+        pid = apply_pid(m, WEST, EAST)
+        if pid is not None and pid not in old and merging(m, WEST, pid):
+            start = merge_marker(m, WEST, EAST)[0]
+            while merge_marker(m, WEST, EAST)[0] < start + 200:  # the fast part moves the marker twice per change
                 assert time.monotonic() < deadline, "the new worker never reached the fast part"
                 time.sleep(0.02)
             return pid
@@ -101,16 +76,16 @@ def test_a_clean_transaction_whose_link_resets_and_whose_worker_then_restarts_is
     BASE += 100_000
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'first')", (BASE,))
     m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE}", 1)
-    first = _apply_pid(m)
+    first = apply_pid(m, WEST, EAST)
     assert first is not None
     peaks: dict[int, list[int]] = {}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            pid = _apply_pid(m)
+            pid = apply_pid(m, WEST, EAST)
             if pid is not None:
-                kb = _anon_kb(pid)
+                kb = anon_kb(pid)
                 if kb:
                     seen = peaks.setdefault(pid, [kb, kb])
                     seen[1] = max(seen[1], kb)
@@ -123,19 +98,19 @@ def test_a_clean_transaction_whose_link_resets_and_whose_worker_then_restarts_is
         with m.connect(EAST) as c, c.transaction():
             c.execute(f"INSERT INTO items (id, v) SELECT {BASE} + g, repeat('x', 100) FROM generate_series(1, {ROWS}) g")
         deadline = time.monotonic() + 180
-        while not _merging(m, first):
+        while not merging(m, WEST, first):
             assert time.monotonic() < deadline, "the large transaction never reached the subscriber"
             time.sleep(0.05)
         time.sleep(0.5)
-        log.append(("before " + first_event, _errors(m), _marker(m)))
+        log.append(("before " + first_event, _errors(m), merge_marker(m, WEST, EAST)))
         if first_event == "link reset":
             for p in m.links_of(WEST):
                 p.partition(reset=True)
             time.sleep(1)
             m.heal()
             while True:
-                second = _apply_pid(m)
-                if second is not None and second != first and _merging(m, second):
+                second = apply_pid(m, WEST, EAST)
+                if second is not None and second != first and merging(m, WEST, second):
                     break
                 assert time.monotonic() < deadline, "no retry"
                 time.sleep(0.02)
@@ -153,20 +128,20 @@ def test_a_clean_transaction_whose_link_resets_and_whose_worker_then_restarts_is
         holder.execute("INSERT INTO items (id, v) VALUES (%s, 'held')", (BASE + ROWS,))
         last = None
         while True:
-            now = _marker(m)
+            now = merge_marker(m, WEST, EAST)
             if now == last and now[0] % 2 == 1:
                 break
             last = now
             assert time.monotonic() < deadline, "the retry never waited in the fast part"
             time.sleep(0.3)
-        log.append(("retry waits inside a merge", second, _errors(m), _marker(m)))
+        log.append(("retry waits inside a merge", second, _errors(m), merge_marker(m, WEST, EAST)))
         m.execute(WEST, "SELECT pg_terminate_backend(%s)", (second,))
         time.sleep(0.3)
         holder.execute("ROLLBACK")
         holder.close()
-        log.append(("after the restart", _errors(m), _marker(m)))
+        log.append(("after the restart", _errors(m), merge_marker(m, WEST, EAST)))
         m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE}", ROWS, timeout=600)
-        log.append(("done", _errors(m), _marker(m)))
+        log.append(("done", _errors(m), merge_marker(m, WEST, EAST)))
     finally:
         stop.set()
         sampler.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 
@@ -35,3 +36,32 @@ def walsenders_seen(m: Mesh, publisher: str, subscriber: str, every_s: float = 0
     finally:
         done.set()
         watcher.join()
+
+
+def apply_pid(m: Mesh, subscriber: str, publisher: str) -> int | None:
+    """The pid of ``subscriber``'s apply worker for its data link from ``publisher`` (None: none running)."""
+    rows = m.execute(subscriber, "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL "
+                                 "AND relid IS NULL", (subscription_name(m.nodes[subscriber], m.nodes[publisher]),))
+    return int(rows[0][0]) if rows else None
+
+
+def merging(m: Mesh, region: str, pid: int) -> bool:
+    """Whether the backend ``pid`` on ``region`` is inside a transaction that has written (a merge under way)."""
+    return bool(m.execute(region, "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = %s", (pid,))
+                == [(True,)])
+
+
+def merge_marker(m: Mesh, subscriber: str, publisher: str) -> tuple[int, bool]:
+    """The data link's merge marker (objects.sql, merge_carefully): its last value and whether it was called."""
+    sub = subscription_name(m.nodes[subscriber], m.nodes[publisher])
+    (row,) = m.execute(subscriber, f'SELECT last_value, is_called FROM fraiseql_repl."merging:{sub}"')
+    return int(row[0]), bool(row[1])
+
+
+def anon_kb(pid: int) -> int:
+    """The anonymous memory (RssAnon, kB) of process ``pid``; 0 once it is gone."""
+    try:
+        match = re.search(r"RssAnon:\s+(\d+)", open(f"/proc/{pid}/status").read())
+    except OSError:
+        return 0
+    return int(match[1]) if match else 0
