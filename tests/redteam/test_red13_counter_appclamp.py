@@ -29,16 +29,12 @@ from collections.abc import Iterator
 import pytest
 
 from drills.mesh import REGIONS, Mesh
-from drills.sample import APP_SCHEMA, POLICY
-from replication.model import ConflictPolicy, TablePolicy
 from replication.roles import APP_ROLE
 from replication.verify import verify
-from tests.redteam.harness import EAST, WEST, connect, red_mesh
+from tests.redteam.capped import CAP, MAX, capped_mesh, push_past
+from tests.redteam.harness import EAST, WEST, connect
 
-MAX = 9_223_372_036_854_775_807
-CAP = MAX - 500
-SCHEMA = APP_SCHEMA + (
-    f"CREATE TABLE capped (id int PRIMARY KEY, cap bigint NOT NULL DEFAULT {CAP}, hits bigint NOT NULL DEFAULT 0)",
+APP_RULES = (
     """CREATE FUNCTION capped_rule() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.hits := least(NEW.hits, NEW.cap);
@@ -46,15 +42,11 @@ BEGIN
 END $$""",
     "CREATE TRIGGER capped_rule BEFORE UPDATE ON capped FOR EACH ROW EXECUTE FUNCTION capped_rule()",
 )
-R_POLICY = ConflictPolicy(tables=POLICY.tables + (TablePolicy("capped", "counter", ("hits",)),),
-                          replicated=POLICY.replicated)
 
 
 @pytest.fixture(scope="module")
 def m() -> Iterator[Mesh]:
-    with red_mesh(SCHEMA, R_POLICY) as running:
-        for r in REGIONS:
-            running.set_fence(r, False)
+    with capped_mesh(*APP_RULES) as running:
         yield running
 
 
@@ -66,9 +58,7 @@ def test_the_applications_before_trigger_rewrites_the_refresh(m: Mesh) -> None:
     west = connect(m, WEST, APP_ROLE, autocommit=True)
     east.execute("INSERT INTO capped (id, hits) VALUES (1, 0)")
     m.wait_applied()
-    with m.paused():
-        east.execute("UPDATE capped SET hits = %s WHERE id = 1", (CAP - 100,))
-        west.execute("UPDATE capped SET hits = hits + 1000 WHERE id = 1")
+    push_past(m, east, west, 1, CAP - 100, 1000)
     m.wait_applied()
     before = {r: m.execute(r, "SELECT hits FROM capped WHERE id = 1")[0][0] for r in REGIONS}
     east.execute("UPDATE capped SET hits = hits - 1 WHERE id = 1")

@@ -27,15 +27,11 @@ import psycopg
 import pytest
 
 from drills.mesh import REGIONS, Mesh
-from drills.sample import APP_SCHEMA, POLICY
-from replication.model import ConflictPolicy, TablePolicy
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, WEST, connect, red_mesh
+from tests.redteam.capped import CAP, MAX, capped_mesh, push_past
+from tests.redteam.harness import EAST, WEST, connect
 
-MAX = 9_223_372_036_854_775_807
-CAP = MAX - 500
-SCHEMA = APP_SCHEMA + (
-    f"CREATE TABLE capped (id int PRIMARY KEY, cap bigint NOT NULL DEFAULT {CAP}, hits bigint NOT NULL DEFAULT 0)",
+APP_RULES = (
     """CREATE FUNCTION capped_rule() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.hits > OLD.hits AND NEW.hits > NEW.cap THEN
@@ -45,15 +41,11 @@ BEGIN
 END $$""",
     "CREATE TRIGGER capped_rule BEFORE UPDATE ON capped FOR EACH ROW EXECUTE FUNCTION capped_rule()",
 )
-R_POLICY = ConflictPolicy(tables=POLICY.tables + (TablePolicy("capped", "counter", ("hits",)),),
-                          replicated=POLICY.replicated)
 
 
 @pytest.fixture(scope="module")
 def m() -> Iterator[Mesh]:
-    with red_mesh(SCHEMA, R_POLICY) as running:
-        for r in REGIONS:
-            running.set_fence(r, False)
+    with capped_mesh(*APP_RULES) as running:
         yield running
 
 
@@ -63,13 +55,9 @@ def test_a_decrement_of_a_clamped_counter_is_refused_by_the_applications_rule(m:
     east.execute("INSERT INTO capped (id, hits) VALUES (1, 0), (2, 0)")
     m.wait_applied()
     # the control: over the cap (through merges), not clamped
-    with m.paused():
-        east.execute("UPDATE capped SET hits = %s WHERE id = 2", (CAP - 100,))
-        west.execute("UPDATE capped SET hits = hits + 300 WHERE id = 2")
+    push_past(m, east, west, 2, CAP - 100, 300)
     # the attack: over the cap and clamped at bigint's maximum
-    with m.paused():
-        east.execute("UPDATE capped SET hits = %s WHERE id = 1", (CAP - 100,))
-        west.execute("UPDATE capped SET hits = hits + 1000 WHERE id = 1")
+    push_past(m, east, west, 1, CAP - 100, 1000)
     m.wait_applied()
     before = {r: m.execute(r, "SELECT id, hits FROM capped ORDER BY id") for r in REGIONS}
     assert all(v == [(1, MAX), (2, CAP + 200)] for v in before.values()), before

@@ -26,15 +26,11 @@ import psycopg
 import pytest
 
 from drills.mesh import REGIONS, Mesh
-from drills.sample import APP_SCHEMA, POLICY
-from replication.model import ConflictPolicy, TablePolicy
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, WEST, connect, red_mesh
+from tests.redteam.capped import CAP, capped_mesh, push_past
+from tests.redteam.harness import EAST, WEST, connect
 
-MAX = 9_223_372_036_854_775_807
-CAP = MAX - 500
-SCHEMA = APP_SCHEMA + (
-    f"CREATE TABLE capped (id int PRIMARY KEY, cap bigint NOT NULL DEFAULT {CAP}, hits bigint NOT NULL DEFAULT 0)",
+APP_RULES = (
     """CREATE FUNCTION capped_cap() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE public.capped SET hits = OLD.hits WHERE id = NEW.id;
@@ -43,15 +39,11 @@ END $$""",
     "CREATE TRIGGER capped_cap AFTER UPDATE ON capped FOR EACH ROW "
     "WHEN (NEW.hits > NEW.cap AND NEW.hits > OLD.hits) EXECUTE FUNCTION capped_cap()",
 )
-R_POLICY = ConflictPolicy(tables=POLICY.tables + (TablePolicy("capped", "counter", ("hits",)),),
-                          replicated=POLICY.replicated)
 
 
 @pytest.fixture(scope="module")
 def m() -> Iterator[Mesh]:
-    with red_mesh(SCHEMA, R_POLICY) as running:
-        for r in REGIONS:
-            running.set_fence(r, False)
+    with capped_mesh(*APP_RULES) as running:
         yield running
 
 
@@ -65,9 +57,7 @@ def test_a_decrement_of_a_clamped_counter_under_the_cap_rule(m: Mesh) -> None:
     west = connect(m, WEST, APP_ROLE, autocommit=True)
     east.execute("INSERT INTO capped (id, hits) VALUES (1, 0)")
     m.wait_applied()
-    with m.paused():
-        east.execute("UPDATE capped SET hits = %s WHERE id = 1", (CAP - 100,))
-        west.execute("UPDATE capped SET hits = hits + 1000 WHERE id = 1")
+    push_past(m, east, west, 1, CAP - 100, 1000)
     m.wait_applied()
     before = (m.execute(EAST, "SELECT hits FROM capped WHERE id = 1")[0][0], _sum(m))
     error = None
