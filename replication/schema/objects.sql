@@ -333,14 +333,18 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.apply_failures (
 -- in the fast part, and also a dropped connection or a restart. They are told apart by the link's
 -- merge marker (merge_marker, made by the bootstrap with the subscription), a sequence, which no
 -- rollback undoes: the fast part moves it to odd before each merge and back to even after, so an
--- attempt that ended inside a merge left it odd. Then the whole transaction is merged carefully
--- (the marker stays odd, so a careful attempt that fails too is followed by another, until the
--- next transaction starts with no failure and settles it even); otherwise it is merged as any
--- other. A link without a marker (bootstrapped by an earlier release) merges the whole
--- transaction carefully after any failure. A crash discards the counts, which reads as "nothing
--- failed" where none was recorded, and may leave the marker either way: a wrong guess costs one
--- more attempt, never a change. The decision is cached in a setting keyed by the transaction id
--- ("xid mode changes marker"), so no preset value can stand for it.
+-- attempt that ended inside a merge left it odd, and it carries the count the fast part began
+-- under (mark_fast_part), so an attempt stopped inside a merge (a terminated worker, a fast
+-- shutdown: no error counted) is told from one whose merge failed (the count moved since:
+-- tests/redteam/test_red13_marker_reset_then_kill.py). A failed merge's transaction is merged
+-- carefully (the marker stays odd under the old count, so a careful attempt that fails too is
+-- followed by another, until the next transaction starts with no failure and settles it even);
+-- any other is merged as usual. A link without a marker (bootstrapped by an earlier release)
+-- merges the whole transaction carefully after any failure. A reset of the counts since the last
+-- commit leaves stopped and failed alike (both merged carefully). A crash discards the counts, which
+-- reads as "nothing failed" where none was recorded, and may leave the marker either way: a wrong
+-- guess costs one more attempt, or a careful one, never a change. The decision is cached in a setting keyed by the transaction id ("xid mode
+-- changes marker errors"), so no preset value can stand for it.
 CREATE OR REPLACE FUNCTION fraiseql_repl.merge_marker(subname text)
 RETURNS regclass LANGUAGE sql STABLE AS $f$
     SELECT pg_catalog.to_regclass(pg_catalog.format('fraiseql_repl.%I', 'merging:' || subname))
@@ -371,8 +375,28 @@ BEGIN
         PERFORM pg_catalog.nextval(marker);
     END LOOP;
 END $f$;
+
+-- The fast part of a transaction begins (merge_carefully): the marker goes even and carries, from
+-- bit 40 up (modulo 2^22), the apply errors counted when the transaction began; below bit 40 it
+-- goes on counting (from 0 again past 2^39). An attempt that ends inside a merge leaves it odd
+-- either way; only one whose merge failed leaves a count that has moved since.
+CREATE OR REPLACE FUNCTION fraiseql_repl.mark_fast_part(marker regclass, errors bigint)
+RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    v bigint;
+    called boolean;
+    pos bigint := 0;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT last_value, is_called FROM %s', marker) INTO v, called;
+    IF called THEN
+        pos := v & 1099511627775;
+        pos := CASE WHEN pos >= 549755813888 THEN 0 ELSE pos + pos % 2 END;
+    END IF;
+    PERFORM pg_catalog.setval(marker, (errors % 4194304) * 1099511627776 + pos, true);
+END $f$;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.make_merge_marker(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.settle_merge_marker(regclass) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.mark_fast_part(regclass, bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION fraiseql_repl.merge_carefully()
 RETURNS boolean LANGUAGE plpgsql AS $f$
@@ -386,6 +410,8 @@ DECLARE
     since timestamptz;
     marker regclass;
     failed boolean;
+    rec_errors bigint;
+    rec_since timestamptz;
 BEGIN
     IF cached[1] = xid THEN
         IF cached[2] = 'fast' THEN
@@ -396,12 +422,12 @@ BEGIN
         n := cached[3]::bigint + 1;
         IF n > 1000 THEN
             IF cached[4] <> '' THEN
-                PERFORM fraiseql_repl.settle_merge_marker(cached[4]::oid::regclass);
+                PERFORM fraiseql_repl.mark_fast_part(cached[4]::oid::regclass, cached[5]::bigint);
             END IF;
             PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'fast', n, cached[4]), true);
             RETURN false;
         END IF;
-        PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'counting', n, cached[4]), true);
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'counting', n, cached[4], cached[5]), true);
         RETURN true;
     END IF;
     -- The transaction's first change: did the last attempt fail, and inside a merge?
@@ -410,11 +436,17 @@ BEGIN
     LEFT JOIN pg_catalog.pg_stat_subscription_stats s ON s.subid = w.subid
     WHERE w.pid = pg_catalog.pg_backend_pid() LIMIT 1;
     marker := CASE WHEN sub IS NOT NULL THEN fraiseql_repl.merge_marker(subname) END;
-    failed := sub IS NULL OR (SELECT (a.errors, a.counted_since) FROM fraiseql_repl.apply_failures a WHERE a.subid = sub)
-                             IS DISTINCT FROM (errors, since);
+    SELECT a.errors, a.counted_since INTO rec_errors, rec_since FROM fraiseql_repl.apply_failures a WHERE a.subid = sub;
+    failed := sub IS NULL OR (rec_errors, rec_since) IS DISTINCT FROM (errors, since);
     IF failed AND sub IS NOT NULL THEN
         IF marker IS NOT NULL THEN
-            EXECUTE pg_catalog.format('SELECT is_called AND last_value %% 2 = 1 FROM %s', marker) INTO failed;
+            -- Odd, under a count that has moved since: the attempt failed inside a merge. Odd under
+            -- the count still current: it was stopped there (a terminated worker, a fast shutdown),
+            -- which PostgreSQL does not count as an error. After a reset of the counts the two cannot
+            -- be told apart (an error before the reset leaves no trace): read as failed.
+            EXECUTE pg_catalog.format('SELECT is_called AND last_value %% 2 = 1 AND ((last_value >> 40) <> $1 OR $2) '
+                                      'FROM %s', marker)
+                INTO failed USING errors % 4194304, since IS DISTINCT FROM rec_since;
         END IF;
         INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors, counted_since) VALUES (sub, errors, since)
             ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors, counted_since = excluded.counted_since;
@@ -425,7 +457,8 @@ BEGIN
         IF marker IS NOT NULL THEN
             PERFORM fraiseql_repl.settle_merge_marker(marker);  -- odd from an attempt that failed and was retried
         END IF;
-        PERFORM pg_catalog.set_config('fraiseql_repl.merging', pg_catalog.concat_ws(' ', xid, 'counting', 1, marker::oid), true);
+        PERFORM pg_catalog.set_config('fraiseql_repl.merging',
+                                      pg_catalog.concat_ws(' ', xid, 'counting', 1, coalesce(marker::oid::text, ''), errors), true);
     END IF;
     RETURN true;
 END $f$;

@@ -209,6 +209,7 @@ def test_holds_no_role_moves_or_makes_a_data_links_merge_marker(m: Mesh, role: s
         for marker in markers:
             for sql, args in (("SELECT nextval(%s::regclass)", (marker,)), ("SELECT setval(%s::regclass, 0)", (marker,)),
                               ("SELECT fraiseql_repl.settle_merge_marker(%s::regclass)", (marker,)),
+                              ("SELECT fraiseql_repl.mark_fast_part(%s::regclass, 0)", (marker,)),
                               ("SELECT fraiseql_repl.make_merge_marker('fq_new')", ())):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     c.execute(sql.encode(), args or None)

@@ -20,6 +20,14 @@ Seen (link reset then restart, 5 runs of 5): 8.07, 8.08, 8.07, 8.07, 8.00 kB per
 after the restart; the marker odd after the restart (e.g. 89063), apply_error_count 1, recorded 0.
 Stats reset then restart, 2 runs of 2: 8.08, 8.04 kB per row. (Without the held key a kill during
 the fast part landed between merges once of once: marker even, retry 0.34 kB per row.)
+
+Fixed for the link reset: the marker carries the apply error count its fast part began under
+(objects.sql, mark_fast_part); odd under the count still current means the attempt was stopped
+inside a merge, not failed there, and the next attempt merges fast (2 runs of 2: 0.34 kB per row).
+Open for the stats reset (a strict expected failure): after a reset the counts cannot tell a stopped
+attempt from one that failed before the reset, and round 11's probe
+(tests/redteam/test_red11_stats_reset.py) requires the failed one to be merged carefully; so both
+are.
 """
 
 from __future__ import annotations
@@ -67,8 +75,12 @@ def _wait_new_worker_in_fast_part(m: Mesh, old: set[int], deadline: float) -> in
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(strict=False, reason="open (replication/README.md, large transactions, red team 13): a retry killed inside a merge leaves the marker odd and rolls back its record of the count, so a clean transaction is merged carefully, 8 kB per row")
-@pytest.mark.parametrize("first_event", ["link reset", "stats reset"])
+@pytest.mark.parametrize("first_event", [
+    "link reset",
+    pytest.param("stats reset", marks=pytest.mark.xfail(strict=True, reason=(
+        "open (replication/README.md, large transactions): after a reset of the counts a stopped attempt "
+        "cannot be told from a failed one (tests/redteam/test_red11_stats_reset.py), and is merged carefully"))),
+])
 def test_a_clean_transaction_whose_link_resets_and_whose_worker_then_restarts_is_merged_fast(
         two: Mesh, first_event: str) -> None:
     m = two
