@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any, Optional
 
 from replication.agent.aws_side import AwsSide
-from replication.agent.maintenance import maintain
+from replication.agent.maintenance import evict_bucket_squatters, maintain
 from replication.agent.probing import ProbeResult, probe
 from replication.agent.settings import Settings
 from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, SCHEMA
@@ -41,6 +41,9 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
                        holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out(),
                        warming=t - started < settings.stale_after_s + settings.probe_s)
         aws.offer(result)
+        evicted = evict_bucket_squatters(conn)
+        if evicted:
+            log({"event": "bucket_squatters", "region": settings.region, "ended": evicted})
         if t >= next_watermark:
             full = t >= next_full
             kept = maintain(conn, full=full)

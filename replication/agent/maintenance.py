@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Maintenance", "maintain"]
+__all__ = ["Maintenance", "evict_bucket_squatters", "maintain"]
 
 
 @dataclass
@@ -47,3 +47,15 @@ def maintain(conn: Any, *, full: bool) -> Maintenance:
     out.parked = int(parked[0]) if parked else -1
     return out
 
+
+
+def evict_bucket_squatters(conn: Any) -> int:
+    """End the sessions of other roles that hold (or wait for) a merge's key-bucket lock exclusive
+    while an apply worker waits on one (``fraiseql_repl.evict_bucket_squatters``): any role can take
+    advisory locks, and one held would stall the data links into this writer. Run every probe, so a
+    link stalls for at most about one probe. Returns how many were ended; -1 if the call failed (it
+    never stops the lease loop)."""
+    try:
+        return int(conn.execute("SELECT fraiseql_repl.evict_bucket_squatters()").fetchone()[0])
+    except Exception:  # noqa: BLE001 - housekeeping must not take the fence down
+        return -1

@@ -405,6 +405,39 @@ BEGIN
     RETURN n;
 END $f$;
 
+-- The merges' key-bucket locks (objects.sql, lock_bucket_shared and lock_bucket) are advisory locks
+-- too, which any role can take: an application session holding one exclusive (or waiting for one: a
+-- waiting exclusive request queues every later shared request behind it) keeps every merged insert
+-- of a key in that bucket waiting, with no timeout, and the data link with it, for as long as it
+-- likes (tests/redteam/test_red13_marker_advisory_stall.py). Only merges take them exclusive (a
+-- merged delete, in an apply worker or in the agent's retry of parked changes), so while an apply
+-- worker waits on an advisory lock, a client session of any other user that holds or wants one of
+-- them exclusive is terminated. Returns how many.
+CREATE OR REPLACE FUNCTION fraiseql_repl.evict_bucket_squatters()
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+DECLARE
+    victim integer;
+    n integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                   WHERE a.backend_type LIKE 'logical replication%' AND a.wait_event_type = 'Lock'
+                     AND a.wait_event = 'advisory') THEN
+        RETURN 0;  -- nothing waits: no need to read the lock table
+    END IF;
+    FOR victim IN
+        SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+          AND l.classid = 1718709113::oid AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
+          AND a.backend_type = 'client backend' AND a.usename IS DISTINCT FROM session_user
+          AND a.usename IS DISTINCT FROM current_user
+    LOOP
+        IF pg_catalog.pg_terminate_backend(victim) THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END $f$;
+
 -- Replay lag of this publisher's peers (their walsenders run as the replication role): all the agent
 -- needs from pg_stat_replication, without pg_read_all_stats, which would let it read every
 -- session's statement text in pg_stat_activity and pg_stat_statements.
@@ -418,5 +451,6 @@ REVOKE EXECUTE ON FUNCTION fraiseql_repl.set_lease(timestamptz, text, text, bool
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.end_writes() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.replication_lag() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.evict_loop_squatters() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.evict_bucket_squatters() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION fraiseql_repl.lease_to_sequence() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE fraiseql_repl.lease_until FROM PUBLIC;

@@ -18,10 +18,17 @@ parking never come into play) and nothing of the link lands until the app lets g
 Seen (2 runs of 2): after 60 s, 0 of 2,000 rows landed; the apply worker 'active', waiting on
 Lock/advisory; apply_error_count 0 (nothing counted, nothing parked). Everything lands once the app
 session closes. The first test passed both times (nothing allowed).
+
+Fixed: while an apply worker waits on an advisory lock, the fence agent (every probe) ends the client
+sessions of other users that hold or wait for a key-bucket lock exclusive (control.sql,
+evict_bucket_squatters). The test now runs the agent's call as the agent's role, with the squatter
+holding every bucket or only queued behind a legitimate open insert, and checks that the open
+insert is left alone.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -30,6 +37,7 @@ import pytest
 
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
+from replication.agent.maintenance import evict_bucket_squatters
 from replication.bootstrap import apply
 from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
 from replication.sql import subscription_name
@@ -38,6 +46,7 @@ EAST, WEST = REGIONS[0], REGIONS[1]
 PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
 BASE = 13_700_000
 WAIT_S = 60
+PROBE_S = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +75,7 @@ def test_roles_cannot_touch_the_marker(two: Mesh) -> None:
         f"ALTER SEQUENCE {marker} RESTART", f"DROP SEQUENCE {marker}",
         'CREATE SEQUENCE fraiseql_repl."merging:x"', "SELECT fraiseql_repl.make_merge_marker('x')",
         f"SELECT fraiseql_repl.settle_merge_marker({lit}::regclass)",
+        f"SELECT fraiseql_repl.mark_fast_part({lit}::regclass, 0)",
         f"INSERT INTO fraiseql_repl.apply_failures VALUES ({subid}, 0, NULL)",
         "DELETE FROM fraiseql_repl.apply_failures",
         f"SELECT pg_stat_reset_subscription_stats({subid})",
@@ -87,29 +97,76 @@ def test_roles_cannot_touch_the_marker(two: Mesh) -> None:
     assert not allowed
 
 
-@pytest.mark.xfail(strict=False, reason="open (replication/README.md, red team 13): the merges take the key buckets as advisory locks, which any session may hold; an application session holding them stalls a data link for as long as it likes")
-def test_an_app_session_holding_the_key_buckets_stalls_the_link(two: Mesh) -> None:
+def _agent_evicting(m: Mesh, stop: threading.Event, ended: list[int]) -> None:
+    """What the fence agent's loop does every probe (replication.agent.loop), as the agent's role."""
+    with _as(m, AGENT_ROLE) as c:
+        while not stop.is_set():
+            n = evict_bucket_squatters(c)
+            assert n >= 0, "the agent's call failed"
+            if n:
+                ended.append(n)
+            stop.wait(PROBE_S)
+
+
+@pytest.mark.parametrize("squat", ["hold exclusive", "queue exclusive behind a shared holder"])
+def test_an_app_session_squatting_on_the_key_buckets_is_ended_and_the_link_goes_on(two: Mesh, squat: str) -> None:
+    global BASE
+    BASE += 10_000
     m = two
     m.execute(EAST, "INSERT INTO items (id, v) VALUES (%s, 'first')", (BASE,))
     m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE}", 1)
-    app = _as(m, APP_ROLE)
+    squatter, local = _as(m, APP_ROLE), _as(m, APP_ROLE)
+    stop, ended = threading.Event(), list[int]()
+    agent = threading.Thread(target=_agent_evicting, args=(m, stop, ended))
     try:
-        app.execute("SELECT pg_advisory_lock(1718709113, b) FROM generate_series(0, 255) b")
-        # the app session is now idle, outside any transaction
+        # An open local transaction that inserted keys holds their buckets shared: legitimate.
+        local.execute("BEGIN")
+        local.execute(f"INSERT INTO items (id, v) SELECT {BASE} + 5000 + g, 'local' FROM generate_series(1, 50) g")
+        shared = [b for (b,) in m.execute(WEST, "SELECT objid::int FROM pg_locks WHERE locktype = 'advisory' "
+                                                "AND classid = 1718709113 AND pid = %s", (local.info.backend_pid,))]
+        assert shared, "the open insert holds no bucket"
+        if squat == "hold exclusive":
+            # every other bucket, at session level, then idle outside any transaction (no idle timeout ends it)
+            squatter.execute("SELECT pg_advisory_lock(1718709113, b) FROM generate_series(0, 255) b "
+                             "WHERE b <> ALL (%s)", (shared,))
+        else:
+            # waits for a bucket the open insert holds shared; every later shared request queues behind it
+            held = shared[0]
+            squatter.execute("SET statement_timeout = 0")
+            threading.Thread(target=_quietly, args=(squatter, f"SELECT pg_advisory_lock(1718709113, {held})"),
+                             daemon=True).start()
+            time.sleep(0.5)
+            assert m.execute(WEST, "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory' AND NOT granted",
+                             (squatter.info.backend_pid,)) == [(1,)], "the squatter is not waiting"
         m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'x' FROM generate_series(1, 2000) g")
-        deadline = time.monotonic() + WAIT_S
-        landed = 0
-        while time.monotonic() < deadline:
-            landed = m.execute(WEST, f"SELECT count(*) FROM items WHERE id > {BASE}")[0][0]
-            if landed:
-                break
-            time.sleep(1)
-        waits = m.execute(WEST, "SELECT a.backend_type, a.wait_event_type, a.wait_event, a.state "
-                                "FROM pg_stat_activity a WHERE a.backend_type = 'logical replication apply worker'")
-        stats = m.execute(WEST, "SELECT apply_error_count FROM pg_stat_subscription_stats")
-        print(f"\nafter {WAIT_S} s: {landed} of 2000 rows landed; apply workers: {waits}; errors: {stats}")
-        assert landed, (f"an idle application session holding the key buckets' advisory locks kept the link "
-                        f"from merging anything for {WAIT_S} s (and for as long as it holds them)")
+        time.sleep(1)
+        stalled = m.execute(WEST, f"SELECT count(*) FROM items WHERE id > {BASE} AND id <= {BASE} + 2000")[0][0]
+        agent.start()
+        m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE} AND id <= {BASE} + 2000", 2000, timeout=WAIT_S)
+        print(f"\n[{squat}] before the agent ran: {stalled} of 2000 landed; sessions ended: {ended}")
+        assert stalled < 2000, "the squatter held nothing back: the probe tests nothing"
+        assert ended, "the link went on without the agent ending anyone"
+        assert squatter.closed or _dead(squatter), "the squatting session is still there"
+        local.execute("COMMIT")  # the legitimate open transaction was left alone
+        assert m.execute(WEST, f"SELECT count(*) FROM items WHERE id > {BASE} + 5000")[0][0] == 50
     finally:
-        app.close()
-    m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE}", 2000, timeout=120)
+        stop.set()
+        if agent.is_alive():
+            agent.join()
+        for c in (squatter, local):
+            c.close()
+
+
+def _quietly(c: psycopg.Connection, sql: str) -> None:
+    try:
+        c.execute(sql)
+    except psycopg.Error:
+        pass
+
+
+def _dead(c: psycopg.Connection) -> bool:
+    try:
+        c.execute("SELECT 1")
+    except psycopg.Error:
+        return True
+    return False
