@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -581,6 +582,9 @@ def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> Twelve
     for t in threads:
         t.start()
     time.sleep(2.0)
+    # Cut while the region commits: a region that had stopped (a lease not yet renewed) would read as
+    # fenced at once, and the experiment would measure nothing.
+    committing = _eventually(lambda: bool(acks) and time.monotonic() - acks[-1].t < 0.3, timeout=30, every=0.02)
     t_cut, wall_cut = time.monotonic(), time.time()
     others = [r for r in m.nodes if r != region]
     undo = nem._cut_all([(region, o) for o in others] + [(o, region) for o in others])
@@ -597,7 +601,8 @@ def _twelve_writers(m: Mesh, nem: Nemesis, region: str, hold_s: float) -> Twelve
     after = [a for a in acks if a.t >= t_cut]
     last = max((a.t for a in after), default=t_cut)
     late = sum(1 for a, w in zip(acks, walls) if a.t >= t_cut and revoke_wall is not None and w > revoke_wall + 0.05)
-    return TwelveWriters(last - t_cut, len(acks), late, traffic_out, acks)
+    # not committing at the cut: nothing was measured, which must not pass for an instant fence
+    return TwelveWriters(last - t_cut if committing else math.inf, len(acks), late, traffic_out, acks)
 
 
 def _eventually(condition: Callable[[], bool], *, timeout: float, every: float = 0.1) -> bool:
