@@ -42,8 +42,9 @@ REPL_ROLE = "fraiseql_repl"
 #: Functions the agent calls (SECURITY DEFINER: they run with the owner's rights, so the agent needs
 #: nothing on the tables they touch); nobody else may run them. Missing ones are skipped.
 AGENT_FUNCTIONS = ("set_lease", "lease_valid_until", "end_writes", "replication_lag", "evict_loop_squatters",
-                   "evict_bucket_squatters", "emit_watermark", "purge_tombstones", "purge_changes", "retry_parked", "compact_resolutions", "publish_digests", "publish_key_details", "diverged_keys",
-                   "purge_digests", "guard_problem")
+                   "evict_bucket_squatters", "emit_watermark", "purge_tombstones", "purge_changes", "retry_parked",
+                   "compact_resolutions", "publish_digests", "publish_key_details", "diverged_keys", "purge_digests",
+                   "guard_problem")
 AGENT_TABLES_READ = ("parked",)
 
 

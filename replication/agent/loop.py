@@ -29,6 +29,7 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
     """Probe every ``probe_s`` until less than ``stop_margin_s`` of the invocation is left."""
     last: Optional[ProbeResult] = None
     next_watermark = next_full = 0.0
+    eviction_failed = False
     started = time.monotonic()
     while remaining_s() > settings.stop_margin_s:
         t = time.monotonic()
@@ -42,8 +43,11 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
                        warming=t - started < settings.stale_after_s + settings.probe_s)
         aws.offer(result)
         evicted = evict_bucket_squatters(conn)
-        if evicted:
+        if evicted > 0:
             log({"event": "bucket_squatters", "region": settings.region, "ended": evicted})
+        elif evicted < 0 and not eviction_failed:
+            log({"event": "bucket_squatters_failed", "region": settings.region})
+        eviction_failed = evicted < 0
         if t >= next_watermark:
             full = t >= next_full
             kept = maintain(conn, full=full)

@@ -48,7 +48,6 @@ def maintain(conn: Any, *, full: bool) -> Maintenance:
     return out
 
 
-
 def evict_bucket_squatters(conn: Any) -> int:
     """End the sessions of other roles that hold (or wait for) a merge's key-bucket lock exclusive
     while an apply worker waits on one (``fraiseql_repl.evict_bucket_squatters``): any role can take

@@ -431,9 +431,13 @@ BEGIN
           AND a.backend_type = 'client backend' AND a.usename IS DISTINCT FROM session_user
           AND a.usename IS DISTINCT FROM current_user
     LOOP
-        IF pg_catalog.pg_terminate_backend(victim) THEN
-            n := n + 1;
-        END IF;
+        BEGIN
+            IF pg_catalog.pg_terminate_backend(victim) THEN
+                n := n + 1;
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;  -- a superuser's session (RDS: rdsadmin): not ours to end; the others still are
+        END;
     END LOOP;
     RETURN n;
 END $f$;
