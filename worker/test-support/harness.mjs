@@ -205,11 +205,14 @@ export async function startFakeOrigin() {
  * the status answered). `state.failWith` fails every call with that status;
  * `state.failTimes` fails only the next N calls; `state.retryAfter` adds a
  * Retry-After header; `state.refuses(tag)` answers 400 to any call carrying
- * such a tag, as Cloudflare refuses a whole call for one bad tag.
+ * such a tag, as Cloudflare refuses a whole call for one bad tag. With
+ * `state.only(tag)`, failWith and failTimes apply only to calls carrying such
+ * a tag: a test that follows its own mutation's purge is not disturbed by an
+ * earlier test's repeated purge (PURGE_REPEAT_AFTER_SECONDS later).
  */
 export async function startFakeCloudflareApi() {
   const purges = [];
-  const state = { failWith: null, failTimes: 0, retryAfter: null, refuses: null };
+  const state = { failWith: null, failTimes: 0, retryAfter: null, refuses: null, only: null };
   const srv = await listen(async (req, res) => {
     const body = await readBody(req);
     const record = {
@@ -222,8 +225,9 @@ export async function startFakeCloudflareApi() {
     };
     purges.push(record);
     const refused = state.refuses && (record.body?.tags ?? []).some((t) => state.refuses(t)) ? 400 : null;
-    const failing = refused ?? state.failWith ?? (state.failTimes > 0 ? 500 : null);
-    if (!refused && state.failTimes > 0) state.failTimes -= 1;
+    const chosen = !state.only || (record.body?.tags ?? []).some((t) => state.only(t));
+    const failing = refused ?? (chosen ? (state.failWith ?? (state.failTimes > 0 ? 500 : null)) : null);
+    if (!refused && chosen && state.failTimes > 0) state.failTimes -= 1;
     if (failing) record.status = failing;
     if (failing) {
       const headers = { "content-type": "application/json" };
@@ -246,6 +250,7 @@ export async function startFakeCloudflareApi() {
       state.failTimes = 0;
       state.retryAfter = null;
       state.refuses = null;
+      state.only = null;
     },
   };
 }
