@@ -43,7 +43,7 @@ REPL_ROLE = "fraiseql_repl"
 #: nothing on the tables they touch); nobody else may run them. Missing ones are skipped.
 AGENT_FUNCTIONS = ("set_lease", "lease_valid_until", "end_writes", "replication_lag", "evict_loop_squatters",
                    "evict_bucket_squatters", "emit_watermark", "purge_tombstones", "purge_changes", "retry_parked",
-                   "compact_resolutions", "publish_digests", "publish_key_details", "diverged_keys", "purge_digests",
+                   "compact_resolutions", "publish_digests", "publish_key_details", "diverged_count", "purge_digests",
                    "guard_problem")
 AGENT_TABLES_READ = ("parked",)
 
@@ -197,6 +197,12 @@ def render_agent_grants(role: str = AGENT_ROLE) -> list[str]:
         f"           WHERE p.pronamespace = {_lit(SCHEMA)}::regnamespace AND p.proname = ANY({names}) LOOP\n"
         "    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);\n"
         f"    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, {_lit(role)});\n"
+        "  END LOOP;\n"
+        # diverged_keys gives every differing key: an earlier release's grant is taken back
+        # (diverged_count, the number the agent reports, replaces it).
+        "  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p\n"
+        f"           WHERE p.pronamespace = {_lit(SCHEMA)}::regnamespace AND p.proname = 'diverged_keys' LOOP\n"
+        f"    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, {_lit(role)});\n"
         "  END LOOP;\n"
         f"  FOREACH t IN ARRAY {tables} LOOP\n"
         f"    IF to_regclass(format('%I.%I', {_lit(SCHEMA)}, t)) IS NOT NULL THEN\n"

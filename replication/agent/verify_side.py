@@ -57,8 +57,8 @@ class VerifySide:
                                  (rnd, s.verify_buckets, horizon))
                     done.add((rnd, "keys"))
                 elif phase >= 2 / 3 and (rnd, "count") not in done:
-                    n, = conn.execute("SELECT count(DISTINCT (table_name, pk)) FROM fraiseql_repl.diverged_keys(%s, "
-                                      "to_timestamp(%s))", (rnd, horizon)).fetchone()
+                    n, = conn.execute("SELECT fraiseql_repl.diverged_count(%s, to_timestamp(%s))",
+                                      (rnd, horizon)).fetchone()
                     self._aws.offer_diverged(int(n))
                     if n:
                         self._log({"event": "diverged_rows", "region": s.region, "round": rnd, "rows": int(n)})

@@ -204,6 +204,16 @@ RETURNS TABLE (table_name text, pk jsonb, peer text) LANGUAGE sql STABLE SECURIT
       AND greatest(a.ts, b.ts) <= horizon
 $f$;
 
+-- The fence agent's step 3: how many keys differ (DivergedRows). The agent reads no replicated table,
+-- so it gets the count, not the keys (red team 14: diverged_keys gave the agent's role every primary
+-- key of a table: tests/redteam/test_red14_verify_definer.py).
+CREATE OR REPLACE FUNCTION fraiseql_repl.diverged_count(rnd bigint, horizon timestamptz)
+RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT count(DISTINCT (d.table_name, d.pk)) FROM fraiseql_repl.diverged_keys(rnd, horizon) d
+$f$;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.diverged_keys(bigint, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.diverged_count(bigint, timestamptz) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION fraiseql_repl.purge_digests(keep_rounds integer DEFAULT 5)
 RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     DELETE FROM fraiseql_repl.digests WHERE round < (SELECT max(round) - keep_rounds FROM fraiseql_repl.digests);

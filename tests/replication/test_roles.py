@@ -31,12 +31,14 @@ def settings(region: str) -> Settings:
                     db_secret_arn="unused")
 
 
+PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
+
+
 @pytest.fixture(scope="module")
 def m() -> Iterator[Mesh]:
     with mesh(POLICY, APP_SCHEMA, delays=False, leases=False) as running:
-        passwords = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
         for r in REGIONS:
-            with psycopg.connect(running.pg[r].dsn, autocommit=True, options=secret_options(passwords)) as c:
+            with psycopg.connect(running.pg[r].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
                 apply(c, render_roles(POLICY, [APP_ROLE, AGENT_ROLE]))
                 apply(c, render_roles(POLICY, [APP_ROLE, AGENT_ROLE]))  # idempotent
         yield running
@@ -85,9 +87,25 @@ def test_the_agent_role_runs_the_real_housekeeping_and_verify_rounds_and_the_app
     assert kept.errors == [] and kept.parked == 0
     agents[EAST].execute("SELECT fraiseql_repl.publish_digests(1, clock_timestamp(), 16)")
     agents[EAST].execute("SELECT fraiseql_repl.publish_key_details(1, 16)")
-    agents[EAST].execute("SELECT count(*) FROM fraiseql_repl.diverged_keys(1, clock_timestamp())")
+    agents[EAST].execute("SELECT fraiseql_repl.diverged_count(1, clock_timestamp())")
     with as_role(m, EAST, APP_ROLE) as app, pytest.raises(errors.InsufficientPrivilege):
         app.execute("SELECT fraiseql_repl.purge_tombstones()")
+
+
+@pytest.mark.parametrize("role", [AGENT_ROLE, APP_ROLE])
+def test_no_role_but_the_owner_reads_the_keys_that_differ(m, agents, role):
+    # The agent reports how many keys differ; the keys themselves are the table's data (red team 14).
+    with as_role(m, EAST, role) as c, pytest.raises(errors.InsufficientPrivilege):
+        c.execute("SELECT * FROM fraiseql_repl.diverged_keys(1, 'infinity')")
+
+
+def test_the_roles_take_back_an_earlier_releases_grant_of_the_keys_that_differ(m, agents):
+    m.execute(EAST, f"GRANT EXECUTE ON FUNCTION fraiseql_repl.diverged_keys(bigint, timestamptz) TO {AGENT_ROLE}")
+    agents[EAST].execute("SELECT * FROM fraiseql_repl.diverged_keys(1, 'infinity')")  # as an earlier release had it
+    with psycopg.connect(m.pg[EAST].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
+        apply(c, render_roles(POLICY, [APP_ROLE, AGENT_ROLE]))
+    with pytest.raises(errors.InsufficientPrivilege):
+        agents[EAST].execute("SELECT * FROM fraiseql_repl.diverged_keys(1, 'infinity')")
 
 
 @pytest.mark.parametrize("sql", [
