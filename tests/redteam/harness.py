@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import psycopg
+import pytest
 
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
@@ -23,6 +25,11 @@ from replication.model import ConflictPolicy
 from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
 
 EAST, WEST, EU = REGIONS
+
+#: Expected failures that take a minute or more each: kept out of CI's run (they only confirm an open
+#: limit is still open); FRAISEQL_LONG_PROBES=1 runs them (docs/testing.md).
+long_probe = pytest.mark.skipif(not os.environ.get("FRAISEQL_LONG_PROBES"),
+                                reason="a long expected failure; FRAISEQL_LONG_PROBES=1 runs it")
 PROBE_S, STALE_S, LEASE_S = 0.25, 1.0, 0.8
 PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
 
