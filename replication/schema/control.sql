@@ -406,30 +406,44 @@ BEGIN
 END $f$;
 
 -- The merges' key-bucket locks (objects.sql, lock_bucket_shared and lock_bucket) are advisory locks
--- too, which any role can take: an application session holding one exclusive (or waiting for one: a
+-- too, which any role can take. An application session holding one exclusive (or waiting for one: a
 -- waiting exclusive request queues every later shared request behind it) keeps every merged insert
 -- of a key in that bucket waiting, with no timeout, and the data link with it, for as long as it
--- likes (tests/redteam/test_red13_marker_advisory_stall.py). Only merges take them exclusive (a
--- merged delete, in an apply worker or in the agent's retry of parked changes), so while an apply
--- worker waits on an advisory lock, a client session of any other user that holds or wants one of
--- them exclusive is terminated. Returns how many.
+-- likes (tests/redteam/test_red13_marker_advisory_stall.py); one holding it shared outside a write
+-- makes every merged delete of its keys wait 200 ms five times and park, and one in the fast part
+-- of a large transaction fail the whole attempt (tests/redteam/test_red14_bucket_shared_hold.py).
+-- Only merges take them exclusive, and an insert takes them shared inside its writing transaction,
+-- so a client session of another user is terminated if it holds or wants one exclusive, or holds
+-- one shared while it has written nothing (no xid; or its transaction failed) and has been idle
+-- since before the locks were read (a session lock, or one its transaction kept without writing:
+-- ending it loses nothing). Returns how many.
 CREATE OR REPLACE FUNCTION fraiseql_repl.evict_bucket_squatters()
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
 DECLARE
     victim integer;
     n integer := 0;
+    seen timestamptz := clock_timestamp();  -- before the locks are read
+    wanting integer[];
+    sharing integer[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
-                   WHERE a.backend_type LIKE 'logical replication%' AND a.wait_event_type = 'Lock'
-                     AND a.wait_event = 'advisory') THEN
-        RETURN 0;  -- nothing waits: no need to read the lock table
+    SELECT array_agg(DISTINCT l.pid) FILTER (WHERE l.mode = 'ExclusiveLock'),
+           array_agg(DISTINCT l.pid) FILTER (WHERE l.mode = 'ShareLock' AND l.granted)
+      INTO wanting, sharing
+    FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+      AND l.classid = 1718709113::oid AND l.objsubid = 2;
+    IF wanting IS NULL AND sharing IS NULL THEN
+        RETURN 0;
     END IF;
+    PERFORM pg_catalog.pg_stat_clear_snapshot();  -- the sessions as they are now, after the locks were read
     FOR victim IN
-        SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-        WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-          AND l.classid = 1718709113::oid AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
-          AND a.backend_type = 'client backend' AND a.usename IS DISTINCT FROM session_user
+        SELECT a.pid FROM pg_catalog.pg_stat_activity a
+        WHERE a.backend_type = 'client backend' AND a.usename IS DISTINCT FROM session_user
           AND a.usename IS DISTINCT FROM current_user
+          AND (a.pid = ANY (coalesce(wanting, '{}'))
+               OR (a.pid = ANY (coalesce(sharing, '{}')) AND a.state_change < seen
+                   AND (a.state = 'idle in transaction (aborted)'
+                        OR (a.backend_xid IS NULL AND a.state IN ('idle', 'idle in transaction')))))
     LOOP
         BEGIN
             IF pg_catalog.pg_terminate_backend(victim) THEN

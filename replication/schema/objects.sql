@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.changes (
 -- No index: the log is only appended to (peers read it from the WAL, their copy keeps nothing) and
 -- purged whole by age, and its index entry was about a sixth of the WAL a change wrote.
 -- (origin, id) stays unique by construction: each writer numbers its own changes from its sequence.
+-- A change must be sendable: the walsender writes an image as text, and a text over 1 GB fails
+-- every attempt to send it, which stalled the link for good (red team 14:
+-- tests/redteam/test_red14_unsendable_row.py). Text is at most six times the jsonb (a control
+-- character becomes \u0001), so an image over 170 MB is refused where it is written.
+DO $do$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'fraiseql_repl.changes'::regclass AND conname = 'changes_image_sendable') THEN
+        ALTER TABLE fraiseql_repl.changes ADD CONSTRAINT changes_image_sendable
+            CHECK (pg_catalog.pg_column_size(row_image) <= 170000000) NOT VALID;
+    END IF;
+END $do$;
 
 -- Local memory of deletes (never replicated: every node writes its own from the 'd' images, always
 -- whole: put_tombstone). born: the latest incarnation a delete of the key removed; origin and
@@ -444,9 +455,15 @@ BEGIN
             -- the count still current: it was stopped there (a terminated worker, a fast shutdown),
             -- which PostgreSQL does not count as an error. After a reset of the counts the two cannot
             -- be told apart (an error before the reset leaves no trace): read as failed.
+            -- A count below the recorded one, with no reset, was discarded by a crash: the marker's
+            -- count is then compared with the recorded one (a checkpoint may have kept the marker
+            -- odd: tests/redteam/test_red14_marker_checkpoint_crash.py).
             EXECUTE pg_catalog.format('SELECT is_called AND last_value %% 2 = 1 AND ((last_value >> 40) <> $1 OR $2) '
                                       'FROM %s', marker)
-                INTO failed USING errors % 4194304, since IS DISTINCT FROM rec_since;
+                INTO failed
+                USING CASE WHEN errors < rec_errors AND since IS NOT DISTINCT FROM rec_since THEN rec_errors ELSE errors END
+                          % 4194304,
+                      since IS DISTINCT FROM rec_since;
         END IF;
         INSERT INTO fraiseql_repl.apply_failures AS a (subid, errors, counted_since) VALUES (sub, errors, since)
             ON CONFLICT (subid) DO UPDATE SET errors = excluded.errors, counted_since = excluded.counted_since;
