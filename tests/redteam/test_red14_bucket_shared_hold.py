@@ -25,6 +25,10 @@ and the agent loop neither probes nor evicts for those 5 s each full maintenance
 Second test (2 runs of 2): apply_error_count 0 -> 1, the delete parked, the retry kept 8.09 and
 8.09 kB per row (the first, fast attempt 0.27-0.29 kB per row): 30,000 clean rows merged carefully
 because of one delete and one idle app session.
+
+Fixed: the agent's eviction (control.sql, evict_bucket_squatters) also ends client sessions of other
+users that hold a bucket shared with nothing written and have been idle since before the locks were
+read; both tests pass (the large transaction: 0 failed attempts, 0.27 kB per row).
 """
 
 from __future__ import annotations

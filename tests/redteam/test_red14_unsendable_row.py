@@ -19,6 +19,10 @@ Seen (3 runs of 3, one exploratory as superuser and two as APP_ROLE): the insert
 source; the next row never arrived in 60-80 s; walsender "string buffer exceeds maximum allowed
 length (1073741823 bytes)" 4, 7 and 4 times (one per attempt, each re-decoding the 180 MB);
 apply_error_count 0 -> 4 / 7; 0 parked.
+
+Fixed: the change log refuses an image over 170 MB (check constraint changes_image_sendable), so
+the write fails at the source (the error raised is PostgreSQL's "string buffer exceeds maximum
+allowed length", while it prints the failing row for the check's message).
 """
 
 from __future__ import annotations
