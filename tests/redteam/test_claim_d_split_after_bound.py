@@ -21,6 +21,7 @@ Each test FAILS while the claim is broken.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psycopg
 
@@ -173,6 +174,19 @@ def test_real_mesh_network_faults_only(m: Mesh, agents) -> None:
     assert not both, f"{EAST} and {WEST} both committed writes {both[0]:.2f} s after the cut (bound {b:.2f} s)"
 
 
+def _set_up_write(agents: dict[str, Any], c: psycopg.Connection[Any], sql: str, args: tuple[object, ...]) -> None:
+    """A write the scenario needs before its fault. The agents are driven by hand, so a lease may run out
+    while the test waits (a loaded machine: a CI rehearsal of e5bec66 saw west fenced at its UPDATE); renew, retry."""
+    deadline = time.monotonic() + 30
+    while True:
+        healthy(agents)
+        try:
+            c.execute(sql, args)
+            return
+        except psycopg.errors.ReadOnlySqlTransaction:
+            assert time.monotonic() < deadline, f"the set-up write was refused for 30 s: {sql}"
+
+
 def test_real_mesh_an_apply_blocked_by_an_application_row_lock_counts_as_a_healthy_link(m: Mesh, agents) -> None:
     """"Hears" needs a fresh heartbeat (control subscription) and a data subscription whose apply worker
     runs without new errors. An application transaction on east that holds a row lock (a plain
@@ -183,15 +197,15 @@ def test_real_mesh_an_apply_blocked_by_an_application_row_lock_counts_as_a_healt
     healthy(agents)
     b = detection_bound(3, probe_s=PROBE_S, stale_after_s=STALE_S, lease_s=LEASE_S, max_link_delay_s=0.05)
     k = key()
-    connect(m, WEST, APP_ROLE, autocommit=True).execute("INSERT INTO items (id, v) VALUES (%s, 'hot row')", (k,))
+    west = connect(m, WEST, APP_ROLE, autocommit=True)
+    _set_up_write(agents, west, "INSERT INTO items (id, v) VALUES (%s, 'hot row')", (k,))
     deadline = time.monotonic() + 10
     while not m.execute(EAST, "SELECT count(*) FROM items WHERE id = %s", (k,))[0][0]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     holder = connect(m, EAST, APP_ROLE)
     holder.execute("SELECT * FROM items WHERE id = %s FOR UPDATE", (k,))
-    west = connect(m, WEST, APP_ROLE, autocommit=True)
-    west.execute("UPDATE items SET v = 'changed in west' WHERE id = %s", (k,))
+    _set_up_write(agents, west, "UPDATE items SET v = 'changed in west' WHERE id = %s", (k,))
     stalled_at = time.monotonic()
     markers, both = [], []
     while time.monotonic() - stalled_at < 3 * b + 2:
