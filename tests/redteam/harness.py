@@ -45,12 +45,24 @@ def red_mesh(schema: Sequence[str] = APP_SCHEMA, policy: ConflictPolicy = POLICY
              extra_grants: Sequence[str] = ()) -> Iterator[Mesh]:
     """Three writers, fenced until their agents grant leases, with the real roles."""
     with mesh(policy, schema, delays=False, leases=False) as running:
-        for r in REGIONS:
-            with psycopg.connect(running.pg[r].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
-                apply(c, render_roles(policy, [APP_ROLE, AGENT_ROLE]))
-                for g in extra_grants:
-                    c.execute(g.encode())
+        _give_roles(running, policy, extra_grants)
         yield running
+
+
+@contextlib.contextmanager
+def roles_pair() -> Iterator[Mesh]:
+    """Two writers (east, west), writable without agents, with the real application and agent roles."""
+    with mesh(POLICY, APP_SCHEMA, regions=(EAST, WEST), delays=False) as running:
+        _give_roles(running, POLICY)
+        yield running
+
+
+def _give_roles(m: Mesh, policy: ConflictPolicy, extra_grants: Sequence[str] = ()) -> None:
+    for r in m.nodes:
+        with psycopg.connect(m.pg[r].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
+            apply(c, render_roles(policy, [APP_ROLE, AGENT_ROLE]))
+            for g in extra_grants:
+                c.execute(g.encode())
 
 
 def connect(m: Mesh, region: str, role: str, **kw: Any) -> psycopg.Connection[Any]:

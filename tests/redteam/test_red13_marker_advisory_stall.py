@@ -35,15 +35,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from drills.mesh import REGIONS, Mesh, mesh
-from drills.sample import APP_SCHEMA, POLICY
+from drills.mesh import REGIONS, Mesh
 from replication.agent.maintenance import evict_bucket_squatters
-from replication.bootstrap import apply
-from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
+from replication.roles import AGENT_ROLE, APP_ROLE
 from replication.sql import subscription_name
+from tests.redteam.harness import PASSWORDS, connect, roles_pair
 
 EAST, WEST = REGIONS[0], REGIONS[1]
-PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
 BASE = 13_700_000
 WAIT_S = 60
 PROBE_S = 0.25
@@ -51,16 +49,12 @@ PROBE_S = 0.25
 
 @pytest.fixture(scope="module")
 def two() -> Iterator[Mesh]:
-    with mesh(POLICY, APP_SCHEMA, regions=(EAST, WEST), delays=False) as running:
-        for r in (EAST, WEST):
-            with psycopg.connect(running.pg[r].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
-                apply(c, render_roles(POLICY, [APP_ROLE, AGENT_ROLE]))
+    with roles_pair() as running:
         yield running
 
 
 def _as(m: Mesh, role: str) -> psycopg.Connection:
-    return psycopg.connect(f"host=127.0.0.1 port={m.pg[WEST].port} dbname=postgres user={role} "
-                           f"password={PASSWORDS[role]}", autocommit=True)
+    return connect(m, WEST, role, password=PASSWORDS[role], autocommit=True)
 
 
 def test_roles_cannot_touch_the_marker(two: Mesh) -> None:

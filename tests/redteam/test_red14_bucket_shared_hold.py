@@ -40,16 +40,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from drills.mesh import REGIONS, Mesh, mesh
-from drills.sample import APP_SCHEMA, POLICY
+from drills.mesh import REGIONS, Mesh
 from replication.agent.maintenance import evict_bucket_squatters
-from replication.bootstrap import apply
-from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
+from replication.roles import AGENT_ROLE, APP_ROLE
 from replication.sql import subscription_name
+from tests.redteam.harness import PASSWORDS, connect, roles_pair
 from tests.replication.links import anon_kb, apply_pid
 
 EAST, WEST = REGIONS[0], REGIONS[1]
-PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
 BASE = 14_100_000
 PROBE_S = 0.25
 DELETES = 40
@@ -58,16 +56,12 @@ ROWS = 30_000
 
 @pytest.fixture(scope="module")
 def two() -> Iterator[Mesh]:
-    with mesh(POLICY, APP_SCHEMA, regions=(EAST, WEST), delays=False) as running:
-        for r in (EAST, WEST):
-            with psycopg.connect(running.pg[r].dsn, autocommit=True, options=secret_options(PASSWORDS)) as c:
-                apply(c, render_roles(POLICY, [APP_ROLE, AGENT_ROLE]))
+    with roles_pair() as running:
         yield running
 
 
 def _as(m: Mesh, role: str, region: str = WEST) -> psycopg.Connection:
-    return psycopg.connect(f"host=127.0.0.1 port={m.pg[region].port} dbname=postgres user={role} "
-                           f"password={PASSWORDS[role]}", autocommit=True)
+    return connect(m, region, role, password=PASSWORDS[role], autocommit=True)
 
 
 def _agent_evicting(m: Mesh, stop: threading.Event, ended: list[int]) -> None:
