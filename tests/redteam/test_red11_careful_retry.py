@@ -19,7 +19,6 @@ that ended anywhere else; only the first is retried carefully.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -27,7 +26,7 @@ import pytest
 
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
-from tests.replication.links import anon_kb, apply_pid, merging
+from tests.replication.links import ApplyMemory, apply_pid, merging
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 ROWS = 30_000
@@ -46,21 +45,8 @@ def test_a_clean_large_transaction_whose_link_resets_once_is_merged_under_1kb_pe
     m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE}", 1)
     first = apply_pid(m, WEST, EAST)
     assert first is not None
-    peaks: dict[int, list[int]] = {}  # apply worker pid -> [first sample, peak]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            pid = apply_pid(m, WEST, EAST)
-            if pid is not None:
-                kb = anon_kb(pid)
-                if kb:
-                    seen = peaks.setdefault(pid, [kb, kb])
-                    seen[1] = max(seen[1], kb)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    sampler = ApplyMemory(m, WEST, EAST).start()  # apply worker pid -> [first sample, peak] kB
+    peaks = sampler.peaks
     try:
         with m.connect(EAST) as c, c.transaction():
             c.execute(f"INSERT INTO items (id, v) SELECT {BASE} + g, repeat('x', 100) FROM generate_series(1, {ROWS}) g")
@@ -76,8 +62,7 @@ def test_a_clean_large_transaction_whose_link_resets_once_is_merged_under_1kb_pe
         m.heal()
         m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE}", ROWS, timeout=600)
     finally:
-        stop.set()
-        sampler.join()
+        sampler.stop()
     retried = {pid: (kb[1] - kb[0]) / ROWS for pid, kb in peaks.items() if pid != first}
     assert retried, f"the link did not drop (apply worker {first} throughout): nothing measured"
     worst = max(retried.values())

@@ -32,7 +32,6 @@ are.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -41,7 +40,7 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.sql import subscription_name
-from tests.replication.links import anon_kb, apply_pid, merge_marker, merging
+from tests.replication.links import ApplyMemory, apply_pid, merge_marker, merging
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 ROWS = 30_000
@@ -90,21 +89,8 @@ def test_a_clean_transaction_whose_link_resets_and_whose_worker_then_restarts_is
     m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE}", 1)
     first = apply_pid(m, WEST, EAST)
     assert first is not None
-    peaks: dict[int, list[int]] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            pid = apply_pid(m, WEST, EAST)
-            if pid is not None:
-                kb = anon_kb(pid)
-                if kb:
-                    seen = peaks.setdefault(pid, [kb, kb])
-                    seen[1] = max(seen[1], kb)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    sampler = ApplyMemory(m, WEST, EAST).start()  # apply worker pid -> [first sample, peak] kB
+    peaks = sampler.peaks
     log = []
     try:
         with m.connect(EAST) as c, c.transaction():
@@ -155,8 +141,7 @@ def test_a_clean_transaction_whose_link_resets_and_whose_worker_then_restarts_is
         m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE}", ROWS, timeout=600)
         log.append(("done", _errors(m), merge_marker(m, WEST, EAST)))
     finally:
-        stop.set()
-        sampler.join()
+        sampler.stop()
     third = {pid: (kb[1] - kb[0]) / ROWS for pid, kb in peaks.items() if pid not in (first, second)}
     print(f"\n[{first_event}]")
     print(f"\n{log}\nfirst {first}: {peaks.get(first)}; second {second}: {peaks.get(second)}; "

@@ -45,7 +45,7 @@ from replication.agent.maintenance import evict_bucket_squatters
 from replication.roles import AGENT_ROLE, APP_ROLE
 from replication.sql import subscription_name
 from tests.redteam.harness import PASSWORDS, connect, roles_pair
-from tests.replication.links import anon_kb, apply_pid
+from tests.replication.links import ApplyMemory, apply_pid
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 BASE = 14_100_000
@@ -151,21 +151,9 @@ def test_an_app_session_holding_the_buckets_shared_makes_a_large_transaction_mer
     first = apply_pid(m, WEST, EAST)
     holder = _as(m, APP_ROLE)
     holder.execute("SELECT pg_advisory_lock_shared(1718709113, b) FROM generate_series(0, 255) b")
-    peaks: dict[int, list[int]] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            pid = apply_pid(m, WEST, EAST)
-            if pid is not None:
-                kb = anon_kb(pid)
-                if kb:
-                    seen = peaks.setdefault(pid, [kb, kb])
-                    seen[1] = max(seen[1], kb)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    sampler = ApplyMemory(m, WEST, EAST).start()  # apply worker pid -> [first sample, peak] kB
+    peaks = sampler.peaks
+    stop = threading.Event()  # the agent thread's
     ended: list[int] = []
     agent = threading.Thread(target=_agent_evicting, args=(m, stop, ended))
     agent.start()
@@ -181,7 +169,7 @@ def test_an_app_session_holding_the_buckets_shared_makes_a_large_transaction_mer
         time.sleep(0.5)
     finally:
         stop.set()
-        sampler.join()
+        sampler.stop()
         agent.join()
     errors_after = _errors(m)
     parked = m.execute(WEST, "SELECT count(*) FROM fraiseql_repl.parked WHERE pk->>'id' = %s", (str(key),))[0][0]

@@ -22,7 +22,6 @@ along (57999 with carried count 0; 1099511743775 = carried 1), and the attempt a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -31,7 +30,7 @@ import pytest
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.sql import subscription_name
-from tests.replication.links import anon_kb, apply_pid, merge_marker, merging
+from tests.replication.links import ApplyMemory, apply_pid, merge_marker, merging
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 ROWS = 30_000
@@ -69,21 +68,8 @@ def test_a_clean_transaction_stopped_inside_a_merge_then_reset_is_merged_fast(tw
     m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id = {BASE}", 1)
     first = apply_pid(m, WEST, EAST)
     assert first is not None
-    peaks: dict[int, list[int]] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            pid = apply_pid(m, WEST, EAST)
-            if pid is not None:
-                kb = anon_kb(pid)
-                if kb:
-                    seen = peaks.setdefault(pid, [kb, kb])
-                    seen[1] = max(seen[1], kb)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    sampler = ApplyMemory(m, WEST, EAST).start()  # apply worker pid -> [first sample, peak] kB
+    peaks = sampler.peaks
     log: list = []
     second = None
     try:
@@ -126,8 +112,7 @@ def test_a_clean_transaction_stopped_inside_a_merge_then_reset_is_merged_fast(tw
         m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE}", ROWS, timeout=600)
         log.append(("done", _errors(m), merge_marker(m, WEST, EAST)))
     finally:
-        stop.set()
-        sampler.join()
+        sampler.stop()
     later = {pid: round((kb[1] - kb[0]) / ROWS, 2) for pid, kb in peaks.items() if pid not in (first, second)}
     print(f"\n[run {run}] {log}\nfirst {first}: {peaks.get(first)}; second {second}: {peaks.get(second)}; "
           f"after the reset (kB per row): {later}")

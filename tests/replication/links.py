@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 
 from drills.mesh import Mesh
@@ -65,3 +66,31 @@ def anon_kb(pid: int) -> int:
     except OSError:
         return 0
     return int(match[1]) if match else 0
+
+
+class ApplyMemory:
+    """Samples, every 20 ms, the anonymous memory of ``subscriber``'s apply worker for its link from
+    ``publisher``: ``peaks`` maps each worker pid seen to [first sample, peak] (kB)."""
+
+    def __init__(self, m: Mesh, subscriber: str, publisher: str) -> None:
+        self.peaks: dict[int, list[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(m, subscriber, publisher))
+
+    def start(self) -> "ApplyMemory":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self, m: Mesh, subscriber: str, publisher: str) -> None:
+        while not self._stop.is_set():
+            pid = apply_pid(m, subscriber, publisher)
+            if pid is not None:
+                kb = anon_kb(pid)
+                if kb:
+                    seen = self.peaks.setdefault(pid, [kb, kb])
+                    seen[1] = max(seen[1], kb)
+            time.sleep(0.02)
