@@ -50,7 +50,7 @@ class AgentTiming:
             metrics_every_s=1, stop_margin_s=1, watermark_every_s=1, maintenance_every_s=5,
             # A tenth of the defaults, like the probe (6 s hashed every table every few probes: the
             # drill's own load, not the system's).
-            verify_every_s=30, verify_margin_s=2, verify_buckets=64, **where)
+            verify_every_s=30, verify_margin_s=2, verify_buckets=64, verify_max_keys=1000, **where)
 
 
 class AgentProcess:

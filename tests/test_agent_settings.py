@@ -28,7 +28,7 @@ def every_field_set() -> Settings:
         arc_endpoints=({"region": "us-west-2", "endpoint": "https://a.example/v1"},
                        {"region": "eu-west-1", "endpoint": "https://b.example/v1"}),
         metrics_every_s=0.3, handoff_wait_s=150, stop_margin_s=0.5, watermark_every_s=1, maintenance_every_s=5,
-        verify_every_s=30, verify_margin_s=2, verify_buckets=64,
+        verify_every_s=30, verify_margin_s=2, verify_buckets=64, verify_max_keys=500,
         regions_next=THREE + ("eu-central-1", "ap-northeast-1"),
     )
 

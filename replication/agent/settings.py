@@ -43,6 +43,7 @@ ENV_KEYS: Mapping[str, str] = MappingProxyType({
     "verify_every_s": "FRAISEQL_VERIFY_EVERY_SECONDS",
     "verify_margin_s": "FRAISEQL_VERIFY_MARGIN_SECONDS",
     "verify_buckets": "FRAISEQL_VERIFY_BUCKETS",
+    "verify_max_keys": "FRAISEQL_VERIFY_MAX_KEYS",
     "regions_next": "FRAISEQL_REGIONS_NEXT",
 })
 
@@ -82,6 +83,10 @@ class Settings:
     verify_every_s: float = 300.0
     verify_margin_s: float = 60.0
     verify_buckets: int = 256
+    #: About how many keys a verify round may list into the control channel, which the heartbeats
+    #: share (replication/README.md, verify); a bucket larger than this is never listed, so keep
+    #: ``verify_buckets`` at least the largest table's rows over a quarter of it.
+    verify_max_keys: int = 10_000
     #: During a membership change (joint consensus): the members after it.
     regions_next: tuple[str, ...] = ()
 
@@ -124,6 +129,7 @@ class Settings:
             verify_every_s=float(env.get(k["verify_every_s"]) or 300),
             verify_margin_s=float(env.get(k["verify_margin_s"]) or 60),
             verify_buckets=int(env.get(k["verify_buckets"]) or 256),
+            verify_max_keys=int(env.get(k["verify_max_keys"]) or 10_000),
             regions_next=tuple(r for r in (env.get(k["regions_next"]) or "").split(",") if r),
         )
 
@@ -151,5 +157,8 @@ class Settings:
         # agent runs, reports and keeps it fenced ("not_member").
         problems = timing_problems(len(self.everyone), probe_s=self.probe_s, stale_after_s=self.stale_after_s,
                                    lease_s=self.lease_s)
+        for name in ("verify_buckets", "verify_max_keys"):
+            if getattr(self, name) < 1:
+                problems.append(f"{ENV_KEYS[name]} must be at least 1 (got {getattr(self, name)})")
         if problems:
             raise ValueError("; ".join(problems))

@@ -167,6 +167,85 @@ def test_no_keys_are_published_while_a_writer_has_not_applied_what_was_written_b
         m.wait_converged(["items"], timeout=20)
 
 
+def _round(m: Mesh, rnd: int, horizon: str, *, step: float | None = None, buckets: dict[str, int] | None = None,
+           max_keys: int = 1000) -> dict[str, tuple[int, int, int]]:
+    """One round by hand, as VerifySide runs it: digests, then the keys (keys, buckets listed, skipped)."""
+    for n in REGIONS:
+        m.execute(n, "SELECT fraiseql_repl.publish_digests(%s, %s::timestamptz, %s, %s)",
+                  (rnd, horizon, (buckets or {}).get(n, 64), step))
+    time.sleep(0.5)
+    out = {n: m.execute(n, "SELECT * FROM fraiseql_repl.publish_key_details(%s, 64, %s::timestamptz, %s)",
+                        (rnd, horizon, max_keys))[0] for n in REGIONS}
+    time.sleep(0.5)
+    return out
+
+
+def _found(m: Mesh, rnd: int, horizon: str) -> dict[str, set[int]]:
+    return {n: {pk["id"] for t, pk, _ in m.execute(n, "SELECT * FROM fraiseql_repl.diverged_keys(%s, %s::timestamptz)",
+                                                     (rnd, horizon))} for n in REGIONS}
+
+
+def test_a_round_lists_about_max_keys_and_later_rounds_the_other_buckets(m: Mesh) -> None:
+    # The keys travel in the heartbeats' channel: however many buckets differ (ordinary updates
+    # between the writers' digests, an agent role's digests published ahead), a round lists about
+    # max_keys keys; the buckets past it come first in other rounds.
+    keys = _inject(m, 16000)
+    _no_writer_behind(m)
+    horizon = m.execute(A, "SELECT (clock_timestamp() - interval '0.1 second')::text")[0][0]
+    try:
+        none = _round(m, 60, horizon, max_keys=0)
+        assert all(k == 0 and listed == 0 and skipped > 0 for k, listed, skipped in none.values()), none
+        assert _found(m, 60, horizon) == {n: set() for n in REGIONS}
+        # two of the biggest buckets that differ fit
+        (biggest,) = m.execute(A, "SELECT max(nrows) FROM fraiseql_repl.digests WHERE round = 60 AND bucket >= 0 AND "
+                              "bucket IN (SELECT fraiseql_repl.bucket_of(jsonb_build_object('id', k), 64) FROM unnest(%s::int[]) k)",
+                           (sorted(keys),))[0]
+        cap = 2 * biggest
+        seen: set[int] = set()
+        for rnd in range(61, 73):
+            got = _round(m, rnd, horizon, max_keys=cap)
+            # about: the estimate counts rows at the horizon; tombstones and newer rows come on top
+            assert all(k <= cap + 2 for k, _, _ in got.values()), got
+            seen |= set().union(*_found(m, rnd, horizon).values())
+        assert seen == keys
+    finally:
+        with _conns_ctx(m) as c:
+            repair(c, verify(c, buckets=64, margin_s=0.1))
+        m.wait_converged(["items"], timeout=20)
+
+
+def test_a_writer_behind_the_horizon_takes_digests_earlier_and_only_equal_horizons_are_compared(m: Mesh) -> None:
+    # An application session idle in a transaction that wrote holds its writer's watermark, and a
+    # large transaction its receivers': the round is compared at the last horizon of the grid that
+    # every writer has applied, not skipped (red team 14: verify stayed blind for as long as either lasted).
+    keys = _inject(m, 17000)
+    time.sleep(2.0)
+    _no_writer_behind(m)
+    horizon = m.execute(A, "SELECT (clock_timestamp() - interval '0.1 second')::text")[0][0]
+    # B has applied C's writes only up to a second before the horizon, and its peers know it
+    m.execute(B, "INSERT INTO fraiseql_repl.applied (origin, at) VALUES (%s, %s::timestamptz - interval '1 second')",
+              (C, horizon))
+    for n in (A, C):
+        m.execute(n, "INSERT INTO fraiseql_repl.peer_applied (peer, origin, at) VALUES (%s, %s, %s::timestamptz - interval '1 second')",
+                  (B, C, horizon))
+    try:
+        _round(m, 80, horizon, step=0.4)
+        marks = m.execute(A, "SELECT DISTINCT fraiseql_repl.marked_horizon(digest) = %s::timestamptz - interval '1.2 seconds' "
+                             "FROM fraiseql_repl.digests WHERE round = 80 AND bucket = -1", (horizon,))
+        assert marks == [(True,)], marks
+        assert _found(m, 80, horizon) == {n: keys for n in REGIONS}
+        # without a step (a previous release's agent) a writer behind publishes nothing
+        assert m.execute(A, "SELECT fraiseql_repl.publish_digests(81, %s::timestamptz, 64)", (horizon,)) == [(-1,)]
+        # a writer whose digests have another bucket count is compared with nobody
+        _round(m, 82, horizon, step=0.4, buckets={B: 32})
+        assert _found(m, 82, horizon) == {A: {17000, 17100}, B: set(), C: {17000, 17100}}
+    finally:
+        _no_writer_behind(m)
+        with _conns_ctx(m) as c:
+            repair(c, verify(c, buckets=64, margin_s=0.1))
+        m.wait_converged(["items"], timeout=20)
+
+
 class _conns_ctx:
     def __init__(self, m: Mesh) -> None:
         self.c = _conns(m)
