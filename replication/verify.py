@@ -153,6 +153,44 @@ def _quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
+SHARDS = "fraiseql_repl.shards"  # what the digests call the counters' shards (schema/verify.sql)
+
+
+def _differing(conns: Mapping[str, Any], table: str, buckets: int, horizon: str, report: VerifyReport) -> list[str]:
+    """The keys of ``table`` whose state differs between writers and is older than the horizon."""
+    names = list(conns)
+    first = conns[names[0]]
+    digests = {n: {b: (rows, d) for b, rows, d in c.execute(
+        "SELECT bucket, nrows, digest FROM fraiseql_repl.table_digest(%s, %s, %s::timestamptz)",
+        (table, buckets, horizon)).fetchall()} for n, c in conns.items()}
+    report.tables[table] = sum(rows for rows, _ in digests[names[0]].values())
+    differing = sorted({b for n in names for b in digests[n]
+                        if any(digests[o].get(b) != digests[n].get(b) for o in names)})
+    report.buckets_differing[table] = len(differing)
+    if not differing:
+        return []
+    keys: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for n, c in conns.items():
+        for _, pk, ts, vnode, digest, deleted in c.execute(
+                "SELECT bucket, pk::text, ts::text, vnode, digest, deleted "
+                "FROM fraiseql_repl.bucket_keys(%s, %s, %s)", (table, buckets, differing)).fetchall():
+            keys.setdefault(pk, {})[n] = (ts, vnode, digest, deleted)
+    out = []
+    for pk_text, seen in keys.items():
+        views = {n: seen.get(n) for n in names}
+        live = {n: v for n, v in views.items() if v is not None and not v[3]}
+        same = (len(live) == len(names) and len({v[2] for v in live.values()}) == 1) or not live
+        if same:
+            continue
+        in_flight = _one(first, "SELECT max(x::timestamptz) > %s::timestamptz FROM unnest(%s::text[]) x",
+                         (horizon, [v[0] for v in views.values() if v is not None and v[0] is not None]))
+        if in_flight:
+            report.in_flight += 1
+            continue
+        out.append(pk_text)
+    return out
+
+
 def verify(conns: Mapping[str, Any], *, buckets: int = 1024, margin_s: float = 30.0,
            tables: Optional[Sequence[str]] = None) -> VerifyReport:
     """Compare every replicated table on every writer. ``conns``: writer name -> autocommit connection."""
@@ -165,36 +203,23 @@ def verify(conns: Mapping[str, Any], *, buckets: int = 1024, margin_s: float = 3
     first = conns[names[0]]
     meta = dict(first.execute("SELECT table_name, strategy FROM fraiseql_repl.table_meta ORDER BY 1").fetchall())
     for table in tables or list(meta):
-        digests = {n: {b: (rows, d) for b, rows, d in c.execute(
-            "SELECT bucket, nrows, digest FROM fraiseql_repl.table_digest(%s, %s, %s::timestamptz)",
-            (table, buckets, horizon)).fetchall()} for n, c in conns.items()}
-        report.tables[table] = sum(rows for rows, _ in digests[names[0]].values())
-        differing = sorted({b for n in names for b in digests[n]
-                            if any(digests[o].get(b) != digests[n].get(b) for o in names)})
-        report.buckets_differing[table] = len(differing)
-        if not differing:
-            continue
-        keys: dict[str, dict[str, tuple[Any, ...]]] = {}
-        for n, c in conns.items():
-            for _, pk, ts, vnode, digest, deleted in c.execute(
-                    "SELECT bucket, pk::text, ts::text, vnode, digest, deleted "
-                    "FROM fraiseql_repl.bucket_keys(%s, %s, %s)", (table, buckets, differing)).fetchall():
-                keys.setdefault(pk, {})[n] = (ts, vnode, digest, deleted)
-        for pk_text, seen in keys.items():
-            views = {n: seen.get(n) for n in names}
-            live = {n: v for n, v in views.items() if v is not None and not v[3]}
-            same = (len(live) == len(names) and len({v[2] for v in live.values()}) == 1) or not live
-            if same:
-                continue
-            in_flight = _one(first, "SELECT max(x::timestamptz) > %s::timestamptz FROM unnest(%s::text[]) x",
-                             (horizon, [v[0] for v in views.values() if v is not None and v[0] is not None]))
-            if in_flight:
-                report.in_flight += 1
-                continue
+        for pk_text in _differing(conns, table, buckets, horizon, report):
             pk = json.loads(pk_text)
             states = {n: _state(c, table, pk) for n, c in conns.items()}
             winner, winning = policy_winner(meta[table], states)
             report.divergences.append(Divergence(table, pk, meta[table], states, winner, winning))
+    # A counter's shards, each at its own version: a counter row changed more often than the margin
+    # is never older than the horizon, while its shards change only with their own node's writes.
+    counters = [t for t in tables or list(meta) if meta.get(t) == "counter"]
+    if counters:
+        for key_text in _differing(conns, SHARDS, buckets, horizon, report):
+            shard = json.loads(key_text)
+            table, pk = shard["table"], shard["pk"]
+            if table not in counters or any(d.table == table and d.pk == pk for d in report.divergences):
+                continue
+            states = {n: _state(c, table, pk) for n, c in conns.items()}
+            winner, winning = policy_winner("counter", states)
+            report.divergences.append(Divergence(table, pk, "counter", states, winner, winning))
     for n, c in conns.items():
         found = {f"{t} ({con})": int(k) for t, con, k in c.execute(
             "SELECT table_name, constraint_name, orphans FROM fraiseql_repl.orphans() WHERE orphans > 0").fetchall()}

@@ -977,7 +977,7 @@ END $inst$;
 CREATE OR REPLACE FUNCTION fraiseql_repl.shard_arriving()
 RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
-    UPDATE fraiseql_repl.shards SET amount = NEW.amount
+    UPDATE fraiseql_repl.shards SET amount = NEW.amount, ts = NEW.ts
     WHERE table_name = NEW.table_name AND pk = NEW.pk AND col = NEW.col AND node = NEW.node AND born = NEW.born;
     IF FOUND THEN
         PERFORM fraiseql_repl.refresh_counter(NEW.table_name, NEW.pk);
@@ -993,7 +993,21 @@ BEGIN
     RETURN NULL;
 END $f$;
 
+-- This node's own shard changed here: its version is now (a change's statement time, as rows'
+-- are, so a watermark past it says a peer has it). Peers' shards arrive with theirs (the replica
+-- role does not fire this trigger); '_seed' shards keep '-infinity' on every writer.
+CREATE OR REPLACE FUNCTION fraiseql_repl.shard_stamp()
+RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF NEW.node = fraiseql_repl.node_name() THEN
+        NEW.ts := pg_catalog.clock_timestamp();
+    END IF;
+    RETURN NEW;
+END $f$;
+
 DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_stamp BEFORE INSERT OR UPDATE ON fraiseql_repl.shards
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.shard_stamp();
   CREATE OR REPLACE TRIGGER fraiseql_repl_arriving BEFORE INSERT ON fraiseql_repl.shards
     FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.shard_arriving();
   ALTER TABLE fraiseql_repl.shards ENABLE REPLICA TRIGGER fraiseql_repl_arriving;

@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.tombstones (
 );
 
 -- Counter contributions: one row per (row, column, node, incarnation), written only by its node,
--- replicated directly (a single writer per row never conflicts).
+-- replicated directly (a single writer per row never conflicts). ts: when its node last changed it
+-- (shard_stamp), its version for verify: a counter's row changes with every increment anywhere,
+-- its shards only with their own node's.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.shards (
     table_name text NOT NULL,
     pk         jsonb NOT NULL,
@@ -66,6 +68,7 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.shards (
     node       text NOT NULL,
     born       timestamptz NOT NULL,
     amount     numeric NOT NULL DEFAULT 0,
+    ts         timestamptz NOT NULL DEFAULT '-infinity',
     PRIMARY KEY (table_name, pk, col, node, born)
 );
 

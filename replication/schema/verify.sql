@@ -19,11 +19,35 @@ RETURNS text LANGUAGE sql STABLE AS $f$
     FROM unnest(fraiseql_repl.pk_cols(tname::regclass)) c
 $f$;
 
+-- Counter shards as verify compares them, one line per shard: its key, its version and what it
+-- holds. A dead shard (one a delete removed) is compared as a deleted row is: absent and dead are
+-- the same state (each writer purges them at its own time), and its version is the delete's. A
+-- counter's row changes with every increment anywhere, so a row incremented more often than once
+-- a round is never compared; its shards change only with their own node's increments (red team
+-- 14: a wrong copy of a quiet writer's shard under a hot counter).
+CREATE OR REPLACE VIEW fraiseql_repl.shard_versions AS
+SELECT jsonb_build_object('table', s.table_name, 'pk', s.pk, 'col', s.col, 'node', s.node, 'born', s.born) AS key,
+       s.table_name, s.pk, greatest(s.ts, x.ts) AS ts, s.node,
+       md5(jsonb_build_array(s.amount, s.ts)::text) AS digest, x.ts IS NOT NULL AS dead
+FROM fraiseql_repl.shards s
+LEFT JOIN fraiseql_repl.tombstones x ON x.table_name = s.table_name AND x.pk = s.pk AND x.born >= s.born;
+REVOKE ALL ON TABLE fraiseql_repl.shard_versions FROM PUBLIC;
+
+-- What a round calls the shards (not a table of table_meta: its own digests, keys and count).
+CREATE OR REPLACE FUNCTION fraiseql_repl.shards_name()
+RETURNS text LANGUAGE sql IMMUTABLE AS $f$ SELECT 'fraiseql_repl.shards'::text $f$;
+
 -- Digest of every bucket of one table, over rows whose version is not newer than the horizon
 -- (newer rows may still be on their way to other writers).
 CREATE OR REPLACE FUNCTION fraiseql_repl.table_digest(tname text, buckets integer, horizon timestamptz)
 RETURNS TABLE (bucket integer, nrows bigint, digest text) LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' AS $f$
 BEGIN
+    IF tname = fraiseql_repl.shards_name() THEN
+        RETURN QUERY SELECT x.b, count(*)::bigint, md5(string_agg(x.h, '' ORDER BY x.h)) FROM (
+            SELECT fraiseql_repl.bucket_of(v.key, buckets) AS b, md5(v.key::text || v.digest) AS h
+            FROM fraiseql_repl.shard_versions v WHERE NOT v.dead AND v.ts <= horizon) x GROUP BY x.b;
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE format(
         'SELECT b, count(*)::bigint, md5(string_agg(h, '''' ORDER BY h)) FROM ('
         '  SELECT fraiseql_repl.bucket_of(%1$s, $1) AS b, md5(to_jsonb(t)::text) AS h FROM %2$s t'
@@ -37,6 +61,12 @@ CREATE OR REPLACE FUNCTION fraiseql_repl.bucket_keys(tname text, buckets integer
 RETURNS TABLE (bucket integer, pk jsonb, ts timestamptz, vnode text, digest text, deleted boolean)
 LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' AS $f$
 BEGIN
+    IF tname = fraiseql_repl.shards_name() THEN
+        RETURN QUERY SELECT fraiseql_repl.bucket_of(v.key, buckets), v.key, v.ts, v.node,
+                            CASE WHEN NOT v.dead THEN v.digest END, v.dead
+            FROM fraiseql_repl.shard_versions v WHERE fraiseql_repl.bucket_of(v.key, buckets) = ANY (wanted);
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE format(
         'SELECT fraiseql_repl.bucket_of(t._fq_key, $1), t._fq_key, t._repl_ts, t._repl_node,'
         '       md5((to_jsonb(t) - ''_fq_key'')::text), false'
@@ -142,19 +172,19 @@ BEGIN
         END IF;
         h := horizon - make_interval(secs => ceil(extract(epoch FROM horizon - w)::float8 / step_s) * step_s);
     END IF;
-    FOR m IN SELECT table_name FROM fraiseql_repl.table_meta ORDER BY table_name LOOP
+    FOR m IN SELECT tm.table_name FROM fraiseql_repl.table_meta tm UNION ALL SELECT fraiseql_repl.shards_name() ORDER BY 1 LOOP
         INSERT INTO fraiseql_repl.digests (node, round, table_name, bucket, nrows, digest)
         SELECT fraiseql_repl.node_name(), rnd, m.table_name, d.bucket, d.nrows, d.digest
         FROM fraiseql_repl.table_digest(m.table_name, buckets, h) d
         ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS k = ROW_COUNT;
         n := n + k;
+        -- the table's row: its horizon and bucket count; an empty table still says "I have
+        -- nothing", so a peer with rows there differs from it
+        INSERT INTO fraiseql_repl.digests (node, round, table_name, bucket, nrows, digest)
+        VALUES (fraiseql_repl.node_name(), rnd, m.table_name, -1, buckets, 'horizon ' || h::text)
+        ON CONFLICT DO NOTHING;
     END LOOP;
-    -- the table's row: its horizon and bucket count; an empty table still says "I have nothing", so
-    -- a peer with rows there differs from it
-    INSERT INTO fraiseql_repl.digests (node, round, table_name, bucket, nrows, digest)
-    SELECT fraiseql_repl.node_name(), rnd, tm.table_name, -1, buckets, 'horizon ' || h::text FROM fraiseql_repl.table_meta tm
-    ON CONFLICT DO NOTHING;
     RETURN n;
 END $f$;
 

@@ -246,6 +246,53 @@ def test_a_writer_behind_the_horizon_takes_digests_earlier_and_only_equal_horizo
         m.wait_converged(["items"], timeout=20)
 
 
+def test_a_wrong_shard_under_a_counter_written_all_the_time_is_found_and_repaired(m: Mesh) -> None:
+    # A counter's row changes with every increment anywhere, so it is never older than the horizon;
+    # its shards change only with their own node's increments (red team 14: a wrong copy of a quiet
+    # writer's shard under a hot counter was never counted).
+    key = 18000
+    m.execute(A, "INSERT INTO counters (id, label, hits) VALUES (%s, 'hot', 0)", (key,))
+    m.wait_converged(["counters"])
+    m.execute(B, "UPDATE counters SET hits = hits + 1 WHERE id = %s", (key,))
+    m.wait_converged(["counters"])
+    time.sleep(1.0)
+    b_node = m.execute(B, "SELECT fraiseql_repl.node_name()")[0][0]
+    with m.connect(C) as c:  # C's copy of B's shard, behind the mesh (a replication origin keeps it here)
+        c.execute("SET session_replication_role = replica")
+        c.execute("SELECT pg_replication_origin_create('test_verify_shard')")
+        try:
+            c.execute("SELECT pg_replication_origin_session_setup('test_verify_shard')")
+            c.execute("UPDATE fraiseql_repl.shards SET amount = amount + 1000 WHERE table_name = 'public.counters' "
+                      "AND pk = jsonb_build_object('id', %s::int) AND node = %s", (key, b_node))
+            c.execute("UPDATE counters SET hits = hits + 1000 WHERE id = %s", (key,))
+            c.execute("SELECT pg_replication_origin_session_reset()")
+        finally:
+            c.execute("SELECT pg_replication_origin_drop('test_verify_shard')")
+    _no_writer_behind(m)
+    horizon = m.execute(A, "SELECT (clock_timestamp() - interval '0.1 second')::text")[0][0]
+    m.execute(A, "UPDATE counters SET hits = hits + 1 WHERE id = %s", (key,))  # the row: newer than the horizon
+    m.wait_for(B, f"SELECT hits FROM counters WHERE id = {key}", 2)
+    try:
+        _round(m, 90, horizon, step=1.0)
+        found = {n: m.execute(n, "SELECT pk -> 'pk' ->> 'id', pk ->> 'node' FROM fraiseql_repl.diverged_keys(90, %s::timestamptz) "
+                                 "WHERE table_name = 'fraiseql_repl.shards'", (horizon,)) for n in REGIONS}
+        assert found == {A: [(str(key), b_node)], B: [(str(key), b_node)], C: [(str(key), b_node), (str(key), b_node)]}, found
+        with _conns_ctx(m) as c:
+            m.execute(A, "UPDATE counters SET hits = hits + 1 WHERE id = %s", (key,))  # the row in flight again
+            report = verify(c, buckets=64, margin_s=0.5)
+            assert [(d.table, d.pk) for d in report.divergences] == [("public.counters", {"id": key})], report.as_dict()
+            # the row itself is newer than the horizon: only its shards were compared
+            assert m.execute(A, "SELECT _repl_ts > %s::timestamptz FROM counters WHERE id = %s",
+                             (report.horizon, key)) == [(True,)]
+            repair(c, report)
+        m.wait_converged(["counters"], timeout=20)
+        assert {m.execute(n, f"SELECT hits FROM counters WHERE id = {key}")[0][0] for n in REGIONS} == {3}
+    finally:
+        with _conns_ctx(m) as c:
+            repair(c, verify(c, buckets=64, margin_s=0.1))
+        m.wait_converged(["counters"], timeout=20)
+
+
 class _conns_ctx:
     def __init__(self, m: Mesh) -> None:
         self.c = _conns(m)
