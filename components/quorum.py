@@ -72,6 +72,9 @@ class QuorumArgs:
     unfence_after: int
     safety_rule_wait_ms: int
     health_path: str
+    #: The agents' verify rounds (`fraiseql:replication.verify_buckets`, `.verify_max_keys`).
+    verify_buckets: int
+    verify_max_keys: int
     #: Lambda concurrency reserved per agent (`fraiseql:quorum.agent_reserved_concurrency`); None reserves
     #: none, which accounts whose concurrency quota is 10 require.
     agent_reserved_concurrency: Optional[int] = None
@@ -324,6 +327,8 @@ def agent_settings(args: QuorumArgs, q: QuorumRegion, db_host: str, db_secret_ar
         routing_control_arn=routing_control_arn,
         fence_rule_arn=fence_rule_arn,
         health_path=args.health_path,
+        verify_buckets=args.verify_buckets,
+        verify_max_keys=args.verify_max_keys,
         # Wide enough that a tick lost or late still starts the next holder in time.
         handoff_wait_s=schedule.HANDOFF_WAIT_S,
         stop_margin_s=schedule.STOP_MARGIN_S,

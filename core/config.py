@@ -585,6 +585,12 @@ class ReplicationConfig(_Model):
     lag_alarm_seconds: Optional[float] = Field(
         None, gt=0, examples=[0.5], description="per-pair lag alarm; default slo.lag_alarm_seconds, at most min(30 s, RPO/2)"
     )
+    verify_buckets: int = Field(
+        256, ge=16, le=65536, description="key buckets the agents' verify rounds compare per table; at least four "
+                                          "times the largest table's rows over verify_max_keys, or its buckets are never listed")
+    verify_max_keys: int = Field(
+        10_000, ge=100, le=1_000_000, description="about how many keys one verify round lists into the channel the "
+                                                  "heartbeats share (replication/README.md, verify)")
 
 
     def cross_checks(self, cfg: StackConfig) -> list[Problem]:

@@ -139,6 +139,8 @@ def _fence(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], databa
            code: pulumi.AssetArchive) -> Quorum:
     """The quorum fence: one agent per region, ARC routing controls, the writers' leases."""
     db = cfg.database
+    repl = cfg.replication
+    assert repl is not None  # validated: phases b and c carry a conflict policy
     next_members = cfg.quorum_next_members
     return Quorum(
         "fraiseql-quorum",
@@ -168,6 +170,8 @@ def _fence(cfg: StackConfig, stack: str, regions: dict[str, RegionStack], databa
             safety_rule_wait_ms=cfg.quorum.safety_rule_wait_ms,
             agent_reserved_concurrency=cfg.quorum.agent_reserved_concurrency,
             health_path=cfg.app.health_path,
+            verify_buckets=repl.verify_buckets,
+            verify_max_keys=repl.verify_max_keys,
             code=code,
             dependencies_layer_arns=database.dependencies_layer_arns,
             after=tuple(database.bootstrap_runs),

@@ -75,3 +75,15 @@ def test_a_timing_the_quorum_cannot_work_with_is_refused_on_both_sides() -> None
     env["FRAISEQL_LEASE_SECONDS"] = "5"
     with pytest.raises(ValueError, match="lease_seconds"):
         Settings.from_env(env)
+
+
+def test_the_agents_verify_defaults_are_the_configs() -> None:
+    # The stack passes fraiseql:replication.verify_* to every agent; an agent whose environment
+    # lacks them (an older stack) runs with the same values.
+    from core.config import ReplicationConfig
+
+    fields = ReplicationConfig.model_fields
+    assert (fields["verify_buckets"].default, fields["verify_max_keys"].default) == (
+        Settings.__dataclass_fields__["verify_buckets"].default, Settings.__dataclass_fields__["verify_max_keys"].default)
+    assert Settings.from_env({**minimal().to_env(), "FRAISEQL_VERIFY_MAX_KEYS": ""}).verify_max_keys == \
+        Settings.__dataclass_fields__["verify_max_keys"].default

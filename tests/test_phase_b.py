@@ -285,3 +285,11 @@ def test_fence_agent_and_bootstrap_share_one_dependency_layer_per_region(phase_b
     agent = one(phase_b, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{region}")
     bootstrap = one(phase_b, "aws:lambda/function:Function", f"fraiseql-db-bootstrap-{region}")
     assert agent.inputs["layers"] == bootstrap.inputs["layers"] == [layers[0].outputs["arn"]]
+
+
+def test_the_agents_verify_rounds_take_the_replication_config() -> None:
+    # the runbook's fix for `verify_capped` (docs/runbooks.md): more buckets, or a larger cap
+    synth = synth_variant("phase-b", lambda v: v["replication"].update(verify_buckets=4096, verify_max_keys=2500))
+    agents = [Settings.from_env(one(synth, "aws:lambda/function:Function", f"fraiseql-quorum-fence-agent-{r}")
+                                .inputs["environment"]["variables"]) for r in REGIONS]
+    assert {(a.verify_buckets, a.verify_max_keys) for a in agents} == {(4096, 2500)}
