@@ -42,6 +42,19 @@ DO $do$ BEGIN
             CHECK (pg_catalog.pg_column_size(row_image) <= 170000000) NOT VALID;
     END IF;
 END $do$;
+-- And readable: a peer's apply worker parses each image from text, recursively, before any trigger
+-- runs, and a value nested deeper than its stack allows failed every attempt, so the link stalled
+-- for good with nothing parked; a jsonb value can be built deeper than that without being parsed
+-- (red team 14: tests/redteam/test_red14_deep_jsonb.py, 16,000 levels where the peer parsed 16,338).
+-- A column's value nested 1,000 levels deep (999 is written) is refused where it is written: the
+-- parser needs about 0.13 kB of stack a level, and max_stack_depth is 2 MB by default (6 MB on RDS).
+DO $do$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'fraiseql_repl.changes'::regclass AND conname = 'changes_image_nested_under_1000_levels') THEN
+        ALTER TABLE fraiseql_repl.changes ADD CONSTRAINT changes_image_nested_under_1000_levels
+            CHECK (NOT pg_catalog.jsonb_path_exists(row_image, 'strict $.**{1000}')) NOT VALID;
+    END IF;
+END $do$;
 
 -- Local memory of deletes (never replicated: every node writes its own from the 'd' images, always
 -- whole: put_tombstone). born: the latest incarnation a delete of the key removed; origin and

@@ -18,6 +18,11 @@ Seen (2 runs of 2, and 2 exploratory runs): the source parses 16,338 levels; row
 + 100 levels arrive; the row of 16,138 + 1,000 levels never does, nor the row written after it;
 apply_error_count 62 within 30 s (one failed attempt every ~0.5 s, wal_retrieve_retry_interval),
 0 parked.
+
+Fixed: an image with a value nested 1,000 levels deep is refused where it is written (the change
+log's CHECK changes_image_nested_under_1000_levels, with the error the application sees); all three
+rows here are refused at the source and the row after them arrives. The second test holds the
+boundary: 999 levels are written and arrive.
 """
 
 from __future__ import annotations
@@ -59,7 +64,6 @@ def _parses(c: psycopg.Connection, n: int) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="open (replication/README.md, known limits, red team 14): a jsonb value nested deeper than the subscriber can parse is written at the source and stalls the link")
 def test_a_deeply_nested_row_reaches_the_peer_or_is_refused_at_the_source(two: Mesh) -> None:
     m = two
     sub = subscription_name(m.nodes[WEST], m.nodes[EAST])
@@ -101,3 +105,14 @@ def test_a_deeply_nested_row_reaches_the_peer_or_is_refused_at_the_source(two: M
         f"the application wrote a jsonb row its peer cannot read: the data link {EAST} -> {WEST} has been failing "
         f"for {WAIT_S} s ({after - before} apply errors, {parked} parked), rows {[w for w in written if w[0] not in got]} "
         f"and everything after them never arrived")
+
+
+def test_a_value_nested_999_levels_is_written_and_arrives_and_1000_is_refused_with_the_rules_name(two: Mesh) -> None:
+    m = two
+    with psycopg.connect(f"host=127.0.0.1 port={m.pg[EAST].port} dbname=postgres user={APP_ROLE} "
+                         f"password={PASSWORDS[APP_ROLE]}", autocommit=True) as app:
+        app.execute("INSERT INTO docs (id, data) VALUES (999, (repeat('[', 999) || repeat(']', 999))::jsonb)")
+        with pytest.raises(psycopg.errors.CheckViolation, match="changes_image_nested_under_1000_levels"):
+            app.execute("INSERT INTO docs (id, data) VALUES (1000, (repeat('[', 1000) || repeat(']', 1000))::jsonb)")
+    m.wait_for(WEST, "SELECT count(*) FROM docs WHERE id = 999", 1)
+    assert m.execute(WEST, "SELECT count(*) FROM docs WHERE id = 1000") == [(0,)]
