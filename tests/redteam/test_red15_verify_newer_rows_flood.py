@@ -54,33 +54,58 @@ MAX_KEYS = 1_000
 RND = 991
 
 
+class _Background:
+    """The agents probing (fresh watermarks), and the oldest peer heartbeat once ``watching`` is set."""
+
+    def __init__(self, m, agents) -> None:
+        self.m, self.agents = m, agents
+        self.stop, self.watching = threading.Event(), threading.Event()
+        self.hb_age = {r: 0.0 for r in REGIONS3}
+        self.threads = [threading.Thread(target=self._probe, daemon=True), threading.Thread(target=self._watch, daemon=True)]
+        for th in self.threads:
+            th.start()
+
+    def _probe(self) -> None:
+        while not self.stop.is_set():
+            rounds(self.agents, 1)
+
+    def _watch(self) -> None:
+        conns = {r: self.m.connect(r) for r in REGIONS3}
+        while not self.stop.is_set():
+            if self.watching.is_set():
+                for r, c in conns.items():
+                    age = c.execute("SELECT extract(epoch FROM max(clock_timestamp() - sent_at))::float8 "
+                                    "FROM fraiseql_repl.heartbeats WHERE node <> fraiseql_repl.node_name()").fetchone()[0]
+                    self.hb_age[r] = max(self.hb_age[r], age or 0.0)
+            time.sleep(0.2)
+        for c in conns.values():
+            c.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join(timeout=10)
+
+
+def _counts(v, horizon: float) -> dict:
+    out = {}
+    for r in REGIONS3:
+        t = time.monotonic()
+        try:
+            v[r].execute("SET statement_timeout = '20s'")
+            out[r] = v[r].execute("SELECT fraiseql_repl.diverged_count(%s, to_timestamp(%s))",
+                                  (RND, horizon)).fetchone()[0]
+        except Exception as exc:  # noqa: BLE001
+            out[r] = f"{type(exc).__name__} after {time.monotonic() - t:.0f} s"
+    return out
+
+
 def test_rows_newer_than_the_horizon_are_listed_past_the_cap() -> None:
     with red_mesh() as m:
         agents = {r: agent_conn(m, r) for r in REGIONS3}
         healthy(agents)
-        stop = threading.Event()
-        hb_age = {r: 0.0 for r in REGIONS3}
-        watching = threading.Event()
-
-        def probing() -> None:
-            while not stop.is_set():
-                rounds(agents, 1)
-
-        def watch() -> None:
-            conns = {r: m.connect(r) for r in REGIONS3}
-            while not stop.is_set():
-                if watching.is_set():
-                    for r, c in conns.items():
-                        age = c.execute("SELECT extract(epoch FROM max(clock_timestamp() - sent_at))::float8 "
-                                        "FROM fraiseql_repl.heartbeats WHERE node <> fraiseql_repl.node_name()").fetchone()[0]
-                        hb_age[r] = max(hb_age[r], age or 0.0)
-                time.sleep(0.2)
-            for c in conns.values():
-                c.close()
-
-        threads = [threading.Thread(target=probing, daemon=True), threading.Thread(target=watch, daemon=True)]
-        for th in threads:
-            th.start()
+        bg = _Background(m, agents)
+        hb_age = bg.hb_age
         hold = east = None
         try:
             m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' FROM generate_series(1, {N_OLD}) g")
@@ -117,7 +142,7 @@ def test_rows_newer_than_the_horizon_are_listed_past_the_cap() -> None:
                                     "WHERE round = %s AND bucket = -1 ORDER BY 1", (RND,))
             behind = {r: m.execute(r, "SELECT count(*) FROM fraiseql_repl.applied WHERE at < to_timestamp(%s)",
                                    (horizon,))[0][0] for r in REGIONS3}
-            watching.set()
+            bg.watching.set()
             t = time.monotonic()
             listed = {r: tuple(v[r].execute("SELECT * FROM fraiseql_repl.publish_key_details(%s, %s, to_timestamp(%s), %s)",
                                             (RND, BUCKETS, horizon, MAX_KEYS)).fetchone()) for r in REGIONS3}
@@ -125,15 +150,7 @@ def test_rows_newer_than_the_horizon_are_listed_past_the_cap() -> None:
             time.sleep(8)
             print(f"\npublish_key_details (keys, buckets listed, skipped) per writer {listed} in {took:.1f} s, "
                   f"max_keys {MAX_KEYS}")
-            diverged = {}
-            for r in REGIONS3:
-                t = time.monotonic()
-                try:
-                    v[r].execute("SET statement_timeout = '20s'")
-                    diverged[r] = v[r].execute("SELECT fraiseql_repl.diverged_count(%s, to_timestamp(%s))",
-                                               (RND, horizon)).fetchone()[0]
-                except Exception as exc:  # noqa: BLE001
-                    diverged[r] = f"{type(exc).__name__} after {time.monotonic() - t:.0f} s"
+            diverged = _counts(v, horizon)
             arrived = m.execute(EAST, "SELECT node, count(*) FROM fraiseql_repl.digest_keys WHERE round = %s "
                                       "GROUP BY 1 ORDER BY 1", (RND,))
             est = m.execute(EAST, "SELECT node, count(*), sum(nrows) FROM fraiseql_repl.digests WHERE round = %s "
@@ -155,6 +172,4 @@ def test_rows_newer_than_the_horizon_are_listed_past_the_cap() -> None:
             for c in (hold, east):
                 if c is not None:
                     c.close()
-            stop.set()
-            for th in threads:
-                th.join(timeout=10)
+            bg.close()
