@@ -247,6 +247,10 @@ def repair(conns: Mapping[str, Any], report: VerifyReport, *, dry_run: bool = Fa
                 actions.append(action)
                 log(action)
             continue
+        if d.strategy == "counter":
+            for action in _shard_copies(conns, d.table, key, dry_run=dry_run):
+                actions.append({"table": d.table, "pk": d.pk, **action})
+                log(actions[-1])
         if d.winner is None:
             continue
         won = d.states[d.winner]
@@ -261,4 +265,44 @@ def repair(conns: Mapping[str, Any], report: VerifyReport, *, dry_run: bool = Fa
                     c.execute("SELECT fraiseql_repl.reemit_shards(%s, %s::jsonb)", (d.table, key))
         actions.append(action)
         log(action)
+    return actions
+
+
+def _shard_copies(conns: Mapping[str, Any], table: str, key: str, *, dry_run: bool) -> list[dict[str, Any]]:
+    """Make every writer's copy of the key's shards that no writer re-sends as its own agree: a copy
+    of a writer's shard that writer does not hold is removed where it is; a '_seed' shard, or one of a
+    writer that left, is sent again from a writer holding the amount most writers hold (absent counts:
+    then it is removed where it is). A writer's own shards are reemit_shards' (after this)."""
+    names = {n: _one(c, "SELECT fraiseql_repl.node_name()") for n, c in conns.items()}
+    held = {n: {(col, node, born): amount for col, node, born, amount in c.execute(
+                "SELECT col, node, born::text, amount FROM fraiseql_repl.shards WHERE table_name = %s AND pk = %s::jsonb",
+                (table, key)).fetchall()} for n, c in conns.items()}
+    owners = {node: n for n, node in names.items()}
+    actions: list[dict[str, Any]] = []
+    for shard in sorted({s for h in held.values() for s in h}):
+        col, node, born = shard
+        if node in owners:
+            if shard in held[owners[node]]:
+                continue  # its owner sends it (reemit_shards)
+            keep = None
+        else:
+            amounts = [held[n].get(shard) for n in conns]
+            if len(set(amounts)) == 1:
+                continue
+            keep = max(amounts, key=lambda a: (amounts.count(a), a is not None))
+        for n in conns:
+            if shard not in held[n] or held[n][shard] == keep:
+                continue
+            if keep is None:
+                why = "which its owner does not hold" if node in owners else "which most writers do not hold"
+                actions.append({"on": n, "do": f"remove its copy of {node}'s shard of {col} (born {born}), {why}"})
+                if not dry_run:
+                    conns[n].execute("SELECT fraiseql_repl.drop_shard_copy(%s, %s::jsonb, %s, %s, %s::timestamptz)",
+                                     (table, key, col, node, born))
+        if keep is not None:
+            source = next(n for n in conns if held[n].get(shard) == keep)
+            actions.append({"on": source, "do": f"send its copy of {node}'s shard of {col} (born {born}) to every writer"})
+            if not dry_run:
+                conns[source].execute("SELECT fraiseql_repl.reemit_shard_copy(%s, %s::jsonb, %s, %s, %s::timestamptz)",
+                                      (table, key, col, node, born))
     return actions

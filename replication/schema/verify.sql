@@ -118,6 +118,48 @@ BEGIN
     RETURN n;
 END $f$;
 
+-- Repair helpers for a counter's shard copies that no writer re-sends as its own (reemit_shards):
+-- a copy of a writer's shard that this writer holds and its owner does not is removed here (deletes
+-- are not published), and a '_seed' shard, or one of a writer that left, is sent again from a writer
+-- holding the value most writers hold (red team 16: tests/redteam/test_red16_shard_repair.py).
+CREATE OR REPLACE FUNCTION fraiseql_repl.drop_shard_copy(tname text, key jsonb, shard_col text, shard_node text,
+                                                         shard_born timestamptz)
+RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE
+    n integer;
+    was text := pg_catalog.current_setting('session_replication_role');
+BEGIN
+    IF shard_node = fraiseql_repl.node_name() THEN
+        RAISE EXCEPTION 'drop_shard_copy: the shard of % is this writer''s own; reemit_shards sends it', shard_node;
+    END IF;
+    DELETE FROM fraiseql_repl.shards s WHERE s.table_name = tname AND s.pk = key AND s.col = shard_col
+        AND s.node = shard_node AND s.born = shard_born;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- the counter row here follows its shards, as a merge recomputes it: no change of its own
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    PERFORM fraiseql_repl.refresh_counter(tname, key);
+    PERFORM pg_catalog.set_config('session_replication_role', was, true);
+    RETURN n;
+END $f$;
+
+CREATE OR REPLACE FUNCTION fraiseql_repl.reemit_shard_copy(tname text, key jsonb, shard_col text, shard_node text,
+                                                           shard_born timestamptz)
+RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE n integer;
+BEGIN
+    WITH mine AS (
+        DELETE FROM fraiseql_repl.shards s WHERE s.table_name = tname AND s.pk = key AND s.col = shard_col
+            AND s.node = shard_node AND s.born = shard_born
+        RETURNING *
+    )
+    INSERT INTO fraiseql_repl.shards SELECT * FROM mine;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $f$;
+
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.drop_shard_copy(text, jsonb, text, text, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION fraiseql_repl.reemit_shard_copy(text, jsonb, text, text, timestamptz) FROM PUBLIC;
+
 -- Rounds through the control channel (the fence agents run them). Replicated like heartbeats.
 CREATE TABLE IF NOT EXISTS fraiseql_repl.digests (
     node       text NOT NULL,
