@@ -297,19 +297,27 @@ def test_keys_crowded_into_one_bucket_spread_out_in_the_next_round(m: Mesh) -> N
     # The application chooses its keys, and bucket_of is public: a bucket filled past max_keys was
     # never listed, so a row that differs there was never counted (red team 15). Each round seeds the
     # buckets with its number.
-    crowd = [k for (k,) in m.execute(A, "SELECT g FROM generate_series(19000, 29000) g WHERE "
-                                        "fraiseql_repl.bucket_of(jsonb_build_object('id', g), 64, 100) = 7 LIMIT 60")]
+    crowd = [k for (k,) in m.execute(A, "SELECT g FROM generate_series(7700000, 7760000) g WHERE "
+                                        "fraiseql_repl.bucket_of(jsonb_build_object('id', g), 64, 100) = 7 LIMIT 200")]
     m.execute(A, "INSERT INTO items SELECT g, 'crowd' FROM unnest(%s::int[]) g", (crowd,))
     m.wait_converged(["items"])
     time.sleep(0.3)
     _behind_the_mesh(m, C, "UPDATE items SET v = 'corrupted on c' WHERE id = %s", (crowd[0],))
     _no_writer_behind(m)
     horizon = m.execute(A, "SELECT (clock_timestamp() - interval '0.1 second')::text")[0][0]
+
+    def listing(seed: int) -> int:  # what listing crowd[0]'s bucket sends, on the writer where it is largest
+        return max(m.execute(n, "SELECT count(*) FROM fraiseql_repl.bucket_keys('public.items', 64, ARRAY["
+                                "fraiseql_repl.bucket_of(jsonb_build_object('id', %s::int), 64, %s)], %s)",
+                             (crowd[0], seed, seed))[0][0] for n in REGIONS)
+
+    cap = listing(101)  # the bucket crowd[0] falls in next round fits; the crowded one does not
+    assert listing(100) > cap, (listing(100), cap)
     try:
-        crowded = _round(m, 100, horizon, step=1.0, max_keys=50)
+        crowded = _round(m, 100, horizon, step=1.0, max_keys=cap)
         assert all(skipped >= 1 for _, _, skipped in crowded.values()), crowded
         assert crowd[0] not in set().union(*_found(m, 100, horizon).values())
-        _round(m, 101, horizon, step=1.0, max_keys=50)
+        _round(m, 101, horizon, step=1.0, max_keys=cap)
         assert _found(m, 101, horizon) == {A: {crowd[0]}, B: {crowd[0]}, C: {crowd[0]}}
     finally:
         with _conns_ctx(m) as c:
