@@ -41,7 +41,7 @@ class VerifySide:
         period = s.verify_every_s
         conn = None
         done: set[tuple[int, str]] = set()
-        wait = 0.0
+        wait = max(period / 6, 0.2)  # not at once: an agent starts with its region
         while not self._stop.wait(wait):
             wait = max(period / 6, 0.2)
             try:
