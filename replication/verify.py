@@ -233,6 +233,7 @@ def repair(conns: Mapping[str, Any], report: VerifyReport, *, dry_run: bool = Fa
            log: Callable[[dict[str, Any]], Any] = lambda r: None) -> list[dict[str, Any]]:
     """Send each diverged key's winning state from the writer that holds it; returns the actions."""
     actions = []
+    owners: dict[str, str] = {}  # node name -> writer, read once (only counters need it)
     for d in report.divergences:
         key = json.dumps(d.pk)
         if d.strategy == "app":
@@ -248,7 +249,8 @@ def repair(conns: Mapping[str, Any], report: VerifyReport, *, dry_run: bool = Fa
                 log(action)
             continue
         if d.strategy == "counter":
-            for action in _shard_copies(conns, d.table, key, dry_run=dry_run):
+            owners = owners or {_one(c, "SELECT fraiseql_repl.node_name()"): n for n, c in conns.items()}
+            for action in _shard_copies(conns, owners, d.table, key, dry_run=dry_run):
                 actions.append({"table": d.table, "pk": d.pk, **action})
                 log(actions[-1])
         if d.winner is None:
@@ -268,16 +270,16 @@ def repair(conns: Mapping[str, Any], report: VerifyReport, *, dry_run: bool = Fa
     return actions
 
 
-def _shard_copies(conns: Mapping[str, Any], table: str, key: str, *, dry_run: bool) -> list[dict[str, Any]]:
+def _shard_copies(conns: Mapping[str, Any], owners: Mapping[str, str], table: str, key: str, *,
+                  dry_run: bool) -> list[dict[str, Any]]:
     """Make every writer's copy of the key's shards that no writer re-sends as its own agree: a copy
     of a writer's shard that writer does not hold is removed where it is; a '_seed' shard, or one of a
     writer that left, is sent again from a writer holding the amount most writers hold (absent counts:
-    then it is removed where it is). A writer's own shards are reemit_shards' (after this)."""
-    names = {n: _one(c, "SELECT fraiseql_repl.node_name()") for n, c in conns.items()}
+    then it is removed where it is). A writer's own shards are reemit_shards' (after this). ``owners``:
+    node name -> writer."""
     held = {n: {(col, node, born): amount for col, node, born, amount in c.execute(
                 "SELECT col, node, born::text, amount FROM fraiseql_repl.shards WHERE table_name = %s AND pk = %s::jsonb",
                 (table, key)).fetchall()} for n, c in conns.items()}
-    owners = {node: n for n, node in names.items()}
     actions: list[dict[str, Any]] = []
     for shard in sorted({s for h in held.values() for s in h}):
         col, node, born = shard
