@@ -184,6 +184,40 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.digest_keys (
     PRIMARY KEY (node, round, table_name, bucket, pk)
 );
 
+-- A round's row can arrive at a writer that has it already: a copy promoted to join the mesh holds
+-- what its source published before the promotion, and its subscription to that source starts at
+-- the slot the source made for it earlier, so whatever the source published between the two
+-- arrives again. Without this, that INSERT failed the control link's apply on the duplicate key,
+-- again at every retry, and the heartbeats behind it never arrived: the new writers stopped
+-- hearing the source, and it stayed fenced (seen in CI on the phase A -> B runbook test). On
+-- arrival, a row the writer has becomes an update of it (its publisher wrote it once; the two are
+-- the same).
+CREATE OR REPLACE FUNCTION fraiseql_repl.digest_arriving()
+RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_TABLE_NAME = 'digests' THEN
+        UPDATE fraiseql_repl.digests SET nrows = NEW.nrows, digest = NEW.digest
+         WHERE node = NEW.node AND round = NEW.round AND table_name = NEW.table_name AND bucket = NEW.bucket;
+    ELSE
+        UPDATE fraiseql_repl.digest_keys SET ts = NEW.ts, vnode = NEW.vnode, digest = NEW.digest, deleted = NEW.deleted
+         WHERE node = NEW.node AND round = NEW.round AND table_name = NEW.table_name AND bucket = NEW.bucket
+           AND pk = NEW.pk;
+    END IF;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $f$;
+
+DO $do$ BEGIN
+  CREATE OR REPLACE TRIGGER fraiseql_repl_arriving BEFORE INSERT ON fraiseql_repl.digests
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.digest_arriving();
+  ALTER TABLE fraiseql_repl.digests ENABLE REPLICA TRIGGER fraiseql_repl_arriving;
+  CREATE OR REPLACE TRIGGER fraiseql_repl_arriving BEFORE INSERT ON fraiseql_repl.digest_keys
+    FOR EACH ROW EXECUTE FUNCTION fraiseql_repl.digest_arriving();
+  ALTER TABLE fraiseql_repl.digest_keys ENABLE REPLICA TRIGGER fraiseql_repl_arriving;
+END $do$;
+
 -- The horizon a round's digests can honour: every member has applied, from every other member,
 -- everything written before it. This writer's own watermarks, and what every other member's latest
 -- watermark said it had applied (its claim about itself aside); NULL: no watermark on record (a

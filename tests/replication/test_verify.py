@@ -16,6 +16,7 @@ import pytest
 from drills.mesh import REGIONS, Mesh
 from ops.aws import Runtime
 from ops.cli import main
+from replication.sql import CONTROL_TABLES, DATA_TABLES
 from replication.verify import KeyState, policy_winner, repair, verify
 
 A, B, C = REGIONS
@@ -346,3 +347,40 @@ def test_policy_winner_prefers_live_incarnations_then_the_newest_version() -> No
     reborn = row(Decimal("300"), "a", born=new)
     assert policy_winner("lww", {"a": reborn, "c": deleted}) == ("a", "row")
     assert policy_winner("app", {"a": row(old, "a")})[0] is None
+
+
+def test_a_rounds_rows_arriving_again_keep_the_control_link_and_its_heartbeats(m: Mesh) -> None:
+    # A copy promoted to join the mesh holds what its source published before the promotion, and its
+    # subscription to the source starts at the slot made for it earlier: rows published between the
+    # two arrive again. Here A deletes its rows (deletes are not published) and publishes them again.
+    rnd = 9_000_001
+    for rows in range(2):
+        if rows:
+            m.execute(A, "DELETE FROM fraiseql_repl.digests WHERE round = %s", (rnd,))
+            m.execute(A, "DELETE FROM fraiseql_repl.digest_keys WHERE round = %s", (rnd,))
+        m.execute(A, "INSERT INTO fraiseql_repl.digests VALUES (%s, %s, 'public.items', 0, %s, 'd')", (A, rnd, 1 + rows))
+        m.execute(A, "INSERT INTO fraiseql_repl.digest_keys (node, round, table_name, bucket, pk, digest, deleted) "
+                     "VALUES (%s, %s, 'public.items', 0, '{\"id\": 1}', %s, false)", (A, rnd, f"k{rows}"))
+        for n in (B, C):
+            m.wait_for(n, f"SELECT count(*) FROM fraiseql_repl.digests WHERE round = {rnd} AND nrows = {1 + rows}", 1)
+    seq = 9_000_000 + int(time.time()) % 100_000
+    m.execute(A, "DELETE FROM fraiseql_repl.heartbeats WHERE node = %s", (A,))
+    m.execute(A, "INSERT INTO fraiseql_repl.heartbeats (node, seq, sent_at) VALUES (%s, %s, clock_timestamp())", (A, seq))
+    for n in (B, C):  # the heartbeat behind the repeated rows arrives
+        m.wait_for(n, f"SELECT count(*) FROM fraiseql_repl.heartbeats WHERE node = '{A}' AND seq = {seq}", 1, timeout=20)
+        assert m.execute(n, "SELECT digest FROM fraiseql_repl.digest_keys WHERE round = %s", (rnd,)) == [("k1",)]
+    for n in REGIONS:
+        m.execute(n, "DELETE FROM fraiseql_repl.digests WHERE round = %s", (rnd,))
+        m.execute(n, "DELETE FROM fraiseql_repl.digest_keys WHERE round = %s", (rnd,))
+
+
+def test_every_published_table_takes_a_row_it_has_on_arrival(m: Mesh) -> None:
+    # The same rows arrive twice whenever a copy joins (above); an INSERT on a key the writer has
+    # must not fail the link. Each published table has an arrival trigger for it (a replica trigger
+    # firing before INSERT), or a new one would stop a link the first time a copy joins.
+    published = {f"{s}.{t}" for s, t in m.execute(A, "SELECT schemaname, tablename FROM pg_publication_tables")}
+    assert published == set(DATA_TABLES) | set(CONTROL_TABLES)
+    arriving = {r for (r,) in m.execute(
+        A, "SELECT t.tgrelid::regclass::text FROM pg_trigger t WHERE t.tgenabled = 'R' "
+           "AND (t.tgtype & 2) <> 0 AND (t.tgtype & 4) <> 0")}  # BEFORE, INSERT
+    assert published - arriving == set()
