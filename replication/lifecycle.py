@@ -509,9 +509,37 @@ class Runner:
         if not st.source:
             self.state["live"] = list(st.regions)
 
+    def _hears(self, region: str, peer: str, since: Any) -> bool:
+        """Whether ``region`` received a heartbeat of ``peer``'s after ``since`` (its clock): the control link works."""
+        return bool(self._one(region, "SELECT count(*) FROM fraiseql_repl.heartbeats WHERE node = %s AND received_at > %s",
+                              (peer, since)) == 1)
+
+    def _control_link(self, region: str, peer: str) -> str:
+        """What ``region``'s control subscription to ``peer`` looks like, for an error message."""
+        sub = control_subscription_name(self.backend.node(region), self.backend.node(peer))
+        with self.backend.connect(region) as c:
+            row = c.execute("SELECT s.subenabled, coalesce(ss.apply_error_count, 0) FROM pg_catalog.pg_subscription s "
+                            "LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid = s.oid WHERE s.subname = %s",
+                            (sub,)).fetchone()
+        if row is None:
+            return f"subscription {sub} missing"
+        return f"subscription {sub} {'enabled' if row[0] else 'disabled'}, {row[1]} failed applies (the server log says why)"
+
     def _verify(self, st: Step, current: Any) -> None:
         from replication.verify import verify  # noqa: PLC0415
 
+        # Every writer hears every other before the change counts as done: equal data with a
+        # control link stopped (a writer that never hears a peer) would leave that peer fenced.
+        beating = [r for r in st.regions if r in self._agents_running()]
+        for r in beating:
+            since = self._one(r, "SELECT clock_timestamp()")
+            for p in beating:
+                if p == r:
+                    continue
+                try:
+                    self._wait(f"{r} hears {p}", partial(self._hears, r, p, since))
+                except TimeoutError as exc:
+                    raise TimeoutError(f"{exc}: {self._control_link(r, p)}") from exc
         conns = {r: self.backend.connect(r) for r in st.regions}
         try:
             deadline = time.monotonic() + self.timeout_s

@@ -7,6 +7,7 @@ merged and a transaction committed."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,8 @@ import pytest
 
 from drills.mesh import REGIONS, Mesh, mesh
 from drills.sample import APP_SCHEMA, POLICY
-from replication.lifecycle import Runner
+from replication.lifecycle import Runner, Step
+from replication.sql import control_subscription_name
 
 SOURCE, PEER, _ = REGIONS
 
@@ -28,6 +30,9 @@ class _MeshBackend:
 
     def connect(self, region: str) -> Any:
         return self.m.connect(region)
+
+    def node(self, region: str) -> Any:
+        return self.m.nodes[region]
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +102,39 @@ def test_a_watermark_the_fence_agent_ends_is_emitted_again(m: Mesh) -> None:
     # what `python -m ops transition` prints of each record (its step, where, what and how long)
     assert [(r["step"], r["region"], r["seconds"]) for r in logged] == [("watermark", PEER, 0.0)] * 2 and all(
         r["detail"] for r in logged)
+
+
+def test_the_last_step_waits_until_every_writer_hears_every_other_and_names_the_link_that_does_not(m: Mesh) -> None:
+    # Equal data is not enough: a writer whose control link from a peer stopped never hears it
+    # again, and that peer stays fenced (CI saw the runbook end with the phase A primary fenced).
+    stop = threading.Event()
+
+    def beat() -> None:  # what the agents do every probe (this mesh runs none)
+        seq = 0
+        while not stop.wait(0.2):
+            seq += 1
+            for r in REGIONS:
+                with m.connect(r) as c:
+                    c.execute("DELETE FROM fraiseql_repl.heartbeats WHERE node = %s", (r,))
+                    c.execute("INSERT INTO fraiseql_repl.heartbeats (node, seq, sent_at) VALUES (%s, %s, clock_timestamp())",
+                              (r, seq))
+
+    sub = control_subscription_name(m.nodes[PEER], m.nodes[SOURCE])
+    runner = Runner(backend=_MeshBackend(m), policy=POLICY, order=REGIONS, timeout_s=3)  # type: ignore[arg-type]
+    runner.state["agents"] = set(REGIONS)
+    last = Step("verify", tuple(REGIONS), "every replicated table equal on every writer")
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        m.wait_converged(["items"])
+        m.execute(PEER, f"ALTER SUBSCRIPTION {sub} DISABLE")
+        time.sleep(0.5)
+        with pytest.raises(TimeoutError, match=f"{PEER} hears {SOURCE}: .*subscription {sub} disabled"):
+            runner._verify(last, None)
+        m.execute(PEER, f"ALTER SUBSCRIPTION {sub} ENABLE")
+        runner._verify(last, None)
+        assert runner.state["verify"]["diverged_rows"] == 0
+    finally:
+        stop.set()
+        beating.join()
+        m.execute(PEER, f"ALTER SUBSCRIPTION {sub} ENABLE")
