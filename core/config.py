@@ -589,7 +589,7 @@ class ReplicationConfig(_Model):
         256, ge=16, le=65536, description="key buckets the agents' verify rounds compare per table; at least four "
                                           "times the largest table's rows over verify_max_keys, or its buckets are never listed")
     verify_max_keys: int = Field(
-        10_000, ge=100, le=1_000_000, description="about how many keys one verify round lists into the channel the "
+        10_000, ge=100, le=1_000_000, description="the most keys one verify round lists into the channel the "
                                                   "heartbeats share (replication/README.md, verify)")
 
 

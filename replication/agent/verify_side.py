@@ -17,7 +17,7 @@ class VerifySide:
     a large table never delays the lease. Each round (every ``verify_every_s``): publish this writer's
     bucket digests at the round's horizon (or whole rounds earlier, while a writer has yet to apply
     what was written before it); a third of a round later, the keys of buckets that differ from a
-    peer's, about ``verify_max_keys`` at most; two thirds later, count the keys that really differ
+    peer's, ``verify_max_keys`` at most; two thirds later, count the keys that really differ
     (``DivergedRows``). Each step runs just after its moment, on every writer alike."""
 
     def __init__(self, settings: Settings, connect: Callable[[], Any], aws: AwsSide,
