@@ -191,7 +191,10 @@ def render_agent_grants(role: str = AGENT_ROLE) -> list[str]:
         # The lease moves only through set_lease (SECURITY DEFINER): reading it is all the agent may do.
         f"GRANT SELECT ON {SCHEMA}.lease TO {r}",
         f"GRANT SELECT, UPDATE ON {SCHEMA}.agent_state TO {r}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {HEARTBEAT_TABLE} TO {r}",
+        # Its own row, deleted and inserted every beat; no UPDATE, which would let it lock a peer's row
+        # and hold back that peer's heartbeats arriving here (red team 17). An earlier grant is taken back.
+        f"GRANT SELECT, INSERT, DELETE ON {HEARTBEAT_TABLE} TO {r}",
+        f"REVOKE UPDATE ON {HEARTBEAT_TABLE} FROM {r}",
         "DO $do$ DECLARE f regprocedure; t text; BEGIN\n"
         "  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p\n"
         f"           WHERE p.pronamespace = {_lit(SCHEMA)}::regnamespace AND p.proname = ANY({names}) LOOP\n"

@@ -50,6 +50,23 @@ CREATE TABLE IF NOT EXISTS fraiseql_repl.heartbeats (
     selected    jsonb NOT NULL DEFAULT '{}'
 );
 
+-- A heartbeat its peers can read: a peer's apply worker parses each row from text before any
+-- trigger runs, and one it cannot parse fails the control link at every retry, so nothing the
+-- writer publishes there arrives again (red team 17: the agent's role wrote a relay nested 17,138
+-- levels deep, and both peers stopped hearing its writer for good). The agent's rows are a few kB
+-- and five levels deep; anything far past that is refused where it is written.
+DO $do$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'fraiseql_repl.heartbeats'::regclass AND conname = 'heartbeats_row_readable') THEN
+        ALTER TABLE fraiseql_repl.heartbeats ADD CONSTRAINT heartbeats_row_readable
+            CHECK (pg_catalog.pg_column_size(relay) + pg_catalog.pg_column_size(selected) + pg_catalog.pg_column_size(hears)
+                       + pg_catalog.octet_length(node) + pg_catalog.octet_length(membership)
+                       + pg_catalog.octet_length(schema_hash) <= 1000000
+                   AND NOT pg_catalog.jsonb_path_exists(relay, 'strict $.**{32}')
+                   AND NOT pg_catalog.jsonb_path_exists(selected, 'strict $.**{32}')) NOT VALID;
+    END IF;
+END $do$;
+
 -- The agent's memory between runs (local, never replicated): hysteresis, the last decision,
 -- apply-error counters, whether it took the region out of the traffic path, and which
 -- invocation holds the agent loop.
