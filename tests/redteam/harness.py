@@ -11,7 +11,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import psycopg
@@ -95,6 +95,21 @@ def healthy(conns: dict[str, Any], **kw: Any) -> None:
         if all(writable(p) for p in rounds(conns, 1, **kw).values()):
             return
     raise AssertionError("the mesh did not become writable")
+
+
+def set_up(agents: dict[str, Any], step: Callable[[], object], what: str = "a set-up write") -> None:
+    """A write a scenario needs before its fault. The agents are driven by hand and the lease is short
+    (``LEASE_S``), so on a loaded machine it can run out before the write commits (CI rehearsals saw
+    set-up writes refused in test_claim_d and test_red12_held_link): renew every lease, then run
+    ``step`` (a statement, or a whole transaction), again while it is refused, for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        healthy(agents)
+        try:
+            step()
+            return
+        except psycopg.errors.ReadOnlySqlTransaction:
+            assert time.monotonic() < deadline, f"{what} was refused for 30 s"
 
 
 def lease_end(m: Mesh, region: str) -> float:

@@ -39,6 +39,7 @@ from tests.redteam.harness import (
     connect,
     healthy,
     key,
+    set_up,
     settings,
     writable,
 )
@@ -175,16 +176,7 @@ def test_real_mesh_network_faults_only(m: Mesh, agents) -> None:
 
 
 def _set_up_write(agents: dict[str, Any], c: psycopg.Connection[Any], sql: str, args: tuple[object, ...]) -> None:
-    """A write the scenario needs before its fault. The agents are driven by hand, so a lease may run out
-    while the test waits (a loaded machine: a CI rehearsal of e5bec66 saw west fenced at its UPDATE); renew, retry."""
-    deadline = time.monotonic() + 30
-    while True:
-        healthy(agents)
-        try:
-            c.execute(sql, args)
-            return
-        except psycopg.errors.ReadOnlySqlTransaction:
-            assert time.monotonic() < deadline, f"the set-up write was refused for 30 s: {sql}"
+    set_up(agents, lambda: c.execute(sql, args), sql)
 
 
 def test_real_mesh_an_apply_blocked_by_an_application_row_lock_counts_as_a_healthy_link(m: Mesh, agents) -> None:

@@ -60,6 +60,7 @@ from tests.redteam.harness import (
     connect,
     healthy,
     key,
+    set_up,
     settings,
     wait_present,
     writable,
@@ -103,8 +104,8 @@ def test_an_application_lock_laundered_through_an_apply_worker_keeps_a_stalled_l
     west = connect(m, WEST, APP_ROLE, autocommit=True)
     east = connect(m, EAST, APP_ROLE, autocommit=True)
     r0, rows = key(), [key() for _ in range(ROWS)]
-    for x in [r0, *rows]:
-        eu.execute("INSERT INTO items (id, v) VALUES (%s, 'seed')", (x,))
+    set_up(agents, lambda: eu.execute("INSERT INTO items (id, v) SELECT x, 'seed' FROM unnest(%s::int[]) x",
+                                      ([r0, *rows],)))
     healthy(agents)
     assert wait_present(m, EAST, rows[-1]) and wait_present(m, WEST, rows[-1]), "the seed rows did not replicate"
     x_pid, w_pid = _apply_pid(m, EAST, EU), _apply_pid(m, EAST, WEST)
@@ -114,13 +115,16 @@ def test_an_application_lock_laundered_through_an_apply_worker_keeps_a_stalled_l
     relay = threading.Thread(target=_relay, args=(m, rows, first_locked, stop), daemon=True)
     relay.start()
     assert first_locked.wait(10)
-    healthy(agents)
-    with eu.transaction():  # one ordinary eu transaction: r0 first, then the rows the application relays
-        eu.execute("UPDATE items SET v = 'eu' WHERE id = %s", (r0,))
-        for x in rows:
-            eu.execute("UPDATE items SET v = 'eu' WHERE id = %s", (x,))
-    healthy(agents)
-    west.execute("UPDATE items SET v = 'west' WHERE id = %s", (r0,))  # W waits on X, which holds r0
+
+    def eu_transaction() -> None:  # one ordinary eu transaction: r0 first, then the rows the application relays
+        with eu.transaction():
+            eu.execute("UPDATE items SET v = 'eu' WHERE id = %s", (r0,))
+            # in key order (the primary key's index scan), the order the application relays them in
+            eu.execute("UPDATE items SET v = 'eu' WHERE id = ANY(%s)", (rows,))
+
+    set_up(agents, eu_transaction, "eu's transaction")
+    # W waits on X, which holds r0
+    set_up(agents, lambda: west.execute("UPDATE items SET v = 'west' WHERE id = %s", (r0,)), "west's update")
 
     t0 = time.monotonic()
     history = Delivery(m, b)
@@ -179,9 +183,8 @@ def test_laundered_both_ways_east_and_west_cannot_replicate_to_each_other_and_bo
     conns = {r: connect(m, r, APP_ROLE, autocommit=True) for r in REGIONS}
     ra, rb = key(), key()
     relayed = {EAST: [key() for _ in range(ROWS)], WEST: [key() for _ in range(ROWS)]}
-    healthy(agents)
-    conns[EU].execute("INSERT INTO items (id, v) SELECT x, 'seed' FROM unnest(%s::int[]) x",
-                      ([ra, rb, *relayed[EAST], *relayed[WEST]],))
+    set_up(agents, lambda: conns[EU].execute("INSERT INTO items (id, v) SELECT x, 'seed' FROM unnest(%s::int[]) x",
+                                             ([ra, rb, *relayed[EAST], *relayed[WEST]],)))
     healthy(agents)
     for r in (EAST, WEST):
         assert wait_present(m, r, relayed[WEST][-1]), "the seed rows did not replicate"
@@ -197,19 +200,21 @@ def test_laundered_both_ways_east_and_west_cannot_replicate_to_each_other_and_bo
         relays.append(th)
         assert first.wait(10)
     for head, r in ((ra, EAST), (rb, WEST)):  # ta, then tb: two ordinary eu transactions
-        healthy(agents)
-        with conns[EU].transaction():
-            conns[EU].execute("UPDATE items SET v = 'eu' WHERE id = %s", (head,))
-            # in key order (the primary key's index scan), the order the application relays them in
-            conns[EU].execute("UPDATE items SET v = 'eu' WHERE id = ANY(%s)", (relayed[r],))
+        def eu_transaction(head: int = head, r: str = r) -> None:
+            with conns[EU].transaction():
+                conns[EU].execute("UPDATE items SET v = 'eu' WHERE id = %s", (head,))
+                # in key order (the primary key's index scan), the order the application relays them in
+                conns[EU].execute("UPDATE items SET v = 'eu' WHERE id = ANY(%s)", (relayed[r],))
+
+        set_up(agents, eu_transaction, "an eu transaction")
     healthy(agents)
     # at west, ta has been merged and eu's worker holds rb; at east, eu's worker holds ra
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not m.execute(
             WEST, "SELECT count(*) = 1 FROM items WHERE id = %s AND v = 'eu'", (ra,))[0][0]:
         time.sleep(0.1)
-    conns[WEST].execute("UPDATE items SET v = 'west' WHERE id = %s", (ra,))
-    conns[EAST].execute("UPDATE items SET v = 'east' WHERE id = %s", (rb,))
+    set_up(agents, lambda: conns[WEST].execute("UPDATE items SET v = 'west' WHERE id = %s", (ra,)), "west's update")
+    set_up(agents, lambda: conns[EAST].execute("UPDATE items SET v = 'east' WHERE id = %s", (rb,)), "east's update")
 
     t0 = time.monotonic()
     history = Delivery(m, b)
