@@ -307,6 +307,9 @@ DECLARE
     m record;
     k bigint;
     n integer;
+    used bigint := 0;
+    chosen_t text[] := '{}';
+    chosen_b integer[] := '{}';
     me text := fraiseql_repl.node_name();
     g timestamptz;
     tnames text[] := '{}';
@@ -365,33 +368,49 @@ BEGIN
         LEFT JOIN (SELECT x.bucket, count(*) AS n FROM fraiseql_repl.bucket_keys(m.table_name, buckets, m.wanted, rnd) x
                    GROUP BY x.bucket) c ON c.bucket = w.b;
     END LOOP;
-    -- About max_keys of them, in an order that rotates with the round; the rest come first in
-    -- other rounds.
-    FOR m IN
-        WITH ranked AS (
-            SELECT u.t, u.b, sum(u.n) OVER (ORDER BY md5(rnd::text || ' ' || u.t || ' ' || u.b::text), u.t, u.b) AS upto
-            FROM unnest(tnames, bks, sizes) u(t, b, n)
-        )
-        SELECT r.t AS table_name, array_agg(r.b ORDER BY r.b) FILTER (WHERE r.upto <= max_keys) AS chosen,
-               count(*) FILTER (WHERE r.upto > max_keys)::integer AS past
-        FROM ranked r GROUP BY r.t ORDER BY r.t
-    LOOP
-        skipped := skipped + m.past;
-        CONTINUE WHEN m.chosen IS NULL;
+    -- At most max_keys of them, in an order that rotates with the round, each bucket that fits in
+    -- what is left (a bucket too large for it is passed over, not the end of the round: red team 18
+    -- filled the first bucket of a round's order past the cap, and before, no bucket was listed);
+    -- the rest come first in other rounds.
+    FOR m IN SELECT u.t, u.b, u.n FROM unnest(tnames, bks, sizes) u(t, b, n)
+             ORDER BY md5(rnd::text || ' ' || u.t || ' ' || u.b::text), u.t, u.b LOOP
+        IF used + m.n <= max_keys THEN
+            used := used + m.n;
+            chosen_t := chosen_t || m.t;
+            chosen_b := chosen_b || m.b;
+        ELSE
+            skipped := skipped + 1;
+        END IF;
+    END LOOP;
+    FOR m IN SELECT c.t AS table_name, array_agg(c.b ORDER BY c.b) AS chosen
+             FROM unnest(chosen_t, chosen_b) c(t, b) GROUP BY c.t ORDER BY c.t LOOP
         -- Whole buckets, counted again as they are listed, within what is left of max_keys: rows
         -- written between the count above and this statement (the application writes on) would
-        -- otherwise be listed on top of the cap; a bucket that no longer fits waits for another round.
-        WITH l AS MATERIALIZED (
-            SELECT b.bucket, b.pk, b.ts, b.vnode, b.digest, b.deleted
+        -- otherwise be listed on top of the cap; a bucket that no longer fits waits for another
+        -- round, the others go on (the same rule, in the same order, as above). A key longer than
+        -- the keys table's index takes (2,704 bytes a row, with the round's columns) is listed as
+        -- its hash, the same on every writer (red team 18: a 2,688-character tag failed every
+        -- round its bucket differed in).
+        WITH RECURSIVE l AS MATERIALIZED (
+            SELECT b.bucket, CASE WHEN pg_catalog.octet_length(b.pk::text) > 1024
+                                  THEN jsonb_build_object('_fq_md5', md5(b.pk::text)) ELSE b.pk END AS pk,
+                   b.ts, b.vnode, b.digest, b.deleted
             FROM fraiseql_repl.bucket_keys(m.table_name, buckets, m.chosen, rnd) b
         ), s AS (
             SELECT l.bucket, count(*) AS n FROM l GROUP BY l.bucket
-        ), c AS (
-            SELECT w AS bucket, sum(coalesce(s.n, 0)) OVER (ORDER BY md5(rnd::text || ' ' || m.table_name || ' ' || w::text), w)
-                       AS upto
+        ), o AS (  -- the buckets and their sizes, in the round's order (fixed-width arrays: each step reads one)
+            SELECT array_agg(w ORDER BY md5(rnd::text || ' ' || m.table_name || ' ' || w::text), w) AS bs,
+                   array_agg(coalesce(s.n, 0) ORDER BY md5(rnd::text || ' ' || m.table_name || ' ' || w::text), w) AS ns
             FROM unnest(m.chosen) w LEFT JOIN s ON s.bucket = w
+        ), g(i, used, fit) AS (
+            SELECT 0, 0::bigint, NULL::integer
+            UNION ALL
+            SELECT g.i + 1,
+                   g.used + CASE WHEN g.used + o.ns[g.i + 1] <= max_keys - keys THEN o.ns[g.i + 1] ELSE 0 END,
+                   CASE WHEN g.used + o.ns[g.i + 1] <= max_keys - keys THEN o.bs[g.i + 1] END
+            FROM g, o WHERE g.i < cardinality(o.bs)
         ), fits AS (
-            SELECT c.bucket FROM c WHERE c.upto <= max_keys - keys
+            SELECT g.fit AS bucket FROM g WHERE g.fit IS NOT NULL
         ), rows_in AS (
             INSERT INTO fraiseql_repl.digest_keys (node, round, table_name, bucket, pk, ts, vnode, digest, deleted)
             SELECT me, rnd, m.table_name, l.bucket, l.pk, l.ts, l.vnode, l.digest, l.deleted
