@@ -448,10 +448,12 @@ def test_an_insert_of_a_new_key_while_a_merged_delete_of_it_is_open_waits_and_is
 def test_two_links_merging_inserts_and_deletes_of_two_new_keys_in_opposite_orders_do_not_stall(m: Mesh) -> None:
     # The key's lock is held until commit, and one apply transaction merges many changes: link A
     # merges the insert of key 304 then the delete of key 305, link B the insert of 305 then the
-    # delete of 304, each delete waiting for the other link's insert to commit. PostgreSQL's
-    # deadlock detector breaks the cycle; the link it picks retries its change, then parks it and
-    # moves on; the other link goes on; the parked delete, merged again (as the agent does), removes
-    # its row. Neither link waits forever and the writer ends with neither key.
+    # delete of 304, each delete waiting for the other link's insert to commit. A merged delete
+    # waits at most 200 ms for its key's bucket (lock_bucket), then retries its change, parks it and
+    # moves on, which ends the cycle; the parked delete, merged again (as the agent does), removes
+    # its row. Neither link waits forever and the writer ends with neither key. On a loaded machine
+    # the second delete can also outwait 200 ms before the first link commits, and park too (a CI
+    # rehearsal saw 2): one or both.
     born, t_ins, t_del = "2026-12-06 11:00:00+00", "2026-12-06 11:00:01+00", "2026-12-06 11:00:02+00"
     retried = ("SELECT coalesce(sum(n), 0) FROM fraiseql_repl.resolution_counts "
                "WHERE table_name = %s AND kind = 'delete_applied_after_retry'", (f"public.{TABLE}",))
@@ -477,7 +479,7 @@ def test_two_links_merging_inserts_and_deletes_of_two_new_keys_in_opposite_order
         th.join(120)
         assert not th.is_alive(), "link A never finished"
     m.execute(EAST, "SELECT * FROM fraiseql_repl.retry_parked()")
-    assert m.execute(EAST, *retried)[0][0] == before + 1, "one delete lost the deadlock, waited parked, then merged"
+    assert 1 <= m.execute(EAST, *retried)[0][0] - before <= 2, "a delete that waited for the other link parked, then merged"
     assert m.execute(EAST, f"SELECT id FROM {TABLE} WHERE id IN (304, 305)") == []
     assert m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.parked WHERE tbl = %s AND (pk ->> 'id')::int IN (304, 305)",
                      (f"public.{TABLE}",)) == [(0,)]
