@@ -164,6 +164,8 @@ def test_one_long_key_makes_every_round_list_nothing() -> None:
             failed = [(a["rnd"], r, x) for a in conclusive for r, x in a["listed"].items() if isinstance(x, str)]
             assert not failed, (f"publish_key_details raised (the whole round's listing lost) {failed}; "
                                 f"diverged_count {[a['diverged'] for a in attacked]} with a real divergence X present")
+            assert all(n >= 1 for a in conclusive for n in a["diverged"].values()), (
+                f"X was not counted on every writer in every round: {[a['diverged'] for a in conclusive]}")
         finally:
             for c in (app_w, app_e):
                 if c is not None:
