@@ -112,6 +112,36 @@ def set_up(agents: dict[str, Any], step: Callable[[], object], what: str = "a se
             assert time.monotonic() < deadline, f"{what} was refused for 30 s"
 
 
+def jsonb_parse_limit(c: psycopg.Connection[Any]) -> int:
+    """The deepest nesting ``c``'s server parses as jsonb (its stack decides: about 16,000 levels here)."""
+    def parses(n: int) -> bool:
+        try:
+            c.execute(f"SELECT (repeat('[', {n}) || repeat(']', {n}))::jsonb IS NOT NULL")
+            return True
+        except psycopg.Error:
+            return False
+
+    lo, hi = 100, 200_000
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if parses(mid) else (lo, mid)
+    return lo
+
+
+#: A subscription's failed applies, by name (the control links' health as a peer sees it).
+APPLY_ERRORS = ("SELECT coalesce(ss.apply_error_count, 0) FROM pg_subscription s "
+                "JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid WHERE s.subname = %s")
+
+
+def beat(m: Mesh, region: str, seq: int) -> None:
+    """A well-formed heartbeat of ``region``, written by hand as the trusted superuser (DELETE, then
+    INSERT, as the agent beats)."""
+    with m.connect(region) as c:
+        c.execute("DELETE FROM fraiseql_repl.heartbeats WHERE node = fraiseql_repl.node_name()")
+        c.execute("INSERT INTO fraiseql_repl.heartbeats (node, seq, sent_at) "
+                  "VALUES (fraiseql_repl.node_name(), %s, clock_timestamp())", (seq,))
+
+
 def lease_end(m: Mesh, region: str) -> float:
     """The lease's end on ``region`` in seconds since the epoch (0: revoked), read as the check reads it."""
     v = m.execute(region, "SELECT last_value FROM fraiseql_repl.lease_until")[0][0]

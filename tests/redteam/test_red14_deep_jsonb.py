@@ -39,6 +39,7 @@ from replication.bootstrap import apply
 from replication.model import ConflictPolicy
 from replication.roles import APP_ROLE, render_roles, secret_options
 from replication.sql import subscription_name
+from tests.redteam.harness import jsonb_parse_limit
 
 EAST, WEST = REGIONS[0], REGIONS[1]
 DOCS_POLICY = ConflictPolicy(tables=POLICY.tables, replicated=("items", "docs"))
@@ -56,14 +57,6 @@ def two() -> Iterator[Mesh]:
         yield running
 
 
-def _parses(c: psycopg.Connection, n: int) -> bool:
-    try:
-        c.execute(f"SELECT (repeat('[', {n}) || repeat(']', {n}))::jsonb IS NOT NULL")
-        return True
-    except psycopg.Error:
-        return False
-
-
 def test_a_deeply_nested_row_reaches_the_peer_or_is_refused_at_the_source(two: Mesh) -> None:
     m = two
     sub = subscription_name(m.nodes[WEST], m.nodes[EAST])
@@ -72,10 +65,7 @@ def test_a_deeply_nested_row_reaches_the_peer_or_is_refused_at_the_source(two: M
     written, refused = [], []
     with psycopg.connect(f"host=127.0.0.1 port={m.pg[EAST].port} dbname=postgres user={APP_ROLE} "
                          f"password={PASSWORDS[APP_ROLE]}", autocommit=True) as app:
-        lo, hi = 100, 200_000
-        while lo + 1 < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if _parses(app, mid) else (lo, mid)
+        lo = jsonb_parse_limit(app)
         base = lo - 200
         for i, extra in enumerate((1, 100, 1000), start=1):  # deeper than parsed, built without parsing
             try:

@@ -29,30 +29,21 @@ import psycopg
 
 from replication.roles import AGENT_ROLE
 from replication.sql import control_subscription_name
-from tests.redteam.harness import EAST, EU, WEST, connect, red_mesh
+from tests.redteam.harness import APPLY_ERRORS, EAST, EU, WEST, beat, connect, red_mesh
 
 HOLD_S = 25.0
 STALE_S = 15.0  # the deployed agent's default stale_after
-ERRORS = ("SELECT coalesce(ss.apply_error_count, 0) FROM pg_subscription s "
-          "JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid WHERE s.subname = %s")
 AGE = "SELECT extract(epoch FROM clock_timestamp() - received_at)::float8 FROM fraiseql_repl.heartbeats WHERE node = %s"
-
-
-def _beat(m, region: str, seq: int) -> None:
-    with m.connect(region) as c:
-        c.execute("DELETE FROM fraiseql_repl.heartbeats WHERE node = fraiseql_repl.node_name()")
-        c.execute("INSERT INTO fraiseql_repl.heartbeats (node, seq, sent_at) "
-                  "VALUES (fraiseql_repl.node_name(), %s, clock_timestamp())", (seq,))
 
 
 def test_the_agent_role_cannot_hold_back_a_peers_heartbeats() -> None:
     with red_mesh() as m:
         east = m.execute(EAST, "SELECT fraiseql_repl.node_name()")[0][0]
         sub = control_subscription_name(m.nodes[WEST], m.nodes[EAST])
-        _beat(m, EAST, 1)
+        beat(m, EAST, 1)
         m.wait_for(WEST, "SELECT count(*) FROM fraiseql_repl.heartbeats WHERE node = %s" % f"'{east}'", 1)
         m.wait_for(EU, "SELECT count(*) FROM fraiseql_repl.heartbeats WHERE node = %s" % f"'{east}'", 1)
-        before = m.execute(WEST, ERRORS, (sub,))[0][0]
+        before = m.execute(WEST, APPLY_ERRORS, (sub,))[0][0]
 
         holder = connect(m, WEST, AGENT_ROLE, autocommit=True)
         holder.execute("BEGIN")
@@ -65,7 +56,7 @@ def test_the_agent_role_cannot_hold_back_a_peers_heartbeats() -> None:
         t0 = time.monotonic()
         seq = 2
         while time.monotonic() - t0 < (HOLD_S if refused is None else 3.0):
-            _beat(m, EAST, seq)
+            beat(m, EAST, seq)
             seq += 1
             time.sleep(1.0)
             for r in worst:
@@ -76,7 +67,7 @@ def test_the_agent_role_cannot_hold_back_a_peers_heartbeats() -> None:
         holder.close()
         released = time.monotonic()
         m.wait_for(WEST, "SELECT seq FROM fraiseql_repl.heartbeats WHERE node = %s" % f"'{east}'", seq - 1, timeout=30)
-        after = m.execute(WEST, ERRORS, (sub,))[0][0]
+        after = m.execute(WEST, APPLY_ERRORS, (sub,))[0][0]
         print(f"\n{AGENT_ROLE} on {WEST} locking {east}'s heartbeat row FOR UPDATE (refused: {refused!r}): oldest copy of "
               f"{east}'s heartbeat meanwhile {worst} s (stale_after {STALE_S:.0f} s); apply workers waiting on a lock on "
               f"{WEST}: {waiting}; {sub} apply errors {before} -> {after}; caught up "

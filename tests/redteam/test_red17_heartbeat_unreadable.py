@@ -30,19 +30,9 @@ import psycopg
 
 from replication.roles import AGENT_ROLE
 from replication.sql import control_subscription_name
-from tests.redteam.harness import EAST, EU, WEST, connect, red_mesh
+from tests.redteam.harness import APPLY_ERRORS, EAST, EU, WEST, beat, connect, jsonb_parse_limit, red_mesh
 
 WAIT_S = 30
-ERRORS = ("SELECT coalesce(ss.apply_error_count, 0) FROM pg_subscription s "
-          "JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid WHERE s.subname = %s")
-
-
-def _beat(m, region: str, seq: int) -> None:
-    """A well-formed heartbeat of ``region``, written by hand as the trusted superuser."""
-    with m.connect(region) as c:
-        c.execute("DELETE FROM fraiseql_repl.heartbeats WHERE node = fraiseql_repl.node_name()")
-        c.execute("INSERT INTO fraiseql_repl.heartbeats (node, seq, sent_at) "
-                  "VALUES (fraiseql_repl.node_name(), %s, clock_timestamp())", (seq,))
 
 
 def _arrived(m, at: str, node: str, seq: int) -> bool:
@@ -60,27 +50,16 @@ def _wait_beat(m, node: str, seq: int, timeout: float) -> dict[str, bool]:
     return got
 
 
-def _parses(c: psycopg.Connection, n: int) -> bool:
-    try:
-        c.execute(f"SELECT (repeat('[', {n}) || repeat(']', {n}))::jsonb IS NOT NULL")
-        return True
-    except psycopg.Error:
-        return False
-
-
 def test_the_agent_role_cannot_write_a_heartbeat_its_peers_cannot_read() -> None:
     with red_mesh() as m:
         node = m.execute(EAST, "SELECT fraiseql_repl.node_name()")[0][0]
         subs = {r: control_subscription_name(m.nodes[r], m.nodes[EAST]) for r in (WEST, EU)}
-        _beat(m, EAST, 1)
+        beat(m, EAST, 1)
         assert all(_wait_beat(m, node, 1, 30).values()), "the control links never delivered a first heartbeat"
-        before = {r: m.execute(r, ERRORS, (subs[r],))[0][0] for r in subs}
+        before = {r: m.execute(r, APPLY_ERRORS, (subs[r],))[0][0] for r in subs}
 
         agent = connect(m, EAST, AGENT_ROLE, autocommit=True)
-        lo, hi = 100, 200_000
-        while lo + 1 < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if _parses(agent, mid) else (lo, mid)
+        lo = jsonb_parse_limit(agent)
         base = lo - 200
         agent.execute("DELETE FROM fraiseql_repl.heartbeats WHERE node = %s", (node,))
         refused = None
@@ -94,9 +73,9 @@ def test_the_agent_role_cannot_write_a_heartbeat_its_peers_cannot_read() -> None
             refused = str(exc).splitlines()[0]
         agent.close()
 
-        _beat(m, EAST, 3)  # a well-formed one, after it (the real agent's next beat)
+        beat(m, EAST, 3)  # a well-formed one, after it (the real agent's next beat)
         got = _wait_beat(m, node, 3, WAIT_S)
-        after = {r: m.execute(r, ERRORS, (subs[r],))[0][0] for r in subs}
+        after = {r: m.execute(r, APPLY_ERRORS, (subs[r],))[0][0] for r in subs}
         ages = {r: m.execute(r, "SELECT extract(epoch FROM clock_timestamp() - received_at)::float8 "
                                 "FROM fraiseql_repl.heartbeats WHERE node = %s", (node,))[0][0] for r in subs}
         stack = {r: open(m.pg[r].log_path, errors="replace").read().count("stack depth limit exceeded") for r in subs}

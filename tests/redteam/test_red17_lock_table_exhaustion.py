@@ -27,18 +27,9 @@ import pytest
 
 from replication.roles import APP_ROLE
 from replication.sql import control_subscription_name
-from tests.redteam.harness import EAST, PASSWORDS, WEST, connect, red_mesh
+from tests.redteam.harness import APPLY_ERRORS, EAST, PASSWORDS, WEST, beat, connect, red_mesh
 
 WAIT_S = 20.0
-ERRORS = ("SELECT coalesce(ss.apply_error_count, 0) FROM pg_subscription s "
-          "JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid WHERE s.subname = %s")
-
-
-def _beat(m, region: str, seq: int) -> None:
-    with m.connect(region) as c:
-        c.execute("DELETE FROM fraiseql_repl.heartbeats WHERE node = fraiseql_repl.node_name()")
-        c.execute("INSERT INTO fraiseql_repl.heartbeats (node, seq, sent_at) "
-                  "VALUES (fraiseql_repl.node_name(), %s, clock_timestamp())", (seq,))
 
 
 LIMIT = pytest.mark.xfail(strict=True, reason=(
@@ -54,9 +45,9 @@ def test_the_application_cannot_starve_the_control_apply_of_locks() -> None:
         east = m.execute(EAST, "SELECT fraiseql_repl.node_name()")[0][0]
         sub = control_subscription_name(m.nodes[WEST], m.nodes[EAST])
         seen = "SELECT coalesce(max(seq), 0) FROM fraiseql_repl.heartbeats WHERE node = '%s'" % east
-        _beat(m, EAST, 1)
+        beat(m, EAST, 1)
         m.wait_for(WEST, seen, 1)
-        before = m.execute(WEST, ERRORS, (sub,))[0][0]
+        before = m.execute(WEST, APPLY_ERRORS, (sub,))[0][0]
 
         app = connect(m, WEST, APP_ROLE, autocommit=True, password=PASSWORDS[APP_ROLE])
         held, refusal = 0, None
@@ -68,13 +59,13 @@ def test_the_application_cannot_starve_the_control_apply_of_locks() -> None:
             except psycopg.Error as exc:
                 refusal = str(exc).splitlines()[0]
                 break
-        _beat(m, EAST, 2)
+        beat(m, EAST, 2)
         time.sleep(WAIT_S)  # nothing on us-west-2 can even be read meanwhile (every new transaction needs a lock entry)
         app.close()  # the attacker lets go; only then can the observation be made
         m.wait_for(WEST, seen, 2, timeout=60)
         late = m.execute(WEST, "SELECT extract(epoch FROM received_at - sent_at)::float8 FROM fraiseql_repl.heartbeats "
                                "WHERE node = %s", (east,))[0][0]
-        after = m.execute(WEST, ERRORS, (sub,))[0][0]
+        after = m.execute(WEST, APPLY_ERRORS, (sub,))[0][0]
         lines = open(m.pg[WEST].log_path, errors="replace").read().splitlines()
         oom = [ln for ln in lines if "out of shared memory" in ln]
         workers = [ln for ln in oom if "logical replication" in ln]
