@@ -112,6 +112,39 @@ def set_up(agents: dict[str, Any], step: Callable[[], object], what: str = "a se
             assert time.monotonic() < deadline, f"{what} was refused for 30 s"
 
 
+class Probing:
+    """The agents probing on a thread of their own, round after round (leases renewed, watermarks
+    fresh), as running agents would, while a probe drives its scenario; ``close()`` stops them."""
+
+    def __init__(self, agents: dict[str, Any]) -> None:
+        self.agents = agents
+        self.stop = threading.Event()
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                rounds(self.agents, 1)
+            except Exception:  # noqa: BLE001 - keep probing
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.th.join(timeout=10)
+
+
+def retry_refused(fn: Callable[[], Any], what: str) -> Any:
+    """``fn()``, again while it is refused (for up to 30 s), while ``Probing`` renews the leases."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return fn()
+        except psycopg.errors.ReadOnlySqlTransaction:
+            assert time.monotonic() < deadline, f"{what} was refused for 30 s"
+            time.sleep(0.3)
+
+
 def jsonb_parse_limit(c: psycopg.Connection[Any]) -> int:
     """The deepest nesting ``c``'s server parses as jsonb (its stack decides: about 16,000 levels here)."""
     def parses(n: int) -> bool:

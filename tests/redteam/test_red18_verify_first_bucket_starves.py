@@ -36,13 +36,10 @@ attacked round finds X on no writer.
 
 from __future__ import annotations
 
-import threading
 import time
 
-import psycopg
-
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, agent_conn, connect, healthy, red_mesh, rounds
+from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, Probing, agent_conn, connect, healthy, red_mesh, retry_refused
 
 REGIONS3 = (EAST, WEST, EU)
 BASE = 18_100_000
@@ -53,37 +50,6 @@ STUFF = MAX_KEYS + 50
 RND0 = 18_000_000
 ATTACKED_ROUNDS = 4
 TABLE = "public.items"
-
-
-class _Probing:
-    """The agents probing (leases renewed, fresh watermarks), as test_red15 does."""
-
-    def __init__(self, agents) -> None:
-        self.agents = agents
-        self.stop = threading.Event()
-        self.th = threading.Thread(target=self._run, daemon=True)
-        self.th.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                rounds(self.agents, 1)
-            except Exception:  # noqa: BLE001 - keep probing
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.th.join(timeout=10)
-
-
-def _retry(fn, what: str):
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return fn()
-        except psycopg.errors.ReadOnlySqlTransaction:
-            assert time.monotonic() < deadline, f"{what} was refused for 30 s"
-            time.sleep(0.3)
 
 
 # The application's own arithmetic: bucket_of(key, buckets, seed) and the round's md5 order.
@@ -117,7 +83,7 @@ def _one_round(m, v, rnd: int, attack: bool, app_w, app_e, fresh: list[int], x_k
             with app_e.transaction():
                 app_e.execute("UPDATE items SET v = 'touched' WHERE id = %s", (r_old,))
                 app_e.execute("INSERT INTO items (id, v) SELECT k, 'stuff' FROM unnest(%s::int[]) k", (ids,))
-        _retry(write, "the app's write")
+        retry_refused(write, "the app's write")
         _wait_count(m, EU, ids)
         info.update(b0=b0, r_old=r_old, stuffed=len(ids))
     time.sleep(2)  # watermarks pass the horizon everywhere
@@ -155,11 +121,11 @@ def test_the_app_keeps_a_real_divergence_from_ever_being_listed() -> None:
     with red_mesh() as m:
         agents = {r: agent_conn(m, r) for r in REGIONS3}
         healthy(agents)
-        bg = _Probing(agents)
+        bg = Probing(agents)
         app_w = app_e = None
         try:
             assert m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.table_meta WHERE table_name = %s", (TABLE,))[0][0] == 1
-            _retry(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' "
+            retry_refused(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' "
                                            f"FROM generate_series(1, {N_OLD}) g"), "seeding")
             for r in REGIONS3:
                 m.wait_for(r, f"SELECT count(*) FROM items WHERE id > {BASE}", N_OLD, timeout=60)

@@ -43,8 +43,7 @@ import time
 import psycopg
 
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, agent_conn, connect, healthy, red_mesh
-from tests.redteam.test_red18_verify_first_bucket_starves import _Probing, _retry
+from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, Probing, agent_conn, connect, healthy, red_mesh, retry_refused
 
 REGIONS3 = (EAST, WEST, EU)
 BASE = 18_300_000
@@ -78,7 +77,7 @@ def _round(m, v, rnd: int, attack: bool, app_w, app_e, tag: str) -> dict:
         info.update(long_key_bucket=bl, deleted=short)
         app_w.execute("BEGIN")
         app_w.execute("SELECT 1 FROM tags WHERE item = %s AND tag = %s FOR UPDATE", (ITEM + 1, short))
-        _retry(lambda: app_e.execute("DELETE FROM tags WHERE item = %s AND tag = %s", (ITEM + 1, short)),
+        retry_refused(lambda: app_e.execute("DELETE FROM tags WHERE item = %s AND tag = %s", (ITEM + 1, short)),
                "the app's delete")
         time.sleep(1)
     time.sleep(2)
@@ -114,7 +113,7 @@ def test_one_long_key_makes_every_round_list_nothing() -> None:
     with red_mesh() as m:
         agents = {r: agent_conn(m, r) for r in REGIONS3}
         healthy(agents)
-        bg = _Probing(agents)
+        bg = Probing(agents)
         app_w = app_e = None
         try:
             assert m.execute(EAST, "SELECT count(*) FROM fraiseql_repl.table_meta WHERE table_name = 'public.tags'")[0][0] == 1
@@ -126,7 +125,7 @@ def test_one_long_key_makes_every_round_list_nothing() -> None:
             for n in range(2720, 2560, -8):  # the longest tag the app's own index takes
                 t = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
                 try:
-                    _retry(lambda t=t: app_e.execute("INSERT INTO tags (item, tag) VALUES (%s, %s)", (ITEM, t)), "insert")
+                    retry_refused(lambda t=t: app_e.execute("INSERT INTO tags (item, tag) VALUES (%s, %s)", (ITEM, t)), "insert")
                     tag = t
                     accepted[n] = True
                     break
@@ -136,11 +135,11 @@ def test_one_long_key_makes_every_round_list_nothing() -> None:
             assert tag is not None
             for r in REGIONS3:
                 _wait(m, r, "SELECT count(*) FROM tags WHERE item = %s", (ITEM,), 1)
-            _retry(lambda: app_e.execute("INSERT INTO tags (item, tag) SELECT %s, 's' || g FROM generate_series(1, 2000) g",
+            retry_refused(lambda: app_e.execute("INSERT INTO tags (item, tag) SELECT %s, 's' || g FROM generate_series(1, 2000) g",
                                          (ITEM + 1,)), "short tags")
             for r in REGIONS3:
                 _wait(m, r, "SELECT count(*) FROM tags WHERE item = %s", (ITEM + 1,), 2000)
-            _retry(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' "
+            retry_refused(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' "
                                            f"FROM generate_series(1, 2000) g"), "seeding")
             for r in REGIONS3:
                 m.wait_for(r, f"SELECT count(*) FROM items WHERE id > {BASE}", 2000, timeout=60)
