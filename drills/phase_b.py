@@ -37,6 +37,7 @@ from drills.localaws import local_aws
 from drills.mesh import REGIONS, Mesh, mesh, one_way_ms
 from drills.phase_a import percentile
 from drills.sample import APP_SCHEMA, CONVERGENT_TABLES, POLICY
+from replication.sql import ENDED_SQLSTATE
 
 __all__ = ["PhaseBResult", "run_phase_b"]
 
@@ -68,6 +69,7 @@ class PhaseBResult:
     fenced_by_quorum: bool
     refused_while_partitioned: int
     refused_sqlstates: list[str]
+    ended_by_fence_while_partitioned: int  # writes in flight when the agent fenced: outcome unknown
     accepted_majority_while_partitioned: int
     accepted_window_before_fence: int
     unfence_after_observations: int
@@ -180,6 +182,7 @@ class _Partition:
     fenced_by_quorum: bool
     refused: int
     sqlstates: set[str]
+    ended: int  # in flight when its agent fenced it and ended them: neither acknowledged nor refused
     accepted: list[int]  # keys the majority side acknowledged
     window_keys: list[int]  # keys the isolated region acknowledged before its agent fenced it
     detection_s: float
@@ -300,7 +303,7 @@ def _partition(m: Mesh, regions: Sequence[str], isolate: str, partition_s: float
     others = [r for r in regions if r != isolate]
     m.partition(isolate)
     t_cut = time.monotonic()
-    refused, sqlstates, accepted, window_keys = 0, set(), [], []
+    refused, ended, sqlstates, accepted, window_keys = 0, 0, set(), [], []
     last_window_ack = t_cut
     key = itertools.count(3_000_000)
     t_end = time.monotonic() + partition_s
@@ -315,14 +318,17 @@ def _partition(m: Mesh, regions: Sequence[str], isolate: str, partition_s: float
                 else:
                     accepted.append(k)
             except psycopg.Error as exc:
-                if n == isolate:
+                if n == isolate and exc.sqlstate == ENDED_SQLSTATE:
+                    ended += 1  # the fence ended it mid-write (end_writes); it may have committed
+                elif n == isolate:
                     refused += 1
                     sqlstates.add(exc.sqlstate or "?")
                 else:
                     notes.append(f"majority write failed on {n}: {exc}")
         time.sleep(0.02)
     fenced_by_quorum = _fenced(m, isolate) and not any(_fenced(m, r) for r in others)
-    return _Partition(fenced_by_quorum=fenced_by_quorum, refused=refused, sqlstates=sqlstates, accepted=accepted,
+    return _Partition(fenced_by_quorum=fenced_by_quorum, refused=refused, sqlstates=sqlstates, ended=ended,
+                      accepted=accepted,
                       window_keys=window_keys, detection_s=last_window_ack - t_cut)
 
 
@@ -377,6 +383,7 @@ def _result(delays: dict[tuple[str, str], list[float]], conflicts: _Conflicts, c
         fenced_by_quorum=cut.fenced_by_quorum,
         refused_while_partitioned=cut.refused,
         refused_sqlstates=sorted(cut.sqlstates),
+        ended_by_fence_while_partitioned=cut.ended,
         accepted_majority_while_partitioned=len(cut.accepted),
         accepted_window_before_fence=len(cut.window_keys),
         unfence_after_observations=unfence_after,

@@ -100,7 +100,8 @@ def build_rows(a: PhaseAResult, b: PhaseBResult) -> list[Row]:
             f"local kept={b.app_local_kept}, resolution converged={b.app_resolved_converged}"),
         Row(f"B: writes refused on {b.partitioned} while partitioned", str(b.refused_while_partitioned),
             "isolated region stops writing", b.fenced_by_quorum and b.refused_while_partitioned > 0,
-            f"SQLSTATE {','.join(b.refused_sqlstates) or '-'}; majority accepted "
+            f"SQLSTATE {','.join(b.refused_sqlstates) or '-'}; {b.ended_by_fence_while_partitioned} in flight "
+            f"ended by its fence (outcome unknown); majority accepted "
             f"{b.accepted_majority_while_partitioned}; {b.accepted_window_before_fence} writes accepted "
             f"in the {b.detection_s:.2f} s before its own agent fenced it (detection window)"),
         Row("B: acknowledged writes missing after heal", str(b.missing_after_heal), "nothing kept is lost",

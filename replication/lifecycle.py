@@ -35,6 +35,7 @@ from typing import Any, Optional, Protocol
 from replication.bootstrap import apply
 from replication.model import ConflictPolicy, Node
 from replication.sql import (
+    ENDED_SQLSTATE,
     LEASE_TABLE,
     control_subscription_name,
     render_conflict_objects,
@@ -46,9 +47,6 @@ from replication.sql import (
     slot_name,
     subscription_name,
 )
-
-# SQLSTATE of a session that pg_terminate_backend ended.
-ADMIN_SHUTDOWN = "57P01"
 
 __all__ = ["Backend", "PlanError", "Runner", "Step", "check_plan", "plan_a_to_b", "plan_join", "plan_replace",
            "plan_shrink"]
@@ -396,7 +394,7 @@ class Runner:
             with self.backend.connect(origin) as c:
                 c.execute("SELECT fraiseql_repl.emit_watermark()")
         except Exception as exc:
-            if getattr(exc, "sqlstate", None) != ADMIN_SHUTDOWN:
+            if getattr(exc, "sqlstate", None) != ENDED_SQLSTATE:
                 raise
             self.log({"step": "watermark", "region": origin, "detail": "ended by the fence agent; asked again",
                       "seconds": 0.0})

@@ -76,6 +76,10 @@ APP_COLUMNS = ("_repl_prev_ts", "_repl_prev_node")
 # read_only_sql_transaction: drivers and FraiseQL already treat it as "this
 # node does not take writes", which is what a fenced region means.
 FENCE_SQLSTATE = "25006"
+# admin_shutdown: what a client sees when a fenced writer's agent ended its unfinished write
+# (``fraiseql_repl.end_writes`` terminates the session). Its outcome is unknown to the client: the
+# end may have come while its commit was finishing.
+ENDED_SQLSTATE = "57P01"
 
 #: Server parameters every phase-B writer needs (PostgreSQL names).
 REQUIRED_PARAMETERS: dict[str, str] = {

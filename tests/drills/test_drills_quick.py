@@ -58,6 +58,7 @@ def _fake_b(**kw: object) -> PhaseBResult:
         counter_observed=[9, 9, 9], set_ok=True, app_conflicts_logged=2, app_local_kept=True,
         app_resolved_converged=True, conflicts_resolved=5, resolutions={}, native_conflicts={},
         partitioned="eu-west-1", fenced_by_quorum=True, refused_while_partitioned=4, refused_sqlstates=["25006"],
+        ended_by_fence_while_partitioned=0,
         accepted_majority_while_partitioned=8, accepted_window_before_fence=3, unfence_after_observations=3,
         detection_s=1.5, unfence_s=2.5,
         heal_convergence_s=0.1, healed_converged=True, missing_after_heal=0, apply_workers_healthy=True)
