@@ -194,13 +194,17 @@ class Writers:
                     conn.execute("SET statement_timeout = '5s'")
                 conn.execute("INSERT INTO nemesis_log (id, region) VALUES (%s, %s)", (key, region))
                 ack = Ack(region, key, time.monotonic(), True)
-                if key % 5 == 0:
-                    conn.execute("INSERT INTO nemesis_reg VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                                 (rng.randint(1, 5), f"{region}:{key}"))
             except psycopg.Error as exc:
                 ack = Ack(region, key, time.monotonic(), False, getattr(exc, "sqlstate", None))
                 if conn is not None and conn.broken:
                     conn = None
+            if ack.ok and key % 5 == 0 and conn is not None:
+                try:  # its own statement: a refusal here does not undo the acknowledged insert above
+                    conn.execute("INSERT INTO nemesis_reg VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                                 (rng.randint(1, 5), f"{region}:{key}"))
+                except psycopg.Error:
+                    if conn.broken:
+                        conn = None
             with self._lock:
                 self.acks.append(ack)
             self._stop.wait(self.pause_s)

@@ -318,8 +318,8 @@ def _partition(m: Mesh, regions: Sequence[str], isolate: str, partition_s: float
                 else:
                     accepted.append(k)
             except psycopg.Error as exc:
-                if n == isolate and exc.sqlstate == ENDED_SQLSTATE:
-                    ended += 1  # the fence ended it mid-write (end_writes); it may have committed
+                if n == isolate and exc.sqlstate in (ENDED_SQLSTATE, None):
+                    ended += 1  # the fence ended it mid-write (end_writes), or the session was lost: it may have committed
                 elif n == isolate:
                     refused += 1
                     sqlstates.add(exc.sqlstate or "?")
