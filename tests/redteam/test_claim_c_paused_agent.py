@@ -72,7 +72,8 @@ def _writer(m: Mesh, stop: threading.Event, committed: list[int]) -> None:
             c.execute("INSERT INTO items (id, v) VALUES (%s, 'probe c')", (k,))
             committed.append(k)
         except psycopg.Error:
-            pass
+            if c.broken:  # ended by the fence (end_writes): keep trying on a new session
+                c = connect(m, EAST, APP_ROLE, autocommit=True)
         time.sleep(0.02)
     c.close()
 

@@ -137,6 +137,8 @@ def test_an_app_session_squatting_on_the_key_buckets_is_ended_and_the_link_goes_
         stalled = m.execute(WEST, f"SELECT count(*) FROM items WHERE id > {BASE} AND id <= {BASE} + 2000")[0][0]
         agent.start()
         m.wait_for(WEST, f"SELECT count(*) FROM items WHERE id > {BASE} AND id <= {BASE} + 2000", 2000, timeout=WAIT_S)
+        stop.set()
+        agent.join()  # it records what it ended after its call returns, which may be after the link went on
         print(f"\n[{squat}] before the agent ran: {stalled} of 2000 landed; sessions ended: {ended}")
         assert stalled < 2000, "the squatter held nothing back: the probe tests nothing"
         assert ended, "the link went on without the agent ending anyone"

@@ -29,13 +29,12 @@ says its horizon, and only digests taken at the same one are compared. A previou
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, agent_conn, connect, healthy, red_mesh, rounds
+from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, Probing, agent_conn, connect, healthy, red_mesh, retry_refused
 
 REGIONS3 = (EAST, WEST, EU)
 BASE = 14_500_000
@@ -48,26 +47,22 @@ def test_digests_mid_apply_then_keys_after_catch_up_list_every_key(step: float |
     with red_mesh() as m:
         agents = {r: agent_conn(m, r) for r in REGIONS3}
         healthy(agents)
-        stop = threading.Event()
-
-        def probing() -> None:
-            while not stop.is_set():
-                rounds(agents, 1)
-
-        th = threading.Thread(target=probing, daemon=True)
-        th.start()
+        probing = Probing(agents)
         app = None
         try:
-            m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'v' FROM generate_series(1, {N}) g")
+            retry_refused(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'v' "
+                                                  f"FROM generate_series(1, {N}) g"), "the first rows")
             for r in REGIONS3:
                 m.wait_for(r, f"SELECT count(*) FROM items WHERE id > {BASE}", N, timeout=120)
             app = connect(m, WEST, APP_ROLE, password=PASSWORDS[APP_ROLE], autocommit=True)
             app.execute("BEGIN")
             app.execute("SELECT v FROM items WHERE id = %s FOR UPDATE", (BASE + 1,))
-            with m.connect(EAST) as c:
-                with c.transaction():
+
+            def big() -> None:
+                with m.connect(EAST) as c, c.transaction():
                     c.execute("UPDATE items SET v = 'big' WHERE id = %s", (BASE + 1,))
                     c.execute(f"INSERT INTO items (id, v) SELECT {BASE} + g, 'new' FROM generate_series({N + 1}, {2 * N}) g")
+            retry_refused(big, "the large transaction")
             m.wait_for(EU, f"SELECT count(*) FROM items WHERE id > {BASE}", 2 * N, timeout=120)
             time.sleep(2)
             v = {r: agent_conn(m, r) for r in REGIONS3}
@@ -103,5 +98,4 @@ def test_digests_mid_apply_then_keys_after_catch_up_list_every_key(step: float |
         finally:
             if app is not None:
                 app.close()
-            stop.set()
-            th.join(timeout=10)
+            probing.close()

@@ -35,7 +35,6 @@ to that cap in that round.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -44,7 +43,7 @@ import pytest
 
 from drills.mesh import Mesh
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, agent_conn, connect, healthy, red_mesh, rounds
+from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, Probing, agent_conn, connect, healthy, red_mesh, retry_refused
 
 REGIONS3 = (EAST, WEST, EU)
 BASE = 14_400_000
@@ -56,23 +55,16 @@ def running() -> Iterator[Mesh]:
     with red_mesh() as m:
         agents = {r: agent_conn(m, r) for r in REGIONS3}
         healthy(agents)
-        stop = threading.Event()
-
-        def probing() -> None:
-            while not stop.is_set():
-                rounds(agents, 1)
-
-        th = threading.Thread(target=probing, daemon=True)
-        th.start()
-        m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'v' FROM generate_series(1, {N}) g")
-        for r in REGIONS3:
-            m.wait_for(r, f"SELECT count(*) FROM items WHERE id > {BASE}", N, timeout=120)
-        time.sleep(2)
+        probing = Probing(agents)
         try:
+            retry_refused(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'v' "
+                                                  f"FROM generate_series(1, {N}) g"), "the rows")
+            for r in REGIONS3:
+                m.wait_for(r, f"SELECT count(*) FROM items WHERE id > {BASE}", N, timeout=120)
+            time.sleep(2)
             yield m
         finally:
-            stop.set()
-            th.join(timeout=10)
+            probing.close()
 
 
 def _verify_conns(m: Mesh) -> dict[str, psycopg.Connection]:

@@ -42,7 +42,7 @@ import threading
 import time
 
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, agent_conn, connect, healthy, red_mesh, rounds
+from tests.redteam.harness import EAST, EU, PASSWORDS, WEST, Probing, agent_conn, connect, healthy, red_mesh, retry_refused
 
 REGIONS3 = (EAST, WEST, EU)
 BASE = 15_100_000
@@ -58,16 +58,13 @@ class _Background:
     """The agents probing (fresh watermarks), and the oldest peer heartbeat once ``watching`` is set."""
 
     def __init__(self, m, agents) -> None:
-        self.m, self.agents = m, agents
+        self.m = m
+        self.probing = Probing(agents)
         self.stop, self.watching = threading.Event(), threading.Event()
         self.hb_age = {r: 0.0 for r in REGIONS3}
-        self.threads = [threading.Thread(target=self._probe, daemon=True), threading.Thread(target=self._watch, daemon=True)]
+        self.threads = [threading.Thread(target=self._watch, daemon=True)]
         for th in self.threads:
             th.start()
-
-    def _probe(self) -> None:
-        while not self.stop.is_set():
-            rounds(self.agents, 1)
 
     def _watch(self) -> None:
         conns = {r: self.m.connect(r) for r in REGIONS3}
@@ -85,6 +82,7 @@ class _Background:
         self.stop.set()
         for th in self.threads:
             th.join(timeout=10)
+        self.probing.close()
 
 
 def _counts(v, horizon: float) -> dict:
@@ -108,7 +106,8 @@ def test_rows_newer_than_the_horizon_are_listed_past_the_cap() -> None:
         hb_age = bg.hb_age
         hold = east = None
         try:
-            m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' FROM generate_series(1, {N_OLD}) g")
+            retry_refused(lambda: m.execute(EAST, f"INSERT INTO items (id, v) SELECT {BASE} + g, 'old' "
+                                                  f"FROM generate_series(1, {N_OLD}) g"), "the old rows")
             for r in REGIONS3:
                 m.wait_for(r, f"SELECT count(*) FROM items WHERE id > {BASE}", N_OLD, timeout=60)
             time.sleep(2)
@@ -120,10 +119,13 @@ def test_rows_newer_than_the_horizon_are_listed_past_the_cap() -> None:
             hold.execute("SELECT v FROM items WHERE id = %s FOR UPDATE", (BASE + 1,))
             east = connect(m, EAST, APP_ROLE, password=PASSWORDS[APP_ROLE], autocommit=True)
             t = time.monotonic()
-            with east.transaction():
-                east.execute(f"UPDATE items SET v = 'upd' WHERE id > {BASE} AND id <= {BASE + N_UPD}")
-                east.execute(f"INSERT INTO items (id, v) SELECT {BASE} + g, 'new' "
-                             f"FROM generate_series({N_OLD + 1}, {N_OLD + N_NEW}) g")
+
+            def flood() -> None:
+                with east.transaction():
+                    east.execute(f"UPDATE items SET v = 'upd' WHERE id > {BASE} AND id <= {BASE + N_UPD}")
+                    east.execute(f"INSERT INTO items (id, v) SELECT {BASE} + g, 'new' "
+                                 f"FROM generate_series({N_OLD + 1}, {N_OLD + N_NEW}) g")
+            retry_refused(flood, "the application's transaction")
             print(f"\napp transaction on {EAST} took {time.monotonic() - t:.1f} s")
             m.wait_for(EU, f"SELECT count(*) FROM items WHERE id > {BASE}", N_OLD + N_NEW, timeout=120)
             time.sleep(2)  # watermarks pass the horizon everywhere
