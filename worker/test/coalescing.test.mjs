@@ -25,7 +25,9 @@ describe("request coalescing", () => {
     const bodies = await Promise.all(responses.map((r) => r.text()));
     assert.ok(origin.requests.length <= 2, `${origin.requests.length} origin requests`);
     assert.ok(responses.every((r) => r.status === 200));
-    assert.equal(new Set(bodies).size, 1, "every caller got the one answer");
+    // Under load a second fetch is allowed (above); each caller still gets an
+    // answer the origin made, so there are no more answers than fetches.
+    assert.ok(new Set(bodies).size <= origin.requests.length, `${new Set(bodies).size} answers from ${origin.requests.length} fetches`);
     // One MISS per origin fetch; everyone else shared it, or arrived after it
     // was stored and got a HIT: both are right.
     const statuses = responses.map((r) => r.headers.get("x-fraiseql-cache"));
