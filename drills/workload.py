@@ -23,6 +23,7 @@ import psycopg
 
 from drills.checker import Ack, Op
 from drills.mesh import Mesh
+from replication.sql import FENCE_SQLSTATE
 
 __all__ = ["Adversary", "Clashes", "Client", "Family", "Registers", "WORKLOAD_SCHEMA", "WORKLOAD_TABLES"]
 
@@ -37,7 +38,7 @@ WORKLOAD_TABLES: tuple[str, ...] = ("nemesis_kv", "nemesis_people", "nemesis_par
 
 #: Refused before it could commit (fenced, a retry the database asked for, a key or value taken
 #: locally): the operation did not happen.
-REFUSED = {"25006", "40001", "40P01", "23505", "23503", "55000"}
+REFUSED = {FENCE_SQLSTATE, "40001", "40P01", "23505", "23503", "55000"}
 
 
 def outcome(exc: psycopg.Error) -> str:
