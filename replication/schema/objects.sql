@@ -736,11 +736,15 @@ DECLARE
     role_before text := current_setting('session_replication_role');
     lock_before text := current_setting('lock_timeout');
     waiting text[] := '{}';  -- keys with a change that waits for a row (FQ006) still parked in this pass
+    -- The agent calls this under a 5 s statement timeout, which would undo the whole pass: a large
+    -- backlog (a backfill whose rows another apply held) is merged 2 s at a time, oldest first.
+    deadline timestamptz := clock_timestamp() + interval '2 seconds';
 BEGIN
     -- Merged as the apply worker merges them: the table's local triggers do not fire, so a parked
     -- change keeps its own version and is not sent out again as this writer's (nor needs the lease).
     PERFORM set_config('session_replication_role', 'replica', true);
     FOR p IN SELECT * FROM fraiseql_repl.parked ORDER BY parked_at, origin, id LOOP
+        EXIT WHEN clock_timestamp() > deadline;
         IF p.sqlstate = 'FQ006' AND (p.tbl || ' ' || p.pk::text) = ANY (waiting) THEN
             CONTINUE;  -- behind an earlier change of its key that still waits: in order, next time
         END IF;
