@@ -276,8 +276,7 @@ class Quorum(Component):
              "control channel): run python -m ops verify, then --repair"),
             ("parked-changes", REPLICATION_NAMESPACE, "ParkedChanges", "Maximum", "GreaterThanThreshold", 0,
              "notBreaching", 2, f"Changes from peers that the writer in {r} could not merge are parked and retried "
-             "(a column it lacks, a unique clash, a row a large transaction's apply held): run the schema apply or see "
-             "the runbook"),
+             "(a column it lacks, a unique clash): run the schema apply or see the runbook"),
             # pg_replication_slots.wal_status = 'lost': the subscriber fell more than max_slot_wal_keep_size
             # behind and can never resume from this slot.
             ("slots-lost", REPLICATION_NAMESPACE, "SlotsLost", "Maximum", "GreaterThanThreshold", 0, "notBreaching", 1,

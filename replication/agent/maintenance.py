@@ -22,7 +22,7 @@ class Maintenance:
 def maintain(conn: Any, *, full: bool) -> Maintenance:
     """Housekeeping between probes (the watermark, what this writer has applied so peers can purge
     tombstones safely, goes out with every probe): with ``full``, retry parked changes and purge
-    what is safe to purge; without, retry them only while one waits for a row another apply held.
+    what is safe to purge.
 
     A failure here is logged and retried next time; it never stops the lease loop.
     """
@@ -36,15 +36,10 @@ def maintain(conn: Any, *, full: bool) -> Maintenance:
             return None
 
     out = Maintenance(parked=0, errors=errors)  # the watermark goes out with every probe
-    # A change waiting for a row another link's apply held (FQ006: a large transaction applied here)
-    # is merged again every run, not only every full one: that apply has usually committed by then.
-    waiting = full or bool((run("SELECT EXISTS (SELECT 1 FROM fraiseql_repl.parked WHERE sqlstate = 'FQ006')")
-                            or (False,))[0])
-    if waiting:
+    if full:
         retried = run("SELECT merged, still_parked FROM fraiseql_repl.retry_parked()")
         if retried:
             out.merged_from_parked = int(retried[0])
-    if full:
         out.tombstones_purged = int((run("SELECT fraiseql_repl.purge_tombstones()") or (0,))[0])
         out.changes_purged = int((run("SELECT fraiseql_repl.purge_changes()") or (0,))[0])
         run("SELECT fraiseql_repl.compact_resolutions()")

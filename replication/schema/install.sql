@@ -670,21 +670,10 @@ DECLARE
     _fq_kind text;
     _fq_losers jsonb := '[]';
     _fq_i integer;
-    _fq_got boolean;
 BEGIN
     IF _fq_c.op = 'd' THEN
-        _fq_k := jsonb_populate_record(NULL::{{qt}}, _fq_c.pk);
-        -- The row first, before anything is written (a row another link's apply holds: the change waits, parked).
-        SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_k}} FOR UPDATE SKIP LOCKED;
-        _fq_got := FOUND;
-        WHILE NOT _fq_got AND fraiseql_repl.held_by_apply((SELECT t.xmax FROM {{qt}} t WHERE {{pk_match_k}})) LOOP
-            IF NOT fraiseql_repl.apply_may_wait() THEN
-                RETURN 'waits_for_apply';
-            END IF;
-            SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_k}} FOR UPDATE SKIP LOCKED;
-            _fq_got := FOUND;
-        END LOOP;
         PERFORM fraiseql_repl.put_tombstone({{lit}}, _fq_c.pk, _fq_c.ts, _fq_c.node, _fq_c.born, _fq_c.origin, _fq_c.origin_at);
+        _fq_k := jsonb_populate_record(NULL::{{qt}}, _fq_c.pk);
         _fq_tomb := fraiseql_repl.tombstone_of({{lit}}, _fq_c.pk);
         -- Remove every incarnation a delete of the key saw (and older ones); a later re-insert survives.
         DELETE FROM {{qt}} t WHERE {{pk_match_k}} AND t._repl_born <= _fq_tomb.born;
@@ -709,23 +698,8 @@ BEGIN
             HINT = 'Apply the schema change on every writer (python -m ops schema apply); the change is parked and retried.';
     END IF;
     _fq_r := jsonb_populate_record(NULL::{{qt}}, _fq_c.row_image);
-    -- Lock the row first: a local delete in flight commits its tombstone before we read it. A row
-    -- another link's apply holds (a large transaction being applied here) is waited for 200 ms in
-    -- all per apply transaction (apply_may_wait), then the change waits parked (FQ006), so this link
-    -- reads on instead of going silent for the rest of that apply; an application's lock is waited
-    -- for as ever (held_by_apply).
-    SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_r}} FOR UPDATE SKIP LOCKED;
-    _fq_got := FOUND;
-    WHILE NOT _fq_got AND fraiseql_repl.held_by_apply((SELECT t.xmax FROM {{qt}} t WHERE {{pk_match_r}})) LOOP
-        IF NOT fraiseql_repl.apply_may_wait() THEN
-            RETURN 'waits_for_apply';
-        END IF;
-        SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_r}} FOR UPDATE SKIP LOCKED;
-        _fq_got := FOUND;
-    END LOOP;
-    IF NOT _fq_got THEN
-        SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_r}} FOR UPDATE;
-    END IF;
+    -- Lock the row first: a local delete in flight commits its tombstone before we read it.
+    SELECT * INTO _fq_cur FROM {{qt}} t WHERE {{pk_match_r}} FOR UPDATE;
     IF (SELECT count(*) FROM jsonb_object_keys(_fq_c.row_image)) < {{ncols}} THEN
         -- From a writer that does not send every column yet (a schema change on its way through the
         -- mesh): what it does not send, it did not change; a new row takes the defaults.

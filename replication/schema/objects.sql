@@ -300,55 +300,6 @@ BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', before, true);
 END $f$;
 
--- Whether transaction x (a row's xmax: its locker) belongs to another link's apply in progress here.
--- A merge that meets such a row (another link applying a large transaction: a backfill) waits for
--- it only briefly (apply_may_wait), then parks the change (FQ006, merged again by the agent), so
--- its own link reads on: a link that reads nothing looks silent and fences a region. x may be a
--- subtransaction's (an apply's first 1,000 changes are merged in one each), which no view maps to
--- its transaction: it is taken for the newest transaction in progress that began no later (xids
--- grow). Only the server sets backend_type, so no application session passes for an apply; one
--- that began between an apply's start and its subtransaction can make this say "application",
--- and the merge then waits as it always did. A row an application holds is waited for (the fence
--- sees that link go silent); a multixact locker may map to anyone: the change waits either way,
--- parked or in place, and nothing is lost.
-CREATE OR REPLACE FUNCTION fraiseql_repl.held_by_apply(x xid)
-RETURNS boolean LANGUAGE plpgsql VOLATILE AS $f$
-BEGIN
-    IF x IS NULL THEN
-        RETURN false;
-    END IF;
-    PERFORM pg_catalog.pg_stat_clear_snapshot();  -- the activity as of now, not as of this transaction's first look
-    RETURN coalesce((
-        SELECT a.backend_type IN ('logical replication apply worker', 'logical replication parallel worker')
-        FROM pg_catalog.pg_stat_activity a
-        WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid()
-          AND pg_catalog.age(a.backend_xid) >= pg_catalog.age(x)
-        ORDER BY pg_catalog.age(a.backend_xid) LIMIT 1), false);
-END $f$;
-
--- A merge waiting for a row another apply holds: true (after 10 ms) while this transaction has
--- waited less than 200 ms so, in all; false once it has (the change is then parked). The budget is
--- per transaction, so an apply that meets many such rows is not silent for long.
-CREATE OR REPLACE FUNCTION fraiseql_repl.apply_may_wait()
-RETURNS boolean LANGUAGE plpgsql AS $f$
-DECLARE
-    xid text := pg_catalog.pg_current_xact_id()::text;
-    cur text[] := pg_catalog.string_to_array(coalesce(pg_catalog.current_setting('fraiseql_repl.apply_wait', true), ''), ' ');
-    until float8;
-BEGIN
-    IF cur[1] = xid THEN
-        until := cur[2]::float8;
-    ELSE
-        until := extract(epoch FROM pg_catalog.clock_timestamp()) + 0.2;
-        PERFORM pg_catalog.set_config('fraiseql_repl.apply_wait', xid || ' ' || until, true);
-    END IF;
-    IF extract(epoch FROM pg_catalog.clock_timestamp()) >= until THEN
-        RETURN false;
-    END IF;
-    PERFORM pg_catalog.pg_sleep(0.01);
-    RETURN true;
-END $f$;
-
 -- A REPEATABLE READ or SERIALIZABLE transaction reads the tombstones as of its snapshot, which may
 -- be older than its keys' locks: a delete merged in between would not be seen. Taking each key's
 -- place in the tombstones is refused (40001) where a tombstone is there that the snapshot does not
@@ -558,23 +509,14 @@ DECLARE
     state text;
     msg text;
     marker regclass;  -- the link's merge marker, in the fast part (merge_carefully)
-    careful boolean := fraiseql_repl.merge_carefully();
 BEGIN
-    IF NEW.op <> 'w' AND EXISTS (SELECT 1 FROM fraiseql_repl.parked p
-                                 WHERE p.tbl = NEW.tbl AND p.pk = NEW.pk AND p.sqlstate = 'FQ006') THEN
-        -- An earlier change of the key waits for a row another apply holds: this one waits behind
-        -- it, so the key's changes merge in the order they came (an app table's next version is a
-        -- fast-forward of the one before only).
-        lost := true;
-        state := 'FQ006';
-        msg := 'waits behind an earlier change of its key; merged again after it';
-    ELSIF NOT careful THEN
+    IF NOT fraiseql_repl.merge_carefully() THEN
         marker := nullif(pg_catalog.split_part(pg_catalog.current_setting('fraiseql_repl.merging'), ' ', 4), '')::oid;
         IF marker IS NOT NULL THEN
             PERFORM pg_catalog.nextval(marker);  -- odd: a merge is under way
         END IF;
         kind := fraiseql_repl.merge_change(NEW);
-        IF kind IS DISTINCT FROM 'unique_incoming_lost' AND kind IS DISTINCT FROM 'waits_for_apply' THEN
+        IF kind IS DISTINCT FROM 'unique_incoming_lost' THEN
             IF kind IS NOT NULL AND kind NOT IN ('inserted', 'updated', 'duplicate', 'delete_applied',
                                                  'delete_nothing_to_remove') THEN
                 PERFORM fraiseql_repl.note(NEW.tbl, kind);
@@ -585,9 +527,8 @@ BEGIN
             RETURN NULL;
         END IF;
         lost := true;
-        state := CASE WHEN kind = 'waits_for_apply' THEN 'FQ006' ELSE 'FQ004' END;
-        msg := CASE WHEN kind = 'waits_for_apply' THEN 'its row is held by another link''s apply; merged again after it'
-                    ELSE 'loses a unique clash; merged again when the value is free' END;
+        state := 'FQ004';
+        msg := 'loses a unique clash; merged again when the value is free';
     END IF;
     LOOP
         EXIT WHEN lost;  -- the merge above lost a unique clash: park it
@@ -598,11 +539,6 @@ BEGIN
                 -- Kept, not dropped: it comes back when the row holding its unique value lets go.
                 state := 'FQ004';
                 msg := 'loses a unique clash; merged again when the value is free';
-                EXIT;
-            END IF;
-            IF kind = 'waits_for_apply' THEN
-                state := 'FQ006';
-                msg := 'its row is held by another link''s apply; merged again after it';
                 EXIT;
             END IF;
             -- Count decisions, not routine merges (a large transaction would log every row).
@@ -631,10 +567,9 @@ BEGIN
             NEW.origin_at, state, left(msg, 500))
     ON CONFLICT (origin, id) DO UPDATE SET attempts = fraiseql_repl.parked.attempts + 1,
         sqlstate = excluded.sqlstate, error = excluded.error;
-    PERFORM fraiseql_repl.note(NEW.tbl, CASE WHEN state = 'FQ004' THEN 'unique_incoming_lost'
-                                             WHEN state = 'FQ006' THEN 'waits_for_apply' ELSE 'parked' END);
+    PERFORM fraiseql_repl.note(NEW.tbl, CASE WHEN state = 'FQ004' THEN 'unique_incoming_lost' ELSE 'parked' END);
     IF marker IS NOT NULL THEN
-        PERFORM pg_catalog.nextval(marker);  -- even: the fast part's unique clash (or wait) is parked
+        PERFORM pg_catalog.nextval(marker);  -- even: the fast part's unique clash is parked
     END IF;
     RETURN NULL;
 END $f$;
@@ -734,38 +669,17 @@ DECLARE
     state text;
     msg text;
     role_before text := current_setting('session_replication_role');
-    lock_before text := current_setting('lock_timeout');
-    waiting text[] := '{}';  -- keys with a change that waits for a row (FQ006) still parked in this pass
-    -- The agent calls this under a 5 s statement timeout, which would undo the whole pass: a large
-    -- backlog (a backfill whose rows another apply held) is merged 2 s at a time, oldest first.
-    deadline timestamptz := clock_timestamp() + interval '2 seconds';
 BEGIN
     -- Merged as the apply worker merges them: the table's local triggers do not fire, so a parked
     -- change keeps its own version and is not sent out again as this writer's (nor needs the lease).
     PERFORM set_config('session_replication_role', 'replica', true);
     FOR p IN SELECT * FROM fraiseql_repl.parked ORDER BY parked_at, origin, id LOOP
-        EXIT WHEN clock_timestamp() > deadline;
-        IF p.sqlstate = 'FQ006' AND (p.tbl || ' ' || p.pk::text) = ANY (waiting) THEN
-            CONTINUE;  -- behind an earlier change of its key that still waits: in order, next time
-        END IF;
         c := ROW(p.origin, p.id, p.tbl, p.op, p.pk, p.ts, p.node, p.born, p.row_image, p.origin_at);
         BEGIN
-            -- A row a session holds is not waited for here (the agent calls this between probes,
-            -- under its statement timeout): the change stays parked and the others are merged.
-            PERFORM set_config('lock_timeout', '200ms', true);
             kind := fraiseql_repl.merge_change(c);
-            PERFORM set_config('lock_timeout', lock_before, true);
-            IF kind IN ('unique_incoming_lost', 'waits_for_apply') THEN
-                -- still the loser of its unique clash (stays until the value is free), or its row is
-                -- still held by another apply
-                UPDATE fraiseql_repl.parked x SET attempts = x.attempts + 1,
-                    sqlstate = CASE WHEN kind = 'waits_for_apply' THEN 'FQ006' ELSE 'FQ004' END,
-                    error = CASE WHEN kind = 'waits_for_apply' THEN 'its row is held by another link''s apply; merged again after it'
-                                 ELSE 'loses a unique clash; merged again when the value is free' END
-                WHERE x.origin = p.origin AND x.id = p.id;
-                IF kind = 'waits_for_apply' THEN
-                    waiting := waiting || (p.tbl || ' ' || p.pk::text);
-                END IF;
+            IF kind = 'unique_incoming_lost' THEN
+                -- still the loser of its unique clash: stays until the value is free
+                UPDATE fraiseql_repl.parked x SET attempts = x.attempts + 1 WHERE x.origin = p.origin AND x.id = p.id;
                 CONTINUE;
             END IF;
             DELETE FROM fraiseql_repl.parked WHERE origin = p.origin AND id = p.id;
@@ -773,14 +687,6 @@ BEGIN
             ok := ok + 1;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            IF state = '55P03' THEN
-                -- A row held (the lock timeout above): the change keeps its reason (a clash loser
-                -- stays one), and one waiting for a row keeps its place in its key's order.
-                state := p.sqlstate;
-                IF p.sqlstate = 'FQ006' THEN
-                    waiting := waiting || (p.tbl || ' ' || p.pk::text);
-                END IF;
-            END IF;
             UPDATE fraiseql_repl.parked x SET attempts = x.attempts + 1, sqlstate = state, error = left(msg, 500)
             WHERE x.origin = p.origin AND x.id = p.id;
         END;

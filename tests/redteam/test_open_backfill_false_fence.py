@@ -13,22 +13,15 @@ rows with no concurrent traffic, so it never meets this. The transaction here is
 probe timing of the harness (probe 0.25 s, stale 1 s): its apply takes a few seconds, as a
 1,000,000-row backfill's apply takes minutes against the default 15 s.
 
+``test_control_...`` is the same backfill without the concurrent update (expected to pass: it
+shows the fence comes from the lock wait, not from load).
+
 A fix was tried on 2026-12-07 and withdrawn: a silent link whose apply worker waits only on other
 links' receiving apply workers counted as receiving. Round 12 laundered an application's lock
 through such a worker and kept a stalled link heard past the bound
 (tests/redteam/test_red12_held_link.py).
 
-Fixed on 2026-12-08 in the merge, not the fence: a merge that meets a row another link's apply
-holds waits 200 ms at most (per apply transaction), then parks the change (``FQ006``), and later
-changes of that key park behind it; the agent merges them again, in order, at its next maintenance
-run. East's link from eu reads on, so it is never silent. A row an application holds is waited for
-as before (round 12's rule stays withdrawn: the fence still sees such a link go silent).
-
-The second test is the order: an ``app`` table's next version is a fast-forward of the one before
-only, so a key's changes must merge in the order they came even when the first one waited parked
-and the row was free again by the time the second arrived.
-
-    .venv/bin/python -m pytest -q tests/redteam/test_backfill_false_fence.py
+    .venv/bin/python -m pytest -q tests/redteam/test_open_backfill_false_fence.py
 """
 
 from __future__ import annotations
@@ -37,12 +30,14 @@ import threading
 import time
 from typing import Any
 
-from drills.mesh import REGIONS, Mesh, mesh
-from drills.sample import APP_SCHEMA, POLICY
+import pytest
+
+from drills.mesh import REGIONS, Mesh
 from replication.agent import probe
-from replication.agent.maintenance import maintain
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, PROBE_S, WEST, connect, settings, writable
+from tests.redteam.harness import EU, PROBE_S, WEST, connect, settings, writable
+
+OPEN = pytest.mark.xfail(strict=False, reason="open finding (replication/README.md, Data links): an apply worker waiting on a row lock held by another link's apply of a large transaction receives nothing, so its link looks silent and a healthy region is fenced for the rest of that apply")
 
 ROWS = 60_000
 BASE = 20_000_000
@@ -130,58 +125,9 @@ def _report(fences: list[Any], update_s: float, replicated_s: float) -> str:
             "false fences: " + "; ".join(parts))
 
 
-def test_a_backfill_in_west_and_a_one_row_update_in_eu_fence_nobody(m: Mesh, agents) -> None:
+@OPEN
+def test_a_backfill_in_west_and_a_one_row_update_in_eu_fence_eu(m: Mesh, agents) -> None:
     fences, update_s, replicated_s = _backfill(m, agents, eu_update=True, base=BASE)
     print("\n" + _report(fences, update_s, replicated_s))
     assert not fences, "healthy regions fenced during an ordinary backfill: " + _report(fences, update_s, replicated_s)
-    # eu's change that waited (parked at east) is merged by the agent's next maintenance run: every
-    # writer ends with the same row, and nothing stays parked.
-    for r in REGIONS:
-        kept = maintain(agents[r], full=False)
-        assert kept.errors == [] and kept.parked == 0, (r, kept)
-    first = {r: m.execute(r, "SELECT v, _repl_ts FROM items WHERE id = %s", (BASE + 1,)) for r in REGIONS}
-    assert len({repr(v) for v in first.values()}) == 1, first
-
-
-def _wait(what: str, cond: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
-def test_a_keys_changes_that_wait_for_another_apply_merge_in_the_order_they_came() -> None:
-    with mesh(POLICY, APP_SCHEMA, delays=False) as pm:  # writable without agents
-        a, z = 91, 92
-        pm.execute(WEST, "INSERT INTO accounts (id, balance) VALUES (%s, 0)", (a,))
-        pm.execute(WEST, "INSERT INTO items (id, v) VALUES (%s, 'z')", (z,))
-        _wait("seed rows", lambda: all(pm.execute(r, "SELECT count(*) FROM items WHERE id = %s", (z,)) == [(1,)]
-                                       and pm.execute(r, "SELECT count(*) FROM accounts WHERE id = %s", (a,)) == [(1,)]
-                                       for r in REGIONS))
-        # An application session on east holds z, so east's apply of west's next transaction (the
-        # account first, then z) holds the account's row for as long as this session likes.
-        holder = pm.connect(EAST)
-        holder.autocommit = False
-        holder.execute("SELECT 1 FROM items WHERE id = %s FOR UPDATE", (z,))
-        with pm.connect(WEST) as w:
-            w.autocommit = False
-            w.execute("UPDATE accounts SET balance = 1 WHERE id = %s", (a,))
-            w.execute("UPDATE items SET v = 'west' WHERE id = %s", (z,))
-            w.commit()
-        _wait("eu has west's version", lambda: pm.execute(EU, "SELECT balance FROM accounts WHERE id = %s", (a,)) == [(1,)])
-        pm.execute(EU, "UPDATE accounts SET balance = 2 WHERE id = %s", (a,))  # based on west's version
-        parked = "SELECT count(*) FROM fraiseql_repl.parked WHERE tbl = 'public.accounts' AND sqlstate = 'FQ006'"
-        _wait("eu's first change waits, parked, at east", lambda: pm.execute(EAST, parked) == [(1,)])
-        holder.rollback()  # west's transaction commits at east: the account's row is free again
-        holder.close()
-        _wait("west's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z,)) == [("west",)])
-        pm.execute(EU, "UPDATE accounts SET balance = 3 WHERE id = %s", (a,))  # based on eu's first
-        _wait("eu's second change reaches east", lambda: pm.execute(EAST, parked) == [(2,)], timeout=10)
-        with pm.connect(EAST) as c:
-            c.autocommit = True
-            kept = maintain(c, full=False)  # what the agent runs between probes
-        assert kept.merged_from_parked == 2 and kept.parked == 0, kept
-        assert {r: pm.execute(r, "SELECT balance FROM accounts WHERE id = %s", (a,)) for r in REGIONS} == {
-            r: [(3,)] for r in REGIONS}
-        assert pm.execute(EAST, "SELECT count(*) FROM fraiseql_repl.conflicts WHERE table_name = 'public.accounts'") == [(0,)]
 
