@@ -1,4 +1,4 @@
-"""Open findings (red team 19, 2026-12-08): "a large transaction's apply does not fence healthy
+"""Open findings (red team 19, 2026-12-07): "a large transaction's apply does not fence healthy
 regions" (tests/redteam/test_open_backfill_false_fence.py is the update case), other shapes of the
 same backfill:
 

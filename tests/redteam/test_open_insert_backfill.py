@@ -1,4 +1,4 @@
-"""Open finding (red team 19, 2026-12-08): "a large transaction's apply does not fence healthy regions".
+"""Open finding (red team 19, 2026-12-07): "a large transaction's apply does not fence healthy regions".
 
 Variant of tests/redteam/test_open_backfill_false_fence.py where the backfill INSERTs new keys (a bulk
 load) and eu's application inserts one of the same keys (the first) concurrently. At east, west's
