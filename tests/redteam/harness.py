@@ -202,6 +202,14 @@ def present(m: Mesh, region: str, k: int, table: str = "items") -> bool:
     return bool(m.execute(region, f"SELECT count(*) FROM {table} WHERE id = %s", (k,))[0][0])
 
 
+def wait_until(what: str, cond: Callable[[], object], timeout: float = 60) -> None:
+    """Until ``cond()`` is true, polled every 0.1 s; fails with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
 def wait_present(m: Mesh, region: str, k: int, timeout: float = 10.0, table: str = "items") -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -22,19 +22,11 @@ failed 3 of 3 runs with it and passes without (replication/README.md, "Data link
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from drills.mesh import REGIONS, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.agent.maintenance import maintain
-from tests.redteam.harness import EAST, EU, WEST
-
-
-def _wait(what: str, cond: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+from tests.redteam.harness import EAST, EU, WEST, wait_until
 
 
 def test_a_counter_increment_survives_an_fq006_park() -> None:
@@ -42,7 +34,7 @@ def test_a_counter_increment_survives_an_fq006_park() -> None:
         c, z = 71, 72
         pm.execute(WEST, "INSERT INTO counters (id, label) VALUES (%s, 'c')", (c,))
         pm.execute(WEST, "INSERT INTO items (id, v) VALUES (%s, 'z')", (z,))
-        _wait("seed rows", lambda: all(pm.execute(r, "SELECT count(*) FROM items WHERE id = %s", (z,)) == [(1,)]
+        wait_until("seed rows", lambda: all(pm.execute(r, "SELECT count(*) FROM items WHERE id = %s", (z,)) == [(1,)]
                                        and pm.execute(r, "SELECT count(*) FROM counters WHERE id = %s", (c,)) == [(1,)]
                                        for r in REGIONS))
         holder = pm.connect(EAST)
@@ -62,7 +54,7 @@ def test_a_counter_increment_survives_an_fq006_park() -> None:
         time.sleep(2.0)  # at east, eu's row image parks; its shard's refresh waits on c
         holder.rollback()
         holder.close()
-        _wait("west's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z,)) == [("west",)])
+        wait_until("west's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z,)) == [("west",)])
         time.sleep(1.0)
         runs = []
         with pm.connect(EAST) as conn:

@@ -25,19 +25,11 @@ failed 3 of 3 runs with it and passes without (replication/README.md, "Data link
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from drills.mesh import REGIONS, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.agent.maintenance import maintain
-from tests.redteam.harness import EAST, EU, WEST
-
-
-def _wait(what: str, cond: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+from tests.redteam.harness import EAST, EU, WEST, wait_until
 
 
 def test_a_change_behind_an_uncommitted_park_merges_first() -> None:
@@ -45,7 +37,7 @@ def test_a_change_behind_an_uncommitted_park_merges_first() -> None:
         a, z, z2 = 91, 92, 93
         pm.execute(WEST, "INSERT INTO accounts (id, balance) VALUES (%s, 0)", (a,))
         pm.execute(WEST, "INSERT INTO items (id, v) VALUES (%s, 'z'), (%s, 'z2')", (z, z2))
-        _wait("seed rows", lambda: all(pm.execute(r, "SELECT count(*) FROM items WHERE id = %s", (z2,)) == [(1,)]
+        wait_until("seed rows", lambda: all(pm.execute(r, "SELECT count(*) FROM items WHERE id = %s", (z2,)) == [(1,)]
                                        and pm.execute(r, "SELECT count(*) FROM accounts WHERE id = %s", (a,)) == [(1,)]
                                        for r in REGIONS))
         holder = pm.connect(EAST)
@@ -59,7 +51,7 @@ def test_a_change_behind_an_uncommitted_park_merges_first() -> None:
             w.execute("UPDATE accounts SET balance = 1 WHERE id = %s", (a,))
             w.execute("UPDATE items SET v = 'west' WHERE id = %s", (z,))
             w.commit()
-        _wait("eu has west's version", lambda: pm.execute(EU, "SELECT balance FROM accounts WHERE id = %s", (a,)) == [(1,)])
+        wait_until("eu has west's version", lambda: pm.execute(EU, "SELECT balance FROM accounts WHERE id = %s", (a,)) == [(1,)])
         with pm.connect(EU) as e:  # A, then z2
             e.autocommit = False
             e.execute("UPDATE accounts SET balance = 2 WHERE id = %s", (a,))
@@ -68,13 +60,13 @@ def test_a_change_behind_an_uncommitted_park_merges_first() -> None:
         time.sleep(2.0)  # at east, A parks (its 200 ms) inside eu's apply, which then waits on z2
         holder.rollback()  # west's transaction commits at east
         holder.close()
-        _wait("west's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z,)) == [("west",)])
-        _wait("west has eu's version", lambda: pm.execute(WEST, "SELECT balance FROM accounts WHERE id = %s", (a,)) == [(2,)])
+        wait_until("west's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z,)) == [("west",)])
+        wait_until("west has eu's version", lambda: pm.execute(WEST, "SELECT balance FROM accounts WHERE id = %s", (a,)) == [(2,)])
         pm.execute(WEST, "UPDATE accounts SET balance = 3 WHERE id = %s", (a,))  # B: based on A
         time.sleep(2.0)  # B reaches east
         holder2.rollback()  # eu's apply at east commits, with A parked
         holder2.close()
-        _wait("eu's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z2,)) == [("eu",)])
+        wait_until("eu's transaction applied at east", lambda: pm.execute(EAST, "SELECT v FROM items WHERE id = %s", (z2,)) == [("eu",)])
         runs = []
         with pm.connect(EAST) as c:
             c.autocommit = True

@@ -20,26 +20,18 @@ failed 3 of 3 runs with it and passes without (replication/README.md, "Data link
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from drills.mesh import REGIONS, mesh
 from drills.sample import APP_SCHEMA, POLICY
 from replication.agent.maintenance import maintain
-from tests.redteam.harness import EAST, EU, WEST
-
-
-def _wait(what: str, cond: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+from tests.redteam.harness import EAST, EU, WEST, wait_until
 
 
 def test_a_parked_delete_is_not_purged_away() -> None:
     with mesh(POLICY, APP_SCHEMA, delays=False) as pm:  # writable without agents
         r, z = 81, 82
         pm.execute(WEST, "INSERT INTO items (id, v) VALUES (%s, 'r'), (%s, 'z')", (r, z))
-        _wait("seed rows", lambda: all(pm.execute(x, "SELECT count(*) FROM items WHERE id = %s", (z,)) == [(1,)]
+        wait_until("seed rows", lambda: all(pm.execute(x, "SELECT count(*) FROM items WHERE id = %s", (z,)) == [(1,)]
                                        for x in REGIONS))
         holder = pm.connect(EAST)
         holder.autocommit = False
@@ -49,11 +41,11 @@ def test_a_parked_delete_is_not_purged_away() -> None:
             w.execute("UPDATE items SET v = 'west' WHERE id = %s", (r,))
             w.execute("UPDATE items SET v = 'west' WHERE id = %s", (z,))
             w.commit()
-        _wait("eu has west's update", lambda: pm.execute(EU, "SELECT v FROM items WHERE id = %s", (r,)) == [("west",)])
+        wait_until("eu has west's update", lambda: pm.execute(EU, "SELECT v FROM items WHERE id = %s", (r,)) == [("west",)])
         pm.execute(EU, "DELETE FROM items WHERE id = %s", (r,))
         parked = "SELECT count(*) FROM fraiseql_repl.parked WHERE sqlstate = 'FQ006' AND op = 'd'"
         try:  # (a code where it waits in place instead: the scenario goes on, and must end with no row)
-            _wait("eu's delete parks at east", lambda: pm.execute(EAST, parked) == [(1,)], timeout=10)
+            wait_until("eu's delete parks at east", lambda: pm.execute(EAST, parked) == [(1,)], timeout=10)
         except AssertionError:
             print("\neu's delete did not park at east")
         app = pm.connect(EAST)  # east's application: takes r as soon as west's apply lets it go
