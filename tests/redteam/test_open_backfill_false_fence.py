@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -89,6 +89,25 @@ def _rows_everywhere(m: Mesh, lo: int, hi: int, where: str = "TRUE", timeout: fl
     raise AssertionError("the backfill did not replicate")
 
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def race(m: Mesh, west: Any, bulk: Statement, one: Optional[Statement]) -> tuple[float, float]:
+    """eu's application runs ``one`` and leaves it open while west's (``west``, autocommit) runs ``bulk``;
+    eu commits 0.2 s after west's commit, and both close. When the bulk statement started and committed."""
+    eu = connect(m, EU, APP_ROLE)
+    if one is not None:
+        eu.execute(*one)
+    t_start = time.monotonic()
+    west.execute(*bulk)
+    t_commit = time.monotonic()
+    time.sleep(0.2)
+    eu.commit()
+    eu.close()
+    west.close()
+    return t_start, t_commit
+
+
 def _backfill(m: Mesh, agents: dict[str, Any], *, eu_update: bool, base: int) -> tuple[list[Any], float, float]:
     lo, hi = base + 1, base + ROWS
     with Prober(agents) as pr:
@@ -97,16 +116,9 @@ def _backfill(m: Mesh, agents: dict[str, Any], *, eu_update: bool, base: int) ->
         west.execute("INSERT INTO items (id, v) SELECT g, 'seed' FROM generate_series(%s::int, %s::int) g", (lo, hi))
         _rows_everywhere(m, lo, hi)
         pr.all_writable_for(2.0)
-        eu = connect(m, EU, APP_ROLE)
-        if eu_update:  # live traffic in eu: one ordinary row update, open while west's backfill commits
-            eu.execute("UPDATE items SET v = 'eu edit' WHERE id = %s", (lo,))
-        t_start = time.monotonic()
-        west.execute("UPDATE items SET v = 'backfilled' WHERE id BETWEEN %s AND %s", (lo, hi))
-        t_commit = time.monotonic()
-        time.sleep(0.2)
-        eu.commit()
-        eu.close()
-        west.close()
+        # live traffic in eu: one ordinary row update, open while west's backfill commits
+        t_start, t_commit = race(m, west, ("UPDATE items SET v = 'backfilled' WHERE id BETWEEN %s AND %s", (lo, hi)),
+                                 ("UPDATE items SET v = 'eu edit' WHERE id = %s", (lo,)) if eu_update else None)
         replicated_s = _rows_everywhere(m, lo + 1, hi, "v = 'backfilled'")
         time.sleep(2.0)
     fences = [e for e in pr.log if e[0] >= t_start and not e[2]]

@@ -27,8 +27,8 @@ from drills.sample import APP_SCHEMA, POLICY
 from replication.agent.maintenance import maintain
 from replication.model import ConflictPolicy
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EU, WEST, agent_conn, connect, long_probe, red_mesh
-from tests.redteam.test_open_backfill_false_fence import ROWS, Prober, _report
+from tests.redteam.harness import WEST, agent_conn, connect, long_probe, red_mesh
+from tests.redteam.test_open_backfill_false_fence import ROWS, Prober, _report, race
 
 SCHEMA = (*APP_SCHEMA,
           "CREATE TABLE parents (id int PRIMARY KEY, v text)",
@@ -85,15 +85,7 @@ def test_backfill_shapes_fence_nobody(m: Mesh, agents: Any, shape: str) -> None:
             one = ("INSERT INTO children (id, parent, v) VALUES (%s, %s, 'eu')", (lo, lo))
             done = ("SELECT count(*) FROM parents WHERE id BETWEEN %s AND %s AND v = 'backfilled'", (lo, hi), ROWS)
         pr.all_writable_for(2.0)
-        eu = connect(m, EU, APP_ROLE)
-        eu.execute(*one)
-        t_start = time.monotonic()
-        west.execute(*bulk)
-        t_commit = time.monotonic()
-        time.sleep(0.2)
-        eu.commit()
-        eu.close()
-        west.close()
+        t_start, t_commit = race(m, west, bulk, one)
         diverged = ""
         try:
             replicated_s = _until(m, *done, timeout=60, maintained=True)

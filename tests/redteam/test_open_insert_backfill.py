@@ -21,8 +21,8 @@ import pytest
 
 from drills.mesh import REGIONS, Mesh
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EU, WEST, connect, long_probe
-from tests.redteam.test_open_backfill_false_fence import ROWS, Prober, _report
+from tests.redteam.harness import WEST, connect, long_probe
+from tests.redteam.test_open_backfill_false_fence import ROWS, Prober, _report, race
 
 BASE = 30_000_000
 
@@ -59,15 +59,7 @@ def test_an_insert_backfill_and_one_same_key_insert_in_eu_fence_nobody(m: Mesh, 
     with Prober(agents) as pr:
         pr.all_writable_for(2.0)
         west = connect(m, WEST, APP_ROLE, autocommit=True)
-        eu = connect(m, EU, APP_ROLE)
-        eu.execute(*one)  # open while west's bulk load commits, as in the update case
-        t_start = time.monotonic()
-        west.execute(*bulk)
-        t_commit = time.monotonic()
-        time.sleep(0.2)
-        eu.commit()
-        eu.close()
-        west.close()
+        t_start, t_commit = race(m, west, bulk, one)  # eu's insert open while west's bulk load commits
         replicated_s = _count_everywhere(m, check[0], check[1], ROWS)
         time.sleep(2.0)
     fences = [e for e in pr.log if e[0] >= t_start and not e[2]]
