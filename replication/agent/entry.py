@@ -39,6 +39,7 @@ def _connect(settings: Settings, user: str, password: str) -> Any:
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """AWS Lambda entry (also what ``main`` runs locally): hold the agent loop until near the deadline."""
+    t_start = time.monotonic()
     settings = Settings.from_env(os.environ)
     remaining = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
     holder = getattr(context, "aws_request_id", "") or f"pid-{os.getpid()}"
@@ -53,11 +54,14 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         aws = AwsSide(settings, log=_log_stdout).start(traffic_out=bool(state and state[0]))
         checker = VerifySide(settings, lambda: _connect(settings, secret["username"], secret["password"]), aws,
                              log=_log_stdout).start()
+        _log_stdout({"event": "setup", "region": settings.region, "seconds": round(time.monotonic() - t_start, 3)})
         try:
             last = run_loop(conn, settings, aws, remaining_s=remaining, holder=holder)
         finally:
+            t_stop = time.monotonic()
             checker.stop()
             aws.stop()
+            _log_stdout({"event": "teardown", "region": settings.region, "seconds": round(time.monotonic() - t_stop, 3)})
         d = last.decision if last else None
         return {"region": settings.region, "fenced": not (last and last.writable), "reason": d.reason if d else None}
     finally:

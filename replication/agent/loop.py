@@ -38,11 +38,14 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
             log({"event": "handover", "region": settings.region, "membership": settings.membership, "to": waiting})
             hand_over(conn, settings)
             break
+        spent: dict[str, float] = {}
         result = probe(conn, settings, control_on=aws.control_on(), holder=holder,
                        holder_until_s=max(remaining_s() - settings.stop_margin_s, 0.0), traffic_out=aws.traffic_out(),
                        warming=t - started < settings.stale_after_s + settings.probe_s)
         aws.offer(result)
+        spent["probe"] = time.monotonic() - t
         evicted = evict_bucket_squatters(conn)
+        spent["evict"] = time.monotonic() - t - sum(spent.values())
         if evicted > 0:
             log({"event": "bucket_squatters", "region": settings.region, "ended": evicted})
         elif evicted < 0 and not eviction_failed:
@@ -57,6 +60,11 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
             next_watermark = t + settings.watermark_every_s
             if full:
                 next_full = t + settings.maintenance_every_s
+            spent["maintain_full" if full else "maintain"] = time.monotonic() - t - sum(spent.values())
+        if time.monotonic() - t > settings.probe_s:
+            # the next beat is late by this much: where the time went
+            log({"event": "late_beat", "region": settings.region,
+                 "spent": {k: round(v, 3) for k, v in spent.items()}})
         d = result.decision
         if result.changed or last is None or (d.reason, d.sees, d.majority, result.guard) != (
                 last.decision.reason, last.decision.sees, last.decision.majority, last.guard):
