@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from replication.agent.aws_side import AwsSide, _boto3_client
 from replication.agent.loop import _log_stdout, acquire_loop, run_loop
+from replication.agent.maintenance_side import MaintenanceSide
 from replication.agent.settings import Settings
 from replication.agent.verify_side import VerifySide
 from replication.sql import AGENT_STATE_TABLE
@@ -52,16 +53,20 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             return {"region": settings.region, "skipped": skipped}
         state = conn.execute(f"SELECT traffic_out FROM {AGENT_STATE_TABLE} WHERE singleton").fetchone()
         aws = AwsSide(settings, log=_log_stdout).start(traffic_out=bool(state and state[0]))
-        checker = VerifySide(settings, lambda: _connect(settings, secret["username"], secret["password"]), aws,
-                             log=_log_stdout).start()
+        connect = lambda: _connect(settings, secret["username"], secret["password"])  # noqa: E731
+        sides = (VerifySide(settings, connect, aws, log=_log_stdout).start(),
+                 MaintenanceSide(settings, connect, aws, log=_log_stdout).start())
         _log_stdout({"event": "setup", "region": settings.region, "seconds": round(time.monotonic() - t_start, 3)})
         try:
             last = run_loop(conn, settings, aws, remaining_s=remaining, holder=holder)
         finally:
-            t_stop = time.monotonic()
-            checker.stop()
-            aws.stop()
-            _log_stdout({"event": "teardown", "region": settings.region, "seconds": round(time.monotonic() - t_stop, 3)})
+            # Until this returns, the next invocation cannot take the loop: no heartbeat goes out.
+            spent = {}
+            for name, side in (("verify", sides[0]), ("maintenance", sides[1]), ("aws", aws)):
+                t_stop = time.monotonic()
+                side.stop()
+                spent[name] = round(time.monotonic() - t_stop, 3)
+            _log_stdout({"event": "teardown", "region": settings.region, "spent": spent})
         d = last.decision if last else None
         return {"region": settings.region, "fenced": not (last and last.writable), "reason": d.reason if d else None}
     finally:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from typing import Any, Optional
 
 from replication.agent.aws_side import AwsSide
-from replication.agent.maintenance import evict_bucket_squatters, maintain
+from replication.agent.maintenance import evict_bucket_squatters
 from replication.agent.probing import ProbeResult, probe
 from replication.agent.settings import Settings
 from replication.sql import AGENT_STATE_TABLE, HEARTBEAT_TABLE, SCHEMA
@@ -26,9 +25,10 @@ def _log_stdout(record: Mapping[str, Any]) -> None:
 
 def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callable[[], float], holder: str,
              sleep: Callable[[float], None] = time.sleep, log: Callable[[Mapping[str, Any]], None] = _log_stdout) -> Optional[ProbeResult]:
-    """Probe every ``probe_s`` until less than ``stop_margin_s`` of the invocation is left."""
+    """Probe every ``probe_s`` until less than ``stop_margin_s`` of the invocation is left. Nothing
+    else runs between two beats but the squatter eviction (the housekeeping and the verify rounds
+    have threads of their own): peers tell a late beat from a cut link only by its age."""
     last: Optional[ProbeResult] = None
-    next_watermark = next_full = 0.0
     eviction_failed = False
     started = time.monotonic()
     while remaining_s() > settings.stop_margin_s:
@@ -51,16 +51,6 @@ def run_loop(conn: Any, settings: Settings, aws: AwsSide, *, remaining_s: Callab
         elif evicted < 0 and not eviction_failed:
             log({"event": "bucket_squatters_failed", "region": settings.region})
         eviction_failed = evicted < 0
-        if t >= next_watermark:
-            full = t >= next_full
-            kept = maintain(conn, full=full)
-            aws.offer_maintenance(kept)
-            if kept.errors or kept.merged_from_parked or kept.tombstones_purged:
-                log({"event": "maintenance", "region": settings.region, **asdict(kept)})
-            next_watermark = t + settings.watermark_every_s
-            if full:
-                next_full = t + settings.maintenance_every_s
-            spent["maintain_full" if full else "maintain"] = time.monotonic() - t - sum(spent.values())
         if time.monotonic() - t > settings.probe_s:
             # the next beat is late by this much: where the time went
             log({"event": "late_beat", "region": settings.region,

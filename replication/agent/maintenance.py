@@ -1,7 +1,9 @@
-"""The agent's housekeeping between probes: parked changes retried, tombstones and changes purged."""
+"""The agent's housekeeping: parked changes retried, tombstones and changes purged (run by
+``replication.agent.maintenance_side``, off the lease loop)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +21,19 @@ class Maintenance:
     errors: list[str] = field(default_factory=list)
 
 
-def maintain(conn: Any, *, full: bool) -> Maintenance:
-    """Housekeeping between probes (the watermark, what this writer has applied so peers can purge
-    tombstones safely, goes out with every probe): with ``full``, retry parked changes and purge
-    what is safe to purge.
+def maintain(conn: Any, *, full: bool, stopping: Callable[[], bool] = lambda: False) -> Maintenance:
+    """Housekeeping (the watermark, what this writer has applied so peers can purge tombstones
+    safely, goes out with every probe): count the parked changes; with ``full``, also retry them
+    and purge what is safe to purge.
 
-    A failure here is logged and retried next time; it never stops the lease loop.
+    A failure here is logged and retried next time; it never stops the agent. Once ``stopping``
+    says so, the statements left are skipped (the invocation is ending).
     """
     errors: list[str] = []
 
     def run(sql: str) -> Any:
+        if stopping():
+            return None
         try:
             return conn.execute(sql).fetchone()
         except Exception as exc:  # noqa: BLE001 - housekeeping must not take the fence down

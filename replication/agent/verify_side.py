@@ -8,6 +8,7 @@ from typing import Any
 
 from replication.agent.aws_side import AwsSide
 from replication.agent.settings import Settings
+from replication.agent.side_connection import SideConnection
 
 __all__ = ["VerifySide"]
 
@@ -22,7 +23,8 @@ class VerifySide:
 
     def __init__(self, settings: Settings, connect: Callable[[], Any], aws: AwsSide,
                  log: Callable[[Mapping[str, Any]], None] = lambda rec: None) -> None:
-        self.settings, self._connect, self._aws, self._log = settings, connect, aws, log
+        self.settings, self._aws, self._log = settings, aws, log
+        self._conn = SideConnection(connect, setup="SET statement_timeout = '120s'")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fraiseql-agent-verify", daemon=True)
 
@@ -33,21 +35,19 @@ class VerifySide:
 
     def stop(self) -> None:
         self._stop.set()
+        self._conn.cancel()  # a step may run for minutes; the next invocation takes the round on
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
         s = self.settings
         period = s.verify_every_s
-        conn = None
         done: set[tuple[int, str]] = set()
         wait = max(period / 6, 0.2)  # not at once: an agent starts with its region
         while not self._stop.wait(wait):
             wait = max(period / 6, 0.2)
             try:
-                if conn is None:
-                    conn = self._connect()
-                    conn.execute("SET statement_timeout = '120s'")
+                conn = self._conn.get()
                 now, = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
                 rnd = int(now // period)
                 phase = (now - rnd * period) / period
@@ -84,9 +84,7 @@ class VerifySide:
                 upcoming = [t - later for t in steps if t > later]
                 wait = min([wait, *upcoming]) + 0.01 if upcoming else wait
             except Exception as exc:  # noqa: BLE001 - verify is best effort; retried next time
-                self._log({"event": "verify_failed", "region": s.region, "error": type(exc).__name__})
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
+                if not self._stop.is_set():
+                    self._log({"event": "verify_failed", "region": s.region, "error": type(exc).__name__})
+                self._conn.close()
+        self._conn.close()

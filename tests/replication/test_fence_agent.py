@@ -271,3 +271,104 @@ def test_a_peer_that_missed_a_heartbeat_row_gets_it_back_on_the_next_beat(m: Mes
         assert time.monotonic() < deadline, f"{WEST} never got {EU}'s heartbeat row back"
         time.sleep(0.05)
     assert EU in rounds(agents, 2)[WEST].hears
+
+
+class _NoAws:
+    """What the lease loop and the sides need from the AWS side, with AWS left out."""
+
+    def control_on(self) -> None:
+        return None
+
+    def traffic_out(self) -> None:
+        return None
+
+    def offer(self, result: object) -> None:
+        pass
+
+    def offer_maintenance(self, kept: object) -> None:
+        pass
+
+    def offer_diverged(self, rows: int) -> None:
+        pass
+
+
+def _own_beats(m: Mesh, region: str, seconds: float) -> list[float]:
+    """The sender's clock of each of ``region``'s beats written over ``seconds``, read at its writer."""
+    seen: list[float] = []
+    deadline = time.monotonic() + seconds
+    with m.connect(region) as c:
+        while time.monotonic() < deadline:
+            sent = c.execute("SELECT extract(epoch FROM sent_at)::float8 FROM fraiseql_repl.heartbeats WHERE node = %s",
+                             (region,)).fetchall()[0][0]
+            if not seen or sent != seen[-1]:
+                seen.append(sent)
+            time.sleep(0.02)
+    return seen
+
+
+def _waiting_for_parked(m: Mesh) -> int:
+    """Sessions at east waiting for the lock the test holds on the parked changes."""
+    return int(m.execute(EAST, "SELECT count(*) FROM pg_locks WHERE relation = 'fraiseql_repl.parked'::regclass "
+                               "AND NOT granted")[0][0])
+
+
+def test_the_lease_loop_beats_on_while_the_housekeeping_waits(m: Mesh, agents) -> None:
+    # Housekeeping that takes seconds (here: waiting for a lock; in the long nemesis, purging
+    # 20,000 changes on a busy writer) must not hold back the next heartbeat: a peer that hears
+    # nothing for stale_after fences, whether the link is cut or the sender is late.
+    import dataclasses
+    import threading
+
+    from replication.agent import run_loop
+    from replication.agent.maintenance_side import MaintenanceSide
+
+    s = dataclasses.replace(settings(EAST), watermark_every_s=0.25, maintenance_every_s=0.25, stop_margin_s=0.0)
+    hold_s = 4 * STALE_S
+    warm(agents)
+    blocker = m.connect(EAST, autocommit=False)
+    side = MaintenanceSide(s, lambda: m.connect(EAST), _NoAws())  # type: ignore[arg-type]
+    end = time.monotonic() + hold_s + 2.0
+    loop = threading.Thread(target=run_loop, args=(agents[EAST], s, _NoAws()),
+                            kwargs={"remaining_s": lambda: end - time.monotonic(), "holder": "test", "log": lambda rec: None})
+    try:
+        blocker.execute("LOCK TABLE fraiseql_repl.parked IN ACCESS EXCLUSIVE MODE")
+        side.start()
+        loop.start()
+        beats = _own_beats(m, EAST, hold_s)
+        waiting = _waiting_for_parked(m)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        loop.join(hold_s + 10)
+        side.stop()
+    assert waiting >= 1, "the housekeeping was not held back: the case tests nothing"
+    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    assert len(beats) >= hold_s / PROBE_S / 2 and max(gaps) < STALE_S, (len(beats), max(gaps, default=None))
+
+
+def test_an_invocation_ends_at_once_whatever_statement_its_sides_are_in(m: Mesh) -> None:
+    # Until the handler returns, the next invocation cannot take the loop, and the region sends no
+    # heartbeat: stopping a side cancels its statement rather than waiting for it (a verify step may
+    # run for minutes on a large table).
+    import dataclasses
+
+    from replication.agent.maintenance_side import MaintenanceSide
+
+    s = dataclasses.replace(settings(EAST), watermark_every_s=0.25, maintenance_every_s=0.25)
+    blocker = m.connect(EAST, autocommit=False)
+    side = MaintenanceSide(s, lambda: m.connect(EAST), _NoAws())  # type: ignore[arg-type]
+    try:
+        blocker.execute("LOCK TABLE fraiseql_repl.parked IN ACCESS EXCLUSIVE MODE")
+        side.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_for_parked(m):
+            assert time.monotonic() < deadline, "the housekeeping never reached the held table"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        side.stop()
+        stopped_s = time.monotonic() - t0
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert stopped_s < 3.0, stopped_s  # held for as long as the blocker lives (here: until the end)
+    assert not side._thread.is_alive()
