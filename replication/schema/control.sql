@@ -391,8 +391,11 @@ BEGIN
         END IF;
     END LOOP;
     -- A signalled backend aborts its transaction at its next interrupt check; wait a little for the
-    -- exits to be visible (the count is what matters: nothing of theirs can commit any more).
+    -- exits to be visible (the count is what matters: nothing of theirs can commit any more). The
+    -- sessions are read afresh each time (pg_stat_activity is otherwise read once per transaction,
+    -- and this waited its whole second, between two of the agent's heartbeats, at every probe).
     FOR i IN 1 .. 20 LOOP
+        PERFORM pg_catalog.pg_stat_clear_snapshot();
         EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (victims));
         PERFORM pg_catalog.pg_sleep(0.05);
     END LOOP;

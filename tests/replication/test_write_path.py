@@ -104,6 +104,29 @@ def refused_at_commit(c: psycopg.Connection[Any]) -> None:
     assert exc.value.sqlstate == FENCE_SQLSTATE, exc.value
 
 
+# -- the agent's end_writes, once the lease is revoked -----------------------------------------------
+
+
+def test_end_writes_returns_as_soon_as_the_sessions_it_ended_are_gone(wm: Mesh) -> None:
+    # end_writes runs in the agent's probe, between two heartbeats, and waits (up to 1 s) for the
+    # sessions it ended to exit. pg_stat_activity is read once per transaction unless the snapshot is
+    # cleared, so it never saw them go: every probe of a fenced region with an open write took the
+    # whole second (the long nemesis logged 40 such late beats per region).
+    took = []
+    for _ in range(3):
+        c = app(wm)
+        c.execute("INSERT INTO items (id, v) VALUES (%s, 'w')", (key(),))  # open, not committed
+        revoke(wm)
+        t0 = time.monotonic()
+        assert count(wm, EAST, "SELECT fraiseql_repl.end_writes()") == 1
+        took.append(time.monotonic() - t0)
+        with pytest.raises(psycopg.OperationalError):
+            c.commit()
+        c.close()
+        wm.set_fence(EAST, False)
+    assert min(took) < 0.9, took  # the old loop never took less than its twenty 50 ms sleeps
+
+
 # -- the commit check: each probe opens a transaction as the application, writes, revokes, commits ----
 
 
