@@ -246,7 +246,8 @@ class Application:
     def _run(self, rng: random.Random) -> None:
         conn: Any = None
         where = ""
-        op = None
+        op: Optional[tuple[str, str, str, tuple[Any, ...]]] = None
+        ambiguous = False
         while not self.stop.is_set():
             with self.lock:
                 dsn, server = self.dsn, self.server
@@ -260,18 +261,24 @@ class Application:
                     conn = None
                     time.sleep(0.02)
                     continue
-            op = op or self._op(rng)  # a failed write is retried as it was: same UUID
+            if op is None:
+                op, ambiguous = self._op(rng), False  # a failed write is retried as it was: same UUID
             kind, ident, sql, params = op
             try:
                 conn.execute(sql, params)
             except psycopg.Error as e:
                 self._count(e)
-                if getattr(e, "sqlstate", None) == "23505":
+                already = getattr(e, "sqlstate", None) == "23505" and ambiguous
+                if getattr(e, "sqlstate", None) == "23505" and not already:
                     self.collisions += 1
+                # A connection lost at the commit leaves the outcome unknown: its retry's duplicate key
+                # is that same write, committed, not a collision.
+                ambiguous = ambiguous or isinstance(e, psycopg.OperationalError) or conn.closed or conn.broken
                 if conn.closed or getattr(e, "sqlstate", None) in RETRIED or conn.broken:
                     conn = None
-                time.sleep(0.02)
-                continue
+                if not already:
+                    time.sleep(0.02)
+                    continue
             at = time.monotonic()
             with self.lock:
                 self.acks.append(Ack(kind, ident, params[1] if kind in ("comment", "like") else None, at, where))
