@@ -95,6 +95,8 @@ class AwsSide:
         if not s.routing_control_arn:
             return
         for ep in s.arc_endpoints:  # every cluster endpoint in turn, as AWS recommends
+            if self._stop.is_set():  # the invocation is ending, and waits for this thread
+                return
             try:
                 client = self._client("route53-recovery-cluster", region_name=ep["region"], endpoint_url=ep["endpoint"])
                 state = client.get_routing_control_state(RoutingControlArn=s.routing_control_arn)["RoutingControlState"]
