@@ -430,7 +430,14 @@ def pause_agent(nem: Nemesis) -> tuple[str, Callable[[], None]]:
     x = _one(nem)
     seconds = nem.rng.uniform(2, 6) * nem.cfg.timing.lease_s
     nem.arm(x, "agent.after_observe", seconds)
-    undo = nem._cut_all(_isolation(list(nem.m.nodes), x))
+    heal = nem._cut_all(_isolation(list(nem.m.nodes), x))
+
+    def undo() -> None:
+        heal()
+        # A token pauses each process once: one that was not armed yet (a restarted agent) would
+        # pause at its first look, long after this fault ended.
+        nem.failpoints[x].write_text("{}")
+
     return f"pause agent {x} after it looks ({seconds:.1f} s), and isolate it", undo
 
 
