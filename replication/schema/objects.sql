@@ -674,6 +674,13 @@ BEGIN
     -- change keeps its own version and is not sent out again as this writer's (nor needs the lease).
     PERFORM set_config('session_replication_role', 'replica', true);
     FOR p IN SELECT * FROM fraiseql_repl.parked ORDER BY parked_at, origin, id LOOP
+        -- The loop reads the parked changes once, at its start; another retry (an overlapping agent
+        -- run, an operator) may have merged this one since and let its tombstone be purged, and a
+        -- second merge would insert a deleted row again (red team 20). Take it, or skip it if gone.
+        PERFORM 1 FROM fraiseql_repl.parked x WHERE x.origin = p.origin AND x.id = p.id FOR UPDATE;
+        IF NOT FOUND THEN
+            CONTINUE;
+        END IF;
         c := ROW(p.origin, p.id, p.tbl, p.op, p.pk, p.ts, p.node, p.born, p.row_image, p.origin_at);
         BEGIN
             kind := fraiseql_repl.merge_change(c);
