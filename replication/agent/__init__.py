@@ -17,7 +17,9 @@ Every ``probe_s`` seconds, on one autocommit connection to its own writer, it
 Writes are allowed only while the lease is valid (``fraiseql_repl.check_lease``, at statement start
 and again at commit), so an agent that stops for any reason fences its region within ``lease_s``:
 the fence fails closed. Everything that talks to AWS (routing control, metrics, taking the region
-out of the traffic path) runs on a side thread with short timeouts and never delays the lease.
+out of the traffic path) runs on a side thread with short timeouts and never delays the lease; so
+do the verify rounds and the housekeeping, each on a connection of its own: nothing but the probe
+runs between two heartbeats.
 
 ``handler`` is the Lambda entry. Invocations hand over through a PostgreSQL advisory lock: one loop
 at a time per writer, the next invocation waits for the current one only near its deadline.
@@ -28,9 +30,11 @@ The modules, each one job, imports pointing one way (down this list):
 - ``settings``: what the agent runs with, and the environment it travels in (the stack writes it);
 - ``memory``: what one probe leaves the next (``agent_state.apply_errors``);
 - ``probing``: one probe (observe, judge the data links, decide, commit);
-- ``maintenance``: housekeeping between probes;
+- ``maintenance``: housekeeping (parked changes retried, tombstones and the change log purged);
 - ``aws_side``: routing control, the traffic path and metrics, on their own thread;
+- ``side_connection``: the connection of a side thread, which an invocation's end cancels;
 - ``verify_side``: digest rounds, on their own thread and connection;
+- ``maintenance_side``: the housekeeping, on its own thread and connection;
 - ``loop``: the lease loop and the hand-over between invocations;
 - ``entry``: the Lambda ``handler`` and ``main``.
 """
@@ -41,6 +45,7 @@ from replication.agent.aws_side import AwsSide
 from replication.agent.entry import LocalContext, handler, main
 from replication.agent.loop import LOCK_SQL, acquire_loop, hand_over, newer_configuration_waiting, run_loop
 from replication.agent.maintenance import Maintenance, maintain
+from replication.agent.maintenance_side import MaintenanceSide
 from replication.agent.memory import AgentMemory, LinkMemory
 from replication.agent.probing import LinkHealth, ProbeResult, probe
 from replication.agent.settings import Settings
@@ -54,6 +59,7 @@ __all__ = [
     "LinkMemory",
     "LocalContext",
     "Maintenance",
+    "MaintenanceSide",
     "ProbeResult",
     "Settings",
     "VerifySide",
