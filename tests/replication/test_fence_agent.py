@@ -342,8 +342,9 @@ def test_the_lease_loop_beats_on_while_the_housekeeping_waits(m: Mesh, agents) -
         loop.join(hold_s + 10)
         side.stop()
     assert waiting >= 1, "the housekeeping was not held back: the case tests nothing"
+    # The old loop wrote one beat in the whole hold; the margins below are 8 and 4 probes wide.
     gaps = [b - a for a, b in zip(beats, beats[1:])]
-    assert len(beats) >= hold_s / PROBE_S / 2 and max(gaps) < STALE_S, (len(beats), max(gaps, default=None))
+    assert len(beats) >= hold_s / PROBE_S / 4 and max(gaps) < 2 * STALE_S, (len(beats), max(gaps, default=None))
 
 
 def test_an_invocation_ends_at_once_whatever_statement_its_sides_are_in(m: Mesh) -> None:
@@ -370,5 +371,5 @@ def test_an_invocation_ends_at_once_whatever_statement_its_sides_are_in(m: Mesh)
     finally:
         blocker.rollback()
         blocker.close()
-    assert stopped_s < 3.0, stopped_s  # held for as long as the blocker lives (here: until the end)
+    assert stopped_s < 6.0, stopped_s  # without the cancel: the join's 10 s (the blocker outlives it)
     assert not side._thread.is_alive()
