@@ -120,38 +120,50 @@ def test_housekeeping_overlapping_sides_and_cancels_lose_nothing() -> None:
         stop.set()
         for t in apps + sides:
             t.join(timeout=20)
-        # quiesce: one clean side per writer for a while, agents probing
-        s_final = {r: MaintenanceSide(dataclasses.replace(settings(r), watermark_every_s=0.05, maintenance_every_s=0.2),
-                                      lambda r=r: agent_conn(m, r), _Aws(), log=logs.append).start() for r in REGIONS}
-        time.sleep(8)
-
-        def rows(r: str) -> list[tuple[Any, ...]]:
-            return m.execute(r, "SELECT id, v FROM items ORDER BY id")
-
-        try:
-            wait_until("writers converge", lambda: rows(REGIONS[0]) == rows(REGIONS[1]) == rows(REGIONS[2]), timeout=60)
-        except AssertionError:
-            pass
-        for s in s_final.values():
-            s.stop()
+        _quiesce(m, logs)
         probing.close()
-        final = {r: dict(rows(r)) for r in REGIONS}
-        hits = {r: m.execute(r, "SELECT hits FROM counters WHERE id = 1")[0][0] for r in REGIONS}
-        parked = {r: m.execute(r, "SELECT count(*) FROM fraiseql_repl.parked")[0][0] for r in REGIONS}
-        problems = []
-        for k, v in sorted(expected.items()):
-            if v == "?" or k < 1000 or unique:  # a contested key: only convergence is checked
-                continue
-            for r in REGIONS:
-                got = final[r].get(k)
-                if got != v:
-                    problems.append((k, r, "expected", v, "got", got))
-        diverged = [r for r in REGIONS if final[r] != final[REGIONS[0]]]
-        lo, hi = increments["ok"], increments["ok"] + increments["unsure"]
-        bad_hits = {r: h for r, h in hits.items() if not lo <= h <= hi}
-        errs = [x for x in logs if "app_error" in x][:10]
-        print(f"\nkeys checked {sum(1 for v in expected.values() if v != '?')}, increments {increments}, hits {hits}, "
-              f"parked {parked}, app errors (first) {errs}, maintenance logs {len(logs)}, tombstones purged {sum(x.get('tombstones_purged', 0) for x in logs)}, merged from parked {sum(x.get('merged_from_parked', 0) for x in logs)}, errors {sorted({e for x in logs for e in x.get('errors', [])})}")
-        assert not problems and not diverged and not bad_hits, (
-            f"acknowledged state not kept: {problems[:10]} ({len(problems)} in all); diverged {diverged}; counter {bad_hits} "
-            f"not in [{lo}, {hi}]")
+        _judge(m, expected, increments, logs, unique)
+
+
+def _rows(m: Any, r: str) -> list[tuple[Any, ...]]:
+    return m.execute(r, "SELECT id, v FROM items ORDER BY id")
+
+
+def _quiesce(m: Any, logs: list[Any]) -> None:
+    """One clean side per writer for a while, agents probing, until the writers agree (or 60 s)."""
+    s_final = {r: MaintenanceSide(dataclasses.replace(settings(r), watermark_every_s=0.05, maintenance_every_s=0.2),
+                                  lambda r=r: agent_conn(m, r), _Aws(), log=logs.append).start() for r in REGIONS}
+    time.sleep(8)
+    try:
+        wait_until("writers converge", lambda: _rows(m, REGIONS[0]) == _rows(m, REGIONS[1]) == _rows(m, REGIONS[2]),
+                   timeout=60)
+    except AssertionError:
+        pass
+    for s in s_final.values():
+        s.stop()
+
+
+def _judge(m: Any, expected: dict[int, Any], increments: dict[str, int], logs: list[Any], unique: bool) -> None:
+    """Every acknowledged value kept, writers equal, the counter within its acknowledged increments."""
+    final = {r: dict(_rows(m, r)) for r in REGIONS}
+    hits = {r: m.execute(r, "SELECT hits FROM counters WHERE id = 1")[0][0] for r in REGIONS}
+    parked = {r: m.execute(r, "SELECT count(*) FROM fraiseql_repl.parked")[0][0] for r in REGIONS}
+    problems = []
+    for k, v in sorted(expected.items()):
+        if v == "?" or k < 1000 or unique:  # a contested key: only convergence is checked
+            continue
+        for r in REGIONS:
+            got = final[r].get(k)
+            if got != v:
+                problems.append((k, r, "expected", v, "got", got))
+    diverged = [r for r in REGIONS if final[r] != final[REGIONS[0]]]
+    lo, hi = increments["ok"], increments["ok"] + increments["unsure"]
+    bad_hits = {r: h for r, h in hits.items() if not lo <= h <= hi}
+    errs = [x for x in logs if "app_error" in x][:10]
+    print(f"\nkeys checked {sum(1 for v in expected.values() if v != '?')}, increments {increments}, hits {hits}, "
+          f"parked {parked}, app errors (first) {errs}, maintenance logs {len(logs)}, tombstones purged "
+          f"{sum(x.get('tombstones_purged', 0) for x in logs)}, merged from parked "
+          f"{sum(x.get('merged_from_parked', 0) for x in logs)}, errors {sorted({e for x in logs for e in x.get('errors', [])})}")
+    assert not problems and not diverged and not bad_hits, (
+        f"acknowledged state not kept: {problems[:10]} ({len(problems)} in all); diverged {diverged}; counter {bad_hits} "
+        f"not in [{lo}, {hi}]")
