@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import threading
 import time
@@ -208,6 +209,35 @@ def wait_until(what: str, cond: Callable[[], object], timeout: float = 60) -> No
     while not cond():
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
+
+
+def wait_in_statement(m: Mesh, region: str, pid: int, text: str, timeout: float = 10) -> None:
+    """Until backend ``pid`` of ``region`` is running a statement that contains ``text``."""
+    wait_until(f"backend {pid} of {region} running {text}", lambda: m.execute(
+        region, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE %s",
+        (pid, f"%{text}%")) == [(1,)], timeout=timeout)
+
+
+def key_state(m: Mesh, k: int) -> dict[str, tuple[int, int, int]]:
+    """Key ``k`` of ``items`` per writer: (rows, tombstones, parked changes)."""
+    pk = json.dumps({"id": k})
+    return {r: (m.execute(r, "SELECT count(*) FROM items WHERE id = %s", (k,))[0][0],
+                m.execute(r, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE pk = %s::jsonb", (pk,))[0][0],
+                m.execute(r, "SELECT count(*) FROM fraiseql_repl.parked WHERE pk = %s::jsonb", (pk,))[0][0]) for r in REGIONS}
+
+
+@contextlib.contextmanager
+def probed_mesh() -> Iterator[tuple[Mesh, dict[str, Any]]]:
+    """A ``red_mesh`` whose agents are made healthy, then go on probing (``Probing``) until the block
+    ends; yields the mesh and the agents' connections."""
+    with red_mesh() as m:
+        agents = {r: agent_conn(m, r) for r in REGIONS}
+        healthy(agents)
+        probing = Probing(agents)
+        try:
+            yield m, agents
+        finally:
+            probing.close()
 
 
 def wait_present(m: Mesh, region: str, k: int, timeout: float = 10.0, table: str = "items") -> bool:

@@ -39,7 +39,18 @@ from typing import Any
 
 from replication.agent.maintenance import maintain
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, EU, REGIONS, WEST, Probing, agent_conn, connect, healthy, red_mesh, wait_until
+from tests.redteam.harness import (
+    EAST,
+    EU,
+    REGIONS,
+    WEST,
+    agent_conn,
+    connect,
+    key_state,
+    probed_mesh,
+    wait_in_statement,
+    wait_until,
+)
 
 FILLERS = 6000
 
@@ -69,51 +80,35 @@ def _dead_parked_change(m: Any, k: int) -> None:
     time.sleep(2.5)  # past purge_tombstones' 1 s margin, watermarks out
 
 
-def _state(m: Any, k: int) -> dict[str, Any]:
-    pk = json.dumps({"id": k})
-    return {r: (m.execute(r, "SELECT count(*) FROM items WHERE id = %s", (k,))[0][0],
-                m.execute(r, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE pk = %s::jsonb", (pk,))[0][0]) for r in REGIONS}
-
-
 def test_overlapping_housekeeping_does_not_bring_a_deleted_row_back() -> None:
-    with red_mesh() as m:
-        agents = {r: agent_conn(m, r) for r in REGIONS}
-        healthy(agents)
-        probing = Probing(agents)
+    with probed_mesh() as (m, _agents):
         side1, side2 = agent_conn(m, EAST), agent_conn(m, EAST)
-        try:
-            # control: the two runs one after the other (the serial loop)
-            _dead_parked_change(m, 7001)
-            t = time.monotonic()
-            a = maintain(side1, full=True)
-            b = maintain(side2, full=True)
-            control = _state(m, 7001)
-            print(f"\ncontrol (serial) in {time.monotonic() - t:.2f} s: {a}, {b}; k (rows, tombstones) {control}")
-            assert control[EAST][0] == 0, f"the serial control already brings the row back: {control}"
+        # control: the two runs one after the other (the serial loop)
+        _dead_parked_change(m, 7001)
+        t = time.monotonic()
+        a = maintain(side1, full=True)
+        b = maintain(side2, full=True)
+        control = key_state(m, 7001)
+        print(f"\ncontrol (serial) in {time.monotonic() - t:.2f} s: {a}, {b}; k (rows, tombstones, parked) {control}")
+        assert control[EAST][0] == 0, f"the serial control already brings the row back: {control}"
 
-            # overlapping: run 2 starts while run 1 is in its retry_parked
-            _dead_parked_change(m, 7002)
-            out: dict[str, Any] = {}
+        # overlapping: run 2 starts while run 1 is in its retry_parked
+        _dead_parked_change(m, 7002)
+        out: dict[str, Any] = {}
 
-            def run(name: str, conn: Any, delay: float) -> None:
-                time.sleep(delay)
-                t0 = time.monotonic()
-                out[name] = maintain(conn, full=True)
-                out[name + "_s"] = round(time.monotonic() - t0, 2)
-            th = [threading.Thread(target=run, args=("run1", side1, 0.0)), threading.Thread(target=run, args=("run2", side2, 0.0))]
-            th[0].start()
-            pid1 = side1.info.backend_pid
-            wait_until("run 1 in its retry_parked", lambda: m.execute(
-                EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE %s",
-                (pid1, "%retry_parked%")) == [(1,)], timeout=10)
-            th[1].start()  # run 2 starts while run 1 is in its retry_parked
-            for x in th:
-                x.join()
-            time.sleep(2)
-            after = _state(m, 7002)
-            print(f"overlapping: {out}; k (rows, tombstones) {after}")
-        finally:
-            probing.close()
-        assert after[EAST][0] == 0 and after[WEST][0] == 0 and after[EU][0] == 0, (
-            f"a row deleted at {WEST} (and gone everywhere) is back at {EAST} after two overlapping housekeeping runs "
-            f"(rows, tombstones per writer): {after}")
+        def run(name: str, conn: Any) -> None:
+            t0 = time.monotonic()
+            out[name] = maintain(conn, full=True)
+            out[name + "_s"] = round(time.monotonic() - t0, 2)
+        th = [threading.Thread(target=run, args=("run1", side1)), threading.Thread(target=run, args=("run2", side2))]
+        th[0].start()
+        wait_in_statement(m, EAST, side1.info.backend_pid, "retry_parked")
+        th[1].start()  # run 2 starts while run 1 is in its retry_parked
+        for x in th:
+            x.join()
+        time.sleep(2)
+        after = key_state(m, 7002)
+        print(f"overlapping: {out}; k (rows, tombstones, parked) {after}")
+    assert after[EAST][0] == 0 and after[WEST][0] == 0 and after[EU][0] == 0, (
+        f"a row deleted at {WEST} (and gone everywhere) is back at {EAST} after two overlapping housekeeping runs "
+        f"(rows, tombstones, parked per writer): {after}")

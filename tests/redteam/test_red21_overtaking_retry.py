@@ -18,7 +18,18 @@ from typing import Any
 
 from replication.agent.maintenance import maintain
 from replication.roles import APP_ROLE
-from tests.redteam.harness import EAST, REGIONS, WEST, Probing, agent_conn, connect, healthy, long_probe, red_mesh, wait_until
+from tests.redteam.harness import (
+    EAST,
+    REGIONS,
+    WEST,
+    agent_conn,
+    connect,
+    key_state,
+    long_probe,
+    probed_mesh,
+    wait_in_statement,
+    wait_until,
+)
 
 FILLERS = 6000
 
@@ -55,45 +66,31 @@ def _park_q(m: Any, q: str) -> None:
                     "FROM jsonb_populate_record(NULL::fraiseql_repl.changes, %s::jsonb)", (q,))
 
 
-def _state(m: Any, k: int) -> dict[str, Any]:
-    pk = json.dumps({"id": k})
-    return {r: (m.execute(r, "SELECT count(*) FROM items WHERE id = %s", (k,))[0][0],
-                m.execute(r, "SELECT count(*) FROM fraiseql_repl.tombstones WHERE pk = %s::jsonb", (pk,))[0][0],
-                m.execute(r, "SELECT count(*) FROM fraiseql_repl.parked WHERE pk = %s::jsonb", (pk,))[0][0]) for r in REGIONS}
-
-
 @long_probe
 def test_overtaking_retry() -> None:
-    with red_mesh() as m:
-        agents = {r: agent_conn(m, r) for r in REGIONS}
-        healthy(agents)
-        probing = Probing(agents)
+    with probed_mesh() as (m, _agents):
         s1, s2 = agent_conn(m, EAST), agent_conn(m, EAST)
-        try:
-            q = _setup(m, 7101)
-            _park_q(m, q)
-            a = maintain(s1, full=True)
-            b = maintain(s2, full=True)
-            control = _state(m, 7101)
-            print(f"\ncontrol: {a} {b} {control}")
-            q = _setup(m, 7102)
-            out: dict[str, Any] = {}
-            def run(name: str, conn: Any) -> None:
-                out[name] = maintain(conn, full=True)
-            t1 = threading.Thread(target=run, args=("run1", s1))
-            t1.start()
-            pid1 = s1.info.backend_pid
-            wait_until("run1 in retry", lambda: m.execute(EAST, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE %s",
-                                                         (pid1, "%retry_parked%")) == [(1,)], timeout=10)
-            _park_q(m, q)
-            t2 = threading.Thread(target=run, args=("run2", s2))
-            t2.start()
-            t1.join()
-            t2.join()
-            time.sleep(2)
-            after = _state(m, 7102)
-            print(f"overlap: {out} {after}")
-        finally:
-            probing.close()
-        assert control[EAST][0] == 0
-        assert all(after[r][0] == 0 for r in REGIONS), f"deleted row back: {after}"
+        q = _setup(m, 7101)
+        _park_q(m, q)
+        a = maintain(s1, full=True)
+        b = maintain(s2, full=True)
+        control = key_state(m, 7101)
+        print(f"\ncontrol: {a} {b} {control}")
+        q = _setup(m, 7102)
+        out: dict[str, Any] = {}
+
+        def run(name: str, conn: Any) -> None:
+            out[name] = maintain(conn, full=True)
+        t1 = threading.Thread(target=run, args=("run1", s1))
+        t1.start()
+        wait_in_statement(m, EAST, s1.info.backend_pid, "retry_parked")
+        _park_q(m, q)
+        t2 = threading.Thread(target=run, args=("run2", s2))
+        t2.start()
+        t1.join()
+        t2.join()
+        time.sleep(2)
+        after = key_state(m, 7102)
+        print(f"overlap: {out} {after}")
+    assert control[EAST][0] == 0
+    assert all(after[r][0] == 0 for r in REGIONS), f"deleted row back: {after}"
