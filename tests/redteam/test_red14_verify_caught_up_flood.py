@@ -10,7 +10,7 @@ At the defaults that is any large transaction whose apply lag at one writer is b
 
 Here: real 3-writer mesh, real roles, agents probing (watermarks every 0.25 s). 20,000 rows
 converged. An app-role session on us-west-2 holds one row FOR UPDATE (the ordinary row lock of
-tests/redteam/test_open_backfill_false_fence.py), so us-west-2's apply of the next transaction
+tests/redteam/test_backfill_fence.py), so us-west-2's apply of the next transaction
 waits. us-east-1 commits one transaction: that row updated and 20,000 new rows. eu-west-1 applies it.
 The round (by hand, agent role, as VerifySide: horizon = now - 1 s, 256 buckets): digests on all
 three while us-west-2 is still waiting; then the app session commits, us-west-2 applies, its
