@@ -27,10 +27,11 @@ from replication.roles import AGENT_ROLE, APP_ROLE, render_roles, secret_options
 
 EAST, WEST, EU = REGIONS
 
-#: Expected failures that take a minute or more each: kept out of CI's run (they only confirm an open
-#: limit is still open); FRAISEQL_LONG_PROBES=1 runs them (docs/testing.md).
+#: Probes that take a minute or more each, kept out of CI's run: expected failures that confirm an open
+#: limit is still open, and longer forms of a claim whose short form CI runs. FRAISEQL_LONG_PROBES=1
+#: runs them (docs/testing.md).
 long_probe = pytest.mark.skipif(not os.environ.get("FRAISEQL_LONG_PROBES"),
-                                reason="a long expected failure; FRAISEQL_LONG_PROBES=1 runs it")
+                                reason="a long probe; FRAISEQL_LONG_PROBES=1 runs it")
 PROBE_S, STALE_S, LEASE_S = 0.25, 1.0, 0.8
 PASSWORDS = {APP_ROLE: "app-password-0123456789", AGENT_ROLE: "agent-password-0123456789"}
 
