@@ -1,6 +1,7 @@
 """Other shapes of a backfill that another region writes to (tests/redteam/test_backfill_fence.py
-is the update case, and states the claim): a region that writes a row the backfill's apply holds
-may be fenced until that apply commits everywhere, and only that region.
+is the update case, and states the claim): eu's change waits, at east, for a row east's apply of
+the backfill holds, so the link from eu to east is held until that apply commits; only its ends
+(eu, east) may be fenced, the rest only for the hand-over.
 
 * ``counters``: west's backfill increments 60,000 counter rows; eu increments one of them. The
   counter's shard merge (its own trigger) waits for the counter row west's apply holds (56 fenced
@@ -65,7 +66,7 @@ def _until(m: Mesh, sql: str, args: tuple, want: Any, timeout: float = 300, main
 
 
 @pytest.mark.parametrize("shape", ["counters", "fk_child"])
-def test_backfill_shapes_fence_only_the_region_that_writes_a_held_row(m: Mesh, agents: Any, shape: str) -> None:
+def test_backfill_shapes_fence_only_the_ends_of_the_held_link(m: Mesh, agents: Any, shape: str) -> None:
     lo, hi = 40_000_001, 40_000_000 + ROWS
     one: tuple[str, tuple[int, ...]]
     with Prober(agents) as pr:
