@@ -177,7 +177,7 @@ def _report(fences: list[Any], update_s: float, replicated_s: float) -> str:
             f"fenced: {_summary(fences)}")
 
 
-def test_a_backfill_fences_only_the_region_that_writes_one_of_its_rows_and_only_until_it_is_applied(
+def test_a_backfill_another_region_writes_to_fences_only_the_held_links_ends_until_it_is_applied(
         m: Mesh, agents: dict[str, Any]) -> None:
     fences, update_s, replicated_s = _backfill(m, agents, eu_update=True, base=BASE)
     print("\n" + _report(fences, update_s, replicated_s))
