@@ -125,6 +125,23 @@ def _summary(fences: list[Any]) -> str:
                      for r, v in by_region.items()) or "none"
 
 
+def timeline(fences: list[Any], t_commit: float) -> str:
+    """When each region's fenced probes began and ended, in seconds after the backfill's commit."""
+    by_region = {r: [e for e in fences if e[1] == r] for r in REGIONS}
+    return "; ".join(f"{r}: {len(v)} probes from {v[0][0] - t_commit:+.1f} s to {v[-1][0] - t_commit:+.1f} s after the commit"
+                     for r, v in by_region.items() if v)
+
+
+def count_everywhere(m: Mesh, sql: str, args: tuple[Any, ...], want: int, timeout: float = 300) -> float:
+    """Until ``sql`` (a count) answers ``want`` on every writer; returns how long that took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if all(m.execute(r, sql, args)[0][0] == want for r in REGIONS):
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError(f"did not replicate in {timeout} s: {sql} {args}")
+
+
 def _rows_everywhere(m: Mesh, lo: int, hi: int, where: str = "TRUE", timeout: float = 300) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -138,18 +155,19 @@ def _rows_everywhere(m: Mesh, lo: int, hi: int, where: str = "TRUE", timeout: fl
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def race(m: Mesh, west: Any, bulk: Statement, one: Optional[Statement]) -> tuple[float, float]:
-    """eu's application runs ``one`` and leaves it open while west's (``west``, autocommit) runs ``bulk``;
-    eu commits 0.2 s after west's commit, and both close. When the bulk statement started and committed."""
-    eu = connect(m, EU, APP_ROLE)
+def race(m: Mesh, west: Any, bulk: Statement, one: Optional[Statement], writer: str = EU) -> tuple[float, float]:
+    """``writer``'s application (eu unless said) runs ``one`` and leaves it open while the bulk
+    region's (``west``, autocommit) runs ``bulk``; ``writer`` commits 0.2 s after the bulk commit, and
+    both close. When the bulk statement started and committed."""
+    app = connect(m, writer, APP_ROLE)
     if one is not None:
-        eu.execute(*one)
+        app.execute(*one)
     t_start = time.monotonic()
     west.execute(*bulk)
     t_commit = time.monotonic()
     time.sleep(0.2)
-    eu.commit()
-    eu.close()
+    app.commit()
+    app.close()
     west.close()
     return t_start, t_commit
 

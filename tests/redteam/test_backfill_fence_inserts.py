@@ -14,28 +14,18 @@ A minute or so each, so CI skips them:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
-from drills.mesh import REGIONS, Mesh
+from drills.mesh import Mesh
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EAST, EU, WEST, connect, long_probe
-from tests.redteam.test_backfill_fence import ROWS, Prober, _report, assert_fenced_only_while_held, race
+from tests.redteam.test_backfill_fence import ROWS, Prober, _report, assert_fenced_only_while_held, count_everywhere, race
 
 BASE = 30_000_000
 
 pytestmark = long_probe
-
-
-def _count_everywhere(m: Mesh, sql: str, args: tuple, want: int, timeout: float = 300) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if all(m.execute(r, sql, args)[0][0] == want for r in REGIONS):
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError("the backfill did not replicate")
 
 
 @pytest.mark.parametrize("table,same_key", [("items", False), ("items", True), ("tags", True)])
@@ -56,6 +46,6 @@ def test_an_insert_backfill_fences_only_the_ends_of_the_held_link(m: Mesh, agent
         pr.all_writable_for(2.0)
         west = connect(m, WEST, APP_ROLE, autocommit=True)
         t_start, t_commit = race(m, west, bulk, one)  # eu's insert open while west's bulk load commits
-        replicated_s = _count_everywhere(m, check[0], check[1], ROWS)
+        replicated_s = count_everywhere(m, check[0], check[1], ROWS)
         fences = assert_fenced_only_while_held(pr, t_start, {EU, EAST} if same_key else set(), table)
     print(f"\n{table} same_key={same_key}: " + _report(fences, t_commit - t_start, replicated_s))

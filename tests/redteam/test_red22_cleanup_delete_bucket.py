@@ -46,7 +46,15 @@ from drills.mesh import REGIONS, Mesh
 from replication.agent.maintenance import maintain
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EAST, EU, WEST, agent_conn, connect, long_probe, wait_until
-from tests.redteam.test_backfill_fence import RECOVER_S, ROWS, Prober, _rows_everywhere, _summary, assert_fenced_only_while_held
+from tests.redteam.test_backfill_fence import (
+    RECOVER_S,
+    ROWS,
+    Prober,
+    _rows_everywhere,
+    _summary,
+    assert_fenced_only_while_held,
+    timeline,
+)
 from tests.redteam.test_red22_tiebreak_fences_bystander import WaitSampler
 
 BASE = 60_000_000
@@ -107,12 +115,9 @@ def test_deletes_that_wait_for_a_bulk_loads_buckets_fence_only_the_ends_of_their
             applied = time.monotonic()
         west.close()
         fences = [e for e in pr.log if e[0] >= t_start and not e[2]]
-        by_region = {r: [e for e in fences if e[1] == r] for r in REGIONS}
         report = (f"control (no bulk load): fenced {_summary(control)}; bulk load of {ROWS} keys ran "
                   f"{t_commit - t_start:.1f} s, applied everywhere {applied - t_commit:.1f} s after its commit; fenced: "
-                  + "; ".join(f"{r}: {len(v)} probes from {v[0][0] - t_commit:+.1f} s to {v[-1][0] - t_commit:+.1f} s "
-                              f"after the commit" for r, v in by_region.items() if v)
-                  + f" | {_summary(fences)} | at {EAST}: {ws_east.summary()} | at {EU}: {ws_eu.summary()} | parked: "
+                  f"{timeline(fences, t_commit)} | {_summary(fences)} | at {EAST}: {ws_east.summary()} | at {EU}: {ws_eu.summary()} | parked: "
                   + str({r: m.execute(r, "SELECT sqlstate, count(*) FROM fraiseql_repl.parked GROUP BY 1") for r in REGIONS})
                   + " | apply errors: " + str({r: m.execute(r, "SELECT subname, apply_error_count FROM pg_stat_subscription_stats "
                                                                "WHERE apply_error_count > 0") for r in REGIONS}))

@@ -61,7 +61,16 @@ import pytest
 from drills.mesh import REGIONS, Mesh
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EAST, EU, WEST, connect, long_probe, wait_until
-from tests.redteam.test_backfill_fence import RECOVER_S, ROWS, Prober, _rows_everywhere, _summary, assert_fenced_only_while_held
+from tests.redteam.test_backfill_fence import (
+    RECOVER_S,
+    ROWS,
+    Prober,
+    _rows_everywhere,
+    _summary,
+    assert_fenced_only_while_held,
+    race,
+    timeline,
+)
 
 BASE = 50_000_000
 #: About a minute a case: FRAISEQL_LONG_PROBES=1 runs them.
@@ -117,8 +126,8 @@ CASES = [  # (backfill region, region that updates one held row, region expected
 
 @pytest.mark.parametrize("bulk_region,row_writer,bystander", CASES,
                          ids=[f"backfill@{b}-row@{w}" for b, w, _ in CASES])
-def test_a_backfill_fences_one_end_of_the_held_link_whichever_wrote_the_row(m: Mesh, agents: dict[str, Any], bulk_region: str,
-                                                                   row_writer: str, bystander: str) -> None:
+def test_a_backfill_fences_one_end_of_the_held_link_whichever_wrote_the_row(
+        m: Mesh, agents: dict[str, Any], bulk_region: str, row_writer: str, bystander: str) -> None:
     base = BASE + 1_000_000 * CASES.index((bulk_region, row_writer, bystander))
     lo, hi = base + 1, base + ROWS
     with Prober(agents) as pr:
@@ -129,25 +138,15 @@ def test_a_backfill_fences_one_end_of_the_held_link_whichever_wrote_the_row(m: M
         pr.all_writable_for(2.0)
         with WaitSampler(m, bystander) as ws:
             # the row writer's application: one ordinary update of one backfilled row, open while the
-            # backfill commits (as the spec's race(), with the regions swapped)
-            one = connect(m, row_writer, APP_ROLE)
-            one.execute("UPDATE items SET v = 'one edit' WHERE id = %s", (lo,))
-            t_start = time.monotonic()
-            bulk.execute("UPDATE items SET v = 'backfilled' WHERE id BETWEEN %s AND %s", (lo, hi))
-            t_commit = time.monotonic()
-            time.sleep(0.2)
-            one.commit()
-            one.close()
-            bulk.close()
+            # backfill commits
+            t_start, t_commit = race(m, bulk, ("UPDATE items SET v = 'backfilled' WHERE id BETWEEN %s AND %s", (lo, hi)),
+                                     ("UPDATE items SET v = 'one edit' WHERE id = %s", (lo,)), writer=row_writer)
             _rows_everywhere(m, lo + 1, hi, "v = 'backfilled'")
             applied = time.monotonic()
         fences = [e for e in pr.log if e[0] >= t_start and not e[2]]
-        by_region = {r: [e for e in fences if e[1] == r] for r in REGIONS}
         report = (f"backfill@{bulk_region} ({ROWS} rows, {t_commit - t_start:.1f} s), row@{row_writer}; applied everywhere "
-                  f"{applied - t_commit:.1f} s after its commit; fenced: "
-                  + "; ".join(f"{r}: {len(v)} probes from {v[0][0] - t_commit:+.1f} s to {v[-1][0] - t_commit:+.1f} s "
-                              f"after the commit" for r, v in by_region.items() if v)
-                  + f" | {_summary(fences)} | at {bystander}: {ws.summary()}")
+                  f"{applied - t_commit:.1f} s after its commit; fenced: {timeline(fences, t_commit)}"
+                  f" | {_summary(fences)} | at {bystander}: {ws.summary()}")
         print("\n" + report)
         try:
             # the held link: at the bystander, its apply worker for the row's writer

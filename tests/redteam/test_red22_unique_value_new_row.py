@@ -44,7 +44,16 @@ from drills.sample import APP_SCHEMA, POLICY
 from replication.model import ConflictPolicy
 from replication.roles import APP_ROLE
 from tests.redteam.harness import EAST, EU, WEST, connect, long_probe, red_mesh, wait_until
-from tests.redteam.test_backfill_fence import RECOVER_S, ROWS, Prober, _summary, assert_fenced_only_while_held
+from tests.redteam.test_backfill_fence import (
+    RECOVER_S,
+    ROWS,
+    Prober,
+    _summary,
+    assert_fenced_only_while_held,
+    count_everywhere,
+    race,
+    timeline,
+)
 from tests.redteam.test_red22_tiebreak_fences_bystander import WaitSampler
 
 SCHEMA = (*APP_SCHEMA, "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE, v text)")
@@ -58,15 +67,6 @@ def m() -> Iterator[Mesh]:
         yield running
 
 
-def _count_everywhere(m: Mesh, sql: str, args: tuple, want: int, timeout: float = 120) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if all(m.execute(r, sql, args)[0][0] == want for r in REGIONS):
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError(f"did not replicate: {sql} {args}")
-
-
 def test_a_new_key_with_a_backfilled_unique_value_fences_only_the_ends_of_its_link(m: Mesh, agents: dict[str, Any]) -> None:
     lo, hi = 1, ROWS
     newkey = 10_000_000
@@ -75,28 +75,17 @@ def test_a_new_key_with_a_backfilled_unique_value_fences_only_the_ends_of_its_li
         west = connect(m, WEST, APP_ROLE, autocommit=True)
         west.execute("INSERT INTO users (id, email, v) SELECT g, 'old-' || g, 'u' FROM generate_series(%s::int, %s::int) g",
                      (lo, hi))
-        _count_everywhere(m, "SELECT count(*) FROM users WHERE id BETWEEN %s AND %s", (lo, hi), ROWS)
+        count_everywhere(m, "SELECT count(*) FROM users WHERE id BETWEEN %s AND %s", (lo, hi), ROWS)
         pr.all_writable_for(2.0)
         with WaitSampler(m, EAST) as ws:
-            eu = connect(m, EU, APP_ROLE)
-            eu.execute("INSERT INTO users (id, email, v) VALUES (%s, %s, 'signup')", (newkey, f"new-{lo}"))
-            t_start = time.monotonic()
-            west.execute("UPDATE users SET email = 'new-' || id WHERE id BETWEEN %s AND %s", (lo, hi))
-            t_commit = time.monotonic()
-            time.sleep(0.2)
-            eu.commit()
-            eu.close()
-            west.close()
-            _count_everywhere(m, "SELECT count(*) FROM users WHERE id BETWEEN %s AND %s AND email LIKE 'new-%%'",
+            t_start, t_commit = race(m, west, ("UPDATE users SET email = 'new-' || id WHERE id BETWEEN %s AND %s", (lo, hi)),
+                                     ("INSERT INTO users (id, email, v) VALUES (%s, %s, 'signup')", (newkey, f"new-{lo}")))
+            count_everywhere(m, "SELECT count(*) FROM users WHERE id BETWEEN %s AND %s AND email LIKE 'new-%%'",
                               (lo + 1, hi), ROWS - 1)
             applied = time.monotonic()
         fences = [e for e in pr.log if e[0] >= t_start and not e[2]]
-        by_region = {r: [e for e in fences if e[1] == r] for r in REGIONS}
         report = (f"backfill of {ROWS} emails ran {t_commit - t_start:.1f} s, applied everywhere {applied - t_commit:.1f} s "
-                  f"after its commit; fenced: "
-                  + "; ".join(f"{r}: {len(v)} probes from {v[0][0] - t_commit:+.1f} s to {v[-1][0] - t_commit:+.1f} s "
-                              f"after the commit" for r, v in by_region.items() if v)
-                  + f" | {_summary(fences)} | at {EAST}: {ws.summary()}")
+                  f"after its commit; fenced: {timeline(fences, t_commit)} | {_summary(fences)} | at {EAST}: {ws.summary()}")
         print("\n" + report)
         try:
             # the held link: at east, its apply worker for eu, waiting in the unique index
